@@ -1,0 +1,10 @@
+//! kiln's kernels. Each op family is one module holding its `.wgsl` file, its Rust launcher, its native
+//! CPU implementation (the reference every WGSL kernel is tested against, and the fallback backend) and
+//! its tests. An op checks its inputs, works out the output shape, then runs on the tensors' device.
+
+pub mod common;
+pub mod elementwise;
+pub mod registry;
+pub mod testing;
+
+pub use kiln_runtime::{DType, Device, Error, Result, Tensor};

@@ -1,0 +1,1 @@
+//! Models (CLIP, UNet, VAE, schedulers, pipelines) arrive with issue #3.

@@ -1,0 +1,58 @@
+//! A pooled device buffer that goes back to its context's pool when the last tensor using it drops.
+
+use std::sync::Arc;
+
+use super::GpuContext;
+
+pub struct GpuBuffer {
+    ctx: Arc<GpuContext>,
+    buffer: Option<wgpu::Buffer>,
+    class: u64,
+    /// Bytes requested (rounded to 16), which is what kernels bind.
+    bytes: u64,
+}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GpuBuffer({} bytes on gpu:{})",
+            self.bytes,
+            self.ctx.index()
+        )
+    }
+}
+
+impl GpuBuffer {
+    pub(crate) fn new(ctx: Arc<GpuContext>, buffer: wgpu::Buffer, class: u64, bytes: u64) -> Self {
+        GpuBuffer {
+            ctx,
+            buffer: Some(buffer),
+            class,
+            bytes,
+        }
+    }
+
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.buffer
+            .as_ref()
+            .expect("a GpuBuffer holds its buffer until dropped")
+    }
+
+    /// The bound size: the request rounded up to 16 bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            self.ctx.release(buffer, self.class);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! kiln's runtime: devices, tensors, the device memory pool, the pipeline cache, command batching and
+//! weight loading. It holds no math: kernels and their CPU references live in `kiln-kernels`.
+
+pub mod adapters;
+pub mod device;
+pub mod dtype;
+pub mod error;
+pub mod gpu;
+pub mod loader;
+pub mod memory;
+pub mod pool;
+pub mod preprocess;
+pub mod tensor;
+
+pub use device::{Device, DeviceChoice};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use tensor::{CpuData, Storage, Tensor};

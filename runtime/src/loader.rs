@@ -1,0 +1,253 @@
+//! Weights from `.safetensors` files, memory-mapped so a tensor's bytes go from the page cache to the
+//! device without a host copy of the whole file. bf16 (and, on request, f32<->f16) is converted one
+//! tensor at a time.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::{DType, Device, Error, Result, Tensor};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorEntry {
+    /// The dtype stored in the file, as safetensors names it ("F16", "BF16").
+    pub stored: String,
+    pub shape: Vec<usize>,
+    /// Byte range within the file.
+    pub start: usize,
+    pub end: usize,
+}
+
+pub struct WeightFile {
+    path: PathBuf,
+    mmap: Mmap,
+    entries: HashMap<String, TensorEntry>,
+    metadata: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for WeightFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WeightFile({}, {} tensors)",
+            self.path.display(),
+            self.entries.len()
+        )
+    }
+}
+
+impl WeightFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<WeightFile> {
+        let path = path.as_ref().to_path_buf();
+        let file =
+            File::open(&path).map_err(|e| Error::load(&path, format!("cannot open: {e}")))?;
+        // SAFETY: the mapping is read-only; a file changed underneath would give wrong weights, not
+        // memory unsafety in this process beyond what reading a changing file gives.
+        let mmap = unsafe { Mmap::map(&file) }
+            .map_err(|e| Error::load(&path, format!("cannot map: {e}")))?;
+        let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| {
+            Error::load(
+                &path,
+                format!("not a valid safetensors file ({} bytes): {e}", mmap.len()),
+            )
+        })?;
+        let data_start = 8 + header_len;
+        let entries = meta
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let entry = TensorEntry {
+                    stored: format!("{:?}", info.dtype),
+                    shape: info.shape.clone(),
+                    start: data_start + info.data_offsets.0,
+                    end: data_start + info.data_offsets.1,
+                };
+                (name, entry)
+            })
+            .collect();
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        Ok(WeightFile {
+            path,
+            mmap,
+            entries,
+            metadata,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The file's free-form `__metadata__` strings.
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    pub fn entry(&self, name: &str) -> Result<&TensorEntry> {
+        self.entries.get(name).ok_or_else(|| Error::MissingTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            close: close_names(name, self.entries.keys().map(String::as_str), 5),
+        })
+    }
+
+    /// The raw stored bytes of a tensor, borrowed from the mapping.
+    pub fn bytes(&self, name: &str) -> Result<&[u8]> {
+        let e = self.entry(name)?;
+        Ok(&self.mmap[e.start..e.end])
+    }
+
+    /// Loads a float tensor onto `device`. `want` picks the dtype (`None` keeps f32/f16 as stored and
+    /// turns bf16 into f32); a dtype the device lacks falls back to f32.
+    pub fn load(&self, name: &str, device: &Device, want: Option<DType>) -> Result<Tensor> {
+        let entry = self.entry(name)?;
+        let bytes = &self.mmap[entry.start..entry.end];
+        let stored = match entry.stored.as_str() {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::F32,
+            other => {
+                return Err(Error::load(
+                    &self.path,
+                    format!(
+                        "tensor `{name}` {:?} has dtype {other}; kiln loads F32, F16 and BF16",
+                        entry.shape
+                    ),
+                ))
+            }
+        };
+        let target = device.float_dtype(want.unwrap_or(stored));
+        if entry.stored != "BF16" && target == stored {
+            // The common path: straight from the mapping to the device.
+            return Tensor::from_bytes(device, &entry.shape, target, bytes);
+        }
+        let values: Vec<f32> = match entry.stored.as_str() {
+            "F32" => bytemuck::pod_collect_to_vec(bytes),
+            "F16" => bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        };
+        Tensor::from_f32(device, &entry.shape, target, &values)
+    }
+
+    /// Like `load`, but checks the shape first and names the tensor, the expected and the found shape.
+    pub fn load_shaped(
+        &self,
+        name: &str,
+        shape: &[usize],
+        device: &Device,
+        want: Option<DType>,
+    ) -> Result<Tensor> {
+        let entry = self.entry(name)?;
+        if entry.shape != shape {
+            return Err(Error::load(
+                &self.path,
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {shape:?}",
+                    entry.shape
+                ),
+            ));
+        }
+        self.load(name, device, want)
+    }
+}
+
+/// Up to `n` names closest to `wanted`, by edit distance, for "did you mean" messages.
+pub fn close_names<'a>(
+    wanted: &str,
+    names: impl Iterator<Item = &'a str>,
+    n: usize,
+) -> Vec<String> {
+    let mut scored: Vec<(usize, &str)> = names
+        .map(|name| (edit_distance(wanted, name), name))
+        .collect();
+    scored.sort_unstable();
+    let limit = wanted.len().max(4) / 2;
+    scored
+        .into_iter()
+        .filter(|(d, _)| *d <= limit)
+        .take(n)
+        .map(|(_, s)| s.to_string())
+        .collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(current + 1);
+            prev = current;
+        }
+    }
+    row[b.len()]
+}
+
+/// Writes tensors given as (name, dtype name, shape, bytes) to a safetensors file. Used by tests and
+/// tools; the file is written to a temporary name and renamed so a failure leaves nothing behind.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
+) -> Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (name.to_string(), v))
+                .map_err(|e| Error::load(path, format!("tensor `{name}`: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let tmp = path.with_extension("safetensors.partial");
+    safetensors::serialize_to_file(views, None, &tmp)
+        .map_err(|e| Error::load(path, e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::load(path, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_names_prefer_small_edits() {
+        let names = [
+            "unet.down.0.weight",
+            "unet.down.1.weight",
+            "vae.decoder.conv_in.bias",
+        ];
+        let close = close_names("unet.down.0.wieght", names.iter().copied(), 5);
+        assert_eq!(close[0], "unet.down.0.weight");
+        assert!(!close.iter().any(|n| n.starts_with("vae")));
+    }
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+}
