@@ -4,7 +4,17 @@ use kiln_runtime::preprocess::{KernelSource, Variant};
 
 pub fn all_variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
     let mut v = Vec::new();
+    v.extend(crate::attention::variants());
+    v.extend(crate::conv::variants());
     v.extend(crate::elementwise::variants());
+    v.extend(crate::embedding::variants());
+    v.extend(crate::layout::variants());
+    v.extend(crate::matmul::variants());
+    v.extend(crate::norm::variants());
+    v.extend(crate::rope::variants());
+    v.extend(crate::softmax::variants());
+    v.extend(crate::timestep::variants());
+    v.extend(crate::upsample::variants());
     v
 }
 
