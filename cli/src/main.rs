@@ -1,1 +1,72 @@
-fn main() {}
+//! The `kiln` command line: thin argument parsing over the runtime, kernels and models.
+
+mod bench;
+mod devices;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use kiln_runtime::memory::format_bytes;
+use kiln_runtime::{Device, DeviceChoice};
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Stable Diffusion and LLM inference on any GPU through wgpu")]
+struct Cli {
+    /// Device to run on: auto (a real GPU, else the CPU backend), cpu, or gpu:N from `kiln devices`.
+    #[arg(long, global = true, env = "KILN_DEVICE", default_value = "auto")]
+    device: String,
+
+    /// Print the device's peak memory use when the command finishes.
+    #[arg(long, global = true)]
+    report_memory: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List GPU adapters and the CPU backend with their capabilities.
+    Devices {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time kernels or models.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let choice: DeviceChoice = cli.device.parse()?;
+    let device = match &cli.command {
+        Command::Devices { json } => {
+            devices::print(*json)?;
+            None
+        }
+        Command::Bench(cmd) => {
+            let device = Device::open(choice)?;
+            bench::run(cmd, &device)?;
+            Some(device)
+        }
+    };
+    if cli.report_memory {
+        if let Some(device) = device {
+            let stats = device.memory_stats();
+            eprintln!(
+                "peak memory on {}: {} in tensors, {} reserved",
+                device.name(),
+                format_bytes(stats.peak_live),
+                format_bytes(stats.peak_reserved)
+            );
+        }
+    }
+    Ok(())
+}
