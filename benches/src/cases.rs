@@ -49,32 +49,93 @@ fn case(
     work: Work,
     prepare: impl Fn(&Device) -> Result<Runner> + 'static,
 ) -> Case {
-    Case { name: format!("{name} {dtype}"), op, dtype, shape, work, prepare: Box::new(prepare) }
+    Case {
+        name: format!("{name} {dtype}"),
+        op,
+        dtype,
+        shape,
+        work,
+        prepare: Box::new(prepare),
+    }
 }
 
-fn matmul_case(name: &str, dtype: DType, batch: usize, m: usize, k: usize, n: usize, transpose_b: bool) -> Case {
+fn matmul_case(
+    name: &str,
+    dtype: DType,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    transpose_b: bool,
+) -> Case {
     let flops = 2.0 * (batch * m * n * k) as f64;
-    case(name, "matmul", dtype, format!("{batch}x[{m}x{k}]x[{k}x{n}]"), Work::Flops(flops), move |d| {
-        let a = random(d, &[batch, m, k], dtype, 1)?;
-        let b_shape = if transpose_b { [batch, n, k] } else { [batch, k, n] };
-        let b = random(d, &b_shape, dtype, 2)?;
-        Ok(Box::new(move || matmul(&a, &b, MatmulOptions { transpose_b, bias: None })))
-    })
+    case(
+        name,
+        "matmul",
+        dtype,
+        format!("{batch}x[{m}x{k}]x[{k}x{n}]"),
+        Work::Flops(flops),
+        move |d| {
+            let a = random(d, &[batch, m, k], dtype, 1)?;
+            let b_shape = if transpose_b {
+                [batch, n, k]
+            } else {
+                [batch, k, n]
+            };
+            let b = random(d, &b_shape, dtype, 2)?;
+            Ok(Box::new(move || {
+                matmul(
+                    &a,
+                    &b,
+                    MatmulOptions {
+                        transpose_b,
+                        bias: None,
+                    },
+                )
+            }))
+        },
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attention_case(name: &str, dtype: DType, b: usize, h: usize, lq: usize, lk: usize, d: usize, hkv: usize) -> Case {
+fn attention_case(
+    name: &str,
+    dtype: DType,
+    b: usize,
+    h: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    hkv: usize,
+) -> Case {
     let flops = 4.0 * (b * h * lq * lk * d) as f64;
     let shape = format!("B{b} H{h}/{hkv} Lq{lq} Lk{lk} D{d}");
-    case(name, "attention", dtype, shape, Work::Flops(flops), move |dev| {
-        let q = random(dev, &[b, lq, h, d], dtype, 3)?;
-        let k = random(dev, &[b, lk, hkv, d], dtype, 4)?;
-        let v = random(dev, &[b, lk, hkv, d], dtype, 5)?;
-        Ok(Box::new(move || attention(&q, &k, &v, AttentionOptions::default())))
-    })
+    case(
+        name,
+        "attention",
+        dtype,
+        shape,
+        Work::Flops(flops),
+        move |dev| {
+            let q = random(dev, &[b, lq, h, d], dtype, 3)?;
+            let k = random(dev, &[b, lk, hkv, d], dtype, 4)?;
+            let v = random(dev, &[b, lk, hkv, d], dtype, 5)?;
+            Ok(Box::new(move || {
+                attention(&q, &k, &v, AttentionOptions::default())
+            }))
+        },
+    )
 }
 
-fn conv_case(name: &str, dtype: DType, n: usize, cin: usize, cout: usize, hw: usize, k: usize) -> Case {
+fn conv_case(
+    name: &str,
+    dtype: DType,
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    k: usize,
+) -> Case {
     let flops = 2.0 * (n * cout * hw * hw * cin * k * k) as f64;
     let shape = format!("[{n},{cin},{hw},{hw}] * [{cout},{cin},{k},{k}]");
     case(name, "conv2d", dtype, shape, Work::Flops(flops), move |d| {
@@ -82,7 +143,9 @@ fn conv_case(name: &str, dtype: DType, n: usize, cin: usize, cout: usize, hw: us
         let w = random(d, &[cout, cin, k, k], dtype, 7)?;
         let bias = random(d, &[cout], dtype, 8)?;
         let padding = k / 2;
-        Ok(Box::new(move || conv2d(&x, &w, Some(&bias), Conv2dOptions { stride: 1, padding })))
+        Ok(Box::new(move || {
+            conv2d(&x, &w, Some(&bias), Conv2dOptions { stride: 1, padding })
+        }))
     })
 }
 
@@ -96,52 +159,172 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
     let q = size == Size::Quick;
     let pick = |standard: usize, quick: usize| if q { quick } else { standard };
     let mut cases = vec![
-        matmul_case("matmul square", dtype, 1, pick(1024, 64), pick(1024, 64), pick(1024, 64), false),
-        matmul_case("linear sd-attn-proj", dtype, 1, pick(8192, 96), pick(320, 40), pick(320, 40), true),
-        matmul_case("batched matmul", dtype, pick(16, 2), pick(1024, 33), 64, pick(1024, 33), false),
-        attention_case("attention sd-self", dtype, pick(2, 1), 8, pick(4096, 64), pick(4096, 64), 40, 8),
-        attention_case("attention sd-cross", dtype, pick(2, 1), 8, pick(4096, 64), 77, 40, 8),
-        attention_case("attention llm-prefill", dtype, 1, pick(32, 4), pick(1024, 32), pick(1024, 32), 128, pick(8, 2)),
-        conv_case("conv3x3 sd-resnet", dtype, pick(2, 1), pick(320, 8), pick(320, 8), pick(64, 12), 3),
-        conv_case("conv1x1 sd-proj", dtype, pick(2, 1), pick(320, 8), pick(320, 8), pick(64, 12), 1),
+        matmul_case(
+            "matmul square",
+            dtype,
+            1,
+            pick(1024, 64),
+            pick(1024, 64),
+            pick(1024, 64),
+            false,
+        ),
+        matmul_case(
+            "linear sd-attn-proj",
+            dtype,
+            1,
+            pick(8192, 96),
+            pick(320, 40),
+            pick(320, 40),
+            true,
+        ),
+        matmul_case(
+            "batched matmul",
+            dtype,
+            pick(16, 2),
+            pick(1024, 33),
+            64,
+            pick(1024, 33),
+            false,
+        ),
+        attention_case(
+            "attention sd-self",
+            dtype,
+            pick(2, 1),
+            8,
+            pick(4096, 64),
+            pick(4096, 64),
+            40,
+            8,
+        ),
+        attention_case(
+            "attention sd-cross",
+            dtype,
+            pick(2, 1),
+            8,
+            pick(4096, 64),
+            77,
+            40,
+            8,
+        ),
+        attention_case(
+            "attention llm-prefill",
+            dtype,
+            1,
+            pick(32, 4),
+            pick(1024, 32),
+            pick(1024, 32),
+            128,
+            pick(8, 2),
+        ),
+        conv_case(
+            "conv3x3 sd-resnet",
+            dtype,
+            pick(2, 1),
+            pick(320, 8),
+            pick(320, 8),
+            pick(64, 12),
+            3,
+        ),
+        conv_case(
+            "conv1x1 sd-proj",
+            dtype,
+            pick(2, 1),
+            pick(320, 8),
+            pick(320, 8),
+            pick(64, 12),
+            1,
+        ),
     ];
     let (n, c, hw) = (pick(2, 1), pick(320, 32), pick(64, 8));
     let elems = n * c * hw * hw;
-    cases.push(case("groupnorm+silu sd", "group_norm", dtype, format!("[{n},{c},{hw},{hw}] g32"), bytes(elems, dtype, 3.0), move |d| {
-        let x = random(d, &[n, c, hw, hw], dtype, 9)?;
-        let w = random(d, &[c], dtype, 10)?;
-        let b = random(d, &[c], dtype, 11)?;
-        Ok(Box::new(move || group_norm(&x, 32, Some(&w), Some(&b), 1e-5, true)))
-    }));
+    cases.push(case(
+        "groupnorm+silu sd",
+        "group_norm",
+        dtype,
+        format!("[{n},{c},{hw},{hw}] g32"),
+        bytes(elems, dtype, 3.0),
+        move |d| {
+            let x = random(d, &[n, c, hw, hw], dtype, 9)?;
+            let w = random(d, &[c], dtype, 10)?;
+            let b = random(d, &[c], dtype, 11)?;
+            Ok(Box::new(move || {
+                group_norm(&x, 32, Some(&w), Some(&b), 1e-5, true)
+            }))
+        },
+    ));
     let (rows, width) = (pick(8192, 64), pick(320, 40));
-    cases.push(case("layernorm sd", "layer_norm", dtype, format!("[{rows},{width}]"), bytes(rows * width, dtype, 3.0), move |d| {
-        let x = random(d, &[rows, width], dtype, 12)?;
-        Ok(Box::new(move || layer_norm(&x, None, None, 1e-5)))
-    }));
+    cases.push(case(
+        "layernorm sd",
+        "layer_norm",
+        dtype,
+        format!("[{rows},{width}]"),
+        bytes(rows * width, dtype, 3.0),
+        move |d| {
+            let x = random(d, &[rows, width], dtype, 12)?;
+            Ok(Box::new(move || layer_norm(&x, None, None, 1e-5)))
+        },
+    ));
     let (rows, width) = (pick(65536, 64), pick(77, 77));
-    cases.push(case("softmax sd-cross-scores", "softmax", dtype, format!("[{rows},{width}]"), bytes(rows * width, dtype, 2.0), move |d| {
-        let x = random(d, &[rows, width], dtype, 13)?;
-        Ok(Box::new(move || softmax(&x, 1.0)))
-    }));
+    cases.push(case(
+        "softmax sd-cross-scores",
+        "softmax",
+        dtype,
+        format!("[{rows},{width}]"),
+        bytes(rows * width, dtype, 2.0),
+        move |d| {
+            let x = random(d, &[rows, width], dtype, 13)?;
+            Ok(Box::new(move || softmax(&x, 1.0)))
+        },
+    ));
     let elems = pick(2 * 320 * 64 * 64, 4096);
-    cases.push(case("add sd-residual", "add", dtype, format!("[{elems}]"), bytes(elems, dtype, 3.0), move |d| {
-        let a = random(d, &[elems], dtype, 14)?;
-        let b = random(d, &[elems], dtype, 15)?;
-        Ok(Box::new(move || elementwise::add(&a, &b)))
-    }));
-    cases.push(case("copy (scale by 1)", "copy", dtype, format!("[{elems}]"), bytes(elems, dtype, 2.0), move |d| {
-        let a = random(d, &[elems], dtype, 16)?;
-        Ok(Box::new(move || elementwise::unary(&a, Unary::Scale { mul: 1.0, add: 0.0 })))
-    }));
+    cases.push(case(
+        "add sd-residual",
+        "add",
+        dtype,
+        format!("[{elems}]"),
+        bytes(elems, dtype, 3.0),
+        move |d| {
+            let a = random(d, &[elems], dtype, 14)?;
+            let b = random(d, &[elems], dtype, 15)?;
+            Ok(Box::new(move || elementwise::add(&a, &b)))
+        },
+    ));
+    cases.push(case(
+        "copy (scale by 1)",
+        "copy",
+        dtype,
+        format!("[{elems}]"),
+        bytes(elems, dtype, 2.0),
+        move |d| {
+            let a = random(d, &[elems], dtype, 16)?;
+            Ok(Box::new(move || {
+                elementwise::unary(&a, Unary::Scale { mul: 1.0, add: 0.0 })
+            }))
+        },
+    ));
     let (rows, width) = (pick(8192, 64), pick(2560, 64));
-    cases.push(case("geglu sd-ff", "geglu", dtype, format!("[{rows},{}]", 2 * width), bytes(rows * width, dtype, 3.0), move |d| {
-        let x = random(d, &[rows, 2 * width], dtype, 17)?;
-        Ok(Box::new(move || elementwise::geglu(&x)))
-    }));
+    cases.push(case(
+        "geglu sd-ff",
+        "geglu",
+        dtype,
+        format!("[{rows},{}]", 2 * width),
+        bytes(rows * width, dtype, 3.0),
+        move |d| {
+            let x = random(d, &[rows, 2 * width], dtype, 17)?;
+            Ok(Box::new(move || elementwise::geglu(&x)))
+        },
+    ));
     let (n, c, hw) = (pick(2, 1), pick(1280, 16), pick(16, 8));
-    cases.push(case("upsample2x sd", "upsample", dtype, format!("[{n},{c},{hw},{hw}]"), bytes(n * c * hw * hw, dtype, 5.0), move |d| {
-        let x = random(d, &[n, c, hw, hw], dtype, 18)?;
-        Ok(Box::new(move || upsample_nearest2d(&x, 2)))
-    }));
+    cases.push(case(
+        "upsample2x sd",
+        "upsample",
+        dtype,
+        format!("[{n},{c},{hw},{hw}]"),
+        bytes(n * c * hw * hw, dtype, 5.0),
+        move |d| {
+            let x = random(d, &[n, c, hw, hw], dtype, 18)?;
+            Ok(Box::new(move || upsample_nearest2d(&x, 2)))
+        },
+    ));
     cases
 }

@@ -54,7 +54,10 @@ pub fn measure(case: &Case, device: &Device, warmup: usize, iters: usize) -> Res
                 run()?;
             }
             device.synchronize()?;
-            (start.elapsed().as_secs_f64() / iters as f64, Timing::WallClock)
+            (
+                start.elapsed().as_secs_f64() / iters as f64,
+                Timing::WallClock,
+            )
         }
     };
     let (gflops, gbps) = match case.work {

@@ -26,7 +26,10 @@ fn yes_no(b: bool) -> &'static str {
 
 fn print_one(r: &AdapterReport) {
     println!("{:<6} {}", r.id, r.name);
-    println!("       backend {}, type {}, driver {} {}", r.backend, r.device_type, r.driver, r.driver_info);
+    println!(
+        "       backend {}, type {}, driver {} {}",
+        r.backend, r.device_type, r.driver, r.driver_info
+    );
     if r.backend != "cpu" {
         let subgroups = if r.subgroups {
             format!("yes (size {}-{})", r.subgroup_size_min, r.subgroup_size_max)
@@ -48,6 +51,10 @@ fn print_one(r: &AdapterReport) {
             r.max_invocations_per_workgroup
         );
     }
-    let auto = if r.auto_eligible { "yes" } else { "no (software adapter: pick it by index)" };
+    let auto = if r.auto_eligible {
+        "yes"
+    } else {
+        "no (software adapter: pick it by index)"
+    };
     println!("       used by --device auto: {auto}");
 }

@@ -9,7 +9,11 @@ use kiln_runtime::memory::format_bytes;
 use kiln_runtime::{Device, DeviceChoice};
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Stable Diffusion and LLM inference on any GPU through wgpu")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Stable Diffusion and LLM inference on any GPU through wgpu"
+)]
 struct Cli {
     /// Device to run on: auto (a real GPU, else the CPU backend), cpu, or gpu:N from `kiln devices`.
     #[arg(long, global = true, env = "KILN_DEVICE", default_value = "auto")]

@@ -14,33 +14,66 @@ fn kiln() -> Command {
 #[test]
 fn devices_json_lists_adapters_and_the_cpu_backend() {
     let out = kiln().args(["devices", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let list = list.as_array().unwrap();
-    let cpu = list.iter().find(|d| d["id"] == "cpu").expect("the CPU backend is listed");
+    let cpu = list
+        .iter()
+        .find(|d| d["id"] == "cpu")
+        .expect("the CPU backend is listed");
     assert_eq!(cpu["auto_eligible"], true);
-    for key in ["name", "backend", "device_type", "driver", "f16", "subgroups", "timestamp_queries",
-                "cooperative_matrix", "max_buffer_size", "max_storage_binding_size"] {
+    for key in [
+        "name",
+        "backend",
+        "device_type",
+        "driver",
+        "f16",
+        "subgroups",
+        "timestamp_queries",
+        "cooperative_matrix",
+        "max_buffer_size",
+        "max_storage_binding_size",
+    ] {
         assert!(cpu.get(key).is_some(), "missing {key}");
     }
     if gpu().is_some() {
-        assert!(list.iter().any(|d| d["id"] == "gpu:0"), "the adapter under test is listed");
+        assert!(
+            list.iter().any(|d| d["id"] == "gpu:0"),
+            "the adapter under test is listed"
+        );
     }
     let table = kiln().arg("devices").output().unwrap();
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("cpu") && text.contains("native CPU backend"), "{text}");
+    assert!(
+        text.contains("cpu") && text.contains("native CPU backend"),
+        "{text}"
+    );
 }
 
 #[test]
 fn an_unknown_device_is_a_clear_error() {
-    for (flag, expect) in [("gpu:99", "gpu:99 does not exist"), ("tpu", "unknown device `tpu`")] {
-        let out = kiln().args(["--device", flag, "bench", "kernels", "--quick"]).output().unwrap();
+    for (flag, expect) in [
+        ("gpu:99", "gpu:99 does not exist"),
+        ("tpu", "unknown device `tpu`"),
+    ] {
+        let out = kiln()
+            .args(["--device", flag, "bench", "kernels", "--quick"])
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{err}");
     }
     // The environment variable is read the same way.
-    let out = kiln().env("KILN_DEVICE", "gpu:77").args(["bench", "kernels", "--quick"]).output().unwrap();
+    let out = kiln()
+        .env("KILN_DEVICE", "gpu:77")
+        .args(["bench", "kernels", "--quick"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("gpu:77"));
 }
 
@@ -51,25 +84,52 @@ fn quick_kernel_benchmark_writes_json_on_cpu_and_gpu() {
         devices.push(format!("gpu:{}", ctx.index()));
     }
     for device in devices {
-        let path = std::env::temp_dir().join(format!("kiln-bench-{}-{device}.json", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("kiln-bench-{}-{device}.json", std::process::id()));
         let out = kiln()
-            .args(["--device", &device, "--report-memory", "bench", "kernels", "--quick", "--iters", "1"])
+            .args([
+                "--device",
+                &device,
+                "--report-memory",
+                "bench",
+                "kernels",
+                "--quick",
+                "--iters",
+                "1",
+            ])
             .args(["--warmup", "0", "--dtype", "f32", "--json"])
             .arg(&path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stderr).contains("peak memory"));
-        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let results = report["results"].as_array().unwrap();
         let ops: Vec<&str> = results.iter().map(|r| r["op"].as_str().unwrap()).collect();
-        for op in ["matmul", "attention", "conv2d", "group_norm", "softmax", "add", "upsample"] {
+        for op in [
+            "matmul",
+            "attention",
+            "conv2d",
+            "group_norm",
+            "softmax",
+            "add",
+            "upsample",
+        ] {
             assert!(ops.contains(&op), "{device}: no {op} case in {ops:?}");
         }
         for r in results {
             assert!(r["mean_ms"].as_f64().unwrap() > 0.0, "{device}: {r}");
         }
-        let timing = if device == "cpu" { "wall-clock" } else { "gpu-timestamps" };
+        let timing = if device == "cpu" {
+            "wall-clock"
+        } else {
+            "gpu-timestamps"
+        };
         assert!(results.iter().all(|r| r["timing"] == timing), "{device}");
     }
 }

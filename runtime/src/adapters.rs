@@ -88,7 +88,7 @@ pub fn report(index: usize, adapter: &wgpu::Adapter) -> AdapterReport {
         timestamp_queries: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         cooperative_matrix: !adapter.cooperative_matrix_properties().is_empty(),
         max_buffer_size: limits.max_buffer_size,
-        max_storage_binding_size: limits.max_storage_buffer_binding_size as u64,
+        max_storage_binding_size: limits.max_storage_buffer_binding_size,
         max_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
         auto_eligible: auto_rank(&info).is_some(),

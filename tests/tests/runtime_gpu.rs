@@ -23,11 +23,17 @@ fn freed_buffers_are_reused_and_peak_is_tracked() {
         let t = Tensor::zeros(gpu, &shape, DType::F32).unwrap();
         let live_with = ctx.memory_stats().live;
         drop(t);
-        assert!(ctx.memory_stats().live < live_with, "freeing lowers live bytes");
+        assert!(
+            ctx.memory_stats().live < live_with,
+            "freeing lowers live bytes"
+        );
         let (_, reused_before) = ctx.pool_counts();
         let again = Tensor::zeros(gpu, &shape, DType::F32).unwrap();
         let (_, reused_after) = ctx.pool_counts();
-        assert!(reused_after > reused_before, "a same-class request is served from the pool");
+        assert!(
+            reused_after > reused_before,
+            "a same-class request is served from the pool"
+        );
         let stats = ctx.memory_stats();
         assert!(stats.peak_live >= stats.live && stats.peak_reserved >= stats.reserved);
         assert!(stats.peak_live >= 12_345 * 4);
@@ -37,7 +43,9 @@ fn freed_buffers_are_reused_and_peak_is_tracked() {
 
 #[test]
 fn pipelines_are_compiled_once_per_variant() {
-    let Some(Device::Gpu(shared)) = gpu() else { return };
+    let Some(Device::Gpu(shared)) = gpu() else {
+        return;
+    };
     // A private device, so its cache sees only this test's kernels.
     let device = Device::open_gpu(shared.index(), GpuOptions::default()).unwrap();
     let ctx = ctx(&device);
@@ -91,11 +99,24 @@ fn many_dispatches_in_one_batch_give_the_cpu_result() {
         // More dispatches than one submission holds, with every intermediate dropped (and its buffer
         // reused) while later work that depends on it is still only recorded.
         for i in 0..600 {
-            let op = if i % 2 == 0 { Unary::Scale { mul: 0.999, add: 0.001 } } else { Unary::Silu };
+            let op = if i % 2 == 0 {
+                Unary::Scale {
+                    mul: 0.999,
+                    add: 0.001,
+                }
+            } else {
+                Unary::Silu
+            };
             on_gpu = unary(&on_gpu, op).unwrap();
             on_cpu = unary(&on_cpu, op).unwrap();
         }
-        assert_close("600 chained ops", &on_gpu.to_vec_f32().unwrap(), &on_cpu.to_vec_f32().unwrap(), 1e-5, 1e-4);
+        assert_close(
+            "600 chained ops",
+            &on_gpu.to_vec_f32().unwrap(),
+            &on_cpu.to_vec_f32().unwrap(),
+            1e-5,
+            1e-4,
+        );
     });
 }
 
@@ -108,7 +129,10 @@ fn an_upload_never_overtakes_recorded_work_on_a_reused_buffer() {
         let sum = add(&a, &b).unwrap(); // recorded, not yet run
         drop(a); // its buffer returns to the pool...
         let c = Tensor::from_f32(gpu, &[n], DType::F32, &vec![100.0; n]).unwrap(); // ...and is reused
-        assert!(sum.to_vec_f32().unwrap().iter().all(|&v| v == 3.0), "upload overwrote a pending input");
+        assert!(
+            sum.to_vec_f32().unwrap().iter().all(|&v| v == 3.0),
+            "upload overwrote a pending input"
+        );
         assert!(c.to_vec_f32().unwrap().iter().all(|&v| v == 100.0));
     });
 }
@@ -130,15 +154,23 @@ fn uploads_and_readbacks_keep_every_dtype() {
 
 #[test]
 fn a_tensor_over_the_binding_limit_is_rejected_with_its_shape() {
-    let Some(Device::Gpu(shared)) = gpu() else { return };
+    let Some(Device::Gpu(shared)) = gpu() else {
+        return;
+    };
     let small = Device::open_gpu(
         shared.index(),
-        GpuOptions { max_storage_binding_size: Some(4096), ..Default::default() },
+        GpuOptions {
+            max_storage_binding_size: Some(4096),
+            ..Default::default()
+        },
     )
     .expect("a second device on the same adapter");
     let x = Tensor::zeros(&small, &[32, 64], DType::F32).unwrap(); // 8 KiB
     let err = silu(&x).unwrap_err().to_string();
-    assert!(err.contains("unary") && err.contains("[32, 64]") && err.contains("storage-binding limit"), "{err}");
+    assert!(
+        err.contains("unary") && err.contains("[32, 64]") && err.contains("storage-binding limit"),
+        "{err}"
+    );
     // Under the limit the same op runs.
     let y = Tensor::zeros(&small, &[16, 64], DType::F32).unwrap();
     assert!(silu(&y).is_ok());
@@ -146,11 +178,21 @@ fn a_tensor_over_the_binding_limit_is_rejected_with_its_shape() {
 
 #[test]
 fn without_shader_f16_half_tensors_are_refused_and_f32_is_preferred() {
-    let Some(Device::Gpu(shared)) = gpu() else { return };
-    let no_f16 =
-        Device::open_gpu(shared.index(), GpuOptions { disable_f16: true, ..Default::default() }).unwrap();
+    let Some(Device::Gpu(shared)) = gpu() else {
+        return;
+    };
+    let no_f16 = Device::open_gpu(
+        shared.index(),
+        GpuOptions {
+            disable_f16: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(no_f16.float_dtype(DType::F16), DType::F32);
-    let err = Tensor::from_f32(&no_f16, &[2], DType::F16, &[1.0, 2.0]).unwrap_err().to_string();
+    let err = Tensor::from_f32(&no_f16, &[2], DType::F16, &[1.0, 2.0])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("SHADER_F16"), "{err}");
 }
 

@@ -46,9 +46,16 @@ pub fn run(args: &KernelBenchArgs, device: &Device) -> Result<()> {
         "both" => vec![DType::F32, DType::F16],
         other => anyhow::bail!("--dtype must be f32, f16 or both, not `{other}`"),
     };
-    let size = if args.quick { Size::Quick } else { Size::Standard };
+    let size = if args.quick {
+        Size::Quick
+    } else {
+        Size::Standard
+    };
     println!("device: {}", device.name());
-    println!("{:<32} {:<34} {:>10} {:>12}  timing", "case", "shape", "ms", "rate");
+    println!(
+        "{:<32} {:<34} {:>10} {:>12}  timing",
+        "case", "shape", "ms", "rate"
+    );
     let mut results = Vec::new();
     for dtype in dtypes {
         if !device.supports(dtype) {
@@ -56,7 +63,11 @@ pub fn run(args: &KernelBenchArgs, device: &Device) -> Result<()> {
             continue;
         }
         for case in kernel_cases(size, dtype) {
-            if args.filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+            if args
+                .filter
+                .as_ref()
+                .is_some_and(|f| !case.name.contains(f.as_str()))
+            {
                 continue;
             }
             let m = measure(&case, device, args.warmup, args.iters)
@@ -66,7 +77,10 @@ pub fn run(args: &KernelBenchArgs, device: &Device) -> Result<()> {
                 (_, Some(b)) => format!("{b:.1} GB/s"),
                 _ => String::new(),
             };
-            println!("{:<32} {:<34} {:>10.3} {:>12}  {:?}", m.name, m.shape, m.mean_ms, rate, m.timing);
+            println!(
+                "{:<32} {:<34} {:>10.3} {:>12}  {:?}",
+                m.name, m.shape, m.mean_ms, rate, m.timing
+            );
             results.push(m);
         }
     }

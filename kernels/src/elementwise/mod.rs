@@ -212,7 +212,7 @@ pub fn geglu(x: &Tensor) -> Result<Tensor> {
     let dtype = common::same_float_dtype(name, &[("x", x)])?;
     common::non_empty(name, &[("x", x)])?;
     let width = x.dim(-1);
-    if width % 2 != 0 {
+    if !width.is_multiple_of(2) {
         return Err(Error::shape(
             name,
             format!("last dimension of {:?} must be even", x.shape()),

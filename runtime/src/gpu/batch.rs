@@ -325,7 +325,7 @@ impl GpuContext {
         if batch.encoder.is_some() {
             self.flush_locked(&mut batch)?;
         }
-        if data.len() % 4 == 0 {
+        if data.len().is_multiple_of(4) {
             self.queue.write_buffer(buffer.raw(), 0, data);
         } else {
             let mut padded = data.to_vec();

@@ -88,7 +88,7 @@ impl GpuContext {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(e.to_string());
         }));
-        let mut max_binding = limits.max_storage_buffer_binding_size as u64;
+        let mut max_binding = limits.max_storage_buffer_binding_size;
         if let Some(lower) = options.max_storage_binding_size {
             max_binding = max_binding.min(lower);
         }
