@@ -65,7 +65,16 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let ih0 = i32((pix / p.wo) * p.stride_h) - i32(p.pad_h);
     let iw0 = i32((pix % p.wo) * p.stride_w) - i32(p.pad_w);
     let x_img = img * p.cin * p.h * p.w;
+    // The four k = k0 + bk + 4 i this invocation gathers, as (ci, kh, kw) counters that advance by BK
+    // each step with adds and carries instead of two integer divisions per load.
     let khw = p.kh * p.kw;
+    let k_init = vec4<u32>(bk, bk + 4u, bk + 8u, bk + 12u);
+    var ci = k_init / khw;
+    var dy = (k_init % khw) / p.kw;
+    var dx = k_init % p.kw;
+    let step_ci = BK / khw;
+    let step_dy = (BK % khw) / p.kw;
+    let step_dx = BK % p.kw;
 
     // Compute: this invocation owns rows 4 ty .. 4 ty + 3 and columns 4 tx .. 4 tx + 3 of the tile.
     let tx = lid % 16u;
@@ -88,16 +97,22 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             let kb = k0 + kk;
             var v = 0.0;
             if col_ok && kb < p.k {
-                let ci = kb / khw;
-                let r = kb % khw;
-                let ih = ih0 + i32(r / p.kw);
-                let iw = iw0 + i32(r % p.kw);
+                let ih = ih0 + i32(dy[i]);
+                let iw = iw0 + i32(dx[i]);
                 if ih >= 0 && ih < i32(p.h) && iw >= 0 && iw < i32(p.w) {
-                    v = f32(x[x_img + (ci * p.h + u32(ih)) * p.w + u32(iw)]);
+                    v = f32(x[x_img + (ci[i] * p.h + u32(ih)) * p.w + u32(iw)]);
                 }
             }
             b_tile[kk * (BN / 4u) + bn / 4u][bn % 4u] = v;
         }
+        // k += BK in mixed radix (ci, kh, kw): each digit overflows at most once.
+        dx += vec4<u32>(step_dx);
+        let carry_x = dx >= vec4<u32>(p.kw);
+        dx = select(dx, dx - vec4<u32>(p.kw), carry_x);
+        dy += vec4<u32>(step_dy) + select(vec4<u32>(0u), vec4<u32>(1u), carry_x);
+        let carry_y = dy >= vec4<u32>(p.kh);
+        dy = select(dy, dy - vec4<u32>(p.kh), carry_y);
+        ci += vec4<u32>(step_ci) + select(vec4<u32>(0u), vec4<u32>(1u), carry_y);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
             let a = a_tile[kk * (BM / 4u) + ty];

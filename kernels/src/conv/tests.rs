@@ -199,6 +199,10 @@ fn gpu_conv_edge_cases_match_cpu() {
                 (3, 1, 5, 4, 1, 3, 3, [1, 1], [1, 1], true),
                 (1, 1, 6, 6, 4, 3, 3, [2, 2], [1, 1], true),
                 (2, 5, 1, 1, 3, 1, 1, [1, 1], [0, 0], true),
+                // Windows larger than the 16-deep K step (KH KW = 25, 49): the kernel's (ci, kh, kw)
+                // counters carry across rows of the window.
+                (1, 2, 5, 5, 2, 5, 5, [3, 3], [3, 3], true),
+                (2, 3, 9, 8, 4, 7, 7, [2, 2], [3, 3], false),
             ],
         );
     });
@@ -327,4 +331,3 @@ fn tensors_on_different_devices_are_an_error() {
         assert!(e.contains("conv2d"), "{e}");
     });
 }
-
