@@ -1,7 +1,232 @@
-//! Placeholder: this op family is being written.
+//! 2-D convolution (as `torch.nn.functional.conv2d` with groups 1 and dilation 1): an implicit-GEMM
+//! WGSL kernel and a CPU backend built on im2col + `gemm`.
 
+mod cpu;
+#[cfg(test)]
+mod tests;
+
+use kiln_runtime::gpu::{BufferArg, Dispatch};
 use kiln_runtime::preprocess::{KernelSource, Variant};
+use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
+use crate::common::{self, Params};
+
+pub static SOURCE: KernelSource = KernelSource {
+    file: "conv2d.wgsl",
+    source: include_str!("conv2d.wgsl"),
+};
+
+/// Output tile of one workgroup (output channels x folded output pixels), as in conv2d.wgsl.
+const TILE_M: usize = 64;
+const TILE_N: usize = 64;
+
+/// Stride and zero padding, the same along height and width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dOptions {
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Default for Conv2dOptions {
+    fn default() -> Self {
+        Conv2dOptions {
+            stride: 1,
+            padding: 0,
+        }
+    }
+}
+
+/// Every size of one convolution, resolved and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Geometry {
+    /// GEMM depth: one weight row.
+    pub fn k(&self) -> usize {
+        self.cin * self.kh * self.kw
+    }
+    pub fn pixels(&self) -> usize {
+        self.ho * self.wo
+    }
+}
+
+/// `x` [N, Cin, H, W] convolved with `weight` [Cout, Cin, KH, KW], plus `bias` [Cout] if given:
+/// [N, Cout, Ho, Wo] with Ho = (H + 2 padding - KH) / stride + 1 (likewise Wo).
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    opts: Conv2dOptions,
+) -> Result<Tensor> {
+    conv2d_hw(x, weight, bias, [opts.stride; 2], [opts.padding; 2])
+}
+
+/// As `conv2d`, with separate (height, width) stride and padding.
+pub fn conv2d_hw(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Result<Tensor> {
+    let name = "conv2d";
+    let mut tensors = vec![("x", x), ("weight", weight)];
+    if let Some(b) = bias {
+        tensors.push(("bias", b));
+    }
+    common::same_device(name, &tensors)?;
+    let dtype = common::same_float_dtype(name, &tensors)?;
+    common::rank(name, "x", x, 4)?;
+    common::rank(name, "weight", weight, 4)?;
+    common::non_empty(name, &tensors)?;
+    let g = geometry(name, x.shape(), weight.shape(), stride, padding)?;
+    if let Some(b) = bias {
+        if b.shape() != [g.cout] {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "`bias` shape {:?} does not match weight {:?} ({} output channels)",
+                    b.shape(),
+                    weight.shape(),
+                    g.cout
+                ),
+            ));
+        }
+    }
+    match x.device() {
+        Device::Cpu => cpu::conv2d(x, weight, bias, &g),
+        Device::Gpu(ctx) => {
+            let shape = [g.n, g.cout, g.ho, g.wo];
+            let out = Tensor::empty(x.device(), &shape, dtype, name)?;
+            // The kernel indexes every buffer with u32.
+            let dim = |what: &str, v: usize| {
+                u32::try_from(v).map_err(|_| {
+                    Error::limit(
+                        name,
+                        format!(
+                            "{what} {v} exceeds u32 (x {:?}, weight {:?})",
+                            x.shape(),
+                            weight.shape()
+                        ),
+                    )
+                })
+            };
+            dim("input elements", x.numel())?;
+            dim("output elements", out.numel())?;
+            dim("weight elements", weight.numel())?;
+            let cols = g.n * g.pixels();
+            let tiles_m = g.cout.div_ceil(TILE_M);
+            let params = Params::new()
+                .dim(name, g.cin)?
+                .dim(name, g.h)?
+                .dim(name, g.w)?
+                .dim(name, g.cout)?
+                .dim(name, g.wo)?
+                .dim(name, g.kh)?
+                .dim(name, g.kw)?
+                .dim(name, g.k())?
+                .dim(name, g.stride[0])?
+                .dim(name, g.stride[1])?
+                .dim(name, g.pad[0])?
+                .dim(name, g.pad[1])?
+                .dim(name, g.pixels())?
+                .dim(name, cols)?
+                .dim(name, tiles_m)?
+                .u32(0);
+            let mut buffers = vec![
+                BufferArg::new(1, "x", x),
+                BufferArg::new(2, "weight", weight),
+                BufferArg::new(4, "out", &out),
+            ];
+            if let Some(b) = bias {
+                buffers.push(BufferArg::new(3, "bias", b));
+            }
+            let groups = (tiles_m * cols.div_ceil(TILE_N)) as u64;
+            ctx.dispatch(Dispatch {
+                op: name,
+                kernel: &SOURCE,
+                entry: "conv2d",
+                variant: variant(dtype, bias.is_some()),
+                params: params.bytes(),
+                buffers: &buffers,
+                workgroups: ctx.grid(name, groups)?,
+            })?;
+            Ok(out)
+        }
+    }
+}
+
+/// Resolves the output size, rejecting shapes torch would reject.
+pub(crate) fn geometry(
+    op: &str,
+    x: &[usize],
+    weight: &[usize],
+    stride: [usize; 2],
+    pad: [usize; 2],
+) -> Result<Geometry> {
+    let ctx = || format!("x {x:?}, weight {weight:?}, stride {stride:?}, padding {pad:?}");
+    if stride.contains(&0) {
+        return Err(Error::shape(op, format!("stride must be >= 1 ({})", ctx())));
+    }
+    let (n, cin, h, w) = (x[0], x[1], x[2], x[3]);
+    let (cout, wcin, kh, kw) = (weight[0], weight[1], weight[2], weight[3]);
+    if wcin != cin {
+        return Err(Error::shape(
+            op,
+            format!(
+                "`x` has {cin} input channels but `weight` expects {wcin} ({})",
+                ctx()
+            ),
+        ));
+    }
+    let (hp, wp) = (h + 2 * pad[0], w + 2 * pad[1]);
+    if kh > hp || kw > wp {
+        return Err(Error::shape(
+            op,
+            format!(
+                "kernel {kh}x{kw} is larger than the padded input {hp}x{wp} ({})",
+                ctx()
+            ),
+        ));
+    }
+    Ok(Geometry {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        kh,
+        kw,
+        stride,
+        pad,
+        ho: (hp - kh) / stride[0] + 1,
+        wo: (wp - kw) / stride[1] + 1,
+    })
+}
+
+fn variant(dtype: DType, bias: bool) -> Variant {
+    Variant::new(dtype).define("BIAS", u32::from(bias))
+}
+
+/// Every compiled variant of this family, for the offline shader validation test.
 pub fn variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
-    Vec::new()
+    let mut v = Vec::new();
+    for dtype in [DType::F32, DType::F16] {
+        for bias in [false, true] {
+            v.push((&SOURCE, "conv2d", variant(dtype, bias)));
+        }
+    }
+    v
 }
