@@ -26,6 +26,8 @@ pub enum Work {
 }
 
 pub type Runner = Box<dyn Fn() -> Result<Tensor>>;
+/// Makes a case's inputs on a device and returns its runner.
+pub type Prepare = Box<dyn Fn(&Device) -> Result<Runner>>;
 
 pub struct Case {
     pub name: String,
@@ -33,7 +35,7 @@ pub struct Case {
     pub dtype: DType,
     pub shape: String,
     pub work: Work,
-    pub prepare: Box<dyn Fn(&Device) -> Result<Runner>>,
+    pub prepare: Prepare,
 }
 
 fn random(device: &Device, shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
