@@ -1,0 +1,52 @@
+//! CPU RoPE: cos/sin per (token, pair) are tabulated once, then every head's rows are rotated.
+
+use rayon::prelude::*;
+
+use kiln_runtime::{Result, Tensor};
+
+use super::RopeStyle;
+use crate::common::{cpu_f32, cpu_output};
+
+/// `theta^(-2j/dim)` rounded to f32, as Hugging Face's `inv_freq` (computed in f64 here, so exact).
+pub fn inv_freq(theta: f32, dim: usize) -> Vec<f32> {
+    (0..dim / 2)
+        .map(|j| (theta as f64).powf(-2.0 * j as f64 / dim as f64) as f32)
+        .collect()
+}
+
+pub fn rope(x: &Tensor, position_offset: usize, theta: f32, style: RopeStyle) -> Result<Tensor> {
+    let values = cpu_f32(x)?;
+    let [_, seq_len, heads, dim] = x.shape().try_into().expect("rank checked");
+    let half = dim / 2;
+    let freqs = inv_freq(theta, dim);
+    // [L, half] of (cos, sin); the angle is an f32 product, as in the reference implementations.
+    let table: Vec<(f32, f32)> = (0..seq_len)
+        .into_par_iter()
+        .flat_map_iter(|l| {
+            let pos = (position_offset + l) as f32;
+            freqs.iter().map(move |&f| {
+                let (s, c) = (pos * f).sin_cos();
+                (c, s)
+            })
+        })
+        .collect();
+    let mut out = vec![0.0f32; values.len()];
+    out.par_chunks_mut(dim)
+        .with_min_len(4096usize.div_ceil(dim))
+        .zip(values.par_chunks(dim))
+        .enumerate()
+        .for_each(|(row, (o, v))| {
+            let l = (row / heads) % seq_len;
+            let cs = &table[l * half..(l + 1) * half];
+            for (j, &(c, s)) in cs.iter().enumerate() {
+                let (i0, i1) = match style {
+                    RopeStyle::HalfSplit => (j, j + half),
+                    RopeStyle::Interleaved => (2 * j, 2 * j + 1),
+                };
+                let (a, b) = (v[i0], v[i1]);
+                o[i0] = a * c - b * s;
+                o[i1] = b * c + a * s;
+            }
+        });
+    cpu_output(x.shape(), x.dtype(), out)
+}

@@ -1,0 +1,52 @@
+// Rotary position embedding on x [B, L, H, D]: one invocation per rotated pair. Token l sits at
+// position offset + l; pair j turns by position * theta^(-2j/D), computed here in f32 (no table).
+
+struct Params {
+    n: u32,           // pairs: B * L * H * D / 2
+    seq_len: u32,     // L
+    heads: u32,       // H
+    half: u32,        // D / 2
+    offset: u32,      // position of token 0
+    interleaved: u32, // 0: pairs (j, j + D/2) as rotate_half; 1: pairs (2j, 2j + 1)
+    freq_step: f32,   // -2 log2(theta) / D, so that inv_freq[j] = exp2(j * freq_step)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> out: array<T>;
+
+// 2 pi split so that k * TWO_PI_HI is exact for |k| < 2^16 (Cody-Waite): the reduced angle is then as
+// accurate as the angle itself, and sin/cos only see [-pi, pi], where drivers are accurate.
+const TWO_PI_HI: f32 = 6.28125;
+const TWO_PI_LO: f32 = 0.0019353071795864769;
+const INV_TWO_PI: f32 = 0.15915494309189535;
+
+fn reduce_angle(a: f32) -> f32 {
+    let k = round(a * INV_TWO_PI);
+    return (a - k * TWO_PI_HI) - k * TWO_PI_LO;
+}
+
+@compute @workgroup_size(256)
+fn rope_pairs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.n { return; }
+    let j = i % p.half;
+    let row = i / p.half; // (b, l, h) flattened
+    let l = (row / p.heads) % p.seq_len;
+    let base = row * 2u * p.half;
+    var i0 = base + j;
+    var i1 = base + j + p.half;
+    if p.interleaved != 0u {
+        i0 = base + 2u * j;
+        i1 = i0 + 1u;
+    }
+    let inv_freq = exp2(f32(j) * p.freq_step);
+    let angle = reduce_angle(f32(p.offset + l) * inv_freq);
+    let c = cos(angle);
+    let s = sin(angle);
+    let a = f32(x[i0]);
+    let b = f32(x[i1]);
+    out[i0] = T(a * c - b * s);
+    out[i1] = T(b * c + a * s);
+}
