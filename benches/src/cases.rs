@@ -4,10 +4,14 @@
 use kiln_kernels::attention::{attention, AttentionOptions};
 use kiln_kernels::conv::{conv2d, Conv2dOptions};
 use kiln_kernels::elementwise::{self, Unary};
+use kiln_kernels::embedding::embedding;
+use kiln_kernels::layout::{concat, permute};
 use kiln_kernels::matmul::{matmul, MatmulOptions};
-use kiln_kernels::norm::{group_norm, layer_norm};
+use kiln_kernels::norm::{group_norm, layer_norm, rms_norm};
+use kiln_kernels::rope::{rope, RopeStyle};
 use kiln_kernels::softmax::softmax;
 use kiln_kernels::testing::Rng;
+use kiln_kernels::timestep::{timestep_embedding, TimestepEmbedding};
 use kiln_kernels::upsample::upsample_nearest2d;
 use kiln_runtime::{DType, Device, Result, Tensor};
 
@@ -266,6 +270,19 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
             Ok(Box::new(move || layer_norm(&x, None, None, 1e-5)))
         },
     ));
+    let (rows, width) = (pick(512, 16), pick(4096, 256));
+    cases.push(case(
+        "rmsnorm llm",
+        "rms_norm",
+        dtype,
+        format!("[{rows},{width}]"),
+        bytes(rows * width, dtype, 2.0),
+        move |d| {
+            let x = random(d, &[rows, width], dtype, 19)?;
+            let w = random(d, &[width], dtype, 20)?;
+            Ok(Box::new(move || rms_norm(&x, &w, 1e-5)))
+        },
+    ));
     let (rows, width) = (pick(65536, 64), pick(77, 77));
     cases.push(case(
         "softmax sd-cross-scores",
@@ -326,6 +343,75 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         move |d| {
             let x = random(d, &[n, c, hw, hw], dtype, 18)?;
             Ok(Box::new(move || upsample_nearest2d(&x, 2)))
+        },
+    ));
+    let (b, l, h, d) = (pick(2, 1), pick(4096, 64), 8, 40);
+    let elems = b * l * h * d;
+    cases.push(case(
+        "permute sd-heads",
+        "permute",
+        dtype,
+        format!("[{b},{l},{h},{d}]->[0,2,1,3]"),
+        bytes(elems, dtype, 2.0),
+        move |dev| {
+            let x = random(dev, &[b, l, h, d], dtype, 21)?;
+            Ok(Box::new(move || permute(&x, &[0, 2, 1, 3])))
+        },
+    ));
+    let (n, c, hw) = (pick(2, 1), pick(640, 16), pick(32, 8));
+    let elems = n * 2 * c * hw * hw;
+    cases.push(case(
+        "concat sd-skip",
+        "concat",
+        dtype,
+        format!("2x[{n},{c},{hw},{hw}] dim 1"),
+        bytes(elems, dtype, 2.0),
+        move |d| {
+            let a = random(d, &[n, c, hw, hw], dtype, 22)?;
+            let b = random(d, &[n, c, hw, hw], dtype, 23)?;
+            Ok(Box::new(move || concat(&[&a, &b], 1)))
+        },
+    ));
+    let (tokens, vocab, width) = (pick(77, 16), pick(49408, 1000), pick(768, 64));
+    cases.push(case(
+        "embedding clip",
+        "embedding",
+        dtype,
+        format!("{tokens} of [{vocab},{width}]"),
+        bytes(tokens * width, dtype, 2.0),
+        move |d| {
+            let table = random(d, &[vocab, width], dtype, 24)?;
+            let ids: Vec<u32> = (0..tokens as u32)
+                .map(|i| (i * 7919) % vocab as u32)
+                .collect();
+            let ids = Tensor::from_u32(d, &[tokens], &ids)?;
+            Ok(Box::new(move || embedding(&ids, &table)))
+        },
+    ));
+    let (l, h, d) = (pick(1024, 32), pick(32, 4), 128);
+    cases.push(case(
+        "rope llm",
+        "rope",
+        dtype,
+        format!("[1,{l},{h},{d}]"),
+        bytes(l * h * d, dtype, 2.0),
+        move |dev| {
+            let x = random(dev, &[1, l, h, d], dtype, 25)?;
+            Ok(Box::new(move || rope(&x, 0, 10000.0, RopeStyle::HalfSplit)))
+        },
+    ));
+    let n = pick(2, 2);
+    cases.push(case(
+        "timestep embedding sd",
+        "timestep_embedding",
+        dtype,
+        format!("[{n}] -> [{n},320]"),
+        bytes(n * 320, dtype, 1.0),
+        move |d| {
+            let t = Tensor::from_f32(d, &[n], dtype, &vec![999.0; n])?;
+            Ok(Box::new(move || {
+                timestep_embedding(&t, &TimestepEmbedding::sd15())
+            }))
         },
     ));
     cases
