@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use kiln_benches::{kernel_cases, measure, Measurement, Size};
+use kiln_benches::{kernel_cases, measure, Measurement, Size, Timing};
 use kiln_runtime::{DType, Device};
 use serde::Serialize;
 
@@ -53,7 +53,7 @@ pub fn run(args: &KernelBenchArgs, device: &Device) -> Result<()> {
     };
     println!("device: {}", device.name());
     println!(
-        "{:<32} {:<34} {:>10} {:>12}  timing",
+        "{:<32} {:<34} {:>10} {:>14}  timing",
         "case", "shape", "ms", "rate"
     );
     let mut results = Vec::new();
@@ -77,9 +77,13 @@ pub fn run(args: &KernelBenchArgs, device: &Device) -> Result<()> {
                 (_, Some(b)) => format!("{b:.1} GB/s"),
                 _ => String::new(),
             };
+            let timing = match m.timing {
+                Timing::GpuTimestamps => "gpu timestamps",
+                Timing::WallClock => "wall clock",
+            };
             println!(
-                "{:<32} {:<34} {:>10.3} {:>12}  {:?}",
-                m.name, m.shape, m.mean_ms, rate, m.timing
+                "{:<32} {:<34} {:>10.3} {:>14}  {timing}",
+                m.name, m.shape, m.mean_ms, rate
             );
             results.push(m);
         }
