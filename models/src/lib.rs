@@ -1,6 +1,11 @@
 //! Models: text encoders, UNet, VAE, schedulers and pipelines, built from config files and weights.
 
+pub mod clip;
+pub mod nn;
 pub mod prompt;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
