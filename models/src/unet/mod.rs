@@ -1,1 +1,286 @@
-//! Placeholder: being written for issue #3.
+//! diffusers' `UNet2DConditionModel` as Stable Diffusion 1.x, 2.x and their inpainting variants use it:
+//! the noise (or v) predictor that denoises latents conditioned on a timestep and text embeddings.
+//!
+//! Layout: conv_in -> down blocks (resnets, spatial transformers, stride-2 convs) -> mid block ->
+//! up blocks (each resnet takes a skip from the down path) -> GroupNorm + SiLU -> conv_out. Every size
+//! comes from config.json; weight names are diffusers' state-dict names, built with `Weights::pp` in
+//! the `new` of each part (a loader for CompVis single-file checkpoints can rename into them).
+
+mod attention;
+mod blocks;
+mod config;
+mod resnet;
+mod time;
+mod transformer;
+
+use std::path::Path;
+
+use kiln_kernels::elementwise::{cast, silu, unary, Unary};
+use kiln_runtime::loader::WeightFile;
+use kiln_runtime::{DType, Device, Error, Result, Tensor};
+
+use crate::nn::{Conv2d, GroupNorm};
+use crate::weights::Weights;
+use blocks::{Common, DownBlock, MidBlock, UpBlock, UpChannels};
+use time::TimeEmbedding;
+
+pub use config::{Level, PerBlock, Resolved, UnetConfig};
+
+const OP: &str = "unet";
+
+/// Weight file names of a diffusers `unet/` folder, in order of preference.
+const WEIGHT_FILES: [&str; 2] = [
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+];
+
+pub struct Unet {
+    config: UnetConfig,
+    resolved: Resolved,
+    conv_in: Conv2d,
+    time_embedding: TimeEmbedding,
+    down_blocks: Vec<DownBlock>,
+    mid_block: Option<MidBlock>,
+    up_blocks: Vec<UpBlock>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+    dtype: DType,
+    device: Device,
+}
+
+impl Unet {
+    /// Builds the model from `config` and the weights under `w` (diffusers names, no prefix for a
+    /// `unet/diffusion_pytorch_model.safetensors`), checking every tensor's shape.
+    pub fn new(config: &UnetConfig, w: &Weights) -> Result<Unet> {
+        let resolved = config.resolve()?;
+        let levels = &resolved.levels;
+        let n = levels.len();
+        let c0 = levels[0].channels;
+        let common = Common {
+            temb: resolved.time_embed_dim,
+            groups: resolved.groups,
+            eps: config.norm_eps,
+            linear_projection: config.use_linear_projection,
+        };
+
+        let (kin, kout) = (config.conv_in_kernel, config.conv_out_kernel);
+        let conv_in = Conv2d::new(&w.pp("conv_in"), config.in_channels, c0, kin, 1, kin / 2)?;
+        let time_embedding = TimeEmbedding::new(
+            &w.pp("time_embedding"),
+            resolved.time_proj_dim,
+            resolved.time_embed_dim,
+            config.flip_sin_to_cos,
+            config.freq_shift,
+        )?;
+
+        let mut down_blocks = Vec::with_capacity(n);
+        for (i, level) in levels.iter().enumerate() {
+            let cin = if i == 0 { c0 } else { levels[i - 1].channels };
+            down_blocks.push(DownBlock::new(
+                &w.pp(format!("down_blocks.{i}")),
+                &common,
+                level,
+                cin,
+                resolved.down_attention[i],
+                i + 1 < n,
+            )?);
+        }
+
+        let mid_block = if resolved.mid_block {
+            Some(MidBlock::new(
+                &w.pp("mid_block"),
+                &common,
+                &levels[n - 1],
+                config.mid_block_scale_factor,
+            )?)
+        } else {
+            None
+        };
+
+        // Up block i works at level n-1-i; diffusers' `reversed_*` lists.
+        let mut up_blocks = Vec::with_capacity(n);
+        let mut out = levels[n - 1].channels;
+        for i in 0..n {
+            let level = &levels[n - 1 - i];
+            let ch = UpChannels {
+                prev_output: out,
+                out: level.channels,
+                input: levels[(n - 1 - i).saturating_sub(1)].channels,
+            };
+            out = ch.out;
+            up_blocks.push(UpBlock::new(
+                &w.pp(format!("up_blocks.{i}")),
+                &common,
+                level,
+                &ch,
+                resolved.up_attention[i],
+                i + 1 < n,
+            )?);
+        }
+
+        Ok(Unet {
+            conv_norm_out: GroupNorm::new(
+                &w.pp("conv_norm_out"),
+                resolved.groups,
+                c0,
+                config.norm_eps,
+            )?,
+            conv_out: Conv2d::new(
+                &w.pp("conv_out"),
+                c0,
+                config.out_channels,
+                kout,
+                1,
+                kout / 2,
+            )?,
+            config: config.clone(),
+            resolved,
+            conv_in,
+            time_embedding,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            dtype: w.dtype(),
+            device: w.device().clone(),
+        })
+    }
+
+    /// Loads a diffusers `unet/` folder: config.json and diffusion_pytorch_model[.fp16].safetensors.
+    /// `dtype` is the compute dtype (a device without it gets f32).
+    pub fn load(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Unet> {
+        let dir = dir.as_ref();
+        let config = UnetConfig::from_file(dir.join("config.json"))?;
+        let Some(file) = WEIGHT_FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.exists())
+        else {
+            return Err(Error::load(
+                dir,
+                format!("no UNet weights: expected one of {WEIGHT_FILES:?}"),
+            ));
+        };
+        let weights = Weights::new(vec![WeightFile::open(file)?], device, dtype);
+        Unet::new(&config, &weights)
+    }
+
+    pub fn config(&self) -> &UnetConfig {
+        &self.config
+    }
+
+    /// The compute dtype: inputs are cast to it and the output comes back in it.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Predicts the noise (or v, for v-prediction checkpoints) in `sample`.
+    ///
+    /// - `sample` [B, in_channels, H, W] latents (for inpainting: latents, mask and masked-image
+    ///   latents concatenated, 9 channels). H and W must be multiples of 2^(down blocks - 1).
+    /// - `timesteps` [B] (or [1], shared by the batch) float timesteps, f32 or f16, on the model's device.
+    /// - `encoder_hidden_states` [B, L, cross_attention_dim] text embeddings.
+    ///
+    /// Returns [B, out_channels, H, W] in the model dtype.
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<Tensor> {
+        self.check_inputs(sample, timesteps, encoder_hidden_states)?;
+        let mut sample = cast(sample, self.dtype)?;
+        let context = cast(encoder_hidden_states, self.dtype)?;
+        if self.config.center_input_sample {
+            sample = unary(
+                &sample,
+                Unary::Scale {
+                    mul: 2.0,
+                    add: -1.0,
+                },
+            )?;
+        }
+
+        // Every resnet applies SiLU to the same embedding before its projection: do it once.
+        let temb = silu(&self.time_embedding.forward(timesteps)?)?;
+
+        let mut h = self.conv_in.forward(&sample)?;
+        drop(sample);
+        let mut skips = vec![h.clone()];
+        for block in &self.down_blocks {
+            h = block.forward(h, &temb, &context, &mut skips)?;
+        }
+        if let Some(mid) = &self.mid_block {
+            h = mid.forward(&h, &temb, &context)?;
+        }
+        for block in &self.up_blocks {
+            h = block.forward(h, &temb, &context, &mut skips)?;
+        }
+        debug_assert!(skips.is_empty(), "every skip connection is consumed");
+        let h = self.conv_norm_out.forward(&h, true)?;
+        self.conv_out.forward(&h)
+    }
+
+    /// Shape checks up front, so a wrong input is reported in the caller's terms rather than as a
+    /// kernel error deep inside a block.
+    fn check_inputs(&self, sample: &Tensor, timesteps: &Tensor, context: &Tensor) -> Result<()> {
+        let fail = |msg: String| Err(Error::shape(OP, msg));
+        let cfg = &self.config;
+        if sample.rank() != 4 || sample.dim(1) != cfg.in_channels {
+            return fail(format!(
+                "`sample` must be [B, {}, H, W] (in_channels from config.json), got {:?}",
+                cfg.in_channels,
+                sample.shape()
+            ));
+        }
+        let b = sample.dim(0);
+        let factor = 1usize << (self.down_blocks.len() - 1);
+        let (height, width) = (sample.dim(2), sample.dim(3));
+        if height == 0 || width == 0 || height % factor != 0 || width % factor != 0 {
+            // diffusers handles other sizes by forwarding an explicit upsample size; kiln does not yet.
+            return fail(format!(
+                "`sample` {:?}: height and width must be positive multiples of {factor} (2 per downsampling)",
+                sample.shape()
+            ));
+        }
+        if timesteps.rank() != 1 || (timesteps.dim(0) != b && timesteps.dim(0) != 1) {
+            return fail(format!(
+                "`timesteps` must be [{b}] or [1] for a batch of {b}, got {:?}",
+                timesteps.shape()
+            ));
+        }
+        let dims: Vec<usize> = self
+            .resolved
+            .levels
+            .iter()
+            .map(|l| l.cross_attention_dim)
+            .collect();
+        let uses_context = self.resolved.down_attention.contains(&true)
+            || self.resolved.up_attention.contains(&true)
+            || self.resolved.mid_block;
+        if uses_context
+            && (context.rank() != 3
+                || context.dim(0) != b
+                || dims.iter().any(|&d| d != context.dim(2)))
+        {
+            return fail(format!(
+                "`encoder_hidden_states` must be [{b}, L, {}] (cross_attention_dim), got {:?}",
+                dims[0],
+                context.shape()
+            ));
+        }
+        for (name, t) in [
+            ("sample", sample),
+            ("timesteps", timesteps),
+            ("encoder_hidden_states", context),
+        ] {
+            if t.device() != &self.device {
+                return Err(Error::Device(format!(
+                    "{OP}: `{name}` is on {} but the weights are on {}",
+                    t.device().name(),
+                    self.device.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
