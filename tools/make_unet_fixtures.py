@@ -8,9 +8,9 @@ diffusion_pytorch_model.safetensors, golden.safetensors}. golden.safetensors hol
 (`sample`, `timesteps`, `encoder_hidden_states`) and diffusers' output (`out`), all f32.
 
 The configs keep the SD architecture (block types, head-count naming quirk, conv or linear
-projections) at toy sizes: all three fixtures together are about 1.6 MB, each under 0.7 MB. Channel
-counts that are not powers of two (24) and head dims that are not multiples of 8 (6, 12) are
-deliberate: they exercise the kernels' padded paths.
+projections) at toy sizes: all three fixtures together are about 1.3 MB. Channel counts that are not
+powers of two (12) and head dims that are not multiples of 8 (3, 4, 6) are deliberate: they exercise
+the kernels' padded paths.
 """
 
 import os
@@ -26,7 +26,7 @@ SD1 = dict(
     sample_size=16,
     in_channels=4,
     out_channels=4,
-    block_out_channels=(16, 24),
+    block_out_channels=(8, 12),
     layers_per_block=1,
     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -46,9 +46,17 @@ SD2 = dict(
     upcast_attention=True,
 )
 
-# SD 1.x inpainting: the UNet sees latents, the mask and the masked-image latents (4 + 1 + 4). Only
-# conv_in differs from SD 1.x, so this one is narrower still to keep the fixtures small.
-SD1_INPAINT = dict(SD1, in_channels=9, block_out_channels=(8, 16))
+# SD 1.x inpainting: the UNet sees latents, the mask and the masked-image latents (4 + 1 + 4). This
+# one also has SD 1.5's full topology (four levels, three with cross-attention, two resnets per down
+# block and three per up block), so the skip-connection bookkeeping is tested at its real depth.
+SD1_INPAINT = dict(
+    SD1,
+    in_channels=9,
+    block_out_channels=(8, 8, 16, 16),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+)
 
 
 def perturb(model: torch.nn.Module, gen: torch.Generator) -> None:
