@@ -93,7 +93,12 @@ fn image(
         }
         None => dst.fill(0.0),
     }
-    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0];
+    // Bottom/right padding shows only as a larger output, so check the output size too.
+    let pointwise = g.kh == 1
+        && g.kw == 1
+        && g.stride == [1, 1]
+        && g.pad == [0, 0]
+        && (g.ho, g.wo) == (g.h, g.w);
     if pointwise {
         gemm_block(g.cout, pixels, k, w, x, pixels, dst, pixels, par);
         return;

@@ -36,6 +36,28 @@ impl Default for Conv2dOptions {
     }
 }
 
+/// Zero padding per side, for convolutions padded unevenly: diffusers' VAE encoder downsampler pads
+/// only the bottom and right (`F.pad(x, (0, 1, 0, 1))`) before a stride-2 3x3 convolution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Padding2d {
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Padding2d {
+    /// The same padding on both sides of each axis.
+    pub fn symmetric(height: usize, width: usize) -> Padding2d {
+        Padding2d {
+            top: height,
+            bottom: height,
+            left: width,
+            right: width,
+        }
+    }
+}
+
 /// Every size of one convolution, resolved and checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -47,6 +69,8 @@ pub(crate) struct Geometry {
     pub kh: usize,
     pub kw: usize,
     pub stride: [usize; 2],
+    /// Top and left padding: where the window starts. The bottom and right padding only shows in
+    /// `ho` and `wo`, because every read past the input is a zero anyway.
     pub pad: [usize; 2],
     pub ho: usize,
     pub wo: usize,
@@ -81,6 +105,19 @@ pub fn conv2d_hw(
     stride: [usize; 2],
     padding: [usize; 2],
 ) -> Result<Tensor> {
+    let pad = Padding2d::symmetric(padding[0], padding[1]);
+    conv2d_padded(x, weight, bias, stride, pad)
+}
+
+/// As `conv2d_hw`, with the zero padding of each side given separately (as `F.pad` then an unpadded
+/// convolution): Ho = (H + top + bottom - KH) / stride + 1 (likewise Wo).
+pub fn conv2d_padded(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: [usize; 2],
+    padding: Padding2d,
+) -> Result<Tensor> {
     let name = "conv2d";
     let mut tensors = vec![("x", x), ("weight", weight)];
     if let Some(b) = bias {
@@ -91,7 +128,7 @@ pub fn conv2d_hw(
     common::rank(name, "x", x, 4)?;
     common::rank(name, "weight", weight, 4)?;
     common::non_empty(name, &tensors)?;
-    let g = geometry(name, x.shape(), weight.shape(), stride, padding)?;
+    let g = geometry_padded(name, x.shape(), weight.shape(), stride, padding)?;
     if let Some(b) = bias {
         if b.shape() != [g.cout] {
             return Err(Error::shape(
@@ -168,13 +205,25 @@ pub fn conv2d_hw(
     }
 }
 
-/// Resolves the output size, rejecting shapes torch would reject.
+/// Resolves the output size of a symmetrically padded convolution.
+#[cfg(test)]
 pub(crate) fn geometry(
     op: &str,
     x: &[usize],
     weight: &[usize],
     stride: [usize; 2],
     pad: [usize; 2],
+) -> Result<Geometry> {
+    geometry_padded(op, x, weight, stride, Padding2d::symmetric(pad[0], pad[1]))
+}
+
+/// Resolves the output size, rejecting shapes torch would reject.
+pub(crate) fn geometry_padded(
+    op: &str,
+    x: &[usize],
+    weight: &[usize],
+    stride: [usize; 2],
+    pad: Padding2d,
 ) -> Result<Geometry> {
     let ctx = || format!("x {x:?}, weight {weight:?}, stride {stride:?}, padding {pad:?}");
     if stride.contains(&0) {
@@ -191,7 +240,7 @@ pub(crate) fn geometry(
             ),
         ));
     }
-    let (hp, wp) = (h + 2 * pad[0], w + 2 * pad[1]);
+    let (hp, wp) = (h + pad.top + pad.bottom, w + pad.left + pad.right);
     if kh > hp || kw > wp {
         return Err(Error::shape(
             op,
@@ -210,7 +259,7 @@ pub(crate) fn geometry(
         kh,
         kw,
         stride,
-        pad,
+        pad: [pad.top, pad.left],
         ho: (hp - kh) / stride[0] + 1,
         wo: (wp - kw) / stride[1] + 1,
     })

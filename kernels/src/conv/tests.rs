@@ -108,6 +108,99 @@ fn cpu_conv_matches_naive_loops() {
     }
 }
 
+/// Uneven paddings (top, bottom, left, right) as (N, Cin, H, W, Cout, KH, KW, stride, padding).
+type PaddedCase = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    [usize; 2],
+    Padding2d,
+);
+
+fn padded_cases() -> Vec<PaddedCase> {
+    let pad = |top, bottom, left, right| Padding2d {
+        top,
+        bottom,
+        left,
+        right,
+    };
+    vec![
+        // diffusers' VAE downsampler: F.pad(x, (0, 1, 0, 1)) then a stride-2 3x3 conv, even and odd sizes.
+        (2, 3, 8, 8, 5, 3, 3, [2, 2], pad(0, 1, 0, 1)),
+        (1, 4, 7, 9, 6, 3, 3, [2, 2], pad(0, 1, 0, 1)),
+        (1, 2, 6, 5, 3, 3, 2, [1, 2], pad(2, 0, 1, 3)),
+        // Only bottom/right padding on a 1x1 kernel: the output grows, so no pointwise shortcut.
+        (2, 3, 4, 5, 4, 1, 1, [1, 1], pad(0, 2, 0, 1)),
+    ]
+}
+
+#[test]
+fn cpu_uneven_padding_matches_naive_loops() {
+    for (i, &(n, cin, h, w, cout, kh, kw, stride, pad)) in padded_cases().iter().enumerate() {
+        let g =
+            geometry_padded("test", &[n, cin, h, w], &[cout, cin, kh, kw], stride, pad).unwrap();
+        assert_eq!(
+            (g.ho, g.wo),
+            (
+                (h + pad.top + pad.bottom - kh) / stride[0] + 1,
+                (w + pad.left + pad.right - kw) / stride[1] + 1
+            )
+        );
+        let mut rng = Rng::new(40 + i as u64);
+        let x = rng.normals(n * cin * h * w);
+        let wt = rng.normals(cout * g.k());
+        let b = rng.normals(cout);
+        let want = naive(&x, &wt, Some(&b), &g);
+        let (atol, rtol) = tol(DType::F32, g.k());
+        for block in [1, 7, 1 << 20] {
+            let got = cpu::conv2d_blocked(&x, &wt, Some(&b), &g, block);
+            assert_close(
+                &format!("cpu {pad:?} block {block}"),
+                &got,
+                &want,
+                atol,
+                rtol,
+            );
+        }
+    }
+    // The symmetric entry points are the same convolution.
+    let (x, _) = random_pair(&Device::Cpu, &[1, 2, 5, 5], DType::F32, 3);
+    let (w, _) = random_pair(&Device::Cpu, &[3, 2, 3, 3], DType::F32, 4);
+    let a = conv2d_hw(&x, &w, None, [2, 1], [1, 2]).unwrap();
+    let b = conv2d_padded(&x, &w, None, [2, 1], Padding2d::symmetric(1, 2)).unwrap();
+    assert_eq!(a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
+}
+
+#[test]
+fn gpu_uneven_padding_matches_cpu() {
+    with_gpu(|gpu| {
+        for dtype in [DType::F32, DType::F16] {
+            for (i, &(n, cin, h, w, cout, kh, kw, stride, pad)) in padded_cases().iter().enumerate()
+            {
+                let seed = 500 + 10 * i as u64;
+                let (cx, gx) = random_pair(gpu, &[n, cin, h, w], dtype, seed);
+                let (cw, gw) = random_pair(gpu, &[cout, cin, kh, kw], dtype, seed + 1);
+                let (cb, gb) = random_pair(gpu, &[cout], dtype, seed + 2);
+                let want = conv2d_padded(&cx, &cw, Some(&cb), stride, pad).unwrap();
+                let got = conv2d_padded(&gx, &gw, Some(&gb), stride, pad).unwrap();
+                assert_eq!(got.shape(), want.shape(), "{pad:?}");
+                let (atol, rtol) = tol(dtype, cin * kh * kw);
+                assert_close(
+                    &format!("gpu {dtype} {pad:?}"),
+                    &got.to_vec_f32().unwrap(),
+                    &want.to_vec_f32().unwrap(),
+                    atol,
+                    rtol,
+                );
+            }
+        }
+    });
+}
+
 #[test]
 fn cpu_conv_handles_f16_and_tensors() {
     let c: Case = (2, 3, 7, 9, 5, 3, 3, [2, 2], [1, 1], true);
