@@ -13,7 +13,8 @@ Outputs (default tests/fixtures/schedulers/):
   runs.json       for SD1 / SD2-v / turbo-like v-prediction configs, every sampler at 4 and 20
                   steps: timesteps, sigmas, init_noise_sigma and the latents after a full loop
                   that drives the scheduler with a fake model (see fake_model) and draws the
-                  initial and ancestral noise from one seeded CPU generator.
+                  initial and ancestral noise from one seeded CPU generator; plus one DDIM run
+                  with eta = 1.
   img2img.json    the same loop started from an img2img strength (add_noise + begin index).
   sweep.json      timesteps/sigmas for many step counts, or the error diffusers raises.
 """
@@ -210,20 +211,20 @@ def describe(s):
     return out
 
 
-def denoise(s, latents, timesteps, g):
+def denoise(s, latents, timesteps, g, **step_kwargs):
     for t in timesteps:
         x = s.scale_model_input(latents, t)
-        latents = s.step(fake_model(x, t), t, latents, generator=g).prev_sample
+        latents = s.step(fake_model(x, t), t, latents, generator=g, **step_kwargs).prev_sample
     return latents
 
 
-def txt2img_run(cfg, sampler, steps):
+def txt2img_run(cfg, sampler, steps, **step_kwargs):
     s = make(sampler, cfg)
     s.set_timesteps(steps)
     out = describe(s)
     g = torch.Generator("cpu").manual_seed(RUN_SEED)
     latents = torch.randn(LATENT_SHAPE, generator=g, dtype=torch.float32) * s.init_noise_sigma
-    out["final"] = f32s(denoise(s, latents, s.timesteps, g))
+    out["final"] = f32s(denoise(s, latents, s.timesteps, g, **step_kwargs))
     return out
 
 
@@ -257,8 +258,11 @@ def runs_fixture():
             for steps in (4, 20):
                 r = txt2img_run(cfg, sampler, steps)
                 runs.append({"config": cname, "sampler": sampler, "steps": steps, **r})
+    # DDIM with eta = 1 draws noise at every step.
+    ddim_eta = {"config": "sd1", "sampler": "DDIM", "steps": 4, "eta": 1.0,
+                **txt2img_run(CONFIGS["sd1"], "DDIM", 4, eta=1.0)}
     return {"configs": CONFIGS, "seed": RUN_SEED, "latent_shape": list(LATENT_SHAPE),
-            "runs": runs}
+            "runs": runs, "ddim_eta": ddim_eta}
 
 
 def img2img_fixture():

@@ -20,7 +20,7 @@ const LOG_P: [f32; 9] = [
     0.333_333_3,
 ];
 /// ln 2 split in a short exact part and a small correction.
-const LN2_HI: f32 = 0.693_359_375;
+const LN2_HI: f32 = 355.0 / 512.0;
 const LN2_LO: f32 = -0.000_212_194_44;
 const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
 

@@ -108,7 +108,7 @@ impl TorchCpuRng {
         for block in out.chunks_exact_mut(16) {
             self.transform_block(block);
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = &mut out[n - 16..];
             for v in tail.iter_mut() {
                 *v = self.uniform_f32();
