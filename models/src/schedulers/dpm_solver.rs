@@ -136,8 +136,8 @@ fn clipped_count(table: &NoiseSchedule, lambda_min_clipped: Option<f64>) -> usiz
         .count()
 }
 
-/// (alpha_t, sigma_t) of the variance-preserving process at Karras sigma `sigma`, and its
-/// log-SNR lambda, in float32 as diffusers computes them.
+/// (alpha_t, sigma_t) of the variance-preserving process whose noise-to-signal ratio is `sigma`,
+/// and its log-SNR lambda, in float32 as diffusers computes them.
 fn alpha_sigma_lambda(sigma: f32) -> (f32, f32, f32) {
     let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
     let sigma_t = sigma * alpha;

@@ -92,8 +92,8 @@ impl NoiseSchedule {
         self.alphas_cumprod.len()
     }
 
-    /// alpha_cumprod of a train timestep, or a `StepIndex` error when it lies outside the table
-    /// (possible with a large `steps_offset`).
+    /// alpha_cumprod of a train timestep, or an error naming `steps_offset` when the timestep
+    /// lies outside the table (which only a too large offset can cause).
     pub fn alpha_cumprod(&self, t: i64) -> Result<f32, SchedulerError> {
         usize::try_from(t)
             .ok()
