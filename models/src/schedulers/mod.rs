@@ -1,1 +1,115 @@
-//! Placeholder: being written for issue #3.
+//! Samplers that reproduce diffusers' schedulers step for step on host `f32` latents:
+//! Euler, Euler a, DDIM, DPM++ 2M and LCM, with Karras sigmas where diffusers offers them.
+//!
+//! A scheduler is built from a `scheduler_config.json` ([`SchedulerConfig`]), a sampler name
+//! ([`SamplerSpec::parse`]) and a step count ([`build_scheduler`]). A txt2img loop is
+//!
+//! ```text
+//! latents = noise.randn(len) * init_noise_sigma()
+//! for i in 0..timesteps().len():
+//!     x = scale_model_input(latents, i)
+//!     eps = unet(x, timesteps()[i])
+//!     latents = step(eps, i, latents, noise)
+//! ```
+//!
+//! and img2img starts at [`img2img_start`] with `add_noise` applied to the encoded image. The
+//! numerics follow diffusers' float32/float64 choices operation by operation (see each module),
+//! so results agree with diffusers to float32 rounding.
+
+mod common;
+mod config;
+mod ddim;
+mod defaults;
+mod dpm_solver;
+mod error;
+mod euler;
+mod euler_ancestral;
+mod img2img;
+mod karras;
+mod lcm;
+mod names;
+mod noise_schedule;
+mod numpy;
+mod timesteps;
+
+pub use config::{
+    BetaSchedule, FinalSigmas, PredictionType, SchedulerConfig, SolverType, TimestepSpacing,
+};
+pub use ddim::Ddim;
+pub use dpm_solver::DpmSolverMultistep;
+pub use error::SchedulerError;
+pub use euler::Euler;
+pub use euler_ancestral::EulerAncestral;
+pub use img2img::img2img_start;
+pub use lcm::Lcm;
+pub use names::{parse_schedule, SamplerKind, SamplerSpec, SigmaSchedule};
+
+use crate::rng::NoiseSource;
+
+/// One sampler with its schedule fixed by the step count. Step indices count from 0 over
+/// `timesteps()`; latents are flat `f32` buffers of any shape (the batch included).
+pub trait Scheduler: Send + std::fmt::Debug {
+    fn kind(&self) -> SamplerKind;
+
+    /// The model's timestep at each step, largest first. Fractional only for Euler with Karras
+    /// sigmas or "linspace" spacing, as in diffusers.
+    fn timesteps(&self) -> &[f32];
+
+    /// The noise level before each step, plus the final one (length `timesteps().len() + 1`), for
+    /// the samplers that work in sigma space (Euler, Euler a, DPM++ 2M).
+    fn sigmas(&self) -> Option<&[f32]>;
+
+    /// The factor for unit-variance initial noise in txt2img.
+    fn init_noise_sigma(&self) -> f32;
+
+    /// The model input at step `step` (Euler-type samplers divide by sqrt(sigma^2 + 1)).
+    fn scale_model_input(&self, sample: &[f32], step: usize) -> Result<Vec<f32>, SchedulerError>;
+
+    /// One denoising step: the sample for step `step + 1` from the model output at `step`.
+    /// Ancestral and consistency samplers draw their noise from `noise`.
+    fn step(
+        &mut self,
+        model_output: &[f32],
+        step: usize,
+        sample: &[f32],
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Vec<f32>, SchedulerError>;
+
+    /// The clean `original` noised to the level of step `step` (img2img's starting latents).
+    fn add_noise(
+        &self,
+        original: &[f32],
+        noise: &[f32],
+        step: usize,
+    ) -> Result<Vec<f32>, SchedulerError>;
+}
+
+/// Builds the named sampler for `steps` inference steps. The spec's schedule and spacing
+/// override the config, as choosing "DPM++ 2M Karras" in A1111 does.
+pub fn build_scheduler(
+    config: &SchedulerConfig,
+    spec: &SamplerSpec,
+    steps: usize,
+) -> Result<Box<dyn Scheduler>, SchedulerError> {
+    let mut cfg = config.clone();
+    if spec.schedule == SigmaSchedule::Karras {
+        if !spec.kind.supports_karras() {
+            return Err(SchedulerError::ScheduleNotSupported {
+                sampler: spec.kind.name(),
+                schedule: "Karras",
+                class: spec.kind.diffusers_class(),
+            });
+        }
+        cfg.use_karras_sigmas = Some(true);
+    }
+    if let Some(spacing) = spec.timestep_spacing {
+        cfg.timestep_spacing = Some(spacing);
+    }
+    Ok(match spec.kind {
+        SamplerKind::Euler => Box::new(Euler::new(&cfg, steps)?),
+        SamplerKind::EulerAncestral => Box::new(EulerAncestral::new(&cfg, steps)?),
+        SamplerKind::Ddim => Box::new(Ddim::new(&cfg, steps, spec.eta)?),
+        SamplerKind::DpmPp2m => Box::new(DpmSolverMultistep::new(&cfg, steps)?),
+        SamplerKind::Lcm => Box::new(Lcm::new(&cfg, steps)?),
+    })
+}

@@ -1,0 +1,166 @@
+//! Sampler and schedule names as users type them: A1111's display names ("Euler a",
+//! "DPM++ 2M Karras", with the schedule as a separate "Schedule type" since A1111 1.9),
+//! its old `k_*` API aliases, and stable-diffusion.cpp's CLI names.
+
+use super::config::TimestepSpacing;
+use super::error::SchedulerError;
+
+/// The implemented samplers, each a diffusers scheduler class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SamplerKind {
+    /// EulerDiscreteScheduler.
+    Euler,
+    /// EulerAncestralDiscreteScheduler.
+    EulerAncestral,
+    /// DDIMScheduler.
+    Ddim,
+    /// DPMSolverMultistepScheduler, dpmsolver++ order 2.
+    DpmPp2m,
+    /// LCMScheduler.
+    Lcm,
+}
+
+impl SamplerKind {
+    pub const ALL: [SamplerKind; 5] = [
+        SamplerKind::Euler,
+        SamplerKind::EulerAncestral,
+        SamplerKind::Ddim,
+        SamplerKind::DpmPp2m,
+        SamplerKind::Lcm,
+    ];
+
+    /// The A1111 display name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Euler => "Euler",
+            SamplerKind::EulerAncestral => "Euler a",
+            SamplerKind::Ddim => "DDIM",
+            SamplerKind::DpmPp2m => "DPM++ 2M",
+            SamplerKind::Lcm => "LCM",
+        }
+    }
+
+    /// The diffusers class this sampler reproduces.
+    pub fn diffusers_class(self) -> &'static str {
+        match self {
+            SamplerKind::Euler => "EulerDiscreteScheduler",
+            SamplerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
+            SamplerKind::Ddim => "DDIMScheduler",
+            SamplerKind::DpmPp2m => "DPMSolverMultistepScheduler",
+            SamplerKind::Lcm => "LCMScheduler",
+        }
+    }
+
+    /// Whether diffusers' class offers Karras sigmas (`use_karras_sigmas`).
+    pub fn supports_karras(self) -> bool {
+        matches!(self, SamplerKind::Euler | SamplerKind::DpmPp2m)
+    }
+}
+
+/// How sigmas are spaced over the steps (A1111's "Schedule type").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SigmaSchedule {
+    /// Whatever the scheduler config says (A1111's "Automatic").
+    #[default]
+    Default,
+    /// Karras sigmas, forced on.
+    Karras,
+}
+
+/// A fully named sampler: which one, its sigma schedule, and overrides implied by its name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplerSpec {
+    pub kind: SamplerKind,
+    pub schedule: SigmaSchedule,
+    /// A spacing the name itself demands (sd.cpp's "ddim_trailing"), overriding the config.
+    pub timestep_spacing: Option<TimestepSpacing>,
+    /// DDIM's eta (0 = deterministic, A1111's default); other samplers ignore it.
+    pub eta: f32,
+}
+
+impl SamplerSpec {
+    pub fn new(kind: SamplerKind) -> Self {
+        SamplerSpec {
+            kind,
+            schedule: SigmaSchedule::Default,
+            timestep_spacing: None,
+            eta: 0.0,
+        }
+    }
+
+    /// Parses a sampler name; a trailing "Karras" selects the Karras schedule.
+    pub fn parse(name: &str) -> Result<Self, SchedulerError> {
+        let norm = normalize(name);
+        let (base, karras) = match norm
+            .strip_suffix(" karras")
+            .or_else(|| norm.strip_suffix("_karras"))
+            .or_else(|| norm.strip_suffix("_ka"))
+        {
+            Some(base) => (base, true),
+            None => (norm.as_str(), false),
+        };
+        let (kind, spacing) = match base {
+            "euler" | "k_euler" => (SamplerKind::Euler, None),
+            "euler a" | "euler_a" | "k_euler_a" | "euler ancestral" | "euler_ancestral" => {
+                (SamplerKind::EulerAncestral, None)
+            }
+            "ddim" => (SamplerKind::Ddim, None),
+            "ddim_trailing" | "ddim trailing" => {
+                (SamplerKind::Ddim, Some(TimestepSpacing::Trailing))
+            }
+            "dpm++ 2m" | "dpm++2m" | "dpm++_2m" | "dpmpp_2m" | "dpmpp2m" | "k_dpmpp_2m" => {
+                (SamplerKind::DpmPp2m, None)
+            }
+            "lcm" => (SamplerKind::Lcm, None),
+            _ => {
+                return Err(SchedulerError::UnknownSampler {
+                    given: name.to_string(),
+                    valid: VALID_SAMPLERS.to_string(),
+                })
+            }
+        };
+        let mut spec = SamplerSpec::new(kind);
+        spec.timestep_spacing = spacing;
+        if karras {
+            spec = spec.with_schedule(SigmaSchedule::Karras)?;
+        }
+        Ok(spec)
+    }
+
+    /// Applies a schedule type, refusing one the sampler's diffusers class lacks.
+    pub fn with_schedule(mut self, schedule: SigmaSchedule) -> Result<Self, SchedulerError> {
+        if schedule == SigmaSchedule::Karras && !self.kind.supports_karras() {
+            return Err(SchedulerError::ScheduleNotSupported {
+                sampler: self.kind.name(),
+                schedule: "Karras",
+                class: self.kind.diffusers_class(),
+            });
+        }
+        self.schedule = schedule;
+        Ok(self)
+    }
+}
+
+const VALID_SAMPLERS: &str = "Euler, Euler a, DDIM, DPM++ 2M, LCM (A1111 names, optionally \
+followed by ' Karras'), euler, euler_a, ddim, ddim_trailing, dpm++2m, lcm (stable-diffusion.cpp \
+names), k_euler, k_euler_a, k_dpmpp_2m, k_dpmpp_2m_ka";
+
+/// Parses an A1111 "Schedule type" or an sd.cpp `--schedule` value.
+pub fn parse_schedule(name: &str) -> Result<SigmaSchedule, SchedulerError> {
+    match normalize(name).as_str() {
+        "" | "automatic" | "auto" | "default" | "discrete" | "normal" => Ok(SigmaSchedule::Default),
+        "karras" => Ok(SigmaSchedule::Karras),
+        _ => Err(SchedulerError::UnknownSchedule {
+            given: name.to_string(),
+            valid: "Automatic (also default, discrete, normal), Karras".into(),
+        }),
+    }
+}
+
+/// Lower case with runs of whitespace collapsed to one space.
+fn normalize(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
