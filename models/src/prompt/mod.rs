@@ -1,1 +1,26 @@
-//! Placeholder: being written for issue #3.
+//! Prompt handling as AUTOMATIC1111's web UI does it, since that is the syntax users type:
+//! emphasis parsing (`(word)`, `[word]`, `(word:1.5)`, `BREAK`), the split into 75-token chunks
+//! with per-token weights, and the weighting of the text-encoder output.
+
+mod chunks;
+mod emphasis;
+mod weighting;
+
+#[cfg(test)]
+mod tests;
+
+pub use chunks::{ChunkOptions, PromptChunks, CHUNK_TOKENS};
+pub use emphasis::{parse_emphasis, Segment};
+pub use weighting::apply_emphasis;
+
+use crate::tokenizer::TokenizerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    #[error("emphasis weight {weight:?} is not a number")]
+    BadWeight { weight: String },
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("an embedding of {values} values does not split into {tokens} token rows")]
+    Shape { values: usize, tokens: usize },
+}
