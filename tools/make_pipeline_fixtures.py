@@ -14,6 +14,10 @@ and this script adds what turns them into a diffusers folder:
   scheduler/            SD 1.5's scheduler_config.json (PNDMScheduler, as written on the hub);
   model_index.json      a StableDiffusionPipeline with no safety checker.
 Inpainting uses the same text encoder, tokenizer and VAE with tests/fixtures/tiny-sd1-inpaint/unet.
+The SD 2.x-style cases use tests/fixtures/tiny-sd2/{unet,text_encoder} (linear projections, gelu)
+with tiny-sd1's VAE, plus what this script writes there: tokenizer/ (the same cut vocabulary, padding
+with "!" as SD 2.x's tokenizer does) and scheduler/ (SD 2.1's config: DDIM, v_prediction). It has
+no VAE of its own, so it is not a complete folder (no model_index.json); tests assemble it.
 
 It then runs diffusers' StableDiffusionPipeline / Img2ImgPipeline / InpaintPipeline in float32 on
 the CPU with torch.Generator("cpu").manual_seed(seed) (a list of generators, seed + i, for batches,
@@ -47,8 +51,8 @@ from diffusers import (
 )
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-FX = os.path.join(ROOT, "tests", "fixtures", "tiny-sd1")
-INPAINT_UNET = os.path.join(ROOT, "tests", "fixtures", "tiny-sd1-inpaint", "unet")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+FX = os.path.join(FIXTURES, "tiny-sd1")
 MERGES_GZ = os.path.join(ROOT, "models", "assets", "clip_bpe_merges.txt.gz")
 
 # SD 1.5's scheduler/scheduler_config.json as published (no timestep_spacing: each sampler class
@@ -66,6 +70,23 @@ SD15_SCHEDULER = {
     "trained_betas": None,
     "clip_sample": False,
 }
+
+# SD 2.1 (768, v-prediction)'s scheduler_config.json as published.
+SD21_SCHEDULER = {
+    "_class_name": "DDIMScheduler",
+    "_diffusers_version": "0.8.0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+SCHEDULERS = {"tiny-sd1": SD15_SCHEDULER, "tiny-sd2": SD21_SCHEDULER}
 
 MODEL_INDEX = {
     "_class_name": "StableDiffusionPipeline",
@@ -118,6 +139,12 @@ CASES = [
     # step noise.
     dict(name="inpaint4_euler_a", mode="inpaint", sampler="Euler a", prompt=PROMPT,
          negative="blurry", cfg=7.5, seed=13, strength=0.75),
+    # SD 2.x style (tests/fixtures/tiny-sd2): linear projections, per-block head counts, a gelu
+    # text encoder, "!" padding (and "!" typed in a prompt is that special token), v-prediction.
+    dict(name="sd2_txt2img_euler", family="tiny-sd2", unet="tiny-sd2", mode="txt2img",
+         sampler="Euler", prompt=PROMPT + "!!", negative="ugly!", cfg=7.5, seed=21),
+    dict(name="sd2_img2img_dpmpp_2m", family="tiny-sd2", unet="tiny-sd2", mode="img2img",
+         sampler="DPM++ 2M", prompt=PROMPT, negative="", cfg=6.0, seed=22, strength=0.6),
 ]
 
 
@@ -159,7 +186,7 @@ def byte_symbols():
     return [chr(c) for c in cs]
 
 
-def write_tokenizer(vocab_size):
+def write_tokenizer(family, vocab_size, pad_token):
     with gzip.open(MERGES_GZ, "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
     assert lines[0].startswith("#version")
@@ -169,13 +196,14 @@ def write_tokenizer(vocab_size):
     entries = symbols + [s + "</w>" for s in symbols] + [a + b for a, b in merges]
     entries += ["<|startoftext|>", "<|endoftext|>"]
     assert len(entries) == vocab_size and len(set(entries)) == vocab_size
-    out = os.path.join(FX, "tokenizer")
+    out = os.path.join(FIXTURES, family, "tokenizer")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump({t: i for i, t in enumerate(entries)}, f, ensure_ascii=False)
     with open(os.path.join(out, "merges.txt"), "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    # SD 1.5's tokenizer_config.json: without model_max_length, padding="max_length" has no length.
+    # SD 1.5's / 2.1's tokenizer_config.json (2.1 pads with "!"); without model_max_length,
+    # padding="max_length" has no length.
     write_json(os.path.join(out, "tokenizer_config.json"), {
         "tokenizer_class": "CLIPTokenizer",
         "model_max_length": 77,
@@ -183,12 +211,13 @@ def write_tokenizer(vocab_size):
         "bos_token": "<|startoftext|>",
         "eos_token": "<|endoftext|>",
         "unk_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>",
+        "pad_token": pad_token,
     })
     tok = CLIPTokenizer.from_pretrained(out)
     ids = tok(PROMPT, padding="max_length", max_length=77, truncation=True).input_ids
     assert ids[0] == vocab_size - 2 and max(ids) == vocab_size - 1, ids
-    print("tokenizer:", vocab_size, "entries;", PROMPT, "->", ids[: ids.index(vocab_size - 1) + 1])
+    assert ids[-1] == tok.convert_tokens_to_ids(pad_token), ids
+    print(f"{family} tokenizer:", vocab_size, "entries;", PROMPT, "->", ids[: ids.index(vocab_size - 1) + 2])
 
 
 def write_json(path, value):
@@ -213,13 +242,16 @@ def make_images():
     return init, mask
 
 
-def components(unet_dir):
+def components(family, unet):
+    """The text encoder, tokenizer and scheduler of `family`, the UNet of folder `unet`, and
+    tiny-sd1's VAE (SD 2.x uses SD 1.x's VAE architecture)."""
+    folder = os.path.join(FIXTURES, family)
     return dict(
         vae=AutoencoderKL.from_pretrained(os.path.join(FX, "vae")),
-        text_encoder=CLIPTextModel.from_pretrained(os.path.join(FX, "text_encoder")),
-        tokenizer=CLIPTokenizer.from_pretrained(os.path.join(FX, "tokenizer")),
-        unet=UNet2DConditionModel.from_pretrained(unet_dir),
-        scheduler=EulerDiscreteScheduler.from_config(SD15_SCHEDULER),
+        text_encoder=CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder")),
+        tokenizer=CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer")),
+        unet=UNet2DConditionModel.from_pretrained(os.path.join(FIXTURES, unet, "unet")),
+        scheduler=EulerDiscreteScheduler.from_config(SCHEDULERS[family]),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -227,14 +259,14 @@ def components(unet_dir):
 
 
 def run(case, init, mask):
-    unet_dir = INPAINT_UNET if case.get("unet") == "tiny-sd1-inpaint" else os.path.join(FX, "unet")
+    family = case.get("family", "tiny-sd1")
     cls = {
         "txt2img": StableDiffusionPipeline,
         "img2img": StableDiffusionImg2ImgPipeline,
         "inpaint": StableDiffusionInpaintPipeline,
     }[case["mode"]]
-    pipe = cls(**components(unet_dir))
-    pipe.scheduler = SAMPLERS[case["sampler"]].from_config(SD15_SCHEDULER)
+    pipe = cls(**components(family, case.get("unet", family)))
+    pipe.scheduler = SAMPLERS[case["sampler"]].from_config(SCHEDULERS[family])
     pipe.set_progress_bar_config(disable=True)
     batch = case.get("batch", 1)
     clip_skip = case.get("clip_skip", 1)
@@ -279,11 +311,13 @@ def run(case, init, mask):
 
 def main():
     ensure_text_encoder()
-    with open(os.path.join(FX, "text_encoder", "config.json")) as f:
-        vocab_size = json.load(f)["vocab_size"]
-    write_tokenizer(vocab_size)
-    os.makedirs(os.path.join(FX, "scheduler"), exist_ok=True)
-    write_json(os.path.join(FX, "scheduler", "scheduler_config.json"), SD15_SCHEDULER)
+    for family, pad in [("tiny-sd1", "<|endoftext|>"), ("tiny-sd2", "!")]:
+        with open(os.path.join(FIXTURES, family, "text_encoder", "config.json")) as f:
+            vocab_size = json.load(f)["vocab_size"]
+        write_tokenizer(family, vocab_size, pad)
+        os.makedirs(os.path.join(FIXTURES, family, "scheduler"), exist_ok=True)
+        write_json(os.path.join(FIXTURES, family, "scheduler", "scheduler_config.json"),
+                   SCHEDULERS[family])
     write_json(os.path.join(FX, "model_index.json"), MODEL_INDEX)
     # The folder must load as a diffusers pipeline by itself.
     StableDiffusionPipeline.from_pretrained(FX)
@@ -293,8 +327,10 @@ def main():
     for case in CASES:
         golden.update(run(case, init, mask))
     save_file(golden, os.path.join(FX, "pipeline_golden.safetensors"))
-    defaults = dict(steps=STEPS, width=SIZE, height=SIZE, batch=1, clip_skip=1, unet="tiny-sd1")
+    defaults = dict(steps=STEPS, width=SIZE, height=SIZE, batch=1, clip_skip=1, family="tiny-sd1")
     cases = [{**defaults, **c} for c in CASES]
+    for c in cases:
+        c.setdefault("unet", c["family"])
     write_json(os.path.join(FX, "pipeline_cases.json"), {"cases": cases})
 
 

@@ -1,7 +1,8 @@
 //! Complete generations against diffusers (fixture from tools/make_pipeline_fixtures.py: the tiny
 //! SD1-architecture pipeline in tests/fixtures/tiny-sd1, 4 steps at 32x32, seeds fed to
 //! torch.Generator("cpu"), float32 on the CPU; inpainting also with tests/fixtures/tiny-sd1-inpaint's
-//! 9-channel UNet).
+//! 9-channel UNet; SD 2.x-style cases with tests/fixtures/tiny-sd2's UNet and text encoder, "!"
+//! padding and v-prediction).
 //!
 //! Tolerance: max |error| <= 1e-3 on the [0, 1] image before 8-bit quantisation, for f32 on the
 //! CPU backend and on the GPU under test. (Both sides run float32 with different operation orders;
@@ -12,6 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use kiln_kernels::testing::with_gpu;
+use kiln_models::clip::{ClipTextConfig, ClipTextModel};
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::{decode_png, encode_png};
 use kiln_models::image::{read_image, RgbImage};
@@ -20,9 +22,12 @@ use kiln_models::pipeline::{
     StableDiffusion,
 };
 use kiln_models::rng::RngKind;
-use kiln_models::schedulers::SamplerSpec;
+use kiln_models::schedulers::{SamplerSpec, SchedulerConfig};
+use kiln_models::tokenizer::ClipTokenizer;
 use kiln_models::unet::Unet;
-use kiln_runtime::loader::write_safetensors;
+use kiln_models::vae::{AutoencoderKL, VaeConfig};
+use kiln_models::weights::Weights;
+use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device};
 use regex::Regex;
 use safetensors::SafeTensors;
@@ -38,20 +43,35 @@ fn tiny() -> PathBuf {
     fixtures().join("tiny-sd1")
 }
 
-/// The tiny pipeline, with the inpainting UNet swapped in when `unet` says so.
-fn load(device: &Device, unet: &str) -> StableDiffusion {
-    let model = StableDiffusion::load(&tiny(), device, DType::F32).unwrap();
-    if unet == "tiny-sd1" {
-        return model;
+/// The tiny SD1 pipeline folder, or a model assembled from parts: the text encoder, tokenizer and
+/// scheduler of `family`, the UNet of fixture folder `unet`, tiny-sd1's VAE.
+fn load(device: &Device, family: &str, unet: &str) -> StableDiffusion {
+    if family == "tiny-sd1" && unet == "tiny-sd1" {
+        return StableDiffusion::load(&tiny(), device, DType::F32).unwrap();
     }
+    let dir = fixtures().join(family);
+    let weights =
+        |file: PathBuf| Weights::new(vec![WeightFile::open(file).unwrap()], device, DType::F32);
+    let te_config = ClipTextConfig::from_file(dir.join("text_encoder/config.json")).unwrap();
+    let text_encoder = ClipTextModel::new(
+        &te_config,
+        &weights(dir.join("text_encoder/model.safetensors")),
+    )
+    .unwrap();
+    let vae_config = VaeConfig::from_file(tiny().join("vae/config.json")).unwrap();
+    let vae = AutoencoderKL::new(
+        &vae_config,
+        &weights(tiny().join("vae/diffusion_pytorch_model.safetensors")),
+    )
+    .unwrap();
     let unet_dir = fixtures().join(unet).join("unet");
     StableDiffusion::from_parts(
         Unet::load(&unet_dir, device, DType::F32).unwrap(),
-        model.vae,
-        model.text_encoder,
-        model.tokenizer,
-        model.scheduler_config,
-        model.sample_size,
+        vae,
+        text_encoder,
+        ClipTokenizer::from_dir(&dir.join("tokenizer")).unwrap(),
+        SchedulerConfig::from_file(&dir.join("scheduler/scheduler_config.json")).unwrap(),
+        Some(16),
         ModelSource {
             name: unet.into(),
             hash_file: unet_dir.join("diffusion_pytorch_model.safetensors"),
@@ -114,7 +134,11 @@ fn max_err(got: &[f32], want: &[f32]) -> f32 {
 fn check_all(device: &Device) {
     for case in cases() {
         let name = case["name"].as_str().unwrap();
-        let model = load(device, case["unet"].as_str().unwrap());
+        let model = load(
+            device,
+            case["family"].as_str().unwrap(),
+            case["unet"].as_str().unwrap(),
+        );
         let params = params_for(&case);
         let mut last = None;
         let images = generate(&model, &params, &mut |p| last = Some(p)).unwrap();
@@ -157,7 +181,7 @@ const A1111_RE_PARAM: &str = r#"\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:
 
 #[test]
 fn png_parameters_round_trip_through_a1111s_parser() {
-    let model = load(&Device::Cpu, "tiny-sd1");
+    let model = load(&Device::Cpu, "tiny-sd1", "tiny-sd1");
     let mut params =
         GenerationParams::new("a (red:1.2) circle, on a blue background\nline two: done");
     params.negative_prompt = "blurry, \"dark\"".into();
@@ -235,9 +259,8 @@ fn png_bytes(model: &StableDiffusion, params: &GenerationParams) -> Vec<Vec<u8>>
         .collect()
 }
 
-#[test]
-fn same_seed_gives_identical_png_bytes() {
-    let model = load(&Device::Cpu, "tiny-sd1");
+fn check_repeatable(device: &Device) {
+    let model = load(device, "tiny-sd1", "tiny-sd1");
     let mut params = GenerationParams::new("a red circle on a blue background");
     params.width = 32;
     params.height = 32;
@@ -246,7 +269,7 @@ fn same_seed_gives_identical_png_bytes() {
     params.sampler = SamplerSpec::parse("Euler a").unwrap();
     let a = png_bytes(&model, &params);
     let b = png_bytes(&model, &params);
-    assert_eq!(a, b);
+    assert_eq!(a, b, "{}: same seed, same bytes", device.name());
     params.seed = 100;
     assert_ne!(png_bytes(&model, &params), a, "another seed, another image");
     params.seed = 99;
@@ -259,10 +282,20 @@ fn same_seed_gives_identical_png_bytes() {
 }
 
 #[test]
+fn same_seed_gives_identical_png_bytes_on_cpu() {
+    check_repeatable(&Device::Cpu);
+}
+
+#[test]
+fn same_seed_gives_identical_png_bytes_on_gpu() {
+    with_gpu(check_repeatable);
+}
+
+#[test]
 fn batches_seed_each_image_on_its_own() {
     // Image i of a batch equals a single-image run with seed + i, also for Euler a, whose step
     // noise comes from each image's stream; and batch count continues the seeds.
-    let model = load(&Device::Cpu, "tiny-sd1");
+    let model = load(&Device::Cpu, "tiny-sd1", "tiny-sd1");
     let mut params = GenerationParams::new("a red circle");
     params.width = 32;
     params.height = 32;
@@ -288,7 +321,7 @@ fn batches_seed_each_image_on_its_own() {
 
 #[test]
 fn long_prompts_and_neutral_emphasis() {
-    let model = load(&Device::Cpu, "tiny-sd1");
+    let model = load(&Device::Cpu, "tiny-sd1", "tiny-sd1");
     let plain = encode_prompt(&model, "a red circle on a blue background", 1).unwrap();
     let neutral = encode_prompt(&model, "a (red:1.0) circle on a blue background", 1).unwrap();
     assert_eq!(plain, neutral, "weight 1.0 changes nothing");
@@ -435,7 +468,7 @@ fn a_wrong_shaped_tensor_is_named() {
 
 #[test]
 fn bad_requests_are_clear_errors() {
-    let model = load(&Device::Cpu, "tiny-sd1");
+    let model = load(&Device::Cpu, "tiny-sd1", "tiny-sd1");
     let mut params = GenerationParams::new("x");
     params.width = 36;
     params.height = 32;
@@ -443,7 +476,7 @@ fn bad_requests_are_clear_errors() {
     assert!(matches!(err, PipelineError::Invalid(_)), "{err}");
     assert!(err.to_string().contains("multiples of 8"), "{err}");
 
-    let inpaint = load(&Device::Cpu, "tiny-sd1-inpaint");
+    let inpaint = load(&Device::Cpu, "tiny-sd1", "tiny-sd1-inpaint");
     let mut params = GenerationParams::new("x");
     params.width = 32;
     params.height = 32;

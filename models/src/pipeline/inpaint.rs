@@ -27,8 +27,8 @@ pub fn fit_mask(mask: &GrayImage, width: usize, height: usize) -> Result<GrayIma
     Ok(resize(&rgb, width, height)?.to_gray())
 }
 
-/// The init image with masked pixels blacked out to 0 in [-1, 1] space (`init * (mask < 0.5)`),
-/// as 8-bit values can not express it: returned as CHW floats in [-1, 1].
+/// The init image in [-1, 1] with the area to repaint set to 0 (`init * (mask < 0.5)`, mid-grey
+/// rather than black), as CHW floats: 0 has no exact 8-bit value, so this skips `image_to_tensor`.
 pub fn masked_image(init: &RgbImage, mask: &[f32]) -> Vec<f32> {
     let (w, h) = (init.width, init.height);
     let mut chw = vec![0f32; 3 * w * h];

@@ -46,6 +46,12 @@ pub fn encode_prompt(
     let ids: Vec<u32> = chunks.ids.iter().flatten().copied().collect();
     let ids = Tensor::from_u32(model.device(), &[n, CLIP_MAX_LEN], &ids)?;
     let hidden = model.text_encoder.forward(&ids, clip_skip)?;
+    if hidden.rank() != 3 || hidden.dim(0) != n || hidden.dim(1) != CLIP_MAX_LEN {
+        return Err(PipelineError::invalid(format!(
+            "text encoder returned {:?} for {n} chunks of {CLIP_MAX_LEN} tokens",
+            hidden.shape()
+        )));
+    }
     let dim = hidden.dim(2);
     let mut values = hidden.to_vec_f32()?;
     // A1111 rescales to the unweighted mean per encoded chunk.
@@ -54,12 +60,6 @@ pub fn encode_prompt(
         .zip(&chunks.weights)
     {
         apply_emphasis(z, weights)?;
-    }
-    if values.len() != n * CLIP_MAX_LEN * dim {
-        return Err(PipelineError::invalid(format!(
-            "text encoder returned {:?} for {n} chunks",
-            hidden.shape()
-        )));
     }
     Ok(Conditioning {
         values,
