@@ -5,6 +5,7 @@ pub mod nn;
 pub mod prompt;
 pub mod rng;
 pub mod schedulers;
+pub mod single_file;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
