@@ -1,30 +1,51 @@
 //! Weights looked up by prefixed names with their shapes checked at load, so a checkpoint that does not
 //! fit the architecture fails at load time naming the tensor, not later with a shape error deep in a
 //! forward pass.
+//!
+//! Names are always the diffusers / transformers state-dict names; a `TensorSource` other than plain
+//! files (a single-file checkpoint in the original SD layout) translates them.
 
+mod shapes;
+mod source;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_runtime::loader::WeightFile;
-use kiln_runtime::{DType, Device, Error, Result, Tensor};
+use kiln_runtime::{DType, Device, Result, Tensor};
 
-/// A view of one or more weight files under a name prefix, loading onto one device in one float dtype.
+pub use shapes::ShapeSource;
+pub use source::{wrong_shape, FileSource, TensorSource};
+
+/// A view of a tensor source under a name prefix, loading onto one device in one float dtype.
 #[derive(Clone)]
 pub struct Weights {
-    files: Arc<Vec<WeightFile>>,
+    source: Arc<dyn TensorSource>,
     prefix: String,
     device: Device,
     dtype: DType,
 }
 
 impl Weights {
-    /// `dtype` is the compute dtype wanted for float weights; a device without it gets f32.
+    /// Weights from safetensors files whose names are diffusers' / transformers' own. `dtype` is the
+    /// compute dtype wanted for float weights; a device without it gets f32.
     pub fn new(files: Vec<WeightFile>, device: &Device, dtype: DType) -> Weights {
+        Weights::from_source(Arc::new(FileSource::new(files)), device, dtype)
+    }
+
+    /// Weights from any source of diffusers-named tensors.
+    pub fn from_source(source: Arc<dyn TensorSource>, device: &Device, dtype: DType) -> Weights {
         Weights {
-            files: Arc::new(files),
+            source,
             prefix: String::new(),
             device: device.clone(),
             dtype: device.float_dtype(dtype),
         }
+    }
+
+    /// The file (or other origin) the tensors come from, for messages.
+    pub fn origin(&self) -> PathBuf {
+        self.source.origin()
     }
 
     /// The same files under `prefix.name`.
@@ -62,42 +83,23 @@ impl Weights {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        let full = self.full_name(name);
-        self.files.iter().any(|f| f.contains(&full))
-    }
-
-    fn file_with(&self, full: &str) -> Result<&WeightFile> {
-        match self.files.iter().find(|f| f.contains(full)) {
-            Some(f) => Ok(f),
-            // Let the first file produce the "no tensor named ..., close names ..." error.
-            None => match self.files.first() {
-                Some(f) => f.entry(full).map(|_| f),
-                None => Err(Error::Device(format!(
-                    "no weight files given while loading `{full}`"
-                ))),
-            },
-        }
+        self.source.shape_of(&self.full_name(name)).is_some()
     }
 
     /// Loads `name` under this prefix, requiring `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let full = self.full_name(name);
-        self.file_with(&full)?
-            .load_shaped(&full, shape, &self.device, Some(self.dtype))
+        self.source
+            .load(&self.full_name(name), Some(shape), &self.device, self.dtype)
     }
 
     /// Loads `name` whatever its shape (for configs inferred from weights).
     pub fn get_unchecked(&self, name: &str) -> Result<Tensor> {
-        let full = self.full_name(name);
-        self.file_with(&full)?
-            .load(&full, &self.device, Some(self.dtype))
+        self.source
+            .load(&self.full_name(name), None, &self.device, self.dtype)
     }
 
     /// The stored shape of `name`, if present.
     pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
-        let full = self.full_name(name);
-        self.files
-            .iter()
-            .find_map(|f| f.entry(&full).ok().map(|e| e.shape.clone()))
+        self.source.shape_of(&self.full_name(name))
     }
 }

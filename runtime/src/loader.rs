@@ -115,8 +115,35 @@ impl WeightFile {
     /// Loads a float tensor onto `device`. `want` picks the dtype (`None` keeps f32/f16 as stored and
     /// turns bf16 into f32); a dtype the device lacks falls back to f32.
     pub fn load(&self, name: &str, device: &Device, want: Option<DType>) -> Result<Tensor> {
+        let shape = self.entry(name)?.shape.clone();
+        self.load_part(name, 0, &shape, device, want)
+    }
+
+    /// Loads the `numel(shape)` consecutive elements of `name` that start at element `offset`, as a
+    /// tensor of `shape`: a contiguous slice along the first dimension (one of OpenCLIP's fused q/k/v
+    /// projections) or the whole tensor under another shape ([C, C, 1, 1] -> [C, C]). Same dtype
+    /// rules as `load`.
+    pub fn load_part(
+        &self,
+        name: &str,
+        offset: usize,
+        shape: &[usize],
+        device: &Device,
+        want: Option<DType>,
+    ) -> Result<Tensor> {
         let entry = self.entry(name)?;
-        let bytes = &self.mmap[entry.start..entry.end];
+        let total: usize = entry.shape.iter().product();
+        let count: usize = shape.iter().product();
+        if offset.checked_add(count).is_none_or(|end| end > total) {
+            return Err(Error::load(
+                &self.path,
+                format!(
+                    "tensor `{name}` {:?} has {total} elements; elements {offset}..{} as {shape:?} are out of range",
+                    entry.shape,
+                    offset.saturating_add(count)
+                ),
+            ));
+        }
         let stored = match entry.stored.as_str() {
             "F32" => DType::F32,
             "F16" => DType::F16,
@@ -131,10 +158,14 @@ impl WeightFile {
                 ))
             }
         };
+        // Every dtype accepted above is 4 (F32) or 2 (F16, BF16) bytes wide.
+        let width = if entry.stored == "F32" { 4 } else { 2 };
+        let start = entry.start + offset * width;
+        let bytes = &self.mmap[start..start + count * width];
         let target = device.float_dtype(want.unwrap_or(stored));
         if entry.stored != "BF16" && target == stored {
             // The common path: straight from the mapping to the device.
-            return Tensor::from_bytes(device, &entry.shape, target, bytes);
+            return Tensor::from_bytes(device, shape, target, bytes);
         }
         let values: Vec<f32> = match entry.stored.as_str() {
             "F32" => bytemuck::pod_collect_to_vec(bytes),
@@ -147,7 +178,7 @@ impl WeightFile {
                 .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
         };
-        Tensor::from_f32(device, &entry.shape, target, &values)
+        Tensor::from_f32(device, shape, target, &values)
     }
 
     /// Like `load`, but checks the shape first and names the tensor, the expected and the found shape.
@@ -242,6 +273,48 @@ mod tests {
         let close = close_names("unet.down.0.wieght", names.iter().copied(), 5);
         assert_eq!(close[0], "unet.down.0.weight");
         assert!(!close.iter().any(|n| n.starts_with("vae")));
+    }
+
+    #[test]
+    fn load_part_reads_a_slice_under_a_new_shape() {
+        let dir = std::env::temp_dir().join(format!("kiln-load-part-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.safetensors");
+        let values: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let halves: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        let tensors = [
+            (
+                "qkv",
+                Dtype::F32,
+                vec![6, 2],
+                bytemuck::cast_slice(&values).to_vec(),
+            ),
+            ("conv", Dtype::F16, vec![3, 4, 1, 1], halves),
+        ];
+        write_safetensors(&path, &tensors).unwrap();
+        let file = WeightFile::open(&path).unwrap();
+        let k = file
+            .load_part("qkv", 4, &[2, 2], &Device::Cpu, None)
+            .unwrap();
+        assert_eq!(k.shape(), [2, 2]);
+        assert_eq!(k.to_vec_f32().unwrap(), [4.0, 5.0, 6.0, 7.0]);
+        let linear = file
+            .load_part("conv", 0, &[3, 4], &Device::Cpu, Some(DType::F32))
+            .unwrap();
+        assert_eq!(linear.to_vec_f32().unwrap(), values);
+        let row = file
+            .load_part("conv", 4, &[4], &Device::Cpu, Some(DType::F32))
+            .unwrap();
+        assert_eq!(row.to_vec_f32().unwrap(), [4.0, 5.0, 6.0, 7.0]);
+        let e = file
+            .load_part("qkv", 10, &[2, 2], &Device::Cpu, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("qkv") && e.contains("out of range"), "{e}");
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

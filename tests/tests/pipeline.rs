@@ -18,11 +18,12 @@ use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::{decode_png, encode_png};
 use kiln_models::image::{read_image, RgbImage};
 use kiln_models::pipeline::{
-    encode_prompt, generate, infotext, GenerationParams, InitImage, ModelSource, PipelineError,
-    StableDiffusion,
+    encode_prompt, generate, infotext, single_file_scheduler, GenerationParams, InitImage,
+    ModelSource, PipelineError, StableDiffusion,
 };
 use kiln_models::rng::RngKind;
-use kiln_models::schedulers::{SamplerSpec, SchedulerConfig};
+use kiln_models::schedulers::{PredictionType, SamplerSpec, SchedulerConfig};
+use kiln_models::single_file::{ModelKind, SingleFile};
 use kiln_models::tokenizer::ClipTokenizer;
 use kiln_models::unet::Unet;
 use kiln_models::vae::{AutoencoderKL, VaeConfig};
@@ -482,4 +483,49 @@ fn bad_requests_are_clear_errors() {
     params.height = 32;
     let err = generate(&inpaint, &params, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("mask"), "{err}");
+}
+
+#[test]
+fn a_single_file_checkpoint_generates_the_same_image() {
+    // tests/fixtures/single-file/tiny-sd1.safetensors holds tiny-sd1's UNet, VAE and text encoder
+    // in the original layout. The configs come from the folder (the weights cannot show the tiny
+    // models' GroupNorm group counts), and so do the tiny vocabulary and the scheduler, which a real
+    // checkpoint gets from kiln's built-in ones.
+    let path = fixtures().join("single-file/tiny-sd1.safetensors");
+    let file = SingleFile::open(&path).unwrap();
+    let dev = Device::Cpu;
+    let folder = load(&dev, "tiny-sd1", "tiny-sd1");
+    let model = StableDiffusion::from_parts(
+        file.load_unet(Some(folder.unet.config()), &dev, DType::F32)
+            .unwrap(),
+        file.load_vae(Some(folder.vae.config()), &dev, DType::F32)
+            .unwrap(),
+        file.load_text_encoder(Some(folder.text_encoder.config()), &dev, DType::F32)
+            .unwrap(),
+        folder.tokenizer.clone(),
+        folder.scheduler_config.clone(),
+        folder.sample_size,
+        ModelSource {
+            name: "tiny-sd1".into(),
+            hash_file: path.clone(),
+        },
+    )
+    .unwrap();
+    let case = cases()
+        .into_iter()
+        .find(|c| c["name"] == "txt2img_euler")
+        .unwrap();
+    let images = generate(&model, &params_for(&case), &mut |_| {}).unwrap();
+    let (_, want) = golden("txt2img_euler/image");
+    let err = max_err(&images[0].pixels, &want);
+    assert!(err <= TOL, "single file: max |err| {err}");
+
+    // The public loader infers SD's configs, which the tiny weights do not fit: a clear error.
+    let msg = load_err(&path);
+    assert!(msg.contains("norm_num_groups"), "{msg}");
+    // SD 1.x's scheduler for single files is SD 1.5's; SD 2.x (768) predicts v.
+    let sd1 = single_file_scheduler(ModelKind::Sd1).unwrap();
+    assert_eq!(sd1.prediction_type, Some(PredictionType::Epsilon));
+    let sd2 = single_file_scheduler(ModelKind::Sd2).unwrap();
+    assert_eq!(sd2.prediction_type, Some(PredictionType::VPrediction));
 }

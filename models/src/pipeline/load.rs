@@ -1,6 +1,7 @@
 //! Loading a Stable Diffusion 1.x / 2.x model: a diffusers folder (model_index.json, unet/, vae/,
-//! text_encoder/, tokenizer/, scheduler/, weights as `*.safetensors` or `*.fp16.safetensors`).
-//! Pickled checkpoints (`.ckpt` and friends) are refused: unpickling runs arbitrary code.
+//! text_encoder/, tokenizer/, scheduler/, weights as `*.safetensors` or `*.fp16.safetensors`) or a
+//! single-file `.safetensors` checkpoint in the original layout (see `single_file`). Pickled
+//! checkpoints (`.ckpt` and friends) are refused: unpickling runs arbitrary code.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use serde_json::Value;
 use super::error::{PipelineError, Result};
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::schedulers::SchedulerConfig;
+use crate::single_file::{refuse_pickles, Component, ModelKind, SingleFile};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
@@ -24,14 +26,11 @@ pub const SUPPORTED_PIPELINES: [&str; 3] = [
     "StableDiffusionInpaintPipeline",
 ];
 
-/// Extensions of Python pickles that hold checkpoints.
-const PICKLE_EXTENSIONS: [&str; 6] = ["ckpt", "pt", "pth", "bin", "pkl", "pickle"];
-
-/// How to turn a pickle into something kiln loads, for the refusal message.
-const CONVERT_HINT: &str = "convert it, with a tool you trust, to a diffusers folder with \
-.safetensors weights, e.g. in Python: `from diffusers import StableDiffusionPipeline; \
-StableDiffusionPipeline.from_single_file(\"model.ckpt\").save_pretrained(\"model-folder\")`, \
-then pass -m model-folder";
+/// How to re-save a diffusers folder whose weights are pickles (`.bin`), for the refusal message.
+const CONVERT_HINT: &str = "re-save the folder with safetensors weights, with a tool you trust, \
+e.g. in Python: `from diffusers import StableDiffusionPipeline; \
+StableDiffusionPipeline.from_pretrained(\"model-folder\").save_pretrained(\"model-folder-st\")` \
+(diffusers writes .safetensors), then pass -m model-folder-st";
 
 /// Where a model came from: its display name and the file whose SHA-256 is its A1111 hash.
 #[derive(Clone, Debug)]
@@ -64,27 +63,15 @@ impl StableDiffusion {
         if path.is_dir() {
             return load_diffusers(path, device, dtype);
         }
+        // Pickles are refused by extension and by content, before anything parses them.
+        refuse_pickles(path)?;
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if PICKLE_EXTENSIONS.contains(&ext.as_str()) {
-            return Err(PipelineError::model(
-                path,
-                format!(
-                    "is a Python pickle checkpoint (.{ext}); kiln does not load pickles because \
-                     loading one can run arbitrary code: {CONVERT_HINT}"
-                ),
-            ));
-        }
         if ext == "safetensors" {
-            return Err(PipelineError::model(
-                path,
-                "single-file checkpoints (original Stable Diffusion layout) are not supported yet; \
-                 pass a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, \
-                 scheduler/)",
-            ));
+            return load_single_file(path, device, dtype);
         }
         Err(PipelineError::model(
             path,
@@ -281,6 +268,74 @@ fn load_diffusers(dir: &Path, device: &Device, dtype: DType) -> Result<StableDif
             hash_file: unet_file,
         },
     )
+}
+
+/// An original-layout checkpoint: the three components from the file (configs inferred from the
+/// weights), OpenAI's CLIP vocabulary built in (padding with "!" for SD 2.x's OpenCLIP), and the
+/// scheduler config diffusers' `from_single_file` takes from the model kind's reference repository.
+fn load_single_file(path: &Path, device: &Device, dtype: DType) -> Result<StableDiffusion> {
+    let file = SingleFile::open(path)?;
+    for (part, name) in [
+        (Component::Unet, "UNet (model.diffusion_model.*)"),
+        (Component::Vae, "VAE (first_stage_model.*)"),
+        (Component::TextEncoder, "text encoder (cond_stage_model.*)"),
+    ] {
+        if !file.has(part) {
+            return Err(PipelineError::model(
+                path,
+                format!("the checkpoint has no {name}; kiln needs all three components in it"),
+            ));
+        }
+    }
+    let kind = file.kind();
+    let unet = file.load_unet(None, device, dtype)?;
+    let vae = file.load_vae(None, device, dtype)?;
+    let text_encoder = file.load_text_encoder(None, device, dtype)?;
+    let tokenizer = if kind.is_sd2() {
+        ClipTokenizer::builtin_openclip()?
+    } else {
+        ClipTokenizer::builtin()?
+    };
+    let sample_size = kind.image_size() / vae.config().downsample_factor();
+    let name = path
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    StableDiffusion::from_parts(
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        single_file_scheduler(kind)?,
+        Some(sample_size),
+        ModelSource {
+            name,
+            hash_file: path.to_path_buf(),
+        },
+    )
+}
+
+/// SD's training noise schedule (shared by 1.x and 2.x) with the kind's prediction type, as the
+/// reference repositories' scheduler_config.json files have it (SD 1.5: PNDM; SD 2.1: DDIM).
+pub fn single_file_scheduler(kind: ModelKind) -> Result<SchedulerConfig> {
+    let class = if kind.is_sd2() {
+        "DDIMScheduler"
+    } else {
+        "PNDMScheduler"
+    };
+    let json = serde_json::json!({
+        "_class_name": class,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "prediction_type": kind.prediction_type(),
+        "set_alpha_to_one": false,
+        "skip_prk_steps": true,
+        "steps_offset": 1,
+        "clip_sample": false,
+    });
+    Ok(SchedulerConfig::from_json(&json)?)
 }
 
 fn read_json(path: &Path) -> Result<Value> {

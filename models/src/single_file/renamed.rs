@@ -1,0 +1,141 @@
+//! A `TensorSource` that shows an original-layout checkpoint under diffusers names, so the model
+//! builders load it unchanged. It records which stored tensors were used, so tensors the built model
+//! did not take can be reported.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kiln_runtime::loader::close_names;
+use kiln_runtime::{DType, Device, Error, Result, Tensor};
+
+use super::stored::Stored;
+use super::NameMap;
+use crate::weights::{wrong_shape, TensorSource};
+
+/// Stored names loaded so far, shared between a component's source and its `SingleFile`.
+pub type UsedNames = Arc<Mutex<BTreeSet<String>>>;
+
+pub struct RenamedSource {
+    inner: Arc<dyn TensorSource>,
+    map: Box<dyn NameMap>,
+    used: UsedNames,
+}
+
+impl RenamedSource {
+    pub fn new(inner: Arc<dyn TensorSource>, map: Box<dyn NameMap>, used: UsedNames) -> Self {
+        RenamedSource { inner, map, used }
+    }
+
+    /// The stored form of `name` and its stored shape, or the error naming what is missing.
+    fn find(&self, name: &str) -> Result<(Stored, Vec<usize>)> {
+        let stored = self.map.stored(name).ok_or_else(|| {
+            Error::load(
+                self.inner.origin(),
+                format!(
+                    "`{name}` has no place in the original SD layout (the model asked for a tensor \
+                     single-file checkpoints do not have)"
+                ),
+            )
+        })?;
+        match self.inner.shape_of(&stored.name) {
+            Some(shape) => Ok((stored, shape)),
+            None => Err(self.missing_stored(name, &stored)),
+        }
+    }
+
+    fn missing_stored(&self, name: &str, stored: &Stored) -> Error {
+        let names = self.inner.names();
+        let close = close_names(&stored.name, names.iter().map(String::as_str), 5);
+        let hint = if close.is_empty() {
+            String::new()
+        } else {
+            format!("; close names: {}", close.join(", "))
+        };
+        Error::load(
+            self.inner.origin(),
+            format!(
+                "no tensor named `{}` (kiln's `{name}`{}){hint}",
+                stored.name,
+                stored.part.describe()
+            ),
+        )
+    }
+
+    fn record(&self, stored: &str) {
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(stored.to_string());
+        }
+    }
+}
+
+impl TensorSource for RenamedSource {
+    fn origin(&self) -> PathBuf {
+        self.inner.origin()
+    }
+
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        let stored = self.map.stored(name)?;
+        let shape = self.inner.shape_of(&stored.name)?;
+        Some(stored.part.shape(&shape))
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        expected: Option<&[usize]>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let (stored, stored_shape) = self.find(name)?;
+        let shape = stored.part.shape(&stored_shape);
+        if let Some(expected) = expected {
+            if expected != shape.as_slice() {
+                let what = format!(
+                    "`{name}` (stored as `{}` {stored_shape:?}{})",
+                    stored.name,
+                    stored.part.describe()
+                );
+                return Err(wrong_shape(self.origin(), &what, &shape, expected));
+            }
+        }
+        self.record(&stored.name);
+        self.inner.load_part(
+            &stored.name,
+            stored.part.offset(&shape),
+            &shape,
+            device,
+            dtype,
+        )
+    }
+
+    fn load_part(
+        &self,
+        name: &str,
+        offset: usize,
+        shape: &[usize],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let (stored, stored_shape) = self.find(name)?;
+        let whole = stored.part.shape(&stored_shape);
+        self.record(&stored.name);
+        self.inner.load_part(
+            &stored.name,
+            stored.part.offset(&whole) + offset,
+            shape,
+            device,
+            dtype,
+        )
+    }
+
+    fn missing(&self, name: &str) -> Error {
+        match self.find(name) {
+            Err(e) => e,
+            Ok((stored, _)) => Error::load(
+                self.origin(),
+                format!("`{name}` is stored as `{}`", stored.name),
+            ),
+        }
+    }
+}

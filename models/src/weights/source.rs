@@ -1,0 +1,141 @@
+//! Where `Weights` gets its tensors from: safetensors files in diffusers/transformers layout, or any
+//! other `TensorSource` (a single-file checkpoint seen under diffusers names, a shape-only manifest).
+
+use std::path::PathBuf;
+
+use kiln_runtime::loader::{close_names, WeightFile};
+use kiln_runtime::{DType, Device, Error, Result, Tensor};
+
+/// Tensors by name. Implementations check shapes themselves so their errors can say where a tensor
+/// really comes from (a renamed or sliced tensor of a single-file checkpoint names its stored name).
+pub trait TensorSource: Send + Sync {
+    /// The file (or other origin) errors are reported against.
+    fn origin(&self) -> PathBuf;
+
+    /// The tensor names this source can list, sorted: every name for files and manifests; none for
+    /// a renaming view, whose names exist only as answers to lookups.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The shape `load` would give for `name`, if present.
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>>;
+
+    /// Loads `name` onto `device` in float dtype `dtype` (f32 where the device lacks it). With
+    /// `expected`, a tensor of another shape is an error naming the tensor and both shapes.
+    fn load(
+        &self,
+        name: &str,
+        expected: Option<&[usize]>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor>;
+
+    /// Loads the `numel(shape)` consecutive elements of `name` from element `offset` as `shape`,
+    /// without shape checks: the building block of renaming sources.
+    fn load_part(
+        &self,
+        name: &str,
+        offset: usize,
+        shape: &[usize],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor>;
+
+    /// The error for a name this source lacks, with close names as a hint.
+    fn missing(&self, name: &str) -> Error {
+        let names = self.names();
+        Error::MissingTensor {
+            path: self.origin(),
+            name: name.to_string(),
+            close: close_names(name, names.iter().map(String::as_str), 5),
+        }
+    }
+}
+
+/// The "tensor `x` has shape [..], expected [..]" error every source gives.
+pub fn wrong_shape(origin: PathBuf, what: &str, found: &[usize], expected: &[usize]) -> Error {
+    Error::load(
+        origin,
+        format!("tensor {what} has shape {found:?}, expected {expected:?}"),
+    )
+}
+
+/// One or more safetensors files whose names are used as they are (a diffusers component folder).
+pub struct FileSource {
+    files: Vec<WeightFile>,
+}
+
+impl FileSource {
+    pub fn new(files: Vec<WeightFile>) -> FileSource {
+        FileSource { files }
+    }
+
+    pub fn files(&self) -> &[WeightFile] {
+        &self.files
+    }
+
+    fn file_with(&self, name: &str) -> Result<&WeightFile> {
+        match self.files.iter().find(|f| f.contains(name)) {
+            Some(f) => Ok(f),
+            // Let the first file produce the "no tensor named ..., close names ..." error.
+            None => match self.files.first() {
+                Some(f) => f.entry(name).map(|_| f),
+                None => Err(Error::Device(format!(
+                    "no weight files given while loading `{name}`"
+                ))),
+            },
+        }
+    }
+}
+
+impl TensorSource for FileSource {
+    fn origin(&self) -> PathBuf {
+        self.files
+            .first()
+            .map(|f| f.path().to_path_buf())
+            .unwrap_or_default()
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .files
+            .iter()
+            .flat_map(|f| f.names().into_iter().map(str::to_string))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.files
+            .iter()
+            .find_map(|f| f.entry(name).ok().map(|e| e.shape.clone()))
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        expected: Option<&[usize]>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let file = self.file_with(name)?;
+        match expected {
+            Some(shape) => file.load_shaped(name, shape, device, Some(dtype)),
+            None => file.load(name, device, Some(dtype)),
+        }
+    }
+
+    fn load_part(
+        &self,
+        name: &str,
+        offset: usize,
+        shape: &[usize],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        self.file_with(name)?
+            .load_part(name, offset, shape, device, Some(dtype))
+    }
+}
