@@ -28,7 +28,8 @@ const BUNDLED_MODEL: &str = "models/bundled";
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// Model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
-    /// scheduler/). Default: the bundled tiny model.
+    /// scheduler/) or a single-file .safetensors checkpoint (SD 1.x/2.x original layout).
+    /// Default: the bundled tiny model.
     #[arg(short = 'm', long)]
     model: Option<PathBuf>,
 
@@ -244,7 +245,7 @@ fn bundled_model() -> Result<PathBuf> {
     }
     bail!(
         "no model given (-m) and the bundled default model is not there yet ({}); pass -m with \
-         a diffusers model folder",
+         a diffusers model folder or a .safetensors checkpoint",
         path.display()
     )
 }
