@@ -2,6 +2,7 @@
 
 mod bench;
 mod devices;
+mod generate;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate images: txt2img, img2img (--init) and inpainting (--init --mask).
+    Generate(Box<generate::GenerateArgs>),
     /// Time kernels or models.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -54,6 +57,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Devices { json } => {
             devices::print(*json)?;
             None
+        }
+        Command::Generate(args) => {
+            let device = Device::open(choice)?;
+            generate::run(args, &device)?;
+            Some(device)
         }
         Command::Bench(cmd) => {
             let device = Device::open(choice)?;

@@ -1,0 +1,376 @@
+//! `kiln generate`: txt2img, img2img and inpainting to PNG files carrying A1111's infotext.
+//!
+//! Everything the user typed is checked before the model loads, and the PNGs are written only
+//! once every image exists: each goes to a temporary file in the output folder and is renamed into
+//! place, so an error leaves no output file behind (and no half-written one).
+
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use kiln_models::image::infotext::PNG_KEYWORD;
+use kiln_models::image::png::encode_png;
+use kiln_models::image::read_image;
+use kiln_models::pipeline::{
+    generate, infotext, short_hash, GenerationParams, InitImage, StableDiffusion,
+};
+use kiln_models::rng::RngKind;
+use kiln_models::schedulers::{parse_schedule, SamplerSpec};
+use kiln_runtime::{DType, Device};
+
+/// Where the bundled default model lives in a checkout, relative to the workspace root.
+const BUNDLED_MODEL: &str = "models/bundled";
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Model: a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
+    /// scheduler/) or a single-file .safetensors checkpoint (SD 1.x/2.x original layout).
+    /// Default: the bundled tiny model.
+    #[arg(short = 'm', long)]
+    model: Option<PathBuf>,
+
+    /// The prompt, in A1111 syntax: (word:1.3), (word), [word], \( escapes, BREAK.
+    #[arg(short = 'p', long)]
+    prompt: String,
+
+    /// What to steer away from (used when --cfg-scale > 1).
+    #[arg(short = 'n', long = "negative-prompt", default_value = "")]
+    negative: String,
+
+    /// Denoising steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+
+    /// Classifier-free guidance scale; 1 or less skips the negative prompt's pass.
+    #[arg(long, default_value_t = 7.0)]
+    cfg_scale: f32,
+
+    /// Image width in pixels (a multiple of 8). Default: the init image's, else the model's.
+    #[arg(short = 'W', long)]
+    width: Option<usize>,
+
+    /// Image height in pixels (a multiple of 8). Default: the init image's, else the model's.
+    #[arg(short = 'H', long)]
+    height: Option<usize>,
+
+    /// Seed of the first image (the next ones get seed+1, ...); -1 picks one at random.
+    #[arg(short = 's', long, default_value = "-1", allow_negative_numbers = true)]
+    seed: String,
+
+    /// Sampler, as A1111 or stable-diffusion.cpp names it: Euler, "Euler a", DDIM, "DPM++ 2M",
+    /// LCM, euler_a, dpm++2m, ... ("DPM++ 2M Karras" also sets the schedule).
+    #[arg(long, default_value = "Euler")]
+    sampler: String,
+
+    /// Sigma schedule (A1111's "Schedule type"): automatic or karras.
+    #[arg(long)]
+    schedule: Option<String>,
+
+    /// Images per batch (denoised together).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 1)]
+    batch_size: usize,
+
+    /// Batches to run one after another.
+    #[arg(long, default_value_t = 1)]
+    batch_count: usize,
+
+    /// Init image for img2img (PNG, JPEG, BMP or WebP).
+    #[arg(short = 'i', long = "init")]
+    init: Option<PathBuf>,
+
+    /// img2img denoising strength in (0, 1]. Default 0.75, or 1 with a mask (diffusers' defaults).
+    #[arg(long)]
+    strength: Option<f64>,
+
+    /// Inpainting mask: white repaints, black keeps. Needs --init.
+    #[arg(long)]
+    mask: Option<PathBuf>,
+
+    /// Use the text encoder's N-th layer from the end (A1111's "Clip skip"; 1 = the last).
+    #[arg(long, default_value_t = 1)]
+    clip_skip: usize,
+
+    /// Noise source: cpu (PyTorch's CPU generator, as diffusers; the default), cpu-portable
+    /// (the same on non-AVX2 machines), or philox (A1111's GPU/NV noise).
+    #[arg(long, default_value = "cpu")]
+    rng: String,
+
+    /// Output PNG. With several images: NAME-1.png, NAME-2.png, ...
+    #[arg(short = 'o', long, default_value = "output.png")]
+    output: PathBuf,
+}
+
+pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
+    // Everything the user typed is checked before the (slow) model load.
+    let mut sampler = SamplerSpec::parse(&args.sampler)?;
+    if let Some(schedule) = &args.schedule {
+        sampler = sampler.with_schedule(parse_schedule(schedule)?)?;
+    }
+    let rng: RngKind = args.rng.parse()?;
+    let seed = parse_seed(&args.seed)?;
+    for (name, value) in [("width", args.width), ("height", args.height)] {
+        if let Some(v) = value {
+            if v == 0 || !v.is_multiple_of(8) {
+                bail!("{name} {v} is not a positive multiple of 8");
+            }
+        }
+    }
+    if args.mask.is_some() && args.init.is_none() {
+        bail!("--mask needs an init image (--init)");
+    }
+    if args.strength.is_some() && args.init.is_none() {
+        bail!("--strength applies to img2img: give an init image (--init)");
+    }
+    let init = read_init(args)?;
+    check_output_folder(&args.output)?;
+
+    let model_path = match &args.model {
+        Some(p) => p.clone(),
+        None => bundled_model()?,
+    };
+    let model = StableDiffusion::load(&model_path, device, DType::F32)?;
+    let (width, height) = size(args, init.as_ref(), &model)?;
+
+    let mut params = GenerationParams::new(args.prompt.clone());
+    params.negative_prompt = args.negative.clone();
+    params.steps = args.steps;
+    params.cfg_scale = args.cfg_scale;
+    params.width = width;
+    params.height = height;
+    params.seed = seed;
+    params.sampler = sampler;
+    params.batch_size = args.batch_size;
+    params.batch_count = args.batch_count;
+    params.clip_skip = args.clip_skip;
+    params.rng = rng;
+    params.init = init;
+
+    let hash = short_hash(&model.source.hash_file)?;
+    let bar = progress_bar();
+    let images = generate(&model, &params, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.step as u64);
+    });
+    bar.finish_and_clear();
+    let images = images?;
+
+    let paths = output_paths(&args.output, images.len());
+    let mut files = Vec::with_capacity(images.len());
+    for (image, path) in images.iter().zip(&paths) {
+        let info = infotext(&params, image.seed, &model.source.name, Some(&hash)).format();
+        let png = encode_png(&image.to_rgb8(), &[(PNG_KEYWORD, &info)])?;
+        files.push((path.clone(), png));
+    }
+    write_all_or_nothing(&files)?;
+    for (path, _) in &files {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+fn parse_seed(text: &str) -> Result<u64> {
+    let text = text.trim();
+    if text == "-1" {
+        return Ok(random_seed());
+    }
+    text.parse::<u64>()
+        .map_err(|_| anyhow!("seed {text:?} is not -1 (random) or a whole number >= 0"))
+}
+
+/// A seed in A1111's range (below 2^32), from the standard library's per-process random keys.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() & 0xffff_ffff
+}
+
+fn read_init(args: &GenerateArgs) -> Result<Option<InitImage>> {
+    let Some(path) = &args.init else {
+        return Ok(None);
+    };
+    let image = read_image(path)?;
+    let mask = match &args.mask {
+        Some(m) => Some(read_image(m)?.to_gray()),
+        None => None,
+    };
+    let strength = args
+        .strength
+        .unwrap_or(if mask.is_some() { 1.0 } else { 0.75 });
+    if !(strength > 0.0 && strength <= 1.0) {
+        bail!("--strength {strength} must be in (0, 1]");
+    }
+    Ok(Some(InitImage {
+        image,
+        mask,
+        strength,
+    }))
+}
+
+/// -W/-H, else the init image's size rounded down to the model's multiple, else the model's
+/// default (diffusers' rules).
+fn size(
+    args: &GenerateArgs,
+    init: Option<&InitImage>,
+    model: &StableDiffusion,
+) -> Result<(usize, usize)> {
+    let m = model.size_multiple();
+    let default = |given: Option<usize>, from_init: Option<usize>| match (given, from_init) {
+        (Some(v), _) => v,
+        (None, Some(v)) => (v / m * m).max(m),
+        (None, None) => model.default_size(),
+    };
+    let width = default(args.width, init.map(|i| i.image.width));
+    let height = default(args.height, init.map(|i| i.image.height));
+    if !width.is_multiple_of(m) || !height.is_multiple_of(m) {
+        bail!("width and height must be multiples of {m} for this model, got {width}x{height}");
+    }
+    Ok((width, height))
+}
+
+fn bundled_model() -> Result<PathBuf> {
+    let cli_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = cli_dir.parent().unwrap_or(cli_dir).join(BUNDLED_MODEL);
+    if path.join("model_index.json").is_file() {
+        return Ok(path);
+    }
+    bail!(
+        "no model given (-m) and the bundled default model is not there yet ({}); pass -m with \
+         a diffusers model folder or a .safetensors checkpoint",
+        path.display()
+    )
+}
+
+fn check_output_folder(output: &Path) -> Result<()> {
+    let parent = parent_dir(output);
+    if !parent.is_dir() {
+        bail!(
+            "output folder {} does not exist (for -o {})",
+            parent.display(),
+            output.display()
+        );
+    }
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `out.png` for one image; `out-1.png`, `out-2.png`, ... (zero-padded to the count's width) for
+/// several.
+fn output_paths(output: &Path, count: usize) -> Vec<PathBuf> {
+    if count == 1 {
+        return vec![output.to_path_buf()];
+    }
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let ext = output
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "png".into());
+    let digits = count.to_string().len();
+    (1..=count)
+        .map(|i| output.with_file_name(format!("{stem}-{i:0digits$}.{ext}")))
+        .collect()
+}
+
+/// Writes every file to a temporary name beside it, then renames them all into place; on any
+/// failure removes whatever it created.
+fn write_all_or_nothing(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+    let temps: Vec<PathBuf> = files
+        .iter()
+        .map(|(path, _)| {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            parent_dir(path).join(format!(".{name}.{}.tmp", std::process::id()))
+        })
+        .collect();
+    let cleanup = |upto_renamed: usize| {
+        for t in &temps {
+            let _ = fs::remove_file(t);
+        }
+        for (path, _) in &files[..upto_renamed] {
+            let _ = fs::remove_file(path);
+        }
+    };
+    for ((path, bytes), temp) in files.iter().zip(&temps) {
+        let written = fs::File::create(temp).and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            cleanup(0);
+            return Err(e).with_context(|| format!("cannot write {}", path.display()));
+        }
+    }
+    for (i, ((path, _), temp)) in files.iter().zip(&temps).enumerate() {
+        if let Err(e) = fs::rename(temp, path) {
+            cleanup(i);
+            return Err(e).with_context(|| format!("cannot write {}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Steps, it/s and ETA on a terminal; nothing when stderr is not one.
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps, {its}, ETA {eta}",
+    )
+    .map(|s| {
+        s.with_key(
+            "its",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.2} it/s", state.per_sec());
+            },
+        )
+    })
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bar = ProgressBar::new(0).with_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_outputs_are_numbered() {
+        assert_eq!(
+            output_paths(Path::new("dir/out.png"), 1),
+            vec![PathBuf::from("dir/out.png")]
+        );
+        let many = output_paths(Path::new("out.png"), 10);
+        assert_eq!(many[0], PathBuf::from("out-01.png"));
+        assert_eq!(many[9], PathBuf::from("out-10.png"));
+    }
+
+    #[test]
+    fn seeds_parse() {
+        assert_eq!(parse_seed("42").unwrap(), 42);
+        assert!(parse_seed("-1").unwrap() < 1 << 32);
+        assert!(parse_seed("-2").is_err());
+        assert!(parse_seed("x").is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! `kiln generate` end to end on the tiny fixture model: PNG output with A1111's infotext, batch
+//! numbering, repeatability, and bad input (clear error, non-zero exit, no output file).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
+use kiln_models::image::png::decode_png;
+
+fn kiln() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env_remove("KILN_DEVICE");
+    cmd
+}
+
+fn tiny() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `kiln --device cpu generate -m tiny -W 32 -H 32 --steps 2 -s 42 -o DIR/out.png` + `extra`
+/// (without the -W/-H/-s defaults when `extra` gives them).
+fn generate(dir: &Path, extra: &[&str]) -> Output {
+    let mut cmd = kiln();
+    cmd.args(["--device", "cpu", "generate", "-m"])
+        .arg(tiny())
+        .args(["--steps", "2", "-o"])
+        .arg(dir.join("out.png"));
+    for (flag, value) in [("-W", "32"), ("-H", "32"), ("-s", "42")] {
+        if !extra.contains(&flag) {
+            cmd.args([flag, value]);
+        }
+    }
+    cmd.args(extra).output().unwrap()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn writes_a_png_with_a1111_parameters() {
+    let dir = temp_dir("png");
+    let out = generate(&dir, &["-p", "a red circle, blue", "-n", "dark"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(files_in(&dir), vec!["out.png"]);
+    let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
+    assert_eq!((png.image.width, png.image.height), (32, 32));
+    let info = InfoText::parse(png.text(PNG_KEYWORD).unwrap());
+    assert_eq!(info.prompt, "a red circle, blue");
+    assert_eq!(info.negative_prompt, "dark");
+    assert_eq!(info.get("Steps"), Some("2"));
+    assert_eq!(info.get("Sampler"), Some("Euler"));
+    assert_eq!(info.get("Seed"), Some("42"));
+    assert_eq!(info.get("Size"), Some("32x32"));
+    assert_eq!(info.get("Model"), Some("tiny-sd1"));
+    let hash = info.get("Model hash").unwrap();
+    assert_eq!(hash.len(), 10);
+    assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+    // Quiet when not a terminal: only the output path on stdout, nothing on stderr.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        dir.join("out.png").display().to_string()
+    );
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+
+    // The same command again writes the same bytes.
+    let first = std::fs::read(dir.join("out.png")).unwrap();
+    let again = generate(&dir, &["-p", "a red circle, blue", "-n", "dark"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(std::fs::read(dir.join("out.png")).unwrap(), first);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn batches_are_numbered_with_consecutive_seeds() {
+    let dir = temp_dir("batch");
+    let out = generate(
+        &dir,
+        &[
+            "-p",
+            "x",
+            "-b",
+            "2",
+            "--batch-count",
+            "2",
+            "--sampler",
+            "euler_a",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        files_in(&dir),
+        vec!["out-1.png", "out-2.png", "out-3.png", "out-4.png"]
+    );
+    for (i, name) in files_in(&dir).iter().enumerate() {
+        let png = decode_png(&std::fs::read(dir.join(name)).unwrap()).unwrap();
+        let info = InfoText::parse(png.text(PNG_KEYWORD).unwrap());
+        assert_eq!(info.get("Seed"), Some((42 + i).to_string().as_str()));
+        assert_eq!(info.get("Sampler"), Some("Euler a"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn img2img_and_inpainting_run() {
+    let dir = temp_dir("img2img");
+    let init = tiny().join("init.png");
+    let mask = tiny().join("mask.png");
+    let out = generate(
+        &dir,
+        &["-p", "x", "-i", init.to_str().unwrap(), "--strength", "0.5"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
+    let info = InfoText::parse(png.text(PNG_KEYWORD).unwrap());
+    assert_eq!(info.get("Denoising strength"), Some("0.5"));
+    let out = generate(
+        &dir,
+        &[
+            "-p",
+            "x",
+            "-i",
+            init.to_str().unwrap(),
+            "--mask",
+            mask.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs a failing command: non-zero exit, `expect` in the message, no file in `dir`.
+fn fails(dir: &Path, out: Output, expect: &str) {
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "succeeded; expected an error with {expect:?}"
+    );
+    assert!(err.contains(expect), "expected {expect:?} in: {err}");
+    assert!(
+        files_in(dir).is_empty(),
+        "left files {:?} ({err})",
+        files_in(dir)
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_no_output() {
+    let dir = temp_dir("bad");
+    let scratch = temp_dir("bad-scratch");
+    fails(
+        &dir,
+        generate(&dir, &["-p", "x", "-W", "30"]),
+        "multiple of 8",
+    );
+    fails(
+        &dir,
+        generate(&dir, &["-p", "x", "-H", "0"]),
+        "multiple of 8",
+    );
+    fails(
+        &dir,
+        generate(&dir, &["-p", "x", "--sampler", "heunpp9"]),
+        "unknown sampler",
+    );
+    fails(
+        &dir,
+        generate(&dir, &["-p", "x", "--schedule", "exponentialish"]),
+        "unknown schedule",
+    );
+    fails(
+        &dir,
+        generate(&dir, &["-p", "x", "--rng", "dice"]),
+        "random number source",
+    );
+    fails(&dir, generate(&dir, &["-p", "x", "-s", "-7"]), "seed");
+    let missing = scratch.join("missing.png");
+    fails(
+        &dir,
+        generate(&dir, &["-p", "x", "-i", missing.to_str().unwrap()]),
+        "cannot read image",
+    );
+    let not_image = scratch.join("not-an-image.png");
+    std::fs::write(&not_image, b"hello").unwrap();
+    fails(
+        &dir,
+        generate(&dir, &["-p", "x", "-i", not_image.to_str().unwrap()]),
+        "not-an-image.png",
+    );
+    let init = tiny().join("init.png");
+    fails(
+        &dir,
+        generate(
+            &dir,
+            &[
+                "-p",
+                "x",
+                "-i",
+                init.to_str().unwrap(),
+                "--mask",
+                not_image.to_str().unwrap(),
+            ],
+        ),
+        "cannot read image",
+    );
+    fails(
+        &dir,
+        generate(&dir, &["-p", "x", "--mask", init.to_str().unwrap()]),
+        "--mask needs an init image",
+    );
+    fails(
+        &dir,
+        generate(
+            &dir,
+            &["-p", "x", "-i", init.to_str().unwrap(), "--strength", "1.5"],
+        ),
+        "strength",
+    );
+    fails(
+        &dir,
+        generate(&dir, &["-p", "x", "--clip-skip", "9"]),
+        "clip skip",
+    );
+
+    // Models: missing, a folder without model_index.json, a pickle.
+    let run = |model: &Path| {
+        kiln()
+            .args(["--device", "cpu", "generate", "-p", "x", "-m"])
+            .arg(model)
+            .arg("-o")
+            .arg(dir.join("out.png"))
+            .output()
+            .unwrap()
+    };
+    fails(&dir, run(&scratch.join("no-such-model")), "no such file");
+    fails(&dir, run(&scratch), "model_index.json");
+    let ckpt = scratch.join("model.ckpt");
+    std::fs::write(&ckpt, b"pickle").unwrap();
+    fails(&dir, run(&ckpt), "pickle");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn without_a_model_the_bundled_one_is_used_or_named() {
+    let dir = temp_dir("bundled");
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/bundled");
+    let out = kiln()
+        .args([
+            "--device", "cpu", "generate", "-p", "x", "--steps", "1", "-o",
+        ])
+        .arg(dir.join("out.png"))
+        .output()
+        .unwrap();
+    if bundled.join("model_index.json").is_file() {
+        assert!(out.status.success(), "{}", stderr(&out));
+    } else {
+        fails(&dir, out, "bundled default model");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,44 @@
+//! The pipeline's error: each message says what was wrong with the model or the request, in
+//! terms a command-line user can act on.
+
+use std::path::PathBuf;
+
+use crate::image::ImageError;
+use crate::prompt::PromptError;
+use crate::schedulers::SchedulerError;
+use crate::tokenizer::TokenizerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A model path that cannot be loaded: missing files, an unsupported kind, a pickle.
+    #[error("{}: {msg}", path.display())]
+    Model { path: PathBuf, msg: String },
+    /// Generation parameters the model cannot honour (size, strength, missing mask, ...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Runtime(#[from] kiln_runtime::Error),
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+impl PipelineError {
+    pub(crate) fn model(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        PipelineError::Model {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        PipelineError::Invalid(msg.into())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, PipelineError>;

@@ -1,0 +1,54 @@
+//! The A1111 infotext of a generated image: what to type (or paste into A1111's PNG Info) to make
+//! it again.
+
+use super::params::GenerationParams;
+use crate::image::infotext::InfoText;
+use crate::rng::RngKind;
+use crate::schedulers::SigmaSchedule;
+
+/// The parameters of the image seeded `seed`, in A1111's field order: Steps, Sampler, Schedule
+/// type, CFG scale, Seed, Size, Model hash, Model, Denoising strength (img2img), Clip skip (when
+/// not 1), RNG (A1111's name for the noise source: "CPU" for torch's CPU generator, "NV" for
+/// Philox).
+pub fn infotext(
+    params: &GenerationParams,
+    seed: u64,
+    model_name: &str,
+    model_hash: Option<&str>,
+) -> InfoText {
+    let schedule = match params.sampler.schedule {
+        SigmaSchedule::Karras => "Karras",
+        SigmaSchedule::Default => "Automatic",
+    };
+    let mut fields: Vec<(&str, String)> = vec![
+        ("Steps", params.steps.to_string()),
+        ("Sampler", params.sampler.kind.name().to_string()),
+        ("Schedule type", schedule.to_string()),
+        ("CFG scale", params.cfg_scale.to_string()),
+        ("Seed", seed.to_string()),
+        ("Size", format!("{}x{}", params.width, params.height)),
+    ];
+    if let Some(hash) = model_hash {
+        fields.push(("Model hash", hash.to_string()));
+    }
+    fields.push(("Model", model_name.to_string()));
+    if let Some(init) = &params.init {
+        fields.push(("Denoising strength", init.strength.to_string()));
+    }
+    if params.clip_skip != 1 {
+        fields.push(("Clip skip", params.clip_skip.to_string()));
+    }
+    let rng = match params.rng {
+        RngKind::TorchCpu | RngKind::TorchCpuPortable => "CPU",
+        RngKind::Philox => "NV",
+    };
+    fields.push(("RNG", rng.to_string()));
+    InfoText {
+        prompt: params.prompt.clone(),
+        negative_prompt: params.negative_prompt.clone(),
+        params: fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    }
+}

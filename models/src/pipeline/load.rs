@@ -1,0 +1,385 @@
+//! Loading a Stable Diffusion 1.x / 2.x model: a diffusers folder (model_index.json, unet/, vae/,
+//! text_encoder/, tokenizer/, scheduler/, weights as `*.safetensors` or `*.fp16.safetensors`) or a
+//! single-file `.safetensors` checkpoint in the original layout (see `single_file`). Pickled
+//! checkpoints (`.ckpt` and friends) are refused: unpickling runs arbitrary code.
+
+use std::path::{Path, PathBuf};
+
+use kiln_runtime::loader::WeightFile;
+use kiln_runtime::{DType, Device};
+use serde_json::Value;
+
+use super::error::{PipelineError, Result};
+use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::schedulers::SchedulerConfig;
+use crate::single_file::{refuse_pickles, Component, ModelKind, SingleFile};
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::{Unet, UnetConfig};
+use crate::vae::{AutoencoderKL, VaeConfig};
+use crate::weights::Weights;
+
+/// The pipeline classes whose components kiln runs (SD 1.x, 2.x, SD-Turbo and their inpainting
+/// variants all use these).
+pub const SUPPORTED_PIPELINES: [&str; 3] = [
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline",
+];
+
+/// How to re-save a diffusers folder whose weights are pickles (`.bin`), for the refusal message.
+const CONVERT_HINT: &str = "re-save the folder with safetensors weights, with a tool you trust, \
+e.g. in Python: `from diffusers import StableDiffusionPipeline; \
+StableDiffusionPipeline.from_pretrained(\"model-folder\").save_pretrained(\"model-folder-st\")` \
+(diffusers writes .safetensors), then pass -m model-folder-st";
+
+/// Where a model came from: its display name and the file whose SHA-256 is its A1111 hash.
+#[derive(Clone, Debug)]
+pub struct ModelSource {
+    /// The file's stem or the folder's name (A1111's `Model:` infotext field).
+    pub name: String,
+    /// The single-file checkpoint, or the UNet weights file of a diffusers folder.
+    pub hash_file: PathBuf,
+}
+
+/// One loaded model: the three networks, the tokenizer and the scheduler config.
+pub struct StableDiffusion {
+    pub unet: Unet,
+    pub vae: AutoencoderKL,
+    pub text_encoder: ClipTextModel,
+    pub tokenizer: ClipTokenizer,
+    pub scheduler_config: SchedulerConfig,
+    /// The UNet config's `sample_size` (latent pixels): the trained resolution divided by the VAE
+    /// factor, which sets the default image size as in diffusers.
+    pub sample_size: Option<usize>,
+    pub source: ModelSource,
+}
+
+impl StableDiffusion {
+    /// Loads the model at `path` onto `device`, computing in `dtype` where the device offers it.
+    pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<StableDiffusion> {
+        if !path.exists() {
+            return Err(PipelineError::model(path, "no such file or folder"));
+        }
+        if path.is_dir() {
+            return load_diffusers(path, device, dtype);
+        }
+        // Pickles are refused by extension and by content, before anything parses them.
+        refuse_pickles(path)?;
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if ext == "safetensors" {
+            return load_single_file(path, device, dtype);
+        }
+        Err(PipelineError::model(
+            path,
+            "unknown model kind: expected a diffusers folder (with model_index.json) or a \
+             .safetensors checkpoint",
+        ))
+    }
+
+    /// Assembles a model from loaded parts, checking that they fit together.
+    pub fn from_parts(
+        unet: Unet,
+        vae: AutoencoderKL,
+        text_encoder: ClipTextModel,
+        tokenizer: ClipTokenizer,
+        scheduler_config: SchedulerConfig,
+        sample_size: Option<usize>,
+        source: ModelSource,
+    ) -> Result<StableDiffusion> {
+        let model = StableDiffusion {
+            unet,
+            vae,
+            text_encoder,
+            tokenizer,
+            scheduler_config,
+            sample_size,
+            source,
+        };
+        model.check()?;
+        Ok(model)
+    }
+
+    /// Image pixels per latent pixel: 2^(VAE levels - 1), 8 for every SD VAE.
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.config().downsample_factor()
+    }
+
+    /// What width and height must be multiples of: 8 (A1111's rule) times whatever the VAE and
+    /// the UNet's downsamplings need beyond it (kiln's UNet takes latents divisible by
+    /// 2^(levels - 1): 64 pixels for SD 1.x/2.x).
+    pub fn size_multiple(&self) -> usize {
+        let unet = 1usize << (self.unet.config().block_out_channels.len().max(1) - 1);
+        lcm(8, self.vae_scale_factor() * unet)
+    }
+
+    /// diffusers' default size: `unet.config.sample_size * vae_scale_factor` (512 for SD 1.5).
+    pub fn default_size(&self) -> usize {
+        self.sample_size
+            .map(|s| s * self.vae_scale_factor())
+            .unwrap_or(512)
+    }
+
+    /// Whether the UNet is an inpainting one: latents + mask + masked-image latents in.
+    pub fn is_inpainting(&self) -> bool {
+        let latent = self.vae.config().latent_channels;
+        self.unet.config().in_channels == 2 * latent + 1
+    }
+
+    pub fn device(&self) -> &Device {
+        self.vae.device()
+    }
+
+    fn check(&self) -> Result<()> {
+        let path = &self.source.hash_file;
+        let latent = self.vae.config().latent_channels;
+        let unet = self.unet.config();
+        if unet.in_channels != latent && unet.in_channels != 2 * latent + 1 {
+            return Err(PipelineError::model(
+                path,
+                format!(
+                    "unet in_channels {} fits neither the VAE's {latent} latent channels nor an \
+                     inpainting UNet's {} (latents + mask + masked image)",
+                    unet.in_channels,
+                    2 * latent + 1
+                ),
+            ));
+        }
+        if unet.out_channels != latent {
+            return Err(PipelineError::model(
+                path,
+                format!(
+                    "unet out_channels {} differs from the VAE's latent_channels {latent}",
+                    unet.out_channels
+                ),
+            ));
+        }
+        let hidden = self.text_encoder.config().hidden_size;
+        let cross = unet.resolve()?.levels[0].cross_attention_dim;
+        if cross != hidden {
+            return Err(PipelineError::model(
+                path,
+                format!(
+                    "unet cross_attention_dim {cross} differs from the text encoder's hidden_size \
+                     {hidden}"
+                ),
+            ));
+        }
+        let vocab = self.text_encoder.config().vocab_size;
+        if self.tokenizer.vocab_size() > vocab {
+            return Err(PipelineError::model(
+                path,
+                format!(
+                    "the tokenizer has {} tokens but the text encoder's vocab_size is {vocab}",
+                    self.tokenizer.vocab_size()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    a / gcd(a, b) * b
+}
+
+/// A diffusers pipeline folder.
+fn load_diffusers(dir: &Path, device: &Device, dtype: DType) -> Result<StableDiffusion> {
+    let index_path = dir.join("model_index.json");
+    if !index_path.is_file() {
+        return Err(PipelineError::model(
+            dir,
+            "not a diffusers model folder: model_index.json is missing",
+        ));
+    }
+    let index = read_json(&index_path)?;
+    let class = index
+        .get("_class_name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !SUPPORTED_PIPELINES.contains(&class) {
+        return Err(PipelineError::model(
+            &index_path,
+            format!(
+                "unknown model kind {class:?} (_class_name); kiln runs Stable Diffusion 1.x/2.x \
+                 pipelines: {}",
+                SUPPORTED_PIPELINES.join(", ")
+            ),
+        ));
+    }
+    for part in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+        if !dir.join(part).is_dir() {
+            return Err(PipelineError::model(
+                dir,
+                format!("the {part}/ folder of the diffusers model is missing"),
+            ));
+        }
+    }
+
+    let unet_dir = dir.join("unet");
+    let unet_config = UnetConfig::from_file(config_file(&unet_dir, "config.json")?)?;
+    let sample_size = read_json(&unet_dir.join("config.json"))?
+        .get("sample_size")
+        .and_then(Value::as_u64)
+        .map(|s| s as usize);
+    let unet_file = weights_file(&unet_dir, "diffusion_pytorch_model")?;
+    let unet = Unet::new(&unet_config, &weights(&unet_file, device, dtype)?)?;
+
+    let vae_dir = dir.join("vae");
+    let vae_config = VaeConfig::from_file(config_file(&vae_dir, "config.json")?)?;
+    let vae_file = weights_file(&vae_dir, "diffusion_pytorch_model")?;
+    let vae = AutoencoderKL::new(&vae_config, &weights(&vae_file, device, dtype)?)?;
+
+    let te_dir = dir.join("text_encoder");
+    let te_config = ClipTextConfig::from_file(config_file(&te_dir, "config.json")?)?;
+    let te_file = weights_file(&te_dir, "model")?;
+    let text_encoder = ClipTextModel::new(&te_config, &weights(&te_file, device, dtype)?)?;
+
+    let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
+    let scheduler_config = SchedulerConfig::from_file(&config_file(
+        &dir.join("scheduler"),
+        "scheduler_config.json",
+    )?)?;
+
+    let name = dir
+        .canonicalize()
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    StableDiffusion::from_parts(
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        scheduler_config,
+        sample_size,
+        ModelSource {
+            name,
+            hash_file: unet_file,
+        },
+    )
+}
+
+/// An original-layout checkpoint: the three components from the file (configs inferred from the
+/// weights), OpenAI's CLIP vocabulary built in (padding with "!" for SD 2.x's OpenCLIP), and the
+/// scheduler config diffusers' `from_single_file` takes from the model kind's reference repository.
+fn load_single_file(path: &Path, device: &Device, dtype: DType) -> Result<StableDiffusion> {
+    let file = SingleFile::open(path)?;
+    for (part, name) in [
+        (Component::Unet, "UNet (model.diffusion_model.*)"),
+        (Component::Vae, "VAE (first_stage_model.*)"),
+        (Component::TextEncoder, "text encoder (cond_stage_model.*)"),
+    ] {
+        if !file.has(part) {
+            return Err(PipelineError::model(
+                path,
+                format!("the checkpoint has no {name}; kiln needs all three components in it"),
+            ));
+        }
+    }
+    let kind = file.kind();
+    let unet = file.load_unet(None, device, dtype)?;
+    let vae = file.load_vae(None, device, dtype)?;
+    let text_encoder = file.load_text_encoder(None, device, dtype)?;
+    let tokenizer = if kind.is_sd2() {
+        ClipTokenizer::builtin_openclip()?
+    } else {
+        ClipTokenizer::builtin()?
+    };
+    let sample_size = kind.image_size() / vae.config().downsample_factor();
+    let name = path
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    StableDiffusion::from_parts(
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        single_file_scheduler(kind)?,
+        Some(sample_size),
+        ModelSource {
+            name,
+            hash_file: path.to_path_buf(),
+        },
+    )
+}
+
+/// SD's training noise schedule (shared by 1.x and 2.x) with the kind's prediction type, as the
+/// reference repositories' scheduler_config.json files have it (SD 1.5: PNDM; SD 2.1: DDIM).
+pub fn single_file_scheduler(kind: ModelKind) -> Result<SchedulerConfig> {
+    let class = if kind.is_sd2() {
+        "DDIMScheduler"
+    } else {
+        "PNDMScheduler"
+    };
+    let json = serde_json::json!({
+        "_class_name": class,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000,
+        "prediction_type": kind.prediction_type(),
+        "set_alpha_to_one": false,
+        "skip_prk_steps": true,
+        "steps_offset": 1,
+        "clip_sample": false,
+    });
+    Ok(SchedulerConfig::from_json(&json)?)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PipelineError::model(path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| PipelineError::model(path, format!("not JSON: {e}")))
+}
+
+fn config_file(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(PipelineError::model(&path, "missing"))
+    }
+}
+
+/// `<stem>.safetensors`, else diffusers' fp16 variant `<stem>.fp16.safetensors`. A pickled
+/// `<stem>.bin` alone is refused with the reason.
+fn weights_file(dir: &Path, stem: &str) -> Result<PathBuf> {
+    let candidates = [
+        format!("{stem}.safetensors"),
+        format!("{stem}.fp16.safetensors"),
+    ];
+    if let Some(found) = candidates.iter().map(|c| dir.join(c)).find(|p| p.is_file()) {
+        return Ok(found);
+    }
+    for pickle in [format!("{stem}.bin"), format!("{stem}.fp16.bin")] {
+        if dir.join(&pickle).is_file() {
+            return Err(PipelineError::model(
+                dir.join(pickle),
+                format!(
+                    "weights stored as a Python pickle; kiln does not load pickles because \
+                     loading one can run arbitrary code: {CONVERT_HINT}"
+                ),
+            ));
+        }
+    }
+    Err(PipelineError::model(
+        dir,
+        format!("no weights: expected {}", candidates.join(" or ")),
+    ))
+}
+
+fn weights(file: &Path, device: &Device, dtype: DType) -> Result<Weights> {
+    Ok(Weights::new(vec![WeightFile::open(file)?], device, dtype))
+}

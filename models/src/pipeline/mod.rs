@@ -1,0 +1,31 @@
+//! Stable Diffusion 1.x / 2.x pipelines: loading a model, and txt2img, img2img and inpainting
+//! reproducing diffusers' pipelines (same seed and settings, same image to float32 rounding) with
+//! AUTOMATIC1111's prompt syntax, per-image seeds and infotext.
+//!
+//! ```text
+//! let model = StableDiffusion::load(path, &device, DType::F32)?;
+//! let mut params = GenerationParams::new("a red circle on a blue background");
+//! params.seed = 42;
+//! let images = generate(&model, &params, &mut |p| eprintln!("{}/{}", p.step, p.total))?;
+//! ```
+
+mod denoise;
+mod error;
+mod generate;
+mod hash;
+mod info;
+mod inpaint;
+mod latents;
+mod load;
+mod noise;
+mod params;
+mod text;
+
+pub use error::PipelineError;
+pub use generate::generate;
+pub use hash::{sha256_file, short_hash};
+pub use info::infotext;
+pub use load::{single_file_scheduler, ModelSource, StableDiffusion, SUPPORTED_PIPELINES};
+pub use noise::BatchNoise;
+pub use params::{GeneratedImage, GenerationParams, InitImage, Progress};
+pub use text::{encode_pair, encode_prompt, Conditioning};
