@@ -237,14 +237,15 @@ fn size(
     Ok((width, height))
 }
 
-fn bundled_model() -> Result<PathBuf> {
+/// The bundled tiny model of this checkout, used when `-m` is omitted.
+pub fn bundled_model() -> Result<PathBuf> {
     let cli_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let path = cli_dir.parent().unwrap_or(cli_dir).join(BUNDLED_MODEL);
     if path.join("model_index.json").is_file() {
         return Ok(path);
     }
     bail!(
-        "no model given (-m) and the bundled default model is not there yet ({}); pass -m with \
+        "no model given (-m) and the bundled default model is missing ({}); pass -m with \
          a diffusers model folder or a .safetensors checkpoint",
         path.display()
     )

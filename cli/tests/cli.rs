@@ -133,3 +133,48 @@ fn quick_kernel_benchmark_writes_json_on_cpu_and_gpu() {
         assert!(results.iter().all(|r| r["timing"] == timing), "{device}");
     }
 }
+
+#[test]
+fn sd_benchmark_reports_every_stage_and_peak_memory() {
+    let mut devices = vec!["cpu".to_string()];
+    if let Some(Device::Gpu(ctx)) = gpu() {
+        devices.push(format!("gpu:{}", ctx.index()));
+    }
+    for device in devices {
+        let path = std::env::temp_dir().join(format!(
+            "kiln-bench-sd-{}-{device}.json",
+            std::process::id()
+        ));
+        let out = kiln()
+            .args(["--device", &device, "bench", "sd", "--steps", "3", "--json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        for stage in [
+            "text encoding",
+            "unet step 3",
+            "vae decode",
+            "it/s",
+            "peak memory",
+        ] {
+            assert!(text.contains(stage), "{device}: no `{stage}` in\n{text}");
+        }
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(r["step_ms"].as_array().unwrap().len(), 3);
+        for key in ["text_encoding_ms", "vae_decode_ms", "its_per_second"] {
+            assert!(r[key].as_f64().unwrap() > 0.0, "{device}: {key} in {r}");
+        }
+        // The bundled model's weights alone are several MiB.
+        assert!(
+            r["peak_memory_bytes"].as_u64().unwrap() > 1 << 20,
+            "{device}: {r}"
+        );
+    }
+}

@@ -133,6 +133,14 @@ impl Device {
         }
     }
 
+    /// Starts a new peak-memory window at the current use.
+    pub fn reset_peak_memory(&self) {
+        match self {
+            Device::Cpu => crate::memory::CPU_TENSOR_BYTES.reset_peak(),
+            Device::Gpu(ctx) => ctx.reset_peak_memory(),
+        }
+    }
+
     /// Waits until all recorded work has finished.
     pub fn synchronize(&self) -> Result<()> {
         match self {

@@ -1,0 +1,180 @@
+//! `kiln bench sd`: per-stage times of one txt2img run (text encoding, every UNet step, VAE decode),
+//! it/s and peak device memory.
+//!
+//! The samplers read the model output back to the host every step, so a step has finished on the
+//! device when its progress callback runs: the gaps between callbacks are step times on any backend.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use kiln_models::pipeline::{encode_pair, generate, GenerationParams, StableDiffusion};
+use kiln_models::schedulers::SamplerSpec;
+use kiln_runtime::memory::format_bytes;
+use kiln_runtime::{DType, Device};
+use serde::Serialize;
+
+#[derive(clap::Args)]
+pub struct SdBenchArgs {
+    /// Model folder or .safetensors checkpoint (default: the bundled tiny model).
+    #[arg(short = 'm', long)]
+    model: Option<PathBuf>,
+    #[arg(short = 'p', long, default_value = "a red circle on a blue background")]
+    prompt: String,
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 7.0)]
+    cfg_scale: f32,
+    /// Image width (default: the model's).
+    #[arg(short = 'W', long)]
+    width: Option<usize>,
+    /// Image height (default: the model's).
+    #[arg(short = 'H', long)]
+    height: Option<usize>,
+    #[arg(long, default_value = "Euler")]
+    sampler: String,
+    /// Weights and activations: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct SdReport {
+    tool: &'static str,
+    version: &'static str,
+    device: String,
+    model: String,
+    dtype: String,
+    width: usize,
+    height: usize,
+    steps: usize,
+    cfg_scale: f32,
+    load_ms: f64,
+    text_encoding_ms: f64,
+    /// The first step also includes latent set-up (noise draw, scheduler build).
+    step_ms: Vec<f64>,
+    mean_step_ms: f64,
+    its_per_second: f64,
+    vae_decode_ms: f64,
+    total_ms: f64,
+    peak_memory_bytes: u64,
+    peak_reserved_bytes: u64,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => crate::generate::bundled_model()?,
+    };
+    let dtype = match args.dtype.as_str() {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        other => anyhow::bail!("--dtype must be f32 or f16, not `{other}`"),
+    };
+    device.reset_peak_memory();
+    let start = Instant::now();
+    let model = StableDiffusion::load(&path, device, dtype)
+        .with_context(|| format!("loading {}", path.display()))?;
+    device.synchronize()?;
+    let load_ms = ms(start);
+
+    let default = model.default_size();
+    let mut params = GenerationParams::new(args.prompt.clone());
+    params.width = args.width.unwrap_or(default);
+    params.height = args.height.unwrap_or(default);
+    params.steps = args.steps;
+    params.cfg_scale = args.cfg_scale;
+    params.sampler = SamplerSpec::parse(&args.sampler)?;
+
+    // Text encoding timed on its own (generate runs the same call first, so the warm-up also makes
+    // the pipelines of the text encoder compiled before the timed run).
+    let guidance = params.cfg_scale > 1.0;
+    let negative = guidance.then_some(params.negative_prompt.as_str());
+    encode_pair(&model, &params.prompt, negative, params.clip_skip)?;
+    device.synchronize()?;
+    let t = Instant::now();
+    encode_pair(&model, &params.prompt, negative, params.clip_skip)?;
+    device.synchronize()?;
+    let text_encoding_ms = ms(t);
+
+    let run_start = Instant::now();
+    let mut marks = Vec::with_capacity(params.steps);
+    generate(&model, &params, &mut |_| marks.push(Instant::now()))?;
+    device.synchronize()?;
+    let end = Instant::now();
+    let total_ms = ms(run_start);
+
+    let mut step_ms = Vec::with_capacity(marks.len());
+    let mut previous = run_start;
+    for (i, &mark) in marks.iter().enumerate() {
+        let mut d = (mark - previous).as_secs_f64() * 1e3;
+        if i == 0 {
+            d = (d - text_encoding_ms).max(0.0);
+        }
+        step_ms.push(d);
+        previous = mark;
+    }
+    let vae_decode_ms = (end - previous).as_secs_f64() * 1e3;
+    let mean_step_ms = step_ms.iter().sum::<f64>() / step_ms.len().max(1) as f64;
+    let stats = device.memory_stats();
+    let report = SdReport {
+        tool: "kiln",
+        version: env!("CARGO_PKG_VERSION"),
+        device: device.name(),
+        model: path.display().to_string(),
+        dtype: dtype.to_string(),
+        width: params.width,
+        height: params.height,
+        steps: params.steps,
+        cfg_scale: params.cfg_scale,
+        load_ms,
+        text_encoding_ms,
+        mean_step_ms,
+        its_per_second: 1e3 / mean_step_ms,
+        step_ms,
+        vae_decode_ms,
+        total_ms,
+        peak_memory_bytes: stats.peak_live,
+        peak_reserved_bytes: stats.peak_reserved,
+    };
+    print_table(&report);
+    if let Some(path) = &args.json {
+        let tmp = path.with_extension("json.partial");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_table(r: &SdReport) {
+    println!("device: {}", r.device);
+    println!(
+        "model:  {} ({}, {}x{}, {} steps, CFG {})",
+        r.model, r.dtype, r.width, r.height, r.steps, r.cfg_scale
+    );
+    println!("{:<26} {:>10}", "stage", "ms");
+    println!("{:<26} {:>10.1}", "load", r.load_ms);
+    println!("{:<26} {:>10.1}", "text encoding", r.text_encoding_ms);
+    for (i, s) in r.step_ms.iter().enumerate() {
+        println!("{:<26} {:>10.1}", format!("unet step {}", i + 1), s);
+    }
+    println!("{:<26} {:>10.1}", "vae decode", r.vae_decode_ms);
+    println!("{:<26} {:>10.1}", "total (text+steps+decode)", r.total_ms);
+    println!(
+        "{:.2} it/s (mean step {:.1} ms)",
+        r.its_per_second, r.mean_step_ms
+    );
+    println!(
+        "peak memory: {} in tensors, {} reserved",
+        format_bytes(r.peak_memory_bytes),
+        format_bytes(r.peak_reserved_bytes)
+    );
+}
