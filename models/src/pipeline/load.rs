@@ -108,12 +108,11 @@ impl StableDiffusion {
         self.vae.config().downsample_factor()
     }
 
-    /// What width and height must be multiples of: 8 (A1111's rule) times whatever the VAE and
-    /// the UNet's downsamplings need beyond it (kiln's UNet takes latents divisible by
-    /// 2^(levels - 1): 64 pixels for SD 1.x/2.x).
+    /// What width and height must be multiples of: 8 (A1111's rule), or more if the VAE downsamples
+    /// further. The UNet takes any latent size (odd sizes round up on the way down and are restored
+    /// on the way up, as in diffusers).
     pub fn size_multiple(&self) -> usize {
-        let unet = 1usize << (self.unet.config().block_out_channels.len().max(1) - 1);
-        lcm(8, self.vae_scale_factor() * unet)
+        lcm(8, self.vae_scale_factor())
     }
 
     /// diffusers' default size: `unet.config.sample_size * vae_scale_factor` (512 for SD 1.5).
