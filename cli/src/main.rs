@@ -64,9 +64,11 @@ fn run(cli: Cli) -> Result<()> {
             Some(device)
         }
         Command::Bench(cmd) => {
-            let device = Device::open(choice)?;
-            bench::run(cmd, &device)?;
-            Some(device)
+            let device = bench::needs_device(cmd)
+                .then(|| Device::open(choice))
+                .transpose()?;
+            bench::run(cmd, device.as_ref())?;
+            device
         }
     };
     if cli.report_memory {

@@ -5,6 +5,7 @@
 //! Names are always the diffusers / transformers state-dict names; a `TensorSource` other than plain
 //! files (a single-file checkpoint in the original SD layout) translates them.
 
+mod random;
 mod shapes;
 mod source;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Result, Tensor};
 
+pub use random::RandomSource;
 pub use shapes::ShapeSource;
 pub use source::{wrong_shape, FileSource, TensorSource};
 
