@@ -4,7 +4,9 @@
 
 use std::num::NonZeroU64;
 use std::sync::mpsc;
+use std::time::Instant;
 
+use super::stats::{nanos_since, GpuStats};
 use super::{lock, GpuBuffer, GpuContext};
 use crate::preprocess::{KernelSource, Variant};
 use crate::{Error, Result, Tensor};
@@ -12,6 +14,8 @@ use crate::{Error, Result, Tensor};
 const MAX_DISPATCHES_PER_SUBMIT: usize = 512;
 const PARAMS_CHUNK_BYTES: u64 = 64 * 1024;
 const PROFILE_CAPACITY: u32 = 1024;
+/// Compute passes one submission can time with `set_gpu_timing`; more forces a submission.
+const TIMER_CAPACITY: u32 = 1024;
 
 /// A storage buffer bound to a kernel at `binding`, with the name errors use for it.
 pub struct BufferArg<'a> {
@@ -104,11 +108,24 @@ struct Profiler {
     results: Vec<KernelTiming>,
 }
 
+/// Device time of whole compute passes, summed into `GpuStats::gpu_nanos`: cheap enough to leave on
+/// for a model run, unlike the per-dispatch `Profiler`.
+struct PassTimer {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    /// Passes given timestamp writes in the batch being recorded.
+    used: u32,
+    /// Resolved timestamps of submitted batches, read when stats are asked for.
+    pending: Vec<(wgpu::Buffer, u32)>,
+}
+
 pub(crate) struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
     recorded: usize,
     params: ParamsArena,
     profiler: Option<Profiler>,
+    timer: Option<PassTimer>,
+    stats: GpuStats,
 }
 
 impl Batch {
@@ -122,6 +139,8 @@ impl Batch {
                 free: Vec::new(),
             },
             profiler: None,
+            timer: None,
+            stats: GpuStats::default(),
         }
     }
 }
@@ -146,6 +165,8 @@ impl GpuContext {
 
     /// Records one kernel launch into the current batch.
     pub fn dispatch(&self, d: Dispatch<'_>) -> Result<()> {
+        let start = Instant::now();
+        let compiled_before = self.pipelines.compile_nanos();
         let max = self.limits().max_compute_workgroups_per_dimension;
         if d.workgroups.iter().any(|&n| n > max) {
             return Err(Error::limit(
@@ -189,6 +210,7 @@ impl GpuContext {
         params.resize(params.len().max(256).next_multiple_of(16), 0);
 
         let mut batch = lock(&self.batch);
+        let submitted_before = batch.stats.submit_nanos + batch.stats.finish_nanos;
         let (params_buffer, offset) = batch.params.slot(&self.device, &params);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
@@ -215,10 +237,15 @@ impl GpuContext {
             entries: &entries,
         });
 
+        batch.stats.bind_groups_created += 1;
         if batch
             .profiler
             .as_ref()
             .is_some_and(|p| p.labels.len() as u32 >= PROFILE_CAPACITY)
+            || batch
+                .timer
+                .as_ref()
+                .is_some_and(|t| t.used >= TIMER_CAPACITY)
         {
             self.flush_locked(&mut batch)?;
         }
@@ -227,7 +254,11 @@ impl GpuContext {
             p.labels.len() as u32 - 1
         });
         let Batch {
-            encoder, profiler, ..
+            encoder,
+            profiler,
+            timer,
+            stats,
+            ..
         } = &mut *batch;
         let encoder = encoder.get_or_insert_with(|| {
             self.device
@@ -240,8 +271,16 @@ impl GpuContext {
                     beginning_of_pass_write_index: Some(2 * i),
                     end_of_pass_write_index: Some(2 * i + 1),
                 }),
-                _ => None,
+                _ => timer.as_mut().map(|t| {
+                    t.used += 1;
+                    wgpu::ComputePassTimestampWrites {
+                        query_set: &t.queries,
+                        beginning_of_pass_write_index: Some(2 * t.used - 2),
+                        end_of_pass_write_index: Some(2 * t.used - 1),
+                    }
+                }),
             };
+            stats.passes += 1;
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
                 timestamp_writes,
@@ -251,6 +290,11 @@ impl GpuContext {
             pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
         }
         batch.recorded += 1;
+        batch.stats.dispatches += 1;
+        // Compilation and a submission forced mid-dispatch are counted elsewhere.
+        let elsewhere = (self.pipelines.compile_nanos() - compiled_before)
+            + (batch.stats.submit_nanos + batch.stats.finish_nanos - submitted_before);
+        batch.stats.record_nanos += nanos_since(start).saturating_sub(elsewhere);
         if batch.recorded >= MAX_DISPATCHES_PER_SUBMIT {
             self.flush_locked(&mut batch)?;
         }
@@ -284,12 +328,30 @@ impl GpuContext {
             encoder.copy_buffer_to_buffer(&p.resolve, 0, &staging, 0, 16 * profiled as u64);
             readback = Some(staging);
         }
+        if let Some(t) = batch.timer.as_mut().filter(|t| t.used > 0) {
+            encoder.resolve_query_set(&t.queries, 0..2 * t.used, &t.resolve, 0);
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kiln pass timestamps"),
+                size: 16 * t.used as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            encoder.copy_buffer_to_buffer(&t.resolve, 0, &staging, 0, 16 * t.used as u64);
+            t.pending.push((staging, t.used));
+            t.used = 0;
+        }
+        let start = Instant::now();
         batch.params.upload(&self.queue);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        self.queue.submit([encoder.finish()]);
+        let commands = encoder.finish();
+        batch.stats.finish_nanos += nanos_since(start);
+        let start = Instant::now();
+        self.queue.submit([commands]);
         let error = pollster::block_on(scope.pop());
         batch.params.recycle();
         batch.recorded = 0;
+        batch.stats.submissions += 1;
+        batch.stats.submit_nanos += nanos_since(start);
         if let Some(e) = error {
             return Err(Error::Gpu(e.to_string()));
         }
@@ -413,6 +475,63 @@ impl GpuContext {
         let mut batch = lock(&self.batch);
         self.flush_locked(&mut batch)?;
         Ok(batch.profiler.take().map(|p| p.results).unwrap_or_default())
+    }
+
+    /// Times every compute pass with timestamp queries (see `GpuStats::gpu_nanos`), where the device
+    /// has them; returns whether timing is on. Per-dispatch profiling takes precedence while active.
+    pub fn set_gpu_timing(&self, on: bool) -> Result<bool> {
+        let mut batch = lock(&self.batch);
+        self.flush_locked(&mut batch)?;
+        if !on || !self.has_timestamps() {
+            self.collect_pass_times(&mut batch)?;
+            batch.timer = None;
+            return Ok(false);
+        }
+        if batch.timer.is_none() {
+            batch.timer = Some(PassTimer {
+                queries: self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("kiln pass timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2 * TIMER_CAPACITY,
+                }),
+                resolve: self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kiln pass timestamp resolve"),
+                    size: 16 * TIMER_CAPACITY as u64,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                used: 0,
+                pending: Vec::new(),
+            });
+        }
+        Ok(true)
+    }
+
+    /// Counters since the context was opened. Reading device times waits for the submissions they
+    /// belong to, so call it once the work of interest has finished (after a readback or
+    /// `synchronize`); work still being recorded is not counted yet.
+    pub fn stats(&self) -> Result<GpuStats> {
+        let mut batch = lock(&self.batch);
+        self.collect_pass_times(&mut batch)?;
+        let mut stats = batch.stats;
+        stats.compile_nanos = self.pipelines.compile_nanos();
+        Ok(stats)
+    }
+
+    fn collect_pass_times(&self, batch: &mut Batch) -> Result<()> {
+        let Some(timer) = batch.timer.as_mut() else {
+            return Ok(());
+        };
+        let period = self.queue.get_timestamp_period() as f64;
+        for (staging, passes) in std::mem::take(&mut timer.pending) {
+            let bytes = self.map_and_read(&staging)?;
+            let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+            for pass in ticks.chunks_exact(2).take(passes as usize) {
+                batch.stats.gpu_nanos += (pass[1].saturating_sub(pass[0]) as f64 * period) as u64;
+                batch.stats.timed_passes += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Number of distinct pipelines compiled so far.

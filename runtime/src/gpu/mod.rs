@@ -4,12 +4,14 @@
 mod batch;
 mod buffer;
 mod pipeline;
+mod stats;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use batch::{BufferArg, Dispatch, KernelTiming};
 pub use buffer::GpuBuffer;
 pub use pipeline::PipelineKey;
+pub use stats::GpuStats;
 
 use crate::adapters;
 use crate::memory::MemoryStats;

@@ -1,7 +1,9 @@
 //! Compiled compute pipelines, one per (kernel file, entry point, variant), built on first use.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::lock;
 use crate::preprocess::{preprocess, KernelSource, Variant};
@@ -17,6 +19,8 @@ pub struct PipelineKey {
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     map: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Host time spent compiling, so per-step overhead figures can leave it out.
+    compile_nanos: AtomicU64,
 }
 
 impl PipelineCache {
@@ -37,9 +41,17 @@ impl PipelineCache {
         if let Some(p) = map.get(&key) {
             return Ok(p.clone());
         }
-        let pipeline = Arc::new(compile(device, kernel, entry, variant)?);
+        let start = Instant::now();
+        let compiled = compile(device, kernel, entry, variant);
+        self.compile_nanos
+            .fetch_add(super::stats::nanos_since(start), Ordering::Relaxed);
+        let pipeline = Arc::new(compiled?);
         map.insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    pub fn compile_nanos(&self) -> u64 {
+        self.compile_nanos.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {
