@@ -129,6 +129,30 @@ fn a_recycled_buffer_of_another_size_gets_its_own_bind_group() {
 }
 
 #[test]
+fn a_binding_the_kernel_does_not_declare_is_an_error_naming_the_op() {
+    let Some((device, ctx)) = private_device() else {
+        return;
+    };
+    let out = Tensor::zeros(&device, &[8], DType::F32).unwrap();
+    let dispatch = || {
+        ctx.dispatch(Dispatch {
+            op: "length probe",
+            kernel: &LENGTH_PROBE,
+            entry: "main",
+            variant: Variant::new(DType::F32),
+            params: &[0; 4],
+            buffers: &[BufferArg::new(2, "out", &out)],
+            workgroups: [1, 1, 1],
+        })
+    };
+    let err = dispatch().unwrap_err().to_string();
+    assert!(err.contains("length probe") && err.contains("out"), "{err}");
+    // Not cached: the second try fails the same way rather than binding a broken group.
+    assert!(dispatch().is_err());
+    assert_eq!(ctx.bind_group_count(), 0);
+}
+
+#[test]
 fn trimming_the_pool_drops_the_bind_groups_of_destroyed_buffers() {
     let Some((device, ctx)) = private_device() else {
         return;

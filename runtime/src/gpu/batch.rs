@@ -176,7 +176,12 @@ impl GpuContext {
                 group.clone()
             }
             None => {
-                let group = self.create_bind_group(&kernel, &key, d.buffers, batch.params.buffer());
+                let group = self.create_bind_group(
+                    &kernel,
+                    &key,
+                    (d.op, d.buffers),
+                    batch.params.buffer(),
+                )?;
                 batch.bind_groups.insert(key, group.clone());
                 batch.stats.bind_groups_created += 1;
                 group
@@ -274,9 +279,9 @@ impl GpuContext {
         &self,
         kernel: &Kernel,
         key: &BindKey,
-        buffers: &[BufferArg<'_>],
+        (op, buffers): (&str, &[BufferArg<'_>]),
         params: &wgpu::Buffer,
-    ) -> wgpu::BindGroup {
+    ) -> Result<wgpu::BindGroup> {
         let mut entries = Vec::with_capacity(1 + buffers.len());
         entries.push(wgpu::BindGroupEntry {
             binding: 0,
@@ -297,11 +302,26 @@ impl GpuContext {
                 }),
             });
         }
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        // Checked here, on a miss only, so a binding that does not fit the kernel is reported with the
+        // op's name and never cached.
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &kernel.layout,
             entries: &entries,
-        })
+        });
+        match pollster::block_on(scope.pop()) {
+            None => Ok(group),
+            Some(e) => Err(Error::Gpu(format!(
+                "{}: binding buffers {:?} to {}: {e}",
+                op,
+                buffers
+                    .iter()
+                    .map(|b| (b.binding, b.name))
+                    .collect::<Vec<_>>(),
+                kernel.label
+            ))),
+        }
     }
 
     /// Submits everything recorded so far without waiting for it.

@@ -77,3 +77,48 @@ pub(crate) fn bind_group_layout(
         entries: &entries,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: &str = "
+struct P { n: u32 }
+@group(0) @binding(0) var<uniform> params: P;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> unused_by_one: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(1) fn one(@builtin(global_invocation_id) id: vec3<u32>) {
+    out[id.x] = a[id.x] * f32(params.n);
+}
+@compute @workgroup_size(1) fn two(@builtin(global_invocation_id) id: vec3<u32>) {
+    out[id.x] = a[id.x] + unused_by_one[id.x];
+}
+";
+
+    #[test]
+    fn an_entry_point_gets_only_the_storage_bindings_it_uses() {
+        assert_eq!(
+            storage_bindings("t.wgsl", SOURCE, "one").unwrap(),
+            [(1, true), (3, false)]
+        );
+        assert_eq!(
+            storage_bindings("t.wgsl", SOURCE, "two").unwrap(),
+            [(1, true), (2, true), (3, false)]
+        );
+    }
+
+    #[test]
+    fn a_missing_entry_or_foreign_binding_names_the_file() {
+        let err = storage_bindings("t.wgsl", SOURCE, "three")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.wgsl") && err.contains("three"), "{err}");
+        let other = "@group(1) @binding(0) var<storage, read_write> x: array<f32>;
+@compute @workgroup_size(1) fn main() { x[0] = 1.0; }";
+        let err = storage_bindings("g.wgsl", other, "main")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("g.wgsl") && err.contains("@group(1)"), "{err}");
+    }
+}
