@@ -3,8 +3,8 @@
 //! when a batch reaches `MAX_DISPATCHES_PER_SUBMIT` (bounding what recorded commands hold). A model
 //! step of up to that many dispatches is therefore one submission.
 //!
-//! kiln's part of `dispatch` allocates nothing once warm: the pipeline and its bind group are found in
-//! caches (bind groups keyed by pipeline and buffer ids, `bind_cache.rs`), parameters go into a
+//! kiln's part of `dispatch` allocates nothing once warm: the pipeline and its bind group are found
+//! in caches (bind groups keyed by pipeline and buffer ids, `bind_cache.rs`), parameters go into a
 //! persistent arena bound at a dynamic offset (`params.rs`), and the pass stays open between
 //! dispatches (wgpu orders dispatches within a pass with the barriers they need).
 
