@@ -176,6 +176,31 @@ fn sd_benchmark_reports_every_stage_and_peak_memory() {
             r["peak_memory_bytes"].as_u64().unwrap() > 1 << 20,
             "{device}: {r}"
         );
+        let overhead = &r["overhead"];
+        if device == "cpu" {
+            assert!(
+                overhead.is_null(),
+                "the CPU backend records no commands: {r}"
+            );
+            continue;
+        }
+        assert!(text.contains("per-step host overhead"), "{text}");
+        let steps = overhead["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 3);
+        for s in steps {
+            assert!(s["dispatches"].as_u64().unwrap() > 10, "{s}");
+            assert!(s["submissions"].as_u64().unwrap() >= 1, "{s}");
+            assert!(s["host_ms"].as_f64().unwrap() > 0.0, "{s}");
+            if overhead["gpu_timing"] == true {
+                assert!(s["gpu_ms"].as_f64().unwrap() > 0.0, "{s}");
+            }
+        }
+        // Steps 2 and 3 repeat step 1's launches on the same pooled buffers: one submission each, and
+        // every bind group comes from the cache.
+        for s in &steps[1..] {
+            assert_eq!(s["submissions"], 1, "{s}");
+            assert_eq!(s["bind_groups_created"], 0, "{s}");
+        }
     }
 }
 
