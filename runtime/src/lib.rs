@@ -10,9 +10,11 @@ pub mod loader;
 pub mod memory;
 pub mod pool;
 pub mod preprocess;
+pub mod qtensor;
 pub mod tensor;
 
 pub use device::{Device, DeviceChoice};
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use qtensor::{QTensor, QuantFormat};
 pub use tensor::{CpuData, Storage, Tensor};
