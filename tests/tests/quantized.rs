@@ -15,10 +15,14 @@
 use std::path::{Path, PathBuf};
 
 use kiln_kernels::testing::with_gpu;
+use kiln_models::clip::{ClipTextConfig, ClipTextModel};
 use kiln_models::pipeline::{generate, GenerationParams, StableDiffusion};
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
-use kiln_runtime::{DType, Device, QuantFormat};
+use kiln_models::single_file::SingleFile;
+use kiln_models::weights::Weights;
+use kiln_runtime::loader::WeightFile;
+use kiln_runtime::{DType, Device, QuantFormat, Tensor};
 use safetensors::SafeTensors;
 
 fn root() -> PathBuf {
@@ -146,4 +150,46 @@ fn quantised_bundled_model_nf4_stays_near_its_f32_image_on_gpu() {
         let (dir, params, want) = bundled_case(8);
         check(gpu, &dir, &params, &want, &[(QuantFormat::Nf4, 23.0)]);
     });
+}
+
+/// Single-file checkpoints pack through their renaming view (SD 2.x's OpenCLIP slices its fused q/k/v
+/// weight first) exactly as the diffusers folder packs, and every stored tensor still counts as used.
+#[test]
+fn single_file_text_encoders_pack_like_their_folders() {
+    let ids: Vec<u32> = (0..77).map(|i| (i * 7 % 1000) as u32).collect();
+    let ids = Tensor::from_u32(&Device::Cpu, &[1, 77], &ids).unwrap();
+    for variant in ["tiny-sd1", "tiny-sd2"] {
+        let dir = root()
+            .join("tests/fixtures")
+            .join(variant)
+            .join("text_encoder");
+        let cfg = ClipTextConfig::from_file(dir.join("config.json")).unwrap();
+        let q = Some(QuantFormat::Q8_0);
+        let single = SingleFile::open(
+            root().join(format!("tests/fixtures/single-file/{variant}.safetensors")),
+        )
+        .unwrap()
+        .quantized(q)
+        .load_text_encoder(Some(&cfg), &Device::Cpu, DType::F32)
+        .unwrap();
+        let weights = |q| {
+            let file = WeightFile::open(dir.join("model.safetensors")).unwrap();
+            Weights::new(vec![file], &Device::Cpu, DType::F32).quantized(q)
+        };
+        let w = weights(q);
+        let folder = ClipTextModel::new(&cfg, &w).unwrap();
+        assert!(w.packed_count() > 0, "{variant}: nothing packed");
+        let plain = ClipTextModel::new(&cfg, &weights(None)).unwrap();
+        let got = single.forward(&ids, 1).unwrap().to_vec_f32().unwrap();
+        assert_eq!(
+            got,
+            folder.forward(&ids, 1).unwrap().to_vec_f32().unwrap(),
+            "{variant}"
+        );
+        assert_ne!(
+            got,
+            plain.forward(&ids, 1).unwrap().to_vec_f32().unwrap(),
+            "{variant}"
+        );
+    }
 }
