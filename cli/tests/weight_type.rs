@@ -1,5 +1,6 @@
-//! `kiln generate --weight-type`: quantised generation writes an image close to the f32 one, and an
-//! unknown type is a clear error with no output file.
+//! `kiln generate --weight-type` and `kiln quantize`: quantised generation writes an image close to
+//! the f32 one, a quantised model folder generates, and unknown types are clear errors with no
+//! output.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -83,4 +84,60 @@ fn unknown_weight_type_is_a_clear_error_without_output() {
         "files left in {}",
         dir.display()
     );
+}
+
+#[test]
+fn kiln_quantize_writes_a_model_that_generates() {
+    let dir = temp_dir("quantize");
+    let model = dir.join("tiny-q8");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["quantize", "--type", "q8_0", "-m"])
+        .arg(tiny())
+        .arg("-o")
+        .arg(&model)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("packed as q8_0"), "{err}");
+    let png = dir.join("out.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env_remove("KILN_DEVICE")
+        .args([
+            "--device",
+            "cpu",
+            "generate",
+            "-p",
+            "a red circle",
+            "--steps",
+            "2",
+        ])
+        .args(["-W", "32", "-H", "32", "-m"])
+        .arg(&model)
+        .arg("-o")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(png.is_file());
+}
+
+#[test]
+fn kiln_quantize_rejects_an_unknown_type_without_output() {
+    let dir = temp_dir("quantize-bad");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["quantize", "--type", "q3_k", "-m"])
+        .arg(tiny())
+        .arg("-o")
+        .arg(dir.join("model"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown format `q3_k`"), "{err}");
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
 }

@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use kiln_kernels::quant::quantize_tensor;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Error, QuantFormat, Result, Tensor};
 
@@ -131,20 +130,31 @@ impl Weights {
         out: usize,
         inp: usize,
     ) -> Result<LayerWeight> {
+        let full = self.full_name(name);
+        let matrix = [out, inp];
+        // A weight stored packed loads as it is, whatever was asked: repacking could only lose more.
+        if let Some(packed) = self.source.load_packed(&full, shape, &self.device)? {
+            if packed.shape() != matrix {
+                return Err(Error::load(
+                    self.origin(),
+                    format!(
+                        "packed tensor `{full}` is {:?}, expected {matrix:?}",
+                        packed.shape()
+                    ),
+                ));
+            }
+            self.packed.fetch_add(1, Ordering::Relaxed);
+            return Ok(LayerWeight::Packed(packed));
+        }
         let Some(format) = self
             .quantization
             .filter(|f| inp.is_multiple_of(f.block_len()))
         else {
             return Ok(LayerWeight::Float(self.get(name, shape)?));
         };
-        let full = self.full_name(name);
-        let host = self
+        let packed = self
             .source
-            .load(&full, Some(shape), &Device::Cpu, DType::F32)?;
-        let packed =
-            quantize_tensor(&host.reshape(&[out, inp])?, format, &self.device).map_err(|e| {
-                Error::load(self.origin(), format!("packing `{full}` as {format}: {e}"))
-            })?;
+            .load_quantized(&full, shape, matrix, format, &self.device)?;
         self.packed.fetch_add(1, Ordering::Relaxed);
         Ok(LayerWeight::Packed(packed))
     }

@@ -376,7 +376,7 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| PipelineError::model(path, format!("not JSON: {e}")))
 }
 
-fn config_file(dir: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn config_file(dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     if path.is_file() {
         Ok(path)
@@ -387,7 +387,7 @@ fn config_file(dir: &Path, name: &str) -> Result<PathBuf> {
 
 /// `<stem>.safetensors`, else diffusers' fp16 variant `<stem>.fp16.safetensors`. A pickled
 /// `<stem>.bin` alone is refused with the reason.
-fn weights_file(dir: &Path, stem: &str) -> Result<PathBuf> {
+pub(crate) fn weights_file(dir: &Path, stem: &str) -> Result<PathBuf> {
     let candidates = [
         format!("{stem}.safetensors"),
         format!("{stem}.fp16.safetensors"),
