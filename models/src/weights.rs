@@ -5,6 +5,7 @@
 //! Names are always the diffusers / transformers state-dict names; a `TensorSource` other than plain
 //! files (a single-file checkpoint in the original SD layout) translates them.
 
+mod gguf;
 mod shapes;
 mod source;
 mod weight_type;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Error, QuantFormat, Result, Tensor};
 
+pub use gguf::GgufSource;
 pub use shapes::ShapeSource;
 pub use source::{wrong_shape, FileSource, TensorSource};
 pub use weight_type::WeightType;

@@ -5,6 +5,7 @@ pub mod adapters;
 pub mod device;
 pub mod dtype;
 pub mod error;
+pub mod gguf;
 pub mod gpu;
 pub mod loader;
 pub mod memory;

@@ -4,6 +4,7 @@
 //! checkpoints (`.ckpt` and friends) are refused: unpickling runs arbitrary code.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, QuantFormat};
@@ -16,7 +17,7 @@ use crate::single_file::{refuse_pickles, Component, ModelKind, SingleFile};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
-use crate::weights::{WeightType, Weights};
+use crate::weights::{GgufSource, WeightType, Weights};
 
 /// The pipeline classes whose components kiln runs (SD 1.x, 2.x, SD-Turbo and their inpainting
 /// variants all use these).
@@ -93,12 +94,19 @@ impl StableDiffusion {
             .unwrap_or("")
             .to_ascii_lowercase();
         if ext == "safetensors" {
-            return load_single_file(path, device, dtype, q);
+            let file = SingleFile::open(path)?.quantized(q);
+            return load_single_file(file, path, device, dtype);
+        }
+        if ext == "gguf" {
+            // stable-diffusion.cpp keeps the original checkpoint's names: a single file in GGUF.
+            let source = Arc::new(GgufSource::open(path)?);
+            let file = SingleFile::from_source(source)?.quantized(q);
+            return load_single_file(file, path, device, dtype);
         }
         Err(PipelineError::model(
             path,
-            "unknown model kind: expected a diffusers folder (with model_index.json) or a \
-             .safetensors checkpoint",
+            "unknown model kind: expected a diffusers folder (with model_index.json), a \
+             .safetensors checkpoint or a stable-diffusion.cpp .gguf file",
         ))
     }
 
@@ -301,12 +309,11 @@ fn load_diffusers(
 /// weights), OpenAI's CLIP vocabulary built in (padding with "!" for SD 2.x's OpenCLIP), and the
 /// scheduler config diffusers' `from_single_file` takes from the model kind's reference repository.
 fn load_single_file(
+    file: SingleFile,
     path: &Path,
     device: &Device,
     dtype: DType,
-    q: Option<QuantFormat>,
 ) -> Result<StableDiffusion> {
-    let file = SingleFile::open(path)?.quantized(q);
     for (part, name) in [
         (Component::Unet, "UNet (model.diffusion_model.*)"),
         (Component::Vae, "VAE (first_stage_model.*)"),
