@@ -312,3 +312,58 @@ fn quantize_single_file_failure_writes_nothing() {
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A quantised file whose packed tensor does not match its metadata fails at load naming the file
+/// and the tensor.
+#[test]
+fn a_corrupt_quantized_file_is_named_at_load() {
+    use kiln_runtime::loader::{write_safetensors_with_metadata, Dtype, PACKED_PREFIX};
+    let dir = temp_dir("corrupt");
+    let out = dir.join("model");
+    quantize_model(
+        &root().join("tests/fixtures/tiny-sd1"),
+        &out,
+        QuantFormat::Q8_0,
+    )
+    .unwrap();
+    let unet = out.join("unet/diffusion_pytorch_model.safetensors");
+    let file = WeightFile::open(&unet).unwrap();
+    let mut metadata = file.metadata().clone();
+    let key = metadata
+        .keys()
+        .find(|k| k.starts_with(PACKED_PREFIX))
+        .unwrap()
+        .clone();
+    let name = key.strip_prefix(PACKED_PREFIX).unwrap().to_string();
+    // Claim q4_0 for q8_0 bytes: the byte count no longer fits.
+    let value = metadata[&key].replace("q8_0", "q4_0");
+    metadata.insert(key, value);
+    let owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = file
+        .names()
+        .into_iter()
+        .map(|n| {
+            let bytes = file.bytes(n).unwrap().to_vec();
+            let e = file.entry(n).unwrap();
+            match e.packed {
+                Some(_) => (n.to_string(), Dtype::U8, vec![bytes.len()], bytes),
+                None => (n.to_string(), Dtype::F32, e.shape.clone(), bytes),
+            }
+        })
+        .collect();
+    drop(file);
+    let tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.as_str(), *d, s.clone(), b.clone()))
+        .collect();
+    write_safetensors_with_metadata(&unet, &tensors, Some(metadata)).unwrap();
+    let err = match StableDiffusion::load(&out, &Device::Cpu, DType::F32) {
+        Ok(_) => panic!("a corrupt file loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("diffusion_pytorch_model.safetensors")
+            && err.contains(&format!("corrupt quantised tensor `{name}`")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
