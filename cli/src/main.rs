@@ -3,6 +3,7 @@
 mod bench;
 mod devices;
 mod generate;
+mod quantize;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -38,6 +39,8 @@ enum Command {
     },
     /// Generate images: txt2img, img2img (--init) and inpainting (--init --mask).
     Generate(Box<generate::GenerateArgs>),
+    /// Write a model with packed (quantised) layer weights that loads back directly.
+    Quantize(quantize::QuantizeArgs),
     /// Time kernels or models.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -62,6 +65,10 @@ fn run(cli: Cli) -> Result<()> {
             let device = Device::open(choice)?;
             generate::run(args, &device)?;
             Some(device)
+        }
+        Command::Quantize(args) => {
+            quantize::run(args)?;
+            None
         }
         Command::Bench(cmd) => {
             let device = bench::needs_device(cmd)

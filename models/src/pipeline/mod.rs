@@ -19,6 +19,7 @@ mod latents;
 mod load;
 mod noise;
 mod params;
+mod quantize;
 mod text;
 
 pub use error::PipelineError;
@@ -28,4 +29,5 @@ pub use info::infotext;
 pub use load::{single_file_scheduler, ModelSource, StableDiffusion, SUPPORTED_PIPELINES};
 pub use noise::BatchNoise;
 pub use params::{GeneratedImage, GenerationParams, InitImage, Progress};
+pub use quantize::{quantize_model, QuantizeReport};
 pub use text::{encode_pair, encode_prompt, Conditioning};
