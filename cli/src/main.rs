@@ -3,6 +3,7 @@
 mod bench;
 mod devices;
 mod generate;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -38,6 +39,8 @@ enum Command {
     },
     /// Generate images: txt2img, img2img (--init) and inpainting (--init --mask).
     Generate(Box<generate::GenerateArgs>),
+    /// Serve the A1111 / OpenAI images HTTP API and a web page.
+    Serve(Box<serve::ServeArgs>),
     /// Time kernels or models.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -62,6 +65,10 @@ fn run(cli: Cli) -> Result<()> {
             let device = Device::open(choice)?;
             generate::run(args, &device)?;
             Some(device)
+        }
+        Command::Serve(args) => {
+            serve::run(args, choice)?;
+            None
         }
         Command::Bench(cmd) => {
             let device = Device::open(choice)?;
