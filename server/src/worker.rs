@@ -119,11 +119,12 @@ impl Worker {
         let (progress, every, id) = (self.progress.clone(), self.preview_every, job.id);
         let control = job.control.clone();
         let model = self.model(&entry.path)?;
+        let scale = model.vae_scale_factor();
         let mut interrupted = false;
         let images = generate_controlled(model, params, &mut |step| {
             let p = step.progress;
             let preview = (p.step % every == 0 || p.step == p.total)
-                .then(|| preview_png(step.latents, step.shape, 8))
+                .then(|| preview_png(step.latents, step.shape, scale))
                 .flatten()
                 .map(|png| base64::engine::general_purpose::STANDARD.encode(png));
             progress.step(id, p.step, p.total, preview);
@@ -171,7 +172,9 @@ impl Worker {
 fn pipeline_error(e: PipelineError) -> ApiError {
     match e {
         PipelineError::Invalid(msg) => ApiError::invalid("parameters", msg),
-        PipelineError::Scheduler(e) => ApiError::invalid("sampler_name", e.to_string()),
+        // Sampler names were checked already: what is left is the step count (more steps than
+        // the model was trained with).
+        PipelineError::Scheduler(e) => ApiError::invalid("steps", e.to_string()),
         PipelineError::Prompt(e) => ApiError::invalid("prompt", e.to_string()),
         other => ApiError::internal(other.to_string()),
     }
