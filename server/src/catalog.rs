@@ -100,11 +100,6 @@ impl Catalog {
         })
     }
 
-    /// `name [short hash]`.
-    pub fn title(&self, entry: &ModelEntry) -> String {
-        entry.title(self.sha256(entry).as_deref())
-    }
-
     /// The full SHA-256 of the model's hashed file, from the cache when the file is unchanged.
     pub fn sha256(&self, entry: &ModelEntry) -> Option<String> {
         let file = model_hash_file(&entry.path).ok()?;
@@ -184,7 +179,7 @@ mod tests {
         let first = catalog.sha256(&a).unwrap();
         // sha256("weights")
         assert!(first.starts_with("9a129038d9a00aed"), "{first}");
-        assert_eq!(catalog.title(&a), "a.safetensors [9a129038d9]");
+        assert_eq!(a.title(Some(&first)), "a.safetensors [9a129038d9]");
         // Same size and mtime: the cached hash, even though the bytes changed.
         let mtime = std::fs::metadata(&a.path).unwrap().modified().unwrap();
         std::fs::write(&a.path, b"WEIGHTS").unwrap();

@@ -136,7 +136,7 @@ fn parse_size(size: &str) -> ApiResult<(usize, usize)> {
     let (w, h) = size.split_once('x').ok_or_else(bad)?;
     let w: usize = w.trim().parse().map_err(|_| bad())?;
     let h: usize = h.trim().parse().map_err(|_| bad())?;
-    if w == 0 || h == 0 || w % 8 != 0 || h % 8 != 0 {
+    if w == 0 || h == 0 || !w.is_multiple_of(8) || !h.is_multiple_of(8) {
         return Err(bad());
     }
     Ok((w, h))

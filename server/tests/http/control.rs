@@ -134,7 +134,8 @@ fn disconnecting_cancels_the_running_and_the_queued_job() {
     assert_eq!(starts, 2);
     let last_step = events
         .iter()
-        .filter_map(|(_, e)| (e["total"] == LONG).then(|| e["step"].as_u64().unwrap()))
+        .filter(|(_, e)| e["total"] == LONG)
+        .map(|(_, e)| e["step"].as_u64().unwrap())
         .max()
         .unwrap();
     assert!(
