@@ -120,6 +120,15 @@ impl Worker {
         let control = job.control.clone();
         let model = self.model(&entry.path)?;
         let scale = model.vae_scale_factor();
+        let m = model.size_multiple();
+        for (field, v) in [("width", params.width), ("height", params.height)] {
+            if !v.is_multiple_of(m) {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("{field} {v} must be a multiple of {m} for this model"),
+                ));
+            }
+        }
         let mut interrupted = false;
         let images = generate_controlled(model, params, &mut |step| {
             let p = step.progress;
