@@ -92,13 +92,16 @@ impl Server {
                     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                         return;
                     };
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stop.await;
-                        })
-                        .await;
+                    let serve = async {
+                        let _ = axum::serve(listener, app).await;
+                    };
+                    // Not a graceful shutdown: open event streams never end on their own, and the
+                    // queue is closed anyway, so waiting requests are already answered.
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = stop => {}
+                    }
                 });
-                // Open streams (SSE) would keep a graceful shutdown waiting; do not wait for them.
                 runtime.shutdown_background();
             })
             .map_err(|e| ServerError(format!("cannot start the HTTP thread: {e}")))?;

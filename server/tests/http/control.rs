@@ -242,3 +242,16 @@ fn progress_stream_sends_steps_previews_and_the_end() {
         Value::Null
     );
 }
+
+#[test]
+fn dropping_the_server_stops_it_even_with_an_open_event_stream() {
+    let server = start(config());
+    let addr = server.addr();
+    let stream = client()
+        .get(format!("{}/sdapi/v1/progress/stream", server.url()))
+        .send()
+        .unwrap();
+    drop(server);
+    wait_for(5, "the port to close", || TcpStream::connect(addr).is_err());
+    drop(stream);
+}
