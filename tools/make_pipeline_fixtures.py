@@ -111,7 +111,7 @@ SIZE = 32
 STEPS = 4
 PROMPT = "a red circle on a blue background"
 
-# Every case runs 4 steps at 32x32. clip_skip is A1111's (1 = last layer); diffusers' is one less.
+# Every case runs 4 steps, at 32x32 unless it says otherwise. clip_skip is A1111's (1 = last layer); diffusers' is one less.
 CASES = [
     dict(name="txt2img_euler", mode="txt2img", sampler="Euler", prompt=PROMPT,
          negative="blurry, dark", cfg=7.5, seed=42),
@@ -133,6 +133,11 @@ CASES = [
     dict(name="inpaint9_euler_a", mode="inpaint", unet="tiny-sd1-inpaint", sampler="Euler a",
          prompt=PROMPT, negative="", cfg=7.5, seed=11, strength=1.0),
     # An ordinary 4-channel UNet: latents blended with the noised image outside the mask.
+    # Not square, and a latent size (20x12) that the inpainting UNet's three downsamplings do not
+    # divide: 20x12 -> 10x6 -> 5x3 -> 3x2, restored to each skip's size on the way up.
+    dict(name="inpaint9_euler_odd_latents", mode="inpaint", unet="tiny-sd1-inpaint", sampler="Euler",
+         prompt=PROMPT, negative="", cfg=7.5, seed=14, strength=1.0, width=40, height=24,
+         images="_40x24"),
     dict(name="inpaint4_dpmpp_2m", mode="inpaint", sampler="DPM++ 2M", prompt=PROMPT,
          negative="", cfg=7.5, seed=12, strength=0.75),
     # ... where diffusers still draws (and discards) the masked image's VAE sample before Euler a's
@@ -226,19 +231,20 @@ def write_json(path, value):
         f.write("\n")
 
 
-def make_images():
-    """A 32x32 init image (a yellow disc on a gradient) and a mask (white = repaint) of the
-    centre square."""
-    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    rgb = np.stack([x / (SIZE - 1) * 200 + 20, y / (SIZE - 1) * 150 + 50, 255 - x * 4], -1)
+def make_images(width=SIZE, height=SIZE, suffix=""):
+    """An init image (a yellow disc on a gradient) and a mask (white = repaint) of a centre
+    rectangle, at the generation size so that no resampling (PIL's and kiln's Lanczos differ)
+    enters the comparison."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([x / (width - 1) * 200 + 20, y / (height - 1) * 150 + 50, 255 - x * 4], -1)
     disc = (x - 12) ** 2 + (y - 18) ** 2 < 64
     rgb[disc] = [250, 230, 20]
     init = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
-    mask = np.zeros((SIZE, SIZE), np.uint8)
-    mask[8:24, 10:26] = 255
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 4:height * 3 // 4, 10:width * 13 // 16] = 255
     mask = Image.fromarray(mask, "L")
-    init.save(os.path.join(FX, "init.png"))
-    mask.save(os.path.join(FX, "mask.png"))
+    init.save(os.path.join(FX, f"init{suffix}.png"))
+    mask.save(os.path.join(FX, f"mask{suffix}.png"))
     return init, mask
 
 
@@ -288,12 +294,13 @@ def run(case, init, mask):
             hidden = pipe.text_encoder(ids, output_hidden_states=True).hidden_states
             kwargs["prompt_embeds"] = pipe.text_encoder.final_layer_norm(hidden[-clip_skip])
         kwargs.pop("negative_prompt")
+    width, height = case.get("width", SIZE), case.get("height", SIZE)
     if case["mode"] == "txt2img":
-        kwargs.update(height=SIZE, width=SIZE)
+        kwargs.update(height=height, width=width)
     if case["mode"] in ("img2img", "inpaint"):
         kwargs.update(image=init, strength=case["strength"])
     if case["mode"] == "inpaint":
-        kwargs.update(mask_image=mask, height=SIZE, width=SIZE)
+        kwargs.update(mask_image=mask, height=height, width=width)
 
     def generators():
         if batch == 1:
@@ -304,7 +311,7 @@ def run(case, init, mask):
         image = pipe(**kwargs, generator=generators(), output_type="np").images
         latents = pipe(**kwargs, generator=generators(), output_type="latent").images
     image = torch.from_numpy(np.ascontiguousarray(image)).float()
-    assert image.shape == (batch, SIZE, SIZE, 3), image.shape
+    assert image.shape == (batch, height, width, 3), image.shape
     print(f"{case['name']}: image {tuple(image.shape)} mean {image.mean():.4f} std {image.std():.4f}")
     return {f"{case['name']}/image": image, f"{case['name']}/latents": latents.float().contiguous()}
 
@@ -322,12 +329,14 @@ def main():
     # The folder must load as a diffusers pipeline by itself.
     StableDiffusionPipeline.from_pretrained(FX)
 
-    init, mask = make_images()
     golden = {}
     for case in CASES:
+        init, mask = make_images(case.get("width", SIZE), case.get("height", SIZE),
+                                 case.get("images", ""))
         golden.update(run(case, init, mask))
     save_file(golden, os.path.join(FX, "pipeline_golden.safetensors"))
-    defaults = dict(steps=STEPS, width=SIZE, height=SIZE, batch=1, clip_skip=1, family="tiny-sd1")
+    defaults = dict(steps=STEPS, width=SIZE, height=SIZE, batch=1, clip_skip=1, family="tiny-sd1",
+                    images="")
     cases = [{**defaults, **c} for c in CASES]
     for c in cases:
         c.setdefault("unet", c["family"])

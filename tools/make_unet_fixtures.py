@@ -4,7 +4,8 @@ Run with the project venv (torch + diffusers, CPU):
     /work/main/.venv/bin/python tools/make_unet_fixtures.py
 
 Writes, for each variant, tests/fixtures/<variant>/unet/{config.json,
-diffusion_pytorch_model.safetensors, golden.safetensors}. golden.safetensors holds the inputs
+diffusion_pytorch_model.safetensors, golden.safetensors}, and golden_odd.safetensors (one odd latent
+size) for two of them. golden.safetensors holds the inputs
 (`sample`, `timesteps`, `encoder_hidden_states`) and diffusers' output (`out`), all f32.
 
 The configs keep the SD architecture (block types, head-count naming quirk, conv or linear
@@ -98,7 +99,33 @@ def build(variant: str, config: dict, seed: int) -> None:
     print(f"{variant}: {params} parameters, out std {out.std().item():.4f}, max |out| {out.abs().max().item():.4f}")
 
 
+def odd_size_golden(variant: str, height: int, width: int, seed: int) -> None:
+    """One evaluation at a latent size that the downsamplings do not divide (diffusers then upsamples to
+    each skip's size). Uses the weights build() saved, so the other fixtures stay as they are."""
+    out_dir = os.path.join(ROOT, variant, "unet")
+    model = UNet2DConditionModel.from_pretrained(out_dir).eval()
+    gen = torch.Generator().manual_seed(seed)
+    sample = torch.randn(1, model.config.in_channels, height, width, generator=gen)
+    timesteps = torch.tensor([500.0])
+    encoder_hidden_states = torch.randn(1, 77, model.config.cross_attention_dim, generator=gen)
+    with torch.no_grad():
+        out = model(sample, timesteps, encoder_hidden_states).sample
+    save_file(
+        {
+            "sample": sample.contiguous(),
+            "timesteps": timesteps.contiguous(),
+            "encoder_hidden_states": encoder_hidden_states.contiguous(),
+            "out": out.contiguous(),
+        },
+        os.path.join(out_dir, "golden_odd.safetensors"),
+    )
+    print(f"{variant} odd {height}x{width}: out std {out.std().item():.4f}")
+
+
 if __name__ == "__main__":
     build("tiny-sd1", SD1, 0)
     build("tiny-sd2", SD2, 1)
     build("tiny-sd1-inpaint", SD1_INPAINT, 2)
+    # 13 -> 7 -> 4 -> 2 down and back up through four levels; 9 -> 5 -> 9 through two.
+    odd_size_golden("tiny-sd1-inpaint", 13, 11, 3)
+    odd_size_golden("tiny-sd1", 9, 7, 4)

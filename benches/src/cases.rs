@@ -14,6 +14,7 @@ use kiln_kernels::testing::Rng;
 use kiln_kernels::timestep::{timestep_embedding, TimestepEmbedding};
 use kiln_kernels::upsample::upsample_nearest2d;
 use kiln_runtime::{DType, Device, Result, Tensor};
+use serde_json::{json, Value};
 
 /// Standard shapes, or tiny ones that finish quickly on a software adapter (for tests and CI).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub enum Work {
     Flops(f64),
     /// Bytes read plus bytes written.
     Bytes(f64),
+    /// A whole model evaluation: reported as time only.
+    Model,
 }
 
 pub type Runner = Box<dyn Fn() -> Result<Tensor>>;
@@ -38,6 +41,9 @@ pub struct Case {
     pub op: &'static str,
     pub dtype: DType,
     pub shape: String,
+    /// The op's arguments as numbers and flags (and a model's config), written into the JSON so that
+    /// tools/torch_bench.py runs exactly this case.
+    pub params: Value,
     pub work: Work,
     pub prepare: Prepare,
 }
@@ -47,11 +53,11 @@ fn random(device: &Device, shape: &[usize], dtype: DType, seed: u64) -> Result<T
     Tensor::from_f32(device, shape, dtype, &Rng::new(seed).normals(n))
 }
 
-fn case(
+pub(crate) fn case(
     name: &str,
     op: &'static str,
     dtype: DType,
-    shape: String,
+    (shape, params): (String, Value),
     work: Work,
     prepare: impl Fn(&Device) -> Result<Runner> + 'static,
 ) -> Case {
@@ -60,6 +66,7 @@ fn case(
         op,
         dtype,
         shape,
+        params,
         work,
         prepare: Box::new(prepare),
     }
@@ -79,7 +86,10 @@ fn matmul_case(
         name,
         "matmul",
         dtype,
-        format!("{batch}x[{m}x{k}]x[{k}x{n}]"),
+        (
+            format!("{batch}x[{m}x{k}]x[{k}x{n}]"),
+            json!({"batch": batch, "m": m, "k": k, "n": n, "transpose_b": transpose_b}),
+        ),
         Work::Flops(flops),
         move |d| {
             let a = random(d, &[batch, m, k], dtype, 1)?;
@@ -116,11 +126,13 @@ fn attention_case(
 ) -> Case {
     let flops = 4.0 * (b * h * lq * lk * d) as f64;
     let shape = format!("B{b} H{h}/{hkv} Lq{lq} Lk{lk} D{d}");
+    let params =
+        json!({"batch": b, "heads": h, "kv_heads": hkv, "lq": lq, "lk": lk, "head_dim": d});
     case(
         name,
         "attention",
         dtype,
-        shape,
+        (shape, params),
         Work::Flops(flops),
         move |dev| {
             let q = random(dev, &[b, lq, h, d], dtype, 3)?;
@@ -144,15 +156,23 @@ fn conv_case(
 ) -> Case {
     let flops = 2.0 * (n * cout * hw * hw * cin * k * k) as f64;
     let shape = format!("[{n},{cin},{hw},{hw}] * [{cout},{cin},{k},{k}]");
-    case(name, "conv2d", dtype, shape, Work::Flops(flops), move |d| {
-        let x = random(d, &[n, cin, hw, hw], dtype, 6)?;
-        let w = random(d, &[cout, cin, k, k], dtype, 7)?;
-        let bias = random(d, &[cout], dtype, 8)?;
-        let padding = k / 2;
-        Ok(Box::new(move || {
-            conv2d(&x, &w, Some(&bias), Conv2dOptions { stride: 1, padding })
-        }))
-    })
+    let params = json!({"n": n, "cin": cin, "cout": cout, "hw": hw, "kernel": k, "padding": k / 2});
+    case(
+        name,
+        "conv2d",
+        dtype,
+        (shape, params),
+        Work::Flops(flops),
+        move |d| {
+            let x = random(d, &[n, cin, hw, hw], dtype, 6)?;
+            let w = random(d, &[cout, cin, k, k], dtype, 7)?;
+            let bias = random(d, &[cout], dtype, 8)?;
+            let padding = k / 2;
+            Ok(Box::new(move || {
+                conv2d(&x, &w, Some(&bias), Conv2dOptions { stride: 1, padding })
+            }))
+        },
+    )
 }
 
 fn bytes(elements: usize, dtype: DType, passes: f64) -> Work {
@@ -247,7 +267,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "groupnorm+silu sd",
         "group_norm",
         dtype,
-        format!("[{n},{c},{hw},{hw}] g32"),
+        (
+            format!("[{n},{c},{hw},{hw}] g32"),
+            json!({"n": n, "c": c, "hw": hw, "groups": 32, "eps": 1e-5, "silu": true}),
+        ),
         bytes(elems, dtype, 3.0),
         move |d| {
             let x = random(d, &[n, c, hw, hw], dtype, 9)?;
@@ -263,7 +286,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "layernorm sd",
         "layer_norm",
         dtype,
-        format!("[{rows},{width}]"),
+        (
+            format!("[{rows},{width}]"),
+            json!({"rows": rows, "width": width, "eps": 1e-5}),
+        ),
         bytes(rows * width, dtype, 3.0),
         move |d| {
             let x = random(d, &[rows, width], dtype, 12)?;
@@ -275,7 +301,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "rmsnorm llm",
         "rms_norm",
         dtype,
-        format!("[{rows},{width}]"),
+        (
+            format!("[{rows},{width}]"),
+            json!({"rows": rows, "width": width, "eps": 1e-5}),
+        ),
         bytes(rows * width, dtype, 2.0),
         move |d| {
             let x = random(d, &[rows, width], dtype, 19)?;
@@ -288,7 +317,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "softmax sd-cross-scores",
         "softmax",
         dtype,
-        format!("[{rows},{width}]"),
+        (
+            format!("[{rows},{width}]"),
+            json!({"rows": rows, "width": width}),
+        ),
         bytes(rows * width, dtype, 2.0),
         move |d| {
             let x = random(d, &[rows, width], dtype, 13)?;
@@ -300,7 +332,7 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "add sd-residual",
         "add",
         dtype,
-        format!("[{elems}]"),
+        (format!("[{elems}]"), json!({"elements": elems})),
         bytes(elems, dtype, 3.0),
         move |d| {
             let a = random(d, &[elems], dtype, 14)?;
@@ -312,7 +344,7 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "copy (scale by 1)",
         "copy",
         dtype,
-        format!("[{elems}]"),
+        (format!("[{elems}]"), json!({"elements": elems})),
         bytes(elems, dtype, 2.0),
         move |d| {
             let a = random(d, &[elems], dtype, 16)?;
@@ -326,7 +358,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "geglu sd-ff",
         "geglu",
         dtype,
-        format!("[{rows},{}]", 2 * width),
+        (
+            format!("[{rows},{}]", 2 * width),
+            json!({"rows": rows, "width": width}),
+        ),
         bytes(rows * width, dtype, 3.0),
         move |d| {
             let x = random(d, &[rows, 2 * width], dtype, 17)?;
@@ -338,7 +373,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "upsample2x sd",
         "upsample",
         dtype,
-        format!("[{n},{c},{hw},{hw}]"),
+        (
+            format!("[{n},{c},{hw},{hw}]"),
+            json!({"n": n, "c": c, "hw": hw, "factor": 2}),
+        ),
         bytes(n * c * hw * hw, dtype, 5.0),
         move |d| {
             let x = random(d, &[n, c, hw, hw], dtype, 18)?;
@@ -351,7 +389,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "permute sd-heads",
         "permute",
         dtype,
-        format!("[{b},{l},{h},{d}]->[0,2,1,3]"),
+        (
+            format!("[{b},{l},{h},{d}]->[0,2,1,3]"),
+            json!({"shape": [b, l, h, d], "order": [0, 2, 1, 3]}),
+        ),
         bytes(elems, dtype, 2.0),
         move |dev| {
             let x = random(dev, &[b, l, h, d], dtype, 21)?;
@@ -364,7 +405,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "concat sd-skip",
         "concat",
         dtype,
-        format!("2x[{n},{c},{hw},{hw}] dim 1"),
+        (
+            format!("2x[{n},{c},{hw},{hw}] dim 1"),
+            json!({"n": n, "c": c, "hw": hw, "dim": 1}),
+        ),
         bytes(elems, dtype, 2.0),
         move |d| {
             let a = random(d, &[n, c, hw, hw], dtype, 22)?;
@@ -377,7 +421,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "embedding clip",
         "embedding",
         dtype,
-        format!("{tokens} of [{vocab},{width}]"),
+        (
+            format!("{tokens} of [{vocab},{width}]"),
+            json!({"tokens": tokens, "vocab": vocab, "width": width}),
+        ),
         bytes(tokens * width, dtype, 2.0),
         move |d| {
             let table = random(d, &[vocab, width], dtype, 24)?;
@@ -393,7 +440,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "rope llm",
         "rope",
         dtype,
-        format!("[1,{l},{h},{d}]"),
+        (
+            format!("[1,{l},{h},{d}]"),
+            json!({"shape": [1, l, h, d], "theta": 10000.0, "style": "half-split"}),
+        ),
         bytes(l * h * d, dtype, 2.0),
         move |dev| {
             let x = random(dev, &[1, l, h, d], dtype, 25)?;
@@ -405,7 +455,10 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
         "timestep embedding sd",
         "timestep_embedding",
         dtype,
-        format!("[{n}] -> [{n},320]"),
+        (
+            format!("[{n}] -> [{n},320]"),
+            json!({"n": n, "dim": 320, "flip_sin_to_cos": true, "freq_shift": 0}),
+        ),
         bytes(n * 320, dtype, 1.0),
         move |d| {
             let t = Tensor::from_f32(d, &[n], dtype, &vec![999.0; n])?;

@@ -3,25 +3,28 @@
 use std::time::Instant;
 
 use kiln_runtime::{Device, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cases::{Case, Work};
 
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Timing {
     /// Summed GPU time of the case's dispatches, from timestamp queries.
     GpuTimestamps,
     /// Host time around the runs, waiting for the device at the end.
     WallClock,
+    /// CUDA events around the timed loop (tools/torch_bench.py's reports).
+    CudaEvents,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Measurement {
     pub name: String,
     pub op: String,
     pub dtype: String,
     pub shape: String,
+    pub params: serde_json::Value,
     pub iters: usize,
     /// Mean time of one run, in milliseconds.
     pub mean_ms: f64,
@@ -63,12 +66,14 @@ pub fn measure(case: &Case, device: &Device, warmup: usize, iters: usize) -> Res
     let (gflops, gbps) = match case.work {
         Work::Flops(f) => (Some(f / seconds * 1e-9), None),
         Work::Bytes(b) => (None, Some(b / seconds * 1e-9)),
+        Work::Model => (None, None),
     };
     Ok(Measurement {
         name: case.name.clone(),
         op: case.op.to_string(),
         dtype: case.dtype.to_string(),
         shape: case.shape.clone(),
+        params: case.params.clone(),
         iters,
         mean_ms: seconds * 1e3,
         gflops,

@@ -20,7 +20,8 @@ use kiln_models::pipeline::{
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
-use kiln_runtime::{DType, Device};
+use kiln_models::weights::WeightType;
+use kiln_runtime::Device;
 
 /// Where the bundled default model lives in a checkout, relative to the workspace root.
 const BUNDLED_MODEL: &str = "models/bundled";
@@ -102,6 +103,11 @@ pub struct GenerateArgs {
     /// Output PNG. With several images: NAME-1.png, NAME-2.png, ...
     #[arg(short = 'o', long, default_value = "output.png")]
     output: PathBuf,
+
+    /// Weight storage: f32, f16, or quantised at load: q8_0, q4_0 (ggml blocks) or nf4
+    /// (bitsandbytes). Quantised types pack Linear and 1x1-conv weights; the rest stays f32.
+    #[arg(long, default_value = "f32")]
+    weight_type: String,
 }
 
 pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
@@ -111,6 +117,7 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
         sampler = sampler.with_schedule(parse_schedule(schedule)?)?;
     }
     let rng: RngKind = args.rng.parse()?;
+    let weight_type: WeightType = args.weight_type.parse()?;
     let seed = parse_seed(&args.seed)?;
     for (name, value) in [("width", args.width), ("height", args.height)] {
         if let Some(v) = value {
@@ -132,7 +139,7 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
         Some(p) => p.clone(),
         None => bundled_model()?,
     };
-    let model = StableDiffusion::load(&model_path, device, DType::F32)?;
+    let model = StableDiffusion::load_weight_type(&model_path, device, weight_type)?;
     let (width, height) = size(args, init.as_ref(), &model)?;
 
     let mut params = GenerationParams::new(args.prompt.clone());

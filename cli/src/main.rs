@@ -3,6 +3,7 @@
 mod bench;
 mod devices;
 mod generate;
+mod quantize;
 mod serve;
 
 use anyhow::Result;
@@ -39,6 +40,8 @@ enum Command {
     },
     /// Generate images: txt2img, img2img (--init) and inpainting (--init --mask).
     Generate(Box<generate::GenerateArgs>),
+    /// Write a model with packed (quantised) layer weights that loads back directly.
+    Quantize(quantize::QuantizeArgs),
     /// Serve the A1111 / OpenAI images HTTP API and a web page.
     Serve(Box<serve::ServeArgs>),
     /// Time kernels or models.
@@ -66,14 +69,20 @@ fn run(cli: Cli) -> Result<()> {
             generate::run(args, &device)?;
             Some(device)
         }
+        Command::Quantize(args) => {
+            quantize::run(args)?;
+            None
+        }
         Command::Serve(args) => {
             serve::run(args, choice)?;
             None
         }
         Command::Bench(cmd) => {
-            let device = Device::open(choice)?;
-            bench::run(cmd, &device)?;
-            Some(device)
+            let device = bench::needs_device(cmd)
+                .then(|| Device::open(choice))
+                .transpose()?;
+            bench::run(cmd, device.as_ref())?;
+            device
         }
     };
     if cli.report_memory {

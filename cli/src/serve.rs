@@ -47,6 +47,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2048 * 2048)]
     max_pixels: usize,
 
+    /// How model weights are held: f32, f16, or packed q8_0 / q4_0 / nf4 (as `generate`).
+    #[arg(long, default_value = "f32")]
+    weight_type: String,
+
     /// Most denoising steps a request may ask for.
     #[arg(long, default_value_t = 500)]
     max_steps: usize,
@@ -62,6 +66,7 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
         bail!("--queue-size must be at least 1");
     }
     let mut config = ServerConfig::new(models);
+    config.weight_type = args.weight_type.parse()?;
     config.default_model = args.default_model.clone();
     config.device = device;
     config.listen = SocketAddr::new(args.listen, args.port);

@@ -176,5 +176,107 @@ fn sd_benchmark_reports_every_stage_and_peak_memory() {
             r["peak_memory_bytes"].as_u64().unwrap() > 1 << 20,
             "{device}: {r}"
         );
+        let overhead = &r["overhead"];
+        if device == "cpu" {
+            assert!(
+                overhead.is_null(),
+                "the CPU backend records no commands: {r}"
+            );
+            continue;
+        }
+        assert!(text.contains("per-step host overhead"), "{text}");
+        let steps = overhead["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 3);
+        for s in steps {
+            assert!(s["dispatches"].as_u64().unwrap() > 10, "{s}");
+            assert!(s["submissions"].as_u64().unwrap() >= 1, "{s}");
+            assert!(s["host_ms"].as_f64().unwrap() > 0.0, "{s}");
+            if overhead["gpu_timing"] == true {
+                assert!(s["gpu_ms"].as_f64().unwrap() > 0.0, "{s}");
+            }
+        }
+        // Steps 2 and 3 repeat step 1's launches on the same pooled buffers: one submission each, and
+        // every bind group comes from the cache.
+        for s in &steps[1..] {
+            assert_eq!(s["submissions"], 1, "{s}");
+            assert_eq!(s["bind_groups_created"], 0, "{s}");
+        }
     }
+}
+
+#[test]
+fn quick_model_benchmark_runs_a_unet_and_a_vae_decode_on_cpu_and_gpu() {
+    let mut devices = vec!["cpu".to_string()];
+    if let Some(Device::Gpu(ctx)) = gpu() {
+        devices.push(format!("gpu:{}", ctx.index()));
+    }
+    for device in devices {
+        let path = std::env::temp_dir().join(format!(
+            "kiln-bench-models-{}-{device}.json",
+            std::process::id()
+        ));
+        let out = kiln()
+            .args(["--device", &device, "bench", "models", "--quick"])
+            .args(["--iters", "1", "--warmup", "0", "--dtype", "f32", "--json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let results = report["results"].as_array().unwrap();
+        let ops: Vec<&str> = results.iter().map(|r| r["op"].as_str().unwrap()).collect();
+        assert_eq!(ops, ["unet", "vae_decode"], "{device}");
+        for r in results {
+            assert!(r["mean_ms"].as_f64().unwrap() > 0.0, "{device}: {r}");
+            // The config travels with the case, so the PyTorch side builds the same model.
+            let blocks = &r["params"]["config"]["block_out_channels"];
+            assert_eq!(blocks.as_array().map(Vec::len), Some(4), "{device}: {r}");
+        }
+    }
+}
+
+/// tools/gpu-bench.sh --quick end to end on the CPU backend, kiln side only (tests never need
+/// Python; the PyTorch side is exercised by hand and on the GPU machine).
+#[test]
+fn gpu_bench_script_runs_quick_without_torch() {
+    let out_dir = std::env::temp_dir().join(format!("kiln-gpu-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(root.join("tools/gpu-bench.sh"))
+        .args(["--quick", "--no-torch", "--device", "cpu", "--kiln"])
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--out")
+        .arg(&out_dir)
+        .env_remove("KILN_DEVICE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "env.txt",
+        "devices.json",
+        "kernels-kiln.json",
+        "models-kiln.json",
+        "sd.json",
+        "summary.md",
+    ] {
+        let path = out_dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(!text.is_empty(), "{} missing or empty", path.display());
+    }
+    let sd: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("sd.json")).unwrap()).unwrap();
+    assert_eq!(sd["steps"], 2);
+    let summary = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
+    assert!(summary.contains("commit:") && summary.contains("txt2img stages"));
 }

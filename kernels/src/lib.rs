@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod quant;
 pub mod registry;
 pub mod rope;
 pub mod softmax;

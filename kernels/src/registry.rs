@@ -11,6 +11,7 @@ pub fn all_variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
     v.extend(crate::layout::variants());
     v.extend(crate::matmul::variants());
     v.extend(crate::norm::variants());
+    v.extend(crate::quant::variants());
     v.extend(crate::rope::variants());
     v.extend(crate::softmax::variants());
     v.extend(crate::timestep::variants());

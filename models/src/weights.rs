@@ -5,17 +5,26 @@
 //! Names are always the diffusers / transformers state-dict names; a `TensorSource` other than plain
 //! files (a single-file checkpoint in the original SD layout) translates them.
 
+mod gguf;
+mod random;
 mod shapes;
 mod source;
+mod weight_type;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use kiln_runtime::loader::WeightFile;
-use kiln_runtime::{DType, Device, Result, Tensor};
+use kiln_runtime::{DType, Device, Error, QuantFormat, Result, Tensor};
 
+pub use gguf::GgufSource;
+pub use random::RandomSource;
 pub use shapes::ShapeSource;
 pub use source::{wrong_shape, FileSource, TensorSource};
+pub use weight_type::WeightType;
+
+use crate::nn::LayerWeight;
 
 /// A view of a tensor source under a name prefix, loading onto one device in one float dtype.
 #[derive(Clone)]
@@ -24,6 +33,10 @@ pub struct Weights {
     prefix: String,
     device: Device,
     dtype: DType,
+    /// Packs Linear / 1x1-conv weights into this format at load (see `WeightType`).
+    quantization: Option<QuantFormat>,
+    /// Weights packed so far through this view and every view derived from it.
+    packed: Arc<AtomicUsize>,
 }
 
 impl Weights {
@@ -40,7 +53,26 @@ impl Weights {
             prefix: String::new(),
             device: device.clone(),
             dtype: device.float_dtype(dtype),
+            quantization: None,
+            packed: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The same view, packing layer weights into `format` as they load (`None`: all float).
+    pub fn quantized(self, format: Option<QuantFormat>) -> Weights {
+        Weights {
+            quantization: format,
+            ..self
+        }
+    }
+
+    pub fn quantization(&self) -> Option<QuantFormat> {
+        self.quantization
+    }
+
+    /// How many weights were loaded packed, for reports and tests.
+    pub fn packed_count(&self) -> usize {
+        self.packed.load(Ordering::Relaxed)
     }
 
     /// The file (or other origin) the tensors come from, for messages.
@@ -90,6 +122,45 @@ impl Weights {
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.source
             .load(&self.full_name(name), Some(shape), &self.device, self.dtype)
+    }
+
+    /// Loads the weight of a Linear or 1x1 convolution, stored as `shape` and used as `[out, inp]`:
+    /// packed when quantisation is on and `inp` is a whole number of blocks, else float in `shape`.
+    /// The float tensor is only ever on the host, one at a time, while it is packed.
+    pub fn get_packable(
+        &self,
+        name: &str,
+        shape: &[usize],
+        out: usize,
+        inp: usize,
+    ) -> Result<LayerWeight> {
+        let full = self.full_name(name);
+        let matrix = [out, inp];
+        // A weight stored packed loads as it is, whatever was asked: repacking could only lose more.
+        if let Some(packed) = self.source.load_packed(&full, shape, &self.device)? {
+            if packed.shape() != matrix {
+                return Err(Error::load(
+                    self.origin(),
+                    format!(
+                        "packed tensor `{full}` is {:?}, expected {matrix:?}",
+                        packed.shape()
+                    ),
+                ));
+            }
+            self.packed.fetch_add(1, Ordering::Relaxed);
+            return Ok(LayerWeight::Packed(packed));
+        }
+        let Some(format) = self
+            .quantization
+            .filter(|f| inp.is_multiple_of(f.block_len()))
+        else {
+            return Ok(LayerWeight::Float(self.get(name, shape)?));
+        };
+        let packed = self
+            .source
+            .load_quantized(&full, shape, matrix, format, &self.device)?;
+        self.packed.fetch_add(1, Ordering::Relaxed);
+        Ok(LayerWeight::Packed(packed))
     }
 
     /// Loads `name` whatever its shape (for configs inferred from weights).

@@ -1,5 +1,5 @@
-//! Element types a tensor can hold. bf16 is converted at load time; packed quantised types (#5) will be
-//! added here as further variants with a block size.
+//! Element types a tensor can hold. bf16 is converted at load time; packed quantised weights are not a
+//! dtype but their own type, `QTensor` (see qtensor.rs for why).
 
 use std::fmt;
 

@@ -8,15 +8,24 @@ use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+pub use safetensors::Dtype;
+use safetensors::SafeTensors;
 
-use crate::{DType, Device, Error, Result, Tensor};
+use crate::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
+
+/// `__metadata__` key prefix marking a packed tensor (`kiln quantize`): `kiln.packed.NAME` =
+/// `FORMAT;D0,D1,...`, the format and the logical shape. The tensor itself is stored as U8: the
+/// format's block bytes of the weight read as `[D0, D1 * D2 * ...]`, rows along the first dimension.
+pub const PACKED_PREFIX: &str = "kiln.packed.";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorEntry {
     /// The dtype stored in the file, as safetensors names it ("F16", "BF16").
     pub stored: String,
+    /// The logical shape (for a packed tensor, that of the weight, not of its bytes).
     pub shape: Vec<usize>,
+    /// The block format of a packed tensor.
+    pub packed: Option<QuantFormat>,
     /// Byte range within the file.
     pub start: usize,
     pub end: usize,
@@ -63,6 +72,7 @@ impl WeightFile {
                 let entry = TensorEntry {
                     stored: format!("{:?}", info.dtype),
                     shape: info.shape.clone(),
+                    packed: None,
                     start: data_start + info.data_offsets.0,
                     end: data_start + info.data_offsets.1,
                 };
@@ -70,6 +80,8 @@ impl WeightFile {
             })
             .collect();
         let metadata = meta.metadata().clone().unwrap_or_default();
+        let mut entries = entries;
+        mark_packed(&path, &metadata, &mut entries)?;
         Ok(WeightFile {
             path,
             mmap,
@@ -112,6 +124,24 @@ impl WeightFile {
         Ok(&self.mmap[e.start..e.end])
     }
 
+    /// A packed tensor's block bytes onto `device`, as they are (no repacking), as `[rows, K]` with
+    /// rows the first dimension of its logical shape.
+    pub fn load_packed(&self, name: &str, device: &Device) -> Result<QTensor> {
+        let entry = self.entry(name)?;
+        let Some(format) = entry.packed else {
+            return Err(Error::load(
+                &self.path,
+                format!("tensor `{name}` {:?} is not packed", entry.shape),
+            ));
+        };
+        QTensor::from_packed(
+            device,
+            format,
+            &packed_matrix(&entry.shape),
+            self.bytes(name)?,
+        )
+    }
+
     /// Loads a float tensor onto `device`. `want` picks the dtype (`None` keeps f32/f16 as stored and
     /// turns bf16 into f32); a dtype the device lacks falls back to f32.
     pub fn load(&self, name: &str, device: &Device, want: Option<DType>) -> Result<Tensor> {
@@ -141,6 +171,15 @@ impl WeightFile {
                     "tensor `{name}` {:?} has {total} elements; elements {offset}..{} as {shape:?} are out of range",
                     entry.shape,
                     offset.saturating_add(count)
+                ),
+            ));
+        }
+        if let Some(format) = entry.packed {
+            return Err(Error::load(
+                &self.path,
+                format!(
+                    "tensor `{name}` {:?} is packed as {format}: it loads as a quantised weight, not as floats",
+                    entry.shape
                 ),
             ));
         }
@@ -203,6 +242,64 @@ impl WeightFile {
     }
 }
 
+/// The `[rows, K]` matrix a packed tensor of logical `shape` is stored as.
+pub fn packed_matrix(shape: &[usize]) -> [usize; 2] {
+    let rows = shape.first().copied().unwrap_or(1);
+    [rows, shape.iter().skip(1).product()]
+}
+
+/// Applies the `kiln.packed.*` metadata: each named tensor gets its logical shape and format, after
+/// checking that it exists, is U8 and holds exactly the bytes its format and shape need.
+fn mark_packed(
+    path: &Path,
+    metadata: &HashMap<String, String>,
+    entries: &mut HashMap<String, TensorEntry>,
+) -> Result<()> {
+    for (key, value) in metadata {
+        let Some(name) = key.strip_prefix(PACKED_PREFIX) else {
+            continue;
+        };
+        let corrupt =
+            |msg: String| Error::load(path, format!("corrupt quantised tensor `{name}`: {msg}"));
+        let entry = entries.get_mut(name).ok_or_else(|| {
+            corrupt("the metadata marks it packed but the file has no such tensor".into())
+        })?;
+        let (format, dims) = value
+            .split_once(';')
+            .ok_or_else(|| corrupt(format!("metadata `{value}` is not FORMAT;SHAPE")))?;
+        let format: QuantFormat = format.parse().map_err(|_| {
+            Error::load(
+                path,
+                format!("tensor `{name}` is packed as `{format}`, which kiln does not read (q8_0, q4_0, nf4)"),
+            )
+        })?;
+        let shape = dims
+            .split(',')
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| corrupt(format!("bad shape `{dims}` in its metadata")))?;
+        if entry.stored != "U8" {
+            return Err(corrupt(format!(
+                "stored as {}, packed tensors are U8",
+                entry.stored
+            )));
+        }
+        let matrix = packed_matrix(&shape);
+        let need = format
+            .packed_bytes(name, &matrix)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let have = entry.end - entry.start;
+        if have != need {
+            return Err(corrupt(format!(
+                "{have} bytes stored, {format} {shape:?} needs {need}"
+            )));
+        }
+        entry.shape = shape;
+        entry.packed = Some(format);
+    }
+    Ok(())
+}
+
 /// Up to `n` names closest to `wanted`, by edit distance, for "did you mean" messages.
 pub fn close_names<'a>(
     wanted: &str,
@@ -245,6 +342,15 @@ pub fn write_safetensors(
     path: &Path,
     tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
 ) -> Result<()> {
+    write_safetensors_with_metadata(path, tensors, None)
+}
+
+/// `write_safetensors` with `__metadata__` strings.
+pub fn write_safetensors_with_metadata(
+    path: &Path,
+    tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, dtype, shape, bytes)| {
@@ -254,7 +360,7 @@ pub fn write_safetensors(
         })
         .collect::<Result<_>>()?;
     let tmp = path.with_extension("safetensors.partial");
-    safetensors::serialize_to_file(views, None, &tmp)
+    safetensors::serialize_to_file(views, metadata, &tmp)
         .map_err(|e| Error::load(path, e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::load(path, e.to_string()))
 }
@@ -315,6 +421,59 @@ mod tests {
             .to_string();
         assert!(e.contains("qkv") && e.contains("out of range"), "{e}");
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn packed_file(name: &str, meta: &str, bytes: Vec<u8>) -> Result<WeightFile> {
+        let dir = std::env::temp_dir().join(format!("kiln-packed-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.safetensors");
+        let metadata = HashMap::from([(format!("{PACKED_PREFIX}w"), meta.to_string())]);
+        let n = bytes.len();
+        write_safetensors_with_metadata(&path, &[("w", Dtype::U8, vec![n], bytes)], Some(metadata))
+            .unwrap();
+        WeightFile::open(&path)
+    }
+
+    #[test]
+    fn packed_tensors_load_as_stored_and_corrupt_ones_are_named() {
+        // Two q8_0 rows of a [2, 32, 1, 1] 1x1 conv: 68 bytes.
+        let bytes: Vec<u8> = (0..68).map(|i| i as u8).collect();
+        let file = packed_file("ok", "q8_0;2,32,1,1", bytes.clone()).unwrap();
+        let entry = file.entry("w").unwrap();
+        assert_eq!(
+            (entry.shape.as_slice(), entry.packed),
+            (&[2, 32, 1, 1][..], Some(QuantFormat::Q8_0))
+        );
+        let q = file.load_packed("w", &Device::Cpu).unwrap();
+        assert_eq!(q.shape(), &[2, 32]);
+        assert_eq!(q.to_packed_bytes().unwrap(), bytes);
+        let e = file.load("w", &Device::Cpu, None).unwrap_err().to_string();
+        assert!(e.contains("`w`") && e.contains("packed as q8_0"), "{e}");
+
+        let e = packed_file("short", "q8_0;2,32,1,1", bytes[..60].to_vec())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("corrupt quantised tensor `w`")
+                && e.contains("60 bytes")
+                && e.contains("68"),
+            "{e}"
+        );
+        let e = packed_file("fmt", "q5_k;2,32", bytes.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`w` is packed as `q5_k`"), "{e}");
+        let e = packed_file("shape", "q8_0;2,x", bytes.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("corrupt quantised tensor `w`") && e.contains("bad shape"),
+            "{e}"
+        );
+        let e = packed_file("k", "q8_0;4,17", bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("block size 32"), "{e}");
     }
 
     #[test]

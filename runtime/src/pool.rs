@@ -20,7 +20,8 @@ pub fn size_class(bytes: u64) -> u64 {
 
 #[derive(Debug)]
 pub struct Pool<B> {
-    free: BTreeMap<u64, Vec<B>>,
+    /// Free buffers by class, then by rank.
+    free: BTreeMap<u64, BTreeMap<u64, B>>,
     stats: MemoryStats,
     allocations: u64,
     reuses: u64,
@@ -46,8 +47,8 @@ impl<B> Pool<B> {
         create: impl FnOnce(u64) -> Result<B, E>,
     ) -> Result<(B, u64), E> {
         let class = size_class(bytes);
-        let buffer = match self.free.get_mut(&class).and_then(Vec::pop) {
-            Some(buffer) => {
+        let buffer = match self.free.get_mut(&class).and_then(BTreeMap::pop_first) {
+            Some((_, buffer)) => {
                 self.reuses += 1;
                 buffer
             }
@@ -64,21 +65,28 @@ impl<B> Pool<B> {
         Ok((buffer, class))
     }
 
-    /// Returns a buffer of class `class` for reuse.
-    pub fn release(&mut self, buffer: B, class: u64) {
+    /// Returns a buffer of class `class` for reuse. Free buffers are handed out lowest `rank` first
+    /// (ranks are unique, e.g. creation order): which buffer a request gets then depends only on which
+    /// are free, not on the order they were freed in, so a model step repeated gets the same buffers
+    /// every time and the bind groups cached for them keep matching.
+    pub fn release(&mut self, buffer: B, class: u64, rank: u64) {
         self.stats.live -= class;
-        self.free.entry(class).or_default().push(buffer);
+        self.free.entry(class).or_default().insert(rank, buffer);
     }
 
-    /// Drops every cached free buffer, giving the memory back to the device.
-    pub fn trim(&mut self) {
+    /// Takes every cached free buffer out of the pool; dropping them gives the memory back to the
+    /// device (the caller first forgets anything else that refers to them).
+    pub fn trim(&mut self) -> Vec<B> {
         let cached: u64 = self
             .free
             .iter()
             .map(|(class, v)| class * v.len() as u64)
             .sum();
-        self.free.clear();
         self.stats.reserved -= cached;
+        std::mem::take(&mut self.free)
+            .into_values()
+            .flat_map(BTreeMap::into_values)
+            .collect()
     }
 
     pub fn stats(&self) -> MemoryStats {
@@ -124,7 +132,7 @@ mod tests {
     fn freed_buffers_are_reused_by_class() {
         let mut pool = Pool::default();
         let (a, class_a) = pool.acquire(1000, make).unwrap();
-        pool.release(a, class_a);
+        pool.release(a, class_a, 0);
         // 900 bytes falls in the same 1024-byte class, so no new buffer is made.
         let (_b, class_b) = pool.acquire(900, make).unwrap();
         assert_eq!(class_a, class_b);
@@ -139,17 +147,38 @@ mod tests {
         let mut pool = Pool::default();
         let (a, ca) = pool.acquire(1024, make).unwrap();
         let (b, cb) = pool.acquire(2048, make).unwrap();
-        pool.release(a, ca);
+        pool.release(a, ca, 0);
         let s = pool.stats();
         assert_eq!(s.live, 2048);
         assert_eq!(s.peak_live, 3072);
         assert_eq!(s.reserved, 3072);
-        pool.release(b, cb);
+        pool.release(b, cb, 1);
         pool.trim();
         let s = pool.stats();
         assert_eq!((s.live, s.reserved, s.peak_reserved), (0, 0, 3072));
         pool.reset_peak();
         assert_eq!(pool.stats().peak_live, 0);
+    }
+
+    #[test]
+    fn free_buffers_go_out_lowest_rank_first_whatever_the_release_order() {
+        let mut pool = Pool::default();
+        let mk = |tag: u8| move |class: u64| Ok::<_, ()>(vec![tag; class as usize]);
+        let (a, class) = pool.acquire(100, mk(1)).unwrap();
+        let (b, _) = pool.acquire(100, mk(2)).unwrap();
+        let (c, _) = pool.acquire(100, mk(3)).unwrap();
+        // Released out of order: LIFO would hand out `b` next.
+        pool.release(c, class, 30);
+        pool.release(a, class, 10);
+        pool.release(b, class, 20);
+        let first = pool.acquire(100, mk(0)).unwrap().0;
+        let second = pool.acquire(100, mk(0)).unwrap().0;
+        assert_eq!((first[0], second[0]), (1, 2));
+        // Trimming hands the rest back to the caller to destroy.
+        let trimmed = pool.trim();
+        assert_eq!(trimmed.len(), 1);
+        assert_eq!(trimmed[0][0], 3);
+        assert_eq!(pool.stats().reserved, 2 * class);
     }
 
     #[test]

@@ -120,14 +120,14 @@ impl Catalog {
     }
 }
 
-/// A diffusers folder or a `.safetensors` checkpoint.
+/// A diffusers folder, or a `.safetensors` or `.gguf` checkpoint.
 fn is_model(path: &Path) -> bool {
     if path.is_dir() {
         return path.join("model_index.json").is_file();
     }
     path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors") || e.eq_ignore_ascii_case("gguf"))
 }
 
 #[cfg(test)]
@@ -141,6 +141,7 @@ mod tests {
         std::fs::write(dir.join("folder-model/model_index.json"), "{}").unwrap();
         std::fs::create_dir_all(dir.join("not-a-model")).unwrap();
         std::fs::write(dir.join("a.safetensors"), b"weights").unwrap();
+        std::fs::write(dir.join("c.gguf"), b"gguf").unwrap();
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         dir
     }
@@ -150,7 +151,7 @@ mod tests {
         let dir = folder("resolve");
         let catalog = Catalog::new(ModelSet::Dir(dir.clone()));
         let names: Vec<String> = catalog.list().into_iter().map(|m| m.name).collect();
-        assert_eq!(names, ["a.safetensors", "folder-model"]);
+        assert_eq!(names, ["a.safetensors", "c.gguf", "folder-model"]);
         let a = catalog.resolve("a [0123456789]").unwrap();
         assert_eq!(a.name, "a.safetensors");
         assert_eq!(catalog.resolve("a.safetensors").unwrap(), a);

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use kiln_models::weights::WeightType;
 use kiln_runtime::DeviceChoice;
 
 /// Where the models come from.
@@ -10,7 +11,7 @@ use kiln_runtime::DeviceChoice;
 pub enum ModelSet {
     /// One model (a diffusers folder or a `.safetensors` checkpoint): `-m`.
     Single(PathBuf),
-    /// Every diffusers folder and `.safetensors` file directly in this folder: `--models-dir`.
+    /// Every diffusers folder and `.safetensors` / `.gguf` file directly in this folder: `--models-dir`.
     /// Requests can name only what is listed there, so they cannot reach outside it.
     Dir(PathBuf),
 }
@@ -21,6 +22,8 @@ pub struct ServerConfig {
     /// Model selected at start-up (a name from the set); default: the first one.
     pub default_model: Option<String>,
     pub device: DeviceChoice,
+    /// How models are held on the device (`--weight-type`: f32, f16 or a quantised type).
+    pub weight_type: WeightType,
     pub listen: SocketAddr,
     /// With a key, every route but /health needs `Authorization: Bearer KEY` or HTTP Basic whose
     /// `user:password` (or just password) is the key.
@@ -45,6 +48,7 @@ impl ServerConfig {
             models,
             default_model: None,
             device: DeviceChoice::Auto,
+            weight_type: WeightType::F32,
             listen: SocketAddr::from(([127, 0, 0, 1], 7860)),
             api_key: None,
             queue_size: 16,

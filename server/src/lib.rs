@@ -59,6 +59,7 @@ impl Server {
             progress.clone(),
             catalog.clone(),
             config.preview_every,
+            config.weight_type,
         )
         .map_err(ServerError)?;
 

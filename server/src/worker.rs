@@ -13,7 +13,8 @@ use kiln_models::image::png::encode_png;
 use kiln_models::pipeline::{
     generate_controlled, infotext, PipelineError, StableDiffusion, StepControl,
 };
-use kiln_runtime::{DType, Device, DeviceChoice};
+use kiln_models::weights::WeightType;
+use kiln_runtime::{Device, DeviceChoice};
 
 use crate::catalog::Catalog;
 use crate::error::{ApiError, ApiResult};
@@ -27,6 +28,7 @@ pub struct Worker {
     progress: Arc<ProgressHub>,
     catalog: Arc<Catalog>,
     preview_every: usize,
+    weight_type: WeightType,
     loaded: Option<(PathBuf, StableDiffusion)>,
 }
 
@@ -38,6 +40,7 @@ pub fn spawn(
     progress: Arc<ProgressHub>,
     catalog: Arc<Catalog>,
     preview_every: usize,
+    weight_type: WeightType,
 ) -> Result<(JoinHandle<()>, String), String> {
     let (opened, result) = mpsc::channel();
     let handle = std::thread::Builder::new()
@@ -57,6 +60,7 @@ pub fn spawn(
                 progress,
                 catalog,
                 preview_every: preview_every.max(1),
+                weight_type,
                 loaded: None,
             };
             while let Some(job) = worker.queue.pop() {
@@ -99,7 +103,7 @@ impl Worker {
         if self.loaded.as_ref().is_none_or(|(p, _)| p != path) {
             // Free the old model's memory before loading the next one.
             self.loaded = None;
-            let model = StableDiffusion::load(path, &self.device, DType::F32)
+            let model = StableDiffusion::load_weight_type(path, &self.device, self.weight_type)
                 .map_err(|e| ApiError::internal(format!("cannot load model: {e}")))?;
             self.loaded = Some((path.clone(), model));
         }

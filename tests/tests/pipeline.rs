@@ -115,10 +115,15 @@ fn params_for(case: &Value) -> GenerationParams {
     p.rng = RngKind::TorchCpu;
     let mode = s("mode");
     if mode != "txt2img" {
+        // Cases at another size have their own init image and mask at that size ("_WxH").
+        let suffix = s("images");
         p.init = Some(InitImage {
-            image: read_image(&tiny().join("init.png")).unwrap(),
-            mask: (mode == "inpaint")
-                .then(|| read_image(&tiny().join("mask.png")).unwrap().to_gray()),
+            image: read_image(&tiny().join(format!("init{suffix}.png"))).unwrap(),
+            mask: (mode == "inpaint").then(|| {
+                read_image(&tiny().join(format!("mask{suffix}.png")))
+                    .unwrap()
+                    .to_gray()
+            }),
             strength: case["strength"].as_f64().unwrap(),
         });
     }

@@ -96,8 +96,9 @@ fn many_dispatches_in_one_batch_give_the_cpu_result() {
         let values = Rng::new(5).normals(1000);
         let mut on_gpu = Tensor::from_f32(gpu, &[1000], DType::F32, &values).unwrap();
         let mut on_cpu = Tensor::from_f32(&Device::Cpu, &[1000], DType::F32, &values).unwrap();
-        // More dispatches than one submission holds, with every intermediate dropped (and its buffer
-        // reused) while later work that depends on it is still only recorded.
+        // Many dispatches in one submission, with every intermediate dropped (and its buffer reused)
+        // while later work that depends on it is still only recorded. (Batches that outgrow one
+        // submission: `gpu_overhead.rs`.)
         for i in 0..600 {
             let op = if i % 2 == 0 {
                 Unary::Scale {

@@ -34,8 +34,8 @@ struct Golden {
     out: Tensor,
 }
 
-fn golden(variant: &str, device: &Device) -> Golden {
-    let file = WeightFile::open(fixture(variant).join("golden.safetensors")).unwrap();
+fn golden(variant: &str, file_name: &str, device: &Device) -> Golden {
+    let file = WeightFile::open(fixture(variant).join(file_name)).unwrap();
     let get = |name: &str| file.load(name, device, Some(DType::F32)).unwrap();
     Golden {
         sample: get("sample"),
@@ -47,8 +47,12 @@ fn golden(variant: &str, device: &Device) -> Golden {
 
 /// Runs the fixture on `device` in `dtype` and checks max |error| <= tolerance x max |want|.
 fn check(variant: &str, device: &Device, dtype: DType, tolerance: f32) {
+    check_file(variant, "golden.safetensors", device, dtype, tolerance);
+}
+
+fn check_file(variant: &str, file_name: &str, device: &Device, dtype: DType, tolerance: f32) {
     let unet = Unet::load(fixture(variant), device, dtype).unwrap();
-    let g = golden(variant, device);
+    let g = golden(variant, file_name, device);
     let got = unet
         .forward(&g.sample, &g.timesteps, &g.encoder_hidden_states)
         .unwrap();
@@ -88,6 +92,30 @@ fn inpainting_matches_diffusers_on_the_cpu() {
     check("tiny-sd1-inpaint", &Device::Cpu, DType::F32, F32_TOLERANCE);
 }
 
+/// Latents the downsamplings do not divide (13x11 through four levels: 13 -> 7 -> 4 -> 2 and back;
+/// 9x7 through two): diffusers upsamples each level to its skip's size, and so must kiln.
+#[test]
+fn odd_latent_sizes_match_diffusers() {
+    for variant in ["tiny-sd1-inpaint", "tiny-sd1"] {
+        check_file(
+            variant,
+            "golden_odd.safetensors",
+            &Device::Cpu,
+            DType::F32,
+            F32_TOLERANCE,
+        );
+    }
+    with_gpu(|gpu| {
+        check_file(
+            "tiny-sd1-inpaint",
+            "golden_odd.safetensors",
+            gpu,
+            DType::F32,
+            F32_TOLERANCE,
+        );
+    });
+}
+
 #[test]
 fn all_variants_match_diffusers_on_the_gpu_in_f32() {
     with_gpu(|gpu| {
@@ -114,7 +142,7 @@ fn all_variants_match_diffusers_on_the_gpu_in_f16() {
 fn one_timestep_is_shared_by_the_batch() {
     // diffusers expands a single timestep to the batch; item 1 of the fixture uses t = 10.
     let unet = Unet::load(fixture("tiny-sd1"), &Device::Cpu, DType::F32).unwrap();
-    let g = golden("tiny-sd1", &Device::Cpu);
+    let g = golden("tiny-sd1", "golden.safetensors", &Device::Cpu);
     let t = Tensor::from_f32(&Device::Cpu, &[1], DType::F32, &[10.0]).unwrap();
     let shared = unet
         .forward(&g.sample, &t, &g.encoder_hidden_states)
@@ -190,7 +218,7 @@ fn a_missing_weight_is_named() {
 fn a_wrong_sample_channel_count_is_reported() {
     // An inpainting input (9 channels) given to a plain SD 1.x UNet (4).
     let unet = Unet::load(fixture("tiny-sd1"), &Device::Cpu, DType::F32).unwrap();
-    let g = golden("tiny-sd1-inpaint", &Device::Cpu);
+    let g = golden("tiny-sd1-inpaint", "golden.safetensors", &Device::Cpu);
     let err = unet
         .forward(&g.sample, &g.timesteps, &g.encoder_hidden_states)
         .unwrap_err()
@@ -204,19 +232,22 @@ fn a_wrong_sample_channel_count_is_reported() {
 #[test]
 fn other_bad_inputs_are_reported() {
     let unet = Unet::load(fixture("tiny-sd1"), &Device::Cpu, DType::F32).unwrap();
-    let g = golden("tiny-sd1", &Device::Cpu);
+    let g = golden("tiny-sd1", "golden.safetensors", &Device::Cpu);
     let cpu = &Device::Cpu;
     let zeros = |shape: &[usize]| Tensor::zeros(cpu, shape, DType::F32).unwrap();
-    // Not a multiple of 2 (one downsampling).
+    // An empty spatial size.
     let err = unet
         .forward(
-            &zeros(&[2, 4, 15, 16]),
+            &zeros(&[2, 4, 0, 16]),
             &g.timesteps,
             &g.encoder_hidden_states,
         )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("multiples of 2"), "{err}");
+    assert!(
+        err.contains("`sample`") && err.contains("positive"),
+        "{err}"
+    );
     let err = unet
         .forward(&g.sample, &zeros(&[3]), &g.encoder_hidden_states)
         .unwrap_err()

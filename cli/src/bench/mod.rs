@@ -1,7 +1,11 @@
-//! `kiln bench`: timings of kernels (and, later, models).
+//! `kiln bench`: timings of kernels, whole models and one txt2img run, and the side-by-side
+//! comparison with PyTorch.
 
+mod compare;
 mod kernels;
+mod models;
 mod sd;
+mod table;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -10,14 +14,26 @@ use kiln_runtime::Device;
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Time each kernel at standard shapes.
-    Kernels(kernels::KernelBenchArgs),
+    Kernels(table::TableArgs),
+    /// Time an SD 1.5-architecture UNet evaluation and VAE decode (random weights).
+    Models(table::TableArgs),
     /// Time one txt2img run stage by stage: text encoding, each UNet step, VAE decode.
     Sd(sd::SdBenchArgs),
+    /// Join a kiln report and a PyTorch report (tools/torch_bench.py) into one table.
+    Compare(compare::CompareArgs),
 }
 
-pub fn run(cmd: &BenchCommand, device: &Device) -> Result<()> {
+/// Whether the subcommand needs a device (compare only reads files).
+pub fn needs_device(cmd: &BenchCommand) -> bool {
+    !matches!(cmd, BenchCommand::Compare(_))
+}
+
+pub fn run(cmd: &BenchCommand, device: Option<&Device>) -> Result<()> {
+    let device = || device.ok_or_else(|| anyhow::anyhow!("no device was opened"));
     match cmd {
-        BenchCommand::Kernels(args) => kernels::run(args, device),
-        BenchCommand::Sd(args) => sd::run(args, device),
+        BenchCommand::Kernels(args) => kernels::run(args, device()?),
+        BenchCommand::Models(args) => models::run(args, device()?),
+        BenchCommand::Sd(args) => sd::run(args, device()?),
+        BenchCommand::Compare(args) => compare::run(args),
     }
 }

@@ -3,6 +3,9 @@
 //!
 //! The samplers read the model output back to the host every step, so a step has finished on the
 //! device when its progress callback runs: the gaps between callbacks are step times on any backend.
+//! On a GPU each step's host overhead is reported too (`overhead.rs`).
+
+mod overhead;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,6 +65,9 @@ struct SdReport {
     total_ms: f64,
     peak_memory_bytes: u64,
     peak_reserved_bytes: u64,
+    /// GPU backend only: per-step host record/submit time against device time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overhead: Option<overhead::OverheadReport>,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -106,8 +112,15 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
 
     let run_start = Instant::now();
     let mut marks = Vec::with_capacity(params.steps);
-    generate(&model, &params, &mut |_| marks.push(Instant::now()))?;
+    let mut recorder = overhead::Recorder::start(device)?;
+    generate(&model, &params, &mut |_| {
+        marks.push(Instant::now());
+        if let Some(r) = recorder.as_mut() {
+            r.mark();
+        }
+    })?;
     device.synchronize()?;
+    let overhead = recorder.map(overhead::Recorder::finish).transpose()?;
     let end = Instant::now();
     let total_ms = ms(run_start);
 
@@ -143,6 +156,7 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
         total_ms,
         peak_memory_bytes: stats.peak_live,
         peak_reserved_bytes: stats.peak_reserved,
+        overhead,
     };
     print_table(&report);
     if let Some(path) = &args.json {
@@ -177,4 +191,7 @@ fn print_table(r: &SdReport) {
         format_bytes(r.peak_memory_bytes),
         format_bytes(r.peak_reserved_bytes)
     );
+    if let Some(o) = &r.overhead {
+        overhead::print(o);
+    }
 }

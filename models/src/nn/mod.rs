@@ -4,7 +4,9 @@
 mod conv;
 mod linear;
 mod norm;
+mod weight;
 
 pub use conv::Conv2d;
 pub use linear::Linear;
 pub use norm::{GroupNorm, LayerNorm};
+pub use weight::LayerWeight;

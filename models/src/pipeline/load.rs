@@ -4,9 +4,10 @@
 //! checkpoints (`.ckpt` and friends) are refused: unpickling runs arbitrary code.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kiln_runtime::loader::WeightFile;
-use kiln_runtime::{DType, Device};
+use kiln_runtime::{DType, Device, QuantFormat};
 use serde_json::Value;
 
 use super::error::{PipelineError, Result};
@@ -16,7 +17,7 @@ use crate::single_file::{refuse_pickles, Component, ModelKind, SingleFile};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
-use crate::weights::Weights;
+use crate::weights::{GgufSource, WeightType, Weights};
 
 /// The pipeline classes whose components kiln runs (SD 1.x, 2.x, SD-Turbo and their inpainting
 /// variants all use these).
@@ -57,11 +58,33 @@ pub struct StableDiffusion {
 impl StableDiffusion {
     /// Loads the model at `path` onto `device`, computing in `dtype` where the device offers it.
     pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<StableDiffusion> {
+        StableDiffusion::load_quantized(path, device, dtype, None)
+    }
+
+    /// Loads with weights stored as `weight_type` (`kiln generate --weight-type`): f32 / f16 set
+    /// the float dtype; the quantised types pack layer weights as they load (see `WeightType`).
+    pub fn load_weight_type(
+        path: &Path,
+        device: &Device,
+        weight_type: WeightType,
+    ) -> Result<StableDiffusion> {
+        let dtype = weight_type.float_dtype();
+        StableDiffusion::load_quantized(path, device, dtype, weight_type.quantization())
+    }
+
+    /// `load`, packing Linear / 1x1-conv weights into `quantization` when given.
+    pub fn load_quantized(
+        path: &Path,
+        device: &Device,
+        dtype: DType,
+        quantization: Option<QuantFormat>,
+    ) -> Result<StableDiffusion> {
+        let q = quantization;
         if !path.exists() {
             return Err(PipelineError::model(path, "no such file or folder"));
         }
         if path.is_dir() {
-            return load_diffusers(path, device, dtype);
+            return load_diffusers(path, device, dtype, q);
         }
         // Pickles are refused by extension and by content, before anything parses them.
         refuse_pickles(path)?;
@@ -71,12 +94,19 @@ impl StableDiffusion {
             .unwrap_or("")
             .to_ascii_lowercase();
         if ext == "safetensors" {
-            return load_single_file(path, device, dtype);
+            let file = SingleFile::open(path)?.quantized(q);
+            return load_single_file(file, path, device, dtype);
+        }
+        if ext == "gguf" {
+            // stable-diffusion.cpp keeps the original checkpoint's names: a single file in GGUF.
+            let source = Arc::new(GgufSource::open(path)?);
+            let file = SingleFile::from_source(source)?.quantized(q);
+            return load_single_file(file, path, device, dtype);
         }
         Err(PipelineError::model(
             path,
-            "unknown model kind: expected a diffusers folder (with model_index.json) or a \
-             .safetensors checkpoint",
+            "unknown model kind: expected a diffusers folder (with model_index.json), a \
+             .safetensors checkpoint or a stable-diffusion.cpp .gguf file",
         ))
     }
 
@@ -108,12 +138,11 @@ impl StableDiffusion {
         self.vae.config().downsample_factor()
     }
 
-    /// What width and height must be multiples of: 8 (A1111's rule) times whatever the VAE and
-    /// the UNet's downsamplings need beyond it (kiln's UNet takes latents divisible by
-    /// 2^(levels - 1): 64 pixels for SD 1.x/2.x).
+    /// What width and height must be multiples of: 8 (A1111's rule), or more if the VAE downsamples
+    /// further. The UNet takes any latent size (odd sizes round up on the way down and are restored
+    /// on the way up, as in diffusers).
     pub fn size_multiple(&self) -> usize {
-        let unet = 1usize << (self.unet.config().block_out_channels.len().max(1) - 1);
-        lcm(8, self.vae_scale_factor() * unet)
+        lcm(8, self.vae_scale_factor())
     }
 
     /// diffusers' default size: `unet.config.sample_size * vae_scale_factor` (512 for SD 1.5).
@@ -203,7 +232,12 @@ pub fn model_hash_file(path: &Path) -> Result<PathBuf> {
 }
 
 /// A diffusers pipeline folder.
-fn load_diffusers(dir: &Path, device: &Device, dtype: DType) -> Result<StableDiffusion> {
+fn load_diffusers(
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+    q: Option<QuantFormat>,
+) -> Result<StableDiffusion> {
     let index_path = dir.join("model_index.json");
     if !index_path.is_file() {
         return Err(PipelineError::model(
@@ -242,17 +276,17 @@ fn load_diffusers(dir: &Path, device: &Device, dtype: DType) -> Result<StableDif
         .and_then(Value::as_u64)
         .map(|s| s as usize);
     let unet_file = weights_file(&unet_dir, "diffusion_pytorch_model")?;
-    let unet = Unet::new(&unet_config, &weights(&unet_file, device, dtype)?)?;
+    let unet = Unet::new(&unet_config, &weights(&unet_file, device, dtype, q)?)?;
 
     let vae_dir = dir.join("vae");
     let vae_config = VaeConfig::from_file(config_file(&vae_dir, "config.json")?)?;
     let vae_file = weights_file(&vae_dir, "diffusion_pytorch_model")?;
-    let vae = AutoencoderKL::new(&vae_config, &weights(&vae_file, device, dtype)?)?;
+    let vae = AutoencoderKL::new(&vae_config, &weights(&vae_file, device, dtype, q)?)?;
 
     let te_dir = dir.join("text_encoder");
     let te_config = ClipTextConfig::from_file(config_file(&te_dir, "config.json")?)?;
     let te_file = weights_file(&te_dir, "model")?;
-    let text_encoder = ClipTextModel::new(&te_config, &weights(&te_file, device, dtype)?)?;
+    let text_encoder = ClipTextModel::new(&te_config, &weights(&te_file, device, dtype, q)?)?;
 
     let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
     let scheduler_config = SchedulerConfig::from_file(&config_file(
@@ -283,8 +317,12 @@ fn load_diffusers(dir: &Path, device: &Device, dtype: DType) -> Result<StableDif
 /// An original-layout checkpoint: the three components from the file (configs inferred from the
 /// weights), OpenAI's CLIP vocabulary built in (padding with "!" for SD 2.x's OpenCLIP), and the
 /// scheduler config diffusers' `from_single_file` takes from the model kind's reference repository.
-fn load_single_file(path: &Path, device: &Device, dtype: DType) -> Result<StableDiffusion> {
-    let file = SingleFile::open(path)?;
+fn load_single_file(
+    file: SingleFile,
+    path: &Path,
+    device: &Device,
+    dtype: DType,
+) -> Result<StableDiffusion> {
     for (part, name) in [
         (Component::Unet, "UNet (model.diffusion_model.*)"),
         (Component::Vae, "VAE (first_stage_model.*)"),
@@ -354,7 +392,7 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| PipelineError::model(path, format!("not JSON: {e}")))
 }
 
-fn config_file(dir: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn config_file(dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     if path.is_file() {
         Ok(path)
@@ -365,7 +403,7 @@ fn config_file(dir: &Path, name: &str) -> Result<PathBuf> {
 
 /// `<stem>.safetensors`, else diffusers' fp16 variant `<stem>.fp16.safetensors`. A pickled
 /// `<stem>.bin` alone is refused with the reason.
-fn weights_file(dir: &Path, stem: &str) -> Result<PathBuf> {
+pub(crate) fn weights_file(dir: &Path, stem: &str) -> Result<PathBuf> {
     let candidates = [
         format!("{stem}.safetensors"),
         format!("{stem}.fp16.safetensors"),
@@ -390,6 +428,6 @@ fn weights_file(dir: &Path, stem: &str) -> Result<PathBuf> {
     ))
 }
 
-fn weights(file: &Path, device: &Device, dtype: DType) -> Result<Weights> {
-    Ok(Weights::new(vec![WeightFile::open(file)?], device, dtype))
+fn weights(file: &Path, device: &Device, dtype: DType, q: Option<QuantFormat>) -> Result<Weights> {
+    Ok(Weights::new(vec![WeightFile::open(file)?], device, dtype).quantized(q))
 }

@@ -19,6 +19,7 @@ mod latents;
 mod load;
 mod noise;
 mod params;
+mod quantize;
 mod text;
 
 pub use error::PipelineError;
@@ -30,4 +31,5 @@ pub use load::{
 };
 pub use noise::BatchNoise;
 pub use params::{GeneratedImage, GenerationParams, InitImage, Progress, Step, StepControl};
+pub use quantize::{quantize_model, QuantizeReport};
 pub use text::{encode_pair, encode_prompt, Conditioning};

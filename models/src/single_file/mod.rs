@@ -33,7 +33,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use kiln_runtime::loader::WeightFile;
-use kiln_runtime::{DType, Device, Error, Result};
+use kiln_runtime::{DType, Device, Error, QuantFormat, Result};
 use serde_json::Value;
 
 use crate::clip::{ClipTextConfig, ClipTextModel};
@@ -81,6 +81,8 @@ pub struct SingleFile {
     inventory: Inventory,
     kind: ModelKind,
     text: Option<TextEncoderKind>,
+    /// Packs layer weights into this format as components load (`--weight-type`).
+    quantization: Option<QuantFormat>,
 }
 
 impl SingleFile {
@@ -135,7 +137,16 @@ impl SingleFile {
             source,
             inventory,
             text,
+            quantization: None,
         })
+    }
+
+    /// Components load with their Linear / 1x1-conv weights packed into `format`.
+    pub fn quantized(self, format: Option<QuantFormat>) -> SingleFile {
+        SingleFile {
+            quantization: format,
+            ..self
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -278,7 +289,10 @@ impl SingleFile {
     ) -> (Weights, UsedNames) {
         let used: UsedNames = Arc::new(Mutex::new(BTreeSet::new()));
         let source = RenamedSource::new(self.source.clone(), names, used.clone());
-        (Weights::from_source(Arc::new(source), device, dtype), used)
+        (
+            Weights::from_source(Arc::new(source), device, dtype).quantized(self.quantization),
+            used,
+        )
     }
 
     /// Builds `component` from a view through `names`, then fails on any stored tensor of it that

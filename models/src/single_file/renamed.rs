@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kiln_runtime::loader::close_names;
-use kiln_runtime::{DType, Device, Error, Result, Tensor};
+use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
 use super::stored::Stored;
 use super::NameMap;
@@ -60,6 +60,20 @@ impl RenamedSource {
                 stored.part.describe()
             ),
         )
+    }
+
+    /// The stored name and shape when `name` is a whole stored tensor (perhaps a 1x1 conv read as a
+    /// Linear: same bytes, same rows) of shape `expected`, so packed forms carry over unchanged.
+    fn whole(&self, name: &str, expected: &[usize]) -> Result<Option<(String, Vec<usize>)>> {
+        let (stored, stored_shape) = self.find(name)?;
+        let shape = stored.part.shape(&stored_shape);
+        if shape != expected {
+            return Ok(None);
+        }
+        let same = stored.part.offset(&shape) == 0
+            && shape.first() == stored_shape.first()
+            && shape.iter().product::<usize>() == stored_shape.iter().product::<usize>();
+        Ok(same.then_some((stored.name, stored_shape)))
     }
 
     fn record(&self, stored: &str) {
@@ -127,6 +141,44 @@ impl TensorSource for RenamedSource {
             device,
             dtype,
         )
+    }
+
+    fn load_packed(
+        &self,
+        name: &str,
+        expected: &[usize],
+        device: &Device,
+    ) -> Result<Option<QTensor>> {
+        let Some((stored, stored_shape)) = self.whole(name, expected)? else {
+            return Ok(None);
+        };
+        let packed = self.inner.load_packed(&stored, &stored_shape, device)?;
+        if packed.is_some() {
+            self.record(&stored);
+        }
+        Ok(packed)
+    }
+
+    fn load_quantized(
+        &self,
+        name: &str,
+        expected: &[usize],
+        matrix: [usize; 2],
+        format: QuantFormat,
+        device: &Device,
+    ) -> Result<QTensor> {
+        match self.whole(name, expected)? {
+            Some((stored, stored_shape)) => {
+                self.record(&stored);
+                self.inner
+                    .load_quantized(&stored, &stored_shape, matrix, format, device)
+            }
+            // A slice (one of OpenCLIP's fused q/k/v thirds): packed from its floats.
+            None => {
+                let host = self.load(name, Some(expected), &Device::Cpu, DType::F32)?;
+                kiln_kernels::quant::quantize_tensor(&host.reshape(&matrix)?, format, device)
+            }
+        }
     }
 
     fn missing(&self, name: &str) -> Error {

@@ -7,7 +7,7 @@
 //! along channels, as diffusers' `res_hidden_states_tuple[-1]`.
 
 use kiln_kernels::layout::concat;
-use kiln_kernels::upsample::upsample_nearest2d;
+use kiln_kernels::upsample::upsample_nearest2d_to;
 use kiln_runtime::{Error, Result, Tensor};
 
 use super::resnet::{ResnetBlock, ResnetSpec};
@@ -250,7 +250,16 @@ impl UpBlock {
             h = self.layers.layer(j, &joined, temb, context)?;
         }
         if let Some(conv) = &self.upsampler {
-            h = conv.forward(&upsample_nearest2d(&h, 2)?)?;
+            // Up to the next skip's size: twice this one, or one less where the way down halved an
+            // odd size (diffusers' `upsample_size`).
+            let next = skips.last().ok_or_else(|| {
+                Error::shape(
+                    "unet",
+                    "an up block upsamples but no skip connection is left",
+                )
+            })?;
+            let (height, width) = (next.dim(2), next.dim(3));
+            h = conv.forward(&upsample_nearest2d_to(&h, height, width)?)?;
         }
         Ok(h)
     }

@@ -176,7 +176,8 @@ impl Unet {
     /// Predicts the noise (or v, for v-prediction checkpoints) in `sample`.
     ///
     /// - `sample` [B, in_channels, H, W] latents (for inpainting: latents, mask and masked-image
-    ///   latents concatenated, 9 channels). H and W must be multiples of 2^(down blocks - 1).
+    ///   latents concatenated, 9 channels), any H and W: odd sizes round up on the way down and
+    ///   are restored on the way up, as diffusers does.
     /// - `timesteps` [B] (or [1], shared by the batch) float timesteps, f32 or f16, on the model's device.
     /// - `encoder_hidden_states` [B, L, cross_attention_dim] text embeddings.
     ///
@@ -233,12 +234,9 @@ impl Unet {
             ));
         }
         let b = sample.dim(0);
-        let factor = 1usize << (self.down_blocks.len() - 1);
-        let (height, width) = (sample.dim(2), sample.dim(3));
-        if height == 0 || width == 0 || height % factor != 0 || width % factor != 0 {
-            // diffusers handles other sizes by forwarding an explicit upsample size; kiln does not yet.
+        if sample.dim(2) == 0 || sample.dim(3) == 0 {
             return fail(format!(
-                "`sample` {:?}: height and width must be positive multiples of {factor} (2 per downsampling)",
+                "`sample` {:?}: height and width must be positive",
                 sample.shape()
             ));
         }

@@ -7,7 +7,7 @@ use kiln_kernels::layout::permute;
 use kiln_runtime::{Result, Tensor};
 
 use super::attention::Attention;
-use crate::nn::{GroupNorm, LayerNorm, Linear};
+use crate::nn::{GroupNorm, LayerNorm, LayerWeight, Linear};
 use crate::weights::Weights;
 
 /// Transformer2DModel's own GroupNorm eps, fixed in diffusers whatever the UNet's `norm_eps`.
@@ -41,7 +41,10 @@ fn projection(w: &Weights, cin: usize, cout: usize, linear: bool) -> Result<Line
     if linear {
         return Linear::new(w, cin, cout, true);
     }
-    let weight = w.get("weight", &[cout, cin, 1, 1])?.reshape(&[cout, cin])?;
+    let weight = match w.get_packable("weight", &[cout, cin, 1, 1], cout, cin)? {
+        LayerWeight::Float(t) => LayerWeight::Float(t.reshape(&[cout, cin])?),
+        packed => packed,
+    };
     let bias = Some(w.get("bias", &[cout])?);
     Ok(Linear { weight, bias })
 }

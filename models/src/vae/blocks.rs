@@ -35,7 +35,7 @@ impl Downsample {
         let conv = &self.conv;
         conv2d_padded(
             x,
-            &conv.weight,
+            conv.weight.float("vae downsample")?,
             conv.bias.as_ref(),
             [2, 2],
             ENCODER_DOWNSAMPLE_PADDING,

@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
+use kiln_kernels::quant::{dequantize, quantize_tensor};
 use kiln_runtime::loader::{close_names, WeightFile};
-use kiln_runtime::{DType, Device, Error, Result, Tensor};
+use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
 /// Tensors by name. Implementations check shapes themselves so their errors can say where a tensor
 /// really comes from (a renamed or sliced tensor of a single-file checkpoint names its stored name).
@@ -41,6 +42,32 @@ pub trait TensorSource: Send + Sync {
         device: &Device,
         dtype: DType,
     ) -> Result<Tensor>;
+
+    /// `name` as it is stored packed (a file `kiln quantize` wrote), checked against the logical
+    /// shape `expected`; `None` when it is stored as floats.
+    fn load_packed(
+        &self,
+        _name: &str,
+        _expected: &[usize],
+        _device: &Device,
+    ) -> Result<Option<QTensor>> {
+        Ok(None)
+    }
+
+    /// `name` (logical shape `expected`) packed into `format` as the `matrix` [out, in]: the float
+    /// weight exists only on the host, only meanwhile.
+    fn load_quantized(
+        &self,
+        name: &str,
+        expected: &[usize],
+        matrix: [usize; 2],
+        format: QuantFormat,
+        device: &Device,
+    ) -> Result<QTensor> {
+        let host = self.load(name, Some(expected), &Device::Cpu, DType::F32)?;
+        quantize_tensor(&host.reshape(&matrix)?, format, device)
+            .map_err(|e| Error::load(self.origin(), format!("packing `{name}` as {format}: {e}")))
+    }
 
     /// The error for a name this source lacks, with close names as a hint.
     fn missing(&self, name: &str) -> Error {
@@ -121,10 +148,46 @@ impl TensorSource for FileSource {
         dtype: DType,
     ) -> Result<Tensor> {
         let file = self.file_with(name)?;
+        if file.entry(name)?.packed.is_some() {
+            let shape = file.entry(name)?.shape.clone();
+            if let Some(expected) = expected.filter(|e| *e != shape.as_slice()) {
+                return Err(wrong_shape(
+                    self.origin(),
+                    &format!("`{name}`"),
+                    &shape,
+                    expected,
+                ));
+            }
+            return self.load_part(name, 0, &shape, device, dtype);
+        }
         match expected {
             Some(shape) => file.load_shaped(name, shape, device, Some(dtype)),
             None => file.load(name, device, Some(dtype)),
         }
+    }
+
+    fn load_packed(
+        &self,
+        name: &str,
+        expected: &[usize],
+        device: &Device,
+    ) -> Result<Option<QTensor>> {
+        let Some(file) = self.files.iter().find(|f| f.contains(name)) else {
+            return Ok(None);
+        };
+        let entry = file.entry(name)?;
+        if entry.packed.is_none() {
+            return Ok(None);
+        }
+        if entry.shape != expected {
+            return Err(wrong_shape(
+                self.origin(),
+                &format!("`{name}`"),
+                &entry.shape,
+                expected,
+            ));
+        }
+        file.load_packed(name, device).map(Some)
     }
 
     fn load_part(
@@ -135,7 +198,25 @@ impl TensorSource for FileSource {
         device: &Device,
         dtype: DType,
     ) -> Result<Tensor> {
-        self.file_with(name)?
-            .load_part(name, offset, shape, device, Some(dtype))
+        let file = self.file_with(name)?;
+        let entry = file.entry(name)?;
+        let Some(format) = entry.packed else {
+            return file.load_part(name, offset, shape, device, Some(dtype));
+        };
+        // A packed weight asked for as floats (by an op with no quantised path): unpacked on the
+        // host, this one tensor only.
+        let values = dequantize(format, file.bytes(name)?)?;
+        let count: usize = shape.iter().product();
+        let part = values.get(offset..offset + count).ok_or_else(|| {
+            Error::load(
+                self.origin(),
+                format!(
+                    "tensor `{name}` {:?}: elements {offset}..{} are out of range",
+                    entry.shape,
+                    offset + count
+                ),
+            )
+        })?;
+        Tensor::from_f32(device, shape, device.float_dtype(dtype), part)
     }
 }

@@ -1,17 +1,27 @@
-//! Command batching: dispatches are recorded into one encoder and submitted together, either when the
-//! host needs data back, before an upload that could overtake recorded work, or every
-//! `MAX_DISPATCHES_PER_SUBMIT` dispatches so the GPU starts while the host keeps recording.
+//! Command batching: dispatches are recorded into one open compute pass of one encoder and submitted
+//! together, when the host needs data back, before an upload that could overtake recorded work, or
+//! when a batch reaches `MAX_DISPATCHES_PER_SUBMIT` (bounding what recorded commands hold). A model
+//! step of up to that many dispatches is therefore one submission.
+//!
+//! kiln's part of `dispatch` allocates nothing once warm: the pipeline and its bind group are found
+//! in caches (bind groups keyed by pipeline and buffer ids, `bind_cache.rs`), parameters go into a
+//! persistent arena bound at a dynamic offset (`params.rs`), and the pass stays open between
+//! dispatches (wgpu orders dispatches within a pass with the barriers they need).
 
 use std::num::NonZeroU64;
 use std::sync::mpsc;
+use std::time::Instant;
 
+use super::bind_cache::{BindGroupCache, BindKey, MAX_STORAGE_BINDINGS};
+use super::params::ParamsArena;
+use super::pipeline::Kernel;
+use super::stats::{nanos_since, GpuStats};
+use super::timing::{PassTimer, Profiler};
 use super::{lock, GpuBuffer, GpuContext};
 use crate::preprocess::{KernelSource, Variant};
 use crate::{Error, Result, Tensor};
 
-const MAX_DISPATCHES_PER_SUBMIT: usize = 512;
-const PARAMS_CHUNK_BYTES: u64 = 64 * 1024;
-const PROFILE_CAPACITY: u32 = 1024;
+const MAX_DISPATCHES_PER_SUBMIT: usize = 4096;
 
 /// A storage buffer bound to a kernel at `binding`, with the name errors use for it.
 pub struct BufferArg<'a> {
@@ -43,86 +53,62 @@ pub struct Dispatch<'a> {
     pub workgroups: [u32; 3],
 }
 
-/// GPU time of one dispatch, from timestamp queries.
-#[derive(Clone, Debug)]
-pub struct KernelTiming {
-    pub label: String,
-    pub nanos: f64,
-}
-
-/// Uniform parameter blocks of one submission, packed into a few large buffers.
-struct ParamsArena {
-    align: u64,
-    in_use: Vec<(wgpu::Buffer, Vec<u8>)>,
-    free: Vec<wgpu::Buffer>,
-}
-
-impl ParamsArena {
-    fn slot(&mut self, device: &wgpu::Device, params: &[u8]) -> (wgpu::Buffer, u64) {
-        let need_new = match self.in_use.last() {
-            None => true,
-            Some((_, bytes)) => {
-                (bytes.len() as u64).next_multiple_of(self.align) + params.len() as u64
-                    > PARAMS_CHUNK_BYTES
-            }
-        };
-        if need_new {
-            let buffer = self.free.pop().unwrap_or_else(|| {
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("kiln params"),
-                    size: PARAMS_CHUNK_BYTES,
-                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            });
-            self.in_use
-                .push((buffer, Vec::with_capacity(PARAMS_CHUNK_BYTES as usize)));
-        }
-        let (buffer, bytes) = self.in_use.last_mut().expect("a chunk was just ensured");
-        let offset = (bytes.len() as u64).next_multiple_of(self.align);
-        bytes.resize(offset as usize, 0);
-        bytes.extend_from_slice(params);
-        (buffer.clone(), offset)
-    }
-
-    /// Uploads this submission's parameters; they land before the submission's commands run.
-    fn upload(&mut self, queue: &wgpu::Queue) {
-        for (buffer, bytes) in &self.in_use {
-            queue.write_buffer(buffer, 0, bytes);
-        }
-    }
-
-    fn recycle(&mut self) {
-        self.free.extend(self.in_use.drain(..).map(|(b, _)| b));
-    }
-}
-
-struct Profiler {
-    queries: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    labels: Vec<String>,
-    results: Vec<KernelTiming>,
-}
-
 pub(crate) struct Batch {
+    /// The open pass, if any; always ended before the encoder is used for anything else.
+    pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     recorded: usize,
     params: ParamsArena,
-    profiler: Option<Profiler>,
+    bind_groups: BindGroupCache,
+    pub(super) profiler: Option<Profiler>,
+    pub(super) timer: Option<PassTimer>,
+    pub(super) stats: GpuStats,
 }
 
 impl Batch {
-    pub fn new(limits: &wgpu::Limits) -> Self {
+    pub fn new(device: &wgpu::Device, limits: &wgpu::Limits) -> Self {
         Batch {
+            pass: None,
             encoder: None,
             recorded: 0,
-            params: ParamsArena {
-                align: limits.min_uniform_buffer_offset_alignment as u64,
-                in_use: Vec::new(),
-                free: Vec::new(),
-            },
+            params: ParamsArena::new(device, limits),
+            bind_groups: BindGroupCache::default(),
             profiler: None,
+            timer: None,
+            stats: GpuStats::default(),
         }
+    }
+
+    /// Drops cached bind groups that use these (sorted) buffer ids, which are being destroyed.
+    pub fn forget_buffers(&mut self, ids: &[u64]) {
+        self.bind_groups.evict(ids);
+    }
+
+    /// The encoder, with no pass open on it.
+    fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        bare_encoder(&mut self.pass, &mut self.encoder, device)
+    }
+
+    /// The open pass, opening one (timed, if timing is on) when there is none.
+    fn pass(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            self.stats.passes += 1;
+            let timestamp_writes = self.timer.as_mut().map(PassTimer::next_writes);
+            let pass = bare_encoder(&mut self.pass, &mut self.encoder, device)
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes,
+                })
+                .forget_lifetime();
+            self.pass = Some(pass);
+        }
+        self.pass.as_mut().expect("a pass was just opened")
+    }
+
+    /// Whether recording one more dispatch needs a submission first (profiling or timing capacity).
+    fn full(&self) -> bool {
+        self.profiler.as_ref().is_some_and(Profiler::full)
+            || (self.pass.is_none() && self.timer.as_ref().is_some_and(PassTimer::full))
     }
 }
 
@@ -146,6 +132,100 @@ impl GpuContext {
 
     /// Records one kernel launch into the current batch.
     pub fn dispatch(&self, d: Dispatch<'_>) -> Result<()> {
+        let start = Instant::now();
+        let key = self.check_dispatch(&d)?;
+        let compiled_before = self.pipelines.compile_nanos();
+        let kernel = self
+            .pipelines
+            .get(&self.device, d.kernel, d.entry, d.variant)?;
+        let params_size = ParamsArena::slot_size(d.params.len());
+        if params_size as u64 > self.limits().max_uniform_buffer_binding_size {
+            return Err(Error::limit(
+                d.op,
+                format!(
+                    "{} bytes of parameters, over the device's uniform binding limit",
+                    d.params.len()
+                ),
+            ));
+        }
+        let key = BindKey {
+            pipeline: kernel.id,
+            params_size: params_size as u32,
+            ..key
+        };
+
+        let mut guard = lock(&self.batch);
+        let batch = &mut *guard;
+        let submitted_before = batch.stats.submit_nanos + batch.stats.finish_nanos;
+        if batch.full() {
+            self.flush_locked(batch)?;
+        }
+        let offset = match batch.params.push(d.params) {
+            Some(offset) => offset,
+            None => {
+                self.flush_locked(batch)?;
+                batch
+                    .params
+                    .push(d.params)
+                    .expect("an empty arena holds any slot under the binding limit")
+            }
+        };
+        let bind_group = match batch.bind_groups.get(&key) {
+            Some(group) => {
+                batch.stats.bind_groups_reused += 1;
+                group.clone()
+            }
+            None => {
+                let group = self.create_bind_group(
+                    &kernel,
+                    &key,
+                    (d.op, d.buffers),
+                    batch.params.buffer(),
+                )?;
+                batch.bind_groups.insert(key, group.clone());
+                batch.stats.bind_groups_created += 1;
+                group
+            }
+        };
+
+        if batch.profiler.is_some() {
+            // Per-dispatch timings need a pass of their own per dispatch.
+            batch.stats.passes += 1;
+            let Batch {
+                pass,
+                encoder,
+                profiler,
+                ..
+            } = batch;
+            let writes = profiler
+                .as_mut()
+                .expect("checked above")
+                .next_writes(&kernel.label);
+            let mut pass = bare_encoder(pass, encoder, &self.device).begin_compute_pass(
+                &wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: Some(writes),
+                },
+            );
+            record(&mut pass, &kernel, &bind_group, offset, d.workgroups);
+        } else {
+            let pass = batch.pass(&self.device);
+            record(pass, &kernel, &bind_group, offset, d.workgroups);
+        }
+        batch.recorded += 1;
+        batch.stats.dispatches += 1;
+        // Compilation and a submission forced mid-dispatch are counted elsewhere.
+        let elsewhere = (self.pipelines.compile_nanos() - compiled_before)
+            + (batch.stats.submit_nanos + batch.stats.finish_nanos - submitted_before);
+        batch.stats.record_nanos += nanos_since(start).saturating_sub(elsewhere);
+        if batch.recorded >= MAX_DISPATCHES_PER_SUBMIT {
+            self.flush_locked(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the launch and returns its bind key's buffer part.
+    fn check_dispatch(&self, d: &Dispatch<'_>) -> Result<BindKey> {
         let max = self.limits().max_compute_workgroups_per_dimension;
         if d.workgroups.iter().any(|&n| n > max) {
             return Err(Error::limit(
@@ -156,7 +236,18 @@ impl GpuContext {
                 ),
             ));
         }
-        for arg in d.buffers {
+        if d.buffers.len() > MAX_STORAGE_BINDINGS {
+            return Err(Error::Device(format!(
+                "{}: {} storage buffers, over the {MAX_STORAGE_BINDINGS} one dispatch may bind",
+                d.op,
+                d.buffers.len()
+            )));
+        }
+        let mut key = BindKey {
+            len: d.buffers.len() as u8,
+            ..BindKey::default()
+        };
+        for (slot, arg) in key.storage.iter_mut().zip(d.buffers) {
             let buffer = arg.tensor.gpu_buffer().ok_or_else(|| {
                 Error::Device(format!("{}: tensor `{}` is not on the GPU", d.op, arg.name))
             })?;
@@ -179,27 +270,29 @@ impl GpuContext {
                     ),
                 ));
             }
+            *slot = (arg.binding, buffer.id(), buffer.bytes());
         }
-        let pipeline = self
-            .pipelines
-            .get(&self.device, d.kernel, d.entry, &d.variant)?;
-        // Every slot is padded to a full 256 bytes (the usual uniform offset alignment, so it costs no
-        // space), which covers any parameter struct up to that size without launchers padding by hand.
-        let mut params = d.params.to_vec();
-        params.resize(params.len().max(256).next_multiple_of(16), 0);
+        Ok(key)
+    }
 
-        let mut batch = lock(&self.batch);
-        let (params_buffer, offset) = batch.params.slot(&self.device, &params);
-        let mut entries = vec![wgpu::BindGroupEntry {
+    fn create_bind_group(
+        &self,
+        kernel: &Kernel,
+        key: &BindKey,
+        (op, buffers): (&str, &[BufferArg<'_>]),
+        params: &wgpu::Buffer,
+    ) -> Result<wgpu::BindGroup> {
+        let mut entries = Vec::with_capacity(1 + buffers.len());
+        entries.push(wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &params_buffer,
-                offset,
-                size: NonZeroU64::new(params.len() as u64),
+                buffer: params,
+                offset: 0,
+                size: NonZeroU64::new(key.params_size as u64),
             }),
-        }];
-        for arg in d.buffers {
-            let buffer = arg.tensor.gpu_buffer().expect("checked above");
+        });
+        for arg in buffers {
+            let buffer = arg.tensor.gpu_buffer().expect("checked by check_dispatch");
             entries.push(wgpu::BindGroupEntry {
                 binding: arg.binding,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -209,52 +302,26 @@ impl GpuContext {
                 }),
             });
         }
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        // Checked here, on a miss only, so a binding that does not fit the kernel is reported with the
+        // op's name and never cached.
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
-            layout: &pipeline.get_bind_group_layout(0),
+            layout: &kernel.layout,
             entries: &entries,
         });
-
-        if batch
-            .profiler
-            .as_ref()
-            .is_some_and(|p| p.labels.len() as u32 >= PROFILE_CAPACITY)
-        {
-            self.flush_locked(&mut batch)?;
+        match pollster::block_on(scope.pop()) {
+            None => Ok(group),
+            Some(e) => Err(Error::Gpu(format!(
+                "{}: binding buffers {:?} to {}: {e}",
+                op,
+                buffers
+                    .iter()
+                    .map(|b| (b.binding, b.name))
+                    .collect::<Vec<_>>(),
+                kernel.label
+            ))),
         }
-        let timestamp_index = batch.profiler.as_mut().map(|p| {
-            p.labels.push(format!("{}:{}", d.kernel.file, d.entry));
-            p.labels.len() as u32 - 1
-        });
-        let Batch {
-            encoder, profiler, ..
-        } = &mut *batch;
-        let encoder = encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
-        {
-            let timestamp_writes = match (profiler.as_ref(), timestamp_index) {
-                (Some(p), Some(i)) => Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &p.queries,
-                    beginning_of_pass_write_index: Some(2 * i),
-                    end_of_pass_write_index: Some(2 * i + 1),
-                }),
-                _ => None,
-            };
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
-        }
-        batch.recorded += 1;
-        if batch.recorded >= MAX_DISPATCHES_PER_SUBMIT {
-            self.flush_locked(&mut batch)?;
-        }
-        Ok(())
     }
 
     /// Submits everything recorded so far without waiting for it.
@@ -263,45 +330,37 @@ impl GpuContext {
         self.flush_locked(&mut batch)
     }
 
-    fn flush_locked(&self, batch: &mut Batch) -> Result<()> {
+    pub(super) fn flush_locked(&self, batch: &mut Batch) -> Result<()> {
+        batch.pass = None;
         let Some(mut encoder) = batch.encoder.take() else {
             return self.take_uncaptured();
         };
-        let profiled = batch
+        let profile = batch
             .profiler
-            .as_ref()
-            .map(|p| p.labels.len() as u32)
-            .unwrap_or(0);
-        let mut readback = None;
-        if let Some(p) = batch.profiler.as_ref().filter(|_| profiled > 0) {
-            encoder.resolve_query_set(&p.queries, 0..2 * profiled, &p.resolve, 0);
-            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("kiln timestamps"),
-                size: 16 * profiled as u64,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            encoder.copy_buffer_to_buffer(&p.resolve, 0, &staging, 0, 16 * profiled as u64);
-            readback = Some(staging);
+            .as_mut()
+            .and_then(|p| p.resolve(&self.device, &mut encoder));
+        if let Some(timer) = batch.timer.as_mut() {
+            timer.resolve(&self.device, &mut encoder);
         }
+        let start = Instant::now();
         batch.params.upload(&self.queue);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        self.queue.submit([encoder.finish()]);
+        let commands = encoder.finish();
+        batch.stats.finish_nanos += nanos_since(start);
+        let start = Instant::now();
+        self.queue.submit([commands]);
         let error = pollster::block_on(scope.pop());
-        batch.params.recycle();
         batch.recorded = 0;
+        batch.stats.submissions += 1;
+        batch.stats.submit_nanos += nanos_since(start);
         if let Some(e) = error {
             return Err(Error::Gpu(e.to_string()));
         }
-        if let Some(staging) = readback {
+        if let Some(staging) = profile {
             let bytes = self.map_and_read(&staging)?;
-            let ticks: &[u64] = bytemuck::cast_slice(&bytes);
             let period = self.queue.get_timestamp_period() as f64;
             let p = batch.profiler.as_mut().expect("profiling was on");
-            for (i, label) in p.labels.drain(..).enumerate() {
-                let nanos = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
-                p.results.push(KernelTiming { label, nanos });
-            }
+            p.collect(bytemuck::cast_slice(&bytes), period);
         }
         self.take_uncaptured()
     }
@@ -349,17 +408,15 @@ impl GpuContext {
         });
         {
             let mut batch = lock(&self.batch);
-            let encoder = batch.encoder.get_or_insert_with(|| {
-                self.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-            });
-            encoder.copy_buffer_to_buffer(buffer.raw(), 0, &staging, 0, size);
+            batch
+                .encoder(&self.device)
+                .copy_buffer_to_buffer(buffer.raw(), 0, &staging, 0, size);
             self.flush_locked(&mut batch)?;
         }
         self.map_and_read(&staging)
     }
 
-    fn map_and_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+    pub(super) fn map_and_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
         let slice = staging.slice(..);
         let (tx, rx) = mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -379,44 +436,37 @@ impl GpuContext {
         Ok(data)
     }
 
-    /// Starts recording GPU time per dispatch (needs TIMESTAMP_QUERY).
-    pub fn begin_profiling(&self) -> Result<()> {
-        if !self.has_timestamps() {
-            return Err(Error::Device(format!(
-                "gpu:{} ({}) has no timestamp queries",
-                self.index(),
-                self.info().name
-            )));
-        }
-        let mut batch = lock(&self.batch);
-        self.flush_locked(&mut batch)?;
-        batch.profiler = Some(Profiler {
-            queries: self.device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("kiln timestamps"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2 * PROFILE_CAPACITY,
-            }),
-            resolve: self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("kiln timestamp resolve"),
-                size: 16 * PROFILE_CAPACITY as u64,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            }),
-            labels: Vec::new(),
-            results: Vec::new(),
-        });
-        Ok(())
-    }
-
-    /// Stops profiling and returns the GPU time of every dispatch since `begin_profiling`.
-    pub fn end_profiling(&self) -> Result<Vec<KernelTiming>> {
-        let mut batch = lock(&self.batch);
-        self.flush_locked(&mut batch)?;
-        Ok(batch.profiler.take().map(|p| p.results).unwrap_or_default())
-    }
-
     /// Number of distinct pipelines compiled so far.
     pub fn pipeline_count(&self) -> usize {
         self.pipelines.len()
     }
+
+    /// Number of bind groups held in the cache.
+    pub fn bind_group_count(&self) -> usize {
+        lock(&self.batch).bind_groups.len()
+    }
+}
+
+/// Ends any open pass and returns the encoder (created on first use).
+fn bare_encoder<'a>(
+    pass: &mut Option<wgpu::ComputePass<'static>>,
+    encoder: &'a mut Option<wgpu::CommandEncoder>,
+    device: &wgpu::Device,
+) -> &'a mut wgpu::CommandEncoder {
+    *pass = None;
+    encoder.get_or_insert_with(|| {
+        device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+    })
+}
+
+fn record(
+    pass: &mut wgpu::ComputePass<'_>,
+    kernel: &Kernel,
+    bind_group: &wgpu::BindGroup,
+    params_offset: u32,
+    workgroups: [u32; 3],
+) {
+    pass.set_pipeline(&kernel.pipeline);
+    pass.set_bind_group(0, bind_group, &[params_offset]);
+    pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
 }

@@ -4,9 +4,16 @@ use std::sync::Arc;
 
 use super::GpuContext;
 
+/// A driver buffer with the id the context gave it, unique for the context's lifetime (bind groups are
+/// cached by these ids).
+pub(crate) struct RawBuffer {
+    pub id: u64,
+    pub buffer: wgpu::Buffer,
+}
+
 pub struct GpuBuffer {
     ctx: Arc<GpuContext>,
-    buffer: Option<wgpu::Buffer>,
+    buffer: Option<RawBuffer>,
     class: u64,
     /// Bytes requested (rounded to 16), which is what kernels bind.
     bytes: u64,
@@ -24,7 +31,7 @@ impl std::fmt::Debug for GpuBuffer {
 }
 
 impl GpuBuffer {
-    pub(crate) fn new(ctx: Arc<GpuContext>, buffer: wgpu::Buffer, class: u64, bytes: u64) -> Self {
+    pub(crate) fn new(ctx: Arc<GpuContext>, buffer: RawBuffer, class: u64, bytes: u64) -> Self {
         GpuBuffer {
             ctx,
             buffer: Some(buffer),
@@ -38,6 +45,15 @@ impl GpuBuffer {
     }
 
     pub fn raw(&self) -> &wgpu::Buffer {
+        &self.held().buffer
+    }
+
+    /// The underlying driver buffer's id: equal ids mean the same buffer.
+    pub fn id(&self) -> u64 {
+        self.held().id
+    }
+
+    fn held(&self) -> &RawBuffer {
         self.buffer
             .as_ref()
             .expect("a GpuBuffer holds its buffer until dropped")

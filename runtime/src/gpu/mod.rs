@@ -2,14 +2,23 @@
 //! buffer pool, the pipeline cache and the batch of recorded commands.
 
 mod batch;
+mod bind_cache;
 mod buffer;
+mod params;
 mod pipeline;
+mod reflect;
+mod stats;
+mod timing;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use batch::{BufferArg, Dispatch, KernelTiming};
+pub use batch::{BufferArg, Dispatch};
 pub use buffer::GpuBuffer;
+use buffer::RawBuffer;
 pub use pipeline::PipelineKey;
+pub use stats::GpuStats;
+pub use timing::KernelTiming;
 
 use crate::adapters;
 use crate::memory::MemoryStats;
@@ -42,7 +51,8 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     /// Binding limit in force: the device's, or a lower one from `GpuOptions`.
     max_binding: u64,
-    pool: Arc<Mutex<Pool<wgpu::Buffer>>>,
+    pool: Arc<Mutex<Pool<RawBuffer>>>,
+    next_buffer_id: AtomicU64,
     pipelines: pipeline::PipelineCache,
     batch: Mutex<batch::Batch>,
     /// Errors wgpu reported outside an error scope, surfaced by the next flush.
@@ -92,7 +102,7 @@ impl GpuContext {
         if let Some(lower) = options.max_storage_binding_size {
             max_binding = max_binding.min(lower);
         }
-        let batch = batch::Batch::new(&limits);
+        let batch = batch::Batch::new(&device, &limits);
         Ok(GpuContext {
             index,
             info,
@@ -102,6 +112,7 @@ impl GpuContext {
             limits,
             max_binding,
             pool: Arc::new(Mutex::new(Pool::default())),
+            next_buffer_id: AtomicU64::new(0),
             pipelines: pipeline::PipelineCache::default(),
             batch: Mutex::new(batch),
             uncaptured,
@@ -167,9 +178,13 @@ impl GpuContext {
         lock(&self.pool).reset_peak();
     }
 
-    /// Gives cached free buffers back to the driver.
+    /// Gives cached free buffers back to the driver, forgetting the bind groups that use them (which
+    /// would otherwise keep them alive).
     pub fn trim_pool(&self) {
-        lock(&self.pool).trim();
+        let freed = lock(&self.pool).trim();
+        let mut ids: Vec<u64> = freed.iter().map(|b| b.id).collect();
+        ids.sort_unstable();
+        lock(&self.batch).forget_buffers(&ids);
     }
 
     /// (buffers created, requests served from the pool).
@@ -203,7 +218,10 @@ impl GpuContext {
                 mapped_at_creation: false,
             });
             match pollster::block_on(scope.pop()) {
-                None => Ok(buffer),
+                None => Ok(RawBuffer {
+                    id: self.next_buffer_id.fetch_add(1, Ordering::Relaxed),
+                    buffer,
+                }),
                 Some(e) => Err(Error::limit(
                     op,
                     format!("allocating {size} bytes for {shape:?}: {e}"),
@@ -213,8 +231,9 @@ impl GpuContext {
         Ok(GpuBuffer::new(self.clone(), buffer, class, bytes))
     }
 
-    pub(crate) fn release(&self, buffer: wgpu::Buffer, class: u64) {
-        lock(&self.pool).release(buffer, class);
+    pub(crate) fn release(&self, buffer: RawBuffer, class: u64) {
+        let rank = buffer.id;
+        lock(&self.pool).release(buffer, class, rank);
     }
 
     fn take_uncaptured(&self) -> Result<()> {

@@ -1,9 +1,12 @@
-//! Compiled compute pipelines, one per (kernel file, entry point, variant), built on first use.
+//! Compiled compute pipelines, one per (kernel file, entry point, variant), built on first use, each
+//! with an explicit bind group layout (`reflect.rs`) and an id the bind group cache keys on.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use super::lock;
+use super::{lock, reflect};
 use crate::preprocess::{preprocess, KernelSource, Variant};
 use crate::{Error, Result};
 
@@ -14,36 +17,58 @@ pub struct PipelineKey {
     pub variant: Variant,
 }
 
+pub(crate) struct Kernel {
+    /// Unique within the context, never reused.
+    pub id: u64,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    /// `file:entry`, for profiling labels.
+    pub label: String,
+}
+
 #[derive(Default)]
 pub(crate) struct PipelineCache {
-    map: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    map: Mutex<HashMap<PipelineKey, Arc<Kernel>>>,
+    /// Host time spent compiling, so per-step overhead figures can leave it out.
+    compile_nanos: AtomicU64,
 }
 
 impl PipelineCache {
+    /// Takes the variant by value so a lookup builds its key without cloning (launchers make a fresh
+    /// `Variant` per dispatch anyway).
     pub fn get(
         &self,
         device: &wgpu::Device,
         kernel: &KernelSource,
         entry: &'static str,
-        variant: &Variant,
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        variant: Variant,
+    ) -> Result<Arc<Kernel>> {
         let key = PipelineKey {
             file: kernel.file,
             entry,
-            variant: variant.clone(),
+            variant,
         };
         // Held while compiling so two threads never build the same pipeline twice.
         let mut map = lock(&self.map);
         if let Some(p) = map.get(&key) {
             return Ok(p.clone());
         }
-        let pipeline = Arc::new(compile(device, kernel, entry, variant)?);
+        let start = Instant::now();
+        let id = map.len() as u64;
+        let compiled = compile(device, kernel, entry, &key.variant, id);
+        self.compile_nanos
+            .fetch_add(super::stats::nanos_since(start), Ordering::Relaxed);
+        let pipeline = Arc::new(compiled?);
         map.insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
     pub fn len(&self) -> usize {
         lock(&self.map).len()
+    }
+
+    pub fn compile_nanos(&self) -> u64 {
+        self.compile_nanos.load(Ordering::Relaxed)
     }
 }
 
@@ -52,24 +77,37 @@ fn compile(
     kernel: &KernelSource,
     entry: &'static str,
     variant: &Variant,
-) -> Result<wgpu::ComputePipeline> {
+    id: u64,
+) -> Result<Kernel> {
     let source = preprocess(kernel, variant)?;
     let label = format!("{}:{entry}", kernel.file);
+    let storage = reflect::storage_bindings(kernel.file, &source, entry)?;
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let layout = reflect::bind_group_layout(device, &label, &storage);
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(&label),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(&label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
     });
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(&label),
-        layout: None,
+        layout: Some(&pipeline_layout),
         module: &module,
         entry_point: Some(entry),
         compilation_options: wgpu::PipelineCompilationOptions::default(),
         cache: None,
     });
     match pollster::block_on(scope.pop()) {
-        None => Ok(pipeline),
+        None => Ok(Kernel {
+            id,
+            pipeline,
+            layout,
+            label,
+        }),
         Some(e) => Err(Error::Shader {
             kernel: kernel.file.to_string(),
             msg: format!(

@@ -296,3 +296,16 @@ fn openapi_documents_every_route_and_the_router_serves_each() {
         .unwrap()
         .contains("/sdapi/v1/img2img"));
 }
+
+#[test]
+fn serves_quantised_weights() {
+    let mut c = config();
+    c.weight_type = "q8_0".parse().unwrap();
+    let server = start(c);
+    let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &small("a red circle", 2));
+    assert_eq!(status, 200, "{body}");
+    let f32_server = start(config());
+    let (_, f32_body) = post_json(&f32_server, "/sdapi/v1/txt2img", &small("a red circle", 2));
+    // Packed weights change the numbers slightly, so the PNG differs.
+    assert_ne!(body["images"][0], f32_body["images"][0]);
+}

@@ -1,0 +1,119 @@
+//! Whole-model cases: an SD 1.5-architecture UNet evaluation and VAE decode with random weights of
+//! the real shapes (configs in benches/configs/, taken from the published SD 1.5 checkpoint).
+//! Quick cases keep SD 1.5's topology with narrow channels, for tests on a software adapter.
+
+use std::sync::Arc;
+
+use kiln_kernels::testing::Rng;
+use kiln_models::unet::{Unet, UnetConfig};
+use kiln_models::vae::{AutoencoderKL, VaeConfig};
+use kiln_models::weights::{RandomSource, Weights};
+use kiln_runtime::{DType, Device, Result, Tensor};
+use serde_json::{json, Value};
+
+use crate::cases::{case, Case, Runner, Size, Work};
+
+const SD15_UNET: &str = include_str!("../configs/sd15-unet.json");
+const SD15_VAE: &str = include_str!("../configs/sd15-vae.json");
+/// CLIP ViT-L's context: 77 tokens of 768.
+const CONTEXT_TOKENS: usize = 77;
+
+/// SD 1.5's config, or for quick runs the same topology 10x narrower (32 channels at the top).
+fn unet_config(size: Size) -> Value {
+    let mut cfg: Value = serde_json::from_str(SD15_UNET).expect("bundled UNet config is JSON");
+    if size == Size::Quick {
+        cfg["block_out_channels"] = json!([32, 32, 64, 64]);
+        cfg["cross_attention_dim"] = json!(64);
+        cfg["attention_head_dim"] = json!(4);
+        cfg["layers_per_block"] = json!(1);
+    }
+    cfg
+}
+
+fn vae_config(size: Size) -> Value {
+    let mut cfg: Value = serde_json::from_str(SD15_VAE).expect("bundled VAE config is JSON");
+    if size == Size::Quick {
+        cfg["block_out_channels"] = json!([32, 32, 64, 64]);
+        cfg["layers_per_block"] = json!(1);
+    }
+    cfg
+}
+
+fn random_input(device: &Device, shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
+    let n = shape.iter().product();
+    Tensor::from_f32(device, shape, dtype, &Rng::new(seed).normals(n))
+}
+
+fn unet_case(size: Size, dtype: DType, pixels: usize, batch: usize) -> Case {
+    let config = unet_config(size);
+    let latent = pixels / 8;
+    let context_dim = config["cross_attention_dim"].as_u64().unwrap_or(768) as usize;
+    let name = if size == Size::Quick { "tiny" } else { "sd15" };
+    let params = json!({
+        "config": config,
+        "batch": batch,
+        "latent": latent,
+        "context_tokens": CONTEXT_TOKENS,
+        "timestep": 999.0,
+    });
+    case(
+        &format!("unet {name} {pixels}px b{batch}"),
+        "unet",
+        dtype,
+        (
+            format!("[{batch},4,{latent},{latent}] ctx [{batch},{CONTEXT_TOKENS},{context_dim}]"),
+            params,
+        ),
+        Work::Model,
+        move |device| -> Result<Runner> {
+            let cfg = UnetConfig::from_json(&config.to_string())?;
+            let source = Arc::new(RandomSource::new("random UNet weights", 1));
+            let unet = Unet::new(&cfg, &Weights::from_source(source, device, dtype))?;
+            let sample = random_input(device, &[batch, 4, latent, latent], dtype, 2)?;
+            let context = random_input(device, &[batch, CONTEXT_TOKENS, context_dim], dtype, 3)?;
+            let t = Tensor::from_f32(device, &[batch], dtype, &vec![999.0; batch])?;
+            Ok(Box::new(move || unet.forward(&sample, &t, &context)))
+        },
+    )
+}
+
+fn vae_decode_case(size: Size, dtype: DType, pixels: usize) -> Case {
+    let config = vae_config(size);
+    let latent = pixels / 8;
+    let name = if size == Size::Quick { "tiny" } else { "sd15" };
+    let params = json!({"config": config, "batch": 1, "latent": latent});
+    case(
+        &format!("vae-decode {name} {pixels}px"),
+        "vae_decode",
+        dtype,
+        (
+            format!("[1,4,{latent},{latent}] -> [1,3,{pixels},{pixels}]"),
+            params,
+        ),
+        Work::Model,
+        move |device| -> Result<Runner> {
+            let cfg = VaeConfig::from_json(&config.to_string(), "random VAE config")?;
+            let source = Arc::new(RandomSource::new("random VAE weights", 4));
+            let vae = AutoencoderKL::new(&cfg, &Weights::from_source(source, device, dtype))?;
+            let z = random_input(device, &[1, 4, latent, latent], dtype, 5)?;
+            Ok(Box::new(move || vae.decode(&z)))
+        },
+    )
+}
+
+/// UNet (batch 2, as one classifier-free-guidance step) and VAE decode at 256 and 512 pixels, or
+/// tiny versions of both at 64 pixels.
+pub fn model_cases(size: Size, dtype: DType) -> Vec<Case> {
+    match size {
+        Size::Standard => vec![
+            unet_case(size, dtype, 256, 2),
+            unet_case(size, dtype, 512, 2),
+            vae_decode_case(size, dtype, 256),
+            vae_decode_case(size, dtype, 512),
+        ],
+        Size::Quick => vec![
+            unet_case(size, dtype, 64, 2),
+            vae_decode_case(size, dtype, 64),
+        ],
+    }
+}

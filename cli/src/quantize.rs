@@ -1,0 +1,40 @@
+//! `kiln quantize`: writes a model with its layer weights packed (q8_0, q4_0 or nf4) that loads back
+//! directly, with no quantising at load.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use kiln_models::pipeline::quantize_model;
+use kiln_runtime::memory::format_bytes;
+use kiln_runtime::QuantFormat;
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// Model: a diffusers folder (written as a folder) or a single-file .safetensors (written as a
+    /// single .safetensors file).
+    #[arg(short = 'm', long)]
+    model: PathBuf,
+
+    /// Output path; must not exist.
+    #[arg(short = 'o', long)]
+    output: PathBuf,
+
+    /// Block format: q8_0, q4_0 (ggml) or nf4 (bitsandbytes).
+    #[arg(long = "type")]
+    format: String,
+}
+
+pub fn run(args: &QuantizeArgs) -> Result<()> {
+    let format: QuantFormat = args.format.parse()?;
+    let report = quantize_model(&args.model, &args.output, format)?;
+    eprintln!(
+        "{}: {} tensors packed as {format}, {} copied; tensor data {} -> {}",
+        args.output.display(),
+        report.packed,
+        report.copied,
+        format_bytes(report.bytes_in),
+        format_bytes(report.bytes_out)
+    );
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! CPU quantised linear: packed rows of W are unpacked a chunk at a time (never the whole matrix) and
+//! multiplied with the `gemm` crate in f32, the same f32 accumulation the WGSL kernels use.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use kiln_runtime::{CpuData, Error, QTensor, Result, Tensor};
+
+use super::blocks::unpack_block;
+use crate::common::{cpu_f32, cpu_output};
+
+/// Rows of W unpacked together: large enough for gemm to be efficient, small enough to stay in cache.
+const ROWS: usize = 32;
+
+/// `x [M, K] @ W^T + bias` for a packed `W [N, K]`; `out_shape` is `[..., N]`.
+pub fn qlinear(
+    x: &Tensor,
+    w: &QTensor,
+    bias: Option<&Tensor>,
+    m: usize,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let format = w.format();
+    let (bl, bb) = (format.block_len(), format.block_bytes());
+    let xv = cpu_f32(x)?;
+    let packed: &[u8] = match w.words().cpu_data() {
+        Some(CpuData::U32(words)) => &bytemuck::cast_slice(words)[..w.packed_len()],
+        _ => return Err(Error::Device("qlinear: CPU op given a GPU weight".into())),
+    };
+    let row_bytes = k / bl * bb;
+    // Each chunk of ROWS weight rows gives an [M, rows] slab of the output, transposed into place below.
+    let slabs: Vec<Vec<f32>> = packed
+        .par_chunks(ROWS * row_bytes)
+        .map(|rows_packed| {
+            let rows = rows_packed.len() / row_bytes;
+            let mut wt = vec![0.0f32; rows * k];
+            for (dst, src) in wt.chunks_mut(bl).zip(rows_packed.chunks(bb)) {
+                unpack_block(format, src, dst);
+            }
+            let mut slab = vec![0.0f32; m * rows];
+            // SAFETY: x is row-major m x k, wt row-major rows x k read as its transpose (k x rows,
+            // column stride k), slab row-major m x rows; all strides stay inside those slices.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    rows,
+                    k,
+                    slab.as_mut_ptr(),
+                    1,
+                    rows as isize,
+                    false,
+                    xv.as_ptr(),
+                    1,
+                    k as isize,
+                    wt.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                )
+            };
+            slab
+        })
+        .collect();
+    let bias = bias.map(cpu_f32).transpose()?;
+    let mut out = vec![0.0f32; m * n];
+    out.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for (c, slab) in slabs.iter().enumerate() {
+            let rows = slab.len() / m;
+            let dst = &mut row[c * ROWS..c * ROWS + rows];
+            dst.copy_from_slice(&slab[i * rows..(i + 1) * rows]);
+        }
+        if let Some(b) = &bias {
+            row.iter_mut().zip(b.iter()).for_each(|(o, b)| *o += b);
+        }
+    });
+    cpu_output(out_shape, x.dtype(), out)
+}

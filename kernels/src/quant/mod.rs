@@ -1,0 +1,186 @@
+//! Quantised weights: ggml q8_0 / q4_0 and bitsandbytes nf4 blocks (`blocks.rs`), packing a float
+//! weight into a `QTensor`, and the dequantising linear layer `qlinear`, which reads packed blocks
+//! directly (no dequantised copy of the weight is ever made on the device) and accumulates in f32.
+//!
+//! GPU paths: `qgemv` for up to `GEMV_MAX_M` rows (decode-like: each weight read once, partial sums
+//! reduced across the workgroup) and `qgemm`, a 64x64 tiled GEMM that unpacks a 64x32 weight tile into
+//! workgroup memory per K step.
+
+pub mod blocks;
+mod cpu;
+#[cfg(test)]
+mod tests;
+
+use kiln_runtime::gpu::{BufferArg, Dispatch, GpuContext};
+use kiln_runtime::preprocess::{KernelSource, Variant};
+use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
+
+use crate::common::{self, Params};
+
+pub static SOURCE: KernelSource = KernelSource {
+    file: "quant.wgsl",
+    source: include_str!("quant.wgsl"),
+};
+
+/// Largest M the GEMV path takes (its per-thread accumulators), as in quant.wgsl.
+pub const GEMV_MAX_M: usize = 8;
+/// Output columns per GEMV workgroup, and the GEMM output tile, as in quant.wgsl.
+const GEMV_COLS: usize = 8;
+const TILE: usize = 64;
+
+/// Packs f32 values of a `[N, K]` matrix into `format`'s blocks (K a multiple of the block size).
+pub fn quantize(format: QuantFormat, shape: &[usize], values: &[f32]) -> Result<Vec<u8>> {
+    let bytes = format.packed_bytes("quantize", shape)?;
+    if values.len() != shape.iter().product::<usize>() {
+        return Err(Error::shape(
+            "quantize",
+            format!("{} values for shape {shape:?}", values.len()),
+        ));
+    }
+    let mut out = vec![0u8; bytes];
+    for (x, b) in values
+        .chunks(format.block_len())
+        .zip(out.chunks_mut(format.block_bytes()))
+    {
+        blocks::pack_block(format, x, b);
+    }
+    Ok(out)
+}
+
+/// Unpacks whole blocks to f32 (for tests and inspection; the matmul never does this to a full weight).
+pub fn dequantize(format: QuantFormat, bytes: &[u8]) -> Result<Vec<f32>> {
+    if !bytes.len().is_multiple_of(format.block_bytes()) {
+        return Err(Error::shape(
+            "dequantize",
+            format!(
+                "{} bytes is not a whole number of {format} blocks of {} bytes",
+                bytes.len(),
+                format.block_bytes()
+            ),
+        ));
+    }
+    let mut out = vec![0.0f32; bytes.len() / format.block_bytes() * format.block_len()];
+    for (b, x) in bytes
+        .chunks(format.block_bytes())
+        .zip(out.chunks_mut(format.block_len()))
+    {
+        blocks::unpack_block(format, b, x);
+    }
+    Ok(out)
+}
+
+/// Quantises a float `[N, K]` tensor (on any device) into a packed weight on `device`.
+pub fn quantize_tensor(t: &Tensor, format: QuantFormat, device: &Device) -> Result<QTensor> {
+    let bytes = quantize(format, t.shape(), &t.to_vec_f32()?)?;
+    QTensor::from_packed(device, format, t.shape(), &bytes)
+}
+
+/// PyTorch's `Linear` with a packed weight: `x [..., K] @ W^T + bias`, `W` `[N, K]`, output `[..., N]`
+/// in `x`'s dtype.
+pub fn qlinear(x: &Tensor, w: &QTensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let name = "qlinear";
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    if x.rank() == 0 || x.dim(-1) != k {
+        return Err(Error::shape(
+            name,
+            format!(
+                "`x` {:?} must be [..., {k}] for the {} weight [{n}, {k}]",
+                x.shape(),
+                w.format()
+            ),
+        ));
+    }
+    let mut named = vec![("x", x), ("weight", w.words())];
+    if let Some(bias) = bias {
+        named.push(("bias", bias));
+        if bias.shape() != [n] {
+            return Err(Error::shape(
+                name,
+                format!("`bias` {:?} must be [{n}]", bias.shape()),
+            ));
+        }
+    }
+    common::same_device(name, &named)?;
+    let mut floats = vec![("x", x)];
+    floats.extend(bias.map(|b| ("bias", b)));
+    let dtype = common::same_float_dtype(name, &floats)?;
+    common::non_empty(name, &floats)?;
+    let m = x.numel() / k;
+    let mut out_shape = x.shape().to_vec();
+    *out_shape.last_mut().expect("rank checked") = n;
+    match x.device() {
+        Device::Cpu => cpu::qlinear(x, w, bias, m, &out_shape),
+        Device::Gpu(ctx) => {
+            let out = Tensor::empty(x.device(), &out_shape, dtype, name)?;
+            let gemv = m <= GEMV_MAX_M;
+            let (tiles_m, tiles_n) = if gemv {
+                (1, n.div_ceil(GEMV_COLS))
+            } else {
+                (m.div_ceil(TILE), n.div_ceil(TILE))
+            };
+            launch(ctx, x, w, bias, &out, m, gemv, tiles_m, tiles_n)?;
+            Ok(out)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    ctx: &GpuContext,
+    x: &Tensor,
+    w: &QTensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    m: usize,
+    gemv: bool,
+    tiles_m: usize,
+    tiles_n: usize,
+) -> Result<()> {
+    let name = "qlinear";
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let params = Params::new()
+        .dim(name, m)?
+        .dim(name, n)?
+        .dim(name, k)?
+        .dim(name, tiles_n)?;
+    let mut buffers = vec![
+        BufferArg::new(1, "x", x),
+        BufferArg::new(2, "weight", w.words()),
+    ];
+    if let Some(bias) = bias {
+        buffers.push(BufferArg::new(3, "bias", bias));
+    }
+    buffers.push(BufferArg::new(4, "out", out));
+    ctx.dispatch(Dispatch {
+        op: name,
+        kernel: &SOURCE,
+        entry: if gemv { "qgemv" } else { "qgemm" },
+        variant: variant(x.dtype(), w.format(), bias.is_some()),
+        params: params.bytes(),
+        buffers: &buffers,
+        workgroups: ctx.grid(name, (tiles_m * tiles_n) as u64)?,
+    })
+}
+
+fn variant(dtype: DType, format: QuantFormat, bias: bool) -> Variant {
+    Variant::new(dtype)
+        .define("Q8", u32::from(format == QuantFormat::Q8_0))
+        .define("Q4", u32::from(format == QuantFormat::Q4_0))
+        .define("NF4", u32::from(format == QuantFormat::Nf4))
+        .define("BIAS", u32::from(bias))
+}
+
+/// Every compiled variant of this family, for the offline shader validation test.
+pub fn variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
+    let mut v = Vec::new();
+    for dtype in [DType::F32, DType::F16] {
+        for format in QuantFormat::ALL {
+            for bias in [false, true] {
+                for entry in ["qgemv", "qgemm"] {
+                    v.push((&SOURCE, entry, variant(dtype, format, bias)));
+                }
+            }
+        }
+    }
+    v
+}

@@ -1,0 +1,34 @@
+use kiln_runtime::{Error, QTensor, Result, Tensor};
+
+/// The weight of a Linear or 1x1 convolution: float, or packed quantised blocks (`--weight-type`).
+#[derive(Clone, Debug)]
+pub enum LayerWeight {
+    /// In the stored shape (`[out, in]`, or `[out, in, kh, kw]` for a convolution).
+    Float(Tensor),
+    /// `[out, in]` packed blocks, read directly by the dequantising kernels.
+    Packed(QTensor),
+}
+
+impl LayerWeight {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            LayerWeight::Float(t) => t.shape(),
+            LayerWeight::Packed(q) => q.shape(),
+        }
+    }
+
+    /// The float tensor, for ops with no quantised path.
+    pub fn float(&self, what: &str) -> Result<&Tensor> {
+        match self {
+            LayerWeight::Float(t) => Ok(t),
+            LayerWeight::Packed(q) => Err(Error::dtype(
+                what,
+                format!(
+                    "{} weight {:?} where only float weights are supported",
+                    q.format(),
+                    q.shape()
+                ),
+            )),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `--weight-type`: the storage of a model's weights.
+//!
+//! Packed (q8_0 / q4_0 / nf4) are the weights of every Linear layer (attention projections,
+//! feed-forward, time embedding, CLIP's layers) and every 1x1 convolution (resnet shortcuts, SD 1.x
+//! transformer projections), whose input width K is a whole number of blocks. They hold nearly all of
+//! a transformer's and a good part of a UNet's parameters, and the dequantising matmul runs them.
+//!
+//! Kept in the float dtype:
+//! - 3x3 convolutions: the conv kernel is an implicit GEMM over image patches; reading packed blocks
+//!   in it is a separate kernel not written yet (its K = in_channels * 9 fits the block layout, so
+//!   this is future work, not a format limit). conv_in / conv_out would stay float anyway (K = 36).
+//! - Layers whose K is not a multiple of the block size (32, nf4 64): ggml quantises whole blocks
+//!   along K only.
+//! - Norms, biases, embeddings (token, position, timestep): tiny, and they set the scale of
+//!   everything after them, so quantising them costs quality and saves almost nothing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use kiln_runtime::{DType, Error, QuantFormat, Result};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightType {
+    #[default]
+    F32,
+    F16,
+    Quantized(QuantFormat),
+}
+
+impl WeightType {
+    /// The float dtype of unquantised weights and of activations: f16 only for `f16`, since the
+    /// quantised types are compared against, and meant to replace, f32 runs.
+    pub fn float_dtype(self) -> DType {
+        match self {
+            WeightType::F16 => DType::F16,
+            _ => DType::F32,
+        }
+    }
+
+    pub fn quantization(self) -> Option<QuantFormat> {
+        match self {
+            WeightType::Quantized(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for WeightType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(WeightType::F32),
+            "f16" => Ok(WeightType::F16),
+            other => other.parse().map(WeightType::Quantized).map_err(|_| {
+                Error::dtype(
+                    "--weight-type",
+                    format!("unknown weight type `{s}` (expected f32, f16, q8_0, q4_0 or nf4)"),
+                )
+            }),
+        }
+    }
+}
+
+impl fmt::Display for WeightType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightType::F32 => f.write_str("f32"),
+            WeightType::F16 => f.write_str("f16"),
+            WeightType::Quantized(q) => f.write_str(q.name()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_types_parse_and_unknown_ones_are_named() {
+        assert_eq!(
+            "nf4".parse::<WeightType>().unwrap().float_dtype(),
+            DType::F32
+        );
+        assert_eq!(
+            "Q8_0".parse::<WeightType>().unwrap().quantization(),
+            Some(QuantFormat::Q8_0)
+        );
+        assert_eq!("f16".parse::<WeightType>().unwrap(), WeightType::F16);
+        let err = "int3".parse::<WeightType>().unwrap_err().to_string();
+        assert!(err.contains("`int3`") && err.contains("q4_0"), "{err}");
+    }
+}
