@@ -11,7 +11,8 @@ use kiln_runtime::DeviceChoice;
 pub enum ModelSet {
     /// One model (a diffusers folder or a `.safetensors` checkpoint): `-m`.
     Single(PathBuf),
-    /// Every diffusers folder and `.safetensors` / `.gguf` file directly in this folder: `--models-dir`.
+    /// Every diffusers folder and `.safetensors` / `.gguf` file directly in this folder:
+    /// `--models-dir`.
     /// Requests can name only what is listed there, so they cannot reach outside it.
     Dir(PathBuf),
 }

@@ -50,7 +50,7 @@ fn twenty_concurrent_requests_with_a_queue_of_eight() {
                 let r = post(
                     &server,
                     "/sdapi/v1/txt2img",
-                    &small(&format!("prompt {i}"), 3),
+                    &small(&format!("prompt {i}"), 6),
                 );
                 let status = r.status().as_u16();
                 let retry = r
