@@ -4,6 +4,7 @@ mod bench;
 mod devices;
 mod generate;
 mod quantize;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,8 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Write a model with packed (quantised) layer weights that loads back directly.
     Quantize(quantize::QuantizeArgs),
+    /// Serve the A1111 / OpenAI images HTTP API and a web page.
+    Serve(Box<serve::ServeArgs>),
     /// Time kernels or models.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -68,6 +71,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Quantize(args) => {
             quantize::run(args)?;
+            None
+        }
+        Command::Serve(args) => {
+            serve::run(args, choice)?;
             None
         }
         Command::Bench(cmd) => {

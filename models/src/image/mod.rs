@@ -7,7 +7,7 @@ mod read;
 
 use std::path::PathBuf;
 
-pub use read::{read_image, resize};
+pub use read::{decode_image, read_image, resize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

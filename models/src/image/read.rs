@@ -27,6 +27,26 @@ pub fn read_image(path: &Path) -> Result<RgbImage, ImageError> {
     RgbImage::new(w as usize, h as usize, rgb.into_raw())
 }
 
+/// Decodes an image held in memory (an uploaded init image or mask) as 8-bit RGB, with the same
+/// conversions as [`read_image`]; `what` names it in errors.
+pub fn decode_image(bytes: &[u8], what: &str) -> Result<RgbImage, ImageError> {
+    let fail = |reason: String| ImageError::Read {
+        path: what.into(),
+        reason,
+    };
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| fail(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(fail(
+            "not a PNG, JPEG, BMP or WebP image (unrecognised contents)".into(),
+        ));
+    }
+    let rgb = reader.decode().map_err(|e| fail(e.to_string()))?.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    RgbImage::new(w as usize, h as usize, rgb.into_raw())
+}
+
 /// `img` scaled to `width` x `height` with a Lanczos-3 filter (diffusers resizes with PIL's
 /// Lanczos; the two filters' results differ slightly). A copy if already that size.
 pub fn resize(img: &RgbImage, width: usize, height: usize) -> Result<RgbImage, ImageError> {

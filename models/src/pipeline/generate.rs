@@ -14,7 +14,7 @@ use super::inpaint::{binarize, fit_mask, masked_image, nearest};
 use super::latents::{encode_sampled, image_to_tensor, unscale};
 use super::load::StableDiffusion;
 use super::noise::BatchNoise;
-use super::params::{GeneratedImage, GenerationParams, Progress};
+use super::params::{GeneratedImage, GenerationParams, Progress, Step, StepControl};
 use super::text::encode_pair;
 use crate::image::resize;
 use crate::rng::NoiseSource;
@@ -26,6 +26,20 @@ pub fn generate(
     model: &StableDiffusion,
     params: &GenerationParams,
     progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<GeneratedImage>> {
+    generate_controlled(model, params, &mut |step| {
+        progress(step.progress);
+        StepControl::Continue
+    })
+}
+
+/// [`generate`] with a callback that sees each step's latents and can end a batch early (skip)
+/// or the whole run (interrupt); either way the images of the batch in progress are decoded from
+/// its current latents and returned, as A1111 does.
+pub fn generate_controlled(
+    model: &StableDiffusion,
+    params: &GenerationParams,
+    control: &mut dyn FnMut(&Step) -> StepControl,
 ) -> Result<Vec<GeneratedImage>> {
     check(model, params)?;
     let guidance = params.cfg_scale > 1.0;
@@ -64,6 +78,7 @@ pub fn generate(
             init.inpaint,
         )?;
         let mut latents = init.latents;
+        let mut stop = StepControl::Continue;
         let n = scheduler.timesteps().len();
         for i in start..n {
             let t = scheduler.timesteps()[i];
@@ -73,12 +88,22 @@ pub fn generate(
             if let Some(blend) = &init.blend {
                 latents = blend.apply(scheduler.as_ref(), &latents, i)?;
             }
-            progress(Progress {
-                step: k * (steps - start) + (i - start + 1),
-                total,
+            stop = control(&Step {
+                progress: Progress {
+                    step: k * (steps - start) + (i - start + 1),
+                    total,
+                },
+                latents: &latents,
+                shape,
             });
+            if stop != StepControl::Continue {
+                break;
+            }
         }
         images.extend(decode(model, &latents, shape, batch_seeds)?);
+        if stop == StepControl::Interrupt {
+            break;
+        }
     }
     Ok(images)
 }

@@ -221,6 +221,16 @@ fn lcm(a: usize, b: usize) -> usize {
     a / gcd(a, b) * b
 }
 
+/// The file whose SHA-256 is the model's A1111 hash ([`ModelSource::hash_file`]), found without
+/// loading the model: the checkpoint itself, or a diffusers folder's UNet weights.
+pub fn model_hash_file(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        weights_file(&path.join("unet"), "diffusion_pytorch_model")
+    } else {
+        Ok(path.to_path_buf())
+    }
+}
+
 /// A diffusers pipeline folder.
 fn load_diffusers(
     dir: &Path,

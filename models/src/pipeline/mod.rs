@@ -23,11 +23,13 @@ mod quantize;
 mod text;
 
 pub use error::PipelineError;
-pub use generate::generate;
+pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};
 pub use info::infotext;
-pub use load::{single_file_scheduler, ModelSource, StableDiffusion, SUPPORTED_PIPELINES};
+pub use load::{
+    model_hash_file, single_file_scheduler, ModelSource, StableDiffusion, SUPPORTED_PIPELINES,
+};
 pub use noise::BatchNoise;
-pub use params::{GeneratedImage, GenerationParams, InitImage, Progress};
+pub use params::{GeneratedImage, GenerationParams, InitImage, Progress, Step, StepControl};
 pub use quantize::{quantize_model, QuantizeReport};
 pub use text::{encode_pair, encode_prompt, Conditioning};

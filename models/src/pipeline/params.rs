@@ -101,3 +101,26 @@ pub struct Progress {
     /// Steps in all batches.
     pub total: usize,
 }
+
+/// What the step callback of [`generate_controlled`](super::generate_controlled) asks for next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StepControl {
+    /// Run the next step.
+    #[default]
+    Continue,
+    /// End this batch now (its images are decoded from the current latents) and go on with the
+    /// next one: A1111's "skip".
+    Skip,
+    /// End this batch now, decode it, and run no further batches: A1111's "interrupt".
+    Interrupt,
+}
+
+/// One finished denoising step as the controlling callback sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Step<'a> {
+    pub progress: Progress,
+    /// The batch's current (noisy) latents, `[batch, channels, height, width]` row-major: enough
+    /// for a cheap preview.
+    pub latents: &'a [f32],
+    pub shape: [usize; 4],
+}

@@ -1,0 +1,87 @@
+//! `kiln serve`: the HTTP API and web page (kiln-server) with the CLI's device and model choice.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use kiln_runtime::DeviceChoice;
+use kiln_server::{ModelSet, Server, ServerConfig};
+
+use crate::generate::bundled_model;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// One model to serve: a diffusers folder or a .safetensors checkpoint. Default: the bundled
+    /// tiny model (unless --models-dir is given).
+    #[arg(short = 'm', long, conflicts_with = "models_dir")]
+    model: Option<PathBuf>,
+
+    /// Serve every diffusers folder and .safetensors file in this folder; clients pick one by
+    /// name (sd_model_checkpoint), and no name reaches outside the folder.
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+
+    /// With --models-dir: the model selected at start (default: the first by name).
+    #[arg(long, requires = "models_dir")]
+    default_model: Option<String>,
+
+    /// Address to listen on; 0.0.0.0 exposes the server to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen: IpAddr,
+
+    /// Port (7860, as A1111 and SD.Next).
+    #[arg(long, default_value_t = 7860)]
+    port: u16,
+
+    /// Require `Authorization: Bearer KEY` (or HTTP Basic with the key as password, or
+    /// `user:pass` as in A1111's --api-auth) on every route but /health.
+    #[arg(long, env = "KILN_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// Jobs that may wait behind the running one; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 16)]
+    queue_size: usize,
+
+    /// Largest width * height a request may ask for.
+    #[arg(long, default_value_t = 2048 * 2048)]
+    max_pixels: usize,
+
+    /// How model weights are held: f32, f16, or packed q8_0 / q4_0 / nf4 (as `generate`).
+    #[arg(long, default_value = "f32")]
+    weight_type: String,
+
+    /// Most denoising steps a request may ask for.
+    #[arg(long, default_value_t = 500)]
+    max_steps: usize,
+}
+
+pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
+    let models = match (&args.model, &args.models_dir) {
+        (Some(m), _) => ModelSet::Single(m.clone()),
+        (None, Some(d)) => ModelSet::Dir(d.clone()),
+        (None, None) => ModelSet::Single(bundled_model()?),
+    };
+    if args.queue_size == 0 {
+        bail!("--queue-size must be at least 1");
+    }
+    let mut config = ServerConfig::new(models);
+    config.weight_type = args.weight_type.parse()?;
+    config.default_model = args.default_model.clone();
+    config.device = device;
+    config.listen = SocketAddr::new(args.listen, args.port);
+    config.api_key = args.api_key.clone().filter(|k| !k.is_empty());
+    config.queue_size = args.queue_size;
+    config.max_pixels = args.max_pixels;
+    config.max_steps = args.max_steps;
+    let server = Server::start(config)?;
+    eprintln!(
+        "kiln serve: {} on {} (web page at {}/, API docs at {}/docs)",
+        server.url(),
+        server.device(),
+        server.url(),
+        server.url()
+    );
+    server.wait();
+    Ok(())
+}

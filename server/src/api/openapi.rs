@@ -1,0 +1,199 @@
+//! GET /openapi.json (OpenAPI 3.1 document of every route) and GET /docs (a plain page listing
+//! them). `ROUTES` is the one list of routes; a test checks the router answers each of them.
+
+use axum::response::Html;
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+pub struct RouteDoc {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Component schema of the JSON body, if any.
+    pub body: Option<&'static str>,
+}
+
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    body: Option<&'static str>,
+) -> RouteDoc {
+    RouteDoc {
+        method,
+        path,
+        summary,
+        body,
+    }
+}
+
+pub const ROUTES: &[RouteDoc] = &[
+    r("get", "/", "The web page", None),
+    r(
+        "get",
+        "/health",
+        "Liveness, device and queue (no API key needed)",
+        None,
+    ),
+    r("get", "/openapi.json", "This document", None),
+    r("get", "/docs", "Route list for people", None),
+    r(
+        "post",
+        "/sdapi/v1/txt2img",
+        "Text to image (A1111)",
+        Some("GenerationRequest"),
+    ),
+    r(
+        "post",
+        "/sdapi/v1/img2img",
+        "Image to image and inpainting (A1111)",
+        Some("GenerationRequest"),
+    ),
+    r(
+        "get",
+        "/sdapi/v1/progress",
+        "Progress of the running job; ?skip_current_image=true omits the preview",
+        None,
+    ),
+    r(
+        "get",
+        "/sdapi/v1/progress/stream",
+        "Server-Sent Events: start, step (with preview), end",
+        None,
+    ),
+    r(
+        "post",
+        "/sdapi/v1/interrupt",
+        "Stop the running job at its next step; it returns what it has",
+        None,
+    ),
+    r(
+        "post",
+        "/sdapi/v1/skip",
+        "End the running job's current batch",
+        None,
+    ),
+    r(
+        "get",
+        "/sdapi/v1/sd-models",
+        "Models: title, model_name, hash, sha256, filename",
+        None,
+    ),
+    r(
+        "post",
+        "/sdapi/v1/refresh-checkpoints",
+        "Re-read the models folder (always live)",
+        None,
+    ),
+    r(
+        "get",
+        "/sdapi/v1/samplers",
+        "Samplers: name, aliases, options",
+        None,
+    ),
+    r("get", "/sdapi/v1/schedulers", "Schedule types", None),
+    r("get", "/sdapi/v1/options", "Settings", None),
+    r(
+        "post",
+        "/sdapi/v1/options",
+        "Change settings; sd_model_checkpoint switches model",
+        Some("Options"),
+    ),
+    r(
+        "post",
+        "/sdapi/v1/png-info",
+        "Read a PNG's infotext",
+        Some("PngInfoRequest"),
+    ),
+    r(
+        "post",
+        "/v1/images/generations",
+        "OpenAI images API (b64_json)",
+        Some("OpenAiGenerationsRequest"),
+    ),
+    r("get", "/v1/models", "OpenAI model list", None),
+];
+
+fn schemas() -> Value {
+    let s = |t: &str| json!({"type": t});
+    let n = |t: &str| json!({"type": [t, "null"]});
+    json!({
+        "GenerationRequest": {"type": "object", "properties": {
+            "prompt": n("string"), "negative_prompt": n("string"), "seed": n("integer"),
+            "steps": n("integer"), "cfg_scale": n("number"), "width": n("integer"),
+            "height": n("integer"), "sampler_name": n("string"), "sampler_index": n("string"),
+            "scheduler": n("string"), "batch_size": n("integer"), "n_iter": n("integer"),
+            "clip_skip": n("integer"), "override_settings": n("object"), "send_images": n("boolean"),
+            "init_images": {"type": ["array", "null"], "items": s("string")},
+            "mask": n("string"), "denoising_strength": n("number"),
+            "inpainting_mask_invert": n("integer"), "include_init_images": n("boolean")}},
+        "Options": {"type": "object", "properties": {
+            "sd_model_checkpoint": s("string"), "CLIP_stop_at_last_layers": s("integer"),
+            "randn_source": {"enum": ["CPU", "GPU", "NV"]}}},
+        "PngInfoRequest": {"type": "object", "required": ["image"],
+            "properties": {"image": s("string")}},
+        "OpenAiGenerationsRequest": {"type": "object", "required": ["prompt"], "properties": {
+            "prompt": s("string"), "model": s("string"), "n": s("integer"), "size": s("string"),
+            "response_format": {"enum": ["b64_json"]}, "negative_prompt": s("string"),
+            "steps": s("integer"), "cfg_scale": s("number"), "seed": s("integer"),
+            "sampler": s("string")}},
+        "Error": {"type": "object", "properties": {
+            "error": s("string"), "field": n("string"), "detail": s("string")}},
+    })
+}
+
+pub fn openapi() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let mut op = json!({
+            "summary": route.summary,
+            "responses": {
+                "200": {"description": "OK"},
+                "4XX": {"description": "Client error",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        });
+        if let Some(body) = route.body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {
+                "schema": {"$ref": format!("#/components/schemas/{body}")}}}});
+        }
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[route.method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "kiln", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "AUTOMATIC1111-compatible and OpenAI images API"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "basic": {"type": "http", "scheme": "basic"}},
+        },
+    })
+}
+
+pub async fn document() -> Json<Value> {
+    Json(openapi())
+}
+
+pub async fn docs() -> Html<String> {
+    let rows: String = ROUTES
+        .iter()
+        .map(|r| {
+            format!(
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                r.method.to_uppercase(),
+                r.path,
+                r.summary
+            )
+        })
+        .collect();
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><title>kiln API</title>\
+         <h1>kiln API</h1><p>Machine-readable: <a href=\"openapi.json\">openapi.json</a></p>\
+         <table>{rows}</table>"
+    ))
+}

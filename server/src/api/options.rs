@@ -1,0 +1,133 @@
+//! Models, samplers, schedulers and settings: GET /sdapi/v1/sd-models, /samplers, /schedulers,
+//! GET and POST /sdapi/v1/options, POST /sdapi/v1/refresh-checkpoints.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use kiln_models::rng::RngKind;
+use kiln_models::schedulers::SamplerKind;
+use serde_json::{json, Map, Value};
+
+use super::body::{parse_json, Body};
+use super::jobs::resolve_model;
+use super::request::apply_overrides;
+use super::AppState;
+use crate::catalog::ModelEntry;
+use crate::error::{ApiError, ApiResult};
+
+/// Each model with its hash; hashing a new multi-GB file takes a while, so it runs off the
+/// async threads (and is cached).
+pub async fn sd_models(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let catalog = state.catalog.clone();
+    let list = tokio::task::spawn_blocking(move || {
+        catalog
+            .list()
+            .into_iter()
+            .map(|m| model_json(&m, catalog.sha256(&m)))
+            .collect::<Vec<Value>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(Value::Array(list)))
+}
+
+fn model_json(m: &ModelEntry, sha256: Option<String>) -> Value {
+    let short = sha256.as_ref().map(|h| h[..h.len().min(10)].to_string());
+    json!({
+        "title": m.title(short.as_deref()),
+        "model_name": m.model_name,
+        "hash": short,
+        "sha256": sha256,
+        "filename": m.path.to_string_lossy(),
+        "config": null,
+    })
+}
+
+/// The models folder is read on every listing, so there is nothing to refresh.
+pub async fn refresh() -> Json<Value> {
+    Json(json!({}))
+}
+
+pub async fn samplers() -> Json<Value> {
+    let list: Vec<Value> = SamplerKind::ALL
+        .iter()
+        .map(|k| {
+            let (aliases, karras): (&[&str], bool) = match k {
+                SamplerKind::Euler => (&["k_euler", "euler"], true),
+                SamplerKind::EulerAncestral => (&["k_euler_a", "euler_a"], false),
+                SamplerKind::Ddim => (&["ddim", "ddim_trailing"], false),
+                SamplerKind::DpmPp2m => (&["k_dpmpp_2m", "dpm++2m"], true),
+                SamplerKind::Lcm => (&["lcm"], false),
+            };
+            let mut options = Map::new();
+            if karras {
+                options.insert("scheduler".into(), "karras".into());
+            }
+            json!({"name": k.name(), "aliases": aliases, "options": options})
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+pub async fn schedulers() -> Json<Value> {
+    Json(json!([
+        {"name": "automatic", "label": "Automatic", "aliases": null, "default_rho": -1,
+         "need_inner_model": false},
+        {"name": "karras", "label": "Karras", "aliases": null, "default_rho": 7.0,
+         "need_inner_model": false},
+    ]))
+}
+
+pub async fn get_options(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let (settings, others) = state.options().clone();
+    let mut out = others;
+    let entry = state.catalog.resolve(&settings.checkpoint);
+    let catalog = state.catalog.clone();
+    let (title, hash) = match entry {
+        Some(e) => {
+            let sha = tokio::task::spawn_blocking(move || catalog.sha256(&e).map(|h| (e, h)))
+                .await
+                .ok()
+                .flatten();
+            match sha {
+                Some((e, h)) => (e.title(Some(&h)), Value::from(h)),
+                None => (settings.checkpoint.clone(), Value::Null),
+            }
+        }
+        None => (settings.checkpoint.clone(), Value::Null),
+    };
+    out.insert("sd_model_checkpoint".into(), title.into());
+    out.insert("sd_checkpoint_hash".into(), hash);
+    out.insert("CLIP_stop_at_last_layers".into(), settings.clip_skip.into());
+    let rng = match settings.rng {
+        RngKind::Philox => "GPU",
+        _ => "CPU",
+    };
+    out.insert("randn_source".into(), rng.into());
+    out.entry("samples_format").or_insert("png".into());
+    Json(Value::Object(out))
+}
+
+/// Stores settings; `sd_model_checkpoint` must name a listed model (the worker loads it on the
+/// next job). A1111 answers null.
+pub async fn set_options(State(state): State<Arc<AppState>>, body: Body) -> ApiResult<Json<Value>> {
+    let req: Map<String, Value> = parse_json(body)?;
+    let current = state.settings();
+    let mut next = apply_overrides(&current, &req, "")?;
+    if req.contains_key("sd_model_checkpoint") {
+        let entry = resolve_model(&state, &next.checkpoint, "sd_model_checkpoint")?;
+        next.checkpoint = entry.name;
+    }
+    let mut options = state.options();
+    options.0 = next;
+    for (k, v) in req {
+        if !matches!(
+            k.as_str(),
+            "sd_model_checkpoint" | "CLIP_stop_at_last_layers" | "randn_source"
+        ) {
+            options.1.insert(k, v);
+        }
+    }
+    Ok(Json(Value::Null))
+}

@@ -1,0 +1,93 @@
+//! POST /sdapi/v1/txt2img, /sdapi/v1/img2img and /sdapi/v1/png-info.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
+use kiln_models::image::png::decode_png;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::body::{parse_json, Body};
+use super::images::decode_base64;
+use super::info::a1111_response;
+use super::jobs::{resolve_model, run};
+use super::request::GenerationRequest;
+use super::{random_seed, AppState};
+use crate::error::{ApiError, ApiResult};
+
+pub async fn txt2img(State(state): State<Arc<AppState>>, body: Body) -> ApiResult<Json<Value>> {
+    generation(state, body, false).await
+}
+
+pub async fn img2img(State(state): State<Arc<AppState>>, body: Body) -> ApiResult<Json<Value>> {
+    generation(state, body, true).await
+}
+
+async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResult<Json<Value>> {
+    let mut req: GenerationRequest = parse_json(body)?;
+    req.fill_defaults(img2img);
+    let checked = req.check(&state.config, &state.settings(), img2img, random_seed())?;
+    let field = if req
+        .override_settings
+        .as_ref()
+        .is_some_and(|o| o.contains_key("sd_model_checkpoint"))
+    {
+        "override_settings.sd_model_checkpoint"
+    } else {
+        "sd_model_checkpoint"
+    };
+    let model = resolve_model(&state, &checked.model, field)?;
+    let params = checked.params.clone();
+    let out = run(&state, checked.params, model).await?;
+    // A1111 leaves the (large) input images out of the echo unless asked to include them.
+    if img2img && !req.include_init_images.unwrap_or(false) {
+        req.init_images = None;
+        req.mask = None;
+    }
+    let parameters = serde_json::to_value(&req).unwrap_or(Value::Null);
+    Ok(Json(a1111_response(
+        parameters,
+        &params,
+        &out,
+        checked.send_images,
+    )))
+}
+
+#[derive(Deserialize)]
+pub struct PngInfoRequest {
+    image: Option<String>,
+}
+
+/// The infotext and every text chunk of a PNG, and the infotext parsed into A1111's fields.
+pub async fn png_info(body: Body) -> ApiResult<Json<Value>> {
+    let req: PngInfoRequest = parse_json(body)?;
+    let image = req
+        .image
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::unprocessable("image", "image (a base64 PNG) is required"))?;
+    let bytes = decode_base64(&image, "image")?;
+    let png = decode_png(&bytes).map_err(|e| ApiError::invalid("image", e.to_string()))?;
+    let info = png.text(PNG_KEYWORD).unwrap_or("").to_string();
+    let items: Map<String, Value> = png
+        .text
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    let mut parameters = Map::new();
+    if !info.is_empty() {
+        let parsed = InfoText::parse(&info);
+        parameters.insert("Prompt".into(), parsed.prompt.clone().into());
+        parameters.insert(
+            "Negative prompt".into(),
+            parsed.negative_prompt.clone().into(),
+        );
+        for (k, v) in parsed.params {
+            parameters.insert(k, v.into());
+        }
+    }
+    Ok(Json(
+        json!({"info": info, "items": items, "parameters": parameters}),
+    ))
+}

@@ -1,0 +1,195 @@
+//! The models a server offers: listing, resolving a requested name to one of them (and only to one
+//! of them, so no name reaches outside the models folder), and their A1111 hashes, cached by path,
+//! size and modification time so a multi-GB file is hashed once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use kiln_models::pipeline::{model_hash_file, sha256_file};
+
+use crate::config::ModelSet;
+
+/// One model on offer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelEntry {
+    /// A1111's checkpoint name: the file name with extension, or the folder name.
+    pub name: String,
+    /// The name without extension (A1111's `model_name`, the infotext's `Model:`).
+    pub model_name: String,
+    pub path: PathBuf,
+}
+
+impl ModelEntry {
+    fn from_path(path: &Path) -> ModelEntry {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let model_name = if path.is_dir() {
+            name.clone()
+        } else {
+            path.file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| name.clone())
+        };
+        ModelEntry {
+            name,
+            model_name,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// A1111's title: `name [short hash]`, or just the name before the hash is known.
+    pub fn title(&self, hash: Option<&str>) -> String {
+        match hash {
+            Some(h) => format!("{} [{}]", self.name, &h[..h.len().min(10)]),
+            None => self.name.clone(),
+        }
+    }
+}
+
+type HashKey = (u64, Option<SystemTime>);
+
+pub struct Catalog {
+    set: ModelSet,
+    hashes: Mutex<HashMap<PathBuf, (HashKey, String)>>,
+}
+
+impl Catalog {
+    pub fn new(set: ModelSet) -> Catalog {
+        Catalog {
+            set,
+            hashes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The models on offer, sorted by name; a models folder is re-read on every call so models
+    /// copied in while serving appear.
+    pub fn list(&self) -> Vec<ModelEntry> {
+        match &self.set {
+            ModelSet::Single(path) => vec![ModelEntry::from_path(path)],
+            ModelSet::Dir(dir) => {
+                let Ok(read) = std::fs::read_dir(dir) else {
+                    return Vec::new();
+                };
+                let mut out: Vec<ModelEntry> = read
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| is_model(p))
+                    .map(|p| ModelEntry::from_path(&p))
+                    .collect();
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+                out
+            }
+        }
+    }
+
+    /// The listed model a client's name refers to: its title (`name [hash]`), name, model name,
+    /// or the path this server lists for it. Anything else, `..` paths included, is `None`.
+    pub fn resolve(&self, requested: &str) -> Option<ModelEntry> {
+        let wanted = requested.trim();
+        let without_hash = match wanted.rfind(" [") {
+            Some(i) if wanted.ends_with(']') => &wanted[..i],
+            _ => wanted,
+        };
+        self.list().into_iter().find(|m| {
+            [without_hash, wanted]
+                .iter()
+                .any(|w| *w == m.name || *w == m.model_name || Path::new(w) == m.path.as_path())
+        })
+    }
+
+    /// The full SHA-256 of the model's hashed file, from the cache when the file is unchanged.
+    pub fn sha256(&self, entry: &ModelEntry) -> Option<String> {
+        let file = model_hash_file(&entry.path).ok()?;
+        let meta = std::fs::metadata(&file).ok()?;
+        let key = (meta.len(), meta.modified().ok());
+        if let Ok(cache) = self.hashes.lock() {
+            if let Some((k, h)) = cache.get(&file) {
+                if *k == key {
+                    return Some(h.clone());
+                }
+            }
+        }
+        let hash = sha256_file(&file).ok()?;
+        if let Ok(mut cache) = self.hashes.lock() {
+            cache.insert(file, (key, hash.clone()));
+        }
+        Some(hash)
+    }
+}
+
+/// A diffusers folder, or a `.safetensors` or `.gguf` checkpoint.
+fn is_model(path: &Path) -> bool {
+    if path.is_dir() {
+        return path.join("model_index.json").is_file();
+    }
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors") || e.eq_ignore_ascii_case("gguf"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kiln-catalog-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("folder-model")).unwrap();
+        std::fs::write(dir.join("folder-model/model_index.json"), "{}").unwrap();
+        std::fs::create_dir_all(dir.join("not-a-model")).unwrap();
+        std::fs::write(dir.join("a.safetensors"), b"weights").unwrap();
+        std::fs::write(dir.join("c.gguf"), b"gguf").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        dir
+    }
+
+    #[test]
+    fn lists_resolves_and_refuses_escapes() {
+        let dir = folder("resolve");
+        let catalog = Catalog::new(ModelSet::Dir(dir.clone()));
+        let names: Vec<String> = catalog.list().into_iter().map(|m| m.name).collect();
+        assert_eq!(names, ["a.safetensors", "c.gguf", "folder-model"]);
+        let a = catalog.resolve("a [0123456789]").unwrap();
+        assert_eq!(a.name, "a.safetensors");
+        assert_eq!(catalog.resolve("a.safetensors").unwrap(), a);
+        assert_eq!(
+            catalog.resolve("folder-model").unwrap().model_name,
+            "folder-model"
+        );
+        for bad in [
+            "../a.safetensors",
+            "notes.txt",
+            "not-a-model",
+            "/etc/passwd",
+            "folder-model/../a.safetensors",
+            "",
+        ] {
+            assert!(catalog.resolve(bad).is_none(), "{bad} resolved");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn hash_is_cached_until_the_file_changes() {
+        let dir = folder("hash");
+        let catalog = Catalog::new(ModelSet::Dir(dir.clone()));
+        let a = catalog.resolve("a").unwrap();
+        let first = catalog.sha256(&a).unwrap();
+        // sha256("weights")
+        assert!(first.starts_with("9a129038d9a00aed"), "{first}");
+        assert_eq!(a.title(Some(&first)), "a.safetensors [9a129038d9]");
+        // Same size and mtime: the cached hash, even though the bytes changed.
+        let mtime = std::fs::metadata(&a.path).unwrap().modified().unwrap();
+        std::fs::write(&a.path, b"WEIGHTS").unwrap();
+        let f = std::fs::File::options().write(true).open(&a.path).unwrap();
+        f.set_modified(mtime).unwrap();
+        assert_eq!(catalog.sha256(&a).unwrap(), first);
+        // A different size: hashed again.
+        std::fs::write(&a.path, b"other weights!").unwrap();
+        assert_ne!(catalog.sha256(&a).unwrap(), first);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

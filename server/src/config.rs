@@ -1,0 +1,63 @@
+//! What `kiln serve` was started with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use kiln_models::weights::WeightType;
+use kiln_runtime::DeviceChoice;
+
+/// Where the models come from.
+#[derive(Clone, Debug)]
+pub enum ModelSet {
+    /// One model (a diffusers folder or a `.safetensors` checkpoint): `-m`.
+    Single(PathBuf),
+    /// Every diffusers folder and `.safetensors` / `.gguf` file directly in this folder:
+    /// `--models-dir`.
+    /// Requests can name only what is listed there, so they cannot reach outside it.
+    Dir(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub models: ModelSet,
+    /// Model selected at start-up (a name from the set); default: the first one.
+    pub default_model: Option<String>,
+    pub device: DeviceChoice,
+    /// How models are held on the device (`--weight-type`: f32, f16 or a quantised type).
+    pub weight_type: WeightType,
+    pub listen: SocketAddr,
+    /// With a key, every route but /health needs `Authorization: Bearer KEY` or HTTP Basic whose
+    /// `user:password` (or just password) is the key.
+    pub api_key: Option<String>,
+    /// Jobs that may wait behind the running one; one more answers 503.
+    pub queue_size: usize,
+    /// Largest width * height accepted.
+    pub max_pixels: usize,
+    /// Most denoising steps accepted.
+    pub max_steps: usize,
+    /// Most images (batch_size * n_iter) in one request.
+    pub max_images: usize,
+    /// Largest request body in bytes (base64 init images make bodies big).
+    pub max_body_bytes: usize,
+    /// A preview image every this many steps (and at the last step).
+    pub preview_every: usize,
+}
+
+impl ServerConfig {
+    pub fn new(models: ModelSet) -> ServerConfig {
+        ServerConfig {
+            models,
+            default_model: None,
+            device: DeviceChoice::Auto,
+            weight_type: WeightType::F32,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7860)),
+            api_key: None,
+            queue_size: 16,
+            max_pixels: 2048 * 2048,
+            max_steps: 500,
+            max_images: 64,
+            max_body_bytes: 64 << 20,
+            preview_every: 2,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `kiln serve`: AUTOMATIC1111's HTTP API (`/sdapi/v1/*`, so its existing clients work
+//! unchanged), OpenAI's images API, a job queue with progress (polled and as Server-Sent Events
+//! with previews), and a web page.
+//!
+//! Threads: the async runtime answers HTTP; one worker thread owns the device and the loaded model
+//! and runs jobs from a bounded FIFO one at a time (generation blocks for seconds to minutes).
+//!
+//! ```text
+//! let server = Server::start(ServerConfig::new(ModelSet::Single(path)))?;
+//! println!("{}", server.url());
+//! ```
+
+mod api;
+mod catalog;
+pub mod config;
+mod error;
+mod preview;
+mod progress;
+mod queue;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub use api::ROUTES;
+pub use config::{ModelSet, ServerConfig};
+
+use crate::api::AppState;
+use crate::catalog::Catalog;
+use crate::progress::ProgressHub;
+use crate::queue::Queue;
+
+/// Why the server could not start: bad models, a device that will not open, an address in use.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ServerError(String);
+
+/// A running server; dropping it stops it.
+pub struct Server {
+    addr: SocketAddr,
+    device: String,
+    queue: Arc<Queue>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    http: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Checks the models, opens the device, binds `config.listen` (port 0 picks a free one) and
+    /// serves on background threads.
+    pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let catalog = Arc::new(Catalog::new(config.models.clone()));
+        let checkpoint = default_checkpoint(&config, &catalog)?;
+        let queue = Arc::new(Queue::new(config.queue_size));
+        let progress = Arc::new(ProgressHub::default());
+        let (_worker, device) = worker::spawn(
+            config.device,
+            queue.clone(),
+            progress.clone(),
+            catalog.clone(),
+            config.preview_every,
+            config.weight_type,
+        )
+        .map_err(ServerError)?;
+
+        let listener = std::net::TcpListener::bind(config.listen)
+            .map_err(|e| ServerError(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServerError(e.to_string()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| ServerError(e.to_string()))?;
+        let state = Arc::new(AppState::new(
+            config,
+            catalog,
+            queue.clone(),
+            progress,
+            device.clone(),
+            checkpoint,
+        ));
+        let app = api::router(state);
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| ServerError(format!("cannot start the async runtime: {e}")))?;
+        let http = std::thread::Builder::new()
+            .name("kiln-http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let serve = async {
+                        let _ = axum::serve(listener, app).await;
+                    };
+                    // Not a graceful shutdown: open event streams never end on their own, and the
+                    // queue is closed anyway, so waiting requests are already answered.
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = stop => {}
+                    }
+                });
+                runtime.shutdown_background();
+            })
+            .map_err(|e| ServerError(format!("cannot start the HTTP thread: {e}")))?;
+        Ok(Server {
+            addr,
+            device,
+            queue,
+            shutdown: Some(shutdown),
+            http: Some(http),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The device the worker runs on.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Serves until the HTTP thread ends (it does not on its own: the process is stopped).
+    pub fn wait(mut self) {
+        if let Some(http) = self.http.take() {
+            let _ = http.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        // Waiting requests get a 503; the running job stops at its next step. The worker thread
+        // is not joined: it may be inside a model load.
+        self.queue.close();
+    }
+}
+
+/// The model selected at start: `default_model` if given (it must be listed), else the first.
+fn default_checkpoint(config: &ServerConfig, catalog: &Catalog) -> Result<String, ServerError> {
+    match &config.models {
+        ModelSet::Single(p) if !p.exists() => {
+            return Err(ServerError(format!("model {} does not exist", p.display())))
+        }
+        ModelSet::Dir(d) if !d.is_dir() => {
+            return Err(ServerError(format!(
+                "models folder {} does not exist",
+                d.display()
+            )))
+        }
+        _ => {}
+    }
+    let models = catalog.list();
+    if let Some(name) = &config.default_model {
+        return catalog.resolve(name).map(|m| m.name).ok_or_else(|| {
+            ServerError(format!(
+                "model {name:?} is not among the served models ({})",
+                models
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        });
+    }
+    models.first().map(|m| m.name.clone()).ok_or_else(|| {
+        ServerError(
+            "no models to serve: the models folder has no diffusers folders or .safetensors files"
+                .into(),
+        )
+    })
+}

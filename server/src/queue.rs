@@ -1,0 +1,253 @@
+//! The job queue: a bounded FIFO of waiting jobs in front of the one running job. Requests wait
+//! on a one-shot reply; a request that goes away cancels its job (removed if still waiting,
+//! stopped at the next step if running).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use kiln_models::pipeline::{GenerationParams, StepControl};
+use tokio::sync::oneshot;
+
+use crate::catalog::ModelEntry;
+use crate::error::ApiResult;
+
+const RUN: u8 = 0;
+const SKIP: u8 = 1;
+const INTERRUPT: u8 = 2;
+const CANCEL: u8 = 3;
+
+/// What the API asks of a running job, read by the worker after each step.
+#[derive(Default, Debug)]
+pub struct JobControl(AtomicU8);
+
+impl JobControl {
+    pub fn skip(&self) {
+        // Never downgrade an interrupt or cancel to a skip.
+        let _ = self
+            .0
+            .compare_exchange(RUN, SKIP, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub fn interrupt(&self) {
+        self.0.fetch_max(INTERRUPT, Ordering::SeqCst);
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(CANCEL, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == CANCEL
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.0.load(Ordering::SeqCst) >= INTERRUPT
+    }
+
+    /// The pipeline's next move; a skip applies to one batch only, as in A1111.
+    pub fn next_step(&self) -> StepControl {
+        match self
+            .0
+            .compare_exchange(SKIP, RUN, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => StepControl::Skip,
+            Err(RUN) => StepControl::Continue,
+            Err(_) => StepControl::Interrupt,
+        }
+    }
+}
+
+/// One generation request, checked and ready to run.
+pub struct JobRequest {
+    pub params: GenerationParams,
+    pub model: ModelEntry,
+}
+
+/// One finished image.
+pub struct OutputImage {
+    pub seed: u64,
+    /// PNG with the A1111 `parameters` chunk.
+    pub png: Vec<u8>,
+    pub infotext: String,
+}
+
+pub struct JobOutput {
+    pub images: Vec<OutputImage>,
+    pub model_name: String,
+    /// The model's short (10 hex digit) hash.
+    pub model_hash: Option<String>,
+    /// A1111's `job_timestamp`, `YYYYMMDDhhmmss` (UTC).
+    pub job_timestamp: String,
+    pub interrupted: bool,
+}
+
+pub type Reply = oneshot::Sender<ApiResult<JobOutput>>;
+
+pub struct Job {
+    pub id: u64,
+    pub request: JobRequest,
+    pub control: Arc<JobControl>,
+    pub reply: Reply,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct QueueFull;
+
+#[derive(Default)]
+struct State {
+    waiting: VecDeque<Job>,
+    running: Option<(u64, Arc<JobControl>)>,
+    closed: bool,
+    next_id: u64,
+}
+
+pub struct Queue {
+    state: Mutex<State>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+impl Queue {
+    pub fn new(capacity: usize) -> Queue {
+        Queue {
+            state: Mutex::new(State::default()),
+            ready: Condvar::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a job; `QueueFull` when `capacity` jobs already wait.
+    pub fn submit(&self, request: JobRequest, reply: Reply) -> Result<u64, QueueFull> {
+        let mut s = self.lock();
+        if s.waiting.len() >= self.capacity || s.closed {
+            return Err(QueueFull);
+        }
+        s.next_id += 1;
+        let id = s.next_id;
+        s.waiting.push_back(Job {
+            id,
+            request,
+            control: Arc::default(),
+            reply,
+        });
+        drop(s);
+        self.ready.notify_one();
+        Ok(id)
+    }
+
+    /// Drops a waiting job, or cancels the running one.
+    pub fn cancel(&self, id: u64) {
+        let mut s = self.lock();
+        s.waiting.retain(|j| j.id != id);
+        if let Some((running, control)) = &s.running {
+            if *running == id {
+                control.cancel();
+            }
+        }
+    }
+
+    /// The running job's control, if a job runs.
+    pub fn running(&self) -> Option<(u64, Arc<JobControl>)> {
+        self.lock().running.clone()
+    }
+
+    /// Jobs waiting (not counting the running one).
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    /// Blocks until a job is queued (it becomes the running one) or the queue is closed.
+    pub fn pop(&self) -> Option<Job> {
+        let mut s = self.lock();
+        loop {
+            if s.closed {
+                return None;
+            }
+            if let Some(job) = s.waiting.pop_front() {
+                s.running = Some((job.id, job.control.clone()));
+                return Some(job);
+            }
+            s = self.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The running job is done.
+    pub fn finish(&self, id: u64) {
+        let mut s = self.lock();
+        if s.running.as_ref().is_some_and(|(r, _)| *r == id) {
+            s.running = None;
+        }
+    }
+
+    /// Refuses new jobs, answers waiting ones with nothing (their requests see a closed reply),
+    /// stops the running one and wakes the worker so it exits.
+    pub fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        s.waiting.clear();
+        if let Some((_, control)) = &s.running {
+            control.cancel();
+        }
+        drop(s);
+        self.ready.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_models::pipeline::GenerationParams;
+
+    fn request() -> JobRequest {
+        JobRequest {
+            params: GenerationParams::new("p"),
+            model: ModelEntry {
+                name: "m".into(),
+                model_name: "m".into(),
+                path: "m".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn bounded_fifo_with_cancellation() {
+        let q = Queue::new(2);
+        let (tx1, _rx1) = oneshot::channel();
+        let (tx2, _rx2) = oneshot::channel();
+        let (tx3, _rx3) = oneshot::channel();
+        let a = q.submit(request(), tx1).unwrap();
+        let b = q.submit(request(), tx2).unwrap();
+        assert_eq!(q.submit(request(), tx3), Err(QueueFull));
+        q.cancel(a);
+        assert_eq!(q.waiting(), 1);
+        let job = q.pop().unwrap();
+        assert_eq!(job.id, b);
+        assert_eq!(q.running().unwrap().0, b);
+        q.cancel(b);
+        assert!(job.control.is_cancelled());
+        assert_eq!(job.control.next_step(), StepControl::Interrupt);
+        q.finish(b);
+        assert!(q.running().is_none());
+        q.close();
+        assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn skip_applies_once_and_never_overrides_interrupt() {
+        let c = JobControl::default();
+        assert_eq!(c.next_step(), StepControl::Continue);
+        c.skip();
+        assert_eq!(c.next_step(), StepControl::Skip);
+        assert_eq!(c.next_step(), StepControl::Continue);
+        c.interrupt();
+        c.skip();
+        assert_eq!(c.next_step(), StepControl::Interrupt);
+        assert!(c.is_interrupted() && !c.is_cancelled());
+    }
+}
