@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use kiln_runtime::{Error, Result, Tensor};
 
 use super::Shape;
-use crate::common::{cpu_f32, cpu_output};
+use crate::common::{cpu_f32, cpu_output, fast_exp as exp};
 
 /// Query rows per block: enough for efficient GEMMs, and lk x 64 scores stay in L2 for SD's 4096 keys.
 const QUERY_BLOCK: usize = 64;
@@ -216,55 +216,4 @@ fn softmax_numerator_body(row: &mut [f32]) -> f32 {
         }
     }
     sums.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
-}
-
-/// exp(x) for x <= 0 (softmax after subtracting the max), within 2 ulp of `f32::exp` over the range
-/// that matters; exp(-inf) = 0. Branch-free so that loops over it vectorise: x = n ln2 + r with
-/// |r| <= ln2 / 2, exp(r) by a degree-6 polynomial, 2^n built in the exponent bits.
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a rounding instruction.
-    const ROUND: f32 = 12_582_912.0;
-    let clamped = if x > -87.0 { x } else { -87.0 };
-    let shifted = clamped * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let r = (clamped - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (0.166_666_67
-                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    // n as an integer is in the low mantissa bits of `shifted`: integer ops only, which vectorise
-    // (a float-to-int `as` saturates and does not).
-    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits());
-    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
-    // Underflow: exp(-87) ~ 1.6e-38 is near the last normal value; below it (and -inf) the result is 0.
-    if x < -87.0 {
-        0.0
-    } else {
-        p * scale
-    }
-}
-
-#[cfg(test)]
-mod exp_tests {
-    use super::exp;
-
-    #[test]
-    fn exp_matches_the_standard_library() {
-        let mut worst = 0.0f32;
-        let mut x = -87.0f32;
-        while x <= 0.0 {
-            let (got, want) = (exp(x), x.exp());
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.001_3;
-        }
-        assert!(worst <= 3e-7, "worst relative error {worst}");
-        assert_eq!(exp(0.0), 1.0);
-        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp(-1000.0), 0.0);
-    }
 }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use kiln_runtime::{Result, Tensor};
 
 use super::{Binary, Unary};
-use crate::common::{cpu_f32, cpu_output};
+use crate::common::{cpu_f32, cpu_output, fast_exp};
 
 pub fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erf(x as f64 * std::f64::consts::FRAC_1_SQRT_2) as f32)
@@ -16,7 +16,7 @@ pub fn gelu_tanh(x: f32) -> f32 {
 }
 
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + fast_exp(-x))
 }
 
 /// Elements per parallel task of a flat map: large enough to amortise scheduling.

@@ -5,26 +5,38 @@ use rayon::prelude::*;
 use kiln_runtime::{Result, Tensor};
 
 use super::{Rows, Stats};
-use crate::common::{cpu_f32, cpu_output};
+use crate::common::{cpu_f32, cpu_output, fast_exp};
 
 /// (mean, 1 / std) of one row; the mean is 0 for RMSNorm.
 pub fn row_stats(row: &[f32], stats: Stats, eps: f32) -> (f64, f64) {
     let n = row.len() as f64;
     let (mean, spread) = match stats {
         Stats::MeanVar => {
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let q: f64 = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
-            (mean, q)
+            let mean = lane_sum(row, |v| v) / n;
+            (mean, lane_sum(row, |v| (v - mean) * (v - mean)))
         }
-        Stats::Rms => (0.0, row.iter().map(|&v| (v as f64).powi(2)).sum()),
+        Stats::Rms => (0.0, lane_sum(row, |v| v * v)),
     };
     (mean, 1.0 / (spread / n + eps as f64).sqrt())
+}
+
+/// Sum of `f(x)` over the row in f64, in eight independent lanes so the loop vectorises.
+fn lane_sum(row: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += f(v as f64);
+        }
+    }
+    lanes.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| f(v as f64)).sum::<f64>()
 }
 
 pub fn norm(rows: &Rows) -> Result<Tensor> {
     let x = cpu_f32(rows.x)?;
     let weight = rows.weight.map(cpu_f32).transpose()?;
     let bias = rows.bias.map(cpu_f32).transpose()?;
+    let (weight, bias) = (weight.as_deref(), bias.as_deref());
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(rows.width)
         .zip(x.par_chunks(rows.width))
@@ -33,19 +45,33 @@ pub fn norm(rows: &Rows) -> Result<Tensor> {
         .for_each(|(r, (out, row))| {
             let (mean, rstd) = row_stats(row, rows.stats, rows.eps);
             let first = (r % rows.groups) * rows.cpg;
-            for (i, (o, &v)) in out.iter_mut().zip(row).enumerate() {
-                let c = first + i / rows.spatial;
-                let mut y = ((v as f64 - mean) * rstd) as f32;
-                if let Some(w) = &weight {
-                    y *= w[c];
+            // Per channel, y = (x - mean) * scale + shift in f64 (x may sit far from zero, where an f32
+            // shift would cancel), in plain loops with no per-element division.
+            let affine = |c: usize| {
+                let scale = rstd * weight.map_or(1.0, |w| w[c] as f64);
+                (scale, bias.map_or(0.0, |b| b[c] as f64))
+            };
+            if rows.spatial == 1 {
+                for (i, (o, &v)) in out.iter_mut().zip(row).enumerate() {
+                    let (scale, shift) = affine(first + i);
+                    *o = ((v as f64 - mean) * scale + shift) as f32;
                 }
-                if let Some(b) = &bias {
-                    y += b[c];
+            } else {
+                for (k, (o, seg)) in out
+                    .chunks_mut(rows.spatial)
+                    .zip(row.chunks(rows.spatial))
+                    .enumerate()
+                {
+                    let (scale, shift) = affine(first + k);
+                    for (o, &v) in o.iter_mut().zip(seg) {
+                        *o = ((v as f64 - mean) * scale + shift) as f32;
+                    }
                 }
-                if rows.silu {
-                    y /= 1.0 + (-y).exp();
+            }
+            if rows.silu {
+                for o in out.iter_mut() {
+                    *o /= 1.0 + fast_exp(-*o);
                 }
-                *o = y;
             }
         });
     cpu_output(rows.x.shape(), rows.x.dtype(), out)
