@@ -19,6 +19,7 @@ mod latents;
 mod load;
 mod noise;
 mod params;
+mod plan;
 mod quantize;
 mod text;
 
@@ -26,8 +27,11 @@ pub use error::PipelineError;
 pub use generate::generate;
 pub use hash::{sha256_file, short_hash};
 pub use info::infotext;
-pub use load::{single_file_scheduler, ModelSource, StableDiffusion, SUPPORTED_PIPELINES};
+pub use load::{
+    single_file_scheduler, LoadOptions, ModelSource, StableDiffusion, SUPPORTED_PIPELINES,
+};
 pub use noise::BatchNoise;
 pub use params::{GeneratedImage, GenerationParams, InitImage, Progress};
+pub use plan::{plan, ComponentWeights, MemoryPlan, PhaseNeed, Planner, Residency};
 pub use quantize::{quantize_model, QuantizeReport};
 pub use text::{encode_pair, encode_prompt, Conditioning};
