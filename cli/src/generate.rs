@@ -162,15 +162,7 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
     if args.plan || budget.is_some() {
         let planner = Planner::new(&model_path, device, &options)?;
         let (width, height) = size(args, init.as_ref(), planner.model())?;
-        let params = params(
-            args,
-            sampler.clone(),
-            rng,
-            seed,
-            init.clone(),
-            width,
-            height,
-        );
+        let params = params(args, sampler, rng, seed, init.clone(), width, height);
         let plan = planner.plan(&params)?;
         if args.plan {
             print!("{}", plan.report());

@@ -163,7 +163,13 @@ fn a_budget_that_needs_no_streaming_gives_the_same_image() {
 #[test]
 fn an_impossible_budget_is_refused_with_the_minimum() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
-    let planned = plan(&bundled(), &Device::Cpu, &LoadOptions::default(), &params(64)).unwrap();
+    let planned = plan(
+        &bundled(),
+        &Device::Cpu,
+        &LoadOptions::default(),
+        &params(64),
+    )
+    .unwrap();
     let err = planned
         .residency_for(planned.streamed_peak() - 1)
         .unwrap_err()
@@ -175,6 +181,9 @@ fn an_impossible_budget_is_refused_with_the_minimum() {
     Device::Cpu.set_memory_budget(Some(1 << 20));
     let loaded = StableDiffusion::load_with(&bundled(), &Device::Cpu, &LoadOptions::default());
     Device::Cpu.set_memory_budget(None);
-    let err = loaded.err().expect("1 MiB cannot hold the weights").to_string();
+    let err = loaded
+        .err()
+        .expect("1 MiB cannot hold the weights")
+        .to_string();
     assert!(err.contains("over the memory budget of 1.00 MiB"), "{err}");
 }
