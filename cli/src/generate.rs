@@ -16,11 +16,13 @@ use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    generate, infotext, short_hash, GenerationParams, InitImage, StableDiffusion,
+    generate, infotext, short_hash, GenerationParams, InitImage, LoadOptions, Planner, Residency,
+    StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
 use kiln_models::weights::WeightType;
+use kiln_runtime::memory::{format_bytes, parse_bytes};
 use kiln_runtime::Device;
 
 /// Where the bundled default model lives in a checkout, relative to the workspace root.
@@ -108,6 +110,17 @@ pub struct GenerateArgs {
     /// (bitsandbytes). Quantised types pack Linear and 1x1-conv weights; the rest stays f32.
     #[arg(long, default_value = "f32")]
     weight_type: String,
+
+    /// Print the peak device memory this run would need (weights per component, activations per
+    /// phase, with and without UNet weight streaming) and exit without generating.
+    #[arg(long)]
+    plan: bool,
+
+    /// Keep peak device memory under SIZE (e.g. 1.5G, 800M; K/M/G/T are powers of 1024): freed
+    /// buffers are given back when over it, and the UNet's weights stream from host memory block
+    /// by block when the resident model does not fit. Fails before starting when even that cannot.
+    #[arg(long, value_name = "SIZE")]
+    max_vram: Option<String>,
 }
 
 pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
@@ -139,22 +152,39 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
         Some(p) => p.clone(),
         None => bundled_model()?,
     };
-    let model = StableDiffusion::load_weight_type(&model_path, device, weight_type)?;
+    let budget = args
+        .max_vram
+        .as_deref()
+        .map(parse_bytes)
+        .transpose()
+        .context("--max-vram")?;
+    let mut options = LoadOptions::weight_type(weight_type);
+    if args.plan || budget.is_some() {
+        let planner = Planner::new(&model_path, device, &options)?;
+        let (width, height) = size(args, init.as_ref(), planner.model())?;
+        let params = params(args, sampler, rng, seed, init.clone(), width, height);
+        let plan = planner.plan(&params)?;
+        if args.plan {
+            print!("{}", plan.report());
+            return Ok(());
+        }
+        if let Some(budget) = budget {
+            let residency = plan.residency_for(budget)?;
+            options.stream_unet = residency == Residency::StreamedUnet;
+            eprintln!(
+                "--max-vram {}: {}",
+                format_bytes(budget),
+                match residency {
+                    Residency::Resident => "every weight resident",
+                    Residency::StreamedUnet => "UNet weights streamed from host memory",
+                }
+            );
+            device.set_memory_budget(Some(budget));
+        }
+    }
+    let model = StableDiffusion::load_with(&model_path, device, &options)?;
     let (width, height) = size(args, init.as_ref(), &model)?;
-
-    let mut params = GenerationParams::new(args.prompt.clone());
-    params.negative_prompt = args.negative.clone();
-    params.steps = args.steps;
-    params.cfg_scale = args.cfg_scale;
-    params.width = width;
-    params.height = height;
-    params.seed = seed;
-    params.sampler = sampler;
-    params.batch_size = args.batch_size;
-    params.batch_count = args.batch_count;
-    params.clip_skip = args.clip_skip;
-    params.rng = rng;
-    params.init = init;
+    let params = params(args, sampler, rng, seed, init, width, height);
 
     let hash = short_hash(&model.source.hash_file)?;
     let bar = progress_bar();
@@ -177,6 +207,31 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+fn params(
+    args: &GenerateArgs,
+    sampler: SamplerSpec,
+    rng: RngKind,
+    seed: u64,
+    init: Option<InitImage>,
+    width: usize,
+    height: usize,
+) -> GenerationParams {
+    let mut params = GenerationParams::new(args.prompt.clone());
+    params.negative_prompt = args.negative.clone();
+    params.steps = args.steps;
+    params.cfg_scale = args.cfg_scale;
+    params.width = width;
+    params.height = height;
+    params.seed = seed;
+    params.sampler = sampler;
+    params.batch_size = args.batch_size;
+    params.batch_count = args.batch_count;
+    params.clip_skip = args.clip_skip;
+    params.rng = rng;
+    params.init = init;
+    params
 }
 
 fn parse_seed(text: &str) -> Result<u64> {

@@ -6,23 +6,28 @@
 //! files (a single-file checkpoint in the original SD layout) translates them.
 
 mod gguf;
+mod host;
 mod random;
 mod shapes;
 mod source;
 mod weight_type;
+mod zeros;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kiln_runtime::loader::WeightFile;
-use kiln_runtime::{DType, Device, Error, QuantFormat, Result, Tensor};
+use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
 pub use gguf::GgufSource;
+pub use host::HostSource;
 pub use random::RandomSource;
 pub use shapes::ShapeSource;
 pub use source::{wrong_shape, FileSource, TensorSource};
 pub use weight_type::WeightType;
+pub use zeros::ZeroSource;
 
 use crate::nn::LayerWeight;
 
@@ -37,6 +42,34 @@ pub struct Weights {
     quantization: Option<QuantFormat>,
     /// Weights packed so far through this view and every view derived from it.
     packed: Arc<AtomicUsize>,
+    /// Records every tensor loaded and its bytes on the device, when set (`--plan`).
+    tally: Option<Arc<Tally>>,
+    /// Whether the model built from this view streams its large blocks (see `HostSource`).
+    stream: bool,
+}
+
+/// The tallies of a pipeline's three components.
+#[derive(Debug, Default)]
+pub struct ModelTally {
+    pub unet: Arc<Tally>,
+    pub vae: Arc<Tally>,
+    pub text_encoder: Arc<Tally>,
+}
+
+/// Device bytes of each weight loaded through a view, by full name.
+#[derive(Debug, Default)]
+pub struct Tally(Mutex<BTreeMap<String, u64>>);
+
+impl Tally {
+    pub fn entries(&self) -> BTreeMap<String, u64> {
+        self.0.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn add(&self, name: String, bytes: u64) {
+        if let Ok(mut t) = self.0.lock() {
+            t.insert(name, bytes);
+        }
+    }
 }
 
 impl Weights {
@@ -55,7 +88,45 @@ impl Weights {
             dtype: device.float_dtype(dtype),
             quantization: None,
             packed: Arc::new(AtomicUsize::new(0)),
+            tally: None,
+            stream: false,
         }
+    }
+
+    /// The same view, recording each loaded tensor's device bytes in `tally`.
+    pub fn tallied(self, tally: Option<Arc<Tally>>) -> Weights {
+        Weights { tally, ..self }
+    }
+
+    /// The same view with its tensors kept in host memory once loaded and uploaded on each
+    /// request, for a model that streams its blocks (the UNet builds them just before use).
+    pub fn streamed(self) -> Weights {
+        Weights {
+            source: Arc::new(HostSource::new(self.source.clone())),
+            stream: true,
+            ..self
+        }
+    }
+
+    pub fn is_streamed(&self) -> bool {
+        self.stream
+    }
+
+    fn count(&self, name: &str, bytes: u64) {
+        if let Some(t) = &self.tally {
+            t.add(self.full_name(name), bytes);
+        }
+    }
+
+    fn counted(&self, name: &str, t: Tensor) -> Tensor {
+        self.count(name, t.size_in_bytes());
+        t
+    }
+
+    fn counted_packed(&self, name: &str, q: QTensor) -> LayerWeight {
+        self.count(name, q.words().size_in_bytes());
+        self.packed.fetch_add(1, Ordering::Relaxed);
+        LayerWeight::Packed(q)
     }
 
     /// The same view, packing layer weights into `format` as they load (`None`: all float).
@@ -120,8 +191,10 @@ impl Weights {
 
     /// Loads `name` under this prefix, requiring `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.source
-            .load(&self.full_name(name), Some(shape), &self.device, self.dtype)
+        let t = self
+            .source
+            .load(&self.full_name(name), Some(shape), &self.device, self.dtype)?;
+        Ok(self.counted(name, t))
     }
 
     /// Loads the weight of a Linear or 1x1 convolution, stored as `shape` and used as `[out, inp]`:
@@ -147,8 +220,7 @@ impl Weights {
                     ),
                 ));
             }
-            self.packed.fetch_add(1, Ordering::Relaxed);
-            return Ok(LayerWeight::Packed(packed));
+            return Ok(self.counted_packed(name, packed));
         }
         let Some(format) = self
             .quantization
@@ -159,14 +231,15 @@ impl Weights {
         let packed = self
             .source
             .load_quantized(&full, shape, matrix, format, &self.device)?;
-        self.packed.fetch_add(1, Ordering::Relaxed);
-        Ok(LayerWeight::Packed(packed))
+        Ok(self.counted_packed(name, packed))
     }
 
     /// Loads `name` whatever its shape (for configs inferred from weights).
     pub fn get_unchecked(&self, name: &str) -> Result<Tensor> {
-        self.source
-            .load(&self.full_name(name), None, &self.device, self.dtype)
+        let t = self
+            .source
+            .load(&self.full_name(name), None, &self.device, self.dtype)?;
+        Ok(self.counted(name, t))
     }
 
     /// The stored shape of `name`, if present.

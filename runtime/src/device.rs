@@ -141,6 +141,16 @@ impl Device {
         }
     }
 
+    /// Sets (or lifts) a hard limit on this device's memory: on a GPU, bytes reserved from the
+    /// driver (cached free buffers are given back before it is crossed); on the CPU backend, bytes
+    /// held by tensors, process-wide. An allocation that would cross it fails naming the tensor.
+    pub fn set_memory_budget(&self, budget: Option<u64>) {
+        match self {
+            Device::Cpu => crate::memory::set_cpu_budget(budget),
+            Device::Gpu(ctx) => ctx.set_memory_budget(budget),
+        }
+    }
+
     /// Waits until all recorded work has finished.
     pub fn synchronize(&self) -> Result<()> {
         match self {

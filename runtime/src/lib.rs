@@ -13,6 +13,7 @@ pub mod pool;
 pub mod preprocess;
 pub mod qtensor;
 pub mod tensor;
+pub mod trace;
 
 pub use device::{Device, DeviceChoice};
 pub use dtype::DType;

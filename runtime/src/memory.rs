@@ -57,6 +57,65 @@ impl Counter {
 /// Bytes held by CPU-backend tensors in this process.
 pub static CPU_TENSOR_BYTES: Counter = Counter::new();
 
+/// The CPU backend's budget in bytes; 0 = none.
+static CPU_BUDGET: AtomicU64 = AtomicU64::new(0);
+
+/// Sets (or lifts) the budget CPU-backend tensors must stay under (process-wide, like the counter).
+pub fn set_cpu_budget(budget: Option<u64>) {
+    CPU_BUDGET.store(budget.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// Checks a new CPU tensor of `bytes` against the budget. The CPU backend caches nothing, so there
+/// is nothing to give back first.
+pub(crate) fn check_cpu_budget(bytes: u64, shape: &[usize]) -> crate::Result<()> {
+    let budget = CPU_BUDGET.load(Ordering::Relaxed);
+    let live = CPU_TENSOR_BYTES.current();
+    if budget != 0 && live + bytes > budget {
+        return Err(crate::Error::limit(
+            "cpu tensor",
+            format!(
+                "tensor {shape:?} needs {} more, over the memory budget of {} ({} already held by \
+                 tensors)",
+                format_bytes(bytes),
+                format_bytes(budget),
+                format_bytes(live)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a memory size as `--max-vram` takes it: a number with an optional binary unit, `K`, `M`,
+/// `G` or `T` (also `KiB`, `MB`, ...: all powers of 1024), e.g. `1.5G`, `800M`, `1048576`.
+pub fn parse_bytes(text: &str) -> crate::Result<u64> {
+    let t = text.trim();
+    let bad = |why: &str| {
+        crate::Error::limit(
+            "memory size",
+            format!("`{text}` {why}: expected a number with an optional unit K, M, G or T (powers of 1024), e.g. 1.5G or 800M"),
+        )
+    };
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad("is not a size"))?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let shift = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(bad("has an unknown unit")),
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(bad("is not a positive size"));
+    }
+    Ok(bytes.round() as u64)
+}
+
 pub fn cpu_stats() -> MemoryStats {
     let live = CPU_TENSOR_BYTES.current();
     let peak = CPU_TENSOR_BYTES.peak();
@@ -100,6 +159,22 @@ mod tests {
         assert_eq!(c.peak(), 150);
         c.reset_peak();
         assert_eq!(c.peak(), 40);
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units_and_bad_ones_are_named() {
+        assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("800M").unwrap(), 800 << 20);
+        assert_eq!(parse_bytes("800MiB").unwrap(), 800 << 20);
+        assert_eq!(parse_bytes(" 64k ").unwrap(), 64 << 10);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        for bad in ["", "G", "1.5X", "-1G", "0", "1..5G"] {
+            let err = parse_bytes(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("`{bad}`")) && err.contains("1.5G"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -18,11 +18,23 @@ pub fn size_class(bytes: u64) -> u64 {
     bytes.div_ceil(step) * step
 }
 
+/// A request that does not fit the budget even with every cached buffer given back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverBudget {
+    /// Bytes held by live tensors.
+    pub live: u64,
+    /// The request, rounded to its size class.
+    pub request: u64,
+    pub budget: u64,
+}
+
 #[derive(Debug)]
 pub struct Pool<B> {
     /// Free buffers by class, then by rank.
     free: BTreeMap<u64, BTreeMap<u64, B>>,
     stats: MemoryStats,
+    /// Hard limit on reserved bytes (`--max-vram`), if any.
+    budget: Option<u64>,
     allocations: u64,
     reuses: u64,
 }
@@ -32,6 +44,7 @@ impl<B> Default for Pool<B> {
         Pool {
             free: BTreeMap::new(),
             stats: MemoryStats::default(),
+            budget: None,
             allocations: 0,
             reuses: 0,
         }
@@ -87,6 +100,38 @@ impl<B> Pool<B> {
             .into_values()
             .flat_map(BTreeMap::into_values)
             .collect()
+    }
+
+    /// Sets (or lifts) the hard limit on reserved bytes that `make_room` enforces.
+    pub fn set_budget(&mut self, budget: Option<u64>) {
+        self.budget = budget;
+    }
+
+    pub fn budget(&self) -> Option<u64> {
+        self.budget
+    }
+
+    /// Gets ready for a request of `bytes` under the budget: when it would need a new buffer that
+    /// takes reserved bytes over the budget, every cached free buffer is taken out (returned for the
+    /// caller to destroy); when even then live bytes plus the request exceed it, the request fails.
+    /// Without a budget nothing happens.
+    pub fn make_room(&mut self, bytes: u64) -> Result<Vec<B>, OverBudget> {
+        let Some(budget) = self.budget else {
+            return Ok(Vec::new());
+        };
+        let class = size_class(bytes);
+        let cached = self.free.get(&class).is_some_and(|v| !v.is_empty());
+        if cached || self.stats.reserved + class <= budget {
+            return Ok(Vec::new());
+        }
+        if self.stats.live + class > budget {
+            return Err(OverBudget {
+                live: self.stats.live,
+                request: class,
+                budget,
+            });
+        }
+        Ok(self.trim())
     }
 
     pub fn stats(&self) -> MemoryStats {
@@ -179,6 +224,27 @@ mod tests {
         assert_eq!(trimmed.len(), 1);
         assert_eq!(trimmed[0][0], 3);
         assert_eq!(pool.stats().reserved, 2 * class);
+    }
+
+    #[test]
+    fn a_budget_trims_cached_buffers_before_growing_and_refuses_what_cannot_fit() {
+        let mut pool = Pool::default();
+        pool.set_budget(Some(4096));
+        let (a, ca) = pool.acquire(2048, make).unwrap();
+        pool.release(a, ca, 0);
+        // A cached buffer of the class: reuse, nothing trimmed.
+        assert!(pool.make_room(2000).unwrap().is_empty());
+        // 2048 cached + 4096 new > 4096: the cache goes first.
+        let trimmed = pool.make_room(4096).unwrap();
+        assert_eq!(trimmed.len(), 1);
+        let (b, cb) = pool.acquire(4096, make).unwrap();
+        assert_eq!(pool.stats().reserved, 4096);
+        // Live 4096 + 16 can never fit.
+        let err = pool.make_room(10).unwrap_err();
+        assert_eq!((err.live, err.request, err.budget), (4096, 16, 4096));
+        pool.release(b, cb, 1);
+        pool.set_budget(None);
+        assert!(pool.make_room(1 << 40).unwrap().is_empty());
     }
 
     #[test]

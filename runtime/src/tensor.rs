@@ -81,7 +81,15 @@ impl Drop for Storage {
     fn drop(&mut self) {
         if let Storage::Cpu(data) = self {
             CPU_TENSOR_BYTES.sub(data.size_in_bytes());
+            crate::trace::free(self as *const Storage as usize);
         }
+    }
+}
+
+fn storage_bytes(storage: &Storage) -> u64 {
+    match storage {
+        Storage::Cpu(data) => data.size_in_bytes(),
+        Storage::Gpu(buffer) => buffer.bytes(),
     }
 }
 
@@ -106,10 +114,13 @@ impl Tensor {
                 format!("{} values do not fill shape {shape:?}", data.len()),
             ));
         }
+        crate::memory::check_cpu_budget(data.size_in_bytes(), shape)?;
         CPU_TENSOR_BYTES.add(data.size_in_bytes());
         let dtype = data.dtype();
+        let storage = Arc::new(Storage::Cpu(data));
+        crate::trace::alloc(Arc::as_ptr(&storage) as usize, storage_bytes(&storage));
         Ok(Tensor {
-            storage: Arc::new(Storage::Cpu(data)),
+            storage,
             shape: shape.to_vec(),
             dtype,
             device: Device::Cpu,

@@ -6,7 +6,7 @@
 //! inpainting: VAE sample of the init image (4-channel UNet, or strength < 1), the initial noise,
 //! the VAE sample of the masked image, then step noise.
 
-use kiln_runtime::{DType, Tensor};
+use kiln_runtime::{trace, DType, Tensor};
 
 use super::denoise::{Denoiser, InpaintInputs};
 use super::error::{PipelineError, Result};
@@ -15,6 +15,7 @@ use super::latents::{encode_sampled, image_to_tensor, unscale};
 use super::load::StableDiffusion;
 use super::noise::BatchNoise;
 use super::params::{GeneratedImage, GenerationParams, Progress, Step, StepControl};
+use super::plan::{PHASE_TEXT, PHASE_UNET, PHASE_VAE_DECODE, PHASE_VAE_ENCODE};
 use super::text::encode_pair;
 use crate::image::resize;
 use crate::rng::NoiseSource;
@@ -42,6 +43,7 @@ pub fn generate_controlled(
     control: &mut dyn FnMut(&Step) -> StepControl,
 ) -> Result<Vec<GeneratedImage>> {
     check(model, params)?;
+    trace::phase(PHASE_TEXT);
     let guidance = params.cfg_scale > 1.0;
     let (cond, uncond) = encode_pair(
         model,
@@ -69,7 +71,11 @@ pub fn generate_controlled(
             params.height / f,
             params.width / f,
         ];
+        if params.init.is_some() {
+            trace::phase(PHASE_VAE_ENCODE);
+        }
         let init = inputs.initial(model, scheduler.as_ref(), start, shape, &mut noise)?;
+        trace::phase(PHASE_UNET);
         let denoiser = Denoiser::new(
             model,
             &cond,
@@ -100,6 +106,7 @@ pub fn generate_controlled(
                 break;
             }
         }
+        trace::phase(PHASE_VAE_DECODE);
         images.extend(decode(model, &latents, shape, batch_seeds)?);
         if stop == StepControl::Interrupt {
             break;

@@ -17,7 +17,9 @@ use crate::single_file::{refuse_pickles, Component, ModelKind, SingleFile};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
-use crate::weights::{GgufSource, WeightType, Weights};
+use crate::weights::{
+    FileSource, GgufSource, ModelTally, TensorSource, WeightType, Weights, ZeroSource,
+};
 
 /// The pipeline classes whose components kiln runs (SD 1.x, 2.x, SD-Turbo and their inpainting
 /// variants all use these).
@@ -32,6 +34,41 @@ const CONVERT_HINT: &str = "re-save the folder with safetensors weights, with a 
 e.g. in Python: `from diffusers import StableDiffusionPipeline; \
 StableDiffusionPipeline.from_pretrained(\"model-folder\").save_pretrained(\"model-folder-st\")` \
 (diffusers writes .safetensors), then pass -m model-folder-st";
+
+/// How `StableDiffusion::load_with` loads a model.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// The compute dtype (f32 where the device lacks it).
+    pub dtype: DType,
+    /// Packs Linear / 1x1-conv weights into this format as they load.
+    pub quantization: Option<QuantFormat>,
+    /// Keep the UNet's down / mid / up blocks in host memory and upload each just before it runs
+    /// (`--max-vram` below what the resident model needs).
+    pub stream_unet: bool,
+    /// The model's names and shapes with zeros for data, on the CPU backend: what `--plan` runs.
+    pub zero_weights: bool,
+    /// Records each component's weights and their device bytes.
+    pub tally: Option<Arc<ModelTally>>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions::weight_type(WeightType::F32)
+    }
+}
+
+impl LoadOptions {
+    /// `--weight-type`: f32 / f16 set the float dtype; the quantised types pack layer weights.
+    pub fn weight_type(weight_type: WeightType) -> LoadOptions {
+        LoadOptions {
+            dtype: weight_type.float_dtype(),
+            quantization: weight_type.quantization(),
+            stream_unet: false,
+            zero_weights: false,
+            tally: None,
+        }
+    }
+}
 
 /// Where a model came from: its display name and the file whose SHA-256 is its A1111 hash.
 #[derive(Clone, Debug)]
@@ -79,12 +116,26 @@ impl StableDiffusion {
         dtype: DType,
         quantization: Option<QuantFormat>,
     ) -> Result<StableDiffusion> {
-        let q = quantization;
+        let options = LoadOptions {
+            dtype,
+            quantization,
+            ..LoadOptions::default()
+        };
+        StableDiffusion::load_with(path, device, &options)
+    }
+
+    /// Loads the model at `path` onto `device` as `options` say.
+    pub fn load_with(
+        path: &Path,
+        device: &Device,
+        options: &LoadOptions,
+    ) -> Result<StableDiffusion> {
+        let dtype = options.dtype;
         if !path.exists() {
             return Err(PipelineError::model(path, "no such file or folder"));
         }
         if path.is_dir() {
-            return load_diffusers(path, device, dtype, q);
+            return load_diffusers(path, device, dtype, options);
         }
         // Pickles are refused by extension and by content, before anything parses them.
         refuse_pickles(path)?;
@@ -93,21 +144,21 @@ impl StableDiffusion {
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if ext == "safetensors" {
-            let file = SingleFile::open(path)?.quantized(q);
-            return load_single_file(file, path, device, dtype);
-        }
-        if ext == "gguf" {
-            // stable-diffusion.cpp keeps the original checkpoint's names: a single file in GGUF.
-            let source = Arc::new(GgufSource::open(path)?);
-            let file = SingleFile::from_source(source)?.quantized(q);
-            return load_single_file(file, path, device, dtype);
-        }
-        Err(PipelineError::model(
-            path,
-            "unknown model kind: expected a diffusers folder (with model_index.json), a \
-             .safetensors checkpoint or a stable-diffusion.cpp .gguf file",
-        ))
+        let source: Arc<dyn TensorSource> =
+            match ext.as_str() {
+                "safetensors" => Arc::new(FileSource::new(vec![WeightFile::open(path)?])),
+                // stable-diffusion.cpp keeps the original checkpoint's names: a single file in GGUF.
+                "gguf" => Arc::new(GgufSource::open(path)?),
+                _ => return Err(PipelineError::model(
+                    path,
+                    "unknown model kind: expected a diffusers folder (with model_index.json), a \
+                     .safetensors checkpoint or a stable-diffusion.cpp .gguf file",
+                )),
+            };
+        let file = SingleFile::from_source(with_options(source, options))?
+            .quantized(options.quantization)
+            .streamed_unet(options.stream_unet, options.tally.clone());
+        load_single_file(file, path, device, dtype)
     }
 
     /// Assembles a model from loaded parts, checking that they fit together.
@@ -236,8 +287,11 @@ fn load_diffusers(
     dir: &Path,
     device: &Device,
     dtype: DType,
-    q: Option<QuantFormat>,
+    options: &LoadOptions,
 ) -> Result<StableDiffusion> {
+    let tally = |pick: fn(&ModelTally) -> &Arc<crate::weights::Tally>| {
+        options.tally.as_ref().map(|t| pick(t).clone())
+    };
     let index_path = dir.join("model_index.json");
     if !index_path.is_file() {
         return Err(PipelineError::model(
@@ -276,17 +330,23 @@ fn load_diffusers(
         .and_then(Value::as_u64)
         .map(|s| s as usize);
     let unet_file = weights_file(&unet_dir, "diffusion_pytorch_model")?;
-    let unet = Unet::new(&unet_config, &weights(&unet_file, device, dtype, q)?)?;
+    let mut unet_weights = weights(&unet_file, device, dtype, options)?.tallied(tally(|t| &t.unet));
+    if options.stream_unet {
+        unet_weights = unet_weights.streamed();
+    }
+    let unet = Unet::new(&unet_config, &unet_weights)?;
 
     let vae_dir = dir.join("vae");
     let vae_config = VaeConfig::from_file(config_file(&vae_dir, "config.json")?)?;
     let vae_file = weights_file(&vae_dir, "diffusion_pytorch_model")?;
-    let vae = AutoencoderKL::new(&vae_config, &weights(&vae_file, device, dtype, q)?)?;
+    let vae_weights = weights(&vae_file, device, dtype, options)?.tallied(tally(|t| &t.vae));
+    let vae = AutoencoderKL::new(&vae_config, &vae_weights)?;
 
     let te_dir = dir.join("text_encoder");
     let te_config = ClipTextConfig::from_file(config_file(&te_dir, "config.json")?)?;
     let te_file = weights_file(&te_dir, "model")?;
-    let text_encoder = ClipTextModel::new(&te_config, &weights(&te_file, device, dtype, q)?)?;
+    let te_weights = weights(&te_file, device, dtype, options)?.tallied(tally(|t| &t.text_encoder));
+    let text_encoder = ClipTextModel::new(&te_config, &te_weights)?;
 
     let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
     let scheduler_config = SchedulerConfig::from_file(&config_file(
@@ -428,6 +488,19 @@ pub(crate) fn weights_file(dir: &Path, stem: &str) -> Result<PathBuf> {
     ))
 }
 
-fn weights(file: &Path, device: &Device, dtype: DType, q: Option<QuantFormat>) -> Result<Weights> {
-    Ok(Weights::new(vec![WeightFile::open(file)?], device, dtype).quantized(q))
+fn weights(file: &Path, device: &Device, dtype: DType, options: &LoadOptions) -> Result<Weights> {
+    let source = Arc::new(FileSource::new(vec![WeightFile::open(file)?]));
+    Ok(
+        Weights::from_source(with_options(source, options), device, dtype)
+            .quantized(options.quantization),
+    )
+}
+
+/// The source itself, or zeros in its names and shapes for `--plan`.
+fn with_options(source: Arc<dyn TensorSource>, options: &LoadOptions) -> Arc<dyn TensorSource> {
+    if options.zero_weights {
+        Arc::new(ZeroSource::new(source))
+    } else {
+        source
+    }
 }

@@ -19,6 +19,7 @@ mod latents;
 mod load;
 mod noise;
 mod params;
+mod plan;
 mod quantize;
 mod text;
 
@@ -27,9 +28,11 @@ pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};
 pub use info::infotext;
 pub use load::{
-    model_hash_file, single_file_scheduler, ModelSource, StableDiffusion, SUPPORTED_PIPELINES,
+    model_hash_file, single_file_scheduler, LoadOptions, ModelSource, StableDiffusion,
+    SUPPORTED_PIPELINES,
 };
 pub use noise::BatchNoise;
 pub use params::{GeneratedImage, GenerationParams, InitImage, Progress, Step, StepControl};
+pub use plan::{plan, ComponentWeights, MemoryPlan, PhaseNeed, Planner, Residency};
 pub use quantize::{quantize_model, QuantizeReport};
 pub use text::{encode_pair, encode_prompt, Conditioning};

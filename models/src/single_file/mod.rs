@@ -39,7 +39,7 @@ use serde_json::Value;
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
-use crate::weights::{FileSource, TensorSource, Weights};
+use crate::weights::{FileSource, ModelTally, TensorSource, Weights};
 use clip_names::{ClipNames, OpenClipNames, CLIP_LEGACY_PREFIX, CLIP_PREFIX, OPEN_CLIP_PREFIX};
 use inventory::Inventory;
 use renamed::{RenamedSource, UsedNames};
@@ -83,6 +83,10 @@ pub struct SingleFile {
     text: Option<TextEncoderKind>,
     /// Packs layer weights into this format as components load (`--weight-type`).
     quantization: Option<QuantFormat>,
+    /// Streams the UNet's blocks (`--max-vram`).
+    stream_unet: bool,
+    /// Records the weight bytes of each component (`--plan`).
+    tally: Option<Arc<ModelTally>>,
 }
 
 impl SingleFile {
@@ -138,7 +142,19 @@ impl SingleFile {
             inventory,
             text,
             quantization: None,
+            stream_unet: false,
+            tally: None,
         })
+    }
+
+    /// The UNet loads with streamed blocks (see `Weights::streamed`); every component records its
+    /// weights' device bytes in `tally` when given.
+    pub fn streamed_unet(self, stream: bool, tally: Option<Arc<ModelTally>>) -> SingleFile {
+        SingleFile {
+            stream_unet: stream,
+            tally,
+            ..self
+        }
     }
 
     /// Components load with their Linear / 1x1-conv weights packed into `format`.
@@ -309,6 +325,15 @@ impl SingleFile {
     ) -> Result<T> {
         self.require(component)?;
         let (weights, used) = self.weights(names, device, dtype);
+        let tally = self.tally.as_ref().map(|t| match component {
+            Component::Unet => t.unet.clone(),
+            Component::Vae => t.vae.clone(),
+            Component::TextEncoder => t.text_encoder.clone(),
+        });
+        let mut weights = weights.tallied(tally);
+        if component == Component::Unet && self.stream_unet {
+            weights = weights.streamed();
+        }
         let model = build(&weights)?;
         let used = used.lock().map(|u| u.clone()).unwrap_or_default();
         let prefix = self.prefix(component);

@@ -16,6 +16,7 @@ use crate::nn::Conv2d;
 use crate::weights::Weights;
 
 /// Sizes shared by every block of one UNet.
+#[derive(Clone)]
 pub struct Common {
     pub temb: usize,
     pub groups: usize,
@@ -185,6 +186,7 @@ pub struct UpBlock {
 }
 
 /// Channel bookkeeping of one up block, named as in diffusers' `get_up_block` call.
+#[derive(Clone, Copy)]
 pub struct UpChannels {
     /// Channels arriving from the block below (`prev_output_channel`).
     pub prev_output: usize,

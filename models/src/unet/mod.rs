@@ -10,6 +10,7 @@ mod attention;
 mod blocks;
 mod config;
 mod resnet;
+mod slot;
 mod time;
 mod transformer;
 
@@ -22,6 +23,7 @@ use kiln_runtime::{DType, Device, Error, Result, Tensor};
 use crate::nn::{Conv2d, GroupNorm};
 use crate::weights::Weights;
 use blocks::{Common, DownBlock, MidBlock, UpBlock, UpChannels};
+use slot::Slot;
 use time::TimeEmbedding;
 
 pub use config::{Level, PerBlock, Resolved, UnetConfig};
@@ -39,9 +41,9 @@ pub struct Unet {
     resolved: Resolved,
     conv_in: Conv2d,
     time_embedding: TimeEmbedding,
-    down_blocks: Vec<DownBlock>,
-    mid_block: Option<MidBlock>,
-    up_blocks: Vec<UpBlock>,
+    down_blocks: Vec<Slot<DownBlock>>,
+    mid_block: Option<Slot<MidBlock>>,
+    up_blocks: Vec<Slot<UpBlock>>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
     dtype: DType,
@@ -50,7 +52,9 @@ pub struct Unet {
 
 impl Unet {
     /// Builds the model from `config` and the weights under `w` (diffusers names, no prefix for a
-    /// `unet/diffusion_pytorch_model.safetensors`), checking every tensor's shape.
+    /// `unet/diffusion_pytorch_model.safetensors`), checking every tensor's shape. From a streamed
+    /// view (`Weights::streamed`), the down, mid and up blocks are streamed (`Slot`); conv_in, the
+    /// time embedding and the output layers stay resident.
     pub fn new(config: &UnetConfig, w: &Weights) -> Result<Unet> {
         let resolved = config.resolve()?;
         let levels = &resolved.levels;
@@ -76,23 +80,19 @@ impl Unet {
         let mut down_blocks = Vec::with_capacity(n);
         for (i, level) in levels.iter().enumerate() {
             let cin = if i == 0 { c0 } else { levels[i - 1].channels };
-            down_blocks.push(DownBlock::new(
-                &w.pp(format!("down_blocks.{i}")),
-                &common,
-                level,
-                cin,
-                resolved.down_attention[i],
-                i + 1 < n,
-            )?);
+            let (common, level) = (common.clone(), level.clone());
+            let attention = resolved.down_attention[i];
+            down_blocks.push(Slot::new(w.pp(format!("down_blocks.{i}")), move |w| {
+                DownBlock::new(w, &common, &level, cin, attention, i + 1 < n)
+            })?);
         }
 
         let mid_block = if resolved.mid_block {
-            Some(MidBlock::new(
-                &w.pp("mid_block"),
-                &common,
-                &levels[n - 1],
-                config.mid_block_scale_factor,
-            )?)
+            let (common, level) = (common.clone(), levels[n - 1].clone());
+            let scale = config.mid_block_scale_factor;
+            Some(Slot::new(w.pp("mid_block"), move |w| {
+                MidBlock::new(w, &common, &level, scale)
+            })?)
         } else {
             None
         };
@@ -101,21 +101,18 @@ impl Unet {
         let mut up_blocks = Vec::with_capacity(n);
         let mut out = levels[n - 1].channels;
         for i in 0..n {
-            let level = &levels[n - 1 - i];
+            let level = levels[n - 1 - i].clone();
             let ch = UpChannels {
                 prev_output: out,
                 out: level.channels,
                 input: levels[(n - 1 - i).saturating_sub(1)].channels,
             };
             out = ch.out;
-            up_blocks.push(UpBlock::new(
-                &w.pp(format!("up_blocks.{i}")),
-                &common,
-                level,
-                &ch,
-                resolved.up_attention[i],
-                i + 1 < n,
-            )?);
+            let common = common.clone();
+            let attention = resolved.up_attention[i];
+            up_blocks.push(Slot::new(w.pp(format!("up_blocks.{i}")), move |w| {
+                UpBlock::new(w, &common, &level, &ch, attention, i + 1 < n)
+            })?);
         }
 
         Ok(Unet {
@@ -168,6 +165,11 @@ impl Unet {
         &self.config
     }
 
+    /// Whether the blocks stream their weights from host memory (`Weights::streamed`).
+    pub fn is_streamed(&self) -> bool {
+        self.down_blocks.iter().any(Slot::is_streamed)
+    }
+
     /// The compute dtype: inputs are cast to it and the output comes back in it.
     pub fn dtype(&self) -> DType {
         self.dtype
@@ -208,13 +210,13 @@ impl Unet {
         drop(sample);
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
-            h = block.forward(h, &temb, &context, &mut skips)?;
+            h = block.with(|b| b.forward(h, &temb, &context, &mut skips))?;
         }
         if let Some(mid) = &self.mid_block {
-            h = mid.forward(&h, &temb, &context)?;
+            h = mid.with(|b| b.forward(&h, &temb, &context))?;
         }
         for block in &self.up_blocks {
-            h = block.forward(h, &temb, &context, &mut skips)?;
+            h = block.with(|b| b.forward(h, &temb, &context, &mut skips))?;
         }
         debug_assert!(skips.is_empty(), "every skip connection is consumed");
         let h = self.conv_norm_out.forward(&h, true)?;

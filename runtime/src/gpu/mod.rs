@@ -182,9 +182,21 @@ impl GpuContext {
     /// would otherwise keep them alive).
     pub fn trim_pool(&self) {
         let freed = lock(&self.pool).trim();
+        self.forget(freed);
+    }
+
+    /// Drops trimmed buffers together with the cached bind groups that would keep them alive.
+    fn forget(&self, freed: Vec<RawBuffer>) {
         let mut ids: Vec<u64> = freed.iter().map(|b| b.id).collect();
         ids.sort_unstable();
         lock(&self.batch).forget_buffers(&ids);
+        drop(freed);
+    }
+
+    /// Sets (or lifts) a hard limit on the bytes reserved from the driver: over it, cached free
+    /// buffers are given back first, and a request that still does not fit fails naming the tensor.
+    pub fn set_memory_budget(&self, budget: Option<u64>) {
+        lock(&self.pool).set_budget(budget);
     }
 
     /// (buffers created, requests served from the pool).
@@ -205,7 +217,21 @@ impl GpuContext {
                 ),
             ));
         }
-        let (buffer, class) = lock(&self.pool).acquire(bytes, |class| {
+        let mut pool = lock(&self.pool);
+        let trimmed = pool.make_room(bytes).map_err(|e| {
+            Error::limit(
+                op,
+                format!(
+                    "tensor {shape:?} needs {} more on gpu:{}, over the memory budget of {} \
+                     ({} already held by tensors)",
+                    crate::memory::format_bytes(e.request),
+                    self.index,
+                    crate::memory::format_bytes(e.budget),
+                    crate::memory::format_bytes(e.live)
+                ),
+            )
+        })?;
+        let acquired = pool.acquire(bytes, |class| {
             // Classes round up; never ask the driver for more than it allows.
             let size = class.min(self.limits.max_buffer_size);
             let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -227,7 +253,12 @@ impl GpuContext {
                     format!("allocating {size} bytes for {shape:?}: {e}"),
                 )),
             }
-        })?;
+        });
+        drop(pool);
+        if !trimmed.is_empty() {
+            self.forget(trimmed);
+        }
+        let (buffer, class) = acquired?;
         Ok(GpuBuffer::new(self.clone(), buffer, class, bytes))
     }
 

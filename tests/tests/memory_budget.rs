@@ -1,0 +1,189 @@
+//! `--plan` and `--max-vram` through the library: the plan against the measured peak of a real run
+//! (CPU backend and the GPU under test), a budget below the weight size met by streaming the UNet,
+//! a budget with no streaming needed giving the unbudgeted image, and an impossible budget refused
+//! with the minimum.
+//!
+//! The CPU backend's counter and budget are process-wide, so the tests of this file (its own test
+//! binary) take turns.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use kiln_kernels::testing::gpu;
+use kiln_models::pipeline::{
+    generate, plan, GenerationParams, LoadOptions, MemoryPlan, Residency, StableDiffusion,
+};
+use kiln_models::weights::WeightType;
+use kiln_runtime::memory::MemoryStats;
+use kiln_runtime::Device;
+
+static TURN: Mutex<()> = Mutex::new(());
+
+/// The plan may differ from the measured peak by this fraction. It is an upper bound by design
+/// for the streamed figure; for the resident run it matched to the byte on the CPU backend and on
+/// llvmpipe when written.
+const MARGIN: f64 = 0.02;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bundled() -> PathBuf {
+    root().join("models/bundled")
+}
+
+fn tiny() -> PathBuf {
+    root().join("tests/fixtures/tiny-sd1")
+}
+
+fn params(size: usize) -> GenerationParams {
+    let mut p = GenerationParams::new("a red circle on a blue background");
+    p.negative_prompt = "green".into();
+    p.steps = 2;
+    p.width = size;
+    p.height = size;
+    p.seed = 7;
+    p
+}
+
+/// A fresh peak window: cached GPU buffers from earlier runs given back, peaks at current use.
+fn fresh(device: &Device) {
+    if let Device::Gpu(ctx) = device {
+        ctx.trim_pool();
+    }
+    device.reset_peak_memory();
+}
+
+/// Loads as `options` and generates, returning the pixels and the peak over load and run (less
+/// what was live before).
+fn run(
+    model: &Path,
+    device: &Device,
+    options: &LoadOptions,
+    p: &GenerationParams,
+) -> (Vec<f32>, MemoryStats, u64) {
+    fresh(device);
+    let before = device.memory_stats().live;
+    let sd = StableDiffusion::load_with(model, device, options).unwrap();
+    assert_eq!(sd.unet.is_streamed(), options.stream_unet);
+    let images = generate(&sd, p, &mut |_| {}).unwrap();
+    let stats = device.memory_stats();
+    (images[0].pixels.clone(), stats, before)
+}
+
+fn within(planned: u64, measured: u64, what: &str) {
+    let diff = (planned as f64 - measured as f64).abs();
+    assert!(
+        diff <= MARGIN * measured as f64,
+        "{what}: planned {planned}, measured {measured}"
+    );
+}
+
+fn check_plan(model: &Path, device: &Device, weight_type: WeightType, size: usize) -> MemoryPlan {
+    let options = LoadOptions::weight_type(weight_type);
+    let p = params(size);
+    let planned = plan(model, device, &options, &p).unwrap();
+    let (_, stats, before) = run(model, device, &options, &p);
+    let what = format!("{} {weight_type} on {}", model.display(), device.name());
+    within(planned.peak(), stats.peak_live - before, &what);
+    if !device.is_cpu() {
+        within(planned.peak_reserved(), stats.peak_reserved - before, &what);
+    }
+    planned
+}
+
+#[test]
+fn plan_matches_the_measured_peak() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    for device in std::iter::once(Device::Cpu).chain(gpu()) {
+        let p = check_plan(&tiny(), &device, WeightType::F32, 32);
+        assert!(p.phases.iter().any(|ph| ph.name == "vae decode"), "{p:?}");
+        check_plan(&bundled(), &device, WeightType::F32, 64);
+        check_plan(&bundled(), &device, "q4_0".parse().unwrap(), 64);
+    }
+    if let Some(device) = gpu() {
+        check_plan(&bundled(), &device, WeightType::F16, 64);
+    }
+}
+
+#[test]
+fn a_budget_below_the_weight_size_is_met_by_streaming_the_unet() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    for device in std::iter::once(Device::Cpu).chain(gpu()) {
+        let options = LoadOptions::default();
+        let p = params(64);
+        let planned = plan(&bundled(), &device, &options, &p).unwrap();
+        // Halfway between what streaming needs and the weights alone.
+        let budget = (planned.streamed_peak() + planned.weights_total()) / 2;
+        assert!(budget < planned.weights_total(), "{}", planned.report());
+        assert_eq!(
+            planned.residency_for(budget).unwrap(),
+            Residency::StreamedUnet
+        );
+        let (reference, _, _) = run(&bundled(), &device, &options, &p);
+
+        device.set_memory_budget(Some(budget));
+        let streamed = LoadOptions {
+            stream_unet: true,
+            ..options.clone()
+        };
+        let (pixels, stats, _) = run(&bundled(), &device, &streamed, &p);
+        device.set_memory_budget(None);
+        assert!(
+            stats.peak_reserved <= budget && stats.peak_live <= planned.streamed_peak(),
+            "{} peak {stats:?}, budget {budget}, planned {}",
+            device.name(),
+            planned.streamed_peak()
+        );
+        // Streaming moves weights, not arithmetic: the same image.
+        assert_eq!(pixels, reference, "{}", device.name());
+    }
+}
+
+#[test]
+fn a_budget_that_needs_no_streaming_gives_the_same_image() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    for device in std::iter::once(Device::Cpu).chain(gpu()) {
+        let options = LoadOptions::default();
+        let p = params(32);
+        let planned = plan(&tiny(), &device, &options, &p).unwrap();
+        assert_eq!(
+            planned.residency_for(planned.peak()).unwrap(),
+            Residency::Resident
+        );
+        let (reference, _, _) = run(&tiny(), &device, &options, &p);
+        device.set_memory_budget(Some(planned.peak()));
+        let (pixels, stats, _) = run(&tiny(), &device, &options, &p);
+        device.set_memory_budget(None);
+        assert!(stats.peak_reserved <= planned.peak(), "{stats:?}");
+        assert_eq!(pixels, reference, "{}", device.name());
+    }
+}
+
+#[test]
+fn an_impossible_budget_is_refused_with_the_minimum() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let planned = plan(
+        &bundled(),
+        &Device::Cpu,
+        &LoadOptions::default(),
+        &params(64),
+    )
+    .unwrap();
+    let err = planned
+        .residency_for(planned.streamed_peak() - 1)
+        .unwrap_err()
+        .to_string();
+    let minimum = kiln_runtime::memory::format_bytes(planned.streamed_peak());
+    assert!(err.contains(&format!("at least {minimum}")), "{err}");
+
+    // Below the plan at run time, the budget is enforced: a clear error naming the tensor.
+    Device::Cpu.set_memory_budget(Some(1 << 20));
+    let loaded = StableDiffusion::load_with(&bundled(), &Device::Cpu, &LoadOptions::default());
+    Device::Cpu.set_memory_budget(None);
+    let err = loaded
+        .err()
+        .expect("1 MiB cannot hold the weights")
+        .to_string();
+    assert!(err.contains("over the memory budget of 1.00 MiB"), "{err}");
+}
