@@ -19,6 +19,7 @@ use super::text::encode_pair;
 use crate::image::resize;
 use crate::rng::NoiseSource;
 use crate::schedulers::{build_scheduler, img2img_start, Scheduler};
+use crate::vae::VaeTiling;
 
 /// Runs every batch of `params` and returns the images in seed order. `progress` is called after
 /// each denoising step.
@@ -55,7 +56,8 @@ pub fn generate(
             params.height / f,
             params.width / f,
         ];
-        let init = inputs.initial(model, scheduler.as_ref(), start, shape, &mut noise)?;
+        let tiling = params.vae_tiling.as_ref();
+        let init = inputs.initial(model, scheduler.as_ref(), start, shape, &mut noise, tiling)?;
         let denoiser = Denoiser::new(
             model,
             &cond,
@@ -78,7 +80,7 @@ pub fn generate(
                 total,
             });
         }
-        images.extend(decode(model, &latents, shape, batch_seeds)?);
+        images.extend(decode(model, &latents, shape, batch_seeds, tiling)?);
     }
     Ok(images)
 }
@@ -157,7 +159,7 @@ impl Inputs {
         };
         let mask = binarize(&fit_mask(mask, p.width, p.height)?);
         let masked = Tensor::from_f32(
-            model.device(),
+            model.vae.device(),
             &[1, 3, p.height, p.width],
             DType::F32,
             &masked_image(&img, &mask),
@@ -180,6 +182,7 @@ impl Inputs {
         start: usize,
         [b, c, h, w]: [usize; 4],
         noise: &mut dyn NoiseSource,
+        tiling: Option<&VaeTiling>,
     ) -> Result<Initial> {
         let len = b * c * h * w;
         let sigma = scheduler.init_noise_sigma();
@@ -190,7 +193,7 @@ impl Inputs {
                 blend: None,
             }),
             Inputs::Img2Img { image } => {
-                let image_latents = encode_sampled(model, image, b, noise)?;
+                let image_latents = encode_sampled(model, image, b, noise, tiling)?;
                 let eps = noise.randn(len);
                 Ok(Initial {
                     latents: scheduler.add_noise(&image_latents, &eps, start)?,
@@ -207,7 +210,7 @@ impl Inputs {
                 let blending = !model.is_inpainting();
                 let from_noise = *strength == 1.0;
                 let image_latents = if blending || !from_noise {
-                    Some(encode_sampled(model, image, b, noise)?)
+                    Some(encode_sampled(model, image, b, noise, tiling)?)
                 } else {
                     None
                 };
@@ -234,7 +237,7 @@ impl Inputs {
                         latents,
                         inpaint: Some(InpaintInputs {
                             mask: mask.clone(),
-                            masked_latents: encode_sampled(model, masked, b, noise)?,
+                            masked_latents: encode_sampled(model, masked, b, noise, tiling)?,
                         }),
                         blend: None,
                     })
@@ -274,19 +277,23 @@ impl Blend {
     }
 }
 
-/// VAE-decodes each image's latents and maps them to [0, 1].
+/// VAE-decodes each image's latents (in tiles when `tiling` is given) and maps them to [0, 1].
 fn decode(
     model: &StableDiffusion,
     latents: &[f32],
     [b, c, h, w]: [usize; 4],
     seeds: &[u64],
+    tiling: Option<&VaeTiling>,
 ) -> Result<Vec<GeneratedImage>> {
     let per = c * h * w;
     let mut out = Vec::with_capacity(b);
     for (i, &seed) in seeds.iter().enumerate().take(b) {
         let z = unscale(model, &latents[i * per..(i + 1) * per]);
-        let z = Tensor::from_f32(model.device(), &[1, c, h, w], DType::F32, &z)?;
-        let x = model.vae.decode(&z)?;
+        let z = Tensor::from_f32(model.vae.device(), &[1, c, h, w], DType::F32, &z)?;
+        let x = match tiling {
+            Some(t) => model.vae.decode_tiled(&z, t)?,
+            None => model.vae.decode(&z)?,
+        };
         let (height, width) = (x.dim(2), x.dim(3));
         let chw = x.to_vec_f32()?;
         let plane = height * width;

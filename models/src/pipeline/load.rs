@@ -42,6 +42,38 @@ pub struct ModelSource {
     pub hash_file: PathBuf,
 }
 
+/// Components to run on the CPU backend while the UNet runs on the chosen device
+/// (`--vae-on-cpu`, `--text-encoder-on-cpu`): their weights and activations then cost no device
+/// memory. Tensors cross between devices through the host, where the pipeline keeps latents and
+/// text embeddings anyway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    pub vae_on_cpu: bool,
+    pub text_encoder_on_cpu: bool,
+}
+
+/// The device of each component.
+struct Placement<'a> {
+    unet: &'a Device,
+    vae: &'a Device,
+    text_encoder: &'a Device,
+}
+
+impl<'a> Placement<'a> {
+    fn new(device: &'a Device, offload: Offload) -> Placement<'a> {
+        static CPU: Device = Device::Cpu;
+        Placement {
+            unet: device,
+            vae: if offload.vae_on_cpu { &CPU } else { device },
+            text_encoder: if offload.text_encoder_on_cpu {
+                &CPU
+            } else {
+                device
+            },
+        }
+    }
+}
+
 /// One loaded model: the three networks, the tokenizer and the scheduler config.
 pub struct StableDiffusion {
     pub unet: Unet,
@@ -72,10 +104,32 @@ impl StableDiffusion {
         StableDiffusion::load_quantized(path, device, dtype, weight_type.quantization())
     }
 
+    /// `load_weight_type` with the components `offload` names on the CPU backend.
+    pub fn load_offloaded(
+        path: &Path,
+        device: &Device,
+        weight_type: WeightType,
+        offload: Offload,
+    ) -> Result<StableDiffusion> {
+        let dtype = weight_type.float_dtype();
+        let placement = Placement::new(device, offload);
+        StableDiffusion::load_placed(path, &placement, dtype, weight_type.quantization())
+    }
+
     /// `load`, packing Linear / 1x1-conv weights into `quantization` when given.
     pub fn load_quantized(
         path: &Path,
         device: &Device,
+        dtype: DType,
+        quantization: Option<QuantFormat>,
+    ) -> Result<StableDiffusion> {
+        let placement = Placement::new(device, Offload::default());
+        StableDiffusion::load_placed(path, &placement, dtype, quantization)
+    }
+
+    fn load_placed(
+        path: &Path,
+        device: &Placement,
         dtype: DType,
         quantization: Option<QuantFormat>,
     ) -> Result<StableDiffusion> {
@@ -158,8 +212,10 @@ impl StableDiffusion {
         self.unet.config().in_channels == 2 * latent + 1
     }
 
+    /// The UNet's device: the one the run was asked for (the VAE and the text encoder may be
+    /// on the CPU backend instead, see `Offload`).
     pub fn device(&self) -> &Device {
-        self.vae.device()
+        self.unet.device()
     }
 
     fn check(&self) -> Result<()> {
@@ -224,7 +280,7 @@ fn lcm(a: usize, b: usize) -> usize {
 /// A diffusers pipeline folder.
 fn load_diffusers(
     dir: &Path,
-    device: &Device,
+    device: &Placement,
     dtype: DType,
     q: Option<QuantFormat>,
 ) -> Result<StableDiffusion> {
@@ -266,17 +322,18 @@ fn load_diffusers(
         .and_then(Value::as_u64)
         .map(|s| s as usize);
     let unet_file = weights_file(&unet_dir, "diffusion_pytorch_model")?;
-    let unet = Unet::new(&unet_config, &weights(&unet_file, device, dtype, q)?)?;
+    let unet = Unet::new(&unet_config, &weights(&unet_file, device.unet, dtype, q)?)?;
 
     let vae_dir = dir.join("vae");
     let vae_config = VaeConfig::from_file(config_file(&vae_dir, "config.json")?)?;
     let vae_file = weights_file(&vae_dir, "diffusion_pytorch_model")?;
-    let vae = AutoencoderKL::new(&vae_config, &weights(&vae_file, device, dtype, q)?)?;
+    let vae = AutoencoderKL::new(&vae_config, &weights(&vae_file, device.vae, dtype, q)?)?;
 
     let te_dir = dir.join("text_encoder");
     let te_config = ClipTextConfig::from_file(config_file(&te_dir, "config.json")?)?;
     let te_file = weights_file(&te_dir, "model")?;
-    let text_encoder = ClipTextModel::new(&te_config, &weights(&te_file, device, dtype, q)?)?;
+    let te_weights = weights(&te_file, device.text_encoder, dtype, q)?;
+    let text_encoder = ClipTextModel::new(&te_config, &te_weights)?;
 
     let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
     let scheduler_config = SchedulerConfig::from_file(&config_file(
@@ -310,7 +367,7 @@ fn load_diffusers(
 fn load_single_file(
     file: SingleFile,
     path: &Path,
-    device: &Device,
+    device: &Placement,
     dtype: DType,
 ) -> Result<StableDiffusion> {
     for (part, name) in [
@@ -326,9 +383,9 @@ fn load_single_file(
         }
     }
     let kind = file.kind();
-    let unet = file.load_unet(None, device, dtype)?;
-    let vae = file.load_vae(None, device, dtype)?;
-    let text_encoder = file.load_text_encoder(None, device, dtype)?;
+    let unet = file.load_unet(None, device.unet, dtype)?;
+    let vae = file.load_vae(None, device.vae, dtype)?;
+    let text_encoder = file.load_text_encoder(None, device.text_encoder, dtype)?;
     let tokenizer = if kind.is_sd2() {
         ClipTokenizer::builtin_openclip()?
     } else {

@@ -26,7 +26,7 @@ pub use error::PipelineError;
 pub use generate::generate;
 pub use hash::{sha256_file, short_hash};
 pub use info::infotext;
-pub use load::{single_file_scheduler, ModelSource, StableDiffusion, SUPPORTED_PIPELINES};
+pub use load::{single_file_scheduler, ModelSource, Offload, StableDiffusion, SUPPORTED_PIPELINES};
 pub use noise::BatchNoise;
 pub use params::{GeneratedImage, GenerationParams, InitImage, Progress};
 pub use quantize::{quantize_model, QuantizeReport};

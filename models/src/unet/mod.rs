@@ -168,6 +168,10 @@ impl Unet {
         &self.config
     }
 
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The compute dtype: inputs are cast to it and the output comes back in it.
     pub fn dtype(&self) -> DType {
         self.dtype
