@@ -141,3 +141,41 @@ fn bad_tile_settings_are_refused_before_loading() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kiln bench sd` on the GPU under test with the VAE and text encoder on the CPU backend: the
+/// device peak and the CPU-backend peak are reported apart, and the CPU part is non-zero.
+#[test]
+fn bench_sd_reports_offloaded_memory_apart() {
+    let Some(kiln_runtime::Device::Gpu(ctx)) = kiln_kernels::testing::gpu() else {
+        return;
+    };
+    let json = std::env::temp_dir().join(format!("kiln-bench-offload-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env_remove("KILN_DEVICE")
+        .args([
+            "--device",
+            &format!("gpu:{}", ctx.index()),
+            "bench",
+            "sd",
+            "-m",
+        ])
+        .arg(tiny())
+        .args(["--steps", "1", "-W", "32", "-H", "32", "--vae-on-cpu"])
+        .args(["--text-encoder-on-cpu", "--vae-tiling", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("peak CPU-backend memory (offloaded parts)"),
+        "{text}"
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cpu = r["cpu_offload_peak_bytes"].as_u64().unwrap();
+    let weights = r["weight_bytes"].as_u64().unwrap();
+    assert!(cpu > 0 && weights > 0, "{r}");
+    assert!(r["peak_memory_bytes"].as_u64().unwrap() >= weights, "{r}");
+    let _ = std::fs::remove_file(&json);
+}
