@@ -5,8 +5,10 @@
 //! VAE decode whole and in tiles. Prints one JSON object.
 //!
 //! ```text
-//! cargo run --release -p kiln-benches --example sd15_memory -- q4_0 [TILE OVERLAP]
+//! cargo run --release -p kiln-benches --example sd15_memory -- q4_0 [TILE OVERLAP [weights]]
 //! ```
+//!
+//! With `weights` it only loads the models and prints their bytes (seconds instead of minutes).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +50,15 @@ fn main() -> Result<()> {
         &weights(&device, wt, 3),
     )?;
     let text_weights = live() - unet_weights - vae_weights;
+    if args.get(4).map(String::as_str) == Some("weights") {
+        let report = serde_json::json!({
+            "weight_type": wt.to_string(),
+            "unet_weights": unet_weights, "vae_weights": vae_weights,
+            "text_encoder_weights": text_weights,
+        });
+        println!("{report}");
+        return Ok(());
+    }
 
     // One UNet evaluation: batch 2 of 64x64 latents, 77 tokens of context.
     let dtype = unet.dtype();
