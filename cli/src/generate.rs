@@ -16,13 +16,14 @@ use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    generate, infotext, short_hash, GenerationParams, InitImage, LoadOptions, Planner, Residency,
-    StableDiffusion,
+    generate, infotext, short_hash, GenerationParams, InitImage, LoadOptions, Offload, Planner,
+    Residency, StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
+use kiln_models::vae::VaeTiling;
 use kiln_models::weights::WeightType;
-use kiln_runtime::memory::{format_bytes, parse_bytes};
+use kiln_runtime::memory::{format_bytes, parse_bytes, MemoryStats};
 use kiln_runtime::Device;
 
 /// Where the bundled default model lives in a checkout, relative to the workspace root.
@@ -121,9 +122,41 @@ pub struct GenerateArgs {
     /// by block when the resident model does not fit. Fails before starting when even that cannot.
     #[arg(long, value_name = "SIZE")]
     max_vram: Option<String>,
+
+    /// Decode (and for img2img / inpainting, encode) with the VAE in overlapping tiles, one at a
+    /// time, so its memory is bounded by one tile. On by itself above 1024x1024 pixels.
+    #[arg(long)]
+    vae_tiling: bool,
+
+    /// Never tile the VAE, even above 1024x1024 pixels.
+    #[arg(long, conflicts_with = "vae_tiling")]
+    no_vae_tiling: bool,
+
+    /// VAE tile size in latent pixels (8 image pixels each for SD).
+    #[arg(long, default_value_t = VaeTiling::default().tile)]
+    vae_tile_size: usize,
+
+    /// Overlap of neighbouring VAE tiles in latent pixels (at most half the tile size); the tiles
+    /// are blended linearly across it.
+    #[arg(long, default_value_t = VaeTiling::default().overlap)]
+    vae_tile_overlap: usize,
+
+    /// Load and run the VAE on the CPU backend (the UNet stays on --device).
+    #[arg(long)]
+    vae_on_cpu: bool,
+
+    /// Load and run the text encoder on the CPU backend (the UNet stays on --device).
+    #[arg(long)]
+    text_encoder_on_cpu: bool,
 }
 
-pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
+/// Images with more pixels than this get a tiled VAE unless --no-vae-tiling: an SD VAE decode of
+/// a whole 1024x1024 image already holds about 3 GiB of f32 activations.
+const AUTO_TILING_PIXELS: usize = 1024 * 1024;
+
+/// `report_memory`: print the peak memory report even when stderr is not a terminal (the global
+/// `--report-memory`); on a terminal it is always printed.
+pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<()> {
     // Everything the user typed is checked before the (slow) model load.
     let mut sampler = SamplerSpec::parse(&args.sampler)?;
     if let Some(schedule) = &args.schedule {
@@ -145,6 +178,8 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
     if args.strength.is_some() && args.init.is_none() {
         bail!("--strength applies to img2img: give an init image (--init)");
     }
+    let tiling = VaeTiling::new(args.vae_tile_size, args.vae_tile_overlap)
+        .map_err(|e| anyhow!("--vae-tile-size / --vae-tile-overlap: {e}"))?;
     let init = read_init(args)?;
     check_output_folder(&args.output)?;
 
@@ -158,11 +193,26 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
         .map(parse_bytes)
         .transpose()
         .context("--max-vram")?;
-    let mut options = LoadOptions::weight_type(weight_type);
+    let offload = Offload {
+        vae_on_cpu: args.vae_on_cpu,
+        text_encoder_on_cpu: args.text_encoder_on_cpu,
+    };
+    let mut options = LoadOptions {
+        offload,
+        ..LoadOptions::weight_type(weight_type)
+    };
     if args.plan || budget.is_some() {
         let planner = Planner::new(&model_path, device, &options)?;
         let (width, height) = size(args, init.as_ref(), planner.model())?;
-        let params = params(args, sampler, rng, seed, init.clone(), width, height);
+        let params = params(
+            args,
+            sampler,
+            rng,
+            seed,
+            init.clone(),
+            (width, height),
+            tiling,
+        );
         let plan = planner.plan(&params)?;
         if args.plan {
             print!("{}", plan.report());
@@ -182,9 +232,12 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
             device.set_memory_budget(Some(budget));
         }
     }
+    device.reset_peak_memory();
     let model = StableDiffusion::load_with(&model_path, device, &options)?;
+    device.synchronize()?;
+    let weight_bytes = device.memory_stats().live;
     let (width, height) = size(args, init.as_ref(), &model)?;
-    let params = params(args, sampler, rng, seed, init, width, height);
+    let params = params(args, sampler, rng, seed, init, (width, height), tiling);
 
     let hash = short_hash(&model.source.hash_file)?;
     let bar = progress_bar();
@@ -206,6 +259,9 @@ pub fn run(args: &GenerateArgs, device: &Device) -> Result<()> {
     for (path, _) in &files {
         println!("{}", path.display());
     }
+    if report_memory || std::io::stderr().is_terminal() {
+        eprintln!("{}", memory_report(device, weight_bytes, offload));
+    }
     Ok(())
 }
 
@@ -215,8 +271,8 @@ fn params(
     rng: RngKind,
     seed: u64,
     init: Option<InitImage>,
-    width: usize,
-    height: usize,
+    (width, height): (usize, usize),
+    tiling: VaeTiling,
 ) -> GenerationParams {
     let mut params = GenerationParams::new(args.prompt.clone());
     params.negative_prompt = args.negative.clone();
@@ -231,7 +287,53 @@ fn params(
     params.clip_skip = args.clip_skip;
     params.rng = rng;
     params.init = init;
+    params.vae_tiling = vae_tiling(args, tiling, width, height);
     params
+}
+
+/// --vae-tiling, or automatically above `AUTO_TILING_PIXELS` unless --no-vae-tiling.
+fn vae_tiling(
+    args: &GenerateArgs,
+    tiling: VaeTiling,
+    width: usize,
+    height: usize,
+) -> Option<VaeTiling> {
+    let auto = width * height > AUTO_TILING_PIXELS && !args.no_vae_tiling;
+    (args.vae_tiling || auto).then_some(tiling)
+}
+
+/// "peak device memory: X (weights Y, activations Z)" for the run's device, and the CPU backend's
+/// peak on its own line when components ran there while the UNet used a GPU.
+fn memory_report(device: &Device, weight_bytes: u64, offload: Offload) -> String {
+    let split = |stats: MemoryStats, weights: u64| {
+        format!(
+            "{} (weights {}, activations {})",
+            format_bytes(stats.peak_live),
+            format_bytes(weights),
+            format_bytes(stats.peak_live.saturating_sub(weights))
+        )
+    };
+    let mut text = format!(
+        "peak device memory: {}",
+        split(device.memory_stats(), weight_bytes)
+    );
+    if !device.is_cpu() && (offload.vae_on_cpu || offload.text_encoder_on_cpu) {
+        let parts: Vec<&str> = [
+            (offload.text_encoder_on_cpu, "text encoder"),
+            (offload.vae_on_cpu, "VAE"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect();
+        let cpu = Device::Cpu.memory_stats();
+        text.push_str(&format!(
+            "\npeak CPU-backend memory ({}): {}",
+            parts.join(", "),
+            format_bytes(cpu.peak_live)
+        ));
+    }
+    text
 }
 
 fn parse_seed(text: &str) -> Result<u64> {
@@ -427,6 +529,33 @@ mod tests {
         let many = output_paths(Path::new("out.png"), 10);
         assert_eq!(many[0], PathBuf::from("out-01.png"));
         assert_eq!(many[9], PathBuf::from("out-10.png"));
+    }
+
+    #[test]
+    fn vae_tiling_turns_on_above_a_megapixel() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: GenerateArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["kiln", "-p", "x"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).unwrap().args
+        };
+        let t = VaeTiling::default();
+        let plain = parse(&[]);
+        assert_eq!(vae_tiling(&plain, t, 1024, 1024), None);
+        assert_eq!(vae_tiling(&plain, t, 1024, 1032), Some(t));
+        assert_eq!(vae_tiling(&parse(&["--vae-tiling"]), t, 512, 512), Some(t));
+        assert_eq!(
+            vae_tiling(&parse(&["--no-vae-tiling"]), t, 2048, 2048),
+            None
+        );
+        assert!(
+            Cli::try_parse_from(["kiln", "-p", "x", "--vae-tiling", "--no-vae-tiling"]).is_err()
+        );
     }
 
     #[test]

@@ -66,8 +66,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate(args) => {
             let device = Device::open(choice)?;
-            generate::run(args, &device)?;
-            Some(device)
+            generate::run(args, &device, cli.report_memory)?;
+            // generate prints its own report (weights and activations apart).
+            None
         }
         Command::Quantize(args) => {
             quantize::run(args)?;

@@ -11,8 +11,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use kiln_models::pipeline::{encode_pair, generate, GenerationParams, StableDiffusion};
+use kiln_models::pipeline::{encode_pair, generate, GenerationParams, Offload, StableDiffusion};
 use kiln_models::schedulers::SamplerSpec;
+use kiln_models::vae::VaeTiling;
+use kiln_models::weights::WeightType;
 use kiln_runtime::memory::format_bytes;
 use kiln_runtime::{DType, Device};
 use serde::Serialize;
@@ -42,6 +44,15 @@ pub struct SdBenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Decode with the VAE in tiles (default size and overlap, see `kiln generate --help`).
+    #[arg(long)]
+    vae_tiling: bool,
+    /// Run the VAE on the CPU backend; its memory is reported apart from the device's.
+    #[arg(long)]
+    vae_on_cpu: bool,
+    /// Run the text encoder on the CPU backend; its memory is reported apart from the device's.
+    #[arg(long)]
+    text_encoder_on_cpu: bool,
 }
 
 #[derive(Serialize)]
@@ -65,6 +76,12 @@ struct SdReport {
     total_ms: f64,
     peak_memory_bytes: u64,
     peak_reserved_bytes: u64,
+    /// Device bytes held by weights after loading (the rest of the peak is activations).
+    weight_bytes: u64,
+    /// With --vae-on-cpu / --text-encoder-on-cpu on a GPU: the CPU backend's peak, which the
+    /// device peak does not include.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_offload_peak_bytes: Option<u64>,
     /// GPU backend only: per-step host record/submit time against device time.
     #[serde(skip_serializing_if = "Option::is_none")]
     overhead: Option<overhead::OverheadReport>,
@@ -84,12 +101,24 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
         "f16" => DType::F16,
         other => anyhow::bail!("--dtype must be f32 or f16, not `{other}`"),
     };
+    let offload = Offload {
+        vae_on_cpu: args.vae_on_cpu,
+        text_encoder_on_cpu: args.text_encoder_on_cpu,
+    };
+    let offloaded = !device.is_cpu() && (offload.vae_on_cpu || offload.text_encoder_on_cpu);
     device.reset_peak_memory();
+    Device::Cpu.reset_peak_memory();
     let start = Instant::now();
-    let model = StableDiffusion::load(&path, device, dtype)
+    let weight_type = if dtype == DType::F16 {
+        WeightType::F16
+    } else {
+        WeightType::F32
+    };
+    let model = StableDiffusion::load_offloaded(&path, device, weight_type, offload)
         .with_context(|| format!("loading {}", path.display()))?;
     device.synchronize()?;
     let load_ms = ms(start);
+    let weight_bytes = device.memory_stats().live;
 
     let default = model.default_size();
     let mut params = GenerationParams::new(args.prompt.clone());
@@ -98,6 +127,7 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
     params.steps = args.steps;
     params.cfg_scale = args.cfg_scale;
     params.sampler = SamplerSpec::parse(&args.sampler)?;
+    params.vae_tiling = args.vae_tiling.then(VaeTiling::default);
 
     // Text encoding timed on its own (generate runs the same call first, so the warm-up also makes
     // the pipelines of the text encoder compiled before the timed run).
@@ -156,6 +186,8 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
         total_ms,
         peak_memory_bytes: stats.peak_live,
         peak_reserved_bytes: stats.peak_reserved,
+        weight_bytes,
+        cpu_offload_peak_bytes: offloaded.then(|| Device::Cpu.memory_stats().peak_live),
         overhead,
     };
     print_table(&report);
@@ -187,10 +219,17 @@ fn print_table(r: &SdReport) {
         r.its_per_second, r.mean_step_ms
     );
     println!(
-        "peak memory: {} in tensors, {} reserved",
+        "peak memory: {} in tensors ({} weights), {} reserved",
         format_bytes(r.peak_memory_bytes),
+        format_bytes(r.weight_bytes),
         format_bytes(r.peak_reserved_bytes)
     );
+    if let Some(cpu) = r.cpu_offload_peak_bytes {
+        println!(
+            "peak CPU-backend memory (offloaded parts): {}",
+            format_bytes(cpu)
+        );
+    }
     if let Some(o) = &r.overhead {
         overhead::print(o);
     }

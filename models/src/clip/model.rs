@@ -72,6 +72,10 @@ impl ClipTextModel {
         &self.cfg
     }
 
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The dtype of the weights and of every output.
     pub fn dtype(&self) -> DType {
         self.token_embedding.dtype()

@@ -20,6 +20,7 @@ use super::text::encode_pair;
 use crate::image::resize;
 use crate::rng::NoiseSource;
 use crate::schedulers::{build_scheduler, img2img_start, Scheduler};
+use crate::vae::VaeTiling;
 
 /// Runs every batch of `params` and returns the images in seed order. `progress` is called after
 /// each denoising step.
@@ -74,7 +75,8 @@ pub fn generate_controlled(
         if params.init.is_some() {
             trace::phase(PHASE_VAE_ENCODE);
         }
-        let init = inputs.initial(model, scheduler.as_ref(), start, shape, &mut noise)?;
+        let tiling = params.vae_tiling.as_ref();
+        let init = inputs.initial(model, scheduler.as_ref(), start, shape, &mut noise, tiling)?;
         trace::phase(PHASE_UNET);
         let denoiser = Denoiser::new(
             model,
@@ -107,7 +109,7 @@ pub fn generate_controlled(
             }
         }
         trace::phase(PHASE_VAE_DECODE);
-        images.extend(decode(model, &latents, shape, batch_seeds)?);
+        images.extend(decode(model, &latents, shape, batch_seeds, tiling)?);
         if stop == StepControl::Interrupt {
             break;
         }
@@ -189,7 +191,7 @@ impl Inputs {
         };
         let mask = binarize(&fit_mask(mask, p.width, p.height)?);
         let masked = Tensor::from_f32(
-            model.device(),
+            model.vae.device(),
             &[1, 3, p.height, p.width],
             DType::F32,
             &masked_image(&img, &mask),
@@ -212,6 +214,7 @@ impl Inputs {
         start: usize,
         [b, c, h, w]: [usize; 4],
         noise: &mut dyn NoiseSource,
+        tiling: Option<&VaeTiling>,
     ) -> Result<Initial> {
         let len = b * c * h * w;
         let sigma = scheduler.init_noise_sigma();
@@ -222,7 +225,7 @@ impl Inputs {
                 blend: None,
             }),
             Inputs::Img2Img { image } => {
-                let image_latents = encode_sampled(model, image, b, noise)?;
+                let image_latents = encode_sampled(model, image, b, noise, tiling)?;
                 let eps = noise.randn(len);
                 Ok(Initial {
                     latents: scheduler.add_noise(&image_latents, &eps, start)?,
@@ -239,7 +242,7 @@ impl Inputs {
                 let blending = !model.is_inpainting();
                 let from_noise = *strength == 1.0;
                 let image_latents = if blending || !from_noise {
-                    Some(encode_sampled(model, image, b, noise)?)
+                    Some(encode_sampled(model, image, b, noise, tiling)?)
                 } else {
                     None
                 };
@@ -266,7 +269,7 @@ impl Inputs {
                         latents,
                         inpaint: Some(InpaintInputs {
                             mask: mask.clone(),
-                            masked_latents: encode_sampled(model, masked, b, noise)?,
+                            masked_latents: encode_sampled(model, masked, b, noise, tiling)?,
                         }),
                         blend: None,
                     })
@@ -306,19 +309,23 @@ impl Blend {
     }
 }
 
-/// VAE-decodes each image's latents and maps them to [0, 1].
+/// VAE-decodes each image's latents (in tiles when `tiling` is given) and maps them to [0, 1].
 fn decode(
     model: &StableDiffusion,
     latents: &[f32],
     [b, c, h, w]: [usize; 4],
     seeds: &[u64],
+    tiling: Option<&VaeTiling>,
 ) -> Result<Vec<GeneratedImage>> {
     let per = c * h * w;
     let mut out = Vec::with_capacity(b);
     for (i, &seed) in seeds.iter().enumerate().take(b) {
         let z = unscale(model, &latents[i * per..(i + 1) * per]);
-        let z = Tensor::from_f32(model.device(), &[1, c, h, w], DType::F32, &z)?;
-        let x = model.vae.decode(&z)?;
+        let z = Tensor::from_f32(model.vae.device(), &[1, c, h, w], DType::F32, &z)?;
+        let x = match tiling {
+            Some(t) => model.vae.decode_tiled(&z, t)?,
+            None => model.vae.decode(&z)?,
+        };
         let (height, width) = (x.dim(2), x.dim(3));
         let chw = x.to_vec_f32()?;
         let plane = height * width;

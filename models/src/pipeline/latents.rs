@@ -8,6 +8,7 @@ use super::error::Result;
 use super::load::StableDiffusion;
 use crate::image::RgbImage;
 use crate::rng::NoiseSource;
+use crate::vae::VaeTiling;
 
 /// `[1, 3, H, W]` in [-1, 1]: diffusers' image processor, `2 * (x / 255) - 1` in float32.
 pub fn image_to_tensor(model: &StableDiffusion, img: &RgbImage) -> Result<Tensor> {
@@ -19,7 +20,7 @@ pub fn image_to_tensor(model: &StableDiffusion, img: &RgbImage) -> Result<Tensor
         }
     }
     Ok(Tensor::from_f32(
-        model.device(),
+        model.vae.device(),
         &[1, 3, h, w],
         DType::F32,
         &chw,
@@ -28,14 +29,19 @@ pub fn image_to_tensor(model: &StableDiffusion, img: &RgbImage) -> Result<Tensor
 
 /// The UNet-scale latents of `image` for each of `batch` images: the VAE's latent distribution
 /// sampled with each image's own noise (`mean + exp(logvar / 2) * eps`, diffusers'
-/// `latent_dist.sample(generator)`), times the scaling factor. The image is encoded once.
+/// `latent_dist.sample(generator)`), times the scaling factor. The image is encoded once, in
+/// tiles when `tiling` is given.
 pub fn encode_sampled(
     model: &StableDiffusion,
     image: &Tensor,
     batch: usize,
     noise: &mut dyn NoiseSource,
+    tiling: Option<&VaeTiling>,
 ) -> Result<Vec<f32>> {
-    let dist = model.vae.encode(image)?;
+    let dist = match tiling {
+        Some(t) => model.vae.encode_tiled(image, t)?,
+        None => model.vae.encode(image)?,
+    };
     let mean = dist.mean.to_vec_f32()?;
     let logvar = dist.logvar.to_vec_f32()?;
     let eps = noise.randn(batch * mean.len());

@@ -49,6 +49,8 @@ pub struct LoadOptions {
     pub zero_weights: bool,
     /// Records each component's weights and their device bytes.
     pub tally: Option<Arc<ModelTally>>,
+    /// Components that load and run on the CPU backend instead of the chosen device.
+    pub offload: Offload,
 }
 
 impl Default for LoadOptions {
@@ -66,6 +68,39 @@ impl LoadOptions {
             stream_unet: false,
             zero_weights: false,
             tally: None,
+            offload: Offload::default(),
+        }
+    }
+}
+
+/// Components to run on the CPU backend while the UNet runs on the chosen device
+/// (`--vae-on-cpu`, `--text-encoder-on-cpu`): their weights and activations then cost no device
+/// memory. Tensors cross between devices through the host, where the pipeline keeps latents and
+/// text embeddings anyway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    pub vae_on_cpu: bool,
+    pub text_encoder_on_cpu: bool,
+}
+
+/// The device of each component.
+struct Placement<'a> {
+    unet: &'a Device,
+    vae: &'a Device,
+    text_encoder: &'a Device,
+}
+
+impl<'a> Placement<'a> {
+    fn new(device: &'a Device, offload: Offload) -> Placement<'a> {
+        static CPU: Device = Device::Cpu;
+        Placement {
+            unet: device,
+            vae: if offload.vae_on_cpu { &CPU } else { device },
+            text_encoder: if offload.text_encoder_on_cpu {
+                &CPU
+            } else {
+                device
+            },
         }
     }
 }
@@ -124,6 +159,20 @@ impl StableDiffusion {
         StableDiffusion::load_with(path, device, &options)
     }
 
+    /// `load_weight_type` with the components `offload` names on the CPU backend.
+    pub fn load_offloaded(
+        path: &Path,
+        device: &Device,
+        weight_type: WeightType,
+        offload: Offload,
+    ) -> Result<StableDiffusion> {
+        let options = LoadOptions {
+            offload,
+            ..LoadOptions::weight_type(weight_type)
+        };
+        StableDiffusion::load_with(path, device, &options)
+    }
+
     /// Loads the model at `path` onto `device` as `options` say.
     pub fn load_with(
         path: &Path,
@@ -131,6 +180,7 @@ impl StableDiffusion {
         options: &LoadOptions,
     ) -> Result<StableDiffusion> {
         let dtype = options.dtype;
+        let device = &Placement::new(device, options.offload);
         if !path.exists() {
             return Err(PipelineError::model(path, "no such file or folder"));
         }
@@ -210,7 +260,7 @@ impl StableDiffusion {
     }
 
     pub fn device(&self) -> &Device {
-        self.vae.device()
+        self.unet.device()
     }
 
     fn check(&self) -> Result<()> {
@@ -285,7 +335,7 @@ pub fn model_hash_file(path: &Path) -> Result<PathBuf> {
 /// A diffusers pipeline folder.
 fn load_diffusers(
     dir: &Path,
-    device: &Device,
+    device: &Placement,
     dtype: DType,
     options: &LoadOptions,
 ) -> Result<StableDiffusion> {
@@ -330,7 +380,8 @@ fn load_diffusers(
         .and_then(Value::as_u64)
         .map(|s| s as usize);
     let unet_file = weights_file(&unet_dir, "diffusion_pytorch_model")?;
-    let mut unet_weights = weights(&unet_file, device, dtype, options)?.tallied(tally(|t| &t.unet));
+    let mut unet_weights =
+        weights(&unet_file, device.unet, dtype, options)?.tallied(tally(|t| &t.unet));
     if options.stream_unet {
         unet_weights = unet_weights.streamed();
     }
@@ -339,13 +390,14 @@ fn load_diffusers(
     let vae_dir = dir.join("vae");
     let vae_config = VaeConfig::from_file(config_file(&vae_dir, "config.json")?)?;
     let vae_file = weights_file(&vae_dir, "diffusion_pytorch_model")?;
-    let vae_weights = weights(&vae_file, device, dtype, options)?.tallied(tally(|t| &t.vae));
+    let vae_weights = weights(&vae_file, device.vae, dtype, options)?.tallied(tally(|t| &t.vae));
     let vae = AutoencoderKL::new(&vae_config, &vae_weights)?;
 
     let te_dir = dir.join("text_encoder");
     let te_config = ClipTextConfig::from_file(config_file(&te_dir, "config.json")?)?;
     let te_file = weights_file(&te_dir, "model")?;
-    let te_weights = weights(&te_file, device, dtype, options)?.tallied(tally(|t| &t.text_encoder));
+    let te_weights =
+        weights(&te_file, device.text_encoder, dtype, options)?.tallied(tally(|t| &t.text_encoder));
     let text_encoder = ClipTextModel::new(&te_config, &te_weights)?;
 
     let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
@@ -380,7 +432,7 @@ fn load_diffusers(
 fn load_single_file(
     file: SingleFile,
     path: &Path,
-    device: &Device,
+    device: &Placement,
     dtype: DType,
 ) -> Result<StableDiffusion> {
     for (part, name) in [
@@ -396,9 +448,9 @@ fn load_single_file(
         }
     }
     let kind = file.kind();
-    let unet = file.load_unet(None, device, dtype)?;
-    let vae = file.load_vae(None, device, dtype)?;
-    let text_encoder = file.load_text_encoder(None, device, dtype)?;
+    let unet = file.load_unet(None, device.unet, dtype)?;
+    let vae = file.load_vae(None, device.vae, dtype)?;
+    let text_encoder = file.load_text_encoder(None, device.text_encoder, dtype)?;
     let tokenizer = if kind.is_sd2() {
         ClipTokenizer::builtin_openclip()?
     } else {

@@ -28,7 +28,7 @@ pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};
 pub use info::infotext;
 pub use load::{
-    model_hash_file, single_file_scheduler, LoadOptions, ModelSource, StableDiffusion,
+    model_hash_file, single_file_scheduler, LoadOptions, ModelSource, Offload, StableDiffusion,
     SUPPORTED_PIPELINES,
 };
 pub use noise::BatchNoise;

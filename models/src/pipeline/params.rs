@@ -3,6 +3,7 @@
 use crate::image::{GrayImage, RgbImage};
 use crate::rng::RngKind;
 use crate::schedulers::{SamplerKind, SamplerSpec};
+use crate::vae::VaeTiling;
 
 /// An img2img or inpainting source.
 #[derive(Clone, Debug)]
@@ -37,6 +38,9 @@ pub struct GenerationParams {
     pub clip_skip: usize,
     pub rng: RngKind,
     pub init: Option<InitImage>,
+    /// VAE decode (and img2img / inpainting encode) in overlapping tiles, one at a time; `None`
+    /// runs the VAE on the whole image.
+    pub vae_tiling: Option<VaeTiling>,
 }
 
 impl GenerationParams {
@@ -56,6 +60,7 @@ impl GenerationParams {
             clip_skip: 1,
             rng: RngKind::TorchCpu,
             init: None,
+            vae_tiling: None,
         }
     }
 

@@ -44,7 +44,7 @@ pub fn encode_prompt(
     let chunks = PromptChunks::from_prompt(&model.tokenizer, prompt, &ChunkOptions::default())?;
     let n = chunks.len();
     let ids: Vec<u32> = chunks.ids.iter().flatten().copied().collect();
-    let ids = Tensor::from_u32(model.device(), &[n, CLIP_MAX_LEN], &ids)?;
+    let ids = Tensor::from_u32(model.text_encoder.device(), &[n, CLIP_MAX_LEN], &ids)?;
     let hidden = model.text_encoder.forward(&ids, clip_skip)?;
     if hidden.rank() != 3 || hidden.dim(0) != n || hidden.dim(1) != CLIP_MAX_LEN {
         return Err(PipelineError::invalid(format!(

@@ -170,6 +170,10 @@ impl Unet {
         self.down_blocks.iter().any(Slot::is_streamed)
     }
 
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The compute dtype: inputs are cast to it and the output comes back in it.
     pub fn dtype(&self) -> DType {
         self.dtype

@@ -12,10 +12,13 @@ mod config;
 mod decoder;
 mod encoder;
 mod latent;
+mod memory;
 mod model;
 mod resnet;
+mod tiling;
 
 pub use attention::{attention_by_matmul, single_head_attention};
 pub use config::VaeConfig;
 pub use latent::{latents_from, LatentDist, LOGVAR_RANGE};
 pub use model::AutoencoderKL;
+pub use tiling::VaeTiling;

@@ -7,6 +7,7 @@ use kiln_runtime::{DType, Device, Error, Result, Tensor};
 use super::decoder::Decoder;
 use super::encoder::Encoder;
 use super::latent::LatentDist;
+use super::tiling::{run_tiled, VaeTiling};
 use super::VaeConfig;
 use crate::nn::Conv2d;
 use crate::weights::Weights;
@@ -109,6 +110,54 @@ impl AutoencoderKL {
             None => z,
         };
         self.decoder.forward(&z)
+    }
+
+    /// `decode` tile by tile when the latents span more than one tile (else exactly `decode`):
+    /// the device holds one tile's activations at a time. The result differs slightly from
+    /// `decode` (each tile's convolutions and mid-block attention see only the tile); the linear
+    /// blend across the overlaps leaves no seam.
+    pub fn decode_tiled(&self, latents: &Tensor, tiling: &VaeTiling) -> Result<Tensor> {
+        let z = self.input(
+            "latents",
+            latents,
+            self.config.latent_channels,
+            "latent_channels",
+        )?;
+        let (h, w) = (z.dim(2), z.dim(3));
+        if !tiling.splits(h, w) {
+            return self.decode(&z);
+        }
+        let f = self.config.downsample_factor();
+        run_tiled(tiling, &z, (h, w), 1, f, |tile| self.decode(tile))
+    }
+
+    /// `encode_moments` tile by tile (tiles of `tiling.tile * f` image pixels) with the moments
+    /// blended across the overlaps; exactly `encode_moments` when one tile covers the image.
+    /// Tiling needs the image sides to be multiples of the downsample factor f.
+    pub fn encode_moments_tiled(&self, image: &Tensor, tiling: &VaeTiling) -> Result<Tensor> {
+        let image = self.input("image", image, self.config.in_channels, "in_channels")?;
+        let f = self.config.downsample_factor();
+        let (h, w) = (image.dim(2), image.dim(3));
+        if !tiling.splits(h / f, w / f) {
+            return self.encode_moments(&image);
+        }
+        if !h.is_multiple_of(f) || !w.is_multiple_of(f) {
+            return Err(Error::shape(
+                "AutoencoderKL tiled encode",
+                format!(
+                    "`image` {:?}: tiled encoding needs height and width that are multiples of                      the downsample factor {f}",
+                    image.shape()
+                ),
+            ));
+        }
+        run_tiled(tiling, &image, (h / f, w / f), f, 1, |tile| {
+            self.encode_moments(tile)
+        })
+    }
+
+    /// `encode` through `encode_moments_tiled`.
+    pub fn encode_tiled(&self, image: &Tensor, tiling: &VaeTiling) -> Result<LatentDist> {
+        LatentDist::from_moments(&self.encode_moments_tiled(image, tiling)?)
     }
 
     /// VAE latents -> the UNet's: `(z - shift_factor) * scaling_factor`.
