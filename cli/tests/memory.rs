@@ -87,7 +87,7 @@ fn a_budget_below_the_weights_streams_and_an_impossible_one_names_the_minimum() 
     let (_, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("streamed from host memory"), "{stderr}");
-    let peak = size_after(&stderr, "cpu: ");
+    let peak = size_after(&stderr, "peak device memory: ");
     assert!(peak <= (streamed + weights) / 2.0, "{stderr}");
     std::fs::remove_file(dir.join("out.png")).unwrap();
 
