@@ -3,10 +3,11 @@
 # that has neither: a stripped release `kiln`, stripped kernel / model test binaries, the Vulkan and
 # GL loader packages, and the diffusers wheel (PyTorch itself is expected there).
 #
-#   tools/gpu-prepare.sh            # writes bench-bin/, .gl/ and .whl/ (all git-ignored)
+#   tools/gpu-prepare.sh    # writes bench-bin.tar.xz, .gl/ and .whl/ (all git-ignored), ~20 MB together
 #
-# Then, on the GPU machine, from the repository root (the device tool carries bench-bin, .gl, .whl):
-#   for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
+# Then, on the GPU machine, from the repository root (the device tool carries bench-bin.tar.xz, .gl
+# and .whl; xz keeps them with the working tree under its 64 MiB):
+#   for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig; tar -xJf bench-bin.tar.xz
 #   KILN_COMMIT=$(cat bench-bin/COMMIT) tools/gpu-bench.sh --kiln bench-bin/kiln --tests bench-bin/tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,8 @@ for line in sys.stdin:
 ' | while read -r exe; do
     strip -o "bench-bin/tests/$(basename "$exe" | sed 's/-[0-9a-f]*$//')" "$exe"
 done
-ls -la bench-bin bench-bin/tests
+tar -cJf bench-bin.tar.xz bench-bin
+ls -la bench-bin bench-bin/tests bench-bin.tar.xz
 
 echo "== Vulkan / GL loaders (amd64 .debs)"
 mkdir -p .gl /tmp/amd64/partial
@@ -44,5 +46,5 @@ echo "== diffusers wheel (for the UNet / VAE rows of the PyTorch side)"
 mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 -d .whl diffusers importlib_metadata
-du -sh bench-bin .gl .whl
-echo "carry: bench-bin .gl .whl (under the device tool's 64 MiB with the working tree)"
+du -sh bench-bin.tar.xz .gl .whl
+echo "carry: bench-bin.tar.xz .gl .whl"
