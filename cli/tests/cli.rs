@@ -77,13 +77,18 @@ fn an_unknown_device_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("gpu:77"));
 }
 
-#[test]
-fn quick_kernel_benchmark_writes_json_on_cpu_and_gpu() {
+/// The CPU backend, and the GPU under test when there is one (`--device` values).
+fn devices_under_test() -> Vec<String> {
     let mut devices = vec!["cpu".to_string()];
     if let Some(Device::Gpu(ctx)) = gpu() {
         devices.push(format!("gpu:{}", ctx.index()));
     }
-    for device in devices {
+    devices
+}
+
+#[test]
+fn quick_kernel_benchmark_writes_json_on_cpu_and_gpu() {
+    for device in devices_under_test() {
         let path =
             std::env::temp_dir().join(format!("kiln-bench-{}-{device}.json", std::process::id()));
         let out = kiln()
@@ -136,11 +141,7 @@ fn quick_kernel_benchmark_writes_json_on_cpu_and_gpu() {
 
 #[test]
 fn sd_benchmark_reports_every_stage_and_peak_memory() {
-    let mut devices = vec!["cpu".to_string()];
-    if let Some(Device::Gpu(ctx)) = gpu() {
-        devices.push(format!("gpu:{}", ctx.index()));
-    }
-    for device in devices {
+    for device in devices_under_test() {
         let path = std::env::temp_dir().join(format!(
             "kiln-bench-sd-{}-{device}.json",
             std::process::id()
@@ -206,11 +207,7 @@ fn sd_benchmark_reports_every_stage_and_peak_memory() {
 
 #[test]
 fn quick_model_benchmark_runs_a_unet_and_a_vae_decode_on_cpu_and_gpu() {
-    let mut devices = vec!["cpu".to_string()];
-    if let Some(Device::Gpu(ctx)) = gpu() {
-        devices.push(format!("gpu:{}", ctx.index()));
-    }
-    for device in devices {
+    for device in devices_under_test() {
         let path = std::env::temp_dir().join(format!(
             "kiln-bench-models-{}-{device}.json",
             std::process::id()

@@ -144,6 +144,19 @@ pub fn groups_for(n: usize, per_group: usize) -> u64 {
     n.div_ceil(per_group) as u64
 }
 
+/// Sum of `f(x)` over `values` in f64, in eight independent lanes so the loop vectorises (the CPU
+/// backend's norm statistics and softmax denominators).
+pub fn lane_sum(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = values.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += f(v as f64);
+        }
+    }
+    lanes.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| f(v as f64)).sum::<f64>()
+}
+
 /// exp(x) within 2 ulp of `f32::exp`, branch-free so that loops over it vectorise (the CPU backend's
 /// softmax, SiLU and GELU): x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 polynomial and
 /// 2^n built in the exponent bits. Below -87 the result is 0, above 88.7 infinity.

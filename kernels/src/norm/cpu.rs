@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use kiln_runtime::{Result, Tensor};
 
 use super::{Rows, Stats};
-use crate::common::{cpu_f32, cpu_output, fast_exp};
+use crate::common::{cpu_f32, cpu_output, fast_exp, lane_sum};
 
 /// (mean, 1 / std) of one row; the mean is 0 for RMSNorm.
 pub fn row_stats(row: &[f32], stats: Stats, eps: f32) -> (f64, f64) {
@@ -18,18 +18,6 @@ pub fn row_stats(row: &[f32], stats: Stats, eps: f32) -> (f64, f64) {
         Stats::Rms => (0.0, lane_sum(row, |v| v * v)),
     };
     (mean, 1.0 / (spread / n + eps as f64).sqrt())
-}
-
-/// Sum of `f(x)` over the row in f64, in eight independent lanes so the loop vectorises.
-fn lane_sum(row: &[f32], f: impl Fn(f64) -> f64) -> f64 {
-    let mut lanes = [0.0f64; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += f(v as f64);
-        }
-    }
-    lanes.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| f(v as f64)).sum::<f64>()
 }
 
 pub fn norm(rows: &Rows) -> Result<Tensor> {

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use kiln_runtime::{Result, Tensor};
 
-use crate::common::{cpu_f32, cpu_output, fast_exp};
+use crate::common::{cpu_f32, cpu_output, fast_exp, lane_sum};
 
 /// Softmax of `scale * row` into `out`.
 pub fn softmax_row(row: &[f32], scale: f32, out: &mut [f32]) {
@@ -16,14 +16,7 @@ pub fn softmax_row(row: &[f32], scale: f32, out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(row) {
         *o = fast_exp(scale * v - max);
     }
-    let mut lanes = [0.0f64; 8];
-    let mut chunks = out.chunks_exact(8);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v as f64;
-        }
-    }
-    let sum = lanes.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| v as f64).sum::<f64>();
+    let sum = lane_sum(out, |v| v);
     let inv = (1.0 / sum) as f32;
     out.iter_mut().for_each(|o| *o *= inv);
 }
