@@ -72,8 +72,10 @@ fn twenty_concurrent_requests_with_a_queue_of_eight() {
         "statuses: {:?}",
         results.iter().map(|r| r.0).collect::<Vec<_>>()
     );
-    // One running plus eight waiting were accepted at least; the rest could not all fit.
-    assert!(ok >= 9, "only {ok} answered 200");
+    // At least a full queue's worth was accepted (nine when the worker took the first job off the
+    // queue before the burst ended, eight when the whole burst arrived first); the rest could not
+    // all fit.
+    assert!(ok >= 8, "only {ok} answered 200");
     assert!(busy >= 1, "no request was refused");
     for (status, retry, body) in &results {
         if *status == 200 {
