@@ -108,7 +108,8 @@ pub struct GenerateArgs {
     output: PathBuf,
 
     /// Weight storage: f32, f16, or quantised at load: q8_0, q4_0 (ggml blocks) or nf4
-    /// (bitsandbytes). Quantised types pack Linear and 1x1-conv weights; the rest stays f32.
+    /// (bitsandbytes). Quantised types pack Linear and convolution weights whose rows are whole
+    /// blocks; the rest (norms, biases, embeddings, conv_in) stays f32.
     #[arg(long, default_value = "f32")]
     weight_type: String,
 

@@ -1,40 +1,106 @@
 //! CPU convolution: per image, C[Cout, pixels] = W[Cout, K] x col[K, pixels] with the `gemm` crate,
 //! where col is the im2col matrix built a block of pixels at a time (bounded memory). A 1x1 convolution
 //! with stride 1 and no padding needs no im2col: the image itself is the right-hand matrix. f16 is
-//! widened to f32, computed, and rounded back.
+//! widened to f32, computed, and rounded back. A packed weight is unpacked `PACKED_ROWS` output
+//! channels at a time, never whole.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use kiln_runtime::{Result, Tensor};
+use kiln_runtime::{CpuData, Error, QuantFormat, Result, Tensor};
 
-use super::Geometry;
+use super::{Geometry, Weight};
 use crate::common::{cpu_f32, cpu_output};
+use crate::quant::blocks::unpack_block;
 
 /// Most f32 values one im2col block holds (32 MiB): large enough for efficient GEMMs, small enough
 /// that a 512x512 VAE layer does not allocate gigabytes.
 const COL_BUDGET: usize = 8 << 20;
 /// Below this many multiply-adds per image, images run in parallel with single-threaded GEMMs.
 const SMALL_IMAGE_FLOPS: usize = 1 << 22;
+/// Output channels of a packed weight unpacked together: enough rows for an efficient GEMM, a few
+/// MiB at most (64 x 11,520 f32 for SD's widest 3x3 convolution).
+const PACKED_ROWS: usize = 64;
 
-pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, g: &Geometry) -> Result<Tensor> {
+/// The weight matrix [Cout, K] as the GEMMs read it.
+#[derive(Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    F32(&'a [f32]),
+    Packed {
+        format: QuantFormat,
+        bytes: &'a [u8],
+    },
+}
+
+impl<'a> Rows<'a> {
+    /// Output channels per GEMM: all of them for a float weight.
+    fn chunk(&self, cout: usize) -> usize {
+        match self {
+            Rows::F32(_) => cout,
+            Rows::Packed { .. } => PACKED_ROWS,
+        }
+    }
+
+    /// Rows r0 .. r0 + rows as f32, unpacked into `scratch` if packed.
+    fn get<'s>(&'s self, r0: usize, rows: usize, k: usize, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+        match *self {
+            Rows::F32(w) => &w[r0 * k..(r0 + rows) * k],
+            Rows::Packed { format, bytes } => {
+                let row_bytes = k / format.block_len() * format.block_bytes();
+                scratch.resize(rows * k, 0.0);
+                let src = &bytes[r0 * row_bytes..(r0 + rows) * row_bytes];
+                for (dst, b) in scratch
+                    .chunks_mut(format.block_len())
+                    .zip(src.chunks(format.block_bytes()))
+                {
+                    unpack_block(format, b, dst);
+                }
+                scratch
+            }
+        }
+    }
+}
+
+pub(crate) fn conv2d(
+    x: &Tensor,
+    weight: Weight,
+    bias: Option<&Tensor>,
+    g: &Geometry,
+) -> Result<Tensor> {
     let xv = cpu_f32(x)?;
-    let wv = cpu_f32(weight)?;
     let bv = bias.map(cpu_f32).transpose()?;
-    let out = conv2d_f32(&xv, &wv, bv.as_deref(), g);
+    let block = (COL_BUDGET / g.k()).max(64);
+    let out = match weight {
+        Weight::Float(w) => {
+            let wv = cpu_f32(w)?;
+            conv2d_blocked(&xv, Rows::F32(&wv), bv.as_deref(), g, block)
+        }
+        Weight::Packed(q, _) => {
+            let bytes: &[u8] = match q.words().cpu_data() {
+                Some(CpuData::U32(words)) => &bytemuck::cast_slice(words)[..q.packed_len()],
+                _ => return Err(Error::Device("qconv2d: CPU op given a GPU weight".into())),
+            };
+            let rows = Rows::Packed {
+                format: q.format(),
+                bytes,
+            };
+            conv2d_blocked(&xv, rows, bv.as_deref(), g, block)
+        }
+    };
     cpu_output(&[g.n, g.cout, g.ho, g.wo], x.dtype(), out)
 }
 
 /// The convolution on plain f32 slices in NCHW / OIHW layout.
+#[cfg(test)]
 pub(crate) fn conv2d_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
     let block = (COL_BUDGET / g.k()).max(64);
-    conv2d_blocked(x, w, bias, g, block)
+    conv2d_blocked(x, Rows::F32(w), bias, g, block)
 }
 
 /// `conv2d_f32` with im2col blocks of at most `block` output pixels (tests use tiny blocks).
 pub(crate) fn conv2d_blocked(
     x: &[f32],
-    w: &[f32],
+    w: Rows,
     bias: Option<&[f32]>,
     g: &Geometry,
     block: usize,
@@ -75,7 +141,7 @@ pub(crate) fn conv2d_blocked(
 #[allow(clippy::too_many_arguments)]
 fn image(
     x: &[f32],
-    w: &[f32],
+    w: Rows,
     bias: Option<&[f32]>,
     g: &Geometry,
     dst: &mut [f32],
@@ -99,25 +165,35 @@ fn image(
         && g.stride == [1, 1]
         && g.pad == [0, 0]
         && (g.ho, g.wo) == (g.h, g.w);
+    let mut rows_scratch = Vec::new();
+    let mut multiply = |b: &[f32], p0: usize, len: usize| {
+        let chunk = w.chunk(g.cout);
+        for r0 in (0..g.cout).step_by(chunk) {
+            let rows = chunk.min(g.cout - r0);
+            let a = w.get(r0, rows, k, &mut rows_scratch);
+            // b's rows are `len` long: the im2col block, or the whole image when pointwise.
+            gemm_block(
+                rows,
+                len,
+                k,
+                a,
+                b,
+                len,
+                &mut dst[r0 * pixels + p0..],
+                pixels,
+                par,
+            );
+        }
+    };
     if pointwise {
-        gemm_block(g.cout, pixels, k, w, x, pixels, dst, pixels, par);
+        multiply(x, 0, pixels);
         return;
     }
     for p0 in (0..pixels).step_by(block) {
         let len = block.min(pixels - p0);
         col.resize(k * len, 0.0);
         im2col(x, g, p0, len, &mut col[..k * len], par);
-        gemm_block(
-            g.cout,
-            len,
-            k,
-            w,
-            &col[..k * len],
-            len,
-            &mut dst[p0..],
-            pixels,
-            par,
-        );
+        multiply(&col[..k * len], p0, len);
     }
 }
 

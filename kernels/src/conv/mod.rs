@@ -1,19 +1,31 @@
 //! 2-D convolution (as `torch.nn.functional.conv2d` with groups 1 and dilation 1): an implicit-GEMM
-//! WGSL kernel and a CPU backend built on im2col + `gemm`.
+//! WGSL kernel and a CPU backend built on im2col + `gemm`. The weight is float, or packed quantised
+//! blocks (`qconv2d_padded`) that both backends unpack a tile or a few rows at a time.
 
 mod cpu;
+#[cfg(test)]
+mod packed_tests;
 #[cfg(test)]
 mod tests;
 
 use kiln_runtime::gpu::{BufferArg, Dispatch};
 use kiln_runtime::preprocess::{KernelSource, Variant};
-use kiln_runtime::{DType, Device, Error, Result, Tensor};
+use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
 use crate::common::{self, Params};
 
 pub static SOURCE: KernelSource = KernelSource {
     file: "conv2d.wgsl",
     source: include_str!("conv2d.wgsl"),
+};
+
+/// The same kernel reading packed weights through the quantised block readers.
+pub static PACKED_SOURCE: KernelSource = KernelSource {
+    file: "qconv2d.wgsl",
+    source: concat!(
+        include_str!("../quant/blocks.wgsl"),
+        include_str!("conv2d.wgsl")
+    ),
 };
 
 /// Output tile of one workgroup (output channels x folded output pixels), as in conv2d.wgsl.
@@ -118,25 +130,105 @@ pub fn conv2d_padded(
     stride: [usize; 2],
     padding: Padding2d,
 ) -> Result<Tensor> {
-    let name = "conv2d";
-    let mut tensors = vec![("x", x), ("weight", weight)];
-    if let Some(b) = bias {
-        tensors.push(("bias", b));
+    common::rank("conv2d", "weight", weight, 4)?;
+    run("conv2d", x, Weight::Float(weight), bias, stride, padding)
+}
+
+/// `conv2d_padded` with a packed weight: `weight` is `[Cout, Cin * KH * KW]` blocks (the PyTorch
+/// `[Cout, Cin, KH, KW]` weight flattened per output channel), `kernel` is `[KH, KW]`. Accumulates
+/// in f32; the output has `x`'s dtype.
+pub fn qconv2d_padded(
+    x: &Tensor,
+    weight: &QTensor,
+    kernel: [usize; 2],
+    bias: Option<&Tensor>,
+    stride: [usize; 2],
+    padding: Padding2d,
+) -> Result<Tensor> {
+    run(
+        "qconv2d",
+        x,
+        Weight::Packed(weight, kernel),
+        bias,
+        stride,
+        padding,
+    )
+}
+
+/// A convolution's weight as the kernels read it.
+#[derive(Clone, Copy)]
+pub(crate) enum Weight<'a> {
+    Float(&'a Tensor),
+    Packed(&'a QTensor, [usize; 2]),
+}
+
+impl Weight<'_> {
+    fn storage(&self) -> &Tensor {
+        match self {
+            Weight::Float(t) => t,
+            Weight::Packed(q, _) => q.words(),
+        }
+    }
+
+    /// `[Cout, Cin, KH, KW]`; a packed weight's Cin is K / (KH KW).
+    fn shape(&self, op: &str) -> Result<[usize; 4]> {
+        match self {
+            Weight::Float(t) => Ok([t.dim(0), t.dim(1), t.dim(2), t.dim(3)]),
+            Weight::Packed(q, [kh, kw]) => {
+                let (cout, k) = (q.shape()[0], q.shape()[1]);
+                if *kh == 0 || *kw == 0 || !k.is_multiple_of(kh * kw) {
+                    return Err(Error::shape(
+                        op,
+                        format!(
+                            "packed weight {:?} is not [Cout, Cin * {kh} * {kw}]",
+                            q.shape()
+                        ),
+                    ));
+                }
+                Ok([cout, k / (kh * kw), *kh, *kw])
+            }
+        }
+    }
+
+    fn format(&self) -> Option<QuantFormat> {
+        match self {
+            Weight::Float(_) => None,
+            Weight::Packed(q, _) => Some(q.format()),
+        }
+    }
+}
+
+fn run(
+    name: &str,
+    x: &Tensor,
+    weight: Weight,
+    bias: Option<&Tensor>,
+    stride: [usize; 2],
+    padding: Padding2d,
+) -> Result<Tensor> {
+    // A packed weight's storage is u32 words: only the float tensors must share a dtype.
+    let mut floats = vec![("x", x)];
+    if let Weight::Float(w) = weight {
+        floats.push(("weight", w));
+    }
+    floats.extend(bias.map(|b| ("bias", b)));
+    let mut tensors = floats.clone();
+    if let Weight::Packed(q, _) = weight {
+        tensors.push(("weight", q.words()));
     }
     common::same_device(name, &tensors)?;
-    let dtype = common::same_float_dtype(name, &tensors)?;
+    let dtype = common::same_float_dtype(name, &floats)?;
     common::rank(name, "x", x, 4)?;
-    common::rank(name, "weight", weight, 4)?;
     common::non_empty(name, &tensors)?;
-    let g = geometry_padded(name, x.shape(), weight.shape(), stride, padding)?;
+    let wshape = weight.shape(name)?;
+    let g = geometry_padded(name, x.shape(), &wshape, stride, padding)?;
     if let Some(b) = bias {
         if b.shape() != [g.cout] {
             return Err(Error::shape(
                 name,
                 format!(
-                    "`bias` shape {:?} does not match weight {:?} ({} output channels)",
+                    "`bias` shape {:?} does not match weight {wshape:?} ({} output channels)",
                     b.shape(),
-                    weight.shape(),
                     g.cout
                 ),
             ));
@@ -153,16 +245,15 @@ pub fn conv2d_padded(
                     Error::limit(
                         name,
                         format!(
-                            "{what} {v} exceeds u32 (x {:?}, weight {:?})",
-                            x.shape(),
-                            weight.shape()
+                            "{what} {v} exceeds u32 (x {:?}, weight {wshape:?})",
+                            x.shape()
                         ),
                     )
                 })
             };
             dim("input elements", x.numel())?;
             dim("output elements", out.numel())?;
-            dim("weight elements", weight.numel())?;
+            dim("weight elements", g.cout * g.k())?;
             let cols = g.n * g.pixels();
             let tiles_m = g.cout.div_ceil(TILE_M);
             let params = Params::new()
@@ -184,18 +275,22 @@ pub fn conv2d_padded(
                 .u32(0);
             let mut buffers = vec![
                 BufferArg::new(1, "x", x),
-                BufferArg::new(2, "weight", weight),
+                BufferArg::new(2, "weight", weight.storage()),
                 BufferArg::new(4, "out", &out),
             ];
             if let Some(b) = bias {
                 buffers.push(BufferArg::new(3, "bias", b));
             }
             let groups = (tiles_m * cols.div_ceil(TILE_N)) as u64;
+            let (kernel, variant) = match weight.format() {
+                None => (&SOURCE, variant(dtype, bias.is_some())),
+                Some(f) => (&PACKED_SOURCE, packed_variant(dtype, f, bias.is_some())),
+            };
             ctx.dispatch(Dispatch {
                 op: name,
-                kernel: &SOURCE,
+                kernel,
                 entry: "conv2d",
-                variant: variant(dtype, bias.is_some()),
+                variant,
                 params: params.bytes(),
                 buffers: &buffers,
                 workgroups: ctx.grid(name, groups)?,
@@ -269,12 +364,23 @@ fn variant(dtype: DType, bias: bool) -> Variant {
     Variant::new(dtype).define("BIAS", u32::from(bias))
 }
 
+fn packed_variant(dtype: DType, format: QuantFormat, bias: bool) -> Variant {
+    crate::quant::format_variant(dtype, format, bias).define("PACKED", 1)
+}
+
 /// Every compiled variant of this family, for the offline shader validation test.
 pub fn variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
     let mut v = Vec::new();
     for dtype in [DType::F32, DType::F16] {
         for bias in [false, true] {
             v.push((&SOURCE, "conv2d", variant(dtype, bias)));
+            for format in QuantFormat::ALL {
+                v.push((
+                    &PACKED_SOURCE,
+                    "conv2d",
+                    packed_variant(dtype, format, bias),
+                ));
+            }
         }
     }
     v

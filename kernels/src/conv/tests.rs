@@ -102,7 +102,7 @@ fn cpu_conv_matches_naive_loops() {
         assert_close(&format!("cpu {c:?}"), &got, &want, atol, rtol);
         // im2col blocks that split output rows, and one pixel at a time.
         for block in [1, 7] {
-            let got = cpu::conv2d_blocked(&x, &w, bias, &g, block);
+            let got = cpu::conv2d_blocked(&x, cpu::Rows::F32(&w), bias, &g, block);
             assert_close(&format!("cpu {c:?} block {block}"), &got, &want, atol, rtol);
         }
     }
@@ -157,7 +157,7 @@ fn cpu_uneven_padding_matches_naive_loops() {
         let want = naive(&x, &wt, Some(&b), &g);
         let (atol, rtol) = tol(DType::F32, g.k());
         for block in [1, 7, 1 << 20] {
-            let got = cpu::conv2d_blocked(&x, &wt, Some(&b), &g, block);
+            let got = cpu::conv2d_blocked(&x, cpu::Rows::F32(&wt), Some(&b), &g, block);
             assert_close(
                 &format!("cpu {pad:?} block {block}"),
                 &got,

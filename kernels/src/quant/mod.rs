@@ -17,9 +17,10 @@ use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
 use crate::common::{self, Params};
 
+/// The block readers (shared with the packed-weight convolution) followed by the matmuls.
 pub static SOURCE: KernelSource = KernelSource {
     file: "quant.wgsl",
-    source: include_str!("quant.wgsl"),
+    source: concat!(include_str!("blocks.wgsl"), include_str!("quant.wgsl")),
 };
 
 /// Largest M the GEMV path takes (its per-thread accumulators), as in quant.wgsl.
@@ -155,14 +156,15 @@ fn launch(
         op: name,
         kernel: &SOURCE,
         entry: if gemv { "qgemv" } else { "qgemm" },
-        variant: variant(x.dtype(), w.format(), bias.is_some()),
+        variant: format_variant(x.dtype(), w.format(), bias.is_some()),
         params: params.bytes(),
         buffers: &buffers,
         workgroups: ctx.grid(name, (tiles_m * tiles_n) as u64)?,
     })
 }
 
-fn variant(dtype: DType, format: QuantFormat, bias: bool) -> Variant {
+/// The defines blocks.wgsl reads (the format) and the bias switch both users of it share.
+pub(crate) fn format_variant(dtype: DType, format: QuantFormat, bias: bool) -> Variant {
     Variant::new(dtype)
         .define("Q8", u32::from(format == QuantFormat::Q8_0))
         .define("Q4", u32::from(format == QuantFormat::Q4_0))
@@ -177,7 +179,7 @@ pub fn variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
         for format in QuantFormat::ALL {
             for bias in [false, true] {
                 for entry in ["qgemv", "qgemm"] {
-                    v.push((&SOURCE, entry, variant(dtype, format, bias)));
+                    v.push((&SOURCE, entry, format_variant(dtype, format, bias)));
                 }
             }
         }

@@ -1,4 +1,4 @@
-use kiln_runtime::{Error, QTensor, Result, Tensor};
+use kiln_runtime::{QTensor, Tensor};
 
 /// The weight of a Linear or 1x1 convolution: float, or packed quantised blocks (`--weight-type`).
 #[derive(Clone, Debug)]
@@ -14,21 +14,6 @@ impl LayerWeight {
         match self {
             LayerWeight::Float(t) => t.shape(),
             LayerWeight::Packed(q) => q.shape(),
-        }
-    }
-
-    /// The float tensor, for ops with no quantised path.
-    pub fn float(&self, what: &str) -> Result<&Tensor> {
-        match self {
-            LayerWeight::Float(t) => Ok(t),
-            LayerWeight::Packed(q) => Err(Error::dtype(
-                what,
-                format!(
-                    "{} weight {:?} where only float weights are supported",
-                    q.format(),
-                    q.shape()
-                ),
-            )),
         }
     }
 }

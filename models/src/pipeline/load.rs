@@ -40,7 +40,7 @@ StableDiffusionPipeline.from_pretrained(\"model-folder\").save_pretrained(\"mode
 pub struct LoadOptions {
     /// The compute dtype (f32 where the device lacks it).
     pub dtype: DType,
-    /// Packs Linear / 1x1-conv weights into this format as they load.
+    /// Packs Linear / convolution weights into this format as they load.
     pub quantization: Option<QuantFormat>,
     /// Keep the UNet's down / mid / up blocks in host memory and upload each just before it runs
     /// (`--max-vram` below what the resident model needs).
@@ -144,7 +144,7 @@ impl StableDiffusion {
         StableDiffusion::load_quantized(path, device, dtype, weight_type.quantization())
     }
 
-    /// `load`, packing Linear / 1x1-conv weights into `quantization` when given.
+    /// `load`, packing Linear / convolution weights into `quantization` when given.
     pub fn load_quantized(
         path: &Path,
         device: &Device,

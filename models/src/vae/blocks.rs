@@ -1,7 +1,7 @@
 //! The encoder's and decoder's blocks: `DownEncoderBlock2D`, `UpDecoderBlock2D` and `UNetMidBlock2D`
 //! (resnet, attention, resnet), with their `Downsample2D` / `Upsample2D`.
 
-use kiln_kernels::conv::{conv2d_padded, Padding2d};
+use kiln_kernels::conv::Padding2d;
 use kiln_kernels::upsample::upsample_nearest2d;
 use kiln_runtime::{Result, Tensor};
 
@@ -32,14 +32,7 @@ impl Downsample {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let conv = &self.conv;
-        conv2d_padded(
-            x,
-            conv.weight.float("vae downsample")?,
-            conv.bias.as_ref(),
-            [2, 2],
-            ENCODER_DOWNSAMPLE_PADDING,
-        )
+        self.conv.forward_padded(x, ENCODER_DOWNSAMPLE_PADDING)
     }
 }
 

@@ -1,18 +1,16 @@
 //! `--weight-type`: the storage of a model's weights.
 //!
 //! Packed (q8_0 / q4_0 / nf4) are the weights of every Linear layer (attention projections,
-//! feed-forward, time embedding, CLIP's layers) and every 1x1 convolution (resnet shortcuts, SD 1.x
-//! transformer projections), whose input width K is a whole number of blocks. They hold nearly all of
-//! a transformer's and a good part of a UNet's parameters, and the dequantising matmul runs them.
+//! feed-forward, time embedding, CLIP's layers) and every convolution (3x3 and 1x1) whose row length
+//! K (in_features, or in_channels * kh * kw) is a whole number of blocks: ggml quantises whole blocks
+//! along K only. The dequantising matmul runs Linear and 1x1 layers, the packed-weight convolution
+//! kernel the 3x3 ones; both unpack a tile at a time and accumulate in f32.
 //!
 //! Kept in the float dtype:
-//! - 3x3 convolutions: the conv kernel is an implicit GEMM over image patches; reading packed blocks
-//!   in it is a separate kernel not written yet (its K = in_channels * 9 fits the block layout, so
-//!   this is future work, not a format limit). conv_in / conv_out would stay float anyway (K = 36).
-//! - Layers whose K is not a multiple of the block size (32, nf4 64): ggml quantises whole blocks
-//!   along K only.
-//! - Norms, biases, embeddings (token, position, timestep): tiny, and they set the scale of
-//!   everything after them, so quantising them costs quality and saves almost nothing.
+//! - Layers whose K is not a multiple of the block size (32, nf4 64): the UNet's and VAE's conv_in
+//!   (4 latent channels, K = 36), the VAE's 1x1 quant convolutions (K = 4).
+//! - Norms, biases, embeddings (token, position, timestep): small, and they set the scale of
+//!   everything after them, so quantising them costs quality and saves little.
 
 use std::fmt;
 use std::str::FromStr;
