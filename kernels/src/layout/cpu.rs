@@ -69,6 +69,40 @@ pub fn concat(tensors: &[&Tensor], shape: &[usize], outer: usize) -> Result<Tens
     }
 }
 
+/// Columns `offset .. offset + row_out` of `x` viewed as [outer, row_in], `row_out` being the
+/// output's row length.
+pub fn narrow(
+    x: &Tensor,
+    shape: &[usize],
+    outer: usize,
+    row_in: usize,
+    offset: usize,
+) -> Result<Tensor> {
+    fn run<T: Elem>(
+        x: &Tensor,
+        shape: &[usize],
+        outer: usize,
+        row_in: usize,
+        offset: usize,
+    ) -> Result<Tensor> {
+        let src = elems::<T>("narrow", x)?;
+        let row_out = shape.iter().product::<usize>() / outer;
+        let mut out = vec![T::default(); outer * row_out];
+        out.par_chunks_mut(row_out)
+            .with_min_len(MIN_TASK.div_ceil(row_out))
+            .enumerate()
+            .for_each(|(r, row)| {
+                row.copy_from_slice(&src[r * row_in + offset..][..row_out]);
+            });
+        Tensor::from_cpu_data(T::wrap(out), shape)
+    }
+    match x.dtype() {
+        DType::F32 => run::<f32>(x, shape, outer, row_in, offset),
+        DType::F16 => run::<f16>(x, shape, outer, row_in, offset),
+        DType::U32 => run::<u32>(x, shape, outer, row_in, offset),
+    }
+}
+
 /// Gathers `x` into `shape` following a reduced plan (`super::plan`): output sizes `sizes` with input
 /// strides `steps`, at least two of them.
 pub fn permute(x: &Tensor, shape: &[usize], sizes: &[usize], steps: &[usize]) -> Result<Tensor> {

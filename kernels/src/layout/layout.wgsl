@@ -1,13 +1,14 @@
-// Data movement: concatenation (one row-block copy per input) and permutation (one gather per output
-// element). Elements are only copied, so T may be f32, f16 or u32. With VEC4 every element is a
+// Data movement: concatenation (one row-block copy per input), narrowing (the inverse: one row-block
+// copy out of the input) and permutation (one gather per output element). Elements are only copied, so T may be f32, f16 or u32. With VEC4 every element is a
 // vec4<T>: the launcher then passes all sizes, offsets and strides in units of four elements.
 
 struct Params {
     n: u32,        // units to write in this dispatch
     rank: u32,     // permute: output dimensions in use
-    row_in: u32,   // concat: units per outer row of the input
-    row_out: u32,  // concat: units per outer row of the output
-    offset: u32,   // concat: where the input's rows start inside the output's rows
+    row_in: u32,   // concat / narrow: units per outer row of the input
+    row_out: u32,  // concat / narrow: units per outer row of the output
+    offset: u32,   // concat: where the input's rows start inside the output's rows; narrow: the
+                   // reverse, where the output's rows start inside the input's
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -40,6 +41,17 @@ fn concat_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let row = i / p.row_in;
     let col = i % p.row_in;
     dst[row * p.row_out + p.offset + col] = src[i];
+}
+
+// Columns `offset` .. `offset + row_out` of the input viewed as [outer, row_in].
+@compute @workgroup_size(256)
+fn narrow_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wid, nwg, lid);
+    if i >= p.n { return; }
+    let row = i / p.row_out;
+    let col = i % p.row_out;
+    dst[i] = src[row * p.row_in + p.offset + col];
 }
 
 @compute @workgroup_size(256)

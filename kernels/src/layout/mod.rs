@@ -1,4 +1,4 @@
-//! Layout ops: concatenation, permutation and transposition. They only move elements, so besides f32
+//! Layout ops: concatenation, narrowing, permutation and transposition. They only move elements, so besides f32
 //! and f16 they also accept u32 tensors (token ids, indices).
 
 pub(crate) mod cpu;
@@ -132,6 +132,56 @@ pub fn concat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
     }
 }
 
+/// `x.narrow(dim, start, len).contiguous()`: elements `start .. start + len` along `dim`.
+pub fn narrow(x: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+    let name = "narrow";
+    let shape = x.shape();
+    if dim >= x.rank() || len == 0 || start + len > shape[dim] {
+        return Err(Error::shape(
+            name,
+            format!(
+                "elements {start}..{} along dim {dim} of `x` {shape:?}",
+                start + len
+            ),
+        ));
+    }
+    let mut out_shape = shape.to_vec();
+    out_shape[dim] = len;
+    if len == shape[dim] {
+        return Ok(x.clone());
+    }
+    let outer: usize = shape[..dim].iter().product();
+    let inner: usize = shape[dim + 1..].iter().product();
+    let (row_in, row_out, offset) = (shape[dim] * inner, len * inner, start * inner);
+    match x.device() {
+        Device::Cpu => cpu::narrow(x, &out_shape, outer, row_in, offset),
+        Device::Gpu(ctx) => {
+            let out = Tensor::empty(x.device(), &out_shape, x.dtype(), name)?;
+            let vec4 =
+                row_in.is_multiple_of(4) && row_out.is_multiple_of(4) && offset.is_multiple_of(4);
+            let unit = if vec4 { 4 } else { 1 };
+            let n = outer * row_out / unit;
+            let params = Params::new()
+                .dim(name, n)?
+                .u32(0)
+                .dim(name, row_in / unit)?
+                .dim(name, row_out / unit)?
+                .dim(name, offset / unit)?
+                .align16();
+            ctx.dispatch(Dispatch {
+                op: name,
+                kernel: &SOURCE,
+                entry: "narrow_rows",
+                variant: variant(x.dtype(), vec4),
+                params: params.bytes(),
+                buffers: &[BufferArg::new(1, "x", x), BufferArg::new(2, "out", &out)],
+                workgroups: ctx.grid(name, common::groups_for(n, WORKGROUP))?,
+            })?;
+            Ok(out)
+        }
+    }
+}
+
 fn variant(dtype: DType, vec4: bool) -> Variant {
     Variant::new(dtype).define("VEC4", u32::from(vec4))
 }
@@ -252,7 +302,7 @@ pub fn variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
     let mut v = Vec::new();
     for dtype in [DType::F32, DType::F16, DType::U32] {
         for vec4 in [false, true] {
-            for entry in ["concat_rows", "permute_copy"] {
+            for entry in ["concat_rows", "narrow_rows", "permute_copy"] {
                 v.push((&SOURCE, entry, variant(dtype, vec4)));
             }
         }

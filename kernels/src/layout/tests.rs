@@ -209,3 +209,73 @@ fn bad_inputs_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn cpu_narrow_of_arange_matches_index_arithmetic() {
+    let x = arange(&[2, 5, 3]);
+    for (dim, start, len) in [(0, 1, 1), (1, 1, 3), (1, 0, 5), (2, 2, 1), (2, 0, 2)] {
+        let y = narrow(&x, dim, start, len).unwrap();
+        let mut shape = vec![2, 5, 3];
+        shape[dim] = len;
+        assert_eq!(y.shape(), shape);
+        let got = y.to_vec_f32().unwrap();
+        let mut at = 0;
+        for a in 0..shape[0] {
+            for b in 0..shape[1] {
+                for c in 0..shape[2] {
+                    let mut idx = [a, b, c];
+                    idx[dim] += start;
+                    let want = (idx[0] * 15 + idx[1] * 3 + idx[2]) as f32;
+                    assert_eq!(
+                        got[at], want,
+                        "narrow({dim}, {start}, {len}) at ({a}, {b}, {c})"
+                    );
+                    at += 1;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn narrow_out_of_range_or_empty_is_an_error() {
+    let x = arange(&[2, 5, 3]);
+    for (dim, start, len) in [(3, 0, 1), (1, 4, 2), (1, 2, 0)] {
+        let err = narrow(&x, dim, start, len).unwrap_err().to_string();
+        assert!(err.contains("narrow") && err.contains("[2, 5, 3]"), "{err}");
+    }
+}
+
+#[test]
+fn gpu_narrow_matches_cpu_bit_for_bit() {
+    with_gpu(|gpu| {
+        // Row lengths and offsets that are and are not multiples of 4 (the vec4 path and the scalar).
+        let cases: [(&[usize], usize, usize, usize); 5] = [
+            (&[3, 10, 8], 1, 2, 5),
+            (&[3, 10, 7], 1, 3, 4),
+            (&[2, 4096, 4], 1, 1024, 1024),
+            (&[6, 9], 0, 2, 3),
+            (&[4, 5, 6], 2, 1, 3),
+        ];
+        for (shape, dim, start, len) in cases {
+            for dtype in [DType::F32, DType::F16, DType::U32] {
+                if !gpu.supports(dtype) {
+                    continue;
+                }
+                let (cpu_x, gpu_x) = if dtype == DType::U32 {
+                    let n: usize = shape.iter().product();
+                    let ids: Vec<u32> = (0..n as u32).map(|v| v.wrapping_mul(2654435761)).collect();
+                    let cpu_x = Tensor::from_u32(&Device::Cpu, shape, &ids).unwrap();
+                    let gpu_x = cpu_x.to_device(gpu).unwrap();
+                    (cpu_x, gpu_x)
+                } else {
+                    random_pair(gpu, shape, dtype, 5)
+                };
+                let what = format!("{dtype} {shape:?} narrow({dim}, {start}, {len})");
+                let want = narrow(&cpu_x, dim, start, len).unwrap();
+                let got = narrow(&gpu_x, dim, start, len).unwrap();
+                same_bits(&what, &got.to_device(&Device::Cpu).unwrap(), &want);
+            }
+        }
+    });
+}

@@ -3,7 +3,7 @@
 
 use kiln_kernels::attention::{attention, AttentionOptions, MAX_HEAD_DIM};
 use kiln_kernels::elementwise::{add, scale};
-use kiln_kernels::layout::transpose;
+use kiln_kernels::layout::{concat, narrow, transpose};
 use kiln_kernels::matmul::{matmul, MatmulOptions};
 use kiln_kernels::softmax::softmax;
 use kiln_runtime::{Device, Error, Result, Tensor};
@@ -72,7 +72,8 @@ fn projection(w: &Weights, name: &str, legacy: &str, channels: usize) -> Result<
 
 /// `softmax(q kᵀ / sqrt(C)) v` for [N, L, C] tensors, one head of width C. The flash attention kernel
 /// takes it as [N, L, 1, C] whenever it can; the GPU kernel stops at `MAX_HEAD_DIM` (256) channels and
-/// SD's VAE has 512, so wider heads on a GPU go through `attention_by_matmul`.
+/// SD's VAE has 512, so wider heads on a GPU go through `attention_by_matmul`, a block of queries at
+/// a time.
 pub fn single_head_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let (d, gpu) = (q.dim(-1), matches!(q.device(), Device::Gpu(_)));
     if gpu && d > MAX_HEAD_DIM {
@@ -91,10 +92,20 @@ pub fn single_head_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tenso
     out.reshape(q.shape())
 }
 
-/// The same attention as three plain kernels: scores = (q / sqrt(C)) kᵀ [N, Lq, Lk], softmax over
-/// keys, then scores v. It materialises the whole score matrix (for SD at 512x512: 4096² f32 = 64 MiB
-/// per image); q is scaled before the product so f16 scores stay far from overflow.
+/// Score-matrix elements one block of queries may hold (16 MiB in f32): `attention_by_matmul`'s
+/// memory stays this, not L², at any image size (a whole 1024x1024 decode would need 1 GiB).
+const SCORE_BLOCK: usize = 1 << 22;
+
+/// The same attention as three plain kernels per block of queries: scores = (q / sqrt(C)) kᵀ
+/// [N, rows, Lk], softmax over keys, then scores v; the blocks' outputs are concatenated. Each block
+/// holds at most `SCORE_BLOCK` scores per image; q is scaled before the product so f16 scores stay
+/// far from overflow.
 pub fn attention_by_matmul(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    attention_in_blocks(q, k, v, (SCORE_BLOCK / k.dim(1).max(1)).max(1))
+}
+
+/// `attention_by_matmul` with blocks of `rows` queries (tests use small blocks).
+fn attention_in_blocks(q: &Tensor, k: &Tensor, v: &Tensor, rows: usize) -> Result<Tensor> {
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
         if t.rank() != 3 {
             return Err(Error::shape(
@@ -104,16 +115,24 @@ pub fn attention_by_matmul(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor>
         }
     }
     let q = scale(q, 1.0 / (q.dim(-1) as f32).sqrt())?;
-    let scores = matmul(
-        &q,
-        k,
-        MatmulOptions {
-            transpose_b: true,
-            bias: None,
-        },
-    )?;
-    let probs = softmax(&scores, 1.0)?;
-    matmul(&probs, v, MatmulOptions::default())
+    let lq = q.dim(1);
+    let mut blocks = Vec::with_capacity(lq.div_ceil(rows));
+    for start in (0..lq).step_by(rows) {
+        let q_block = narrow(&q, 1, start, rows.min(lq - start))?;
+        let scores = matmul(
+            &q_block,
+            k,
+            MatmulOptions {
+                transpose_b: true,
+                bias: None,
+            },
+        )?;
+        let probs = softmax(&scores, 1.0)?;
+        drop(scores);
+        blocks.push(matmul(&probs, v, MatmulOptions::default())?);
+    }
+    let refs: Vec<&Tensor> = blocks.iter().collect();
+    concat(&refs, 1)
 }
 
 #[cfg(test)]
@@ -137,6 +156,15 @@ mod tests {
         assert_eq!(got.shape(), shape);
         let want = want.to_vec_f32().unwrap();
         assert_close("cpu", &got.to_vec_f32().unwrap(), &want, 1e-4, 1e-4);
+        // Query blocks of 8 (the last one 5 rows) give the same result as one block.
+        let blocked = attention_in_blocks(&q, &k, &v, 8).unwrap();
+        assert_close(
+            "cpu blocks",
+            &blocked.to_vec_f32().unwrap(),
+            &want,
+            1e-4,
+            1e-4,
+        );
         with_gpu(|gpu| {
             for (dtype, atol) in [(DType::F32, 1e-4), (DType::F16, 2e-2)] {
                 let up = |t: &Tensor| {
@@ -148,6 +176,14 @@ mod tests {
                 assert_close(
                     &format!("gpu {dtype}"),
                     &got.to_vec_f32().unwrap(),
+                    &want,
+                    atol,
+                    1e-2,
+                );
+                let blocked = attention_in_blocks(&up(&q), &up(&k), &up(&v), 8).unwrap();
+                assert_close(
+                    &format!("gpu {dtype} blocks"),
+                    &blocked.to_vec_f32().unwrap(),
                     &want,
                     atol,
                     1e-2,
