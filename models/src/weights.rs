@@ -46,6 +46,8 @@ pub struct Weights {
     tally: Option<Arc<Tally>>,
     /// Whether the model built from this view streams its large blocks (see `HostSource`).
     stream: bool,
+    /// Tensors of this view live in host memory (the CPU backend) whatever the model's device.
+    host: bool,
 }
 
 /// The tallies of a pipeline's three components.
@@ -56,17 +58,28 @@ pub struct ModelTally {
     pub text_encoder: Arc<Tally>,
 }
 
-/// Device bytes of each weight loaded through a view, by full name.
+/// Bytes of each weight loaded through a view, by full name: those on the model's device, and
+/// apart those kept in host memory whatever the device (`Weights::in_host_memory`).
 #[derive(Debug, Default)]
-pub struct Tally(Mutex<BTreeMap<String, u64>>);
+pub struct Tally {
+    device: Mutex<BTreeMap<String, u64>>,
+    host: Mutex<BTreeMap<String, u64>>,
+}
 
 impl Tally {
+    /// Weights on the model's device.
     pub fn entries(&self) -> BTreeMap<String, u64> {
-        self.0.lock().map(|t| t.clone()).unwrap_or_default()
+        self.device.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
-    fn add(&self, name: String, bytes: u64) {
-        if let Ok(mut t) = self.0.lock() {
+    /// Weights in host memory: device memory too when the device is the CPU backend.
+    pub fn host_entries(&self) -> BTreeMap<String, u64> {
+        self.host.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn add(&self, name: String, bytes: u64, host: bool) {
+        let map = if host { &self.host } else { &self.device };
+        if let Ok(mut t) = map.lock() {
             t.insert(name, bytes);
         }
     }
@@ -90,6 +103,7 @@ impl Weights {
             packed: Arc::new(AtomicUsize::new(0)),
             tally: None,
             stream: false,
+            host: false,
         }
     }
 
@@ -112,9 +126,20 @@ impl Weights {
         self.stream
     }
 
+    /// The same view loading into host memory (the CPU backend) whatever the model's device, for
+    /// tables only a few rows of which are read per run (token embeddings); float, never packed.
+    pub fn in_host_memory(&self) -> Weights {
+        Weights {
+            device: Device::Cpu,
+            quantization: None,
+            host: true,
+            ..self.clone()
+        }
+    }
+
     fn count(&self, name: &str, bytes: u64) {
         if let Some(t) = &self.tally {
-            t.add(self.full_name(name), bytes);
+            t.add(self.full_name(name), bytes, self.host);
         }
     }
 

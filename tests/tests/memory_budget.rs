@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use kiln_kernels::testing::gpu;
 use kiln_models::pipeline::{
-    generate, plan, GenerationParams, LoadOptions, MemoryPlan, Residency, StableDiffusion,
+    generate, plan, GenerationParams, LoadOptions, MemoryPlan, Offload, Residency, StableDiffusion,
 };
 use kiln_models::weights::WeightType;
 use kiln_runtime::memory::MemoryStats;
@@ -80,11 +80,25 @@ fn within(planned: u64, measured: u64, what: &str) {
 }
 
 fn check_plan(model: &Path, device: &Device, weight_type: WeightType, size: usize) -> MemoryPlan {
-    let options = LoadOptions::weight_type(weight_type);
+    check_plan_with(model, device, &LoadOptions::weight_type(weight_type), size)
+}
+
+fn check_plan_with(
+    model: &Path,
+    device: &Device,
+    options: &LoadOptions,
+    size: usize,
+) -> MemoryPlan {
     let p = params(size);
-    let planned = plan(model, device, &options, &p).unwrap();
-    let (_, stats, before) = run(model, device, &options, &p);
-    let what = format!("{} {weight_type} on {}", model.display(), device.name());
+    let planned = plan(model, device, options, &p).unwrap();
+    let (_, stats, before) = run(model, device, options, &p);
+    let what = format!(
+        "{} {:?} {:?} on {}",
+        model.display(),
+        options.quantization,
+        options.offload,
+        device.name()
+    );
     within(planned.peak(), stats.peak_live - before, &what);
     if !device.is_cpu() {
         within(planned.peak_reserved(), stats.peak_reserved - before, &what);
@@ -103,6 +117,40 @@ fn plan_matches_the_measured_peak() {
     }
     if let Some(device) = gpu() {
         check_plan(&bundled(), &device, WeightType::F16, 64);
+    }
+}
+
+/// On a GPU, offloaded parts and the host-held token embedding leave the plan's device figure, as
+/// they leave the measured one.
+#[test]
+fn plan_of_an_offloaded_run_matches_the_measured_peak() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(device) = gpu() else { return };
+    let resident = check_plan(&bundled(), &device, WeightType::F32, 64);
+    for offload in [
+        Offload {
+            text_encoder_on_cpu: true,
+            vae_on_cpu: false,
+        },
+        Offload {
+            text_encoder_on_cpu: true,
+            vae_on_cpu: true,
+        },
+    ] {
+        let options = LoadOptions {
+            offload,
+            ..LoadOptions::default()
+        };
+        let planned = check_plan_with(&bundled(), &device, &options, 64);
+        let on_cpu: Vec<_> = planned.weights.iter().filter(|w| w.on_cpu).collect();
+        assert_eq!(
+            on_cpu.len(),
+            1 + usize::from(offload.vae_on_cpu),
+            "{}",
+            planned.report()
+        );
+        assert!(on_cpu.iter().all(|w| w.bytes == 0));
+        assert!(planned.weights_total() < resident.weights_total());
     }
 }
 

@@ -11,12 +11,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use kiln_models::pipeline::{encode_pair, generate, GenerationParams, Offload, StableDiffusion};
+use kiln_models::pipeline::{
+    encode_pair, generate, GenerationParams, LoadOptions, Offload, Planner, Residency,
+    StableDiffusion,
+};
 use kiln_models::schedulers::SamplerSpec;
 use kiln_models::vae::VaeTiling;
 use kiln_models::weights::WeightType;
-use kiln_runtime::memory::format_bytes;
-use kiln_runtime::{DType, Device};
+use kiln_runtime::memory::{format_bytes, parse_bytes};
+use kiln_runtime::Device;
 use serde::Serialize;
 
 #[derive(clap::Args)]
@@ -38,9 +41,14 @@ pub struct SdBenchArgs {
     height: Option<usize>,
     #[arg(long, default_value = "Euler")]
     sampler: String,
-    /// Weights and activations: f32 or f16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// Weight storage, as `kiln generate --weight-type`: f32, f16, q8_0, q4_0 or nf4 (`--dtype`
+    /// is the older name).
+    #[arg(long, alias = "dtype", default_value = "f32")]
+    weight_type: String,
+    /// Keep peak device memory under SIZE, as `kiln generate --max-vram` (the plan it needs runs
+    /// first and is not timed).
+    #[arg(long, value_name = "SIZE")]
+    max_vram: Option<String>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -61,7 +69,14 @@ struct SdReport {
     version: &'static str,
     device: String,
     model: String,
+    /// The compute dtype (f32 for the quantised weight types).
     dtype: String,
+    weight_type: String,
+    vae_tiling: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_vram_bytes: Option<u64>,
+    /// Whether --max-vram made the UNet's blocks stream from host memory.
+    unet_streamed: bool,
     width: usize,
     height: usize,
     steps: usize,
@@ -96,38 +111,39 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
         Some(p) => p.clone(),
         None => crate::generate::bundled_model()?,
     };
-    let dtype = match args.dtype.as_str() {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        other => anyhow::bail!("--dtype must be f32 or f16, not `{other}`"),
-    };
+    let weight_type: WeightType = args.weight_type.parse()?;
+    let budget = args
+        .max_vram
+        .as_deref()
+        .map(parse_bytes)
+        .transpose()
+        .context("--max-vram")?;
     let offload = Offload {
         vae_on_cpu: args.vae_on_cpu,
         text_encoder_on_cpu: args.text_encoder_on_cpu,
     };
     let offloaded = !device.is_cpu() && (offload.vae_on_cpu || offload.text_encoder_on_cpu);
+    let mut options = LoadOptions {
+        offload,
+        ..LoadOptions::weight_type(weight_type)
+    };
+    let sampler = SamplerSpec::parse(&args.sampler)?;
+    if let Some(budget) = budget {
+        let planner = Planner::new(&path, device, &options)?;
+        let params = run_params(args, sampler.clone(), planner.model().default_size());
+        let residency = planner.plan(&params)?.residency_for(budget)?;
+        options.stream_unet = residency == Residency::StreamedUnet;
+        device.set_memory_budget(Some(budget));
+    }
     device.reset_peak_memory();
     Device::Cpu.reset_peak_memory();
     let start = Instant::now();
-    let weight_type = if dtype == DType::F16 {
-        WeightType::F16
-    } else {
-        WeightType::F32
-    };
-    let model = StableDiffusion::load_offloaded(&path, device, weight_type, offload)
+    let model = StableDiffusion::load_with(&path, device, &options)
         .with_context(|| format!("loading {}", path.display()))?;
     device.synchronize()?;
     let load_ms = ms(start);
     let weight_bytes = device.memory_stats().live;
-
-    let default = model.default_size();
-    let mut params = GenerationParams::new(args.prompt.clone());
-    params.width = args.width.unwrap_or(default);
-    params.height = args.height.unwrap_or(default);
-    params.steps = args.steps;
-    params.cfg_scale = args.cfg_scale;
-    params.sampler = SamplerSpec::parse(&args.sampler)?;
-    params.vae_tiling = args.vae_tiling.then(VaeTiling::default);
+    let params = run_params(args, sampler, model.default_size());
 
     // Text encoding timed on its own (generate runs the same call first, so the warm-up also makes
     // the pipelines of the text encoder compiled before the timed run).
@@ -172,7 +188,11 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
         version: env!("CARGO_PKG_VERSION"),
         device: device.name(),
         model: path.display().to_string(),
-        dtype: dtype.to_string(),
+        dtype: options.dtype.to_string(),
+        weight_type: weight_type.to_string(),
+        vae_tiling: args.vae_tiling,
+        max_vram_bytes: budget,
+        unet_streamed: options.stream_unet,
         width: params.width,
         height: params.height,
         steps: params.steps,
@@ -200,11 +220,34 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
+fn run_params(args: &SdBenchArgs, sampler: SamplerSpec, default_size: usize) -> GenerationParams {
+    let mut params = GenerationParams::new(args.prompt.clone());
+    params.width = args.width.unwrap_or(default_size);
+    params.height = args.height.unwrap_or(default_size);
+    params.steps = args.steps;
+    params.cfg_scale = args.cfg_scale;
+    params.sampler = sampler;
+    params.vae_tiling = args.vae_tiling.then(VaeTiling::default);
+    params
+}
+
 fn print_table(r: &SdReport) {
     println!("device: {}", r.device);
     println!(
-        "model:  {} ({}, {}x{}, {} steps, CFG {})",
-        r.model, r.dtype, r.width, r.height, r.steps, r.cfg_scale
+        "model:  {} ({} weights, {} compute, {}x{}, {} steps, CFG {}{}{})",
+        r.model,
+        r.weight_type,
+        r.dtype,
+        r.width,
+        r.height,
+        r.steps,
+        r.cfg_scale,
+        if r.vae_tiling { ", VAE tiled" } else { "" },
+        if r.unet_streamed {
+            ", UNet streamed"
+        } else {
+            ""
+        }
     );
     println!("{:<26} {:>10}", "stage", "ms");
     println!("{:<26} {:>10.1}", "load", r.load_ms);

@@ -26,7 +26,7 @@ use kiln_runtime::Device;
 
 use super::error::{PipelineError, Result};
 use super::generate::generate;
-use super::load::{LoadOptions, StableDiffusion};
+use super::load::{LoadOptions, Offload, StableDiffusion};
 use super::params::GenerationParams;
 use crate::weights::{ModelTally, Tally};
 
@@ -48,6 +48,8 @@ pub struct ComponentWeights {
     pub streamed_resident: u64,
     /// The largest streamed block (0 when nothing streams).
     pub largest_block: u64,
+    /// Offloaded (`--vae-on-cpu` / `--text-encoder-on-cpu`): on the CPU backend, 0 bytes here.
+    pub on_cpu: bool,
 }
 
 /// One phase's activations and workspace: every tensor live besides the weights.
@@ -155,6 +157,9 @@ impl MemoryPlan {
         let _ = writeln!(s, "weights:");
         for w in &self.weights {
             let _ = write!(s, "  {:<14}{:>12}", w.name, format_bytes(w.bytes));
+            if w.on_cpu {
+                let _ = write!(s, "   on the CPU backend (offloaded)");
+            }
             if w.largest_block > 0 {
                 let _ = write!(
                     s,
@@ -213,6 +218,7 @@ pub struct Planner {
     model: StableDiffusion,
     tally: Arc<ModelTally>,
     device: Device,
+    offload: Offload,
 }
 
 impl Planner {
@@ -230,6 +236,7 @@ impl Planner {
             model,
             tally,
             device: device.clone(),
+            offload: options.offload,
         })
     }
 
@@ -243,6 +250,7 @@ impl Planner {
             model,
             tally,
             device,
+            offload,
         } = self;
         let mut once = params.clone();
         once.steps = 1;
@@ -265,19 +273,32 @@ impl Planner {
         } else {
             Accounting::Pool
         };
+        // Offloading only moves something off a GPU: on the CPU backend every part is device memory.
+        let gpu = !device.is_cpu();
+        let text_on_cpu = gpu && offload.text_encoder_on_cpu;
+        let vae_on_cpu = gpu && offload.vae_on_cpu;
         let phases = trace::replay(&events, accounting, 0)
             .into_iter()
             .filter(|p| p.name != "setup" || p.peak_live > 0)
-            .map(|p| PhaseNeed {
-                name: p.name,
-                activations: p.peak_live,
-                reserved: p.peak_reserved,
+            .map(|p| {
+                // An offloaded part's activations are the CPU backend's (what crosses over, the
+                // context or the latents, is a few hundred KiB and is counted in the next phase).
+                let offloaded = (text_on_cpu && p.name == PHASE_TEXT)
+                    || (vae_on_cpu && (p.name == PHASE_VAE_DECODE || p.name == PHASE_VAE_ENCODE));
+                PhaseNeed {
+                    name: p.name,
+                    activations: if offloaded { 0 } else { p.peak_live },
+                    reserved: if offloaded { 0 } else { p.peak_reserved },
+                }
             })
             .collect();
+        let part = |name, tally: &Tally, streams, on_cpu| {
+            component(name, tally, accounting, streams, !gpu, on_cpu)
+        };
         let weights = vec![
-            component("unet", &tally.unet, accounting, true),
-            component("text encoder", &tally.text_encoder, accounting, false),
-            component("vae", &tally.vae, accounting, false),
+            part("unet", &tally.unet, true, false),
+            part("text encoder", &tally.text_encoder, false, text_on_cpu),
+            part("vae", &tally.vae, false, vae_on_cpu),
         ];
         Ok(MemoryPlan {
             device: device.name(),
@@ -296,16 +317,33 @@ fn device_bytes(bytes: u64, accounting: Accounting) -> u64 {
     }
 }
 
+/// One component's device bytes. `host_is_device`: the target is the CPU backend, where weights
+/// kept in host memory (token embeddings) are device memory too.
 fn component(
     name: &'static str,
     tally: &Tally,
     accounting: Accounting,
     streams: bool,
+    host_is_device: bool,
+    on_cpu: bool,
 ) -> ComponentWeights {
+    if on_cpu {
+        return ComponentWeights {
+            name,
+            bytes: 0,
+            streamed_resident: 0,
+            largest_block: 0,
+            on_cpu,
+        };
+    }
+    let mut entries = tally.entries();
+    if host_is_device {
+        entries.extend(tally.host_entries());
+    }
     let mut bytes = 0;
     let mut resident = 0;
     let mut blocks = std::collections::BTreeMap::<String, u64>::new();
-    for (tensor, b) in tally.entries() {
+    for (tensor, b) in entries {
         let b = device_bytes(b, accounting);
         bytes += b;
         match block_of(&tensor).filter(|_| streams) {
@@ -318,6 +356,7 @@ fn component(
         bytes,
         streamed_resident: if streams { resident } else { bytes },
         largest_block: blocks.values().copied().max().unwrap_or(0),
+        on_cpu,
     }
 }
 
@@ -346,12 +385,14 @@ mod tests {
                     bytes: 1000,
                     streamed_resident: 100,
                     largest_block: 300,
+                    on_cpu: false,
                 },
                 ComponentWeights {
                     name: "vae",
                     bytes: 200,
                     streamed_resident: 200,
                     largest_block: 0,
+                    on_cpu: false,
                 },
             ],
             phases: vec![
