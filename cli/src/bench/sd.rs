@@ -130,7 +130,7 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
     let sampler = SamplerSpec::parse(&args.sampler)?;
     if let Some(budget) = budget {
         let planner = Planner::new(&path, device, &options)?;
-        let params = run_params(args, sampler.clone(), planner.model().default_size());
+        let params = run_params(args, sampler, planner.model().default_size());
         let residency = planner.plan(&params)?.residency_for(budget)?;
         options.stream_unet = residency == Residency::StreamedUnet;
         device.set_memory_budget(Some(budget));
