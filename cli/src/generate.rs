@@ -16,8 +16,8 @@ use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    generate, infotext, short_hash, GenerationParams, InitImage, LoadOptions, Offload, Planner,
-    Residency, StableDiffusion,
+    fit_budget, generate, infotext, short_hash, GenerationParams, InitImage, LoadOptions, Offload,
+    Planner, Residency, StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
@@ -119,8 +119,9 @@ pub struct GenerateArgs {
     plan: bool,
 
     /// Keep peak device memory under SIZE (e.g. 1.5G, 800M; K/M/G/T are powers of 1024): freed
-    /// buffers are given back when over it, and the UNet's weights stream from host memory block
-    /// by block when the resident model does not fit. Fails before starting when even that cannot.
+    /// buffers are given back when over it; when the run would not fit, the VAE runs in smaller
+    /// tiles (unless a tiling flag is given) and then the UNet's weights stream from host memory
+    /// block by block. Fails before starting, with the smallest budget, when even that cannot.
     #[arg(long, value_name = "SIZE")]
     max_vram: Option<String>,
 
@@ -202,6 +203,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         offload,
         ..LoadOptions::weight_type(weight_type)
     };
+    let mut budget_tiling = None;
     if args.plan || budget.is_some() {
         let planner = Planner::new(&model_path, device, &options)?;
         let (width, height) = size(args, init.as_ref(), planner.model())?;
@@ -214,22 +216,17 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
             (width, height),
             tiling,
         );
-        let plan = planner.plan(&params)?;
         if args.plan {
-            print!("{}", plan.report());
+            print!("{}", planner.plan(&params)?.report());
             return Ok(());
         }
+        drop(planner);
         if let Some(budget) = budget {
-            let residency = plan.residency_for(budget)?;
-            options.stream_unet = residency == Residency::StreamedUnet;
-            eprintln!(
-                "--max-vram {}: {}",
-                format_bytes(budget),
-                match residency {
-                    Residency::Resident => "every weight resident",
-                    Residency::StreamedUnet => "UNet weights streamed from host memory",
-                }
-            );
+            let may_tile = !args.vae_tiling && !args.no_vae_tiling;
+            let fit = fit_budget(&model_path, device, &options, &params, budget, may_tile)?;
+            options.stream_unet = fit.residency == Residency::StreamedUnet;
+            budget_tiling = Some(fit.vae_tiling);
+            eprintln!("--max-vram {}: {}", format_bytes(budget), fit.describe());
             device.set_memory_budget(Some(budget));
         }
     }
@@ -238,7 +235,10 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     device.synchronize()?;
     let weight_bytes = device.memory_stats().live;
     let (width, height) = size(args, init.as_ref(), &model)?;
-    let params = params(args, sampler, rng, seed, init, (width, height), tiling);
+    let mut params = params(args, sampler, rng, seed, init, (width, height), tiling);
+    if let Some(chosen) = budget_tiling {
+        params.vae_tiling = chosen;
+    }
 
     let hash = short_hash(&model.source.hash_file)?;
     let bar = progress_bar();

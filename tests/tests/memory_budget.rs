@@ -11,7 +11,8 @@ use std::sync::Mutex;
 
 use kiln_kernels::testing::gpu;
 use kiln_models::pipeline::{
-    generate, plan, GenerationParams, LoadOptions, MemoryPlan, Offload, Residency, StableDiffusion,
+    fit_budget, generate, plan, GenerationParams, LoadOptions, MemoryPlan, Offload, Residency,
+    StableDiffusion,
 };
 use kiln_models::weights::WeightType;
 use kiln_runtime::memory::MemoryStats;
@@ -234,4 +235,40 @@ fn an_impossible_budget_is_refused_with_the_minimum() {
         .expect("1 MiB cannot hold the weights")
         .to_string();
     assert!(err.contains("over the memory budget of 1.00 MiB"), "{err}");
+}
+
+/// A budget the whole VAE decode exceeds but tiles meet is met by tiling, with every weight
+/// resident (tiling comes before streaming), and the run stays under it. The bundled model at
+/// 256x256: 32x32 latents, so the 16-latent tiles split and the decode sets the peak.
+#[test]
+fn a_budget_the_vae_exceeds_is_met_by_tiling_it() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    for device in std::iter::once(Device::Cpu).chain(gpu()) {
+        let options = LoadOptions::default();
+        let mut p = params(256);
+        p.steps = 1;
+        let whole = plan(&bundled(), &device, &options, &p).unwrap();
+        let top = whole.phases.iter().max_by_key(|ph| ph.activations).unwrap();
+        assert_eq!(top.name, "vae decode", "{}", whole.report());
+        let budget = whole.peak() - 1;
+        let fit = fit_budget(&bundled(), &device, &options, &p, budget, true).unwrap();
+        assert_eq!(fit.residency, Residency::Resident, "{}", fit.describe());
+        let tiling = fit.vae_tiling.expect("a tiling chosen");
+        assert_eq!((tiling.tile, tiling.overlap), (16, 4));
+        assert!(fit.plan.peak() <= budget);
+        // Not allowed to tile (--no-vae-tiling), the same budget takes the costlier measure.
+        let untiled = fit_budget(&bundled(), &device, &options, &p, budget, false).unwrap();
+        assert_eq!(untiled.residency, Residency::StreamedUnet);
+        assert_eq!(untiled.vae_tiling, None);
+
+        p.vae_tiling = fit.vae_tiling;
+        device.set_memory_budget(Some(budget));
+        let (_, stats, before) = run(&bundled(), &device, &options, &p);
+        device.set_memory_budget(None);
+        assert!(
+            stats.peak_reserved - before <= budget,
+            "{} {stats:?} budget {budget}",
+            device.name()
+        );
+    }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use kiln_models::pipeline::{
-    encode_pair, generate, GenerationParams, LoadOptions, Offload, Planner, Residency,
+    encode_pair, fit_budget, generate, GenerationParams, LoadOptions, Offload, Planner, Residency,
     StableDiffusion,
 };
 use kiln_models::schedulers::SamplerSpec;
@@ -52,9 +52,15 @@ pub struct SdBenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Decode with the VAE in tiles (default size and overlap, see `kiln generate --help`).
+    /// Decode with the VAE in tiles (see `kiln generate --help`).
     #[arg(long)]
     vae_tiling: bool,
+    /// VAE tile size in latent pixels.
+    #[arg(long, default_value_t = VaeTiling::default().tile)]
+    vae_tile_size: usize,
+    /// Overlap of neighbouring VAE tiles in latent pixels.
+    #[arg(long, default_value_t = VaeTiling::default().overlap)]
+    vae_tile_overlap: usize,
     /// Run the VAE on the CPU backend; its memory is reported apart from the device's.
     #[arg(long)]
     vae_on_cpu: bool,
@@ -72,7 +78,8 @@ struct SdReport {
     /// The compute dtype (f32 for the quantised weight types).
     dtype: String,
     weight_type: String,
-    vae_tiling: bool,
+    /// The VAE's tile size in latent pixels, when tiled (by --vae-tiling or chosen for --max-vram).
+    vae_tiling: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_vram_bytes: Option<u64>,
     /// Whether --max-vram made the UNet's blocks stream from host memory.
@@ -128,11 +135,16 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
         ..LoadOptions::weight_type(weight_type)
     };
     let sampler = SamplerSpec::parse(&args.sampler)?;
+    let mut budget_tiling = None;
     if let Some(budget) = budget {
-        let planner = Planner::new(&path, device, &options)?;
-        let params = run_params(args, sampler, planner.model().default_size());
-        let residency = planner.plan(&params)?.residency_for(budget)?;
-        options.stream_unet = residency == Residency::StreamedUnet;
+        let default_size = Planner::new(&path, device, &options)?
+            .model()
+            .default_size();
+        let params = run_params(args, sampler, default_size)?;
+        let fit = fit_budget(&path, device, &options, &params, budget, !args.vae_tiling)?;
+        options.stream_unet = fit.residency == Residency::StreamedUnet;
+        budget_tiling = Some(fit.vae_tiling);
+        eprintln!("--max-vram {}: {}", format_bytes(budget), fit.describe());
         device.set_memory_budget(Some(budget));
     }
     device.reset_peak_memory();
@@ -143,7 +155,10 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
     device.synchronize()?;
     let load_ms = ms(start);
     let weight_bytes = device.memory_stats().live;
-    let params = run_params(args, sampler, model.default_size());
+    let mut params = run_params(args, sampler, model.default_size())?;
+    if let Some(chosen) = budget_tiling {
+        params.vae_tiling = chosen;
+    }
 
     // Text encoding timed on its own (generate runs the same call first, so the warm-up also makes
     // the pipelines of the text encoder compiled before the timed run).
@@ -190,7 +205,7 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
         model: path.display().to_string(),
         dtype: options.dtype.to_string(),
         weight_type: weight_type.to_string(),
-        vae_tiling: args.vae_tiling,
+        vae_tiling: params.vae_tiling.map(|t| t.tile),
         max_vram_bytes: budget,
         unet_streamed: options.stream_unet,
         width: params.width,
@@ -220,15 +235,22 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-fn run_params(args: &SdBenchArgs, sampler: SamplerSpec, default_size: usize) -> GenerationParams {
+fn run_params(
+    args: &SdBenchArgs,
+    sampler: SamplerSpec,
+    default_size: usize,
+) -> Result<GenerationParams> {
     let mut params = GenerationParams::new(args.prompt.clone());
     params.width = args.width.unwrap_or(default_size);
     params.height = args.height.unwrap_or(default_size);
     params.steps = args.steps;
     params.cfg_scale = args.cfg_scale;
     params.sampler = sampler;
-    params.vae_tiling = args.vae_tiling.then(VaeTiling::default);
-    params
+    params.vae_tiling = args
+        .vae_tiling
+        .then(|| VaeTiling::new(args.vae_tile_size, args.vae_tile_overlap))
+        .transpose()?;
+    Ok(params)
 }
 
 fn print_table(r: &SdReport) {
@@ -242,7 +264,9 @@ fn print_table(r: &SdReport) {
         r.height,
         r.steps,
         r.cfg_scale,
-        if r.vae_tiling { ", VAE tiled" } else { "" },
+        r.vae_tiling
+            .map(|t| format!(", VAE in {t}-latent tiles"))
+            .unwrap_or_default(),
         if r.unet_streamed {
             ", UNet streamed"
         } else {

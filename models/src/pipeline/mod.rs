@@ -9,6 +9,7 @@
 //! let images = generate(&model, &params, &mut |p| eprintln!("{}/{}", p.step, p.total))?;
 //! ```
 
+mod budget;
 mod denoise;
 mod error;
 mod generate;
@@ -23,6 +24,7 @@ mod plan;
 mod quantize;
 mod text;
 
+pub use budget::{fit_budget, BudgetFit};
 pub use error::PipelineError;
 pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};
