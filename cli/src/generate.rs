@@ -121,7 +121,7 @@ pub struct GenerateArgs {
     /// Keep peak device memory under SIZE (e.g. 1.5G, 800M; K/M/G/T are powers of 1024): freed
     /// buffers are given back when over it; when the run would not fit, the VAE runs in smaller
     /// tiles (unless a tiling flag is given) and then the UNet's weights stream from host memory
-    /// block by block. Fails before starting, with the smallest budget, when even that cannot.
+    /// layer by layer. Fails before starting, with the smallest budget, when even that cannot.
     #[arg(long, value_name = "SIZE")]
     max_vram: Option<String>,
 

@@ -36,7 +36,7 @@ pub const PHASE_VAE_ENCODE: &str = "vae encode";
 pub const PHASE_UNET: &str = "unet step";
 pub const PHASE_VAE_DECODE: &str = "vae decode";
 
-/// UNet weight names under these prefixes belong to a streamed block.
+/// UNet weight names under these prefixes belong to a streamed layer (see `block_of`).
 const BLOCK_PREFIXES: [&str; 3] = ["down_blocks.", "mid_block.", "up_blocks."];
 
 /// One component's weights on the device.
@@ -116,8 +116,8 @@ impl MemoryPlan {
         self.streamed_weights() + block + phase.activations
     }
 
-    /// Peak bytes held by tensors with the UNet streamed block by block: an upper bound, as if the
-    /// largest block were on the device at the step's activation peak.
+    /// Peak bytes held by tensors with the UNet streamed layer by layer: an upper bound, as if the
+    /// largest layer were on the device at the step's activation peak.
     pub fn streamed_peak(&self) -> u64 {
         let peak = self
             .phases
@@ -163,7 +163,7 @@ impl MemoryPlan {
             if w.largest_block > 0 {
                 let _ = write!(
                     s,
-                    "   streamed: {} resident + largest block {}",
+                    "   streamed: {} resident + largest layer {}",
                     format_bytes(w.streamed_resident),
                     format_bytes(w.largest_block)
                 );
@@ -360,15 +360,14 @@ fn component(
     }
 }
 
-/// `down_blocks.1` for `down_blocks.1.resnets.0.conv1.weight`; `mid_block` for its tensors.
+/// The streamed unit (one `Slot`) a UNet weight belongs to: `down_blocks.1.resnets.0` for
+/// `down_blocks.1.resnets.0.conv1.weight`, `mid_block.attentions.0` for its tensors.
 fn block_of(name: &str) -> Option<String> {
     let prefix = BLOCK_PREFIXES.iter().find(|p| name.starts_with(*p))?;
-    if *prefix == "mid_block." {
-        return Some("mid_block".into());
-    }
-    let rest = &name[prefix.len()..];
-    let index = rest.split('.').next()?;
-    Some(format!("{prefix}{index}"))
+    // mid_block.<kind>.<j>, or <down|up>_blocks.<i>.<kind>.<j>.
+    let parts = if *prefix == "mid_block." { 3 } else { 4 };
+    let unit: Vec<&str> = name.split('.').take(parts).collect();
+    (unit.len() == parts).then(|| unit.join("."))
 }
 
 #[cfg(test)]
@@ -437,12 +436,17 @@ mod tests {
     fn block_names() {
         assert_eq!(
             block_of("down_blocks.1.resnets.0.conv1.weight").as_deref(),
-            Some("down_blocks.1")
+            Some("down_blocks.1.resnets.0")
         );
         assert_eq!(
-            block_of("mid_block.attentions.0.x").as_deref(),
-            Some("mid_block")
+            block_of("mid_block.attentions.0.proj_in.weight").as_deref(),
+            Some("mid_block.attentions.0")
+        );
+        assert_eq!(
+            block_of("up_blocks.2.upsamplers.0.conv.bias").as_deref(),
+            Some("up_blocks.2.upsamplers.0")
         );
         assert_eq!(block_of("conv_in.weight"), None);
+        assert_eq!(block_of("mid_block.weird"), None);
     }
 }

@@ -2,6 +2,10 @@
 //! `CrossAttnUpBlock2D` / `UpBlock2D`. A block without attention is the same block with an empty
 //! transformer list, so each pair shares one struct.
 //!
+//! Each resnet, transformer and resampling conv is a `Slot`: resident, or streamed from host memory
+//! one at a time (`--max-vram`), so a streamed UNet holds one layer's weights at a time, not a
+//! block's.
+//!
 //! Skip connections: the UNet keeps one stack. Every down resnet (after its transformer, if any) and
 //! every downsampler pushes its output; every up resnet pops one and concatenates it after its input
 //! along channels, as diffusers' `res_hidden_states_tuple[-1]`.
@@ -11,6 +15,7 @@ use kiln_kernels::upsample::upsample_nearest2d_to;
 use kiln_runtime::{Error, Result, Tensor};
 
 use super::resnet::{ResnetBlock, ResnetSpec};
+use super::slot::Slot;
 use super::transformer::{SpatialTransformer, TransformerSpec};
 use crate::nn::Conv2d;
 use crate::weights::Weights;
@@ -50,8 +55,23 @@ impl Common {
 
 /// Resnets interleaved with transformers (none for the attention-free block kinds).
 struct Layers {
-    resnets: Vec<ResnetBlock>,
-    attentions: Vec<SpatialTransformer>,
+    resnets: Vec<Slot<ResnetBlock>>,
+    attentions: Vec<Slot<SpatialTransformer>>,
+}
+
+fn resnet(w: &Weights, spec: ResnetSpec) -> Result<Slot<ResnetBlock>> {
+    Slot::new(w.clone(), move |w| ResnetBlock::new(w, &spec))
+}
+
+fn transformer(w: &Weights, spec: TransformerSpec) -> Result<Slot<SpatialTransformer>> {
+    Slot::new(w.clone(), move |w| SpatialTransformer::new(w, &spec))
+}
+
+/// A resampling block's 3x3 conv (`downsamplers.0.conv` / `upsamplers.0.conv`).
+fn resampler(w: &Weights, channels: usize, stride: usize) -> Result<Slot<Conv2d>> {
+    Slot::new(w.clone(), move |w| {
+        Conv2d::new(w, channels, channels, 3, stride, 1)
+    })
 }
 
 impl Layers {
@@ -64,11 +84,11 @@ impl Layers {
         let resnets = resnets
             .iter()
             .enumerate()
-            .map(|(j, s)| ResnetBlock::new(&w.pp(format!("resnets.{j}")), s))
+            .map(|(j, &s)| resnet(&w.pp(format!("resnets.{j}")), s))
             .collect::<Result<Vec<_>>>()?;
         let attentions = match transformer {
             Some(spec) => (0..n)
-                .map(|j| SpatialTransformer::new(&w.pp(format!("attentions.{j}")), &spec))
+                .map(|j| self::transformer(&w.pp(format!("attentions.{j}")), spec))
                 .collect::<Result<Vec<_>>>()?,
             None => Vec::new(),
         };
@@ -80,9 +100,9 @@ impl Layers {
 
     /// Resnet `j`, then transformer `j` if there is one.
     fn layer(&self, j: usize, x: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let h = self.resnets[j].forward(x, temb)?;
+        let h = self.resnets[j].with(|r| r.forward(x, temb))?;
         match self.attentions.get(j) {
-            Some(attn) => attn.forward(&h, context),
+            Some(attn) => attn.with(|a| a.forward(&h, context)),
             None => Ok(h),
         }
     }
@@ -91,7 +111,7 @@ impl Layers {
 pub struct DownBlock {
     layers: Layers,
     /// 3x3 stride-2 conv (`downsamplers.0.conv`); absent on the last level.
-    downsampler: Option<Conv2d>,
+    downsampler: Option<Slot<Conv2d>>,
 }
 
 impl DownBlock {
@@ -109,14 +129,7 @@ impl DownBlock {
             .collect();
         let transformer = attention.then(|| c.transformer(cout, level));
         let downsampler = if downsample {
-            Some(Conv2d::new(
-                &w.pp("downsamplers.0.conv"),
-                cout,
-                cout,
-                3,
-                2,
-                1,
-            )?)
+            Some(resampler(&w.pp("downsamplers.0.conv"), cout, 2)?)
         } else {
             None
         };
@@ -139,7 +152,7 @@ impl DownBlock {
             skips.push(h.clone());
         }
         if let Some(conv) = &self.downsampler {
-            h = conv.forward(&h)?;
+            h = conv.with(|c| c.forward(&h))?;
             skips.push(h.clone());
         }
         Ok(h)
@@ -148,9 +161,9 @@ impl DownBlock {
 
 /// resnet -> transformer -> resnet at the lowest resolution.
 pub struct MidBlock {
-    resnet0: ResnetBlock,
-    attention: SpatialTransformer,
-    resnet1: ResnetBlock,
+    resnet0: Slot<ResnetBlock>,
+    attention: Slot<SpatialTransformer>,
+    resnet1: Slot<ResnetBlock>,
 }
 
 impl MidBlock {
@@ -166,23 +179,23 @@ impl MidBlock {
             ..c.resnet(ch, ch)
         };
         Ok(MidBlock {
-            resnet0: ResnetBlock::new(&w.pp("resnets.0"), &spec)?,
-            attention: SpatialTransformer::new(&w.pp("attentions.0"), &c.transformer(ch, level))?,
-            resnet1: ResnetBlock::new(&w.pp("resnets.1"), &spec)?,
+            resnet0: resnet(&w.pp("resnets.0"), spec)?,
+            attention: transformer(&w.pp("attentions.0"), c.transformer(ch, level))?,
+            resnet1: resnet(&w.pp("resnets.1"), spec)?,
         })
     }
 
     pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let h = self.resnet0.forward(x, temb)?;
-        let h = self.attention.forward(&h, context)?;
-        self.resnet1.forward(&h, temb)
+        let h = self.resnet0.with(|r| r.forward(x, temb))?;
+        let h = self.attention.with(|a| a.forward(&h, context))?;
+        self.resnet1.with(|r| r.forward(&h, temb))
     }
 }
 
 pub struct UpBlock {
     layers: Layers,
     /// Nearest x2 then a 3x3 conv (`upsamplers.0.conv`); absent on the last block.
-    upsampler: Option<Conv2d>,
+    upsampler: Option<Slot<Conv2d>>,
 }
 
 /// Channel bookkeeping of one up block, named as in diffusers' `get_up_block` call.
@@ -217,14 +230,7 @@ impl UpBlock {
             .collect();
         let transformer = attention.then(|| c.transformer(ch.out, level));
         let upsampler = if upsample {
-            Some(Conv2d::new(
-                &w.pp("upsamplers.0.conv"),
-                ch.out,
-                ch.out,
-                3,
-                1,
-                1,
-            )?)
+            Some(resampler(&w.pp("upsamplers.0.conv"), ch.out, 1)?)
         } else {
             None
         };
@@ -261,7 +267,8 @@ impl UpBlock {
                 )
             })?;
             let (height, width) = (next.dim(2), next.dim(3));
-            h = conv.forward(&upsample_nearest2d_to(&h, height, width)?)?;
+            let up = upsample_nearest2d_to(&h, height, width)?;
+            h = conv.with(|c| c.forward(&up))?;
         }
         Ok(h)
     }

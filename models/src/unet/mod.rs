@@ -23,7 +23,6 @@ use kiln_runtime::{DType, Device, Error, Result, Tensor};
 use crate::nn::{Conv2d, GroupNorm};
 use crate::weights::Weights;
 use blocks::{Common, DownBlock, MidBlock, UpBlock, UpChannels};
-use slot::Slot;
 use time::TimeEmbedding;
 
 pub use config::{Level, PerBlock, Resolved, UnetConfig};
@@ -41,9 +40,11 @@ pub struct Unet {
     resolved: Resolved,
     conv_in: Conv2d,
     time_embedding: TimeEmbedding,
-    down_blocks: Vec<Slot<DownBlock>>,
-    mid_block: Option<Slot<MidBlock>>,
-    up_blocks: Vec<Slot<UpBlock>>,
+    down_blocks: Vec<DownBlock>,
+    mid_block: Option<MidBlock>,
+    up_blocks: Vec<UpBlock>,
+    /// Whether the blocks' layers stream their weights (`Weights::streamed`).
+    streamed: bool,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
     dtype: DType,
@@ -53,8 +54,9 @@ pub struct Unet {
 impl Unet {
     /// Builds the model from `config` and the weights under `w` (diffusers names, no prefix for a
     /// `unet/diffusion_pytorch_model.safetensors`), checking every tensor's shape. From a streamed
-    /// view (`Weights::streamed`), the down, mid and up blocks are streamed (`Slot`); conv_in, the
-    /// time embedding and the output layers stay resident.
+    /// view (`Weights::streamed`), every resnet, transformer and resampling conv of the down, mid
+    /// and up blocks is streamed on its own (`Slot`); conv_in, the time embedding and the output
+    /// layers stay resident.
     pub fn new(config: &UnetConfig, w: &Weights) -> Result<Unet> {
         let resolved = config.resolve()?;
         let levels = &resolved.levels;
@@ -82,17 +84,20 @@ impl Unet {
             let cin = if i == 0 { c0 } else { levels[i - 1].channels };
             let (common, level) = (common.clone(), level.clone());
             let attention = resolved.down_attention[i];
-            down_blocks.push(Slot::new(w.pp(format!("down_blocks.{i}")), move |w| {
-                DownBlock::new(w, &common, &level, cin, attention, i + 1 < n)
-            })?);
+            down_blocks.push(DownBlock::new(
+                &w.pp(format!("down_blocks.{i}")),
+                &common,
+                &level,
+                cin,
+                attention,
+                i + 1 < n,
+            )?);
         }
 
         let mid_block = if resolved.mid_block {
             let (common, level) = (common.clone(), levels[n - 1].clone());
             let scale = config.mid_block_scale_factor;
-            Some(Slot::new(w.pp("mid_block"), move |w| {
-                MidBlock::new(w, &common, &level, scale)
-            })?)
+            Some(MidBlock::new(&w.pp("mid_block"), &common, &level, scale)?)
         } else {
             None
         };
@@ -110,9 +115,14 @@ impl Unet {
             out = ch.out;
             let common = common.clone();
             let attention = resolved.up_attention[i];
-            up_blocks.push(Slot::new(w.pp(format!("up_blocks.{i}")), move |w| {
-                UpBlock::new(w, &common, &level, &ch, attention, i + 1 < n)
-            })?);
+            up_blocks.push(UpBlock::new(
+                &w.pp(format!("up_blocks.{i}")),
+                &common,
+                &level,
+                &ch,
+                attention,
+                i + 1 < n,
+            )?);
         }
 
         Ok(Unet {
@@ -137,6 +147,7 @@ impl Unet {
             down_blocks,
             mid_block,
             up_blocks,
+            streamed: w.is_streamed(),
             dtype: w.dtype(),
             device: w.device().clone(),
         })
@@ -167,7 +178,7 @@ impl Unet {
 
     /// Whether the blocks stream their weights from host memory (`Weights::streamed`).
     pub fn is_streamed(&self) -> bool {
-        self.down_blocks.iter().any(Slot::is_streamed)
+        self.streamed
     }
 
     pub fn device(&self) -> &Device {
@@ -214,13 +225,13 @@ impl Unet {
         drop(sample);
         let mut skips = vec![h.clone()];
         for block in &self.down_blocks {
-            h = block.with(|b| b.forward(h, &temb, &context, &mut skips))?;
+            h = block.forward(h, &temb, &context, &mut skips)?;
         }
         if let Some(mid) = &self.mid_block {
-            h = mid.with(|b| b.forward(&h, &temb, &context))?;
+            h = mid.forward(&h, &temb, &context)?;
         }
         for block in &self.up_blocks {
-            h = block.with(|b| b.forward(h, &temb, &context, &mut skips))?;
+            h = block.forward(h, &temb, &context, &mut skips)?;
         }
         debug_assert!(skips.is_empty(), "every skip connection is consumed");
         let h = self.conv_norm_out.forward(&h, true)?;

@@ -22,6 +22,7 @@ pub struct ResnetBlock {
 }
 
 /// Sizes of one resnet.
+#[derive(Clone, Copy)]
 pub struct ResnetSpec {
     pub cin: usize,
     pub cout: usize,

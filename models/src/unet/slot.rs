@@ -1,6 +1,7 @@
-//! A UNet block that is either resident (built once, weights on the device for the model's life) or
-//! streamed (rebuilt from host-held weights just before it runs and dropped right after, so only one
-//! streamed block's weights are on the device at a time: `--max-vram` below the weight size).
+//! A UNet layer (resnet, transformer, resampling conv) that is either resident (built once, weights
+//! on the device for the model's life) or streamed (rebuilt from host-held weights just before it
+//! runs and dropped right after, so only one streamed layer's weights are on the device at a time:
+//! `--max-vram` below the weight size).
 
 use kiln_runtime::Result;
 
@@ -40,9 +41,5 @@ impl<T> Slot<T> {
                 f(&block)
             }
         }
-    }
-
-    pub fn is_streamed(&self) -> bool {
-        matches!(self, Slot::Streamed { .. })
     }
 }

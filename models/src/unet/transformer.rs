@@ -18,6 +18,7 @@ const LAYER_NORM_EPS: f32 = 1e-5;
 const FF_MULT: usize = 4;
 
 /// Sizes of one spatial transformer.
+#[derive(Clone, Copy)]
 pub struct TransformerSpec {
     pub channels: usize,
     pub heads: usize,
