@@ -82,6 +82,8 @@ pub struct PhasePeak {
 
 /// Replays `events` with `accounting`, on top of `base` bytes already live (the weights), and
 /// returns each phase's peaks; allocations before the first phase mark form a phase named "setup".
+/// At each phase mark the pool's cached free buffers are given back, as `generate` does on a GPU
+/// (`Device::release_cached_memory`).
 pub fn replay(events: &[Event], accounting: Accounting, base: u64) -> Vec<PhasePeak> {
     let mut replayer = Replayer {
         accounting,
@@ -98,11 +100,14 @@ pub fn replay(events: &[Event], accounting: Accounting, base: u64) -> Vec<PhaseP
     }];
     for event in events {
         match event {
-            Event::Phase(name) => phases.push(PhasePeak {
-                name: name.clone(),
-                peak_live: 0,
-                peak_reserved: 0,
-            }),
+            Event::Phase(name) => {
+                replayer.release_cached();
+                phases.push(PhasePeak {
+                    name: name.clone(),
+                    peak_live: 0,
+                    peak_reserved: 0,
+                });
+            }
             Event::Alloc { id, bytes } => replayer.alloc(*id, *bytes),
             Event::Free { id } => replayer.free(*id),
         }
@@ -167,6 +172,14 @@ impl Replayer {
         }
     }
 
+    /// Drops the pool's cached free buffers: later requests of their classes get new ones.
+    fn release_cached(&mut self) {
+        if self.accounting == Accounting::Pool {
+            self.pool.trim();
+            self.free_ranks.clear();
+        }
+    }
+
     /// (live, reserved) bytes.
     fn now(&self) -> (u64, u64) {
         match self.accounting {
@@ -226,9 +239,27 @@ mod tests {
         assert_eq!(exact[1].peak_live, 4100);
         assert_eq!(exact[2].peak_live, 100 + 3000 + 900);
         let pooled = replay(&events, Accounting::Pool, 0);
-        // 1000 -> 1024, 3000 -> 4096; 900 reuses the cached 1024 buffer.
+        // 1000 -> 1024, 3000 -> 4096; the freed 1024 buffer is given back at the mark of "y" and
+        // 900 gets a new one.
         assert_eq!(pooled[1].peak_live, 5120);
         assert_eq!(pooled[2].peak_live, 5120);
         assert_eq!(pooled[2].peak_reserved, 5120);
+    }
+
+    #[test]
+    fn replay_gives_cached_buffers_back_at_each_phase_mark() {
+        let events = vec![
+            Event::Phase("x".into()),
+            Event::Alloc { id: 1, bytes: 1000 },
+            Event::Free { id: 1 },
+            Event::Alloc { id: 2, bytes: 1000 },
+            Event::Free { id: 2 },
+            Event::Phase("y".into()),
+            Event::Alloc { id: 3, bytes: 3000 },
+        ];
+        let pooled = replay(&events, Accounting::Pool, 0);
+        // Within "x" the second request reuses the first's buffer; "y" starts with none cached.
+        assert_eq!(pooled[1].peak_reserved, 1024);
+        assert_eq!(pooled[2].peak_reserved, 4096);
     }
 }
