@@ -1,16 +1,15 @@
 //! Euler (diffusers' `EulerDiscreteScheduler`, A1111 "Euler"): one explicit Euler step of the
 //! probability-flow ODE per model call, in sigma space.
 
-use super::common::{
-    check_len, check_step, denoised_in_sigma_space, euler_init_noise_sigma, scale_by_sigma,
-};
-use super::config::{FinalSigmas, PredictionType, SchedulerConfig, TimestepSpacing};
+use super::common::{check_len, check_step, denoised_in_sigma_space, scale_by_sigma};
+use super::config::{FinalSigmas, PredictionType, SchedulerConfig};
 use super::defaults::EULER;
 use super::error::SchedulerError;
 use super::karras::{karras_sigmas, sigma_to_t};
 use super::names::SamplerKind;
-use super::noise_schedule::{sigma_of, NoiseSchedule};
-use super::{numpy, timesteps, Scheduler};
+use super::noise_schedule::sigma_of;
+use super::sigma_grid::SigmaGrid;
+use super::Scheduler;
 use crate::rng::NoiseSource;
 
 #[derive(Clone, Debug)]
@@ -50,21 +49,12 @@ impl Euler {
             }
         }
 
-        let table = NoiseSchedule::new(cfg, d)?;
-        let num_train = table.num_train_timesteps();
-        timesteps::check_steps(steps, num_train)?;
-        let spacing = d.spacing(cfg);
-        let offset = cfg.steps_offset.unwrap_or(0);
-        // Timesteps are float32 in diffusers; round them before interpolating.
-        let mut ts: Vec<f64> = timesteps::spaced(spacing, num_train, steps, offset, false)
-            .into_iter()
-            .map(|t| t as f32 as f64)
-            .collect();
-        let train_sigmas: Vec<f64> = table.sigmas.iter().map(|&s| s as f64).collect();
-        let mut sigmas: Vec<f64> = ts
-            .iter()
-            .map(|&t| numpy::interp_on_grid(t, &train_sigmas))
-            .collect();
+        let SigmaGrid {
+            table,
+            spacing,
+            timesteps: mut ts,
+            mut sigmas,
+        } = SigmaGrid::new(cfg, d, steps)?;
 
         if cfg.use_karras_sigmas == Some(true) {
             let (Some(&first), Some(&last)) = (sigmas.first(), sigmas.last()) else {
@@ -84,9 +74,7 @@ impl Euler {
             FinalSigmas::Zero => 0.0,
             FinalSigmas::SigmaMin => sigma_of(table.alphas_cumprod[0]),
         };
-        let mut sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).collect();
-        sigmas.push(last);
-        let init_noise_sigma = euler_init_noise_sigma(&sigmas, spacing == TimestepSpacing::Leading);
+        let (sigmas, init_noise_sigma) = SigmaGrid::finish(&sigmas, last, spacing);
         Ok(Euler {
             timesteps: ts.into_iter().map(|t| t as f32).collect(),
             sigmas,

@@ -2,16 +2,14 @@
 //! then fresh noise added back up to the next sigma. It draws noise at every step, the last
 //! included (where its scale is zero), so the generator advances as in diffusers.
 
-use super::common::{
-    check_len, check_step, denoised_in_sigma_space, euler_init_noise_sigma, scale_by_sigma,
-};
-use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
+use super::common::{check_len, check_step, denoised_in_sigma_space, scale_by_sigma};
+use super::config::{PredictionType, SchedulerConfig};
 use super::defaults::EULER_ANCESTRAL;
 use super::error::SchedulerError;
 use super::euler::add_noise_sigma;
 use super::names::SamplerKind;
-use super::noise_schedule::NoiseSchedule;
-use super::{numpy, timesteps, Scheduler};
+use super::sigma_grid::SigmaGrid;
+use super::Scheduler;
 use crate::rng::NoiseSource;
 
 #[derive(Clone, Debug)]
@@ -31,24 +29,10 @@ impl EulerAncestral {
         }
         // The class has no Karras option: diffusers ignores `use_karras_sigmas` here, and so do
         // we (asking for "Euler a Karras" by name is refused in `build_scheduler` instead).
-        let table = NoiseSchedule::new(cfg, d)?;
-        let num_train = table.num_train_timesteps();
-        timesteps::check_steps(steps, num_train)?;
-        let spacing = d.spacing(cfg);
-        let offset = cfg.steps_offset.unwrap_or(0);
-        let ts: Vec<f32> = timesteps::spaced(spacing, num_train, steps, offset, false)
-            .into_iter()
-            .map(|t| t as f32)
-            .collect();
-        let train_sigmas: Vec<f64> = table.sigmas.iter().map(|&s| s as f64).collect();
-        let mut sigmas: Vec<f32> = ts
-            .iter()
-            .map(|&t| numpy::interp_on_grid(t as f64, &train_sigmas) as f32)
-            .collect();
-        sigmas.push(0.0);
-        let init_noise_sigma = euler_init_noise_sigma(&sigmas, spacing == TimestepSpacing::Leading);
+        let grid = SigmaGrid::new(cfg, d, steps)?;
+        let (sigmas, init_noise_sigma) = SigmaGrid::finish(&grid.sigmas, 0.0, grid.spacing);
         Ok(EulerAncestral {
-            timesteps: ts,
+            timesteps: grid.timesteps.iter().map(|&t| t as f32).collect(),
             sigmas,
             prediction,
             init_noise_sigma,

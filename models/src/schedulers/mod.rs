@@ -30,6 +30,7 @@ mod lcm;
 mod names;
 mod noise_schedule;
 mod numpy;
+mod sigma_grid;
 mod timesteps;
 
 pub use config::{
