@@ -239,6 +239,10 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     if let Some(chosen) = budget_tiling {
         params.vae_tiling = chosen;
     }
+    if let Some(note) = single_tile_note(params.vae_tiling, width, height, model.vae_scale_factor())
+    {
+        eprintln!("{note}");
+    }
 
     let hash = short_hash(&model.source.hash_file)?;
     let bar = progress_bar();
@@ -301,6 +305,25 @@ fn vae_tiling(
 ) -> Option<VaeTiling> {
     let auto = width * height > AUTO_TILING_PIXELS && !args.no_vae_tiling;
     (args.vae_tiling || auto).then_some(tiling)
+}
+
+/// A warning when tiling was asked for but the image fits one tile, so the VAE runs whole (at
+/// 512x512 the default 64-latent tile does not split anything).
+fn single_tile_note(
+    tiling: Option<VaeTiling>,
+    width: usize,
+    height: usize,
+    scale: usize,
+) -> Option<String> {
+    let t = tiling?;
+    (!t.splits(height / scale, width / scale)).then(|| {
+        format!(
+            "note: a {width}x{height} image fits one VAE tile of {} latent pixels ({} px), so              the VAE runs whole; a smaller --vae-tile-size (e.g. {}) splits it",
+            t.tile,
+            t.tile * scale,
+            (t.tile / 2).max(2)
+        )
+    })
 }
 
 /// "peak device memory: X (weights Y, activations Z)" for the run's device, and the CPU backend's
@@ -530,6 +553,18 @@ mod tests {
         let many = output_paths(Path::new("out.png"), 10);
         assert_eq!(many[0], PathBuf::from("out-01.png"));
         assert_eq!(many[9], PathBuf::from("out-10.png"));
+    }
+
+    #[test]
+    fn a_tiling_that_does_not_split_the_image_is_noted() {
+        let t = VaeTiling::default();
+        let note = single_tile_note(Some(t), 512, 512, 8).unwrap();
+        assert!(
+            note.contains("64 latent pixels (512 px)") && note.contains("e.g. 32"),
+            "{note}"
+        );
+        assert_eq!(single_tile_note(Some(t), 520, 512, 8), None);
+        assert_eq!(single_tile_note(None, 512, 512, 8), None);
     }
 
     #[test]
