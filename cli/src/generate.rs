@@ -16,8 +16,8 @@ use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    fit_budget, generate, infotext, short_hash, GenerationParams, InitImage, LoadOptions, Offload,
-    Planner, Residency, StableDiffusion,
+    fit_budget_from, generate, infotext, short_hash, BudgetFit, GenerationParams, InitImage,
+    LoadOptions, Offload, Planner, Residency, StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
@@ -216,18 +216,23 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
             (width, height),
             tiling,
         );
+        let first = planner.plan(&params)?;
         if args.plan {
-            print!("{}", planner.plan(&params)?.report());
+            print!("{}", first.report());
             return Ok(());
         }
-        drop(planner);
         if let Some(budget) = budget {
             let may_tile = !args.vae_tiling && !args.no_vae_tiling;
-            let fit = fit_budget(&model_path, device, &options, &params, budget, may_tile)?;
-            options.stream_unet = fit.residency == Residency::StreamedUnet;
-            budget_tiling = Some(fit.vae_tiling);
-            eprintln!("--max-vram {}: {}", format_bytes(budget), fit.describe());
-            device.set_memory_budget(Some(budget));
+            let fit = fit_budget_from(
+                first,
+                &model_path,
+                device,
+                &options,
+                &params,
+                budget,
+                may_tile,
+            )?;
+            budget_tiling = Some(apply_budget(&fit, budget, &mut options, device));
         }
     }
     device.reset_peak_memory();
@@ -305,6 +310,20 @@ fn vae_tiling(
 ) -> Option<VaeTiling> {
     let auto = width * height > AUTO_TILING_PIXELS && !args.no_vae_tiling;
     (args.vae_tiling || auto).then_some(tiling)
+}
+
+/// Applies a `--max-vram` choice: the UNet's streaming in the load options and the budget on the
+/// device, with one line saying what was chosen. Returns the VAE tiling to run with.
+pub fn apply_budget(
+    fit: &BudgetFit,
+    budget: u64,
+    options: &mut LoadOptions,
+    device: &Device,
+) -> Option<VaeTiling> {
+    options.stream_unet = fit.residency == Residency::StreamedUnet;
+    eprintln!("--max-vram {}: {}", format_bytes(budget), fit.describe());
+    device.set_memory_budget(Some(budget));
+    fit.vae_tiling
 }
 
 /// A warning when tiling was asked for but the image fits one tile, so the VAE runs whole (at

@@ -12,13 +12,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use kiln_models::pipeline::{
-    encode_pair, fit_budget, generate, GenerationParams, LoadOptions, Offload, Planner, Residency,
+    encode_pair, fit_budget_from, generate, GenerationParams, LoadOptions, Offload, Planner,
     StableDiffusion,
 };
 use kiln_models::schedulers::SamplerSpec;
 use kiln_models::vae::VaeTiling;
 use kiln_models::weights::WeightType;
 use kiln_runtime::memory::{format_bytes, parse_bytes};
+
+use crate::generate::apply_budget;
 use kiln_runtime::Device;
 use serde::Serialize;
 
@@ -137,15 +139,12 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
     let sampler = SamplerSpec::parse(&args.sampler)?;
     let mut budget_tiling = None;
     if let Some(budget) = budget {
-        let default_size = Planner::new(&path, device, &options)?
-            .model()
-            .default_size();
-        let params = run_params(args, sampler, default_size)?;
-        let fit = fit_budget(&path, device, &options, &params, budget, !args.vae_tiling)?;
-        options.stream_unet = fit.residency == Residency::StreamedUnet;
-        budget_tiling = Some(fit.vae_tiling);
-        eprintln!("--max-vram {}: {}", format_bytes(budget), fit.describe());
-        device.set_memory_budget(Some(budget));
+        let planner = Planner::new(&path, device, &options)?;
+        let params = run_params(args, sampler, planner.model().default_size())?;
+        let first = planner.plan(&params)?;
+        let may_tile = !args.vae_tiling;
+        let fit = fit_budget_from(first, &path, device, &options, &params, budget, may_tile)?;
+        budget_tiling = Some(apply_budget(&fit, budget, &mut options, device));
     }
     device.reset_peak_memory();
     Device::Cpu.reset_peak_memory();

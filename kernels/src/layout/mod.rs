@@ -5,7 +5,7 @@ pub(crate) mod cpu;
 #[cfg(test)]
 mod tests;
 
-use kiln_runtime::gpu::{BufferArg, Dispatch};
+use kiln_runtime::gpu::{BufferArg, Dispatch, GpuContext};
 use kiln_runtime::preprocess::{KernelSource, Variant};
 use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
@@ -101,30 +101,13 @@ pub fn concat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
                 if row_in == 0 {
                     continue;
                 }
-                let vec4 = row_in.is_multiple_of(4)
-                    && row_out.is_multiple_of(4)
-                    && offset.is_multiple_of(4);
-                let unit = if vec4 { 4 } else { 1 };
-                let n = outer * row_in / unit;
-                let params = Params::new()
-                    .dim(name, n)?
-                    .u32(0)
-                    .dim(name, row_in / unit)?
-                    .dim(name, row_out / unit)?
-                    .dim(name, offset / unit)?
-                    .align16();
-                ctx.dispatch(Dispatch {
-                    op: name,
-                    kernel: &SOURCE,
-                    entry: "concat_rows",
-                    variant: variant(dtype, vec4),
-                    params: params.bytes(),
-                    buffers: &[
-                        BufferArg::new(1, "input", t),
-                        BufferArg::new(2, "out", &out),
-                    ],
-                    workgroups: ctx.grid(name, common::groups_for(n, WORKGROUP))?,
-                })?;
+                let rows = RowCopy {
+                    outer,
+                    row_in,
+                    row_out,
+                    offset,
+                };
+                rows.dispatch(ctx, name, "concat_rows", ("input", t), &out)?;
                 offset += row_in;
             }
             Ok(out)
@@ -157,28 +140,62 @@ pub fn narrow(x: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor
         Device::Cpu => cpu::narrow(x, &out_shape, outer, row_in, offset),
         Device::Gpu(ctx) => {
             let out = Tensor::empty(x.device(), &out_shape, x.dtype(), name)?;
-            let vec4 =
-                row_in.is_multiple_of(4) && row_out.is_multiple_of(4) && offset.is_multiple_of(4);
-            let unit = if vec4 { 4 } else { 1 };
-            let n = outer * row_out / unit;
-            let params = Params::new()
-                .dim(name, n)?
-                .u32(0)
-                .dim(name, row_in / unit)?
-                .dim(name, row_out / unit)?
-                .dim(name, offset / unit)?
-                .align16();
-            ctx.dispatch(Dispatch {
-                op: name,
-                kernel: &SOURCE,
-                entry: "narrow_rows",
-                variant: variant(x.dtype(), vec4),
-                params: params.bytes(),
-                buffers: &[BufferArg::new(1, "x", x), BufferArg::new(2, "out", &out)],
-                workgroups: ctx.grid(name, common::groups_for(n, WORKGROUP))?,
-            })?;
+            let rows = RowCopy {
+                outer,
+                row_in,
+                row_out,
+                offset,
+            };
+            rows.dispatch(ctx, name, "narrow_rows", ("x", x), &out)?;
             Ok(out)
         }
+    }
+}
+
+/// A copy between [outer, row_in] and [outer, row_out] row blocks at column `offset` of the wider
+/// side: concat writes an input into the output's rows, narrow reads the output out of the input's.
+struct RowCopy {
+    outer: usize,
+    row_in: usize,
+    row_out: usize,
+    offset: usize,
+}
+
+impl RowCopy {
+    /// Runs `entry` of layout.wgsl, one invocation per unit of the narrower row, in vec4 units
+    /// when every length and the offset allow.
+    fn dispatch(
+        &self,
+        ctx: &GpuContext,
+        name: &str,
+        entry: &'static str,
+        (input_name, input): (&'static str, &Tensor),
+        out: &Tensor,
+    ) -> Result<()> {
+        let vec4 = [self.row_in, self.row_out, self.offset]
+            .iter()
+            .all(|v| v.is_multiple_of(4));
+        let unit = if vec4 { 4 } else { 1 };
+        let n = self.outer * self.row_in.min(self.row_out) / unit;
+        let params = Params::new()
+            .dim(name, n)?
+            .u32(0)
+            .dim(name, self.row_in / unit)?
+            .dim(name, self.row_out / unit)?
+            .dim(name, self.offset / unit)?
+            .align16();
+        ctx.dispatch(Dispatch {
+            op: name,
+            kernel: &SOURCE,
+            entry,
+            variant: variant(out.dtype(), vec4),
+            params: params.bytes(),
+            buffers: &[
+                BufferArg::new(1, input_name, input),
+                BufferArg::new(2, "out", out),
+            ],
+            workgroups: ctx.grid(name, common::groups_for(n, WORKGROUP))?,
+        })
     }
 }
 

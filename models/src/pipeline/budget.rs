@@ -66,8 +66,23 @@ pub fn fit_budget(
     budget: u64,
     may_tile: bool,
 ) -> Result<BudgetFit> {
+    let first = plan(path, device, options, params)?;
+    fit_budget_from(first, path, device, options, params, budget, may_tile)
+}
+
+/// `fit_budget` starting from `first`, the plan of `params` as given (a caller that already made
+/// it for `--plan` or for the image size saves building the zero-weight model again).
+pub fn fit_budget_from(
+    first: MemoryPlan,
+    path: &Path,
+    device: &Device,
+    options: &LoadOptions,
+    params: &GenerationParams,
+    budget: u64,
+    may_tile: bool,
+) -> Result<BudgetFit> {
     let mut params = params.clone();
-    let mut tried = vec![(params.vae_tiling, plan(path, device, options, &params)?)];
+    let mut tried = vec![(params.vae_tiling, first)];
     let (lh, lw) = (params.height / 8, params.width / 8);
     let current = params.vae_tiling.map_or(usize::MAX, |t| t.tile);
     let mut tiles = TILES

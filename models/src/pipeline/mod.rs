@@ -24,7 +24,7 @@ mod plan;
 mod quantize;
 mod text;
 
-pub use budget::{fit_budget, BudgetFit};
+pub use budget::{fit_budget, fit_budget_from, BudgetFit};
 pub use error::PipelineError;
 pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};
