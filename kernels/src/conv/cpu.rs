@@ -7,11 +7,12 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use kiln_runtime::{CpuData, Error, QuantFormat, Result, Tensor};
+use kiln_runtime::{QuantFormat, Result, Tensor};
 
 use super::{Geometry, Weight};
 use crate::common::{cpu_f32, cpu_output};
-use crate::quant::blocks::unpack_block;
+use crate::quant::blocks::unpack_blocks;
+use crate::quant::cpu::packed_bytes;
 
 /// Most f32 values one im2col block holds (32 MiB): large enough for efficient GEMMs, small enough
 /// that a 512x512 VAE layer does not allocate gigabytes.
@@ -49,12 +50,7 @@ impl<'a> Rows<'a> {
                 let row_bytes = k / format.block_len() * format.block_bytes();
                 scratch.resize(rows * k, 0.0);
                 let src = &bytes[r0 * row_bytes..(r0 + rows) * row_bytes];
-                for (dst, b) in scratch
-                    .chunks_mut(format.block_len())
-                    .zip(src.chunks(format.block_bytes()))
-                {
-                    unpack_block(format, b, dst);
-                }
+                unpack_blocks(format, src, scratch);
                 scratch
             }
         }
@@ -76,13 +72,9 @@ pub(crate) fn conv2d(
             conv2d_blocked(&xv, Rows::F32(&wv), bv.as_deref(), g, block)
         }
         Weight::Packed(q, _) => {
-            let bytes: &[u8] = match q.words().cpu_data() {
-                Some(CpuData::U32(words)) => &bytemuck::cast_slice(words)[..q.packed_len()],
-                _ => return Err(Error::Device("qconv2d: CPU op given a GPU weight".into())),
-            };
             let rows = Rows::Packed {
                 format: q.format(),
-                bytes,
+                bytes: packed_bytes("qconv2d", q)?,
             };
             conv2d_blocked(&xv, rows, bv.as_deref(), g, block)
         }

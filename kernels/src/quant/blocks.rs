@@ -33,6 +33,16 @@ pub fn pack_block(format: QuantFormat, x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// Unpacks consecutive whole blocks of `bytes` into `out` (`format.block_len()` values each).
+pub fn unpack_blocks(format: QuantFormat, bytes: &[u8], out: &mut [f32]) {
+    for (b, x) in bytes
+        .chunks(format.block_bytes())
+        .zip(out.chunks_mut(format.block_len()))
+    {
+        unpack_block(format, b, x);
+    }
+}
+
 /// Unpacks one block into `out` (`format.block_len()` values).
 pub fn unpack_block(format: QuantFormat, b: &[u8], out: &mut [f32]) {
     match format {

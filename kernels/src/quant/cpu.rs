@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use kiln_runtime::{CpuData, Error, QTensor, Result, Tensor};
 
-use super::blocks::unpack_block;
+use super::blocks::unpack_blocks;
 use crate::common::{cpu_f32, cpu_output};
 
 /// Rows of W unpacked together: large enough for gemm to be efficient, small enough to stay in cache.
@@ -24,10 +24,7 @@ pub fn qlinear(
     let format = w.format();
     let (bl, bb) = (format.block_len(), format.block_bytes());
     let xv = cpu_f32(x)?;
-    let packed: &[u8] = match w.words().cpu_data() {
-        Some(CpuData::U32(words)) => &bytemuck::cast_slice(words)[..w.packed_len()],
-        _ => return Err(Error::Device("qlinear: CPU op given a GPU weight".into())),
-    };
+    let packed = packed_bytes("qlinear", w)?;
     let row_bytes = k / bl * bb;
     // Each chunk of ROWS weight rows gives an [M, rows] slab of the output, transposed into place below.
     let slabs: Vec<Vec<f32>> = packed
@@ -35,9 +32,7 @@ pub fn qlinear(
         .map(|rows_packed| {
             let rows = rows_packed.len() / row_bytes;
             let mut wt = vec![0.0f32; rows * k];
-            for (dst, src) in wt.chunks_mut(bl).zip(rows_packed.chunks(bb)) {
-                unpack_block(format, src, dst);
-            }
+            unpack_blocks(format, rows_packed, &mut wt);
             let mut slab = vec![0.0f32; m * rows];
             // SAFETY: x is row-major m x k, wt row-major rows x k read as its transpose (k x rows,
             // column stride k), slab row-major m x rows; all strides stay inside those slices.
@@ -80,4 +75,12 @@ pub fn qlinear(
         }
     });
     cpu_output(out_shape, x.dtype(), out)
+}
+
+/// A CPU weight's block bytes, as stored (the u32 words' padding cut off).
+pub(crate) fn packed_bytes<'a>(op: &str, w: &'a QTensor) -> Result<&'a [u8]> {
+    match w.words().cpu_data() {
+        Some(CpuData::U32(words)) => Ok(&bytemuck::cast_slice(words)[..w.packed_len()]),
+        _ => Err(Error::Device(format!("{op}: CPU op given a GPU weight"))),
+    }
 }

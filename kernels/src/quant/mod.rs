@@ -7,7 +7,7 @@
 //! workgroup memory per K step.
 
 pub mod blocks;
-mod cpu;
+pub(crate) mod cpu;
 #[cfg(test)]
 mod tests;
 
@@ -61,12 +61,7 @@ pub fn dequantize(format: QuantFormat, bytes: &[u8]) -> Result<Vec<f32>> {
         ));
     }
     let mut out = vec![0.0f32; bytes.len() / format.block_bytes() * format.block_len()];
-    for (b, x) in bytes
-        .chunks(format.block_bytes())
-        .zip(out.chunks_mut(format.block_len()))
-    {
-        blocks::unpack_block(format, b, x);
-    }
+    blocks::unpack_blocks(format, bytes, &mut out);
     Ok(out)
 }
 
