@@ -16,7 +16,7 @@ use std::time::Instant;
 use kiln_models::clip::{ClipTextConfig, ClipTextModel};
 use kiln_models::unet::{Unet, UnetConfig};
 use kiln_models::vae::{AutoencoderKL, VaeConfig, VaeTiling};
-use kiln_models::weights::{RandomSource, WeightType, Weights};
+use kiln_nn::weights::{RandomSource, WeightType, Weights};
 use kiln_runtime::{Device, Result, Tensor};
 
 const SD15_UNET: &str = include_str!("../configs/sd15-unet.json");

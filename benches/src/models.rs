@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kiln_kernels::testing::Rng;
 use kiln_models::unet::{Unet, UnetConfig};
 use kiln_models::vae::{AutoencoderKL, VaeConfig};
-use kiln_models::weights::{RandomSource, Weights};
+use kiln_nn::weights::{RandomSource, Weights};
 use kiln_runtime::{DType, Device, Result, Tensor};
 use serde_json::{json, Value};
 

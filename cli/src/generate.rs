@@ -22,7 +22,7 @@ use kiln_models::pipeline::{
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
 use kiln_models::vae::VaeTiling;
-use kiln_models::weights::WeightType;
+use kiln_nn::weights::WeightType;
 use kiln_runtime::memory::{format_bytes, parse_bytes, MemoryStats};
 use kiln_runtime::Device;
 

@@ -1,14 +1,13 @@
-//! Models: text encoders, UNet, VAE, schedulers and pipelines, built from config files and weights.
+//! Diffusion models: text encoders, UNet, VAE, schedulers and pipelines, built from config files and
+//! weights through `kiln-nn`'s layers.
 
 pub mod clip;
 pub mod image;
-pub mod nn;
 pub mod pipeline;
 pub mod prompt;
 pub mod rng;
 pub mod schedulers;
 pub mod single_file;
-pub mod tokenizer;
+pub mod tally;
 pub mod unet;
 pub mod vae;
-pub mod weights;

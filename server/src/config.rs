@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use kiln_models::weights::WeightType;
+use kiln_nn::weights::WeightType;
 use kiln_runtime::DeviceChoice;
 
 /// Where the models come from.

@@ -13,7 +13,7 @@ use kiln_models::image::png::encode_png;
 use kiln_models::pipeline::{
     generate_controlled, infotext, PipelineError, StableDiffusion, StepControl,
 };
-use kiln_models::weights::WeightType;
+use kiln_nn::weights::WeightType;
 use kiln_runtime::{Device, DeviceChoice};
 
 use crate::catalog::Catalog;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_kernels::testing::{assert_close, with_gpu};
 use kiln_models::clip::{ClipTextConfig, ClipTextModel};
-use kiln_models::weights::Weights;
+use kiln_nn::weights::Weights;
 use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device, Tensor};
 use safetensors::{Dtype, SafeTensors};

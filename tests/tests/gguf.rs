@@ -12,7 +12,7 @@ use kiln_models::clip::ClipTextConfig;
 use kiln_models::pipeline::StableDiffusion;
 use kiln_models::single_file::SingleFile;
 use kiln_models::unet::UnetConfig;
-use kiln_models::weights::GgufSource;
+use kiln_nn::weights::GgufSource;
 use kiln_runtime::gguf::write_gguf;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, QuantFormat, Tensor};

@@ -14,7 +14,7 @@ use kiln_models::pipeline::{
     fit_budget, generate, plan, GenerationParams, LoadOptions, MemoryPlan, Offload, Residency,
     StableDiffusion,
 };
-use kiln_models::weights::WeightType;
+use kiln_nn::weights::WeightType;
 use kiln_runtime::memory::MemoryStats;
 use kiln_runtime::Device;
 

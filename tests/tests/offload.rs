@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_kernels::testing::with_gpu;
 use kiln_models::pipeline::{generate, GenerationParams, Offload, StableDiffusion};
-use kiln_models::weights::WeightType;
+use kiln_nn::weights::WeightType;
 use kiln_runtime::Device;
 
 const MAX_PIXEL_DIFF: f32 = 1e-3;

@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use kiln_kernels::testing::with_gpu;
+use kiln_models::clip::tokenizer::ClipTokenizer;
 use kiln_models::clip::{ClipTextConfig, ClipTextModel};
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::{decode_png, encode_png};
@@ -24,10 +25,9 @@ use kiln_models::pipeline::{
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{PredictionType, SamplerSpec, SchedulerConfig};
 use kiln_models::single_file::{ModelKind, SingleFile};
-use kiln_models::tokenizer::ClipTokenizer;
 use kiln_models::unet::Unet;
 use kiln_models::vae::{AutoencoderKL, VaeConfig};
-use kiln_models::weights::Weights;
+use kiln_nn::weights::Weights;
 use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device};
 use regex::Regex;

@@ -21,7 +21,7 @@ use kiln_models::pipeline::{generate, quantize_model, GenerationParams, StableDi
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
 use kiln_models::single_file::SingleFile;
-use kiln_models::weights::Weights;
+use kiln_nn::weights::Weights;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, QuantFormat, Tensor};
 use safetensors::SafeTensors;

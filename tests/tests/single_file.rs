@@ -25,7 +25,7 @@ use kiln_models::clip::{ClipTextConfig, ClipTextModel};
 use kiln_models::single_file::{ModelKind, SingleFile, TextEncoderKind};
 use kiln_models::unet::{Unet, UnetConfig};
 use kiln_models::vae::{AutoencoderKL, VaeConfig};
-use kiln_models::weights::{ShapeSource, Weights};
+use kiln_nn::weights::{ShapeSource, Weights};
 use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device, Tensor};
 use safetensors::{Dtype, SafeTensors};

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use kiln_models::clip::tokenizer::{ClipTokenizer, Padding, TokenizerError, CLIP_MAX_LEN};
 use kiln_models::prompt::{parse_emphasis, ChunkOptions, PromptChunks};
-use kiln_models::tokenizer::{ClipTokenizer, Padding, TokenizerError, CLIP_MAX_LEN};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_kernels::testing::with_gpu;
 use kiln_models::unet::{Unet, UnetConfig};
-use kiln_models::weights::Weights;
+use kiln_nn::weights::Weights;
 use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device, Tensor};
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_kernels::testing::with_gpu;
 use kiln_models::vae::{AutoencoderKL, VaeConfig, VaeTiling};
-use kiln_models::weights::Weights;
+use kiln_nn::weights::Weights;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Tensor};
 

@@ -17,7 +17,7 @@ use kiln_models::pipeline::{
 };
 use kiln_models::schedulers::SamplerSpec;
 use kiln_models::vae::VaeTiling;
-use kiln_models::weights::WeightType;
+use kiln_nn::weights::WeightType;
 use kiln_runtime::memory::{format_bytes, parse_bytes};
 
 use crate::generate::apply_budget;

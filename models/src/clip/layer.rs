@@ -6,8 +6,8 @@ use kiln_runtime::{Result, Tensor};
 use super::attention::ClipAttention;
 use super::config::ClipTextConfig;
 use super::mlp::ClipMlp;
-use crate::nn::LayerNorm;
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::LayerNorm;
 
 pub struct ClipEncoderLayer {
     layer_norm1: LayerNorm,

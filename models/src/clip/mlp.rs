@@ -4,8 +4,8 @@ use kiln_kernels::elementwise::{unary, Unary};
 use kiln_runtime::{Result, Tensor};
 
 use super::config::{ClipActivation, ClipTextConfig};
-use crate::nn::Linear;
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::Linear;
 
 pub struct ClipMlp {
     fc1: Linear,

@@ -11,6 +11,7 @@ mod layer;
 mod mlp;
 mod model;
 mod pooling;
+pub mod tokenizer;
 
 pub use config::{ClipActivation, ClipTextConfig, TokenIds};
 pub use model::{ClipTextModel, ClipTextOutput, TEXT_MODEL_PREFIX};

@@ -8,8 +8,8 @@ use kiln_runtime::{DType, Device, Error, Result, Tensor};
 use super::config::ClipTextConfig;
 use super::layer::ClipEncoderLayer;
 use super::pooling::eos_positions;
-use crate::nn::LayerNorm;
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::LayerNorm;
 
 /// The prefix of every weight name in the layout the SD checkpoints on the hub use (saved by
 /// transformers 4). transformers 5 saves the same model without it; both load.

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
+use crate::clip::tokenizer::TokenizerError;
 use crate::image::ImageError;
 use crate::prompt::PromptError;
 use crate::schedulers::SchedulerError;
-use crate::tokenizer::TokenizerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -11,15 +11,14 @@ use kiln_runtime::{DType, Device, QuantFormat};
 use serde_json::Value;
 
 use super::error::{PipelineError, Result};
+use crate::clip::tokenizer::ClipTokenizer;
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::schedulers::SchedulerConfig;
 use crate::single_file::{refuse_pickles, Component, ModelKind, SingleFile};
-use crate::tokenizer::ClipTokenizer;
+use crate::tally::ModelTally;
 use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
-use crate::weights::{
-    FileSource, GgufSource, ModelTally, TensorSource, WeightType, Weights, ZeroSource,
-};
+use kiln_nn::weights::{FileSource, GgufSource, TensorSource, WeightType, Weights, ZeroSource};
 
 /// The pipeline classes whose components kiln runs (SD 1.x, 2.x, SD-Turbo and their inpainting
 /// variants all use these).
@@ -339,7 +338,7 @@ fn load_diffusers(
     dtype: DType,
     options: &LoadOptions,
 ) -> Result<StableDiffusion> {
-    let tally = |pick: fn(&ModelTally) -> &Arc<crate::weights::Tally>| {
+    let tally = |pick: fn(&ModelTally) -> &Arc<kiln_nn::weights::Tally>| {
         options.tally.as_ref().map(|t| pick(t).clone())
     };
     let index_path = dir.join("model_index.json");

@@ -28,7 +28,8 @@ use super::error::{PipelineError, Result};
 use super::generate::generate;
 use super::load::{LoadOptions, Offload, StableDiffusion};
 use super::params::GenerationParams;
-use crate::weights::{ModelTally, Tally};
+use crate::tally::ModelTally;
+use kiln_nn::weights::Tally;
 
 /// Phase names `generate` marks.
 pub const PHASE_TEXT: &str = "text encoding";

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kiln_runtime::loader::{write_safetensors_with_metadata, Dtype, WeightFile, PACKED_PREFIX};
-use kiln_runtime::{DType, Device, QTensor, QuantFormat, Tensor};
+use kiln_runtime::{DType, Device, QTensor, QuantFormat};
 
 use super::error::{PipelineError, Result};
 use super::load::{config_file, weights_file};
@@ -20,7 +20,7 @@ use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::single_file::{refuse_pickles, SingleFile};
 use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
-use crate::weights::{FileSource, TensorSource, Weights};
+use kiln_nn::weights::{FileSource, TensorSource, Weights};
 
 /// What a conversion did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -226,46 +226,8 @@ fn safetensors_dtype(output: &Path, name: &str, stored: &str) -> Result<Dtype> {
 }
 
 impl TensorSource for Capture {
-    fn origin(&self) -> PathBuf {
-        self.files.origin()
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.files.names()
-    }
-
-    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
-        self.files.shape_of(name)
-    }
-
-    fn load(
-        &self,
-        name: &str,
-        expected: Option<&[usize]>,
-        device: &Device,
-        dtype: DType,
-    ) -> kiln_runtime::Result<Tensor> {
-        self.files.load(name, expected, device, dtype)
-    }
-
-    fn load_part(
-        &self,
-        name: &str,
-        offset: usize,
-        shape: &[usize],
-        device: &Device,
-        dtype: DType,
-    ) -> kiln_runtime::Result<Tensor> {
-        self.files.load_part(name, offset, shape, device, dtype)
-    }
-
-    fn load_packed(
-        &self,
-        name: &str,
-        expected: &[usize],
-        device: &Device,
-    ) -> kiln_runtime::Result<Option<QTensor>> {
-        self.files.load_packed(name, expected, device)
+    fn inner(&self) -> Option<&dyn TensorSource> {
+        Some(&self.files)
     }
 
     fn load_quantized(

@@ -7,8 +7,8 @@ use kiln_runtime::Tensor;
 
 use super::error::{PipelineError, Result};
 use super::load::StableDiffusion;
+use crate::clip::tokenizer::CLIP_MAX_LEN;
 use crate::prompt::{apply_emphasis, ChunkOptions, PromptChunks};
-use crate::tokenizer::CLIP_MAX_LEN;
 
 /// One prompt's text embeddings on the host: `chunks * 77` rows of `dim` values.
 #[derive(Clone, Debug, PartialEq)]

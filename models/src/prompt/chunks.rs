@@ -2,7 +2,7 @@
 //! modules/sd_hijack_clip.py, `tokenize_line` and the SD2 padding of `process_tokens`).
 //! Textual-inversion embeddings are not handled.
 
-use crate::tokenizer::{ClipTokenizer, CLIP_MAX_LEN};
+use crate::clip::tokenizer::{ClipTokenizer, CLIP_MAX_LEN};
 
 use super::{parse_emphasis, PromptError, Segment};
 

@@ -13,7 +13,7 @@ pub use chunks::{ChunkOptions, PromptChunks, CHUNK_TOKENS};
 pub use emphasis::{parse_emphasis, Segment};
 pub use weighting::apply_emphasis;
 
-use crate::tokenizer::TokenizerError;
+use crate::clip::tokenizer::TokenizerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::tokenizer::ClipTokenizer;
+use crate::clip::tokenizer::ClipTokenizer;
 
 fn parsed(prompt: &str) -> Vec<(String, f32)> {
     parse_emphasis(prompt)

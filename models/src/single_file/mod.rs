@@ -37,11 +37,12 @@ use kiln_runtime::{DType, Device, Error, QuantFormat, Result};
 use serde_json::Value;
 
 use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::tally::ModelTally;
 use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
-use crate::weights::{FileSource, ModelTally, TensorSource, Weights};
 use clip_names::{ClipNames, OpenClipNames, CLIP_LEGACY_PREFIX, CLIP_PREFIX, OPEN_CLIP_PREFIX};
 use inventory::Inventory;
+use kiln_nn::weights::{FileSource, TensorSource, Weights};
 use renamed::{RenamedSource, UsedNames};
 use unet_names::{UnetNames, UNET_PREFIX};
 use vae_names::{VaeNames, VAE_PREFIX};

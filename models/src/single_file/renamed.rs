@@ -3,7 +3,6 @@
 //! did not take can be reported.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kiln_runtime::loader::close_names;
@@ -11,7 +10,7 @@ use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
 use super::stored::Stored;
 use super::NameMap;
-use crate::weights::{wrong_shape, TensorSource};
+use kiln_nn::weights::{wrong_shape, TensorSource};
 
 /// Stored names loaded so far, shared between a component's source and its `SingleFile`.
 pub type UsedNames = Arc<Mutex<BTreeSet<String>>>;
@@ -84,8 +83,13 @@ impl RenamedSource {
 }
 
 impl TensorSource for RenamedSource {
-    fn origin(&self) -> PathBuf {
-        self.inner.origin()
+    fn inner(&self) -> Option<&dyn TensorSource> {
+        Some(&*self.inner)
+    }
+
+    /// None: a renaming view's names exist only as answers to lookups.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
     }
 
     fn shape_of(&self, name: &str) -> Option<Vec<usize>> {

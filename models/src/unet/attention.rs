@@ -4,8 +4,8 @@
 use kiln_kernels::attention::{attention, AttentionOptions};
 use kiln_runtime::{Result, Tensor};
 
-use crate::nn::Linear;
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::Linear;
 
 pub struct Attention {
     to_q: Linear,

@@ -17,8 +17,8 @@ use kiln_runtime::{Error, Result, Tensor};
 use super::resnet::{ResnetBlock, ResnetSpec};
 use super::slot::Slot;
 use super::transformer::{SpatialTransformer, TransformerSpec};
-use crate::nn::Conv2d;
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::Conv2d;
 
 /// Sizes shared by every block of one UNet.
 #[derive(Clone)]

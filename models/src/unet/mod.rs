@@ -20,9 +20,9 @@ use kiln_kernels::elementwise::{cast, silu, unary, Unary};
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
-use crate::nn::{Conv2d, GroupNorm};
-use crate::weights::Weights;
 use blocks::{Common, DownBlock, MidBlock, UpBlock, UpChannels};
+use kiln_nn::weights::Weights;
+use kiln_nn::{Conv2d, GroupNorm};
 use time::TimeEmbedding;
 
 pub use config::{Level, PerBlock, Resolved, UnetConfig};

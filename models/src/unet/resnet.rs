@@ -5,8 +5,8 @@
 use kiln_kernels::elementwise::{add, scale};
 use kiln_runtime::{Result, Tensor};
 
-use crate::nn::{Conv2d, GroupNorm, Linear};
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::{Conv2d, GroupNorm, Linear};
 
 pub struct ResnetBlock {
     norm1: GroupNorm,

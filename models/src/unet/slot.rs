@@ -5,7 +5,7 @@
 
 use kiln_runtime::Result;
 
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
 
 type Build<T> = Box<dyn Fn(&Weights) -> Result<T> + Send + Sync>;
 

@@ -5,8 +5,8 @@ use kiln_kernels::elementwise::{cast, silu};
 use kiln_kernels::timestep::{timestep_embedding, TimestepEmbedding};
 use kiln_runtime::{DType, Result, Tensor};
 
-use crate::nn::Linear;
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::Linear;
 
 pub struct TimeEmbedding {
     proj: TimestepEmbedding,

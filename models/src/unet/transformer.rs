@@ -7,8 +7,8 @@ use kiln_kernels::layout::{concat, narrow, permute};
 use kiln_runtime::{Result, Tensor};
 
 use super::attention::Attention;
-use crate::nn::{GroupNorm, LayerNorm, LayerWeight, Linear};
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::{GroupNorm, LayerNorm, LayerWeight, Linear};
 
 /// Transformer2DModel's own GroupNorm eps, fixed in diffusers whatever the UNet's `norm_eps`.
 const GROUP_NORM_EPS: f32 = 1e-6;
@@ -172,7 +172,7 @@ mod tests {
     use kiln_runtime::{DType, Device};
 
     use super::*;
-    use crate::weights::RandomSource;
+    use kiln_nn::weights::RandomSource;
 
     /// Chunks of tokens (7 then 7, 4; or 1 at a time) give what one pass gives, within f32
     /// rounding (atol 1e-5, rtol 1e-5 on O(0.1) outputs): the same products per token, though the

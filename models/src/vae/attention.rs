@@ -9,8 +9,8 @@ use kiln_kernels::softmax::softmax;
 use kiln_runtime::{Device, Error, Result, Tensor};
 
 use super::resnet::VAE_NORM_EPS;
-use crate::nn::{GroupNorm, Linear};
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::{GroupNorm, Linear};
 
 /// diffusers' current projection names, then the ones checkpoints saved before diffusers 0.14 still
 /// carry (diffusers renames them on load; so do we).

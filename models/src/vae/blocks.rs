@@ -7,8 +7,8 @@ use kiln_runtime::{Result, Tensor};
 
 use super::attention::MidAttention;
 use super::resnet::ResnetBlock;
-use crate::nn::Conv2d;
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::Conv2d;
 
 /// diffusers' `Downsample2D` with `padding=0`, as the VAE encoder builds it: `F.pad(x, (0, 1, 0, 1))`
 /// (one zero row at the bottom, one zero column at the right) then a 3x3 stride-2 unpadded conv. This

@@ -5,8 +5,8 @@ use kiln_runtime::{Result, Tensor};
 use super::blocks::{MidBlock, UpDecoderBlock};
 use super::resnet::VAE_NORM_EPS;
 use super::VaeConfig;
-use crate::nn::{Conv2d, GroupNorm};
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::{Conv2d, GroupNorm};
 
 pub struct Decoder {
     conv_in: Conv2d,

@@ -6,8 +6,8 @@ use kiln_runtime::{Result, Tensor};
 use super::blocks::{DownEncoderBlock, MidBlock};
 use super::resnet::VAE_NORM_EPS;
 use super::VaeConfig;
-use crate::nn::{Conv2d, GroupNorm};
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::{Conv2d, GroupNorm};
 
 pub struct Encoder {
     conv_in: Conv2d,

@@ -9,8 +9,8 @@ use super::encoder::Encoder;
 use super::latent::LatentDist;
 use super::tiling::{run_tiled, VaeTiling};
 use super::VaeConfig;
-use crate::nn::Conv2d;
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::Conv2d;
 
 pub struct AutoencoderKL {
     config: VaeConfig,

@@ -4,8 +4,8 @@
 use kiln_kernels::elementwise::add;
 use kiln_runtime::{Result, Tensor};
 
-use crate::nn::{Conv2d, GroupNorm};
-use crate::weights::Weights;
+use kiln_nn::weights::Weights;
+use kiln_nn::{Conv2d, GroupNorm};
 
 /// GroupNorm eps of every VAE norm (resnets, mid attention, conv_norm_out): diffusers hard-codes it.
 pub const VAE_NORM_EPS: f32 = 1e-6;

@@ -9,18 +9,32 @@ use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
 /// Tensors by name. Implementations check shapes themselves so their errors can say where a tensor
 /// really comes from (a renamed or sliced tensor of a single-file checkpoint names its stored name).
+///
+/// A wrapper around another source returns it from `inner` and overrides only what it changes:
+/// every other method forwards to the inner source. A source with no inner one (files, manifests)
+/// implements at least `origin`, `shape_of`, `load` and `load_part`. A wrapper that changes `load`
+/// also overrides `load_part`, `load_packed` and `load_quantized`, which would otherwise bypass it.
 pub trait TensorSource: Send + Sync {
+    /// The source this one wraps, for the forwarding defaults.
+    fn inner(&self) -> Option<&dyn TensorSource> {
+        None
+    }
+
     /// The file (or other origin) errors are reported against.
-    fn origin(&self) -> PathBuf;
+    fn origin(&self) -> PathBuf {
+        self.inner().map(|i| i.origin()).unwrap_or_default()
+    }
 
     /// The tensor names this source can list, sorted: every name for files and manifests; none for
     /// a renaming view, whose names exist only as answers to lookups.
     fn names(&self) -> Vec<String> {
-        Vec::new()
+        self.inner().map(|i| i.names()).unwrap_or_default()
     }
 
     /// The shape `load` would give for `name`, if present.
-    fn shape_of(&self, name: &str) -> Option<Vec<usize>>;
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.inner().and_then(|i| i.shape_of(name))
+    }
 
     /// Loads `name` onto `device` in float dtype `dtype` (f32 where the device lacks it). With
     /// `expected`, a tensor of another shape is an error naming the tensor and both shapes.
@@ -30,7 +44,12 @@ pub trait TensorSource: Send + Sync {
         expected: Option<&[usize]>,
         device: &Device,
         dtype: DType,
-    ) -> Result<Tensor>;
+    ) -> Result<Tensor> {
+        match self.inner() {
+            Some(inner) => inner.load(name, expected, device, dtype),
+            None => Err(self.missing(name)),
+        }
+    }
 
     /// Loads the `numel(shape)` consecutive elements of `name` from element `offset` as `shape`,
     /// without shape checks: the building block of renaming sources.
@@ -41,17 +60,25 @@ pub trait TensorSource: Send + Sync {
         shape: &[usize],
         device: &Device,
         dtype: DType,
-    ) -> Result<Tensor>;
+    ) -> Result<Tensor> {
+        match self.inner() {
+            Some(inner) => inner.load_part(name, offset, shape, device, dtype),
+            None => Err(self.missing(name)),
+        }
+    }
 
     /// `name` as it is stored packed (a file `kiln quantize` wrote), checked against the logical
     /// shape `expected`; `None` when it is stored as floats.
     fn load_packed(
         &self,
-        _name: &str,
-        _expected: &[usize],
-        _device: &Device,
+        name: &str,
+        expected: &[usize],
+        device: &Device,
     ) -> Result<Option<QTensor>> {
-        Ok(None)
+        match self.inner() {
+            Some(inner) => inner.load_packed(name, expected, device),
+            None => Ok(None),
+        }
     }
 
     /// `name` (logical shape `expected`) packed into `format` as the `matrix` [out, in]: the float
@@ -64,6 +91,9 @@ pub trait TensorSource: Send + Sync {
         format: QuantFormat,
         device: &Device,
     ) -> Result<QTensor> {
+        if let Some(inner) = self.inner() {
+            return inner.load_quantized(name, expected, matrix, format, device);
+        }
         let host = self.load(name, Some(expected), &Device::Cpu, DType::F32)?;
         quantize_tensor(&host.reshape(&matrix)?, format, device)
             .map_err(|e| Error::load(self.origin(), format!("packing `{name}` as {format}: {e}")))
@@ -71,6 +101,9 @@ pub trait TensorSource: Send + Sync {
 
     /// The error for a name this source lacks, with close names as a hint.
     fn missing(&self, name: &str) -> Error {
+        if let Some(inner) = self.inner() {
+            return inner.missing(name);
+        }
         let names = self.names();
         Error::MissingTensor {
             path: self.origin(),

@@ -7,7 +7,6 @@
 //! memory is its tensors) they count as host memory, as they would beside a GPU.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
@@ -114,16 +113,8 @@ impl HostSource {
 }
 
 impl TensorSource for HostSource {
-    fn origin(&self) -> PathBuf {
-        self.inner.origin()
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.inner.names()
-    }
-
-    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
-        self.inner.shape_of(name)
+    fn inner(&self) -> Option<&dyn TensorSource> {
+        Some(&*self.inner)
     }
 
     fn load(
@@ -193,9 +184,5 @@ impl TensorSource for HostSource {
             )
         })?;
         self.upload_packed(&host, device, name)
-    }
-
-    fn missing(&self, name: &str) -> Error {
-        self.inner.missing(name)
     }
 }

@@ -1,4 +1,4 @@
-use kiln_kernels::norm::{group_norm, layer_norm};
+use kiln_kernels::norm::{group_norm, layer_norm, rms_norm};
 use kiln_runtime::{Result, Tensor};
 
 use crate::weights::Weights;
@@ -51,5 +51,24 @@ impl LayerNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         layer_norm(x, Some(&self.weight), Some(&self.bias), self.eps)
+    }
+}
+
+/// RMSNorm over the last dimension (Llama, Mistral, Pixtral): a weight and no bias.
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn new(w: &Weights, width: usize, eps: f32) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: w.get("weight", &[width])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        rms_norm(x, &self.weight, self.eps)
     }
 }

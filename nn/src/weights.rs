@@ -5,6 +5,7 @@
 //! Names are always the diffusers / transformers state-dict names; a `TensorSource` other than plain
 //! files (a single-file checkpoint in the original SD layout) translates them.
 
+mod folder;
 mod gguf;
 mod host;
 mod random;
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
+pub use folder::{folder_weight_files, folder_weight_paths};
 pub use gguf::GgufSource;
 pub use host::HostSource;
 pub use random::RandomSource;
@@ -29,7 +31,7 @@ pub use source::{wrong_shape, FileSource, TensorSource};
 pub use weight_type::WeightType;
 pub use zeros::ZeroSource;
 
-use crate::nn::LayerWeight;
+use crate::LayerWeight;
 
 /// A view of a tensor source under a name prefix, loading onto one device in one float dtype.
 #[derive(Clone)]
@@ -48,14 +50,6 @@ pub struct Weights {
     stream: bool,
     /// Tensors of this view live in host memory (the CPU backend) whatever the model's device.
     host: bool,
-}
-
-/// The tallies of a pipeline's three components.
-#[derive(Debug, Default)]
-pub struct ModelTally {
-    pub unet: Arc<Tally>,
-    pub vae: Arc<Tally>,
-    pub text_encoder: Arc<Tally>,
 }
 
 /// Bytes of each weight loaded through a view, by full name: those on the model's device, and

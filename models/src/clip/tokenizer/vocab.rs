@@ -11,7 +11,7 @@ use super::TokenizerError;
 
 /// OpenAI CLIP's merges (MIT licensed), gzip'd, written by tools/make_tokenizer_fixtures.py.
 /// Embedded so that a single-file checkpoint, which carries no tokenizer, still tokenizes.
-const BUILTIN_MERGES_GZ: &[u8] = include_bytes!("../../assets/clip_bpe_merges.txt.gz");
+const BUILTIN_MERGES_GZ: &[u8] = include_bytes!("../../../assets/clip_bpe_merges.txt.gz");
 pub(crate) const BUILTIN_NAME: &str = "<built-in clip_bpe_merges.txt.gz>";
 
 pub(crate) const BOS_TOKEN: &str = "<|startoftext|>";

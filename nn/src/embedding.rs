@@ -1,0 +1,47 @@
+use kiln_kernels::embedding::embedding;
+use kiln_runtime::{DType, Device, Error, Result, Tensor};
+
+use crate::weights::Weights;
+
+/// A token embedding table `[vocab, width]`, kept in host memory (the CPU backend) whatever the
+/// model's device: a prompt reads a few rows of it, so only those rows are uploaded (an LLM's table
+/// is its largest tensor after the LM head: 1.3 GB in f16 for Mistral Small).
+pub struct Embedding {
+    pub table: Tensor,
+    device: Device,
+    dtype: DType,
+}
+
+impl Embedding {
+    pub fn new(w: &Weights, vocab: usize, width: usize) -> Result<Embedding> {
+        Ok(Embedding {
+            table: w.in_host_memory().get("weight", &[vocab, width])?,
+            device: w.device().clone(),
+            dtype: w.dtype(),
+        })
+    }
+
+    pub fn vocab(&self) -> usize {
+        self.table.shape()[0]
+    }
+
+    /// `[ids.len(), width]` rows on the model's device in its dtype. Ids are checked here, on the
+    /// host, because the GPU lookup cannot report a bad one.
+    pub fn forward(&self, ids: &[u32]) -> Result<Tensor> {
+        let vocab = self.vocab();
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::shape(
+                "embedding",
+                format!("token id {bad} is outside the vocabulary of {vocab}"),
+            ));
+        }
+        let ids = Tensor::from_u32(&Device::Cpu, &[ids.len()], ids)?;
+        let rows = embedding(&ids, &self.table)?;
+        let rows = if rows.dtype() == self.dtype {
+            rows
+        } else {
+            kiln_kernels::elementwise::cast(&rows, self.dtype)?
+        };
+        rows.to_device(&self.device)
+    }
+}
