@@ -7,6 +7,7 @@ pub mod common;
 pub mod conv;
 pub mod elementwise;
 pub mod embedding;
+pub mod kv_cache;
 pub mod layout;
 pub mod matmul;
 pub mod norm;

@@ -8,6 +8,7 @@ pub fn all_variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
     v.extend(crate::conv::variants());
     v.extend(crate::elementwise::variants());
     v.extend(crate::embedding::variants());
+    v.extend(crate::kv_cache::variants());
     v.extend(crate::layout::variants());
     v.extend(crate::matmul::variants());
     v.extend(crate::norm::variants());

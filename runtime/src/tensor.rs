@@ -266,6 +266,33 @@ impl Tensor {
         }
     }
 
+    /// Mutable host data of a CPU tensor, for ops that update a tensor in place (a KV cache). Tensors
+    /// are otherwise immutable, so this fails when another handle (a clone or a `reshape` view) shares
+    /// the storage: writing through it would change what that handle sees.
+    pub fn cpu_data_mut(&mut self, op: &str) -> Result<&mut CpuData> {
+        let shape = self.shape.clone();
+        match Arc::get_mut(&mut self.storage) {
+            Some(Storage::Cpu(data)) => Ok(data),
+            Some(Storage::Gpu(_)) => Err(Error::Device(format!(
+                "{op}: tensor {shape:?} is on the GPU, not the CPU"
+            ))),
+            None => Err(shared_storage(op, &shape)),
+        }
+    }
+
+    /// The GPU buffer of a tensor about to be written in place; like `cpu_data_mut`, it fails when
+    /// another handle shares the storage.
+    pub fn gpu_buffer_mut(&mut self, op: &str) -> Result<&GpuBuffer> {
+        let shape = self.shape.clone();
+        match Arc::get_mut(&mut self.storage) {
+            Some(Storage::Gpu(buffer)) => Ok(buffer),
+            Some(Storage::Cpu(_)) => Err(Error::Device(format!(
+                "{op}: tensor {shape:?} is on the CPU, not a GPU"
+            ))),
+            None => Err(shared_storage(op, &shape)),
+        }
+    }
+
     pub fn gpu_buffer(&self) -> Option<&GpuBuffer> {
         match &*self.storage {
             Storage::Gpu(buffer) => Some(buffer),
@@ -358,6 +385,16 @@ impl Tensor {
     }
 }
 
+fn shared_storage(op: &str, shape: &[usize]) -> Error {
+    Error::shape(
+        op,
+        format!(
+            "tensor {shape:?} shares its storage with another tensor (a clone or reshape view), so it \
+             cannot be written in place; drop the other handles first"
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +408,32 @@ mod tests {
         assert!(Arc::ptr_eq(&t.storage, &r.storage));
         let err = t.reshape(&[4, 2]).unwrap_err().to_string();
         assert!(err.contains("reshape") && err.contains("[2, 3]"), "{err}");
+    }
+
+    #[test]
+    fn cpu_data_mut_writes_in_place_and_refuses_shared_storage() {
+        let mut t = Tensor::from_f32(&Device::Cpu, &[2], DType::F32, &[1., 2.]).unwrap();
+        let before = Arc::as_ptr(&t.storage);
+        match t.cpu_data_mut("test").unwrap() {
+            CpuData::F32(v) => v[1] = 5.0,
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(Arc::as_ptr(&t.storage), before);
+        assert_eq!(t.to_vec_f32().unwrap(), [1., 5.]);
+        let view = t.reshape(&[1, 2]).unwrap();
+        let err = t.cpu_data_mut("kv_write").unwrap_err().to_string();
+        assert!(
+            err.contains("kv_write") && err.contains("[2]") && err.contains("shares"),
+            "{err}"
+        );
+        assert!(t.gpu_buffer_mut("kv_write").is_err());
+        drop(view);
+        assert!(t.cpu_data_mut("test").is_ok());
+        assert!(t
+            .gpu_buffer_mut("test")
+            .unwrap_err()
+            .to_string()
+            .contains("CPU"));
     }
 
     #[test]

@@ -2,9 +2,15 @@
 //! after a free reshape), with grouped-query heads, an end-aligned causal mask and a key padding mask.
 //! The GPU kernel is a flash attention: it never materialises the Lq x Lk score matrix.
 
+mod cached;
+mod cached_cpu;
+#[cfg(test)]
+mod cached_tests;
 mod cpu;
 #[cfg(test)]
 mod tests;
+
+pub use cached::{cached_attention, CachedAttentionOptions, MAX_DECODE_ROWS};
 
 use kiln_runtime::gpu::{BufferArg, Dispatch};
 use kiln_runtime::preprocess::{KernelSource, Variant};
@@ -203,5 +209,6 @@ pub fn variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
             }
         }
     }
+    out.extend(cached::variants());
     out
 }

@@ -151,3 +151,16 @@ pub fn geglu(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
         .collect();
     cpu_output(shape, x.dtype(), out)
 }
+
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let (g, u) = (cpu_f32(gate)?, cpu_f32(up)?);
+    let mut out = vec![0.0f32; g.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+        .for_each(|(o, (g, u))| {
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = g * sigmoid(g) * u;
+            }
+        });
+    cpu_output(gate.shape(), gate.dtype(), out)
+}

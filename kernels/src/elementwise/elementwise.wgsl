@@ -1,4 +1,4 @@
-// Elementwise ops: unary activations, broadcasting binary arithmetic and GEGLU.
+// Elementwise ops: unary activations, broadcasting binary arithmetic, GEGLU and SwiGLU.
 // Storage is T (f32 or f16); arithmetic is f32.
 
 // Shared by every entry point in this file; each reads the fields it needs.
@@ -108,4 +108,14 @@ fn geglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let value = f32(a[base + col]);
     let gate = f32(a[base + p.half_width + col]);
     out[i] = T(value * gelu_erf(gate));
+}
+
+// SwiGLU: silu(gate) * up, gate in `a` and up in `b` (same shapes).
+@compute @workgroup_size(256)
+fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wid, nwg, lid);
+    if i >= p.n { return; }
+    let g = f32(a[i]);
+    out[i] = T(g * sigmoid(g) * f32(b[i]));
 }

@@ -1,4 +1,4 @@
-//! Elementwise ops: activations, broadcasting arithmetic, GEGLU and dtype casts.
+//! Elementwise ops: activations, broadcasting arithmetic, GEGLU, SwiGLU and dtype casts.
 
 mod cpu;
 #[cfg(test)]
@@ -246,6 +246,46 @@ pub fn geglu(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// SwiGLU, the gated MLP activation of Llama and Mistral: `silu(gate) * up` in one pass. `gate` and
+/// `up` must have the same shape, dtype and device.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let name = "swiglu";
+    common::same_device(name, &[("gate", gate), ("up", up)])?;
+    let dtype = common::same_float_dtype(name, &[("gate", gate), ("up", up)])?;
+    common::non_empty(name, &[("gate", gate), ("up", up)])?;
+    if gate.shape() != up.shape() {
+        return Err(Error::shape(
+            name,
+            format!(
+                "`gate` {:?} and `up` {:?} must have the same shape",
+                gate.shape(),
+                up.shape()
+            ),
+        ));
+    }
+    match gate.device() {
+        Device::Cpu => cpu::swiglu(gate, up),
+        Device::Gpu(ctx) => {
+            let out = Tensor::empty(gate.device(), gate.shape(), dtype, name)?;
+            let params = Params::new().dim(name, out.numel())?.align16();
+            ctx.dispatch(Dispatch {
+                op: name,
+                kernel: &SOURCE,
+                entry: "swiglu",
+                variant: Variant::new(dtype),
+                params: params.bytes(),
+                buffers: &[
+                    BufferArg::new(1, "gate", gate),
+                    BufferArg::new(2, "up", up),
+                    BufferArg::new(3, "out", &out),
+                ],
+                workgroups: ctx.grid(name, common::groups_for(out.numel(), WORKGROUP))?,
+            })?;
+            Ok(out)
+        }
+    }
+}
+
 /// Converts between f32 and f16.
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     let name = "cast";
@@ -279,7 +319,7 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
 pub fn variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
     let mut v = Vec::new();
     for dtype in [DType::F32, DType::F16] {
-        for entry in ["unary", "binary", "geglu"] {
+        for entry in ["unary", "binary", "geglu", "swiglu"] {
             v.push((&SOURCE, entry, Variant::new(dtype)));
         }
         v.push((

@@ -64,3 +64,10 @@ pub fn norm(rows: &Rows) -> Result<Tensor> {
         });
     cpu_output(rows.x.shape(), rows.x.dtype(), out)
 }
+
+/// `x + residual` (same shapes) in f32, rounded to their dtype, as `elementwise::add` computes it.
+pub fn add(x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    let (a, b) = (cpu_f32(x)?, cpu_f32(residual)?);
+    let sum: Vec<f32> = a.par_iter().zip(b.par_iter()).map(|(a, b)| a + b).collect();
+    cpu_output(x.shape(), x.dtype(), sum)
+}

@@ -1,6 +1,7 @@
 //! Normalisation: GroupNorm (with an optional fused SiLU, as diffusion UNets and VAEs follow it with
-//! one), LayerNorm and RMSNorm. All three normalise contiguous rows, so they share one description
-//! (`Rows`) and one kernel file; LayerNorm is GroupNorm with one group per row.
+//! one), LayerNorm and RMSNorm (also fused with a decoder's residual add). All normalise contiguous
+//! rows, so they share one description (`Rows`) and one kernel file; LayerNorm is GroupNorm with one
+//! group per row.
 
 mod cpu;
 #[cfg(test)]
@@ -126,6 +127,94 @@ pub fn layer_norm(
 /// so f16 results can differ from it by one ulp).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     last_dim_norm("rms_norm", x, Some(weight), None, eps, Stats::Rms)
+}
+
+/// The residual add of a decoder layer fused with the next RMSNorm: returns `(x + residual,
+/// rms_norm(x + residual, weight, eps))`, exactly `add` then `rms_norm` (the sum is rounded to the
+/// dtype before it is normalised, as the two-op form does), in one pass over the rows on the GPU.
+pub fn add_rms_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    let op = "add_rms_norm";
+    common::same_device(op, &[("x", x), ("residual", residual)])?;
+    common::same_float_dtype(op, &[("x", x), ("residual", residual)])?;
+    if x.shape() != residual.shape() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "`x` {:?} and `residual` {:?} must have the same shape",
+                x.shape(),
+                residual.shape()
+            ),
+        ));
+    }
+    if x.rank() == 0 {
+        return Err(Error::shape(
+            op,
+            "`x` is a scalar; it needs a last dimension",
+        ));
+    }
+    let width = x.dim(-1);
+    guard(op, x, Some(weight), None, width)?;
+    let rows = Rows {
+        op,
+        x,
+        weight: Some(weight),
+        bias: None,
+        eps,
+        silu: false,
+        stats: Stats::Rms,
+        rows: x.numel() / width,
+        width,
+        spatial: 1,
+        groups: 1,
+        cpg: width,
+    };
+    match x.device() {
+        Device::Cpu => {
+            let sum = cpu::add(x, residual)?;
+            let normed = cpu::norm(&Rows { x: &sum, ..rows })?;
+            Ok((sum, normed))
+        }
+        Device::Gpu(ctx) => {
+            if u32::try_from(x.numel()).is_err() {
+                return Err(Error::limit(
+                    op,
+                    format!("`x` {:?} is too large for u32 indexing", x.shape()),
+                ));
+            }
+            let params = Params::new()
+                .dim(op, rows.rows)?
+                .dim(op, width)?
+                .dim(op, 1)?
+                .dim(op, 1)?
+                .dim(op, width)?
+                .dim(op, width)?
+                .dim(op, 1)?
+                .f32(eps);
+            let sum = Tensor::empty(x.device(), x.shape(), x.dtype(), op)?;
+            let normed = Tensor::empty(x.device(), x.shape(), x.dtype(), op)?;
+            dispatch(
+                ctx,
+                &rows,
+                "add_rms_norm",
+                variant(x.dtype(), true, false, false),
+                &params,
+                &[
+                    BufferArg::new(1, "x", x),
+                    BufferArg::new(2, "weight", weight),
+                    BufferArg::new(4, "out", &normed),
+                    BufferArg::new(7, "residual", residual),
+                    BufferArg::new(8, "sum", &sum),
+                ],
+                rows.rows as u64,
+            )?;
+            Ok((sum, normed))
+        }
+    }
 }
 
 fn last_dim_norm(
@@ -323,6 +412,7 @@ pub fn variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
             v.push((&SOURCE, "norm_apply", epilogue));
         }
         v.push((&SOURCE, "rms_norm", variant(dtype, true, false, false)));
+        v.push((&SOURCE, "add_rms_norm", variant(dtype, true, false, false)));
         v.push((&SOURCE, "norm_stats", Variant::new(dtype)));
         v.push((&SOURCE, "norm_finish", Variant::new(dtype)));
     }

@@ -1,6 +1,7 @@
 // Normalisation over contiguous rows: GroupNorm (a row is one (sample, group): C/groups channels times
 // the spatial size), LayerNorm (GroupNorm with one group per row and one element per channel) and
-// RMSNorm. Storage is T (f32 or f16); statistics and arithmetic are f32.
+// RMSNorm (alone or fused with a residual add). Storage is T (f32 or f16); statistics and arithmetic
+// are f32.
 //
 // Short rows: one workgroup per row (`norm`, `rms_norm`). Long rows (big GroupNorm groups with few
 // rows): `norm_stats` gives each (row, chunk) its own workgroup, `norm_finish` merges the chunks of a
@@ -32,6 +33,9 @@ struct Params {
 // Split path: per (row, chunk) [mean, sum of squared deviations], then per row [mean, rstd].
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+// add_rms_norm: the residual added to x, and that sum written out.
+@group(0) @binding(7) var<storage, read> residual: array<T>;
+@group(0) @binding(8) var<storage, read_write> sum_out: array<T>;
 
 const WG: u32 = 256u;
 
@@ -114,6 +118,29 @@ fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         let rstd = inverseSqrt(workgroup_sum(q, lid) / f32(p.width) + p.eps);
         for (var i = lid; i < p.width; i += WG) {
             out[base + i] = T(epilogue(f32(x[base + i]) * rstd, r, i));
+        }
+    }
+}
+
+// RMSNorm of x + residual, also writing the sum (rounded to T first, so both outputs are exactly
+// add() then rms_norm()). The second pass recomputes the sum rather than reading it back.
+@compute @workgroup_size(256)
+fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let r = wid.x + wid.y * nwg.x;
+    if r < p.rows {
+        let base = r * p.width;
+        var q = 0.0;
+        for (var i = lid; i < p.width; i += WG) {
+            let s = T(f32(x[base + i]) + f32(residual[base + i]));
+            sum_out[base + i] = s;
+            let v = f32(s);
+            q += v * v;
+        }
+        let rstd = inverseSqrt(workgroup_sum(q, lid) / f32(p.width) + p.eps);
+        for (var i = lid; i < p.width; i += WG) {
+            let v = f32(T(f32(x[base + i]) + f32(residual[base + i])));
+            out[base + i] = T(epilogue(v * rstd, r, i));
         }
     }
 }

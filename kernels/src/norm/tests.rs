@@ -345,3 +345,80 @@ fn tensors_on_different_devices_are_an_error() {
         assert!(err.contains("layer_norm") && err.contains("cpu"), "{err}");
     });
 }
+
+#[test]
+fn cpu_add_rms_norm_is_add_then_rms_norm_exactly() {
+    for dtype in DTYPES {
+        let shape = [3, 2, 37];
+        let values = |seed| Rng::new(seed).normals(3 * 2 * 37);
+        let x = Tensor::from_f32(&Device::Cpu, &shape, dtype, &values(60)).unwrap();
+        let r = Tensor::from_f32(&Device::Cpu, &shape, dtype, &values(61)).unwrap();
+        let w = Tensor::from_f32(&Device::Cpu, &[37], dtype, &values(62)[..37]).unwrap();
+        let (sum, normed) = add_rms_norm(&x, &r, &w, EPS).unwrap();
+        let want_sum = crate::elementwise::add(&x, &r).unwrap();
+        assert_eq!(sum.shape(), shape);
+        assert_eq!(sum.dtype(), dtype);
+        assert_eq!(
+            sum.to_bytes().unwrap(),
+            want_sum.to_bytes().unwrap(),
+            "{dtype} sum"
+        );
+        let want = rms_norm(&want_sum, &w, EPS).unwrap();
+        assert_eq!(
+            normed.to_bytes().unwrap(),
+            want.to_bytes().unwrap(),
+            "{dtype} norm"
+        );
+    }
+}
+
+#[test]
+fn gpu_add_rms_norm_matches_cpu() {
+    with_gpu(|gpu| {
+        for dtype in DTYPES {
+            // One element per row, a row under one workgroup stride, one over several.
+            for shape in [[4usize, 1], [5, 33], [2, 1000]] {
+                let (cx, gx) = random_pair(gpu, &shape, dtype, 70);
+                let (cr, gr) = random_pair(gpu, &shape, dtype, 71);
+                let (cw, gw) = random_pair(gpu, &shape[1..], dtype, 72);
+                let what = format!("add_rms_norm {dtype} {shape:?}");
+                let (want_sum, want) = add_rms_norm(&cx, &cr, &cw, EPS).unwrap();
+                let (sum, got) = add_rms_norm(&gx, &gr, &gw, EPS).unwrap();
+                assert_tensors_close(&format!("{what} sum"), &sum, &want_sum);
+                assert_tensors_close(&what, &got, &want);
+                // And the two-op GPU form, which performs the same arithmetic.
+                let two = rms_norm(&crate::elementwise::add(&gx, &gr).unwrap(), &gw, EPS).unwrap();
+                assert_tensors_close(&format!("{what} vs add + rms_norm"), &got, &two);
+            }
+        }
+    });
+}
+
+#[test]
+fn add_rms_norm_bad_inputs_are_errors() {
+    let x = cpu(&[2, 4], &[0.0; 8]);
+    let w = cpu(&[4], &[1.0; 4]);
+    let r = cpu(&[4, 2], &[0.0; 8]);
+    let err = add_rms_norm(&x, &r, &w, EPS).unwrap_err().to_string();
+    assert!(
+        err.contains("add_rms_norm") && err.contains("[2, 4]") && err.contains("[4, 2]"),
+        "{err}"
+    );
+    let w3 = cpu(&[3], &[1.0; 3]);
+    let err = add_rms_norm(&x, &x, &w3, EPS).unwrap_err().to_string();
+    assert!(err.contains("weight") && err.contains("[3]"), "{err}");
+    let h = Tensor::from_f32(&Device::Cpu, &[2, 4], DType::F16, &[0.0; 8]).unwrap();
+    let err = add_rms_norm(&x, &h, &w, EPS).unwrap_err().to_string();
+    assert!(err.contains("add_rms_norm") && err.contains("f16"), "{err}");
+    let empty = cpu(&[0, 4], &[]);
+    let err = add_rms_norm(&empty, &empty, &w, EPS)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("zero-size"), "{err}");
+    with_gpu(|gpu| {
+        let err = add_rms_norm(&x, &x.to_device(gpu).unwrap(), &w, EPS)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("add_rms_norm") && err.contains("cpu"), "{err}");
+    });
+}

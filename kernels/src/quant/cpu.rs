@@ -1,12 +1,13 @@
 //! CPU quantised linear: packed rows of W are unpacked a chunk at a time (never the whole matrix) and
-//! multiplied with the `gemm` crate in f32, the same f32 accumulation the WGSL kernels use.
+//! multiplied with the `gemm` crate in f32, the same f32 accumulation the WGSL kernels use. A single
+//! input row (batch-1 decode) skips the unpacking: each block is dotted with x as it is read.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use kiln_runtime::{CpuData, Error, QTensor, Result, Tensor};
 
-use super::blocks::unpack_blocks;
+use super::blocks::{dot_block, unpack_blocks};
 use crate::common::{cpu_f32, cpu_output};
 
 /// Rows of W unpacked together: large enough for gemm to be efficient, small enough to stay in cache.
@@ -26,6 +27,9 @@ pub fn qlinear(
     let xv = cpu_f32(x)?;
     let packed = packed_bytes("qlinear", w)?;
     let row_bytes = k / bl * bb;
+    if m == 1 {
+        return gemv(&xv, packed, format, row_bytes, bias, out_shape, x);
+    }
     // Each chunk of ROWS weight rows gives an [M, rows] slab of the output, transposed into place below.
     let slabs: Vec<Vec<f32>> = packed
         .par_chunks(ROWS * row_bytes)
@@ -74,6 +78,35 @@ pub fn qlinear(
             row.iter_mut().zip(b.iter()).for_each(|(o, b)| *o += b);
         }
     });
+    cpu_output(out_shape, x.dtype(), out)
+}
+
+/// Batch-1 decode: each output is one packed row's dot product with `x`, its blocks decoded in
+/// registers as they stream past (no unpacked buffer); rows run in parallel.
+fn gemv(
+    xv: &[f32],
+    packed: &[u8],
+    format: kiln_runtime::QuantFormat,
+    row_bytes: usize,
+    bias: Option<&Tensor>,
+    out_shape: &[usize],
+    x: &Tensor,
+) -> Result<Tensor> {
+    let (bl, bb) = (format.block_len(), format.block_bytes());
+    let bias = bias.map(cpu_f32).transpose()?;
+    let out: Vec<f32> = packed
+        .par_chunks(row_bytes)
+        .with_min_len(16)
+        .enumerate()
+        .map(|(r, row)| {
+            let dot: f32 = row
+                .chunks_exact(bb)
+                .zip(xv.chunks_exact(bl))
+                .map(|(b, x)| dot_block(format, b, x))
+                .sum();
+            dot + bias.as_ref().map_or(0.0, |b| b[r])
+        })
+        .collect();
     cpu_output(out_shape, x.dtype(), out)
 }
 

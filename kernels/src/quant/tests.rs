@@ -156,6 +156,43 @@ fn cpu_qlinear_matches_dequantised_f32_matmul() {
 }
 
 #[test]
+fn cpu_single_row_qlinear_matches_dequantised_matmul_and_the_batched_path() {
+    for format in QuantFormat::ALL {
+        // K = 192 is several blocks of either size; N = 45 an odd number of rows.
+        let c = case(&[3, 192], 45, DType::F32, 8);
+        let q = quantize_tensor(&c.w, format, &Device::Cpu).unwrap();
+        let deq = dequantize(format, &q.to_packed_bytes().unwrap()).unwrap();
+        let wd = Tensor::from_f32(&Device::Cpu, &[45, 192], DType::F32, &deq).unwrap();
+        let batched = qlinear(&c.x, &q, Some(&c.bias))
+            .unwrap()
+            .to_vec_f32()
+            .unwrap();
+        let atol = 1e-5 * (192f32).sqrt();
+        for (shape, bias) in [(&[1usize, 192][..], true), (&[1, 1, 192][..], false)] {
+            let row = &c.x.to_vec_f32().unwrap()[..192];
+            let x = Tensor::from_f32(&Device::Cpu, shape, DType::F32, row).unwrap();
+            let bias = bias.then_some(&c.bias);
+            let got = qlinear(&x, &q, bias).unwrap();
+            let mut out_shape = shape.to_vec();
+            *out_shape.last_mut().unwrap() = 45;
+            assert_eq!(got.shape(), out_shape);
+            let got = got.to_vec_f32().unwrap();
+            let want = linear(&x, &wd, bias).unwrap().to_vec_f32().unwrap();
+            assert_close(&format!("{format} {shape:?}"), &got, &want, atol, 1e-4);
+            if bias.is_some() {
+                assert_close(
+                    &format!("{format} vs batched"),
+                    &got,
+                    &batched[..45],
+                    atol,
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn quantised_error_against_f32_is_within_format_bounds() {
     for (format, bound) in [
         (QuantFormat::Q8_0, 0.01),

@@ -15,15 +15,30 @@ pub fn inv_freq(theta: f32, dim: usize) -> Vec<f32> {
 }
 
 pub fn rope(x: &Tensor, position_offset: usize, theta: f32, style: RopeStyle) -> Result<Tensor> {
+    rotate(x, theta, style, |l| (position_offset + l) as f32)
+}
+
+/// RoPE with token `l` at `positions[l]` (shared by every batch entry).
+pub fn rope_at(x: &Tensor, positions: &[u32], theta: f32, style: RopeStyle) -> Result<Tensor> {
+    rotate(x, theta, style, |l| positions[l] as f32)
+}
+
+/// Rotates `x` (`[.., L, H, D]`) with token `l` at position `position(l)`, already an f32.
+fn rotate(
+    x: &Tensor,
+    theta: f32,
+    style: RopeStyle,
+    position: impl Fn(usize) -> f32 + Sync,
+) -> Result<Tensor> {
     let values = cpu_f32(x)?;
-    let [_, seq_len, heads, dim] = x.shape().try_into().expect("rank checked");
+    let [seq_len, heads, dim] = x.shape()[x.rank() - 3..].try_into().expect("rank checked");
     let half = dim / 2;
     let freqs = inv_freq(theta, dim);
     // [L, half] of (cos, sin); the angle is an f32 product, as in the reference implementations.
     let table: Vec<(f32, f32)> = (0..seq_len)
         .into_par_iter()
         .flat_map_iter(|l| {
-            let pos = (position_offset + l) as f32;
+            let pos = position(l);
             freqs.iter().map(move |&f| {
                 let (s, c) = (pos * f).sin_cos();
                 (c, s)

@@ -1,5 +1,6 @@
 // Rotary position embedding on x [B, L, H, D]: one invocation per rotated pair. Token l sits at
-// position offset + l; pair j turns by position * theta^(-2j/D), computed here in f32 (no table).
+// position offset + l (`rope_pairs`) or positions[l] (`rope_at`); pair j turns by
+// position * theta^(-2j/D), computed here in f32 (no table).
 
 struct Params {
     n: u32,           // pairs: B * L * H * D / 2
@@ -14,6 +15,9 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> out: array<T>;
+// rope_at: one position per token, [L] (a later 2-D variant will read [L, 2] row/column positions and
+// pick the component by pair index, with the same binding).
+@group(0) @binding(3) var<storage, read> positions: array<u32>;
 
 // 2 pi split so that k * TWO_PI_HI is exact for |k| < 2^16 (Cody-Waite): the reduced angle is then as
 // accurate as the angle itself, and sin/cos only see [-pi, pi], where drivers are accurate.
@@ -26,15 +30,10 @@ fn reduce_angle(a: f32) -> f32 {
     return (a - k * TWO_PI_HI) - k * TWO_PI_LO;
 }
 
-@compute @workgroup_size(256)
-fn rope_pairs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if i >= p.n { return; }
+// Rotates pair i (of all B * L * H * D / 2) as its token's `position` says.
+fn rotate_pair(i: u32, position: u32) {
     let j = i % p.half;
-    let row = i / p.half; // (b, l, h) flattened
-    let l = (row / p.heads) % p.seq_len;
-    let base = row * 2u * p.half;
+    let base = (i / p.half) * 2u * p.half;
     var i0 = base + j;
     var i1 = base + j + p.half;
     if p.interleaved != 0u {
@@ -42,11 +41,32 @@ fn rope_pairs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         i1 = i0 + 1u;
     }
     let inv_freq = exp2(f32(j) * p.freq_step);
-    let angle = reduce_angle(f32(p.offset + l) * inv_freq);
+    let angle = reduce_angle(f32(position) * inv_freq);
     let c = cos(angle);
     let s = sin(angle);
     let a = f32(x[i0]);
     let b = f32(x[i1]);
     out[i0] = T(a * c - b * s);
     out[i1] = T(b * c + a * s);
+}
+
+// Token of pair i: rows are (b, l, h) flattened.
+fn token(i: u32) -> u32 {
+    return (i / p.half / p.heads) % p.seq_len;
+}
+
+@compute @workgroup_size(256)
+fn rope_pairs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.n { return; }
+    rotate_pair(i, p.offset + token(i));
+}
+
+@compute @workgroup_size(256)
+fn rope_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i >= p.n { return; }
+    rotate_pair(i, positions[token(i)]);
 }
