@@ -1,0 +1,150 @@
+//! The Mistral / Llama decoder (transformers' `MistralForCausalLM`, `LlamaForCausalLM`, and the text
+//! model of `Mistral3ForConditionalGeneration`), built from `config.json` and a `Weights` view with
+//! every tensor's shape checked at load.
+//!
+//! The model holds only weights: the KV cache is a `KvCache` the caller owns (one per
+//! conversation), so one loaded model serves any number of sessions.
+
+mod layer;
+mod names;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_kernels::layout::narrow;
+use kiln_nn::weights::{folder_weight_files, FileSource, TensorSource, WeightType, Weights};
+use kiln_nn::{Embedding, KvBuffers, Linear, RmsNorm};
+use kiln_runtime::{DType, Device, Error, Result, Tensor};
+
+pub use layer::{attention_config, DecoderLayer, Mlp};
+pub use names::TextModelNames;
+
+use crate::config::MistralConfig;
+use crate::kv_cache::KvCache;
+
+/// Which positions' logits a forward pass returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (what sampling needs): the LM head runs on one row.
+    Last,
+    /// Every token's (tests, perplexity).
+    All,
+}
+
+pub struct Mistral {
+    pub config: MistralConfig,
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    pub lm_head: Linear,
+    device: Device,
+    dtype: DType,
+}
+
+impl Mistral {
+    /// Loads a model folder (`config.json` + `model.safetensors` or sharded files with
+    /// `model.safetensors.index.json`), packing Linear weights as `weight_type` says.
+    pub fn load(dir: &Path, device: &Device, weight_type: WeightType) -> Result<Mistral> {
+        let config = MistralConfig::from_file(&dir.join("config.json"))?;
+        let source: Arc<dyn TensorSource> = Arc::new(FileSource::new(folder_weight_files(dir)?));
+        let weights = Weights::from_source(source, device, weight_type.float_dtype())
+            .quantized(weight_type.quantization());
+        Mistral::new(config, &weights)
+    }
+
+    /// Builds the decoder from `weights` (at the root of the checkpoint's names).
+    pub fn new(config: MistralConfig, weights: &Weights) -> Result<Mistral> {
+        let names = TextModelNames::detect(&config, weights)?;
+        let body = weights.pp(names.body);
+        let c = &config;
+        let embed_tokens = Embedding::new(&body.pp("embed_tokens"), c.vocab_size, c.hidden_size)?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| DecoderLayer::new(&body.pp(format!("layers.{i}")), c))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(&body.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
+        // The checkpoint's own head when it has one; tied to the embeddings only when absent
+        // (library defaults for tying differ between versions).
+        let head = match names.lm_head {
+            Some(head) => weights.pp(head),
+            None => body.pp("embed_tokens"),
+        };
+        let lm_head = Linear::new(&head, c.hidden_size, c.vocab_size, false)?;
+        Ok(Mistral {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            device: weights.device().clone(),
+            dtype: weights.dtype(),
+            config,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The activations' dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// A KV cache for `capacity` positions of this model, in `dtype` (f16 or f32).
+    pub fn new_cache(&self, capacity: usize, dtype: DType) -> Result<KvCache> {
+        let cfg = attention_config(&self.config);
+        let dtype = self.device.float_dtype(dtype);
+        let layers = (0..self.layers.len())
+            .map(|_| KvBuffers::new(&self.device, capacity, &cfg, dtype))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache::new(layers, capacity))
+    }
+
+    /// Runs `ids` after the `cache.len()` positions already cached, appending theirs, and returns
+    /// logits `[rows, vocab]` (f32 or the model's dtype) on the model's device.
+    pub fn forward(&self, ids: &[u32], cache: &mut KvCache, which: Logits) -> Result<Tensor> {
+        let start = cache.len();
+        let l = ids.len();
+        if l == 0 {
+            return Err(Error::shape("mistral forward", "no tokens to run"));
+        }
+        if start + l > cache.capacity() {
+            return Err(Error::limit(
+                "mistral forward",
+                format!(
+                    "{} cached + {l} new tokens exceed the context of {} tokens",
+                    start,
+                    cache.capacity()
+                ),
+            ));
+        }
+        if cache.layers().len() != self.layers.len() {
+            return Err(Error::shape(
+                "mistral forward",
+                format!(
+                    "a cache of {} layers for a model of {}",
+                    cache.layers().len(),
+                    self.layers.len()
+                ),
+            ));
+        }
+        let positions: Vec<u32> = (start..start + l).map(|p| p as u32).collect();
+        let positions = Tensor::from_u32(&self.device, &[l], &positions)?;
+        let mut x = self.embed_tokens.forward(ids)?;
+        let mut h = self.layers[0].input_layernorm.forward(&x)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (residual, out) =
+                layer.forward(&x, &h, &positions, &mut cache.layers_mut()[i], start)?;
+            let next_norm = match self.layers.get(i + 1) {
+                Some(next) => &next.input_layernorm,
+                None => &self.norm,
+            };
+            (x, h) = next_norm.forward_residual(&out, &residual)?;
+        }
+        cache.advance(l);
+        let rows = match which {
+            Logits::All => h,
+            Logits::Last => narrow(&h, 0, l - 1, 1)?,
+        };
+        self.lm_head.forward(&rows)
+    }
+}
