@@ -4,6 +4,7 @@
 pub mod config;
 pub mod kv_cache;
 pub mod model;
+pub mod sampling;
 pub mod session;
 
 pub use config::MistralConfig;
