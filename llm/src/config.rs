@@ -147,7 +147,9 @@ fn parse_text(
     }
     if let Some(act) = json.get("hidden_act").and_then(Value::as_str) {
         if act != "silu" {
-            return Err(format!("hidden_act `{act}`: kiln's decoder runs silu (SwiGLU)"));
+            return Err(format!(
+                "hidden_act `{act}`: kiln's decoder runs silu (SwiGLU)"
+            ));
         }
     }
     // transformers 5 moved rope_theta into `rope_parameters`; scaled RoPE variants are not run.
@@ -176,7 +178,8 @@ fn parse_text(
         None | Some(Value::Null) => None,
         Some(_) => Some(usize_field(json, "sliding_window")?),
     };
-    let bool_field = |key: &str, default: bool| json.get(key).and_then(Value::as_bool).unwrap_or(default);
+    let bool_field =
+        |key: &str, default: bool| json.get(key).and_then(Value::as_bool).unwrap_or(default);
     Ok(MistralConfig {
         model_type: model_type.to_string(),
         hidden_size,

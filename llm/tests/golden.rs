@@ -111,13 +111,21 @@ fn check_greedy(name: &str, device: &Device, kv: DType, tol: f32) {
     let mut got = Vec::new();
     for step in 0..g.greedy_ids.len() {
         let want = &g.greedy_logits[step * g.vocab..(step + 1) * g.vocab];
-        let what = format!("{name} greedy step {step} logits (kv {kv}) on {}", device.name());
+        let what = format!(
+            "{name} greedy step {step} logits (kv {kv}) on {}",
+            device.name()
+        );
         close(&what, &logits, want, tol);
         let id = argmax(&logits);
         got.push(id);
         logits = session.decode(&model, id).unwrap();
     }
-    assert_eq!(got, g.greedy_ids, "{name}: greedy tokens on {}", device.name());
+    assert_eq!(
+        got,
+        g.greedy_ids,
+        "{name}: greedy tokens on {}",
+        device.name()
+    );
 }
 
 const MODELS: [&str; 4] = ["mistral-gqa", "mistral-swa", "llama", "mistral3"];

@@ -1,5 +1,7 @@
-use kiln_kernels::attention::{attention, AttentionOptions};
-use kiln_kernels::kv_cache::{cached_attention, kv_write, CachedAttentionOptions};
+use kiln_kernels::attention::{
+    attention, cached_attention, AttentionOptions, CachedAttentionOptions,
+};
+use kiln_kernels::kv_cache::kv_write;
 use kiln_kernels::rope::{rope_at, RopeStyle};
 use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
@@ -26,7 +28,10 @@ pub struct AttentionConfig {
 impl AttentionConfig {
     fn check(&self) -> Result<()> {
         if self.heads == 0 || self.kv_heads == 0 || self.head_dim == 0 || self.hidden == 0 {
-            return Err(Error::shape("attention", format!("empty sizes in {self:?}")));
+            return Err(Error::shape(
+                "attention",
+                format!("empty sizes in {self:?}"),
+            ));
         }
         if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(Error::shape(
@@ -50,7 +55,12 @@ pub struct KvBuffers {
 }
 
 impl KvBuffers {
-    pub fn new(device: &Device, capacity: usize, cfg: &AttentionConfig, dtype: DType) -> Result<Self> {
+    pub fn new(
+        device: &Device,
+        capacity: usize,
+        cfg: &AttentionConfig,
+        dtype: DType,
+    ) -> Result<Self> {
         let shape = [capacity, cfg.kv_heads, cfg.head_dim];
         Ok(KvBuffers {
             k: Tensor::zeros(device, &shape, dtype)?,

@@ -3,6 +3,7 @@
 //! `--weight-type` packing, and layers built from it with their shapes checked, whose `forward`
 //! calls kernels.
 
+mod attention;
 mod conv;
 mod embedding;
 mod linear;
@@ -10,6 +11,7 @@ mod norm;
 mod weight;
 pub mod weights;
 
+pub use attention::{Attention, AttentionConfig, KvBuffers};
 pub use conv::Conv2d;
 pub use embedding::Embedding;
 pub use linear::Linear;

@@ -1,4 +1,4 @@
-use kiln_kernels::norm::{group_norm, layer_norm, rms_norm};
+use kiln_kernels::norm::{add_rms_norm, group_norm, layer_norm, rms_norm};
 use kiln_runtime::{Result, Tensor};
 
 use crate::weights::Weights;
@@ -70,5 +70,11 @@ impl RmsNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         rms_norm(x, &self.weight, self.eps)
+    }
+
+    /// `(x + residual, norm(x + residual))` in one pass: the residual stream and the next sublayer's
+    /// input.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
+        add_rms_norm(x, residual, &self.weight, self.eps)
     }
 }

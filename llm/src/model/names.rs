@@ -28,9 +28,7 @@ impl TextModelNames {
         };
         for &(body, head) in candidates {
             if weights.contains(&format!("{body}.embed_tokens.weight")) {
-                let lm_head = weights
-                    .contains(&format!("{head}.weight"))
-                    .then_some(head);
+                let lm_head = weights.contains(&format!("{head}.weight")).then_some(head);
                 return Ok(TextModelNames { body, lm_head });
             }
         }
