@@ -1,6 +1,7 @@
 //! The `kiln` command line: thin argument parsing over the runtime, kernels and models.
 
 mod bench;
+mod chat;
 mod devices;
 mod generate;
 mod quantize;
@@ -44,6 +45,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Serve the A1111 / OpenAI images HTTP API and a web page.
     Serve(Box<serve::ServeArgs>),
+    /// Chat with an LLM: one reply to -p, or an interactive conversation.
+    Chat(Box<chat::ChatArgs>),
     /// Time kernels or models.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -69,6 +72,11 @@ fn run(cli: Cli) -> Result<()> {
             generate::run(args, &device, cli.report_memory)?;
             // generate prints its own report (weights and activations apart).
             None
+        }
+        Command::Chat(args) => {
+            let device = Device::open(choice)?;
+            chat::run(args, &device)?;
+            Some(device)
         }
         Command::Quantize(args) => {
             quantize::run(args)?;

@@ -1,13 +1,25 @@
 //! Mistral-family LLMs: the decoder built from a Hugging Face folder, a KV cache owned by each
-//! conversation (`Session`), and (in their own modules) the tokenizer, chat templates and sampling.
+//! conversation (`Session`), the tokenizer (tekken.json or tokenizer.json), chat templates,
+//! sampling and the generation loop.
 
+pub mod bench;
+pub mod chat;
+pub mod chat_model;
 pub mod config;
+pub mod conversation;
+pub mod generate;
 pub mod kv_cache;
 pub mod model;
 pub mod sampling;
 pub mod session;
+pub mod tokenizer;
 
+pub use chat::{ChatTemplate, Message, Role};
+pub use chat_model::ChatModel;
 pub use config::MistralConfig;
+pub use conversation::Conversation;
+pub use generate::{generate, Flow, GenerateOptions, Generation};
 pub use kv_cache::KvCache;
 pub use model::{Logits, Mistral};
 pub use session::Session;
+pub use tokenizer::Tokenizer;

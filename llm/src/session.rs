@@ -36,6 +36,26 @@ impl Session {
         &self.cache
     }
 
+    pub(crate) fn cache_mut(&mut self) -> &mut KvCache {
+        &mut self.cache
+    }
+
+    /// Treats the first `len` positions as cached without computing them (their keys and values
+    /// are whatever the buffers hold): benchmarks time decoding at a depth this way without a
+    /// prefill of that length.
+    pub fn assume_filled(&mut self, len: usize) -> Result<()> {
+        if len > self.context() {
+            return Err(Error::limit(
+                "assume_filled",
+                format!("{len} positions in a context of {}", self.context()),
+            ));
+        }
+        self.cache.truncate(0);
+        self.cache.advance(len);
+        self.tokens = vec![0; len];
+        Ok(())
+    }
+
     /// Forgets the conversation (the buffers stay allocated).
     pub fn reset(&mut self) {
         self.cache.truncate(0);

@@ -3,6 +3,7 @@
 
 mod compare;
 mod kernels;
+mod llm;
 mod models;
 mod sd;
 mod table;
@@ -19,6 +20,8 @@ pub enum BenchCommand {
     Models(table::TableArgs),
     /// Time one txt2img run stage by stage: text encoding, each UNet step, VAE decode.
     Sd(sd::SdBenchArgs),
+    /// Prefill and decode tokens/s of an LLM (a folder or random weights of a config).
+    Llm(Box<llm::LlmBenchArgs>),
     /// Join a kiln report and a PyTorch report (tools/torch_bench.py) into one table.
     Compare(compare::CompareArgs),
 }
@@ -34,6 +37,7 @@ pub fn run(cmd: &BenchCommand, device: Option<&Device>) -> Result<()> {
         BenchCommand::Kernels(args) => kernels::run(args, device()?),
         BenchCommand::Models(args) => models::run(args, device()?),
         BenchCommand::Sd(args) => sd::run(args, device()?),
+        BenchCommand::Llm(args) => llm::run_bench(args, device()?),
         BenchCommand::Compare(args) => compare::run(args),
     }
 }

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_kernels::layout::narrow;
-use kiln_nn::weights::{folder_weight_files, FileSource, TensorSource, WeightType, Weights};
+use kiln_nn::weights::{
+    folder_weight_files, FileSource, RandomSource, TensorSource, WeightType, Weights,
+};
 use kiln_nn::{Embedding, KvBuffers, Linear, RmsNorm};
 use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
@@ -52,9 +54,38 @@ impl Mistral {
         Mistral::new(config, &weights)
     }
 
+    /// Random weights of `config`'s shapes built in memory (benchmarks, memory checks): the
+    /// untied head is present unless `tie_word_embeddings`.
+    pub fn random(
+        config: MistralConfig,
+        device: &Device,
+        weight_type: WeightType,
+        seed: u64,
+    ) -> Result<Mistral> {
+        let source: Arc<dyn TensorSource> = Arc::new(RandomSource::new(
+            format!("random {} weights", config.model_type),
+            seed,
+        ));
+        let weights = Weights::from_source(source, device, weight_type.float_dtype())
+            .quantized(weight_type.quantization());
+        let names = TextModelNames {
+            body: "model",
+            lm_head: (!config.tie_word_embeddings).then_some("lm_head"),
+        };
+        Mistral::with_names(config, &weights, names)
+    }
+
     /// Builds the decoder from `weights` (at the root of the checkpoint's names).
     pub fn new(config: MistralConfig, weights: &Weights) -> Result<Mistral> {
         let names = TextModelNames::detect(&config, weights)?;
+        Mistral::with_names(config, weights, names)
+    }
+
+    fn with_names(
+        config: MistralConfig,
+        weights: &Weights,
+        names: TextModelNames,
+    ) -> Result<Mistral> {
         let body = weights.pp(names.body);
         let c = &config;
         let embed_tokens = Embedding::new(&body.pp("embed_tokens"), c.vocab_size, c.hidden_size)?;

@@ -1,0 +1,318 @@
+//! `kiln chat`: one reply to `-p` on stdout (for scripts), or an interactive multi-turn chat with
+//! streaming output where each turn prefills only its new tokens. Flags follow llama.cpp's names.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use kiln_llm::sampling::SamplingParams;
+use kiln_llm::{ChatModel, Conversation, Flow, GenerateOptions, Generation};
+use kiln_nn::weights::WeightType;
+use kiln_runtime::memory::format_bytes;
+use kiln_runtime::{DType, Device};
+
+/// Where the bundled chat model lives in a checkout, relative to the workspace root.
+const BUNDLED_CHAT_MODEL: &str = "llm/bundled";
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// Model folder: config.json (mistral, mistral3 or llama), safetensors weights (sharded or
+    /// not), tekken.json or tokenizer.json. Default: the bundled tiny arithmetic model.
+    #[arg(short = 'm', long)]
+    model: Option<PathBuf>,
+
+    /// Answer this one message, print the reply to stdout and exit. Without it: interactive.
+    #[arg(short = 'p', long)]
+    prompt: Option<String>,
+
+    /// System prompt.
+    #[arg(long)]
+    system: Option<String>,
+
+    /// Chat template: mistral-v7, mistral-v3, or a Jinja file. Default: the model folder's own
+    /// template, else the Mistral format its tokenizer implies.
+    #[arg(long)]
+    chat_template: Option<String>,
+
+    /// Temperature; 0 = greedy.
+    #[arg(long = "temp", alias = "temperature", default_value_t = SamplingParams::default().temperature)]
+    temperature: f32,
+
+    /// Keep the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = SamplingParams::default().top_k)]
+    top_k: usize,
+
+    /// Nucleus sampling mass (1 = off).
+    #[arg(long, default_value_t = SamplingParams::default().top_p)]
+    top_p: f32,
+
+    /// Drop tokens below this fraction of the most likely one's probability (0 = off).
+    #[arg(long, default_value_t = SamplingParams::default().min_p)]
+    min_p: f32,
+
+    /// llama.cpp's repetition penalty over the last --repeat-last-n tokens (1 = off).
+    #[arg(long, default_value_t = SamplingParams::default().repetition_penalty)]
+    repeat_penalty: f32,
+
+    /// How many recent tokens the repetition penalty looks at.
+    #[arg(long, default_value_t = SamplingParams::default().repeat_last_n)]
+    repeat_last_n: usize,
+
+    /// OpenAI's frequency penalty, -2..2.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    frequency_penalty: f32,
+
+    /// OpenAI's presence penalty, -2..2.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    presence_penalty: f32,
+
+    /// Bias a token's logit: ID=BIAS or llama.cpp's ID+BIAS / ID-BIAS (-100 bans it). Repeatable.
+    #[arg(long, allow_hyphen_values = true)]
+    logit_bias: Vec<String>,
+
+    /// Random seed (-1: a random one, printed with the statistics).
+    #[arg(short = 's', long, default_value_t = -1, allow_negative_numbers = true)]
+    seed: i64,
+
+    /// Stop when the reply contains this string (not printed). Repeatable.
+    #[arg(long)]
+    stop: Vec<String>,
+
+    /// Tokens to generate at most per reply (-1: until the context is full).
+    #[arg(short = 'n', long = "max-tokens", alias = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    max_tokens: i64,
+
+    /// Context size in tokens. Default: the model's limit, capped so the KV cache takes at most a
+    /// quarter of the available memory.
+    #[arg(short = 'c', long)]
+    ctx_size: Option<usize>,
+
+    /// KV cache element type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    kv_type: String,
+
+    /// Weight storage: f32, f16, or quantised at load: q8_0, q4_0, nf4.
+    #[arg(long, default_value = "f32")]
+    weight_type: String,
+}
+
+impl ChatArgs {
+    fn options(&self) -> Result<GenerateOptions> {
+        let mut logit_bias = std::collections::BTreeMap::new();
+        for spec in &self.logit_bias {
+            let (id, bias) = parse_logit_bias(spec)?;
+            logit_bias.insert(id, bias);
+        }
+        let sampling = SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            logit_bias,
+            seed: (self.seed >= 0).then_some(self.seed as u64),
+            top_logprobs: 0,
+        };
+        sampling.validate().map_err(|e| anyhow!("{e}"))?;
+        let max_tokens = match self.max_tokens {
+            -1 => None,
+            n if n >= 1 => Some(n as usize),
+            n => bail!("--max-tokens must be -1 (no limit) or at least 1, got {n}"),
+        };
+        if let Some(i) = self.stop.iter().position(String::is_empty) {
+            bail!("--stop #{} is empty", i + 1);
+        }
+        Ok(GenerateOptions {
+            sampling,
+            max_tokens,
+            stop: self.stop.clone(),
+        })
+    }
+}
+
+/// `ID=BIAS`, `ID+BIAS` or `ID-BIAS`.
+fn parse_logit_bias(spec: &str) -> Result<(u32, f32)> {
+    let bad =
+        || anyhow!("--logit-bias {spec:?}: expected TOKEN_ID=BIAS, TOKEN_ID+BIAS or TOKEN_ID-BIAS");
+    let split = spec.find(['=', '+', '-']).ok_or_else(bad)?;
+    let id: u32 = spec[..split].trim().parse().map_err(|_| bad())?;
+    let bias = if spec[split..].starts_with('=') {
+        &spec[split + 1..]
+    } else {
+        &spec[split..]
+    };
+    let bias: f32 = bias.trim().parse().map_err(|_| bad())?;
+    Ok((id, bias))
+}
+
+/// The bundled chat model of this checkout, used when `-m` is omitted.
+pub fn bundled_chat_model() -> Result<PathBuf> {
+    let cli_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = cli_dir.parent().unwrap_or(cli_dir).join(BUNDLED_CHAT_MODEL);
+    if path.join("config.json").is_file() {
+        return Ok(path);
+    }
+    bail!(
+        "no model given (-m) and the bundled chat model is missing ({}); pass -m with a model folder",
+        path.display()
+    )
+}
+
+/// Set by Ctrl-C while a reply streams; the reply stops at the next token.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(unix)]
+fn catch_ctrl_c() {
+    extern "C" fn on_sigint(_: libc::c_int) {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+#[cfg(not(unix))]
+fn catch_ctrl_c() {}
+
+pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
+    let options = args.options()?;
+    let weight_type: WeightType = args.weight_type.parse()?;
+    let kv_dtype = match args.kv_type.as_str() {
+        "f16" => DType::F16,
+        "f32" => DType::F32,
+        other => bail!("--kv-type must be f16 or f32, got {other:?}"),
+    };
+    let dir = match &args.model {
+        Some(m) => m.clone(),
+        None => bundled_chat_model()?,
+    };
+    let chat = ChatModel::load(&dir, device, weight_type, args.chat_template.as_deref())
+        .with_context(|| format!("loading {}", dir.display()))?;
+    let (context, capped) = chat.context_size(args.ctx_size, kv_dtype)?;
+    if capped {
+        eprintln!(
+            "context: {context} tokens (the model allows {}; capped so the KV cache, {} per token, \
+             fits memory; --ctx-size to change)",
+            chat.model.config.max_position_embeddings,
+            format_bytes(chat.kv_bytes_per_token(kv_dtype))
+        );
+    }
+    let mut conversation = Conversation::new(&chat, context, kv_dtype)?;
+    conversation.set_system(args.system.clone());
+
+    if let Some(prompt) = &args.prompt {
+        let mut stdout = std::io::stdout();
+        let generation = conversation.reply(&chat, prompt, &options, |text| {
+            let _ = stdout.write_all(text.as_bytes());
+            let _ = stdout.flush();
+            Flow::Continue
+        })?;
+        println!();
+        print_stats(&generation);
+        return Ok(());
+    }
+    interactive(&chat, &mut conversation, &options)
+}
+
+fn interactive(
+    chat: &ChatModel,
+    conversation: &mut Conversation,
+    options: &GenerateOptions,
+) -> Result<()> {
+    catch_ctrl_c();
+    let terminal = std::io::stdin().is_terminal();
+    if terminal {
+        eprintln!(
+            "kiln chat ({}, {}). /reset clears the conversation, /system TEXT sets the system \
+             prompt, /exit or Ctrl-D quits; Ctrl-C stops a reply.",
+            chat.model.config.model_type,
+            chat.template.describe()
+        );
+    }
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    let mut line = String::new();
+    loop {
+        if terminal {
+            print!("> ");
+            stdout.flush()?;
+        }
+        line.clear();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let input = line.trim_end_matches(['\n', '\r']);
+        match input.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                conversation.reset();
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(system) = input.trim().strip_prefix("/system") {
+            conversation.set_system(Some(system.trim().to_string()));
+            conversation.reset();
+            eprintln!("(system prompt set; conversation cleared)");
+            continue;
+        }
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let result = conversation.reply(chat, input, options, |text| {
+            let _ = stdout.write_all(text.as_bytes());
+            let _ = stdout.flush();
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        });
+        println!();
+        match result {
+            Ok(generation) => {
+                if generation.interrupted {
+                    eprintln!("(reply stopped)");
+                }
+                print_stats(&generation);
+            }
+            // A turn that cannot run (say, the context is full) is reported; the chat goes on.
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn print_stats(g: &Generation) {
+    eprintln!(
+        "prompt: {} tokens ({} run, {:.1} tok/s); reply: {} tokens ({:.1} tok/s), finish {}, seed {}",
+        g.prompt_tokens,
+        g.prefilled,
+        g.prefill_tokens_per_second(),
+        g.sampled.len(),
+        g.decode_tokens_per_second(),
+        g.finish.as_str(),
+        g.seed
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_logit_bias;
+
+    #[test]
+    fn logit_bias_forms() {
+        assert_eq!(parse_logit_bias("15=2.5").unwrap(), (15, 2.5));
+        assert_eq!(parse_logit_bias("15+1").unwrap(), (15, 1.0));
+        assert_eq!(parse_logit_bias("15-100").unwrap(), (15, -100.0));
+        assert_eq!(parse_logit_bias("7=-3").unwrap(), (7, -3.0));
+        assert!(parse_logit_bias("x=1").is_err());
+        assert!(parse_logit_bias("15").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! A model's own Jinja chat template rendered with minijinja, set up as transformers'
+//! `apply_chat_template` does (trim_blocks, lstrip_blocks, `raise_exception`, `strftime_now`,
+//! Python string methods), with `add_generation_prompt` true.
+
+use std::path::{Path, PathBuf};
+
+use kiln_runtime::{Error, Result};
+use minijinja::{context, Environment, ErrorKind};
+use serde_json::Value;
+
+use super::Message;
+use crate::tokenizer::Tokenizer;
+
+pub struct JinjaTemplate {
+    source: String,
+    origin: PathBuf,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl JinjaTemplate {
+    /// The template a model folder carries, if any.
+    pub fn from_dir(dir: &Path, tokenizer: &Tokenizer) -> Result<Option<JinjaTemplate>> {
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            let source = std::fs::read_to_string(&jinja)
+                .map_err(|e| Error::load(&jinja, format!("cannot read: {e}")))?;
+            return JinjaTemplate::new(source, &jinja, tokenizer).map(Some);
+        }
+        for name in ["chat_template.json", "tokenizer_config.json"] {
+            let path = dir.join(name);
+            if !path.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::load(&path, format!("cannot read: {e}")))?;
+            let json: Value = serde_json::from_str(&text)
+                .map_err(|e| Error::load(&path, format!("not valid JSON: {e}")))?;
+            if let Some(source) = template_field(&json) {
+                return JinjaTemplate::new(source, &path, tokenizer).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Compiles `source` once to report syntax errors at load, naming where it came from.
+    pub fn new(source: String, origin: &Path, tokenizer: &Tokenizer) -> Result<JinjaTemplate> {
+        let name = |id: Option<u32>| {
+            id.map(|id| tokenizer.decode(&[id], false))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let template = JinjaTemplate {
+            bos_token: name(tokenizer.bos_id())?,
+            eos_token: name(tokenizer.eos_id())?,
+            source,
+            origin: origin.to_path_buf(),
+        };
+        let mut env = environment();
+        env.add_template("chat", &template.source).map_err(|e| {
+            Error::load(origin, format!("the chat template does not compile: {e:#}"))
+        })?;
+        Ok(template)
+    }
+
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// The prompt text, message contents escaped so their control strings stay text.
+    pub fn render(&self, tokenizer: &Tokenizer, messages: &[Message]) -> Result<String> {
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "role": m.role.as_str(),
+                    "content": tokenizer.escape_controls(&m.content),
+                })
+            })
+            .collect();
+        let mut env = environment();
+        let fail = |e: minijinja::Error| {
+            Error::load(
+                &self.origin,
+                format!("the chat template failed to render: {e:#}"),
+            )
+        };
+        env.add_template("chat", &self.source).map_err(fail)?;
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(context! {
+                    messages => messages,
+                    bos_token => self.bos_token,
+                    eos_token => self.eos_token,
+                    add_generation_prompt => true,
+                })
+            })
+            .map_err(fail)
+    }
+}
+
+/// `chat_template` as a string, or the `default` entry of a list of named templates.
+fn template_field(json: &Value) -> Option<String> {
+    match json.get("chat_template")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(list) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|t| t.get("template"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+fn environment<'s>() -> Environment<'s> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
+    env.add_function("strftime_now", |format: String| {
+        strftime(&format, now_utc())
+    });
+    env
+}
+
+/// Year, month, day, hour, minute, second of the current UTC time.
+fn now_utc() -> [i64; 6] {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    [year, month, day, rem / 3600, rem / 60 % 60, rem % 60]
+}
+
+/// The strftime directives chat templates use (dates in system prompts).
+fn strftime(format: &str, [y, mo, d, h, mi, s]: [i64; 6]) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let month = MONTHS[(mo - 1) as usize];
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", y % 100)),
+            Some('m') => out.push_str(&format!("{mo:02}")),
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('-') => match chars.next() {
+                Some('d') => out.push_str(&d.to_string()),
+                Some('m') => out.push_str(&mo.to_string()),
+                Some(other) => out.extend(['%', '-', other]),
+                None => out.push_str("%-"),
+            },
+            Some('B') => out.push_str(month),
+            Some('b') => out.push_str(&month[..3]),
+            Some('H') => out.push_str(&format!("{h:02}")),
+            Some('M') => out.push_str(&format!("{mi:02}")),
+            Some('S') => out.push_str(&format!("{s:02}")),
+            Some('%') => out.push('%'),
+            Some(other) => out.extend(['%', other]),
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strftime;
+
+    #[test]
+    fn strftime_formats_the_directives_templates_use() {
+        let t = [2025, 3, 7, 9, 5, 1];
+        assert_eq!(strftime("%Y-%m-%d", t), "2025-03-07");
+        assert_eq!(strftime("%d %B %Y", t), "07 March 2025");
+        assert_eq!(strftime("%-d %b %y %H:%M:%S %%", t), "7 Mar 25 09:05:01 %");
+    }
+}

@@ -1,0 +1,266 @@
+//! The model's tokenizer: Mistral's `tekken.json` read directly, or a Hugging Face
+//! `tokenizer.json`. Text given by users is always encoded as plain text: a user who types
+//! "[INST]" gets the ids of those characters, never the control id (as mistral-common does).
+//! Only a chat template's own output names control tokens (`encode_rendered`).
+
+mod hf;
+mod stream;
+mod tekken;
+
+use std::path::{Path, PathBuf};
+
+use kiln_runtime::{Error, Result};
+use serde_json::Value;
+
+pub use hf::HfTokenizer;
+pub use stream::StreamDecoder;
+pub use tekken::Tekken;
+
+/// Marks a control-token string inside message text so that `encode_rendered` keeps it text.
+/// A Unicode noncharacter: never valid in interchanged text, kept as is by templates.
+pub const ESCAPE: char = '\u{FDD0}';
+
+enum Backend {
+    Tekken(Box<Tekken>),
+    Hf(Box<HfTokenizer>),
+}
+
+pub struct Tokenizer {
+    backend: Backend,
+    path: PathBuf,
+    /// Control token strings and ids, longest first (for splitting rendered templates).
+    controls: Vec<(String, u32)>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+}
+
+impl Tokenizer {
+    /// The tokenizer of a model folder: `tekken.json` when present (what mistral-common reads),
+    /// else `tokenizer.json` with BOS/EOS named by `tokenizer_config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
+        let tekken = dir.join("tekken.json");
+        if tekken.is_file() {
+            return Tokenizer::from_file(&tekken);
+        }
+        let json = dir.join("tokenizer.json");
+        if !json.is_file() {
+            return Err(Error::load(
+                dir,
+                "no tokenizer: expected tekken.json or tokenizer.json in the model folder",
+            ));
+        }
+        let mut tokenizer = Tokenizer::from_file(&json)?;
+        let config = dir.join("tokenizer_config.json");
+        if config.is_file() {
+            let value = read_json(&config)?;
+            let named = |key: &str| -> Result<Option<u32>> {
+                let Some(name) = value.get(key).and_then(token_name) else {
+                    return Ok(None);
+                };
+                tokenizer.token_id(name).map(Some).ok_or_else(|| {
+                    Error::load(&config, format!("{key} `{name}` is not in tokenizer.json"))
+                })
+            };
+            let (bos, eos) = (named("bos_token")?, named("eos_token")?);
+            tokenizer.bos = bos.or(tokenizer.bos);
+            tokenizer.eos = eos.or(tokenizer.eos);
+        }
+        Ok(tokenizer)
+    }
+
+    /// A `tekken.json` (by name or content) or a `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Tokenizer> {
+        let is_tekken = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains("tekken"));
+        let (backend, controls) = if is_tekken {
+            let t = Tekken::load(path)?;
+            let controls = t
+                .specials()
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.starts_with("<SPECIAL_"))
+                .map(|(i, s)| (s.clone(), i as u32))
+                .collect();
+            (Backend::Tekken(Box::new(t)), controls)
+        } else {
+            let t = HfTokenizer::load(path)?;
+            let controls = t
+                .added_tokens()
+                .iter()
+                .map(|(id, s)| (s.clone(), *id))
+                .collect();
+            (Backend::Hf(Box::new(t)), controls)
+        };
+        let mut tokenizer = Tokenizer {
+            backend,
+            path: path.to_path_buf(),
+            controls,
+            bos: None,
+            eos: None,
+        };
+        tokenizer
+            .controls
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        tokenizer.bos = tokenizer.token_id("<s>");
+        tokenizer.eos = tokenizer.token_id("</s>");
+        Ok(tokenizer)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The tekken file's version ("v3", "v7"); None for tokenizer.json.
+    pub fn tekken_version(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Tekken(t) => t.version(),
+            Backend::Hf(_) => None,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match &self.backend {
+            Backend::Tekken(t) => t.vocab_size(),
+            Backend::Hf(t) => t.vocab_size(),
+        }
+    }
+
+    /// Fails unless every id fits the model's embedding table.
+    pub fn check_fits(&self, model_vocab: usize) -> Result<()> {
+        if self.vocab_size() > model_vocab {
+            return Err(Error::load(
+                &self.path,
+                format!(
+                    "the tokenizer has {} ids but the model's vocab_size is {model_vocab}",
+                    self.vocab_size()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// The id of a control token by name (`[INST]`, `<s>`, ...).
+    pub fn token_id(&self, name: &str) -> Option<u32> {
+        match &self.backend {
+            Backend::Tekken(_) => self.controls.iter().find(|c| c.0 == name).map(|c| c.1),
+            Backend::Hf(t) => t.token_id(name),
+        }
+    }
+
+    /// The id of a control token the caller needs, or an error naming it and the file.
+    pub fn require(&self, name: &str) -> Result<u32> {
+        self.token_id(name)
+            .ok_or_else(|| Error::load(&self.path, format!("the tokenizer has no `{name}` token")))
+    }
+
+    pub fn is_control(&self, id: u32) -> bool {
+        self.controls.iter().any(|c| c.1 == id)
+    }
+
+    /// Plain text to ids: no BOS, control token strings encoded as the characters they are.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match &self.backend {
+            Backend::Tekken(t) => t.encode(text),
+            Backend::Hf(t) => t.encode(text),
+        }
+    }
+
+    /// A rendered chat template to ids: control token strings become control ids, except those
+    /// `escape_controls` marked inside message text, which stay text.
+    pub fn encode_rendered(&self, rendered: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        let mut rest = rendered;
+        while let Some(c) = rest.chars().next() {
+            if c == ESCAPE {
+                // The escaped control string is copied as text on the next iterations.
+                rest = &rest[c.len_utf8()..];
+                if let Some((name, _)) = self.control_at(rest) {
+                    text.push_str(name);
+                    rest = &rest[name.len()..];
+                }
+                continue;
+            }
+            if let Some((name, id)) = self.control_at(rest) {
+                ids.extend(self.encode(&text)?);
+                text.clear();
+                ids.push(id);
+                rest = &rest[name.len()..];
+                continue;
+            }
+            text.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        ids.extend(self.encode(&text)?);
+        Ok(ids)
+    }
+
+    /// Marks each control token string in user text so `encode_rendered` keeps it as text.
+    pub fn escape_controls(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            if c == ESCAPE {
+                rest = &rest[c.len_utf8()..];
+                continue;
+            }
+            if let Some((name, _)) = self.control_at(rest) {
+                out.push(ESCAPE);
+                out.push_str(name);
+                rest = &rest[name.len()..];
+                continue;
+            }
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        out
+    }
+
+    /// The longest control token string at the start of `text`.
+    fn control_at(&self, text: &str) -> Option<(&str, u32)> {
+        let first = *text.as_bytes().first()?;
+        self.controls
+            .iter()
+            .find(|(name, _)| name.as_bytes().first() == Some(&first) && text.starts_with(name))
+            .map(|(name, id)| (name.as_str(), *id))
+    }
+
+    /// Ids to text; control tokens are dropped when `skip_special`, else written by name.
+    /// Incomplete UTF-8 comes out as U+FFFD.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        match &self.backend {
+            Backend::Tekken(t) => {
+                Ok(String::from_utf8_lossy(&t.decode_bytes(ids, skip_special)?).into_owned())
+            }
+            Backend::Hf(t) => t.decode(ids, skip_special),
+        }
+    }
+
+    /// A decoder that releases text as ids arrive, never half a character.
+    pub fn stream(&self, skip_special: bool) -> StreamDecoder<'_> {
+        StreamDecoder::new(self, skip_special)
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::load(path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::load(path, format!("not valid JSON: {e}")))
+}
+
+/// `"<s>"` or `{"content": "<s>", ...}` as tokenizer_config.json writes special tokens.
+fn token_name(value: &Value) -> Option<&str> {
+    value
+        .as_str()
+        .or_else(|| value.get("content").and_then(Value::as_str))
+}

@@ -1,0 +1,61 @@
+//! Streaming detokenisation: text is released only once it is whole. A UTF-8 character split
+//! across tokens, or a SentencePiece piece whose leading space depends on what follows, is held
+//! back until the ids after it settle it.
+
+use kiln_runtime::Result;
+
+use super::Tokenizer;
+
+pub struct StreamDecoder<'t> {
+    tokenizer: &'t Tokenizer,
+    skip_special: bool,
+    ids: Vec<u32>,
+    /// Ids before `prefix` are done; `prefix..read` is context already emitted.
+    prefix: usize,
+    read: usize,
+}
+
+impl<'t> StreamDecoder<'t> {
+    pub fn new(tokenizer: &'t Tokenizer, skip_special: bool) -> StreamDecoder<'t> {
+        StreamDecoder {
+            tokenizer,
+            skip_special,
+            ids: Vec::new(),
+            prefix: 0,
+            read: 0,
+        }
+    }
+
+    /// Adds one id and returns the text it completes (possibly empty).
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let before = self
+            .tokenizer
+            .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = self
+            .tokenizer
+            .decode(&self.ids[self.prefix..], self.skip_special)?;
+        match now.get(before.len()..) {
+            Some(text) if !text.is_empty() && !now.ends_with('\u{FFFD}') => {
+                let text = text.to_string();
+                self.prefix = self.read;
+                self.read = self.ids.len();
+                Ok(text)
+            }
+            _ => Ok(String::new()),
+        }
+    }
+
+    /// What is still held back (an incomplete character comes out as U+FFFD).
+    pub fn finish(&mut self) -> Result<String> {
+        let before = self
+            .tokenizer
+            .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = self
+            .tokenizer
+            .decode(&self.ids[self.prefix..], self.skip_special)?;
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        Ok(now.get(before.len()..).unwrap_or_default().to_string())
+    }
+}
