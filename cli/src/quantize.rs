@@ -11,8 +11,8 @@ use kiln_runtime::QuantFormat;
 
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
-    /// Model: a diffusers folder (written as a folder) or a single-file .safetensors (written as a
-    /// single .safetensors file).
+    /// Model: a diffusers folder or an LLM folder (config.json + safetensors, sharded or not),
+    /// each written as a folder, or a single-file SD .safetensors (written as one file).
     #[arg(short = 'm', long)]
     model: PathBuf,
 
@@ -27,7 +27,13 @@ pub struct QuantizeArgs {
 
 pub fn run(args: &QuantizeArgs) -> Result<()> {
     let format: QuantFormat = args.format.parse()?;
-    let report = quantize_model(&args.model, &args.output, format)?;
+    let is_llm =
+        args.model.join("config.json").is_file() && !args.model.join("model_index.json").is_file();
+    let report = if is_llm {
+        kiln_llm::quantize::quantize_folder(&args.model, &args.output, format)?
+    } else {
+        quantize_model(&args.model, &args.output, format)?
+    };
     eprintln!(
         "{}: {} tensors packed as {format}, {} copied; tensor data {} -> {}",
         args.output.display(),

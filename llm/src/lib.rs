@@ -10,6 +10,7 @@ pub mod conversation;
 pub mod generate;
 pub mod kv_cache;
 pub mod model;
+pub mod quantize;
 pub mod sampling;
 pub mod session;
 pub mod tokenizer;

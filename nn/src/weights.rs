@@ -5,6 +5,7 @@
 //! Names are always the diffusers / transformers state-dict names; a `TensorSource` other than plain
 //! files (a single-file checkpoint in the original SD layout) translates them.
 
+mod capture;
 mod folder;
 mod gguf;
 mod host;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
+pub use capture::{convert_folder, CaptureSource, QuantizeReport};
 pub use folder::{folder_weight_files, folder_weight_paths};
 pub use gguf::GgufSource;
 pub use host::HostSource;
