@@ -1,0 +1,154 @@
+//! `kiln chat` end to end on the bundled arithmetic model: `-p` prints a right answer with the
+//! default sampling flags, an interactive session on stdin keeps its conversation (and /reset,
+//! /system), `kiln bench llm` runs on random weights of a tiny config, and bad input exits
+//! non-zero with a message naming what was wrong.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn kiln() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env_remove("KILN_DEVICE");
+    cmd.args(["--device", "cpu"]);
+    cmd
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = kiln().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn chat_answers_a_question_of_the_bundled_domain() {
+    for (question, answer) in [
+        ("What is 7 plus 5?", "7 plus 5 is 12."),
+        ("What is 9 - 4?", "9 minus 4 is 5."),
+        ("Compute 6 times 7.", "6 times 7 is 42."),
+    ] {
+        let (ok, stdout, stderr) = run(&["chat", "-p", question, "-s", "1"]);
+        assert!(ok, "{stderr}");
+        assert_eq!(stdout.trim(), answer, "{question}");
+        assert!(stderr.contains("tok/s"), "{stderr}");
+    }
+}
+
+#[test]
+fn interactive_chat_keeps_the_conversation() {
+    let mut child = kiln()
+        .args(["chat", "--temp", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is 2 plus 3?\nWhat is 4 times 2?\n/reset\n/system Be brief.\nhow much is 6 minus 1?\n/exit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let replies: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        replies,
+        ["2 plus 3 is 5.", "4 times 2 is 8.", "6 minus 1 is 5."]
+    );
+    // The second turn ran only its new tokens, not the first turn again.
+    let runs: Vec<(usize, usize)> = stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("prompt: ")?;
+            let total: usize = rest.split(' ').next()?.parse().ok()?;
+            let run: usize = rest.split('(').nth(1)?.split(' ').next()?.parse().ok()?;
+            Some((total, run))
+        })
+        .collect();
+    assert_eq!(runs.len(), 3, "{stderr}");
+    assert!(runs[1].1 < runs[1].0 / 2, "second turn {:?}", runs[1]);
+    assert!(stderr.contains("conversation cleared"), "{stderr}");
+}
+
+#[test]
+fn bench_llm_runs_on_random_weights_and_refuses_a_budget_it_cannot_meet() {
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/llm/mistral-gqa/config.json"
+    );
+    let json = std::env::temp_dir().join(format!("kiln-bench-llm-{}.json", std::process::id()));
+    let (ok, stdout, stderr) = run(&[
+        "bench",
+        "llm",
+        "--random",
+        config,
+        "--weight-type",
+        "q8_0",
+        "--prefill",
+        "7,33",
+        "--depths",
+        "0,40",
+        "--decode-tokens",
+        "4",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("prefill     33 tokens") && stdout.contains("depth     40"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["prefill"].as_array().unwrap().len(), 2);
+    assert_eq!(report["decode"][1]["depth"], 40);
+    assert!(report["decode"][0]["tokens_per_second"].as_f64().unwrap() > 0.0);
+    std::fs::remove_file(json).ok();
+
+    let small = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../benches/configs/mistral-small-3.1-24b.json"
+    );
+    let (ok, _, stderr) = run(&[
+        "bench",
+        "llm",
+        "--random",
+        small,
+        "--max-vram",
+        "8G",
+        "--plan",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("needs at least") && stderr.contains("GiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_input_is_named() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["chat", "-m", "/no/such/model", "-p", "hi"], "config.json"),
+        (&["chat", "-p", "hi", "--kv-type", "f8"], "--kv-type"),
+        (
+            &["chat", "-p", "hi", "--chat-template", "/no/such.jinja"],
+            "chat template",
+        ),
+        (&["chat", "-p", "hi", "--temp=-1"], "temperature"),
+        (
+            &["chat", "-p", "hi", "--max-tokens", "1000"],
+            "context of 512",
+        ),
+    ];
+    for (args, needle) in cases {
+        let (ok, _, stderr) = run(args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
