@@ -16,8 +16,8 @@ use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    fit_budget_from, generate, infotext, short_hash, BudgetFit, GenerationParams, InitImage,
-    LoadOptions, Offload, Planner, Residency, StableDiffusion,
+    generate, infotext, plan_with, prepare_with, short_hash, GenerationParams, InitImage,
+    LoadOptions, Offload, StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
@@ -189,61 +189,40 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         Some(p) => p.clone(),
         None => bundled_model()?,
     };
-    let budget = args
-        .max_vram
-        .as_deref()
-        .map(parse_bytes)
-        .transpose()
-        .context("--max-vram")?;
+    let budget = parse_max_vram(args.max_vram.as_deref())?;
     let offload = Offload {
         vae_on_cpu: args.vae_on_cpu,
         text_encoder_on_cpu: args.text_encoder_on_cpu,
     };
-    let mut options = LoadOptions {
+    let options = LoadOptions {
         offload,
         ..LoadOptions::weight_type(weight_type)
     };
-    let mut budget_tiling = None;
-    if args.plan || budget.is_some() {
-        let planner = Planner::new(&model_path, device, &options)?;
-        let (width, height) = size(args, init.as_ref(), planner.model())?;
-        let params = params(
-            args,
-            sampler,
-            rng,
-            seed,
-            init.clone(),
-            (width, height),
-            tiling,
+    // The run's parameters for a model (the plan's zero-weight one or the real one): the size
+    // defaults come from its configs.
+    let params_for = |model: &StableDiffusion| -> Result<GenerationParams> {
+        let size = size(args, init.as_ref(), model)?;
+        Ok(params(args, sampler, rng, seed, init.clone(), size, tiling))
+    };
+    if args.plan {
+        print!(
+            "{}",
+            plan_with(&model_path, device, &options, params_for)?.report()
         );
-        let first = planner.plan(&params)?;
-        if args.plan {
-            print!("{}", first.report());
-            return Ok(());
-        }
-        if let Some(budget) = budget {
-            let may_tile = !args.vae_tiling && !args.no_vae_tiling;
-            let fit = fit_budget_from(
-                first,
-                &model_path,
-                device,
-                &options,
-                &params,
-                budget,
-                may_tile,
-            )?;
-            budget_tiling = Some(apply_budget(&fit, budget, &mut options, device));
-        }
+        return Ok(());
+    }
+    let may_tile = !args.vae_tiling && !args.no_vae_tiling;
+    let prepared = prepare_with(&model_path, device, options, budget, may_tile, params_for)?;
+    if let Some(line) = prepared.describe() {
+        eprintln!("{line}");
     }
     device.reset_peak_memory();
-    let model = StableDiffusion::load_with(&model_path, device, &options)?;
+    let model = prepared.load(&model_path, device)?;
     device.synchronize()?;
     let weight_bytes = device.memory_stats().live;
-    let (width, height) = size(args, init.as_ref(), &model)?;
-    let mut params = params(args, sampler, rng, seed, init, (width, height), tiling);
-    if let Some(chosen) = budget_tiling {
-        params.vae_tiling = chosen;
-    }
+    let mut params = params_for(&model)?;
+    prepared.apply(&mut params);
+    let (width, height) = (params.width, params.height);
     if let Some(note) = single_tile_note(params.vae_tiling, width, height, model.vae_scale_factor())
     {
         eprintln!("{note}");
@@ -312,18 +291,9 @@ fn vae_tiling(
     (args.vae_tiling || auto).then_some(tiling)
 }
 
-/// Applies a `--max-vram` choice: the UNet's streaming in the load options and the budget on the
-/// device, with one line saying what was chosen. Returns the VAE tiling to run with.
-pub fn apply_budget(
-    fit: &BudgetFit,
-    budget: u64,
-    options: &mut LoadOptions,
-    device: &Device,
-) -> Option<VaeTiling> {
-    options.stream_unet = fit.residency == Residency::StreamedUnet;
-    eprintln!("--max-vram {}: {}", format_bytes(budget), fit.describe());
-    device.set_memory_budget(Some(budget));
-    fit.vae_tiling
+/// `--max-vram SIZE` (generate, bench sd, serve): bytes, with K/M/G/T as powers of 1024.
+pub fn parse_max_vram(size: Option<&str>) -> Result<Option<u64>> {
+    size.map(parse_bytes).transpose().context("--max-vram")
 }
 
 /// A warning when tiling was asked for but the image fits one tile, so the VAE runs whole (at

@@ -8,7 +8,7 @@ use clap::Args;
 use kiln_runtime::DeviceChoice;
 use kiln_server::{ModelSet, Server, ServerConfig};
 
-use crate::generate::bundled_model;
+use crate::generate::{bundled_model, parse_max_vram};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -51,6 +51,13 @@ pub struct ServeArgs {
     #[arg(long, default_value = "f32")]
     weight_type: String,
 
+    /// Keep peak device memory under SIZE (e.g. 1.5G, 800M), as `kiln generate --max-vram`: each
+    /// job is planned, and the model is loaded with the UNet's weights streamed from host memory
+    /// and the VAE tiled when the job needs it to fit (reloaded only when that changes). A job
+    /// that cannot fit is answered 400 with the smallest budget that would do.
+    #[arg(long, value_name = "SIZE")]
+    max_vram: Option<String>,
+
     /// Most denoising steps a request may ask for.
     #[arg(long, default_value_t = 500)]
     max_steps: usize,
@@ -67,6 +74,7 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
     }
     let mut config = ServerConfig::new(models);
     config.weight_type = args.weight_type.parse()?;
+    config.max_vram = parse_max_vram(args.max_vram.as_deref())?;
     config.default_model = args.default_model.clone();
     config.device = device;
     config.listen = SocketAddr::new(args.listen, args.port);

@@ -25,6 +25,10 @@ pub struct ServerConfig {
     pub device: DeviceChoice,
     /// How models are held on the device (`--weight-type`: f32, f16 or a quantised type).
     pub weight_type: WeightType,
+    /// Keep peak device memory under this many bytes (`--max-vram`): each job is planned and the
+    /// model loaded with the UNet's weights streamed and the VAE tiled as needed (as `kiln
+    /// generate --max-vram`); a job that cannot fit is refused naming the smallest budget.
+    pub max_vram: Option<u64>,
     pub listen: SocketAddr,
     /// With a key, every route but /health needs `Authorization: Bearer KEY` or HTTP Basic whose
     /// `user:password` (or just password) is the key.
@@ -50,6 +54,7 @@ impl ServerConfig {
             default_model: None,
             device: DeviceChoice::Auto,
             weight_type: WeightType::F32,
+            max_vram: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7860)),
             api_key: None,
             queue_size: 16,

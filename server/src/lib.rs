@@ -58,8 +58,11 @@ impl Server {
             queue.clone(),
             progress.clone(),
             catalog.clone(),
+            worker::LoadSettings {
+                weight_type: config.weight_type,
+                max_vram: config.max_vram,
+            },
             config.preview_every,
-            config.weight_type,
         )
         .map_err(ServerError)?;
 

@@ -1,18 +1,25 @@
-//! The worker: one thread per device that takes jobs off the queue in order, loads the job's
-//! model if it is not the one in memory, generates with a step callback that reports progress and
-//! previews and obeys skip / interrupt / cancel, and answers the waiting request.
+//! The worker: one thread per device that takes jobs off the queue in order, fits the job to the
+//! memory budget if there is one (the library's plan -> fit -> load path, as `kiln generate
+//! --max-vram`), loads the job's model if the one in memory is another or was loaded otherwise,
+//! generates with a step callback that reports progress and previews and obeys skip / interrupt /
+//! cancel, and answers the waiting request.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use axum::http::StatusCode;
 use base64::Engine;
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::pipeline::{
-    generate_controlled, infotext, PipelineError, StableDiffusion, StepControl,
+    generate_controlled, infotext, prepare_with, GenerationParams, LoadOptions, PipelineError,
+    Prepared, StableDiffusion, StepControl,
 };
+use kiln_models::rng::RngKind;
+use kiln_models::schedulers::SamplerSpec;
+use kiln_models::vae::VaeTiling;
 use kiln_nn::weights::WeightType;
 use kiln_runtime::{Device, DeviceChoice};
 
@@ -28,8 +35,25 @@ pub struct Worker {
     progress: Arc<ProgressHub>,
     catalog: Arc<Catalog>,
     preview_every: usize,
-    weight_type: WeightType,
-    loaded: Option<(PathBuf, StableDiffusion)>,
+    settings: LoadSettings,
+    loaded: Option<Loaded>,
+    /// The last budget fit and the job shape it was made for: a job of the same shape reuses it
+    /// (a plan runs the model once on the CPU backend).
+    last_fit: Option<(PlanKey, Prepared)>,
+}
+
+/// How models are loaded: `--weight-type` and `--max-vram`.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadSettings {
+    pub weight_type: WeightType,
+    pub max_vram: Option<u64>,
+}
+
+/// The model in memory and how it was loaded.
+struct Loaded {
+    path: PathBuf,
+    options: LoadOptions,
+    model: StableDiffusion,
 }
 
 /// Opens the device on a new thread and runs jobs there until the queue closes. Fails (without
@@ -39,8 +63,8 @@ pub fn spawn(
     queue: Arc<Queue>,
     progress: Arc<ProgressHub>,
     catalog: Arc<Catalog>,
+    settings: LoadSettings,
     preview_every: usize,
-    weight_type: WeightType,
 ) -> Result<(JoinHandle<()>, String), String> {
     let (opened, result) = mpsc::channel();
     let handle = std::thread::Builder::new()
@@ -60,8 +84,9 @@ pub fn spawn(
                 progress,
                 catalog,
                 preview_every: preview_every.max(1),
-                weight_type,
+                settings,
                 loaded: None,
+                last_fit: None,
             };
             while let Some(job) = worker.queue.pop() {
                 worker.run(job);
@@ -99,40 +124,85 @@ impl Worker {
         let _ = job.reply.send(result);
     }
 
-    fn model(&mut self, path: &PathBuf) -> ApiResult<&StableDiffusion> {
-        if self.loaded.as_ref().is_none_or(|(p, _)| p != path) {
+    /// How to load the model at `path` and run `params`: as `--weight-type` says, fitted to the
+    /// budget when there is one. A job too big for the budget is refused here, before any load.
+    fn prepare(&mut self, path: &Path, params: &GenerationParams) -> ApiResult<Prepared> {
+        let options = LoadOptions::weight_type(self.settings.weight_type);
+        let Some(budget) = self.settings.max_vram else {
+            return Ok(Prepared::unbudgeted(options));
+        };
+        let key = PlanKey::new(path, params);
+        if let Some((_, prepared)) = self.last_fit.as_ref().filter(|(k, _)| *k == key) {
+            return Ok(prepared.clone());
+        }
+        // The plan runs a zero-weight copy of the model on the CPU backend: outside the budget
+        // (which, on the CPU backend, is that backend's).
+        self.device.set_memory_budget(None);
+        let prepared = prepare_with(path, &self.device, options, Some(budget), true, |model| {
+            check_size(model, params)?;
+            Ok::<_, ApiError>(params.clone())
+        });
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                // Whatever is loaded stays within the budget for the next job.
+                self.device.set_memory_budget(Some(budget));
+                return Err(e);
+            }
+        };
+        // One line when the choice changes, as `kiln generate --max-vram` prints it.
+        let line = prepared.describe();
+        if line != self.last_fit.as_ref().and_then(|(_, p)| p.describe()) {
+            if let Some(line) = line {
+                eprintln!("kiln serve: {line}");
+            }
+        }
+        self.last_fit = Some((key, prepared.clone()));
+        Ok(prepared)
+    }
+
+    /// The model at `path` loaded as `prepared` says: the one in memory if it was loaded so, else
+    /// a fresh load (the old one freed first). Sets the device budget either way.
+    fn model(&mut self, path: &Path, prepared: &Prepared) -> ApiResult<&StableDiffusion> {
+        let current = self
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.path == path && l.options == prepared.options);
+        if current {
+            prepared.set_device_budget(&self.device);
+        } else {
             // Free the old model's memory before loading the next one.
             self.loaded = None;
-            let model = StableDiffusion::load_weight_type(path, &self.device, self.weight_type)
+            let model = prepared
+                .load(path, &self.device)
                 .map_err(|e| ApiError::internal(format!("cannot load model: {e}")))?;
-            self.loaded = Some((path.clone(), model));
+            self.loaded = Some(Loaded {
+                path: path.to_path_buf(),
+                options: prepared.options.clone(),
+                model,
+            });
         }
         match &self.loaded {
-            Some((_, m)) => Ok(m),
+            Some(l) => Ok(&l.model),
             None => Err(ApiError::internal("model not loaded")),
         }
     }
 
     fn generate(&mut self, job: &Job, job_timestamp: String) -> ApiResult<JobOutput> {
         let entry = &job.request.model;
-        let params = &job.request.params;
         let hash = self.catalog.sha256(entry).map(|mut h| {
             h.truncate(10);
             h
         });
         let (progress, every, id) = (self.progress.clone(), self.preview_every, job.id);
         let control = job.control.clone();
-        let model = self.model(&entry.path)?;
+        let prepared = self.prepare(&entry.path, &job.request.params)?;
+        let mut params = job.request.params.clone();
+        prepared.apply(&mut params);
+        let params = &params;
+        let model = self.model(&entry.path, &prepared)?;
         let scale = model.vae_scale_factor();
-        let m = model.size_multiple();
-        for (field, v) in [("width", params.width), ("height", params.height)] {
-            if !v.is_multiple_of(m) {
-                return Err(ApiError::invalid(
-                    field,
-                    format!("{field} {v} must be a multiple of {m} for this model"),
-                ));
-            }
-        }
+        check_size(model, params)?;
         let mut interrupted = false;
         let images = generate_controlled(model, params, &mut |step| {
             let p = step.progress;
@@ -155,7 +225,7 @@ impl Worker {
         .map_err(pipeline_error)?;
         if job.control.is_cancelled() {
             return Err(ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "cancelled",
                 "the job was cancelled",
             ));
@@ -181,14 +251,112 @@ impl Worker {
     }
 }
 
-/// Parameters the model cannot honour are the client's to fix (400); the rest is the server's.
+/// Width and height must be multiples of the model's size multiple.
+fn check_size(model: &StableDiffusion, params: &GenerationParams) -> ApiResult<()> {
+    let m = model.size_multiple();
+    for (field, v) in [("width", params.width), ("height", params.height)] {
+        if !v.is_multiple_of(m) {
+            return Err(ApiError::invalid(
+                field,
+                format!("{field} {v} must be a multiple of {m} for this model"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a job's memory plan depends on. The planner runs one step of one batch with a fixed seed
+/// at full strength, so the seed, steps, batch count and strength are left out; the prompts stay
+/// (their token chunks size the text context).
+#[derive(Debug, PartialEq)]
+struct PlanKey {
+    path: PathBuf,
+    prompt: String,
+    negative_prompt: String,
+    width: usize,
+    height: usize,
+    batch_size: usize,
+    guidance: bool,
+    clip_skip: usize,
+    sampler: SamplerSpec,
+    rng: RngKind,
+    vae_tiling: Option<VaeTiling>,
+    /// The init image's size and whether it has a mask.
+    init: Option<(usize, usize, bool)>,
+}
+
+impl PlanKey {
+    fn new(path: &Path, p: &GenerationParams) -> PlanKey {
+        PlanKey {
+            path: path.to_path_buf(),
+            prompt: p.prompt.clone(),
+            negative_prompt: p.negative_prompt.clone(),
+            width: p.width,
+            height: p.height,
+            batch_size: p.batch_size,
+            guidance: p.cfg_scale > 1.0,
+            clip_skip: p.clip_skip,
+            sampler: p.sampler,
+            rng: p.rng,
+            vae_tiling: p.vae_tiling,
+            init: p
+                .init
+                .as_ref()
+                .map(|i| (i.image.width, i.image.height, i.mask.is_some())),
+        }
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> ApiError {
+        pipeline_error(e)
+    }
+}
+
+/// Parameters the model cannot honour are the client's to fix (400), and so is a job the
+/// server's memory budget cannot hold (400, naming the smallest budget that would); the rest is
+/// the server's.
 fn pipeline_error(e: PipelineError) -> ApiError {
     match e {
         PipelineError::Invalid(msg) => ApiError::invalid("parameters", msg),
+        PipelineError::OverBudget { msg, .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "over_memory_budget", msg)
+        }
         // Sampler names were checked already: what is left is the step count (more steps than
         // the model was trained with).
         PipelineError::Scheduler(e) => ApiError::invalid("steps", e.to_string()),
         PipelineError::Prompt(e) => ApiError::invalid("prompt", e.to_string()),
         other => ApiError::internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_of_one_shape_share_a_plan() {
+        let path = Path::new("model");
+        let mut a = GenerationParams::new("a red circle");
+        let key = PlanKey::new(path, &a);
+        (a.seed, a.steps, a.batch_count, a.cfg_scale) = (9, 40, 3, 4.0);
+        assert_eq!(PlanKey::new(path, &a), key);
+        a.width = 256;
+        assert_ne!(PlanKey::new(path, &a), key);
+        let mut b = GenerationParams::new("a red circle");
+        b.cfg_scale = 1.0;
+        assert_ne!(PlanKey::new(path, &b), key);
+        assert_ne!(PlanKey::new(Path::new("other"), &b), PlanKey::new(path, &b));
+    }
+
+    #[test]
+    fn a_job_over_the_budget_is_the_clients_to_shrink() {
+        let e = ApiError::from(PipelineError::OverBudget {
+            minimum: 1 << 20,
+            msg: "needs at least 1.00 MiB".into(),
+        });
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.error, "over_memory_budget");
+        assert!(e.detail.contains("at least 1.00 MiB"));
     }
 }

@@ -12,16 +12,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use kiln_models::pipeline::{
-    encode_pair, fit_budget_from, generate, GenerationParams, LoadOptions, Offload, Planner,
-    StableDiffusion,
+    encode_pair, generate, prepare_with, GenerationParams, LoadOptions, Offload, StableDiffusion,
 };
 use kiln_models::schedulers::SamplerSpec;
 use kiln_models::vae::VaeTiling;
 use kiln_nn::weights::WeightType;
-use kiln_runtime::memory::{format_bytes, parse_bytes};
-
-use crate::generate::apply_budget;
+use kiln_runtime::memory::format_bytes;
 use kiln_runtime::Device;
+
+use crate::generate::parse_max_vram;
 use serde::Serialize;
 
 #[derive(clap::Args)]
@@ -121,43 +120,35 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
         None => crate::generate::bundled_model()?,
     };
     let weight_type: WeightType = args.weight_type.parse()?;
-    let budget = args
-        .max_vram
-        .as_deref()
-        .map(parse_bytes)
-        .transpose()
-        .context("--max-vram")?;
+    let budget = parse_max_vram(args.max_vram.as_deref())?;
     let offload = Offload {
         vae_on_cpu: args.vae_on_cpu,
         text_encoder_on_cpu: args.text_encoder_on_cpu,
     };
     let offloaded = !device.is_cpu() && (offload.vae_on_cpu || offload.text_encoder_on_cpu);
-    let mut options = LoadOptions {
+    let options = LoadOptions {
         offload,
         ..LoadOptions::weight_type(weight_type)
     };
     let sampler = SamplerSpec::parse(&args.sampler)?;
-    let mut budget_tiling = None;
-    if let Some(budget) = budget {
-        let planner = Planner::new(&path, device, &options)?;
-        let params = run_params(args, sampler, planner.model().default_size())?;
-        let first = planner.plan(&params)?;
-        let may_tile = !args.vae_tiling;
-        let fit = fit_budget_from(first, &path, device, &options, &params, budget, may_tile)?;
-        budget_tiling = Some(apply_budget(&fit, budget, &mut options, device));
+    let params_for = |model: &StableDiffusion| run_params(args, sampler, model.default_size());
+    let may_tile = !args.vae_tiling;
+    let prepared = prepare_with(&path, device, options, budget, may_tile, params_for)?;
+    if let Some(line) = prepared.describe() {
+        eprintln!("{line}");
     }
     device.reset_peak_memory();
     Device::Cpu.reset_peak_memory();
     let start = Instant::now();
-    let model = StableDiffusion::load_with(&path, device, &options)
+    let model = prepared
+        .load(&path, device)
         .with_context(|| format!("loading {}", path.display()))?;
     device.synchronize()?;
     let load_ms = ms(start);
     let weight_bytes = device.memory_stats().live;
-    let mut params = run_params(args, sampler, model.default_size())?;
-    if let Some(chosen) = budget_tiling {
-        params.vae_tiling = chosen;
-    }
+    let mut params = params_for(&model)?;
+    prepared.apply(&mut params);
+    let options = &prepared.options;
 
     // Text encoding timed on its own (generate runs the same call first, so the warm-up also makes
     // the pipelines of the text encoder compiled before the timed run).

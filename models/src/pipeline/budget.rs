@@ -120,19 +120,22 @@ pub fn fit_budget_from(
         .min()
         .unwrap_or(0);
     let resident = tried.iter().map(|(_, p)| p.peak()).min().unwrap_or(0);
-    Err(PipelineError::invalid(format!(
-        "--max-vram {} is too small for this run on {}: it needs at least {} with the UNet's \
-         weights streamed from host memory{} ({} with every weight resident)",
-        format_bytes(budget),
-        least.device,
-        format_bytes(need),
-        if may_tile && tried.len() > 1 {
-            " and the VAE tiled"
-        } else {
-            ""
-        },
-        format_bytes(resident)
-    )))
+    Err(PipelineError::OverBudget {
+        minimum: need,
+        msg: format!(
+            "--max-vram {} is too small for this run on {}: it needs at least {} with the UNet's \
+             weights streamed from host memory{} ({} with every weight resident)",
+            format_bytes(budget),
+            least.device,
+            format_bytes(need),
+            if may_tile && tried.len() > 1 {
+                " and the VAE tiled"
+            } else {
+                ""
+            },
+            format_bytes(resident)
+        ),
+    })
 }
 
 /// Whether a VAE phase has the most activations (so tiling it lowers the peak).

@@ -16,6 +16,10 @@ pub enum PipelineError {
     /// Generation parameters the model cannot honour (size, strength, missing mask, ...).
     #[error("{0}")]
     Invalid(String),
+    /// The run does not fit the device-memory budget (`--max-vram`) in any way kiln knows:
+    /// `minimum` is the smallest budget that would do.
+    #[error("{msg}")]
+    OverBudget { minimum: u64, msg: String },
     #[error(transparent)]
     Runtime(#[from] kiln_runtime::Error),
     #[error(transparent)]

@@ -52,6 +52,22 @@ pub struct LoadOptions {
     pub offload: Offload,
 }
 
+/// Equal options load the same model (the tally is compared by identity).
+impl PartialEq for LoadOptions {
+    fn eq(&self, other: &LoadOptions) -> bool {
+        let tally = match (&self.tally, &other.tally) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        self.dtype == other.dtype
+            && self.quantization == other.quantization
+            && self.stream_unet == other.stream_unet
+            && self.zero_weights == other.zero_weights
+            && self.offload == other.offload
+            && tally
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions::weight_type(WeightType::F32)

@@ -21,6 +21,7 @@ mod load;
 mod noise;
 mod params;
 mod plan;
+mod prepare;
 mod quantize;
 mod text;
 
@@ -36,5 +37,6 @@ pub use load::{
 pub use noise::BatchNoise;
 pub use params::{GeneratedImage, GenerationParams, InitImage, Progress, Step, StepControl};
 pub use plan::{plan, ComponentWeights, MemoryPlan, PhaseNeed, Planner, Residency};
+pub use prepare::{plan_with, prepare, prepare_with, Prepared};
 pub use quantize::{quantize_model, QuantizeReport};
 pub use text::{encode_pair, encode_prompt, Conditioning};

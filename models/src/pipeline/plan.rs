@@ -136,14 +136,17 @@ impl MemoryPlan {
         } else if budget >= self.streamed_peak() {
             Ok(Residency::StreamedUnet)
         } else {
-            Err(PipelineError::invalid(format!(
-                "--max-vram {} is too small for this run on {}: it needs at least {} with the \
-                 UNet's weights streamed from host memory ({} with every weight resident)",
-                format_bytes(budget),
-                self.device,
-                format_bytes(self.streamed_peak()),
-                format_bytes(self.peak())
-            )))
+            Err(PipelineError::OverBudget {
+                minimum: self.streamed_peak(),
+                msg: format!(
+                    "--max-vram {} is too small for this run on {}: it needs at least {} with the \
+                     UNet's weights streamed from host memory ({} with every weight resident)",
+                    format_bytes(budget),
+                    self.device,
+                    format_bytes(self.streamed_peak()),
+                    format_bytes(self.peak())
+                ),
+            })
         }
     }
 
