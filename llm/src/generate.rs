@@ -74,13 +74,15 @@ pub fn generate(
     let context = session.context();
     let max_tokens = match options.max_tokens {
         Some(0) => return Err(Error::limit("generate", "max_tokens must be at least 1")),
-        Some(n) if prompt.len() + n > context => return Err(Error::limit(
-            "generate",
-            format!(
+        Some(n) if prompt.len() + n > context => {
+            return Err(Error::limit(
+                "generate",
+                format!(
                 "the prompt's {} tokens plus max_tokens {n} exceed the context of {context} tokens",
                 prompt.len()
             ),
-        )),
+            ))
+        }
         Some(n) => n,
         None if prompt.len() >= context => {
             return Err(Error::limit(
