@@ -71,6 +71,7 @@ pub fn unpack_block(format: QuantFormat, b: &[u8], out: &mut [f32]) {
 
 /// The dot product of one packed block with `x` (`format.block_len()` values), decoding the weights
 /// as it goes: the scale multiplies the block's sum once. Eight lanes keep the loops vectorised.
+#[inline(always)]
 pub fn dot_block(format: QuantFormat, b: &[u8], x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     match format {
@@ -108,6 +109,7 @@ pub fn dot_block(format: QuantFormat, b: &[u8], x: &[f32]) -> f32 {
     }
 }
 
+#[inline(always)]
 fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }

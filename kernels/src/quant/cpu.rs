@@ -94,20 +94,51 @@ fn gemv(
 ) -> Result<Tensor> {
     let (bl, bb) = (format.block_len(), format.block_bytes());
     let bias = bias.map(cpu_f32).transpose()?;
+    let dot = row_dot_for_this_cpu();
     let out: Vec<f32> = packed
         .par_chunks(row_bytes)
         .with_min_len(16)
         .enumerate()
-        .map(|(r, row)| {
-            let dot: f32 = row
-                .chunks_exact(bb)
-                .zip(xv.chunks_exact(bl))
-                .map(|(b, x)| dot_block(format, b, x))
-                .sum();
-            dot + bias.as_ref().map_or(0.0, |b| b[r])
-        })
+        .map(|(r, row)| dot(format, row, xv, bl, bb) + bias.as_ref().map_or(0.0, |b| b[r]))
         .collect();
     cpu_output(out_shape, x.dtype(), out)
+}
+
+type RowDot = fn(kiln_runtime::QuantFormat, &[u8], &[f32], usize, usize) -> f32;
+
+/// One packed row dotted with `x`. The same arithmetic in the same order on every CPU (Rust never
+/// fuses a multiply and an add on its own), so the AVX2 build below gives bit-identical results.
+#[inline(always)]
+fn row_dot(format: kiln_runtime::QuantFormat, row: &[u8], x: &[f32], bl: usize, bb: usize) -> f32 {
+    row.chunks_exact(bb)
+        .zip(x.chunks_exact(bl))
+        .map(|(b, x)| dot_block(format, b, x))
+        .sum()
+}
+
+/// The portable build targets baseline x86-64 (SSE2); decode is bound by this loop, so where the
+/// CPU has AVX2 the same code is compiled again with it (twice the lanes for the decode-and-FMA).
+fn row_dot_for_this_cpu() -> RowDot {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        return |format, row, x, bl, bb| {
+            // SAFETY: AVX2 was detected on this CPU just above.
+            unsafe { row_dot_avx2(format, row, x, bl, bb) }
+        };
+    }
+    row_dot
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn row_dot_avx2(
+    format: kiln_runtime::QuantFormat,
+    row: &[u8],
+    x: &[f32],
+    bl: usize,
+    bb: usize,
+) -> f32 {
+    row_dot(format, row, x, bl, bb)
 }
 
 /// A CPU weight's block bytes, as stored (the u32 words' padding cut off).
