@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 
 use kiln_kernels::testing::with_gpu;
 use kiln_llm::sampling::{FinishReason, SamplingParams};
-use kiln_llm::{ChatModel, Conversation, Flow, GenerateOptions, Message, Role};
+use kiln_llm::{ChatModel, Conversation, Flow, GenerateOptions, Message};
 use kiln_nn::weights::WeightType;
 use kiln_runtime::{DType, Device};
 use serde_json::Value;
+
+mod common;
+use common::ids;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -21,14 +24,6 @@ fn root() -> PathBuf {
 fn expectations() -> Value {
     let path = root().join("tests/fixtures/llm/bundled_chat_expectations.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
@@ -80,17 +75,7 @@ fn check(device: &Device) {
     // Two turns with a system prompt: the second renders to transformers' ids and runs only
     // what follows the cached first turn.
     let c = &e["conversation"];
-    let messages: Vec<Message> = c["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            Message::new(
-                Role::parse(m["role"].as_str().unwrap()).unwrap(),
-                m["content"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let messages = common::messages(&c["messages"]);
     assert_eq!(
         chat.template.encode(&chat.tokenizer, &messages).unwrap(),
         ids(&c["prompt_ids"])

@@ -7,20 +7,15 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_llm::chat::{ChatTemplate, Message, Role};
+use kiln_llm::chat::{ChatTemplate, Message};
 use kiln_llm::Tokenizer;
 use serde_json::Value;
 
+mod common;
+use common::ids;
+
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llm/tokenizer")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 struct Chat {
@@ -38,17 +33,7 @@ fn chats() -> Vec<Chat> {
         .unwrap()
         .iter()
         .map(|c| Chat {
-            messages: c["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| {
-                    Message::new(
-                        Role::parse(m["role"].as_str().unwrap()).unwrap(),
-                        m["content"].as_str().unwrap(),
-                    )
-                })
-                .collect(),
+            messages: common::messages(&c["messages"]),
             v7: ids(&c["v7"]),
             v3: ids(&c["v3"]),
             jinja: ids(&c["jinja"]),

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use kiln_llm::Tokenizer;
 use serde_json::Value;
 
+mod common;
+use common::ids;
+
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llm/tokenizer")
 }
@@ -16,14 +19,6 @@ fn dir() -> PathBuf {
 fn goldens() -> Value {
     let text = std::fs::read_to_string(dir().join("goldens.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-pub fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn strings() -> Vec<(String, Vec<u32>)> {

@@ -29,12 +29,7 @@ impl<'t> StreamDecoder<'t> {
     /// Adds one id and returns the text it completes (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.ids.push(id);
-        let before = self
-            .tokenizer
-            .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = self
-            .tokenizer
-            .decode(&self.ids[self.prefix..], self.skip_special)?;
+        let (before, now) = self.texts()?;
         match now.get(before.len()..) {
             Some(text) if !text.is_empty() && !now.ends_with('\u{FFFD}') => {
                 let text = text.to_string();
@@ -48,14 +43,18 @@ impl<'t> StreamDecoder<'t> {
 
     /// What is still held back (an incomplete character comes out as U+FFFD).
     pub fn finish(&mut self) -> Result<String> {
-        let before = self
-            .tokenizer
-            .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = self
-            .tokenizer
-            .decode(&self.ids[self.prefix..], self.skip_special)?;
+        let (before, now) = self.texts()?;
         self.prefix = self.ids.len();
         self.read = self.ids.len();
         Ok(now.get(before.len()..).unwrap_or_default().to_string())
+    }
+
+    /// The context already emitted, and the same with everything after it.
+    fn texts(&self) -> Result<(String, String)> {
+        let decode = |ids: &[u32]| self.tokenizer.decode(ids, self.skip_special);
+        Ok((
+            decode(&self.ids[self.prefix..self.read])?,
+            decode(&self.ids[self.prefix..])?,
+        ))
     }
 }
