@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::sampling::SamplingParams;
 use kiln_llm::{ChatModel, Conversation, Flow, GenerateOptions, Generation};
 use kiln_nn::weights::WeightType;
 use kiln_runtime::memory::format_bytes;
-use kiln_runtime::{DType, Device};
+use kiln_runtime::Device;
 
 /// Where the bundled chat model lives in a checkout, relative to the workspace root.
 const BUNDLED_CHAT_MODEL: &str = "llm/bundled";
@@ -183,11 +184,7 @@ fn catch_ctrl_c() {}
 pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
     let options = args.options()?;
     let weight_type: WeightType = args.weight_type.parse()?;
-    let kv_dtype = match args.kv_type.as_str() {
-        "f16" => DType::F16,
-        "f32" => DType::F32,
-        other => bail!("--kv-type must be f16 or f32, got {other:?}"),
-    };
+    let kv_dtype = parse_kv_type(&args.kv_type)?;
     let dir = match &args.model {
         Some(m) => m.clone(),
         None => bundled_chat_model()?,

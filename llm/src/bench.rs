@@ -11,6 +11,7 @@ use kiln_runtime::{DType, Device, Result, Tensor};
 use serde::Serialize;
 
 use crate::config::MistralConfig;
+use crate::kv_cache::kv_bytes_per_token;
 use crate::model::{Logits, Mistral};
 use crate::session::Session;
 
@@ -58,9 +59,7 @@ pub fn estimate_memory(
     prefill_chunk: usize,
 ) -> MemoryEstimate {
     let act = weight_type.float_dtype().size_in_bytes() as u64;
-    let kv_per_token =
-        (2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * kv_dtype.size_in_bytes())
-            as u64;
+    let kv_per_token = kv_bytes_per_token(c, kv_dtype);
     let q = c.num_attention_heads * c.head_dim;
     let kv = c.num_key_value_heads * c.head_dim;
     let row = 4 * c.hidden_size + q + 2 * kv + 3 * c.intermediate_size;
@@ -129,7 +128,12 @@ impl BenchPlan {
 }
 
 /// Times the prefills and decodes of `plan` on a loaded model.
-pub fn run(model: &Mistral, plan: &BenchPlan, report: &mut LlmBenchReport) -> Result<()> {
+pub fn run(
+    model: &Mistral,
+    weight_type: WeightType,
+    plan: &BenchPlan,
+    report: &mut LlmBenchReport,
+) -> Result<()> {
     let device = model.device().clone();
     report.copy_gb_per_s = copy_bandwidth(&device)?;
     let mut session = Session::new(model, plan.context(), plan.kv_dtype)?;
@@ -151,7 +155,7 @@ pub fn run(model: &Mistral, plan: &BenchPlan, report: &mut LlmBenchReport) -> Re
             tokens_per_second: n as f64 / seconds,
         });
     }
-    let weights = weight_bytes(&model.config, weight_type_of(report));
+    let weights = weight_bytes(&model.config, weight_type);
     for &depth in &plan.depths {
         session.reset();
         session.assume_filled(depth)?;
@@ -178,10 +182,6 @@ pub fn run(model: &Mistral, plan: &BenchPlan, report: &mut LlmBenchReport) -> Re
         });
     }
     Ok(())
-}
-
-fn weight_type_of(report: &LlmBenchReport) -> WeightType {
-    report.weight_type.parse().unwrap_or_default()
 }
 
 /// Bytes read plus written per second by kiln's own row copy of a 256 MiB tensor.

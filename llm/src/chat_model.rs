@@ -7,6 +7,7 @@ use kiln_nn::weights::WeightType;
 use kiln_runtime::{DType, Device, Error, Result};
 
 use crate::chat::ChatTemplate;
+use crate::kv_cache::kv_bytes_per_token;
 use crate::model::Mistral;
 use crate::tokenizer::Tokenizer;
 
@@ -51,10 +52,8 @@ impl ChatModel {
 
     /// KV cache bytes per position at `kv_dtype`.
     pub fn kv_bytes_per_token(&self, kv_dtype: DType) -> u64 {
-        let c = &self.model.config;
         let dtype = self.model.device().float_dtype(kv_dtype);
-        (2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim) as u64
-            * dtype.size_in_bytes() as u64
+        kv_bytes_per_token(&self.model.config, dtype)
     }
 
     /// `requested`, else the model's limit capped so the KV cache takes at most a quarter of the

@@ -3,6 +3,27 @@
 //! concatenated or copied per step.
 
 use kiln_nn::KvBuffers;
+use kiln_runtime::{DType, Error, Result};
+
+use crate::config::MistralConfig;
+use crate::model::attention_config;
+
+/// Cache bytes per position over all of the model's layers at `dtype`.
+pub fn kv_bytes_per_token(config: &MistralConfig, dtype: DType) -> u64 {
+    KvBuffers::bytes_per_token(&attention_config(config), dtype) * config.num_hidden_layers as u64
+}
+
+/// `--kv-type`: f16 or f32.
+pub fn parse_kv_type(name: &str) -> Result<DType> {
+    match name {
+        "f16" => Ok(DType::F16),
+        "f32" => Ok(DType::F32),
+        other => Err(Error::dtype(
+            "--kv-type",
+            format!("must be f16 or f32, got {other:?}"),
+        )),
+    }
+}
 
 pub struct KvCache {
     layers: Vec<KvBuffers>,

@@ -72,7 +72,7 @@ impl KvBuffers {
         self.k.shape()[0]
     }
 
-    /// Bytes per cached position for every layer with this config.
+    /// Bytes per cached position in one layer with this config.
     pub fn bytes_per_token(cfg: &AttentionConfig, dtype: DType) -> u64 {
         (2 * cfg.kv_heads * cfg.head_dim * dtype.size_in_bytes()) as u64
     }

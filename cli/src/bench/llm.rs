@@ -8,10 +8,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_llm::bench::{estimate_memory, run, BenchPlan, LlmBenchReport, MemoryEstimate};
+use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::{Mistral, MistralConfig};
 use kiln_nn::weights::WeightType;
 use kiln_runtime::memory::{format_bytes, parse_bytes};
-use kiln_runtime::{DType, Device};
+use kiln_runtime::Device;
 
 #[derive(Args, Debug)]
 pub struct LlmBenchArgs {
@@ -62,11 +63,7 @@ pub struct LlmBenchArgs {
 
 pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
     let weight_type: WeightType = args.weight_type.parse()?;
-    let kv_dtype = match args.kv_type.as_str() {
-        "f16" => DType::F16,
-        "f32" => DType::F32,
-        other => bail!("--kv-type must be f16 or f32, got {other:?}"),
-    };
+    let kv_dtype = parse_kv_type(&args.kv_type)?;
     let (config_path, name) = match (&args.model, &args.random) {
         (Some(m), None) => (m.join("config.json"), m.display().to_string()),
         (None, Some(c)) => (c.clone(), format!("random {}", c.display())),
@@ -124,7 +121,7 @@ pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
         prefill: Vec::new(),
         decode: Vec::new(),
     };
-    run(&model, &plan, &mut report)?;
+    run(&model, weight_type, &plan, &mut report)?;
     print_report(&report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
