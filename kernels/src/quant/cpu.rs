@@ -1,5 +1,7 @@
-//! CPU quantised linear: packed rows of W are unpacked a chunk at a time (never the whole matrix) and
-//! multiplied with the `gemm` crate in f32, the same f32 accumulation the WGSL kernels use. A single
+//! CPU quantised linear. q4_0 and q8_0 weights take the integer path (`int8.rs`: activations
+//! rounded to 8 bits per block, as llama.cpp does). nf4, and `qlinear_exact` for every format, keep
+//! f32 activations: packed rows of W are unpacked a chunk at a time (never the whole matrix) and
+//! multiplied with the `gemm` crate in f32, the same f32 accumulation the WGSL kernels use; a single
 //! input row (batch-1 decode) skips the unpacking: each block is dotted with x as it is read.
 
 use gemm::Parallelism;
@@ -8,6 +10,7 @@ use rayon::prelude::*;
 use kiln_runtime::{CpuData, Error, QTensor, Result, Tensor};
 
 use super::blocks::{dot_block, unpack_blocks};
+use super::int8::{self, Q8Rows};
 use crate::common::{cpu_f32, cpu_output};
 
 /// Rows of W unpacked together: large enough for gemm to be efficient, small enough to stay in cache.
@@ -15,6 +18,68 @@ const ROWS: usize = 32;
 
 /// `x [M, K] @ W^T + bias` for a packed `W [N, K]`; `out_shape` is `[..., N]`.
 pub fn qlinear(
+    x: &Tensor,
+    w: &QTensor,
+    bias: Option<&Tensor>,
+    m: usize,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    if int8::supports(w.format()) {
+        qlinear_int8(x, w, bias, out_shape)
+    } else {
+        qlinear_exact(x, w, bias, m, out_shape)
+    }
+}
+
+/// The integer path: `x` rounded to 8 bits once, then every (weight row, input row) pair is one
+/// `int8` row dot. Chunks of weight rows run in parallel; each chunk stays in cache while every
+/// input row passes over it.
+fn qlinear_int8(
+    x: &Tensor,
+    w: &QTensor,
+    bias: Option<&Tensor>,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let format = w.format();
+    let row_bytes = k / format.block_len() * format.block_bytes();
+    let xq = Q8Rows::quantize(&cpu_f32(x)?, k, format);
+    let m = xq.rows();
+    let packed = packed_bytes("qlinear", w)?;
+    let bias = bias.map(cpu_f32).transpose()?;
+    let dot = int8::tile_dot_for_this_cpu();
+    let rows_per_task = if m == 1 { 16 } else { ROWS };
+    // slabs[c] is [rows of chunk c][m]: transposed into the [m, n] output below.
+    let slabs: Vec<Vec<f32>> = packed
+        .par_chunks(rows_per_task * row_bytes)
+        .map(|chunk| {
+            let rows = chunk.len() / row_bytes;
+            let mut slab = vec![0.0f32; rows * m];
+            for first in (0..m).step_by(int8::TILE_ROWS) {
+                let tile = int8::TILE_ROWS.min(m - first);
+                for (r, row) in chunk.chunks_exact(row_bytes).enumerate() {
+                    dot(format, row, &xq, first, &mut slab[r * m + first..][..tile]);
+                }
+            }
+            slab
+        })
+        .collect();
+    let mut out = vec![0.0f32; m * n];
+    for (c, slab) in slabs.iter().enumerate() {
+        for (r, col) in slab.chunks_exact(m).enumerate() {
+            let j = c * rows_per_task + r;
+            let b = bias.as_ref().map_or(0.0, |b| b[j]);
+            for (i, v) in col.iter().enumerate() {
+                out[i * n + j] = v + b;
+            }
+        }
+    }
+    cpu_output(out_shape, x.dtype(), out)
+}
+
+/// f32 activations throughout: the exact reference (the GPU kernels compute the same) and the
+/// path for nf4.
+pub fn qlinear_exact(
     x: &Tensor,
     w: &QTensor,
     bias: Option<&Tensor>,

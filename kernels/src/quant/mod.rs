@@ -8,6 +8,9 @@
 
 pub mod blocks;
 pub(crate) mod cpu;
+pub mod int8;
+#[cfg(test)]
+mod int8_tests;
 #[cfg(test)]
 mod tests;
 

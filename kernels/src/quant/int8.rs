@@ -1,0 +1,461 @@
+//! Integer dot products of q4_0 / q8_0 weight rows with activations rounded to 8 bits, as llama.cpp
+//! runs them on CPUs: each 32-value block of the activation row gets an f32 scale and i8 values, so
+//! a block's 32 products are summed exactly in i32 by byte-multiply instructions (32 products in
+//! two instructions with AVX2, one with VNNI) and only the block's sum meets the two scales. Decoding
+//! the weights to f32 first, as `blocks::dot_block` does, costs several instructions per weight and
+//! made decode compute-bound at a quarter of the memory bandwidth.
+//!
+//! Rounding the activations adds a relative error of about 0.3% per output (the tests state the
+//! bound); the f32 path in `blocks.rs` stays the exact reference the GPU kernels are checked against.
+
+use half::f16;
+use kiln_runtime::QuantFormat;
+
+/// Values per activation block: both weight formats here use 32-value blocks.
+pub const BLOCK: usize = 32;
+
+/// Rows of activations rounded to i8 per 32-value block, laid out for one weight format.
+pub struct Q8Rows {
+    k: usize,
+    values: Vec<i8>,
+    scales: Vec<f32>,
+    /// Each block's sum of `values`: q4_0 stores weights as `q - 8`, so `sum(w * x)` is
+    /// `sum(q * x) - 8 * sum(x)`, and the unsigned `q` feeds the byte multiplies directly.
+    sums: Vec<i32>,
+    /// For the AVX-512 path, whose i32 lanes each sum 4 products: minus the weight format's
+    /// offset (8 for q4_0; 128 for q8_0, whose signed bytes are shifted to unsigned) times the sum
+    /// of each 4 values, the starting value of each lane.
+    lane_bias: Vec<i32>,
+    /// Each block's scale repeated over its 8 lanes, for the same path.
+    lane_scales: Vec<f32>,
+}
+
+/// One activation row of a `Q8Rows`.
+#[derive(Clone, Copy)]
+pub struct Q8Row<'a> {
+    values: &'a [i8],
+    scales: &'a [f32],
+    sums: &'a [i32],
+}
+
+impl Q8Rows {
+    /// Rounds `x` (rows of `k` values, `k` a multiple of 32) block by block for dot products with
+    /// `format` weights: scale = max |x| / 127.
+    pub fn quantize(x: &[f32], k: usize, format: QuantFormat) -> Q8Rows {
+        debug_assert!(k.is_multiple_of(BLOCK) && x.len().is_multiple_of(k));
+        let blocks = x.len() / BLOCK;
+        let mut rows = Q8Rows {
+            k,
+            values: vec![0; x.len()],
+            scales: vec![0.0; blocks],
+            sums: vec![0; blocks],
+            lane_bias: Vec::new(),
+            lane_scales: Vec::new(),
+        };
+        for (((x, q), scale), sum) in x
+            .chunks_exact(BLOCK)
+            .zip(rows.values.chunks_exact_mut(BLOCK))
+            .zip(&mut rows.scales)
+            .zip(&mut rows.sums)
+        {
+            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            for (q, &v) in q.iter_mut().zip(x) {
+                *q = (v * inv).round() as i8;
+            }
+            *scale = d;
+            *sum = q.iter().map(|&v| i32::from(v)).sum();
+        }
+        let offset = match format {
+            QuantFormat::Q8_0 => 128,
+            _ => 8,
+        };
+        rows.lane_bias = rows
+            .values
+            .chunks_exact(4)
+            .map(|q| -offset * q.iter().map(|&v| i32::from(v)).sum::<i32>())
+            .collect();
+        rows.lane_scales = rows.scales.iter().flat_map(|&d| [d; 8]).collect();
+        rows
+    }
+
+    pub fn rows(&self) -> usize {
+        self.values.len() / self.k
+    }
+
+    pub fn row(&self, i: usize) -> Q8Row<'_> {
+        let b = self.k / BLOCK;
+        Q8Row {
+            values: &self.values[i * self.k..(i + 1) * self.k],
+            scales: &self.scales[i * b..(i + 1) * b],
+            sums: &self.sums[i * b..(i + 1) * b],
+        }
+    }
+}
+
+impl Q8Row<'_> {
+    pub fn values(&self) -> &[i8] {
+        self.values
+    }
+
+    pub fn scales(&self) -> &[f32] {
+        self.scales
+    }
+}
+
+/// Whether `format` has an integer path here (nf4's values are a lookup table, not integers).
+pub fn supports(format: QuantFormat) -> bool {
+    matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0)
+}
+
+/// `dot(row, x)` for one packed weight row; the best implementation this CPU runs.
+pub type RowDot = fn(QuantFormat, &[u8], Q8Row<'_>) -> f32;
+
+/// One packed weight row against input rows `first..first + out.len()` of `x` (at most
+/// `TILE_ROWS`), written to `out`: the weight blocks are decoded once for all of them.
+pub type TileDot = fn(QuantFormat, &[u8], &Q8Rows, usize, &mut [f32]);
+
+/// Input rows one `TileDot` call takes at most.
+pub const TILE_ROWS: usize = 4;
+
+/// Picks the widest instruction set this CPU has, once per call site.
+pub fn row_dot_for_this_cpu() -> RowDot {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::has_avx512_vnni() {
+            return x86::row_dot_vnni;
+        }
+        if x86::has_avx2() {
+            return x86::row_dot_avx2;
+        }
+    }
+    row_dot_portable
+}
+
+/// The `TileDot` for this CPU: AVX-512 VNNI takes 64 weights per instruction for up to four input
+/// rows at once; elsewhere the row dot runs once per input row.
+pub fn tile_dot_for_this_cpu() -> TileDot {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::has_avx512() {
+            return x86::tile_dot_avx512;
+        }
+        if x86::has_avx2() {
+            return |format, row, x, first, out| {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = x86::row_dot_avx2(format, row, x.row(first + i));
+                }
+            };
+        }
+    }
+    tile_dot_portable
+}
+
+fn tile_dot_portable(format: QuantFormat, row: &[u8], x: &Q8Rows, first: usize, out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = row_dot_portable(format, row, x.row(first + i));
+    }
+}
+
+/// Every implementation this CPU can run, named, for tests that compare them.
+pub fn implementations() -> Vec<(&'static str, RowDot)> {
+    let mut all: Vec<(&'static str, RowDot)> = vec![("portable", row_dot_portable)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::has_avx2() {
+            all.push(("avx2", x86::row_dot_avx2));
+        }
+        if x86::has_avx512_vnni() {
+            all.push(("avx512-vnni", x86::row_dot_vnni));
+        }
+    }
+    all
+}
+
+/// Every tile implementation this CPU can run, named.
+pub fn tile_implementations() -> Vec<(&'static str, TileDot)> {
+    let mut all: Vec<(&'static str, TileDot)> = vec![("portable", tile_dot_portable)];
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx512() {
+        all.push(("avx512", x86::tile_dot_avx512));
+    }
+    all
+}
+
+/// Plain Rust: the definition the SIMD versions must agree with.
+pub fn row_dot_portable(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
+    let mut acc = 0.0f32;
+    match format {
+        QuantFormat::Q4_0 => {
+            for (b, block) in row.chunks_exact(18).enumerate() {
+                let xq = &x.values[b * BLOCK..(b + 1) * BLOCK];
+                let mut s = 0i32;
+                for (j, &q) in block[2..18].iter().enumerate() {
+                    s += i32::from(q & 15) * i32::from(xq[j])
+                        + i32::from(q >> 4) * i32::from(xq[j + 16]);
+                }
+                acc += scale(block) * x.scales[b] * (s - 8 * x.sums[b]) as f32;
+            }
+        }
+        QuantFormat::Q8_0 => {
+            for (b, block) in row.chunks_exact(34).enumerate() {
+                let xq = &x.values[b * BLOCK..(b + 1) * BLOCK];
+                let s: i32 = block[2..34]
+                    .iter()
+                    .zip(xq)
+                    .map(|(&w, &v)| i32::from(w as i8) * i32::from(v))
+                    .sum();
+                acc += scale(block) * x.scales[b] * s as f32;
+            }
+        }
+        QuantFormat::Nf4 => unreachable!("nf4 has no integer path (see `supports`)"),
+    }
+    acc
+}
+
+#[inline(always)]
+fn scale(block: &[u8]) -> f32 {
+    f16::from_le_bytes([block[0], block[1]]).to_f32()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Q8Row, Q8Rows, BLOCK, TILE_ROWS};
+    use kiln_runtime::QuantFormat;
+
+    pub fn has_avx2() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+
+    pub fn has_avx512_vnni() -> bool {
+        has_avx2() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+    }
+
+    pub fn has_avx512() -> bool {
+        has_avx512_vnni()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+    }
+
+    pub fn tile_dot_avx512(
+        format: QuantFormat,
+        row: &[u8],
+        x: &Q8Rows,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        // SAFETY: only returned by `tile_dot_for_this_cpu` / `tile_implementations` after
+        // `has_avx512`; the row and input ranges are checked by `tile`'s asserts.
+        unsafe {
+            match (format, out.len()) {
+                (QuantFormat::Q4_0, 1) => tile::<Q4, 1>(row, x, first, out),
+                (QuantFormat::Q4_0, 2) => tile::<Q4, 2>(row, x, first, out),
+                (QuantFormat::Q4_0, 3) => tile::<Q4, 3>(row, x, first, out),
+                (QuantFormat::Q4_0, 4) => tile::<Q4, 4>(row, x, first, out),
+                (QuantFormat::Q8_0, 1) => tile::<Q8, 1>(row, x, first, out),
+                (QuantFormat::Q8_0, 2) => tile::<Q8, 2>(row, x, first, out),
+                (QuantFormat::Q8_0, 3) => tile::<Q8, 3>(row, x, first, out),
+                (QuantFormat::Q8_0, 4) => tile::<Q8, 4>(row, x, first, out),
+                (format, rows) => unreachable!("{format} tile of {rows} rows (max {TILE_ROWS})"),
+            }
+        }
+    }
+
+    /// A weight format's blocks as unsigned bytes for `dpbusd`, with their scales over the lanes.
+    trait Blocks {
+        const BYTES: usize;
+        /// Two consecutive blocks at `p`: 64 unsigned bytes, and 16 lanes of scales (8 each).
+        unsafe fn pair(p: *const u8) -> (__m512i, __m512);
+        /// One block: 32 unsigned bytes and 8 lanes of its scale.
+        unsafe fn one(p: *const u8) -> (__m256i, __m256);
+    }
+
+    /// q4_0: byte j holds element j in its low nibble and element j + 16 in its high one; the
+    /// nibbles are used as they are (0..15) and the `- 8` comes from the lane bias.
+    struct Q4;
+    /// q8_0: signed bytes, shifted by 128 to unsigned (the lane bias takes the 128 back off).
+    struct Q8;
+
+    impl Blocks for Q4 {
+        const BYTES: usize = 18;
+
+        #[inline(always)]
+        unsafe fn pair(p: *const u8) -> (__m512i, __m512) {
+            let (a, da) = Self::one(p);
+            let (b, db) = Self::one(p.add(Self::BYTES));
+            (join_i(a, b), join_f(da, db))
+        }
+
+        #[inline(always)]
+        unsafe fn one(p: *const u8) -> (__m256i, __m256) {
+            let low = _mm_set1_epi8(0x0f);
+            let packed = _mm_loadu_si128(p.add(2) as *const __m128i);
+            let lo = _mm_and_si128(packed, low);
+            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+            (_mm256_set_m128i(hi, lo), _mm256_set1_ps(f16_scale(p)))
+        }
+    }
+
+    impl Blocks for Q8 {
+        const BYTES: usize = 34;
+
+        #[inline(always)]
+        unsafe fn pair(p: *const u8) -> (__m512i, __m512) {
+            let (a, da) = Self::one(p);
+            let (b, db) = Self::one(p.add(Self::BYTES));
+            (join_i(a, b), join_f(da, db))
+        }
+
+        #[inline(always)]
+        unsafe fn one(p: *const u8) -> (__m256i, __m256) {
+            let w = _mm256_loadu_si256(p.add(2) as *const __m256i);
+            let u = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
+            (u, _mm256_set1_ps(f16_scale(p)))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn join_i(a: __m256i, b: __m256i) -> __m512i {
+        _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1)
+    }
+
+    #[inline(always)]
+    unsafe fn join_f(a: __m256, b: __m256) -> __m512 {
+        let wide = _mm512_castps_pd(_mm512_castps256_ps512(a));
+        _mm512_castpd_ps(_mm512_insertf64x4(wide, _mm256_castps_pd(b), 1))
+    }
+
+    /// `R` input rows against one weight row, two blocks (64 weights) per step: each step is one
+    /// `dpbusd` per input row, its lanes starting from the lane bias, then the i32 lane sums times
+    /// (weight scale x input scale) added into f32 accumulators.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn tile<B: Blocks, const R: usize>(
+        row: &[u8],
+        x: &Q8Rows,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let k = x.k;
+        let blocks = k / BLOCK;
+        assert!(row.len() == blocks * B::BYTES && (first + R) * k <= x.values.len());
+        let values: [*const i8; R] =
+            std::array::from_fn(|i| x.values.as_ptr().add((first + i) * k));
+        let bias: [*const i32; R] =
+            std::array::from_fn(|i| x.lane_bias.as_ptr().add((first + i) * k / 4));
+        let scales: [*const f32; R] =
+            std::array::from_fn(|i| x.lane_scales.as_ptr().add((first + i) * k / 4));
+        let w = row.as_ptr();
+        let mut acc = [_mm512_setzero_ps(); R];
+        for pair in 0..blocks / 2 {
+            let (q, d) = B::pair(w.add(pair * 2 * B::BYTES));
+            for i in 0..R {
+                let start = _mm512_loadu_si512(bias[i].add(pair * 16) as *const __m512i);
+                let v = _mm512_loadu_si512(values[i].add(pair * 64) as *const __m512i);
+                let sums = _mm512_dpbusd_epi32(start, q, v);
+                let scale = _mm512_mul_ps(d, _mm512_loadu_ps(scales[i].add(pair * 16)));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[i]);
+            }
+        }
+        for i in 0..R {
+            let mut total = _mm512_reduce_add_ps(acc[i]);
+            if blocks % 2 == 1 {
+                let last = blocks - 1;
+                let (q, d) = B::one(w.add(last * B::BYTES));
+                let start = _mm256_loadu_si256(bias[i].add(last * 8) as *const __m256i);
+                let v = _mm256_loadu_si256(values[i].add(last * BLOCK) as *const __m256i);
+                let sums = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(start, q, v));
+                let scale = _mm256_mul_ps(d, _mm256_loadu_ps(scales[i].add(last * 8)));
+                total += hsum(_mm256_mul_ps(sums, scale));
+            }
+            out[i] = total;
+        }
+    }
+
+    pub fn row_dot_avx2(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
+        // SAFETY: only returned by `row_dot_for_this_cpu` / `implementations` after `has_avx2`.
+        unsafe { row_dot::<false>(format, row, x) }
+    }
+
+    pub fn row_dot_vnni(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
+        // SAFETY: only returned after `has_avx512_vnni`.
+        unsafe { row_dot_vnni_impl(format, row, x) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn row_dot_vnni_impl(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
+        row_dot::<true>(format, row, x)
+    }
+
+    /// `sum(u[i] * s[i])` over 32 unsigned and 32 signed bytes, as eight i32 partial sums.
+    #[inline(always)]
+    unsafe fn dot_u8_i8<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
+        if VNNI {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+        } else {
+            // No overflow: |u * s| <= 127 * 127 and pairs add to at most 32,258 < 32,767.
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn f16_scale(p: *const u8) -> f32 {
+        let bits = std::ptr::read_unaligned(p as *const u16);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn row_dot<const VNNI: bool>(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
+        let blocks = x.scales.len();
+        let xs = x.values.as_ptr();
+        let mut acc = _mm256_setzero_ps();
+        match format {
+            QuantFormat::Q4_0 => {
+                debug_assert_eq!(row.len(), blocks * 18);
+                let low = _mm_set1_epi8(0x0f);
+                // sum over blocks of d_w * d_x * sum(x): the `- 8` of every weight, applied once.
+                let mut offset = 0.0f32;
+                for b in 0..blocks {
+                    let p = row.as_ptr().add(b * 18);
+                    let d = f16_scale(p) * x.scales[b];
+                    let packed = _mm_loadu_si128(p.add(2) as *const __m128i);
+                    // Byte j holds element j in its low nibble and element j + 16 in its high one.
+                    let lo = _mm_and_si128(packed, low);
+                    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+                    let q = _mm256_set_m128i(hi, lo);
+                    let v = _mm256_loadu_si256(xs.add(b * BLOCK) as *const __m256i);
+                    let sums = _mm256_cvtepi32_ps(dot_u8_i8::<VNNI>(q, v));
+                    acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(d), acc);
+                    offset += d * x.sums[b] as f32;
+                }
+                hsum(acc) - 8.0 * offset
+            }
+            QuantFormat::Q8_0 => {
+                debug_assert_eq!(row.len(), blocks * 34);
+                for b in 0..blocks {
+                    let p = row.as_ptr().add(b * 34);
+                    let d = f16_scale(p) * x.scales[b];
+                    let w = _mm256_loadu_si256(p.add(2) as *const __m256i);
+                    let v = _mm256_loadu_si256(xs.add(b * BLOCK) as *const __m256i);
+                    // Signed x signed as unsigned x signed: |w| times v with w's sign moved onto v.
+                    let prod = dot_u8_i8::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_set1_ps(d), acc);
+                }
+                hsum(acc)
+            }
+            QuantFormat::Nf4 => unreachable!("nf4 has no integer path (see `supports`)"),
+        }
+    }
+}
