@@ -117,6 +117,7 @@ impl ChatArgs {
             presence_penalty: self.presence_penalty,
             logit_bias,
             seed: (self.seed >= 0).then_some(self.seed as u64),
+            logprobs: false,
             top_logprobs: 0,
         };
         sampling.validate().map_err(|e| anyhow!("{e}"))?;
