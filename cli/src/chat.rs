@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use kiln_llm::chat_model::context_within_budget;
 use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::sampling::SamplingParams;
-use kiln_llm::{ChatModel, Conversation, Flow, GenerateOptions, Generation};
+use kiln_llm::{ChatModel, Conversation, Flow, GenerateOptions, Generation, MistralConfig};
 use kiln_nn::weights::WeightType;
 use kiln_runtime::memory::format_bytes;
 use kiln_runtime::Device;
+
+use crate::generate::parse_max_vram;
 
 /// Where the bundled chat model lives in a checkout, relative to the workspace root.
 const BUNDLED_CHAT_MODEL: &str = "llm/bundled";
@@ -86,9 +89,16 @@ pub struct ChatArgs {
     max_tokens: i64,
 
     /// Context size in tokens. Default: the model's limit, capped so the KV cache takes at most a
-    /// quarter of the available memory.
+    /// quarter of the available memory, and with --max-vram so the whole chat fits SIZE.
     #[arg(short = 'c', long)]
     ctx_size: Option<usize>,
+
+    /// Refuse to load, naming the minimum, when the chat needs more device memory than SIZE (e.g.
+    /// 8G, 800M): the weights at --weight-type, the KV cache for the context and the activations
+    /// of a turn that fills it, computed from config.json before loading (as `kiln bench llm`
+    /// does). Without -c the default context is capped to fit.
+    #[arg(long, value_name = "SIZE")]
+    max_vram: Option<String>,
 
     /// KV cache element type: f16 or f32.
     #[arg(long, default_value = "f16")]
@@ -117,6 +127,7 @@ impl ChatArgs {
             presence_penalty: self.presence_penalty,
             logit_bias,
             seed: (self.seed >= 0).then_some(self.seed as u64),
+            logprobs: false,
             top_logprobs: 0,
         };
         sampling.validate().map_err(|e| anyhow!("{e}"))?;
@@ -189,10 +200,30 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         Some(m) => m.clone(),
         None => bundled_chat_model()?,
     };
+    // Checked from the config before anything loads, so a chat that cannot fit fails at once.
+    let budget_context = match parse_max_vram(args.max_vram.as_deref())? {
+        Some(budget) => {
+            let config = MistralConfig::from_file(&dir.join("config.json"))?;
+            let kv = device.float_dtype(kv_dtype);
+            Some((
+                context_within_budget(&config, weight_type, kv, budget, args.ctx_size)?,
+                budget,
+            ))
+        }
+        None => None,
+    };
     let chat = ChatModel::load(&dir, device, weight_type, args.chat_template.as_deref())
         .with_context(|| format!("loading {}", dir.display()))?;
-    let (context, capped) = chat.context_size(args.ctx_size, kv_dtype)?;
-    if capped {
+    let (mut context, capped) = chat.context_size(args.ctx_size, kv_dtype)?;
+    if let Some((fits, budget)) = budget_context.filter(|&(fits, _)| fits < context) {
+        context = fits;
+        eprintln!(
+            "context: {context} tokens (the model allows {}; capped to fit --max-vram {}; \
+             --ctx-size to change)",
+            chat.model.config.max_position_embeddings,
+            format_bytes(budget)
+        );
+    } else if capped {
         eprintln!(
             "context: {context} tokens (the model allows {}; capped so the KV cache, {} per token, \
              fits memory; --ctx-size to change)",

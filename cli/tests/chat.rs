@@ -1,7 +1,8 @@
 //! `kiln chat` end to end on the bundled arithmetic model: `-p` prints a right answer with the
 //! default sampling flags, an interactive session on stdin keeps its conversation (and /reset,
-//! /system), `kiln bench llm` runs on random weights of a tiny config, and bad input exits
-//! non-zero with a message naming what was wrong.
+//! /system), `kiln bench llm` runs on random weights of a tiny config, `--max-vram` refuses a
+//! chat that cannot fit before loading it, and bad input exits non-zero with a message naming what
+//! was wrong.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -126,6 +127,46 @@ fn bench_llm_runs_on_random_weights_and_refuses_a_budget_it_cannot_meet() {
     assert!(!ok);
     assert!(
         stderr.contains("needs at least") && stderr.contains("GiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn max_vram_refuses_a_chat_that_cannot_fit_and_caps_the_default_context() {
+    // The bundled model's f32 weights alone are ~3.6 MiB: 1M cannot hold them. Nothing loads and
+    // nothing reaches stdout; the error names the least the chat needs.
+    let (ok, stdout, stderr) = run(&["chat", "-p", "What is 7 plus 5?", "--max-vram", "1M"]);
+    assert!(!ok, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("--max-vram")
+            && stderr.contains("needs at least")
+            && stderr.contains("MiB"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // 6M holds the weights and a few hundred tokens, not the model's 512: the default context is
+    // capped and the chat answers; asking for all 512 is refused.
+    let (ok, stdout, stderr) = run(&[
+        "chat",
+        "-p",
+        "What is 7 plus 5?",
+        "--temp",
+        "0",
+        "--max-vram",
+        "6M",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "7 plus 5 is 12.");
+    assert!(
+        stderr.contains("capped to fit --max-vram 6.00 MiB"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = run(&["chat", "-p", "hi", "--max-vram", "6M", "-c", "512"]);
+    assert!(!ok && stdout.is_empty(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("needs at least") && stderr.contains("512 tokens"),
         "{stderr}"
     );
 }

@@ -2,6 +2,7 @@
 //! CPU implementation (the reference every WGSL kernel is tested against, and the fallback backend) and
 //! its tests. An op checks its inputs, works out the output shape, then runs on the tensors' device.
 
+pub mod argmax;
 pub mod attention;
 pub mod common;
 pub mod conv;

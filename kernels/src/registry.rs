@@ -4,6 +4,7 @@ use kiln_runtime::preprocess::{KernelSource, Variant};
 
 pub fn all_variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
     let mut v = Vec::new();
+    v.extend(crate::argmax::variants());
     v.extend(crate::attention::variants());
     v.extend(crate::conv::variants());
     v.extend(crate::elementwise::variants());

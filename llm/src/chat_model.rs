@@ -4,9 +4,12 @@
 use std::path::Path;
 
 use kiln_nn::weights::WeightType;
+use kiln_runtime::memory::format_bytes;
 use kiln_runtime::{DType, Device, Error, Result};
 
+use crate::bench::{estimate_memory, MemoryEstimate};
 use crate::chat::ChatTemplate;
+use crate::config::MistralConfig;
 use crate::kv_cache::kv_bytes_per_token;
 use crate::model::Mistral;
 use crate::tokenizer::Tokenizer;
@@ -82,10 +85,117 @@ impl ChatModel {
     }
 }
 
+/// Device memory a chat with `context` tokens needs, from the config alone (so before loading):
+/// the weights at `weight_type`, the KV cache at `kv_dtype` (the dtype the device will really use)
+/// and the activations of a turn whose new tokens fill the context, since a turn runs its new
+/// tokens as one forward pass.
+pub fn chat_memory(
+    config: &MistralConfig,
+    weight_type: WeightType,
+    context: usize,
+    kv_dtype: DType,
+) -> MemoryEstimate {
+    estimate_memory(config, weight_type, context, kv_dtype, context)
+}
+
+/// Checks a chat against a device memory budget (`--max-vram`) before loading. With `requested`
+/// (`--ctx-size`) that context must fit and is returned; without, the result is the longest
+/// context that fits, at most the model's limit: the cap for a default context. The error names
+/// the memory needed (at the requested context, else at a 1-token context, the least there is).
+pub fn context_within_budget(
+    config: &MistralConfig,
+    weight_type: WeightType,
+    kv_dtype: DType,
+    budget: u64,
+    requested: Option<usize>,
+) -> Result<usize> {
+    let refuse = |context: usize| {
+        let m = chat_memory(config, weight_type, context, kv_dtype);
+        Error::limit(
+            "--max-vram",
+            format!(
+                "a budget of {} is too small: this chat needs at least {} ({} weights at \
+                 {weight_type}, {} KV cache for {context} token{} at {kv_dtype}, {} activations)",
+                format_bytes(budget),
+                format_bytes(m.total),
+                format_bytes(m.weights),
+                format_bytes(m.kv_cache),
+                if context == 1 { "" } else { "s" },
+                format_bytes(m.activations)
+            ),
+        )
+    };
+    if let Some(n) = requested {
+        return if chat_memory(config, weight_type, n, kv_dtype).total <= budget {
+            Ok(n)
+        } else {
+            Err(refuse(n))
+        };
+    }
+    // The estimate is linear in the context: a fixed part plus a per-token part.
+    let fixed = chat_memory(config, weight_type, 0, kv_dtype).total;
+    let per_token = chat_memory(config, weight_type, 1, kv_dtype).total - fixed;
+    let fits = budget.saturating_sub(fixed) / per_token.max(1);
+    if fits == 0 {
+        return Err(refuse(1));
+    }
+    Ok((fits as usize).min(config.max_position_embeddings))
+}
+
 /// The host's available memory (Linux `MemAvailable`), if known.
 fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundled_config() -> MistralConfig {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundled");
+        MistralConfig::from_file(&dir.join("config.json")).unwrap()
+    }
+
+    #[test]
+    fn a_budget_caps_the_default_context_and_refuses_what_cannot_fit() {
+        let c = bundled_config();
+        let (wt, kv) = (WeightType::F32, DType::F16);
+        let total = |n: usize| chat_memory(&c, wt, n, kv).total;
+        // The longest context that fits, exactly: one more token would not.
+        let budget = total(100) + total(1) / 1000;
+        assert_eq!(
+            context_within_budget(&c, wt, kv, budget, None).unwrap(),
+            100
+        );
+        assert!(total(101) > budget);
+        // A generous budget stops at the model's limit; a requested context is checked as asked.
+        let limit = c.max_position_embeddings;
+        let huge = 1 << 40;
+        assert_eq!(
+            context_within_budget(&c, wt, kv, huge, None).unwrap(),
+            limit
+        );
+        assert_eq!(
+            context_within_budget(&c, wt, kv, total(50), Some(50)).unwrap(),
+            50
+        );
+        let err = context_within_budget(&c, wt, kv, total(50), Some(51))
+            .unwrap_err()
+            .to_string();
+        let need = format_bytes(total(51));
+        assert!(
+            err.contains("--max-vram") && err.contains(&format!("at least {need}")),
+            "{err}"
+        );
+        assert!(err.contains("51 tokens"), "{err}");
+        // Below the weights, not even one token fits: the error names that minimum.
+        let err = context_within_budget(&c, wt, kv, 1 << 20, None)
+            .unwrap_err()
+            .to_string();
+        let need = format_bytes(total(1));
+        assert!(err.contains(&format!("at least {need}")), "{err}");
+    }
 }

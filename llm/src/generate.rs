@@ -101,8 +101,17 @@ pub fn generate(
     let mut eos: Vec<u32> = model.config.eos_token_ids.clone();
     eos.extend(tokenizer.eos_id());
 
+    // When the choice is the logits' argmax and nothing is reported from them, the device picks
+    // the id and only it comes back, rather than a vocabulary of logits per token.
+    let on_device = options.sampling.is_plain_greedy();
     let start = Instant::now();
-    let (mut logits, prefilled) = session.prefill(model, prompt)?;
+    let (mut next, prefilled) = if on_device {
+        let (id, run) = session.prefill_greedy(model, prompt)?;
+        (Next::Id(id), run)
+    } else {
+        let (logits, run) = session.prefill(model, prompt)?;
+        (Next::Logits(logits), run)
+    };
     let prefill_time = start.elapsed();
 
     let mut out = Generation {
@@ -121,7 +130,14 @@ pub fn generate(
     let mut detok = tokenizer.stream(true);
     let decode_start = Instant::now();
     loop {
-        let sampled = sampler.sample(&logits, &history).map_err(sampling_error)?;
+        let sampled = match &next {
+            Next::Logits(logits) => sampler.sample(logits, &history).map_err(sampling_error)?,
+            Next::Id(id) => Sampled {
+                id: *id,
+                logprob: None,
+                top_logprobs: Vec::new(),
+            },
+        };
         let id = sampled.id;
         history.push(id);
         out.sampled.push(sampled);
@@ -157,10 +173,21 @@ pub fn generate(
             }
             break;
         }
-        logits = session.decode(model, id)?;
+        next = if on_device {
+            Next::Id(session.decode_greedy(model, id)?)
+        } else {
+            Next::Logits(session.decode(model, id)?)
+        };
     }
     out.decode_time = decode_start.elapsed();
     Ok(out)
+}
+
+/// What a forward pass handed back: the logits for the sampler, or the greedy id chosen on the
+/// device (see `SamplingParams::is_plain_greedy`).
+enum Next {
+    Logits(Vec<f32>),
+    Id(u32),
 }
 
 /// Releases the text held back at the end of the reply; true when it completed a stop string.

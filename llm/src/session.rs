@@ -1,7 +1,8 @@
 //! One conversation with a model: its KV cache and the token ids the cache holds. Each turn sends
 //! the whole conversation's ids; only the part after the prefix already cached is run.
 
-use kiln_runtime::{DType, Error, Result};
+use kiln_kernels::argmax::{argmax_finite, NON_FINITE};
+use kiln_runtime::{DType, Error, Result, Tensor};
 
 use crate::kv_cache::KvCache;
 use crate::model::{Logits, Mistral};
@@ -66,6 +67,19 @@ impl Session {
     /// and how many tokens had to be run. The longest prefix already cached is kept; at least the
     /// last token is always run, since its logits are not kept.
     pub fn prefill(&mut self, model: &Mistral, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
+        let (logits, run) = self.prefill_on_device(model, prompt)?;
+        Ok((logits.to_vec_f32()?, run))
+    }
+
+    /// As [`prefill`](Self::prefill), but returns the greedy choice after the prompt (the argmax of
+    /// the logits, lowest id on ties) instead of the logits: computed on the model's device, so only
+    /// 4 bytes come back.
+    pub fn prefill_greedy(&mut self, model: &Mistral, prompt: &[u32]) -> Result<(u32, usize)> {
+        let (logits, run) = self.prefill_on_device(model, prompt)?;
+        Ok((greedy_id(&logits)?, run))
+    }
+
+    fn prefill_on_device(&mut self, model: &Mistral, prompt: &[u32]) -> Result<(Tensor, usize)> {
         if prompt.is_empty() {
             return Err(Error::shape("prefill", "an empty prompt"));
         }
@@ -91,13 +105,44 @@ impl Session {
         let new = &prompt[common..];
         let logits = model.forward(new, &mut self.cache, Logits::Last)?;
         self.tokens.extend_from_slice(new);
-        Ok((logits.to_vec_f32()?, new.len()))
+        Ok((logits, new.len()))
     }
 
     /// Appends one generated token and returns the logits after it.
     pub fn decode(&mut self, model: &Mistral, id: u32) -> Result<Vec<f32>> {
+        self.decode_on_device(model, id)?.to_vec_f32()
+    }
+
+    /// Appends one generated token and returns the greedy choice after it (see
+    /// [`prefill_greedy`](Self::prefill_greedy)). On a GPU the step is one submission and one
+    /// 4-byte readback.
+    pub fn decode_greedy(&mut self, model: &Mistral, id: u32) -> Result<u32> {
+        greedy_id(&self.decode_on_device(model, id)?)
+    }
+
+    fn decode_on_device(&mut self, model: &Mistral, id: u32) -> Result<Tensor> {
         let logits = model.forward(&[id], &mut self.cache, Logits::Last)?;
         self.tokens.push(id);
-        logits.to_vec_f32()
+        Ok(logits)
+    }
+}
+
+/// The argmax of one row of logits `[1, vocab]`, read back alone. Logits holding a NaN or an
+/// infinity are an error, as the sampler makes them when it reads the whole row.
+fn greedy_id(logits: &Tensor) -> Result<u32> {
+    let ids = argmax_finite(logits)?.to_vec_u32()?;
+    match ids[..] {
+        [NON_FINITE] => Err(Error::shape(
+            "greedy decoding",
+            format!(
+                "the logits {:?} hold a NaN or an infinity (the model's activations overflowed?)",
+                logits.shape()
+            ),
+        )),
+        [id] => Ok(id),
+        _ => Err(Error::shape(
+            "greedy decoding",
+            format!("logits {:?} are not one row", logits.shape()),
+        )),
     }
 }

@@ -13,8 +13,9 @@ use super::rng::{random_seed, Rng};
 pub struct Sampled {
     pub id: u32,
     /// Log-probability of `id` under the reported distribution (log-softmax after bias and
-    /// penalties, before temperature and truncation); `-inf` never occurs.
-    pub logprob: f32,
+    /// penalties, before temperature and truncation), when asked for (`logprobs` or
+    /// `top_logprobs`); `-inf` never occurs.
+    pub logprob: Option<f32>,
     /// The `top_logprobs` most likely tokens under the same distribution, most likely first (ties:
     /// lowest id first). Banned tokens are never listed, so it can be shorter than asked for.
     pub top_logprobs: Vec<(u32, f32)>,
@@ -96,7 +97,10 @@ impl Sampler {
         };
         Ok(Sampled {
             id,
-            logprob: logprob(self.logits[id as usize]),
+            logprob: self
+                .params
+                .wants_logprobs()
+                .then(|| logprob(self.logits[id as usize])),
             top_logprobs,
         })
     }

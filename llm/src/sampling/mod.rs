@@ -27,7 +27,10 @@
 //! after logit_bias and penalties (steps 1-3), *before* temperature and truncation. They therefore
 //! describe the model (as steered by bias and penalties), not the sampling settings: over the whole
 //! vocabulary they sum to 1, and a token outside top_k still has its true log-probability. Banned tokens
-//! (probability 0) are never listed.
+//! (probability 0) are never listed. `logprob` is `None` unless asked for (`logprobs`, or
+//! `top_logprobs > 0`): when nothing is asked and the choice is a plain argmax
+//! ([`SamplingParams::is_plain_greedy`]), generation takes the argmax on the device and never reads
+//! the logits.
 //!
 //! # Reproducibility
 //! The random stream is xoshiro256** seeded through SplitMix64, implemented here, so the same seed,

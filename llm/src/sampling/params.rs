@@ -37,6 +37,9 @@ pub struct SamplingParams {
     pub logit_bias: BTreeMap<u32, f32>,
     /// PRNG seed; `None` draws one from OS entropy and the clock (see `Sampler::seed`).
     pub seed: Option<u64>,
+    /// Report each chosen token's log-probability ([`Sampled::logprob`](super::Sampled::logprob));
+    /// `top_logprobs > 0` reports it too.
+    pub logprobs: bool,
     /// How many most likely alternatives to report with each token, 0..=20.
     pub top_logprobs: usize,
 }
@@ -54,6 +57,7 @@ impl Default for SamplingParams {
             presence_penalty: 0.0,
             logit_bias: BTreeMap::new(),
             seed: None,
+            logprobs: false,
             top_logprobs: 0,
         }
     }
@@ -77,6 +81,24 @@ impl SamplingParams {
             temperature: 0.0,
             ..Self::default()
         }
+    }
+
+    /// Whether any log-probability is to be reported.
+    pub fn wants_logprobs(&self) -> bool {
+        self.logprobs || self.top_logprobs > 0
+    }
+
+    /// Whether the next token is exactly the argmax of the raw logits, and nothing else is
+    /// reported: temperature 0 (truncation is then skipped), no logit_bias other than 0, the
+    /// repetition penalty off (1, or a window of 0), frequency and presence penalties 0, no
+    /// log-probabilities. Then the logits need not leave the device: only the chosen id does.
+    pub fn is_plain_greedy(&self) -> bool {
+        self.temperature == 0.0
+            && self.logit_bias.values().all(|&b| b == 0.0)
+            && (self.repetition_penalty == 1.0 || self.repeat_last_n == 0)
+            && self.frequency_penalty == 0.0
+            && self.presence_penalty == 0.0
+            && !self.wants_logprobs()
     }
 
     /// Checks every field against its range; the error names the field, the range and the value.
@@ -189,6 +211,76 @@ mod tests {
         SamplingParams::greedy().validate().unwrap();
         assert_eq!(SamplingParams::openai().temperature, 1.0);
         assert_eq!(SamplingParams::greedy().temperature, 0.0);
+    }
+
+    #[test]
+    fn plain_greedy_is_temperature_0_with_nothing_that_needs_the_logits() {
+        let g = SamplingParams::greedy;
+        assert!(g().is_plain_greedy());
+        // Settings that temperature 0 skips, and neutral values, keep it plain.
+        for p in [
+            SamplingParams {
+                top_k: 1,
+                top_p: 0.1,
+                min_p: 0.9,
+                seed: Some(3),
+                ..g()
+            },
+            SamplingParams {
+                repetition_penalty: 1.3,
+                repeat_last_n: 0,
+                ..g()
+            },
+            SamplingParams {
+                repeat_last_n: 0,
+                logit_bias: [(5, 0.0)].into(),
+                ..g()
+            },
+            SamplingParams {
+                frequency_penalty: -0.0,
+                ..g()
+            },
+        ] {
+            assert!(p.is_plain_greedy(), "{p:?}");
+        }
+        // Anything that changes the logits or reports from them needs them.
+        for p in [
+            SamplingParams::default(),
+            SamplingParams {
+                temperature: 1e-6,
+                ..g()
+            },
+            SamplingParams {
+                logit_bias: [(5, -100.0)].into(),
+                ..g()
+            },
+            SamplingParams {
+                logit_bias: [(5, 0.5)].into(),
+                ..g()
+            },
+            SamplingParams {
+                repetition_penalty: 1.1,
+                ..g()
+            },
+            SamplingParams {
+                frequency_penalty: 0.5,
+                ..g()
+            },
+            SamplingParams {
+                presence_penalty: -0.5,
+                ..g()
+            },
+            SamplingParams {
+                logprobs: true,
+                ..g()
+            },
+            SamplingParams {
+                top_logprobs: 1,
+                ..g()
+            },
+        ] {
+            assert!(!p.is_plain_greedy(), "{p:?}");
+        }
     }
 
     #[test]

@@ -442,7 +442,7 @@ fn logprobs_are_the_untruncated_distribution_and_sum_to_one() {
         .iter()
         .find(|&&(id, _)| id == out.id)
         .unwrap();
-    assert_eq!(chosen.1, out.logprob);
+    assert_eq!(Some(chosen.1), out.logprob);
     // Temperature and truncation do not change what is reported.
     let other = all(&|p| {
         p.temperature = 0.3;
@@ -461,6 +461,14 @@ fn logprobs_are_the_untruncated_distribution_and_sum_to_one() {
         out.top_logprobs[..3]
     );
     assert!(all(&|p| p.top_logprobs = 0).top_logprobs.is_empty());
+    // The chosen token's alone: with `logprobs`, or not at all.
+    let only = all(&|p| {
+        p.top_logprobs = 0;
+        p.logprobs = true
+    });
+    assert_eq!((only.id, only.logprob), (out.id, out.logprob));
+    assert!(only.top_logprobs.is_empty());
+    assert_eq!(all(&|p| p.top_logprobs = 0).logprob, None);
 }
 
 #[test]
