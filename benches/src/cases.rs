@@ -8,12 +8,13 @@ use kiln_kernels::embedding::embedding;
 use kiln_kernels::layout::{concat, permute};
 use kiln_kernels::matmul::{matmul, MatmulOptions};
 use kiln_kernels::norm::{group_norm, layer_norm, rms_norm};
+use kiln_kernels::quant::{qlinear, quantize_tensor};
 use kiln_kernels::rope::{rope, RopeStyle};
 use kiln_kernels::softmax::softmax;
 use kiln_kernels::testing::Rng;
 use kiln_kernels::timestep::{timestep_embedding, TimestepEmbedding};
 use kiln_kernels::upsample::upsample_nearest2d;
-use kiln_runtime::{DType, Device, Result, Tensor};
+use kiln_runtime::{DType, Device, QuantFormat, Result, Tensor};
 use serde_json::{json, Value};
 
 /// Standard shapes, or tiny ones that finish quickly on a software adapter (for tests and CI).
@@ -312,6 +313,36 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
             Ok(Box::new(move || rms_norm(&x, &w, 1e-5)))
         },
     ));
+    // Mistral 7B's FFN up projection with 4-bit weights: one row (decode, bound by the weight
+    // bytes) and a 64-token prefill chunk (bound by arithmetic).
+    let (k, n) = (pick(4096, 128), pick(14336, 96));
+    for (name, m) in [
+        ("qlinear q4_0 llm-decode", 1),
+        ("qlinear q4_0 llm-prefill", pick(64, 9)),
+    ] {
+        let weight_bytes = (n * k / 32 * 18) as f64;
+        let work = if m == 1 {
+            Work::Bytes(weight_bytes)
+        } else {
+            Work::Flops(2.0 * (m * n * k) as f64)
+        };
+        cases.push(case(
+            name,
+            "qlinear",
+            dtype,
+            (
+                format!("[{m},{k}]x[{n},{k}] q4_0"),
+                json!({"m": m, "k": k, "n": n, "format": "q4_0"}),
+            ),
+            work,
+            move |d| {
+                let x = random(d, &[m, k], dtype, 24)?;
+                let w = random(&Device::Cpu, &[n, k], DType::F32, 25)?;
+                let w = quantize_tensor(&w, QuantFormat::Q4_0, d)?;
+                Ok(Box::new(move || qlinear(&x, &w, None)))
+            },
+        ));
+    }
     let (rows, width) = (pick(65536, 64), pick(77, 77));
     cases.push(case(
         "softmax sd-cross-scores",
