@@ -11,6 +11,7 @@ use kiln_runtime::{CpuData, Error, QTensor, Result, Tensor};
 
 use super::blocks::{dot_block, unpack_blocks};
 use super::int8::{self, Q8Rows};
+use super::int8_panel::{self, Panel};
 use crate::common::{cpu_f32, cpu_output};
 
 /// Rows of W unpacked together: large enough for gemm to be efficient, small enough to stay in cache.
@@ -47,14 +48,34 @@ fn qlinear_int8(
     let m = xq.rows();
     let packed = packed_bytes("qlinear", w)?;
     let bias = bias.map(cpu_f32).transpose()?;
+    let panel_dot = int8_panel::panel_dot_for_this_cpu().filter(|_| m >= int8_panel::MIN_ROWS);
     let dot = int8::tile_dot_for_this_cpu();
-    let rows_per_task = if m == 1 { 16 } else { ROWS };
+    let rows_per_task = match (panel_dot, m) {
+        (Some(_), _) => int8_panel::PANEL_ROWS,
+        (None, 1) => 16,
+        (None, _) => ROWS,
+    };
     // slabs[c] is [rows of chunk c][m]: transposed into the [m, n] output below.
     let slabs: Vec<Vec<f32>> = packed
         .par_chunks(rows_per_task * row_bytes)
         .map(|chunk| {
             let rows = chunk.len() / row_bytes;
             let mut slab = vec![0.0f32; rows * m];
+            if let Some(panel_dot) = panel_dot {
+                let mut panel = Panel::new(k);
+                panel.repack(format, chunk, row_bytes);
+                let mut tile = [[0.0f32; int8_panel::PANEL_ROWS]; int8_panel::TILE_ROWS];
+                for first in (0..m).step_by(int8_panel::TILE_ROWS) {
+                    let t = int8_panel::TILE_ROWS.min(m - first);
+                    panel_dot(&panel, &xq, first, &mut tile[..t]);
+                    for (i, outs) in tile[..t].iter().enumerate() {
+                        for (r, &v) in outs[..rows].iter().enumerate() {
+                            slab[r * m + first + i] = v;
+                        }
+                    }
+                }
+                return slab;
+            }
             for first in (0..m).step_by(int8::TILE_ROWS) {
                 let tile = int8::TILE_ROWS.min(m - first);
                 for (r, row) in chunk.chunks_exact(row_bytes).enumerate() {

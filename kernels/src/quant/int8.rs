@@ -1,11 +1,14 @@
 //! Integer dot products of q4_0 / q8_0 weight rows with activations rounded to 8 bits, as llama.cpp
 //! runs them on CPUs: each 32-value block of the activation row gets an f32 scale and i8 values, so
-//! a block's 32 products are summed exactly in i32 by byte-multiply instructions (32 products in
-//! two instructions with AVX2, one with VNNI) and only the block's sum meets the two scales. Decoding
-//! the weights to f32 first, as `blocks::dot_block` does, costs several instructions per weight and
-//! made decode compute-bound at a quarter of the memory bandwidth.
+//! a block's 32 products are summed exactly in i32 by byte-multiply instructions and only the
+//! block's sum meets the two scales. Decoding the weights to f32 first, as `blocks::dot_block`
+//! does, costs several instructions per weight and kept batch-1 decode far below memory speed.
 //!
-//! Rounding the activations adds a relative error of about 0.3% per output (the tests state the
+//! Implementations: AVX-512 VNNI tiles of up to 4 input rows against one weight row (64 weights per
+//! `dpbusd`), AVX2 row dots (32 weights per two instructions), portable Rust. From 4 input rows up,
+//! `int8_panel.rs` takes over with repacked weights.
+//!
+//! Rounding the activations adds a relative error of about 0.5% per output (the tests state the
 //! bound); the f32 path in `blocks.rs` stays the exact reference the GPU kernels are checked against.
 
 use half::f16;
@@ -28,6 +31,8 @@ pub struct Q8Rows {
     lane_bias: Vec<i32>,
     /// Each block's scale repeated over its 8 lanes, for the same path.
     lane_scales: Vec<f32>,
+    /// Minus the offset times each block's sum: the batched path's starting value per block.
+    pub(super) block_bias: Vec<i32>,
 }
 
 /// One activation row of a `Q8Rows`.
@@ -51,6 +56,7 @@ impl Q8Rows {
             sums: vec![0; blocks],
             lane_bias: Vec::new(),
             lane_scales: Vec::new(),
+            block_bias: Vec::new(),
         };
         for (((x, q), scale), sum) in x
             .chunks_exact(BLOCK)
@@ -77,11 +83,24 @@ impl Q8Rows {
             .map(|q| -offset * q.iter().map(|&v| i32::from(v)).sum::<i32>())
             .collect();
         rows.lane_scales = rows.scales.iter().flat_map(|&d| [d; 8]).collect();
+        rows.block_bias = rows.sums.iter().map(|&s| -offset * s).collect();
         rows
     }
 
     pub fn rows(&self) -> usize {
         self.values.len() / self.k
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub(super) fn values(&self) -> &[i8] {
+        &self.values
+    }
+
+    pub(super) fn scales(&self) -> &[f32] {
+        &self.scales
     }
 
     pub fn row(&self, i: usize) -> Q8Row<'_> {
@@ -123,9 +142,6 @@ pub const TILE_ROWS: usize = 4;
 pub fn row_dot_for_this_cpu() -> RowDot {
     #[cfg(target_arch = "x86_64")]
     {
-        if x86::has_avx512_vnni() {
-            return x86::row_dot_vnni;
-        }
         if x86::has_avx2() {
             return x86::row_dot_avx2;
         }
@@ -165,9 +181,6 @@ pub fn implementations() -> Vec<(&'static str, RowDot)> {
     {
         if x86::has_avx2() {
             all.push(("avx2", x86::row_dot_avx2));
-        }
-        if x86::has_avx512_vnni() {
-            all.push(("avx512-vnni", x86::row_dot_vnni));
         }
     }
     all
@@ -232,14 +245,12 @@ mod x86 {
             && is_x86_feature_detected!("f16c")
     }
 
-    pub fn has_avx512_vnni() -> bool {
-        has_avx2() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
-    }
-
     pub fn has_avx512() -> bool {
-        has_avx512_vnni()
+        has_avx2()
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
     }
 
     pub fn tile_dot_avx512(
@@ -284,11 +295,23 @@ mod x86 {
     impl Blocks for Q4 {
         const BYTES: usize = 18;
 
+        /// Decode is most of a batch-1 row dot's work, so the pair is built in the wide
+        /// registers: both blocks' nibbles loaded once, each copied into two 128-bit lanes, the
+        /// copies in lanes 1 and 3 shifted down a nibble, then all masked to 4 bits.
         #[inline(always)]
         unsafe fn pair(p: *const u8) -> (__m512i, __m512) {
-            let (a, da) = Self::one(p);
-            let (b, db) = Self::one(p.add(Self::BYTES));
-            (join_i(a, b), join_f(da, db))
+            let a = _mm_loadu_si128(p.add(2) as *const __m128i);
+            let b = _mm_loadu_si128(p.add(Self::BYTES + 2) as *const __m128i);
+            let both = _mm512_castsi256_si512(_mm256_set_m128i(b, a));
+            let spread = _mm512_shuffle_i64x2::<0b01_01_00_00>(both, both);
+            let high = _mm512_mask_srli_epi16::<4>(spread, 0xff00_ff00, spread);
+            let q = _mm512_and_si512(high, _mm512_set1_epi8(0x0f));
+            let da = std::ptr::read_unaligned(p as *const u16);
+            let db = std::ptr::read_unaligned(p.add(Self::BYTES) as *const u16);
+            let halves = _mm_cvtsi32_si128((u32::from(da) | u32::from(db) << 16) as i32);
+            let scales = _mm512_castps128_ps512(_mm_cvtph_ps(halves));
+            let lanes = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+            (q, _mm512_permutexvar_ps(lanes, scales))
         }
 
         #[inline(always)]
@@ -378,28 +401,14 @@ mod x86 {
 
     pub fn row_dot_avx2(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
         // SAFETY: only returned by `row_dot_for_this_cpu` / `implementations` after `has_avx2`.
-        unsafe { row_dot::<false>(format, row, x) }
-    }
-
-    pub fn row_dot_vnni(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
-        // SAFETY: only returned after `has_avx512_vnni`.
-        unsafe { row_dot_vnni_impl(format, row, x) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn row_dot_vnni_impl(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
-        row_dot::<true>(format, row, x)
+        unsafe { row_dot(format, row, x) }
     }
 
     /// `sum(u[i] * s[i])` over 32 unsigned and 32 signed bytes, as eight i32 partial sums.
     #[inline(always)]
-    unsafe fn dot_u8_i8<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
-        if VNNI {
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
-        } else {
-            // No overflow: |u * s| <= 127 * 127 and pairs add to at most 32,258 < 32,767.
-            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
-        }
+    unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+        // No overflow: |u * s| <= 128 * 127 and pairs add to at most 32,512 < 32,767.
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
     }
 
     #[inline(always)]
@@ -417,7 +426,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn row_dot<const VNNI: bool>(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
+    unsafe fn row_dot(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
         let blocks = x.scales.len();
         let xs = x.values.as_ptr();
         let mut acc = _mm256_setzero_ps();
@@ -436,7 +445,7 @@ mod x86 {
                     let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
                     let q = _mm256_set_m128i(hi, lo);
                     let v = _mm256_loadu_si256(xs.add(b * BLOCK) as *const __m256i);
-                    let sums = _mm256_cvtepi32_ps(dot_u8_i8::<VNNI>(q, v));
+                    let sums = _mm256_cvtepi32_ps(dot_u8_i8(q, v));
                     acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(d), acc);
                     offset += d * x.sums[b] as f32;
                 }
@@ -450,7 +459,7 @@ mod x86 {
                     let w = _mm256_loadu_si256(p.add(2) as *const __m256i);
                     let v = _mm256_loadu_si256(xs.add(b * BLOCK) as *const __m256i);
                     // Signed x signed as unsigned x signed: |w| times v with w's sign moved onto v.
-                    let prod = dot_u8_i8::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
+                    let prod = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
                     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_set1_ps(d), acc);
                 }
                 hsum(acc)

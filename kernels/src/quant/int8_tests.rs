@@ -14,6 +14,7 @@ use super::blocks::unpack_blocks;
 use super::int8::{
     implementations, row_dot_portable, tile_implementations, Q8Rows, BLOCK, TILE_ROWS,
 };
+use super::int8_panel::{self, panel_dot_portable, Panel, PANEL_ROWS};
 use super::*;
 use crate::testing::{assert_close, Rng};
 
@@ -202,7 +203,8 @@ fn cpu_qlinear_takes_the_integer_path_for_every_row_count() {
             .unwrap();
         let e = rel_rms(&batched, &exact);
         assert!(e <= 0.01 && e > 5e-4, "{format}: relative RMS error {e}");
-        // One row alone gives that row of the batch: the same row dots, bias added the same way.
+        // One row alone gives that row of the batch: the same exact i32 block sums, scaled and
+        // added in another order where the batch takes the panel path.
         for i in [0, 4] {
             let x1 =
                 Tensor::from_f32(&Device::Cpu, &[1, 1, k], DType::F32, &xv[i * k..][..k]).unwrap();
@@ -212,9 +214,62 @@ fn cpu_qlinear_takes_the_integer_path_for_every_row_count() {
                 &format!("{format} row {i}"),
                 &one.to_vec_f32().unwrap(),
                 &batched[i * n..][..n],
-                0.0,
-                0.0,
+                1e-5 * (k as f32).sqrt(),
+                1e-5,
             );
+        }
+    }
+}
+
+#[test]
+fn the_panel_path_matches_the_portable_row_dot() {
+    let fast = int8_panel::panel_dot_for_this_cpu();
+    eprintln!("panel kernel on this CPU: {}", fast.is_some());
+    for blocks in [6, 9] {
+        let k = 32 * blocks;
+        // 5 rows (a partial panel), 16 (a full one), 37 (two full and a partial).
+        for n in [5, 16, 37] {
+            let m = 7;
+            for format in FORMATS {
+                let (bytes, deq) = packed_rows(format, n, k, 30 + n as u64);
+                let x = Rng::new(31).normals(m * k);
+                let xq = Q8Rows::quantize(&x, k, format);
+                let row_bytes = bytes.len() / n;
+                let mut panel = Panel::new(k);
+                for (p, chunk) in bytes.chunks(PANEL_ROWS * row_bytes).enumerate() {
+                    panel.repack(format, chunk, row_bytes);
+                    assert_eq!(panel.rows(), chunk.len() / row_bytes);
+                    for tile in 1..=int8_panel::TILE_ROWS {
+                        for first in [0, m - tile] {
+                            let mut impls =
+                                vec![("portable", panel_dot_portable as int8_panel::PanelDot)];
+                            impls.extend(fast.map(|f| ("avx512", f)));
+                            for (name, f) in impls {
+                                let mut got = vec![[f32::NAN; PANEL_ROWS]; tile];
+                                f(&panel, &xq, first, &mut got);
+                                for (i, got) in got.iter().enumerate() {
+                                    for (r, &got) in got.iter().enumerate().take(panel.rows()) {
+                                        let w = p * PANEL_ROWS + r;
+                                        let row = &bytes[w * row_bytes..][..row_bytes];
+                                        let want = row_dot_portable(format, row, xq.row(first + i));
+                                        let xi = &x[(first + i) * k..][..k];
+                                        let scale: f32 = deq[w * k..][..k]
+                                            .iter()
+                                            .zip(xi)
+                                            .map(|(a, b)| (a * b).abs())
+                                            .sum();
+                                        assert!(
+                                            (got - want).abs() <= 1e-5 * scale,
+                                            "{format} {name} K {k} N {n} row {w} tile {tile} at {first}+{i}: \
+                                             {got} vs {want}"
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod blocks;
 pub(crate) mod cpu;
 pub mod int8;
+pub mod int8_panel;
 #[cfg(test)]
 mod int8_tests;
 #[cfg(test)]
