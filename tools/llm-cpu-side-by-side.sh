@@ -2,7 +2,9 @@
 # kiln vs llama.cpp on this CPU, one after the other in one run: random weights of one LLM config at
 # q4_0 (kiln builds them in memory, llama.cpp reads a random GGUF of the same shapes from
 # tools/make_random_gguf.py), prefill of PREFILL tokens and decode of DECODE tokens from an empty
-# cache, 2 threads each. Raw JSON goes to OUT (default docs/bench/llm-cpu-<date>/).
+# cache, 2 threads each (kiln also at the cache depths in DEPTHS, default 0; llama-bench would have
+# to prefill each depth for real, minutes per thousand tokens here). Raw JSON goes to OUT (default
+# docs/bench/llm-cpu-<date>/).
 #
 # Usage: tools/llm-cpu-side-by-side.sh CONFIG GGUF [PREFILL] [DECODE]
 #   KILN   the kiln binary (default: target/release/kiln; build it with cargo build --release -p kiln)
@@ -17,5 +19,5 @@ out=${OUT:-docs/bench/llm-cpu-$(date -u +%Y-%m-%d)}
 name=$(basename "$config" .json)
 mkdir -p "$out"
 "$kiln" --device cpu bench llm --random "$config" --weight-type q4_0 --prefill "$prefill" \
-    --depths 0 --decode-tokens "$decode" --json "$out/kiln-$name-q4_0.json"
+    --depths "${DEPTHS:-0}" --decode-tokens "$decode" --json "$out/kiln-$name-q4_0.json"
 REPS=${REPS:-2} tools/llama-cpp-bench.sh "$gguf" "$prefill" "$decode" "$out/llama-cpp-$name-q4_0.json"

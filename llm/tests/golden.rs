@@ -10,7 +10,9 @@
 //! - 32 greedy tokens through the KV cache (prefill, then one token per step) identical to
 //!   transformers', and each step's logits within the same bound;
 //! - a second turn that extends the prompt reuses the cache and matches a fresh forward;
-//! - f16 and packed weights against the same goldens, within the bounds stated at each test.
+//! - f16 and packed weights against the same goldens, within the bounds stated at each test; packed
+//!   weights against their dequantised float model exactly (1e-3), except on the CPU's integer path
+//!   for q4_0 / q8_0, which also rounds activations (relative RMS <= 5%).
 
 use std::path::{Path, PathBuf};
 
@@ -266,14 +268,35 @@ fn check_dequantised(device: &Device) {
                 "{name} {format} vs its dequantised float model on {}",
                 device.name()
             );
-            close(
-                &what,
-                &prefill_logits(&packed, &g.input_ids),
-                &prefill_logits(&float, &g.input_ids),
-                1e-3,
+            let (got, want) = (
+                prefill_logits(&packed, &g.input_ids),
+                prefill_logits(&float, &g.input_ids),
             );
+            if matches!(device, Device::Cpu) && format != QuantFormat::Nf4 {
+                // The CPU's integer path also rounds each activation block to 8 bits (pinned
+                // exactly in kiln-kernels' int8 tests): here a bound on the whole model.
+                let err = rel_rms(&got, &want);
+                eprintln!("{what}: relative RMS error {err:.3e}");
+                assert!(
+                    err <= CPU_INT8_BOUND,
+                    "{what}: relative RMS error {err} > {CPU_INT8_BOUND}"
+                );
+            } else {
+                close(&what, &got, &want, 1e-3);
+            }
         }
     }
+}
+
+/// The CPU integer path against the dequantised float model, as the relative RMS error of every
+/// prefill logit: about 1.5x the worst measured when set (3.4%, mistral3 q4_0; these random
+/// models amplify perturbations, see `PACKED_BOUNDS`).
+const CPU_INT8_BOUND: f32 = 0.05;
+
+fn rel_rms(got: &[f32], want: &[f32]) -> f32 {
+    let err: f32 = got.iter().zip(want).map(|(g, w)| (g - w).powi(2)).sum();
+    let norm: f32 = want.iter().map(|w| w * w).sum();
+    (err / norm).sqrt()
 }
 
 #[test]
