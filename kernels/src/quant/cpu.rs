@@ -52,7 +52,9 @@ fn qlinear_int8(
     let dot = int8::tile_dot_for_this_cpu();
     let rows_per_task = match (panel_dot, m) {
         (Some(_), _) => int8_panel::PANEL_ROWS,
-        (None, 1) => 16,
+        // Batch-1 rows are cheap: a few large tasks per thread, each streaming a long run of
+        // weights, keep the scheduler's cost per task out of decode.
+        (None, 1) => n.div_ceil(4 * rayon::current_num_threads()).max(16),
         (None, _) => ROWS,
     };
     // slabs[c] is [rows of chunk c][m]: transposed into the [m, n] output below.
