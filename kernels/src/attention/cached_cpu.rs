@@ -1,5 +1,5 @@
 //! CPU attention over a KV cache: per (query row, head) the visible keys' scores, an exact softmax
-//! (f64 sum) and the weighted sum of values, in f32. Rows run in parallel. Only the visible rows of
+//! (f64 sum) and the weighted sum of values, in f32. (Query row, kv head) pairs run in parallel. Only the visible rows of
 //! the caches are read; an f16 cache is converted one key or value row at a time as it is used
 //! (converting the whole prefix each call made decode at a 16k depth convert 1G values per token).
 
@@ -106,13 +106,15 @@ pub(crate) fn cached_attention(
     };
     let (d, group, kv_stride) = (s.d, s.hq / s.hkv, s.hkv * s.d);
     let mut out = vec![0.0f32; s.l * s.hq * d];
-    out.par_chunks_mut(d)
-        .zip(qv.par_chunks(d))
+    // One task per (query row, kv head): the group's query heads share each key and value row as
+    // it is read (and converted), as the GPU decode kernel shares its K/V loads.
+    out.par_chunks_mut(group * d)
+        .zip(qv.par_chunks(group * d))
         .enumerate()
         .for_each_init(
             || (Vec::new(), vec![0.0f32; d]),
-            |(scores, buf), (row, (o, qr))| {
-                let (i, h) = (row / s.hq, row % s.hq);
+            |(scores, buf), (task, (o, qs))| {
+                let (i, hk) = (task / s.hkv, task % s.hkv);
                 let pos = s.kv_len - s.l + i;
                 // Visible keys: lo..=pos.
                 let lo = if window > 0 {
@@ -120,21 +122,37 @@ pub(crate) fn cached_attention(
                 } else {
                     0
                 };
-                let hk = h / group;
+                let n = pos + 1 - lo;
                 let key = |j: usize| (j * kv_stride + hk * d)..(j * kv_stride + hk * d + d);
                 scores.clear();
-                scores.extend((lo..=pos).map(|j| dot(qr, kv.get(key(j), buf)) * scale));
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f64;
-                for (w, j) in scores.iter_mut().zip(lo..=pos) {
-                    *w = (*w - max).exp();
-                    sum += *w as f64;
-                    for (o, &x) in o.iter_mut().zip(vv.get(key(j), buf)) {
-                        *o += *w * x;
+                scores.resize(group * n, 0.0);
+                for j in lo..=pos {
+                    let k = kv.get(key(j), buf);
+                    for (g, q) in qs.chunks_exact(d).enumerate() {
+                        scores[g * n + j - lo] = dot(q, k) * scale;
                     }
                 }
-                let inv = (1.0 / sum) as f32;
-                o.iter_mut().for_each(|x| *x *= inv);
+                let mut sums = vec![0.0f64; group];
+                for (row, sum) in scores.chunks_exact_mut(n).zip(&mut sums) {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    for w in row.iter_mut() {
+                        *w = (*w - max).exp();
+                        *sum += *w as f64;
+                    }
+                }
+                for j in lo..=pos {
+                    let v = vv.get(key(j), buf);
+                    for (g, o) in o.chunks_exact_mut(d).enumerate() {
+                        let w = scores[g * n + j - lo];
+                        for (o, &x) in o.iter_mut().zip(v) {
+                            *o += w * x;
+                        }
+                    }
+                }
+                for (o, sum) in o.chunks_exact_mut(d).zip(sums) {
+                    let inv = (1.0 / sum) as f32;
+                    o.iter_mut().for_each(|x| *x *= inv);
+                }
             },
         );
     cpu_output(q.shape(), q.dtype(), out)
