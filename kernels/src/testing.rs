@@ -101,6 +101,14 @@ pub fn tolerance(dtype: DType) -> (f32, f32) {
     }
 }
 
+/// `||got - want|| / ||want||` over all elements: the error of a lossy path (quantised weights or
+/// activations) as one number.
+pub fn rel_rms(got: &[f32], want: &[f32]) -> f32 {
+    let err: f32 = got.iter().zip(want).map(|(g, w)| (g - w).powi(2)).sum();
+    let norm: f32 = want.iter().map(|w| w * w).sum();
+    (err / norm).sqrt()
+}
+
 /// Asserts |got - want| <= atol + rtol * |want| everywhere, naming the first offending index.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     assert_eq!(

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_kernels::testing::{assert_close, with_gpu};
+use kiln_kernels::testing::{assert_close, rel_rms, with_gpu};
 use std::sync::Arc;
 
 use kiln_kernels::quant::{dequantize, quantize};
@@ -292,12 +292,6 @@ fn check_dequantised(device: &Device) {
 /// prefill logit: about 1.5x the worst measured when set (3.4%, mistral3 q4_0; these random
 /// models amplify perturbations, see `PACKED_BOUNDS`).
 const CPU_INT8_BOUND: f32 = 0.05;
-
-fn rel_rms(got: &[f32], want: &[f32]) -> f32 {
-    let err: f32 = got.iter().zip(want).map(|(g, w)| (g - w).powi(2)).sum();
-    let norm: f32 = want.iter().map(|w| w * w).sum();
-    (err / norm).sqrt()
-}
 
 #[test]
 fn packed_weights_reproduce_their_dequantised_float_model() {

@@ -112,8 +112,8 @@ pub(crate) fn cached_attention(
         .zip(qv.par_chunks(group * d))
         .enumerate()
         .for_each_init(
-            || (Vec::new(), vec![0.0f32; d]),
-            |(scores, buf), (task, (o, qs))| {
+            || (Vec::new(), vec![0.0f32; d], vec![0.0f64; group]),
+            |(scores, buf, sums), (task, (o, qs))| {
                 let (i, hk) = (task / s.hkv, task % s.hkv);
                 let pos = s.kv_len - s.l + i;
                 // Visible keys: lo..=pos.
@@ -132,8 +132,8 @@ pub(crate) fn cached_attention(
                         scores[g * n + j - lo] = dot(q, k) * scale;
                     }
                 }
-                let mut sums = vec![0.0f64; group];
-                for (row, sum) in scores.chunks_exact_mut(n).zip(&mut sums) {
+                sums.fill(0.0);
+                for (row, sum) in scores.chunks_exact_mut(n).zip(sums.iter_mut()) {
                     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     for w in row.iter_mut() {
                         *w = (*w - max).exp();
@@ -149,7 +149,7 @@ pub(crate) fn cached_attention(
                         }
                     }
                 }
-                for (o, sum) in o.chunks_exact_mut(d).zip(sums) {
+                for (o, &sum) in o.chunks_exact_mut(d).zip(sums.iter()) {
                     let inv = (1.0 / sum) as f32;
                     o.iter_mut().for_each(|x| *x *= inv);
                 }

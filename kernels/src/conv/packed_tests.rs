@@ -14,7 +14,7 @@ use kiln_runtime::{DType, Device, QTensor, QuantFormat, Tensor};
 
 use super::*;
 use crate::quant::{dequantize, quantize_tensor};
-use crate::testing::{assert_close, with_gpu, Rng};
+use crate::testing::{assert_close, rel_rms, with_gpu, Rng};
 
 /// One convolution: input and weight shapes, stride, padding.
 struct Case {
@@ -96,12 +96,6 @@ fn formats_for(c: &Case) -> impl Iterator<Item = QuantFormat> + '_ {
     QuantFormat::ALL
         .into_iter()
         .filter(|f| c.k().is_multiple_of(f.block_len()))
-}
-
-fn rel_rms(got: &[f32], want: &[f32]) -> f32 {
-    let err: f32 = got.iter().zip(want).map(|(g, w)| (g - w).powi(2)).sum();
-    let norm: f32 = want.iter().map(|w| w * w).sum();
-    (err / norm).sqrt()
 }
 
 #[test]

@@ -57,12 +57,12 @@ fn qlinear_int8(
         (None, 1) => n.div_ceil(4 * rayon::current_num_threads()).max(16),
         (None, _) => ROWS,
     };
-    // slabs[c] is [rows of chunk c][m]: transposed into the [m, n] output below.
+    // Each chunk of weight rows gives an [M, rows] slab of the output, as in `qlinear_exact`.
     let slabs: Vec<Vec<f32>> = packed
         .par_chunks(rows_per_task * row_bytes)
         .map(|chunk| {
             let rows = chunk.len() / row_bytes;
-            let mut slab = vec![0.0f32; rows * m];
+            let mut slab = vec![0.0f32; m * rows];
             if let Some(panel_dot) = panel_dot {
                 let mut panel = Panel::new(k);
                 panel.repack(format, chunk, row_bytes);
@@ -71,32 +71,25 @@ fn qlinear_int8(
                     let t = int8_panel::TILE_ROWS.min(m - first);
                     panel_dot(&panel, &xq, first, &mut tile[..t]);
                     for (i, outs) in tile[..t].iter().enumerate() {
-                        for (r, &v) in outs[..rows].iter().enumerate() {
-                            slab[r * m + first + i] = v;
-                        }
+                        slab[(first + i) * rows..][..rows].copy_from_slice(&outs[..rows]);
                     }
                 }
                 return slab;
             }
+            let mut tile = [0.0f32; int8::TILE_ROWS];
             for first in (0..m).step_by(int8::TILE_ROWS) {
-                let tile = int8::TILE_ROWS.min(m - first);
+                let t = int8::TILE_ROWS.min(m - first);
                 for (r, row) in chunk.chunks_exact(row_bytes).enumerate() {
-                    dot(format, row, &xq, first, &mut slab[r * m + first..][..tile]);
+                    dot(format, row, &xq, first, &mut tile[..t]);
+                    for (i, &v) in tile[..t].iter().enumerate() {
+                        slab[(first + i) * rows + r] = v;
+                    }
                 }
             }
             slab
         })
         .collect();
-    let mut out = vec![0.0f32; m * n];
-    for (c, slab) in slabs.iter().enumerate() {
-        for (r, col) in slab.chunks_exact(m).enumerate() {
-            let j = c * rows_per_task + r;
-            let b = bias.as_ref().map_or(0.0, |b| b[j]);
-            for (i, v) in col.iter().enumerate() {
-                out[i * n + j] = v + b;
-            }
-        }
-    }
+    let out = assemble(&slabs, m, n, rows_per_task, bias.as_deref());
     cpu_output(out_shape, x.dtype(), out)
 }
 
@@ -155,18 +148,31 @@ pub fn qlinear_exact(
         })
         .collect();
     let bias = bias.map(cpu_f32).transpose()?;
+    let out = assemble(&slabs, m, n, ROWS, bias.as_deref());
+    cpu_output(out_shape, x.dtype(), out)
+}
+
+/// The `[m, n]` output from per-chunk slabs, `slabs[c]` being `[m, rows of chunk c]` for chunks of
+/// `chunk_rows` weight rows, plus the bias; output rows are filled in parallel.
+fn assemble(
+    slabs: &[Vec<f32>],
+    m: usize,
+    n: usize,
+    chunk_rows: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let mut out = vec![0.0f32; m * n];
     out.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
         for (c, slab) in slabs.iter().enumerate() {
             let rows = slab.len() / m;
-            let dst = &mut row[c * ROWS..c * ROWS + rows];
+            let dst = &mut row[c * chunk_rows..c * chunk_rows + rows];
             dst.copy_from_slice(&slab[i * rows..(i + 1) * rows]);
         }
-        if let Some(b) = &bias {
-            row.iter_mut().zip(b.iter()).for_each(|(o, b)| *o += b);
+        if let Some(b) = bias {
+            row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
         }
     });
-    cpu_output(out_shape, x.dtype(), out)
+    out
 }
 
 /// Batch-1 decode: each output is one packed row's dot product with `x`, its blocks decoded in

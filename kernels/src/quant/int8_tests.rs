@@ -16,7 +16,7 @@ use super::int8::{
 };
 use super::int8_panel::{self, panel_dot_portable, Panel, PANEL_ROWS};
 use super::*;
-use crate::testing::{assert_close, Rng};
+use crate::testing::{assert_close, rel_rms, Rng};
 
 const FORMATS: [QuantFormat; 2] = [QuantFormat::Q4_0, QuantFormat::Q8_0];
 
@@ -45,10 +45,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
-fn rel_rms(got: &[f32], want: &[f32]) -> f32 {
-    let err: f32 = got.iter().zip(want).map(|(g, w)| (g - w).powi(2)).sum();
-    let norm: f32 = want.iter().map(|w| w * w).sum();
-    (err / norm).sqrt()
+/// The sum of |a_i * b_i|: the scale the summation-order tolerances are relative to.
+fn abs_dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(a, b)| (a * b).abs()).sum()
 }
 
 #[test]
@@ -65,11 +64,7 @@ fn portable_dot_is_the_f32_dot_of_dequantised_weights_and_rounded_activations() 
             for r in 0..n {
                 let got = row_dot_portable(format, &bytes[r * row_bytes..][..row_bytes], xq.row(i));
                 let want = dot(&deq[r * k..][..k], &xr[i * k..][..k]);
-                let scale: f32 = deq[r * k..][..k]
-                    .iter()
-                    .zip(&xr[i * k..][..k])
-                    .map(|(a, b)| (a * b).abs())
-                    .sum();
+                let scale = abs_dot(&deq[r * k..][..k], &xr[i * k..][..k]);
                 assert!(
                     (got - want).abs() <= 1e-5 * scale,
                     "{format} row {r} x {i}: {got} vs {want}"
@@ -99,11 +94,7 @@ fn every_simd_implementation_matches_the_portable_one() {
         for r in 0..n {
             let row = &bytes[r * row_bytes..][..row_bytes];
             let want = row_dot_portable(format, row, xq.row(0));
-            let scale: f32 = deq[r * k..][..k]
-                .iter()
-                .zip(&x)
-                .map(|(a, b)| (a * b).abs())
-                .sum();
+            let scale = abs_dot(&deq[r * k..][..k], &x);
             for (name, f) in &impls {
                 let got = f(format, row, xq.row(0));
                 assert!(
@@ -141,11 +132,7 @@ fn every_tile_implementation_matches_the_portable_row_dot() {
                             for (i, got) in got.iter().enumerate() {
                                 let xi = &x[(first + i) * k..][..k];
                                 let want = row_dot_portable(format, row, xq.row(first + i));
-                                let scale: f32 = deq[r * k..][..k]
-                                    .iter()
-                                    .zip(xi)
-                                    .map(|(a, b)| (a * b).abs())
-                                    .sum();
+                                let scale = abs_dot(&deq[r * k..][..k], xi);
                                 assert!(
                                     (got - want).abs() <= 1e-5 * scale,
                                     "{format} {name} K {k} row {r} tile {tile} at {first}+{i}: \
@@ -253,11 +240,7 @@ fn the_panel_path_matches_the_portable_row_dot() {
                                         let row = &bytes[w * row_bytes..][..row_bytes];
                                         let want = row_dot_portable(format, row, xq.row(first + i));
                                         let xi = &x[(first + i) * k..][..k];
-                                        let scale: f32 = deq[w * k..][..k]
-                                            .iter()
-                                            .zip(xi)
-                                            .map(|(a, b)| (a * b).abs())
-                                            .sum();
+                                        let scale = abs_dot(&deq[w * k..][..k], xi);
                                         assert!(
                                             (got - want).abs() <= 1e-5 * scale,
                                             "{format} {name} K {k} N {n} row {w} tile {tile} at {first}+{i}: \

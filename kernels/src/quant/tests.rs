@@ -16,7 +16,7 @@ use kiln_runtime::{DType, Device, QTensor, QuantFormat, Tensor};
 
 use super::*;
 use crate::matmul::linear;
-use crate::testing::{assert_close, with_gpu, Rng};
+use crate::testing::{assert_close, rel_rms, with_gpu, Rng};
 
 /// The CPU's f32-activation path, which the GPU kernels and the dequantised matmul must match.
 fn exact(x: &Tensor, w: &QTensor, bias: Option<&Tensor>) -> Tensor {
@@ -135,12 +135,6 @@ fn case(shape_x: &[usize], n: usize, dtype: DType, seed: u64) -> Case {
         w: Tensor::from_f32(&Device::Cpu, &[n, k], DType::F32, &rng.normals(n * k)).unwrap(),
         bias: Tensor::from_f32(&Device::Cpu, &[n], dtype, &rng.normals(n)).unwrap(),
     }
-}
-
-fn rel_rms(got: &[f32], want: &[f32]) -> f32 {
-    let err: f32 = got.iter().zip(want).map(|(g, w)| (g - w).powi(2)).sum();
-    let norm: f32 = want.iter().map(|w| w * w).sum();
-    (err / norm).sqrt()
 }
 
 #[test]
