@@ -452,10 +452,11 @@ mod tests {
 
     #[test]
     fn cpu_tensors_are_counted_while_alive() {
-        let before = CPU_TENSOR_BYTES.current();
+        // Other tests allocate, free and reset the peak concurrently, so the only thing that holds
+        // whatever they do is that the live count includes our 4000 bytes while the tensor lives.
+        // (`memory::tests` checks the counter's own arithmetic on a private instance.)
         let t = Tensor::zeros(&Device::Cpu, &[1000], DType::F32).unwrap();
-        // Other tests run concurrently, so only check that our 4000 bytes showed up in the peak.
-        assert!(CPU_TENSOR_BYTES.peak() >= before + 4000);
+        assert!(CPU_TENSOR_BYTES.current() >= 4000);
         drop(t);
     }
 }
