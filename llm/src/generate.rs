@@ -4,14 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use kiln_runtime::{Error, Result};
+use kiln_runtime::Result;
 
 use crate::model::Mistral;
-use crate::sampling::{
-    FinishReason, Sampled, Sampler, SamplingContext, SamplingParams, StopMatcher, StopStep,
-};
+use crate::sampling::{FinishReason, Sampled, SamplingParams};
+use crate::sequence::{ModelOutput, Sequence};
 use crate::session::Session;
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::tokenizer::Tokenizer;
 
 #[derive(Clone, Debug, Default)]
 pub struct GenerateOptions {
@@ -58,10 +57,6 @@ impl Generation {
     }
 }
 
-fn sampling_error(e: crate::sampling::SamplingError) -> Error {
-    Error::shape("sampling", e.to_string())
-}
-
 /// Generates the reply to `prompt` (the whole conversation's ids) in `session`.
 pub fn generate(
     model: &Mistral,
@@ -71,39 +66,17 @@ pub fn generate(
     options: &GenerateOptions,
     mut on_text: impl FnMut(&str) -> Flow,
 ) -> Result<Generation> {
-    let context = session.context();
-    let max_tokens = match options.max_tokens {
-        Some(0) => return Err(Error::limit("generate", "max_tokens must be at least 1")),
-        Some(n) if prompt.len() + n > context => {
-            return Err(Error::limit(
-                "generate",
-                format!(
-                "the prompt's {} tokens plus max_tokens {n} exceed the context of {context} tokens",
-                prompt.len()
-            ),
-            ))
-        }
-        Some(n) => n,
-        None if prompt.len() >= context => {
-            return Err(Error::limit(
-                "generate",
-                format!(
-                    "the prompt's {} tokens leave no room in the context of {context} tokens",
-                    prompt.len()
-                ),
-            ))
-        }
-        None => context - prompt.len(),
-    };
-    let vocab = model.config.vocab_size;
-    let mut sampler = Sampler::new(options.sampling.clone(), vocab).map_err(sampling_error)?;
-    let mut stop = StopMatcher::new(options.stop.iter().cloned()).map_err(sampling_error)?;
-    let mut eos: Vec<u32> = model.config.eos_token_ids.clone();
-    eos.extend(tokenizer.eos_id());
-
+    let mut seq = Sequence::new(
+        tokenizer,
+        &model.config.eos_token_ids,
+        model.config.vocab_size,
+        prompt,
+        session.context(),
+        options,
+    )?;
     // When the choice is the logits' argmax and nothing is reported from them, the device picks
     // the id and only it comes back, rather than a vocabulary of logits per token.
-    let on_device = options.sampling.is_plain_greedy();
+    let on_device = !seq.wants_logits();
     let start = Instant::now();
     let (mut next, prefilled) = if on_device {
         let (id, run) = session.prefill_greedy(model, prompt)?;
@@ -112,75 +85,29 @@ pub fn generate(
         let (logits, run) = session.prefill(model, prompt)?;
         (Next::Logits(logits), run)
     };
-    let prefill_time = start.elapsed();
+    seq.set_prefill(prefilled, start.elapsed());
 
-    let mut out = Generation {
-        text: String::new(),
-        tokens: Vec::new(),
-        sampled: Vec::new(),
-        finish: FinishReason::Length,
-        interrupted: false,
-        prompt_tokens: prompt.len(),
-        prefilled,
-        prefill_time,
-        decode_time: Duration::ZERO,
-        seed: sampler.seed(),
-    };
-    let mut history = SamplingContext::new(prompt);
-    let mut detok = tokenizer.stream(true);
     let decode_start = Instant::now();
     loop {
-        let sampled = match &next {
-            Next::Logits(logits) => sampler.sample(logits, &history).map_err(sampling_error)?,
-            Next::Id(id) => Sampled {
-                id: *id,
-                logprob: None,
-                top_logprobs: Vec::new(),
-            },
+        let output = match &next {
+            Next::Logits(logits) => ModelOutput::Logits(logits),
+            Next::Id(id) => ModelOutput::Id(*id),
         };
-        let id = sampled.id;
-        history.push(id);
-        out.sampled.push(sampled);
-        if eos.contains(&id) {
-            out.finish = FinishReason::Stop;
-            flush(&mut detok, &mut stop, &mut out.text, &mut on_text)?;
+        let step = seq.advance(tokenizer, output)?;
+        if !step.text.is_empty() && on_text(&step.text) == Flow::Stop && !step.done {
+            seq.interrupt();
             break;
         }
-        out.tokens.push(id);
-        let piece = detok.push(id)?;
-        let (shown, stopped) = match stop.push(&piece) {
-            StopStep::Text(t) => (t, false),
-            StopStep::Stopped { text, .. } => (text, true),
+        let Some(id) = step.token.filter(|_| !step.done) else {
+            break;
         };
-        out.text.push_str(&shown);
-        let flow = if shown.is_empty() {
-            Flow::Continue
-        } else {
-            on_text(&shown)
-        };
-        if stopped {
-            out.finish = FinishReason::Stop;
-            break;
-        }
-        if flow == Flow::Stop {
-            out.finish = FinishReason::Stop;
-            out.interrupted = true;
-            break;
-        }
-        if out.tokens.len() == max_tokens {
-            if flush(&mut detok, &mut stop, &mut out.text, &mut on_text)? {
-                out.finish = FinishReason::Stop;
-            }
-            break;
-        }
         next = if on_device {
             Next::Id(session.decode_greedy(model, id)?)
         } else {
             Next::Logits(session.decode(model, id)?)
         };
     }
-    out.decode_time = decode_start.elapsed();
-    Ok(out)
+    Ok(seq.finish(decode_start.elapsed()))
 }
 
 /// What a forward pass handed back: the logits for the sampler, or the greedy id chosen on the
@@ -188,23 +115,4 @@ pub fn generate(
 enum Next {
     Logits(Vec<f32>),
     Id(u32),
-}
-
-/// Releases the text held back at the end of the reply; true when it completed a stop string.
-fn flush(
-    detok: &mut StreamDecoder<'_>,
-    stop: &mut StopMatcher,
-    text: &mut String,
-    on_text: &mut impl FnMut(&str) -> Flow,
-) -> Result<bool> {
-    let rest = detok.finish()?;
-    let (shown, stopped) = match stop.push(&rest) {
-        StopStep::Text(t) => (t + &stop.finish(), false),
-        StopStep::Stopped { text, .. } => (text, true),
-    };
-    if !shown.is_empty() {
-        text.push_str(&shown);
-        on_text(&shown);
-    }
-    Ok(stopped)
 }

@@ -127,6 +127,17 @@ impl Session {
     }
 }
 
+/// One decode step of several sessions at once: `ids[b]` is appended to `sessions[b]`. Returns
+/// the logits `[B, vocab]` on the model's device (`Mistral::forward_batch`).
+pub fn decode_batch(model: &Mistral, sessions: &mut [&mut Session], ids: &[u32]) -> Result<Tensor> {
+    let mut caches: Vec<&mut KvCache> = sessions.iter_mut().map(|s| &mut s.cache).collect();
+    let logits = model.forward_batch(ids, &mut caches)?;
+    for (session, &id) in sessions.iter_mut().zip(ids) {
+        session.tokens.push(id);
+    }
+    Ok(logits)
+}
+
 /// The argmax of one row of logits `[1, vocab]`, read back alone. Logits holding a NaN or an
 /// infinity are an error, as the sampler makes them when it reads the whole row.
 fn greedy_id(logits: &Tensor) -> Result<u32> {

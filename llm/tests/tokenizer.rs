@@ -111,7 +111,7 @@ fn streaming_releases_whole_characters_only() {
             let mut stream = t.stream(true);
             let mut out = String::new();
             for &id in &ids {
-                let piece = stream.push(id).unwrap();
+                let piece = stream.push(&t, id).unwrap();
                 assert!(
                     !piece.contains('\u{FFFD}'),
                     "{file}: {text:?} gave {piece:?}"
@@ -121,7 +121,7 @@ fn streaming_releases_whole_characters_only() {
                 }
                 out.push_str(&piece);
             }
-            out.push_str(&stream.finish().unwrap());
+            out.push_str(&stream.finish(&t).unwrap());
             assert_eq!(out, text, "{file}");
         }
         // The emoji and CJK strings do split characters across tokens in this vocabulary.

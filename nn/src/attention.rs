@@ -2,6 +2,7 @@ use kiln_kernels::attention::{
     attention, cached_attention, AttentionOptions, CachedAttentionOptions,
 };
 use kiln_kernels::kv_cache::kv_write;
+use kiln_kernels::layout::{concat, narrow};
 use kiln_kernels::rope::{rope_at, RopeStyle};
 use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
@@ -156,6 +157,53 @@ impl Attention {
         let out = cached_attention(&q, &kv.k, &kv.v, start + l, opts)?;
         self.o
             .forward(&out.reshape(&[l, self.cfg.heads * self.cfg.head_dim])?)
+    }
+
+    /// One decode step of several independent sequences: row `b` of `x` `[B, hidden]` is the
+    /// next token of the sequence cached in `kvs[b]` at position `starts[b]` (its rotary position
+    /// is `positions[b]`). The projections run once over all rows (a small GEMM instead of `B`
+    /// GEMVs, which is where batching pays); each row then writes and attends to its own cache.
+    pub fn forward_cached_batch(
+        &self,
+        x: &Tensor,
+        positions: &Tensor,
+        kvs: &mut [&mut KvBuffers],
+        starts: &[usize],
+    ) -> Result<Tensor> {
+        let b = self.check_input(x, positions)?;
+        if b == 0 || kvs.len() != b || starts.len() != b {
+            return Err(Error::shape(
+                "batched attention",
+                format!(
+                    "{b} rows with {} caches and {} start positions",
+                    kvs.len(),
+                    starts.len()
+                ),
+            ));
+        }
+        let (q, k, v) = self.project(x, positions)?;
+        let opts = CachedAttentionOptions {
+            scale: None,
+            sliding_window: self.cfg.sliding_window,
+        };
+        let mut rows = Vec::with_capacity(b);
+        for (i, (kv, &start)) in kvs.iter_mut().zip(starts).enumerate() {
+            kv_write(&mut kv.k, &narrow(&k, 0, i, 1)?, start)?;
+            kv_write(&mut kv.v, &narrow(&v, 0, i, 1)?, start)?;
+            rows.push(cached_attention(
+                &narrow(&q, 0, i, 1)?,
+                &kv.k,
+                &kv.v,
+                start + 1,
+                opts,
+            )?);
+        }
+        let out = match rows.len() {
+            1 => rows.remove(0),
+            _ => concat(&rows.iter().collect::<Vec<_>>(), 0)?,
+        };
+        self.o
+            .forward(&out.reshape(&[b, self.cfg.heads * self.cfg.head_dim])?)
     }
 
     /// Non-causal attention over `x` `[L, hidden]` with no cache (an encoder: Pixtral's patches).

@@ -76,7 +76,27 @@ impl DecoderLayer {
         start: usize,
     ) -> Result<(Tensor, Tensor)> {
         let attn = self.self_attn.forward_cached(h, positions, kv, start)?;
-        let (x, h) = self.post_attention_layernorm.forward_residual(&attn, x)?;
+        self.after_attention(&attn, x)
+    }
+
+    /// As [`forward`](Self::forward) for one decode step of several sequences, row `b` cached in
+    /// `kvs[b]` at `starts[b]` (`Attention::forward_cached_batch`).
+    pub fn forward_batch(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        positions: &Tensor,
+        kvs: &mut [&mut KvBuffers],
+        starts: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        let attn = self
+            .self_attn
+            .forward_cached_batch(h, positions, kvs, starts)?;
+        self.after_attention(&attn, x)
+    }
+
+    fn after_attention(&self, attn: &Tensor, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (x, h) = self.post_attention_layernorm.forward_residual(attn, x)?;
         let mlp = self.mlp.forward(&h)?;
         Ok((x, mlp))
     }

@@ -160,22 +160,82 @@ impl Mistral {
         }
         let positions: Vec<u32> = (start..start + l).map(|p| p as u32).collect();
         let positions = Tensor::from_u32(&self.device, &[l], &positions)?;
-        let mut x = self.embed_tokens.forward(ids)?;
-        let mut h = self.layers[0].input_layernorm.forward(&x)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (residual, out) =
-                layer.forward(&x, &h, &positions, &mut cache.layers_mut()[i], start)?;
-            let next_norm = match self.layers.get(i + 1) {
-                Some(next) => &next.input_layernorm,
-                None => &self.norm,
-            };
-            (x, h) = next_norm.forward_residual(&out, &residual)?;
-        }
+        let h = self.run_layers(ids, |i, layer, x, h| {
+            layer.forward(x, h, &positions, &mut cache.layers_mut()[i], start)
+        })?;
         cache.advance(l);
         let rows = match which {
             Logits::All => h,
             Logits::Last => narrow(&h, 0, l - 1, 1)?,
         };
         self.lm_head.forward(&rows)
+    }
+
+    /// One decode step of several sequences at once: `ids[b]` follows what `caches[b]` holds.
+    /// Returns logits `[B, vocab]`, row `b` equal (up to the GEMM's summation order) to what
+    /// [`forward`](Self::forward) gives for that sequence alone. Weights are read once per step
+    /// for all sequences, so B streams cost little more than one while decoding is
+    /// bandwidth-bound.
+    pub fn forward_batch(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let b = ids.len();
+        if b == 0 || caches.len() != b {
+            return Err(Error::shape(
+                "mistral batched forward",
+                format!(
+                    "{b} ids for {} caches (need one each, at least one)",
+                    caches.len()
+                ),
+            ));
+        }
+        for (i, cache) in caches.iter().enumerate() {
+            if cache.len() + 1 > cache.capacity() {
+                return Err(Error::limit(
+                    "mistral batched forward",
+                    format!("sequence {i}'s cache is full ({} tokens)", cache.capacity()),
+                ));
+            }
+            if cache.layers().len() != self.layers.len() {
+                return Err(Error::shape(
+                    "mistral batched forward",
+                    format!(
+                        "sequence {i}'s cache has {} layers for a model of {}",
+                        cache.layers().len(),
+                        self.layers.len()
+                    ),
+                ));
+            }
+        }
+        let starts: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+        let positions: Vec<u32> = starts.iter().map(|&p| p as u32).collect();
+        let positions = Tensor::from_u32(&self.device, &[b], &positions)?;
+        let h = self.run_layers(ids, |i, layer, x, h| {
+            let mut kvs: Vec<&mut KvBuffers> =
+                caches.iter_mut().map(|c| &mut c.layers_mut()[i]).collect();
+            layer.forward_batch(x, h, &positions, &mut kvs, &starts)
+        })?;
+        for cache in caches.iter_mut() {
+            cache.advance(1);
+        }
+        self.lm_head.forward(&h)
+    }
+
+    /// Embeds `ids` and runs every layer (`layer_step` runs layer `i` on the residual `x` and its
+    /// normed input `h`); returns the final normed hidden states.
+    fn run_layers(
+        &self,
+        ids: &[u32],
+        mut layer_step: impl FnMut(usize, &DecoderLayer, &Tensor, &Tensor) -> Result<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let mut x = self.embed_tokens.forward(ids)?;
+        let mut h = self.layers[0].input_layernorm.forward(&x)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (residual, out) = layer_step(i, layer, &x, &h)?;
+            let next_norm = match self.layers.get(i + 1) {
+                Some(next) => &next.input_layernorm,
+                None => &self.norm,
+            };
+            (x, h) = next_norm.forward_residual(&out, &residual)?;
+        }
+        Ok(h)
     }
 }

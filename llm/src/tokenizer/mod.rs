@@ -247,8 +247,8 @@ impl Tokenizer {
     }
 
     /// A decoder that releases text as ids arrive, never half a character.
-    pub fn stream(&self, skip_special: bool) -> StreamDecoder<'_> {
-        StreamDecoder::new(self, skip_special)
+    pub fn stream(&self, skip_special: bool) -> StreamDecoder {
+        StreamDecoder::new(skip_special)
     }
 }
 
