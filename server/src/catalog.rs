@@ -11,6 +11,25 @@ use kiln_models::pipeline::{model_hash_file, sha256_file};
 
 use crate::config::ModelSet;
 
+/// What a model does: the catalog never offers an LLM as an SD checkpoint, nor the reverse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// A diffusion model: a diffusers folder or a single-file checkpoint.
+    Image,
+    /// A chat model: a transformers folder whose config.json names a decoder, or a GGUF file
+    /// whose `general.architecture` is one.
+    Llm,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Image => "image",
+            ModelKind::Llm => "llm",
+        }
+    }
+}
+
 /// One model on offer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelEntry {
@@ -19,10 +38,11 @@ pub struct ModelEntry {
     /// The name without extension (A1111's `model_name`, the infotext's `Model:`).
     pub model_name: String,
     pub path: PathBuf,
+    pub kind: ModelKind,
 }
 
 impl ModelEntry {
-    fn from_path(path: &Path) -> ModelEntry {
+    fn from_path(path: &Path, kind: ModelKind) -> ModelEntry {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -38,6 +58,7 @@ impl ModelEntry {
             name,
             model_name,
             path: path.to_path_buf(),
+            kind,
         }
     }
 
@@ -69,20 +90,32 @@ impl Catalog {
     /// copied in while serving appear.
     pub fn list(&self) -> Vec<ModelEntry> {
         match &self.set {
-            ModelSet::Single(path) => vec![ModelEntry::from_path(path)],
+            // Named models are served as given: a single file is an SD checkpoint unless it is
+            // a chat model.
+            ModelSet::Single(path) => vec![named(path)],
+            ModelSet::List(paths) => paths.iter().map(|p| named(p)).collect(),
             ModelSet::Dir(dir) => {
                 let Ok(read) = std::fs::read_dir(dir) else {
                     return Vec::new();
                 };
                 let mut out: Vec<ModelEntry> = read
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| is_model(p))
-                    .map(|p| ModelEntry::from_path(&p))
+                    .filter_map(|p| model_kind(&p).map(|kind| ModelEntry::from_path(&p, kind)))
                     .collect();
                 out.sort_by(|a, b| a.name.cmp(&b.name));
                 out
             }
         }
+    }
+
+    /// The listed models of one kind.
+    pub fn list_kind(&self, kind: ModelKind) -> Vec<ModelEntry> {
+        self.list().into_iter().filter(|m| m.kind == kind).collect()
+    }
+
+    /// The listed model of `kind` a client's name refers to (see [`resolve`](Self::resolve)).
+    pub fn resolve_kind(&self, requested: &str, kind: ModelKind) -> Option<ModelEntry> {
+        self.resolve(requested).filter(|m| m.kind == kind)
     }
 
     /// The listed model a client's name refers to: its title (`name [hash]`), name, model name,
@@ -120,14 +153,50 @@ impl Catalog {
     }
 }
 
-/// A diffusers folder, or a `.safetensors` or `.gguf` checkpoint.
-fn is_model(path: &Path) -> bool {
+fn named(path: &Path) -> ModelEntry {
+    ModelEntry::from_path(path, model_kind(path).unwrap_or(ModelKind::Image))
+}
+
+/// A diffusers folder or `.safetensors` checkpoint (image); a transformers decoder folder (LLM);
+/// a `.gguf` file, an LLM when its `general.architecture` is a decoder's, else an image model.
+pub fn model_kind(path: &Path) -> Option<ModelKind> {
     if path.is_dir() {
-        return path.join("model_index.json").is_file();
+        if path.join("model_index.json").is_file() {
+            return Some(ModelKind::Image);
+        }
+        return is_llm_config(&path.join("config.json")).then_some(ModelKind::Llm);
     }
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors") || e.eq_ignore_ascii_case("gguf"))
+    let ext = path.extension().and_then(|e| e.to_str())?.to_ascii_lowercase();
+    match ext.as_str() {
+        "safetensors" => Some(ModelKind::Image),
+        "gguf" => Some(match gguf_architecture(path).as_deref() {
+            Some("llama" | "mistral" | "mistral3") => ModelKind::Llm,
+            _ => ModelKind::Image,
+        }),
+        _ => None,
+    }
+}
+
+/// config.json of a Mistral / Llama decoder (or Mistral 3's text + vision model).
+fn is_llm_config(path: &Path) -> bool {
+    let Some(config) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return false;
+    };
+    let model_type = config["model_type"].as_str().unwrap_or_default();
+    let causal = config["architectures"]
+        .as_array()
+        .is_some_and(|a| a.iter().filter_map(|x| x.as_str()).any(|x| x.ends_with("ForCausalLM")));
+    causal || matches!(model_type, "mistral" | "llama" | "mistral3")
+}
+
+fn gguf_architecture(path: &Path) -> Option<String> {
+    let file = kiln_runtime::gguf::GgufFile::open(path).ok()?;
+    file.metadata()
+        .get("general.architecture")
+        .map(|a| a.trim_matches('"').to_string())
 }
 
 #[cfg(test)]
@@ -142,6 +211,12 @@ mod tests {
         std::fs::create_dir_all(dir.join("not-a-model")).unwrap();
         std::fs::write(dir.join("a.safetensors"), b"weights").unwrap();
         std::fs::write(dir.join("c.gguf"), b"gguf").unwrap();
+        std::fs::create_dir_all(dir.join("chat")).unwrap();
+        std::fs::write(
+            dir.join("chat/config.json"),
+            r#"{"architectures": ["MistralForCausalLM"], "model_type": "mistral"}"#,
+        )
+        .unwrap();
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         dir
     }
@@ -151,7 +226,15 @@ mod tests {
         let dir = folder("resolve");
         let catalog = Catalog::new(ModelSet::Dir(dir.clone()));
         let names: Vec<String> = catalog.list().into_iter().map(|m| m.name).collect();
-        assert_eq!(names, ["a.safetensors", "c.gguf", "folder-model"]);
+        assert_eq!(names, ["a.safetensors", "c.gguf", "chat", "folder-model"]);
+        let llms: Vec<String> = catalog
+            .list_kind(ModelKind::Llm)
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(llms, ["chat"]);
+        assert!(catalog.resolve_kind("chat", ModelKind::Image).is_none());
+        assert!(catalog.resolve_kind("a", ModelKind::Llm).is_none());
         let a = catalog.resolve("a [0123456789]").unwrap();
         assert_eq!(a.name, "a.safetensors");
         assert_eq!(catalog.resolve("a.safetensors").unwrap(), a);

@@ -3,14 +3,20 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use kiln_nn::weights::WeightType;
 use kiln_runtime::DeviceChoice;
+
+pub use crate::llm_models::LlmSettings;
 
 /// Where the models come from.
 #[derive(Clone, Debug)]
 pub enum ModelSet {
     /// One model (a diffusers folder or a `.safetensors` checkpoint): `-m`.
     Single(PathBuf),
+    /// Several models named one by one (`-m` given more than once), of either kind.
+    List(Vec<PathBuf>),
     /// Every diffusers folder and `.safetensors` / `.gguf` file directly in this folder:
     /// `--models-dir`.
     /// Requests can name only what is listed there, so they cannot reach outside it.
@@ -45,6 +51,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A preview image every this many steps (and at the last step).
     pub preview_every: usize,
+    /// Chat models: slots (`--parallel`) and context (`--ctx-size`).
+    pub llm: LlmSettings,
+    /// A chat request stops generating after this long (`--timeout`).
+    pub timeout: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -63,6 +73,8 @@ impl ServerConfig {
             max_images: 64,
             max_body_bytes: 64 << 20,
             preview_every: 2,
+            llm: LlmSettings::default(),
+            timeout: None,
         }
     }
 }

@@ -12,8 +12,11 @@
 
 mod api;
 mod catalog;
+mod chat_job;
 pub mod config;
 mod error;
+mod llm_models;
+mod metrics;
 mod preview;
 mod progress;
 mod queue;
@@ -24,10 +27,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use api::ROUTES;
-pub use config::{ModelSet, ServerConfig};
+pub use config::{LlmSettings, ModelSet, ServerConfig};
 
 use crate::api::AppState;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, ModelKind};
+use crate::llm_models::LlmInfos;
+use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::queue::Queue;
 
@@ -53,15 +58,23 @@ impl Server {
         let checkpoint = default_checkpoint(&config, &catalog)?;
         let queue = Arc::new(Queue::new(config.queue_size));
         let progress = Arc::new(ProgressHub::default());
+        let metrics = Arc::new(Metrics::default());
+        if config.llm.parallel == 0 {
+            return Err(ServerError("--parallel must be at least 1".into()));
+        }
         let (_worker, device) = worker::spawn(
             config.device,
-            queue.clone(),
-            progress.clone(),
-            catalog.clone(),
+            worker::Shared {
+                queue: queue.clone(),
+                progress: progress.clone(),
+                catalog: catalog.clone(),
+                metrics: metrics.clone(),
+            },
             worker::LoadSettings {
                 weight_type: config.weight_type,
                 max_vram: config.max_vram,
             },
+            config.llm,
             config.preview_every,
         )
         .map_err(ServerError)?;
@@ -74,6 +87,7 @@ impl Server {
         listener
             .set_nonblocking(true)
             .map_err(|e| ServerError(e.to_string()))?;
+        let llms = Arc::new(LlmInfos::new(config.llm));
         let state = Arc::new(AppState::new(
             config,
             catalog,
@@ -81,6 +95,8 @@ impl Server {
             progress,
             device.clone(),
             checkpoint,
+            metrics,
+            llms,
         ));
         let app = api::router(state);
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
@@ -151,11 +167,16 @@ impl Drop for Server {
     }
 }
 
-/// The model selected at start: `default_model` if given (it must be listed), else the first.
+/// The image model selected at start: `default_model` if given (it must be listed), else the
+/// first image model; empty when only chat models are served (image requests then name none).
 fn default_checkpoint(config: &ServerConfig, catalog: &Catalog) -> Result<String, ServerError> {
+    let missing = |p: &std::path::Path| ServerError(format!("model {} does not exist", p.display()));
     match &config.models {
-        ModelSet::Single(p) if !p.exists() => {
-            return Err(ServerError(format!("model {} does not exist", p.display())))
+        ModelSet::Single(p) if !p.exists() => return Err(missing(p)),
+        ModelSet::List(paths) => {
+            if let Some(p) = paths.iter().find(|p| !p.exists()) {
+                return Err(missing(p));
+            }
         }
         ModelSet::Dir(d) if !d.is_dir() => {
             return Err(ServerError(format!(
@@ -167,21 +188,31 @@ fn default_checkpoint(config: &ServerConfig, catalog: &Catalog) -> Result<String
     }
     let models = catalog.list();
     if let Some(name) = &config.default_model {
-        return catalog.resolve(name).map(|m| m.name).ok_or_else(|| {
-            ServerError(format!(
-                "model {name:?} is not among the served models ({})",
-                models
-                    .iter()
-                    .map(|m| m.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        });
+        return catalog
+            .resolve_kind(name, ModelKind::Image)
+            .map(|m| m.name)
+            .ok_or_else(|| {
+                ServerError(format!(
+                    "model {name:?} is not among the served image models ({})",
+                    catalog
+                        .list_kind(ModelKind::Image)
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            });
     }
-    models.first().map(|m| m.name.clone()).ok_or_else(|| {
-        ServerError(
-            "no models to serve: the models folder has no diffusers folders or .safetensors files"
+    if models.is_empty() {
+        return Err(ServerError(
+            "no models to serve: the models folder has no diffusers or LLM folders, \
+             .safetensors or .gguf files"
                 .into(),
-        )
-    })
+        ));
+    }
+    Ok(models
+        .iter()
+        .find(|m| m.kind == ModelKind::Image)
+        .map(|m| m.name.clone())
+        .unwrap_or_default())
 }

@@ -1,5 +1,6 @@
-//! The job queue: a bounded FIFO of waiting jobs in front of the one running job. Requests wait
-//! on a one-shot reply; a request that goes away cancels its job (removed if still waiting,
+//! The job queue: a bounded FIFO of waiting jobs in front of the running ones (one image job, or
+//! as many chat jobs as the LLM has slots). Requests wait on a one-shot reply (images) or a
+//! channel of events (chat); a request that goes away cancels its job (removed if still waiting,
 //! stopped at the next step if running).
 
 use std::collections::VecDeque;
@@ -10,6 +11,7 @@ use kiln_models::pipeline::{GenerationParams, StepControl};
 use tokio::sync::oneshot;
 
 use crate::catalog::ModelEntry;
+use crate::chat_job::ChatJob;
 use crate::error::ApiResult;
 
 const RUN: u8 = 0;
@@ -84,11 +86,34 @@ pub struct JobOutput {
 
 pub type Reply = oneshot::Sender<ApiResult<JobOutput>>;
 
+/// What a job is: an image generation answered once, or a chat completion answered as a stream
+/// of events.
+pub enum Work {
+    Image { request: JobRequest, reply: Reply },
+    Chat(ChatJob),
+}
+
+impl Work {
+    /// The requester has gone away (nothing would read the answer).
+    pub fn abandoned(&self) -> bool {
+        match self {
+            Work::Image { reply, .. } => reply.is_closed(),
+            Work::Chat(chat) => chat.events.is_closed(),
+        }
+    }
+
+    pub fn model(&self) -> &ModelEntry {
+        match self {
+            Work::Image { request, .. } => &request.model,
+            Work::Chat(chat) => &chat.model,
+        }
+    }
+}
+
 pub struct Job {
     pub id: u64,
-    pub request: JobRequest,
+    pub work: Work,
     pub control: Arc<JobControl>,
-    pub reply: Reply,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -97,7 +122,7 @@ pub struct QueueFull;
 #[derive(Default)]
 struct State {
     waiting: VecDeque<Job>,
-    running: Option<(u64, Arc<JobControl>)>,
+    running: Vec<(u64, Arc<JobControl>)>,
     closed: bool,
     next_id: u64,
 }
@@ -123,7 +148,7 @@ impl Queue {
     }
 
     /// Queues a job; `QueueFull` when `capacity` jobs already wait.
-    pub fn submit(&self, request: JobRequest, reply: Reply) -> Result<u64, QueueFull> {
+    pub fn submit(&self, work: Work) -> Result<u64, QueueFull> {
         let mut s = self.lock();
         if s.waiting.len() >= self.capacity || s.closed {
             return Err(QueueFull);
@@ -132,9 +157,8 @@ impl Queue {
         let id = s.next_id;
         s.waiting.push_back(Job {
             id,
-            request,
+            work,
             control: Arc::default(),
-            reply,
         });
         drop(s);
         self.ready.notify_one();
@@ -145,16 +169,21 @@ impl Queue {
     pub fn cancel(&self, id: u64) {
         let mut s = self.lock();
         s.waiting.retain(|j| j.id != id);
-        if let Some((running, control)) = &s.running {
+        for (running, control) in &s.running {
             if *running == id {
                 control.cancel();
             }
         }
     }
 
-    /// The running job's control, if a job runs.
+    /// The first running job's control, if a job runs (A1111's interrupt and skip act on it).
     pub fn running(&self) -> Option<(u64, Arc<JobControl>)> {
-        self.lock().running.clone()
+        self.lock().running.first().cloned()
+    }
+
+    /// Jobs running now.
+    pub fn running_count(&self) -> usize {
+        self.lock().running.len()
     }
 
     /// Jobs waiting (not counting the running one).
@@ -170,19 +199,28 @@ impl Queue {
                 return None;
             }
             if let Some(job) = s.waiting.pop_front() {
-                s.running = Some((job.id, job.control.clone()));
+                s.running.push((job.id, job.control.clone()));
                 return Some(job);
             }
             s = self.ready.wait(s).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// The running job is done.
-    pub fn finish(&self, id: u64) {
+    /// The first waiting job if `accept` takes it (it becomes running), without waiting. Only the
+    /// first is considered, so a job never overtakes the one in front of it.
+    pub fn pop_front_if(&self, accept: impl FnOnce(&Job) -> bool) -> Option<Job> {
         let mut s = self.lock();
-        if s.running.as_ref().is_some_and(|(r, _)| *r == id) {
-            s.running = None;
+        if s.closed || !s.waiting.front().is_some_and(accept) {
+            return None;
         }
+        let job = s.waiting.pop_front()?;
+        s.running.push((job.id, job.control.clone()));
+        Some(job)
+    }
+
+    /// A running job is done.
+    pub fn finish(&self, id: u64) {
+        self.lock().running.retain(|(r, _)| *r != id);
     }
 
     /// Refuses new jobs, answers waiting ones with nothing (their requests see a closed reply),
@@ -191,7 +229,7 @@ impl Queue {
         let mut s = self.lock();
         s.closed = true;
         s.waiting.clear();
-        if let Some((_, control)) = &s.running {
+        for (_, control) in &s.running {
             control.cancel();
         }
         drop(s);
@@ -204,14 +242,18 @@ mod tests {
     use super::*;
     use kiln_models::pipeline::GenerationParams;
 
-    fn request() -> JobRequest {
-        JobRequest {
-            params: GenerationParams::new("p"),
-            model: ModelEntry {
-                name: "m".into(),
-                model_name: "m".into(),
-                path: "m".into(),
+    fn request(reply: Reply) -> Work {
+        Work::Image {
+            request: JobRequest {
+                params: GenerationParams::new("p"),
+                model: ModelEntry {
+                    name: "m".into(),
+                    model_name: "m".into(),
+                    path: "m".into(),
+                    kind: crate::catalog::ModelKind::Image,
+                },
             },
+            reply,
         }
     }
 
@@ -221,9 +263,9 @@ mod tests {
         let (tx1, _rx1) = oneshot::channel();
         let (tx2, _rx2) = oneshot::channel();
         let (tx3, _rx3) = oneshot::channel();
-        let a = q.submit(request(), tx1).unwrap();
-        let b = q.submit(request(), tx2).unwrap();
-        assert_eq!(q.submit(request(), tx3), Err(QueueFull));
+        let a = q.submit(request(tx1)).unwrap();
+        let b = q.submit(request(tx2)).unwrap();
+        assert_eq!(q.submit(request(tx3)), Err(QueueFull));
         q.cancel(a);
         assert_eq!(q.waiting(), 1);
         let job = q.pop().unwrap();
@@ -234,6 +276,14 @@ mod tests {
         assert_eq!(job.control.next_step(), StepControl::Interrupt);
         q.finish(b);
         assert!(q.running().is_none());
+        // Only the front job is offered to pop_front_if.
+        let (tx4, _rx4) = oneshot::channel();
+        let (tx5, _rx5) = oneshot::channel();
+        let c = q.submit(request(tx4)).unwrap();
+        q.submit(request(tx5)).unwrap();
+        assert!(q.pop_front_if(|j| j.id != c).is_none());
+        assert_eq!(q.pop_front_if(|j| j.id == c).unwrap().id, c);
+        assert_eq!((q.running_count(), q.waiting()), (1, 1));
         q.close();
         assert!(q.pop().is_none());
     }

@@ -8,17 +8,42 @@ use kiln_models::pipeline::GenerationParams;
 use tokio::sync::oneshot;
 
 use super::AppState;
-use crate::catalog::ModelEntry;
+use crate::catalog::{ModelEntry, ModelKind};
 use crate::error::{ApiError, ApiResult};
-use crate::queue::{JobOutput, JobRequest, Queue};
+use crate::metrics::RequestKind;
+use crate::queue::{JobOutput, JobRequest, Queue, QueueFull, Work};
 
 /// Seconds a client told "queue full" should wait before trying again.
 const RETRY_AFTER_SECS: u32 = 5;
 
-struct CancelOnDrop {
+pub struct CancelOnDrop {
     queue: Arc<Queue>,
     id: u64,
-    armed: bool,
+    pub armed: bool,
+}
+
+impl CancelOnDrop {
+    pub fn new(state: &AppState, id: u64) -> CancelOnDrop {
+        CancelOnDrop {
+            queue: state.queue.clone(),
+            id,
+            armed: true,
+        }
+    }
+}
+
+/// 503 with Retry-After: the queue holds `--queue-size` waiting jobs already.
+pub fn queue_full(state: &AppState, _: QueueFull) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "queue_full",
+        format!(
+            "the queue is full ({} jobs waiting); try again shortly",
+            state.config.queue_size
+        ),
+    );
+    e.retry_after = Some(RETRY_AFTER_SECS);
+    e
 }
 
 impl Drop for CancelOnDrop {
@@ -31,12 +56,28 @@ impl Drop for CancelOnDrop {
 
 /// The listed model `name` refers to; `field` names where the name came from.
 pub fn resolve_model(state: &AppState, name: &str, field: &str) -> ApiResult<ModelEntry> {
-    state.catalog.resolve(name).ok_or_else(|| {
-        let names: Vec<String> = state.catalog.list().into_iter().map(|m| m.name).collect();
+    resolve_kind(state, name, field, ModelKind::Image)
+}
+
+/// The listed model of `kind` that `name` refers to.
+pub fn resolve_kind(
+    state: &AppState,
+    name: &str,
+    field: &str,
+    kind: ModelKind,
+) -> ApiResult<ModelEntry> {
+    state.catalog.resolve_kind(name, kind).ok_or_else(|| {
+        let names: Vec<String> = state
+            .catalog
+            .list_kind(kind)
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
         ApiError::invalid(
             field,
             format!(
-                "unknown model {name:?}; this server has: {}",
+                "unknown {} model {name:?}; this server has: {}",
+                kind.as_str(),
                 names.join(", ")
             ),
         )
@@ -52,24 +93,13 @@ pub async fn run(
     let (reply, result) = oneshot::channel();
     let id = state
         .queue
-        .submit(JobRequest { params, model }, reply)
-        .map_err(|_| {
-            let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue_full",
-                format!(
-                    "the queue is full ({} jobs waiting); try again shortly",
-                    state.config.queue_size
-                ),
-            );
-            e.retry_after = Some(RETRY_AFTER_SECS);
-            e
-        })?;
-    let mut guard = CancelOnDrop {
-        queue: state.queue.clone(),
-        id,
-        armed: true,
-    };
+        .submit(Work::Image {
+            request: JobRequest { params, model },
+            reply,
+        })
+        .map_err(|e| queue_full(state, e))?;
+    state.metrics.request(RequestKind::Image);
+    let mut guard = CancelOnDrop::new(state, id);
     let out = result.await;
     guard.armed = false;
     out.unwrap_or_else(|_| {

@@ -24,6 +24,8 @@ use serde_json::{Map, Value};
 
 use crate::catalog::Catalog;
 use crate::config::ServerConfig;
+use crate::llm_models::LlmInfos;
+use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::queue::Queue;
 pub use openapi::ROUTES;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub queue: Arc<Queue>,
     pub progress: Arc<ProgressHub>,
     pub device_name: String,
+    pub metrics: Arc<Metrics>,
+    pub llms: Arc<LlmInfos>,
     /// Server-wide settings (POST /sdapi/v1/options) and every other option a client stored.
     options: Mutex<(Settings, Map<String, Value>)>,
 }
@@ -47,6 +51,8 @@ impl AppState {
         progress: Arc<ProgressHub>,
         device_name: String,
         checkpoint: String,
+        metrics: Arc<Metrics>,
+        llms: Arc<LlmInfos>,
     ) -> AppState {
         let settings = Settings {
             checkpoint,
@@ -59,6 +65,8 @@ impl AppState {
             queue,
             progress,
             device_name,
+            metrics,
+            llms,
             options: Mutex::new((settings, Map::new())),
         }
     }

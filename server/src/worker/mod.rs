@@ -2,7 +2,9 @@
 //! memory budget if there is one (the library's plan -> fit -> load path, as `kiln generate
 //! --max-vram`), loads the job's model if the one in memory is another or was loaded otherwise,
 //! generates with a step callback that reports progress and previews and obeys skip / interrupt /
-//! cancel, and answers the waiting request.
+//! cancel, and answers the waiting request. Chat jobs run in the LLM engine's slots (`chat.rs`).
+
+mod chat;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -25,9 +27,11 @@ use kiln_runtime::{Device, DeviceChoice};
 
 use crate::catalog::Catalog;
 use crate::error::{ApiError, ApiResult};
+use crate::llm_models::LlmSettings;
+use crate::metrics::Metrics;
 use crate::preview::preview_png;
 use crate::progress::{timestamp_now, ProgressHub};
-use crate::queue::{Job, JobOutput, OutputImage, Queue};
+use crate::queue::{Job, JobOutput, JobRequest, OutputImage, Queue, Work};
 
 pub struct Worker {
     device: Device,
@@ -40,6 +44,9 @@ pub struct Worker {
     /// The last budget fit and the job shape it was made for: a job of the same shape reuses it
     /// (a plan runs the model once on the CPU backend).
     last_fit: Option<(PlanKey, Prepared)>,
+    llm_settings: LlmSettings,
+    llm: Option<chat::LoadedLlm>,
+    metrics: Arc<Metrics>,
 }
 
 /// How models are loaded: `--weight-type` and `--max-vram`.
@@ -58,14 +65,27 @@ struct Loaded {
 
 /// Opens the device on a new thread and runs jobs there until the queue closes. Fails (without
 /// a thread left behind) when the device cannot be opened.
+/// What the worker shares with the HTTP side.
+pub struct Shared {
+    pub queue: Arc<Queue>,
+    pub progress: Arc<ProgressHub>,
+    pub catalog: Arc<Catalog>,
+    pub metrics: Arc<Metrics>,
+}
+
 pub fn spawn(
     choice: DeviceChoice,
-    queue: Arc<Queue>,
-    progress: Arc<ProgressHub>,
-    catalog: Arc<Catalog>,
+    shared: Shared,
     settings: LoadSettings,
+    llm_settings: LlmSettings,
     preview_every: usize,
 ) -> Result<(JoinHandle<()>, String), String> {
+    let Shared {
+        queue,
+        progress,
+        catalog,
+        metrics,
+    } = shared;
     let (opened, result) = mpsc::channel();
     let handle = std::thread::Builder::new()
         .name("kiln-worker".into())
@@ -87,9 +107,15 @@ pub fn spawn(
                 settings,
                 loaded: None,
                 last_fit: None,
+                llm_settings,
+                llm: None,
+                metrics,
             };
             while let Some(job) = worker.queue.pop() {
-                worker.run(job);
+                match job.work {
+                    Work::Image { .. } => worker.run(job),
+                    Work::Chat(_) => worker.run_chat(job),
+                }
             }
         })
         .map_err(|e| format!("cannot start the worker thread: {e}"))?;
@@ -105,23 +131,31 @@ pub fn spawn(
 
 impl Worker {
     fn run(&mut self, job: Job) {
-        let id = job.id;
-        if job.control.is_cancelled() || job.reply.is_closed() {
+        let Job { id, work, control } = job;
+        let Work::Image { request, reply } = work else {
+            self.queue.finish(id);
+            return;
+        };
+        if control.is_cancelled() || reply.is_closed() {
             self.queue.finish(id);
             return;
         }
+        if self.settings.max_vram.is_some() {
+            // Under a budget only one model is held.
+            self.unload_llm();
+        }
         let timestamp = timestamp_now();
         self.progress.start(id, &timestamp);
-        let result = self.generate(&job, timestamp);
+        let result = self.generate(id, &request, &control, timestamp);
         let status = match &result {
-            _ if job.control.is_cancelled() => "cancelled",
+            _ if control.is_cancelled() => "cancelled",
             Ok(out) if out.interrupted => "interrupted",
             Ok(_) => "done",
             Err(_) => "error",
         };
         self.queue.finish(id);
         self.progress.finish(id, status);
-        let _ = job.reply.send(result);
+        let _ = reply.send(result);
     }
 
     /// How to load the model at `path` and run `params`: as `--weight-type` says, fitted to the
@@ -188,16 +222,22 @@ impl Worker {
         }
     }
 
-    fn generate(&mut self, job: &Job, job_timestamp: String) -> ApiResult<JobOutput> {
-        let entry = &job.request.model;
+    fn generate(
+        &mut self,
+        id: u64,
+        request: &JobRequest,
+        control: &Arc<crate::queue::JobControl>,
+        job_timestamp: String,
+    ) -> ApiResult<JobOutput> {
+        let entry = &request.model;
         let hash = self.catalog.sha256(entry).map(|mut h| {
             h.truncate(10);
             h
         });
-        let (progress, every, id) = (self.progress.clone(), self.preview_every, job.id);
-        let control = job.control.clone();
-        let prepared = self.prepare(&entry.path, &job.request.params)?;
-        let mut params = job.request.params.clone();
+        let (progress, every) = (self.progress.clone(), self.preview_every);
+        let control = control.clone();
+        let prepared = self.prepare(&entry.path, &request.params)?;
+        let mut params = request.params.clone();
         prepared.apply(&mut params);
         let params = &params;
         let model = self.model(&entry.path, &prepared)?;
@@ -223,7 +263,7 @@ impl Worker {
             next
         })
         .map_err(pipeline_error)?;
-        if job.control.is_cancelled() {
+        if control.is_cancelled() {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cancelled",
@@ -246,7 +286,7 @@ impl Worker {
             model_name: entry.model_name.clone(),
             model_hash: hash,
             job_timestamp,
-            interrupted: interrupted || job.control.is_interrupted(),
+            interrupted: interrupted || control.is_interrupted(),
         })
     }
 }

@@ -1,0 +1,139 @@
+//! What the HTTP side needs of a chat model before queueing a request: its tokenizer, chat
+//! template and config (read once per model, cached), so prompts are rendered, counted and checked
+//! against the context in the handler, and a request that cannot run gets its 400 without waiting
+//! in the queue. The worker loads the weights; both sides size contexts with [`slot_context`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kiln_llm::{ChatTemplate, MistralConfig, Tokenizer};
+
+use crate::catalog::{ModelEntry, ModelKind};
+use crate::error::{ApiError, ApiResult};
+
+/// How the LLM is served: `--parallel`, `--ctx-size`.
+#[derive(Clone, Copy, Debug)]
+pub struct LlmSettings {
+    /// Slots: replies decoded together in one batched step.
+    pub parallel: usize,
+    /// Total context over all slots, split evenly (as llama-server's `-c` with `-np`); `None`:
+    /// the model's limit, at most [`DEFAULT_CONTEXT_CAP`].
+    pub ctx_size: Option<usize>,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        LlmSettings {
+            parallel: 1,
+            ctx_size: None,
+        }
+    }
+}
+
+/// The default total context: long enough for real chats, short enough that a 128k-context
+/// model's KV cache does not claim tens of GB unasked.
+pub const DEFAULT_CONTEXT_CAP: usize = 16384;
+
+/// Positions per slot for a model whose limit is `limit`.
+pub fn slot_context(limit: usize, settings: &LlmSettings) -> Result<usize, String> {
+    let total = settings
+        .ctx_size
+        .unwrap_or_else(|| limit.min(DEFAULT_CONTEXT_CAP));
+    let per_slot = total / settings.parallel.max(1);
+    if per_slot == 0 {
+        return Err(format!(
+            "a context of {total} tokens over {} slots leaves none per slot",
+            settings.parallel
+        ));
+    }
+    Ok(per_slot)
+}
+
+pub struct LlmInfo {
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub config: MistralConfig,
+    /// Positions per slot: prompt plus reply must fit.
+    pub context: usize,
+}
+
+pub struct LlmInfos {
+    settings: LlmSettings,
+    cache: Mutex<HashMap<PathBuf, Arc<LlmInfo>>>,
+}
+
+impl LlmInfos {
+    pub fn new(settings: LlmSettings) -> LlmInfos {
+        LlmInfos {
+            settings,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &LlmSettings {
+        &self.settings
+    }
+
+    /// The chat model `entry`'s tokenizer, template and config.
+    pub fn get(&self, entry: &ModelEntry) -> ApiResult<Arc<LlmInfo>> {
+        if entry.kind != ModelKind::Llm {
+            return Err(ApiError::invalid(
+                "model",
+                format!("{} is an image model, not a chat model", entry.name),
+            ));
+        }
+        if let Some(info) = self.lock().get(&entry.path) {
+            return Ok(info.clone());
+        }
+        let info = Arc::new(load(&entry.path, &self.settings)?);
+        self.lock().insert(entry.path.clone(), info.clone());
+        Ok(info)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<LlmInfo>>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn load(path: &Path, settings: &LlmSettings) -> ApiResult<LlmInfo> {
+    if !path.is_dir() {
+        return Err(ApiError::invalid(
+            "model",
+            format!(
+                "{} is a GGUF chat model; kiln serves chat models from transformers folders \
+                 (GGUF LLMs are not supported yet)",
+                path.display()
+            ),
+        ));
+    }
+    let internal = |e: kiln_runtime::Error| ApiError::internal(format!("cannot read model: {e}"));
+    let tokenizer = Tokenizer::from_dir(path).map_err(internal)?;
+    let template = ChatTemplate::for_model(path, &tokenizer).map_err(internal)?;
+    let config = MistralConfig::from_file(&path.join("config.json")).map_err(internal)?;
+    let context =
+        slot_context(config.max_position_embeddings, settings).map_err(ApiError::internal)?;
+    Ok(LlmInfo {
+        tokenizer,
+        template,
+        config,
+        context,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contexts_split_over_slots() {
+        let s = |parallel, ctx_size| LlmSettings { parallel, ctx_size };
+        assert_eq!(slot_context(512, &s(1, None)), Ok(512));
+        assert_eq!(slot_context(512, &s(4, None)), Ok(128));
+        assert_eq!(slot_context(131072, &s(1, None)), Ok(DEFAULT_CONTEXT_CAP));
+        assert_eq!(slot_context(512, &s(2, Some(4096))), Ok(2048));
+        assert!(slot_context(512, &s(8, Some(4)))
+            .unwrap_err()
+            .contains("8 slots"));
+    }
+}
