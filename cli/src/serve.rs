@@ -6,19 +6,22 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 use kiln_runtime::DeviceChoice;
-use kiln_server::{ModelSet, Server, ServerConfig};
+use kiln_server::{LlmSettings, ModelSet, Server, ServerConfig};
 
+use crate::chat::bundled_chat_model;
 use crate::generate::{bundled_model, parse_max_vram};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// One model to serve: a diffusers folder or a .safetensors checkpoint. Default: the bundled
-    /// tiny model (unless --models-dir is given).
+    /// A model to serve: a diffusers folder or .safetensors checkpoint (images), or a
+    /// transformers LLM folder (chat); give -m more than once to serve several. Default: the
+    /// bundled tiny image model and the bundled chat model (unless --models-dir is given).
     #[arg(short = 'm', long, conflicts_with = "models_dir")]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
 
-    /// Serve every diffusers folder and .safetensors file in this folder; clients pick one by
-    /// name (sd_model_checkpoint), and no name reaches outside the folder.
+    /// Serve every diffusers folder, LLM folder and .safetensors / .gguf file in this folder;
+    /// clients pick one by name (sd_model_checkpoint, or `model` in OpenAI requests), and no name
+    /// reaches outside the folder.
     #[arg(long)]
     models_dir: Option<PathBuf>,
 
@@ -61,14 +64,32 @@ pub struct ServeArgs {
     /// Most denoising steps a request may ask for.
     #[arg(long, default_value_t = 500)]
     max_steps: usize,
+
+    /// Chat slots (as llama-server's -np): up to N replies decode together, one batched step each.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    parallel: usize,
+
+    /// Total chat context in tokens, split evenly over the slots (as llama-server's -c).
+    /// Default: the model's limit, at most 16384.
+    #[arg(short = 'c', long)]
+    ctx_size: Option<usize>,
+
+    /// Seconds a chat request may run; past it, generation stops and the request gets a 504
+    /// (or an error event when streaming).
+    #[arg(long)]
+    timeout: Option<u64>,
 }
 
 pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
-    let models = match (&args.model, &args.models_dir) {
-        (Some(m), _) => ModelSet::Single(m.clone()),
-        (None, Some(d)) => ModelSet::Dir(d.clone()),
-        (None, None) => ModelSet::Single(bundled_model()?),
+    let models = match (&args.model[..], &args.models_dir) {
+        ([one], _) => ModelSet::Single(one.clone()),
+        ([], Some(d)) => ModelSet::Dir(d.clone()),
+        ([], None) => ModelSet::List(vec![bundled_model()?, bundled_chat_model()?]),
+        (several, _) => ModelSet::List(several.to_vec()),
     };
+    if args.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
     if args.queue_size == 0 {
         bail!("--queue-size must be at least 1");
     }
@@ -82,6 +103,11 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
     config.queue_size = args.queue_size;
     config.max_pixels = args.max_pixels;
     config.max_steps = args.max_steps;
+    config.llm = LlmSettings {
+        parallel: args.parallel,
+        ctx_size: args.ctx_size,
+    };
+    config.timeout = args.timeout.map(std::time::Duration::from_secs);
     let server = Server::start(config)?;
     eprintln!(
         "kiln serve: {} on {} (web page at {}/, API docs at {}/docs)",

@@ -93,7 +93,7 @@ impl Catalog {
             // Named models are served as given: a single file is an SD checkpoint unless it is
             // a chat model.
             ModelSet::Single(path) => vec![named(path)],
-            ModelSet::List(paths) => paths.iter().map(|p| named(p)).collect(),
+            ModelSet::List(paths) => distinct_names(paths.iter().map(|p| named(p)).collect()),
             ModelSet::Dir(dir) => {
                 let Ok(read) = std::fs::read_dir(dir) else {
                     return Vec::new();
@@ -115,22 +115,13 @@ impl Catalog {
 
     /// The listed model of `kind` a client's name refers to (see [`resolve`](Self::resolve)).
     pub fn resolve_kind(&self, requested: &str, kind: ModelKind) -> Option<ModelEntry> {
-        self.resolve(requested).filter(|m| m.kind == kind)
+        find(self.list_kind(kind), requested)
     }
 
     /// The listed model a client's name refers to: its title (`name [hash]`), name, model name,
     /// or the path this server lists for it. Anything else, `..` paths included, is `None`.
     pub fn resolve(&self, requested: &str) -> Option<ModelEntry> {
-        let wanted = requested.trim();
-        let without_hash = match wanted.rfind(" [") {
-            Some(i) if wanted.ends_with(']') => &wanted[..i],
-            _ => wanted,
-        };
-        self.list().into_iter().find(|m| {
-            [without_hash, wanted]
-                .iter()
-                .any(|w| *w == m.name || *w == m.model_name || Path::new(w) == m.path.as_path())
-        })
+        find(self.list(), requested)
     }
 
     /// The full SHA-256 of the model's hashed file, from the cache when the file is unchanged.
@@ -153,6 +144,34 @@ impl Catalog {
     }
 }
 
+fn find(models: Vec<ModelEntry>, requested: &str) -> Option<ModelEntry> {
+    let wanted = requested.trim();
+    let without_hash = match wanted.rfind(" [") {
+        Some(i) if wanted.ends_with(']') => &wanted[..i],
+        _ => wanted,
+    };
+    models.into_iter().find(|m| {
+        [without_hash, wanted]
+            .iter()
+            .any(|w| *w == m.name || *w == m.model_name || Path::new(w) == m.path.as_path())
+    })
+}
+
+/// Models named one by one may share a folder name (two `bundled` folders): a later one is
+/// named with its parent folder too (`llm/bundled`), so every listed name picks one model.
+fn distinct_names(mut models: Vec<ModelEntry>) -> Vec<ModelEntry> {
+    for i in 1..models.len() {
+        if models[..i].iter().any(|m| m.name == models[i].name) {
+            let m = &mut models[i];
+            if let Some(parent) = m.path.parent().and_then(|p| p.file_name()) {
+                m.name = format!("{}/{}", parent.to_string_lossy(), m.name);
+                m.model_name = format!("{}/{}", parent.to_string_lossy(), m.model_name);
+            }
+        }
+    }
+    models
+}
+
 fn named(path: &Path) -> ModelEntry {
     ModelEntry::from_path(path, model_kind(path).unwrap_or(ModelKind::Image))
 }
@@ -166,7 +185,10 @@ pub fn model_kind(path: &Path) -> Option<ModelKind> {
         }
         return is_llm_config(&path.join("config.json")).then_some(ModelKind::Llm);
     }
-    let ext = path.extension().and_then(|e| e.to_str())?.to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())?
+        .to_ascii_lowercase();
     match ext.as_str() {
         "safetensors" => Some(ModelKind::Image),
         "gguf" => Some(match gguf_architecture(path).as_deref() {
@@ -186,9 +208,11 @@ fn is_llm_config(path: &Path) -> bool {
         return false;
     };
     let model_type = config["model_type"].as_str().unwrap_or_default();
-    let causal = config["architectures"]
-        .as_array()
-        .is_some_and(|a| a.iter().filter_map(|x| x.as_str()).any(|x| x.ends_with("ForCausalLM")));
+    let causal = config["architectures"].as_array().is_some_and(|a| {
+        a.iter()
+            .filter_map(|x| x.as_str())
+            .any(|x| x.ends_with("ForCausalLM"))
+    });
     causal || matches!(model_type, "mistral" | "llama" | "mistral3")
 }
 

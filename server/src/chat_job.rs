@@ -56,7 +56,7 @@ pub fn choice_sink(
     let deadline = job.deadline;
     let started = Instant::now();
     let mut first = true;
-    let mut finish = move || {
+    let finish = move || {
         if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
             queue.finish(id);
         }

@@ -46,6 +46,12 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
     }
 
+    /// Replaces the machine-readable kind (OpenAI's `code`, e.g. `context_length_exceeded`).
+    pub fn code(mut self, code: &'static str) -> ApiError {
+        self.error = code;
+        self
+    }
+
     pub fn field(mut self, field: &str) -> ApiError {
         self.field = Some(field.to_string());
         self

@@ -170,7 +170,8 @@ impl Drop for Server {
 /// The image model selected at start: `default_model` if given (it must be listed), else the
 /// first image model; empty when only chat models are served (image requests then name none).
 fn default_checkpoint(config: &ServerConfig, catalog: &Catalog) -> Result<String, ServerError> {
-    let missing = |p: &std::path::Path| ServerError(format!("model {} does not exist", p.display()));
+    let missing =
+        |p: &std::path::Path| ServerError(format!("model {} does not exist", p.display()));
     match &config.models {
         ModelSet::Single(p) if !p.exists() => return Err(missing(p)),
         ModelSet::List(paths) => {

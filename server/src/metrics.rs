@@ -75,7 +75,10 @@ impl Metrics {
             "Requests accepted, by API.",
             &[
                 ("{api=\"chat\"}", get(&self.chat_requests) as f64),
-                ("{api=\"completion\"}", get(&self.completion_requests) as f64),
+                (
+                    "{api=\"completion\"}",
+                    get(&self.completion_requests) as f64,
+                ),
                 ("{api=\"image\"}", get(&self.image_requests) as f64),
             ],
         );
@@ -129,7 +132,14 @@ impl Metrics {
             "decode_tokens_per_second",
             "gauge",
             "Generated tokens per second of decoding, per stream, over all replies.",
-            &[("", if get(&self.decode_micros) > 0 { per_stream } else { 0.0 })],
+            &[(
+                "",
+                if get(&self.decode_micros) > 0 {
+                    per_stream
+                } else {
+                    0.0
+                },
+            )],
         );
         metric(
             "queue_waiting",
@@ -158,7 +168,10 @@ mod tests {
         m.request(RequestKind::Chat);
         m.first_token(Duration::from_millis(250));
         let text = m.render(3, 1);
-        assert!(text.contains("kiln_requests_total{api=\"chat\"} 2\n"), "{text}");
+        assert!(
+            text.contains("kiln_requests_total{api=\"chat\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("kiln_time_to_first_token_seconds_sum 0.25\n"));
         assert!(text.contains("kiln_time_to_first_token_seconds_count 1\n"));
         assert!(text.contains("kiln_queue_waiting 3\n"));

@@ -93,23 +93,6 @@ pub enum Work {
     Chat(ChatJob),
 }
 
-impl Work {
-    /// The requester has gone away (nothing would read the answer).
-    pub fn abandoned(&self) -> bool {
-        match self {
-            Work::Image { reply, .. } => reply.is_closed(),
-            Work::Chat(chat) => chat.events.is_closed(),
-        }
-    }
-
-    pub fn model(&self) -> &ModelEntry {
-        match self {
-            Work::Image { request, .. } => &request.model,
-            Work::Chat(chat) => &chat.model,
-        }
-    }
-}
-
 pub struct Job {
     pub id: u64,
     pub work: Work,

@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod chat;
 mod events;
 mod images;
 mod info;
@@ -104,6 +105,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sdapi/v1/png-info", post(sdapi::png_info))
         .route("/v1/images/generations", post(openai::generations))
         .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(chat::completions))
+        .route("/tokenize", post(chat::tokenize))
+        .route("/detokenize", post(chat::detokenize))
+        .route("/metrics", get(status::metrics))
         .fallback(status::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

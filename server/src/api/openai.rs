@@ -147,7 +147,15 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
         .catalog
         .list()
         .into_iter()
-        .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "kiln"}))
+        .map(|m| {
+            json!({
+                "id": m.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "kiln",
+                "kind": m.kind.as_str(),
+            })
+        })
         .collect();
     Json(json!({"object": "list", "data": data}))
 }

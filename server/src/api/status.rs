@@ -8,18 +8,49 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::catalog::ModelKind;
 use crate::error::ApiError;
 
+/// Whether the server can take work, for a load balancer: 200 while the worker is alive, with
+/// the models on offer by kind and the queue's state.
 pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let names = |kind| {
+        state
+            .catalog
+            .list_kind(kind)
+            .into_iter()
+            .map(|m| m.name)
+            .collect::<Vec<_>>()
+    };
     Json(json!({
         "status": "ok",
         "device": state.device_name,
+        "models": {
+            "image": names(ModelKind::Image),
+            "llm": names(ModelKind::Llm),
+        },
+        "slots": state.llms.settings().parallel,
         "queue": {
             "waiting": state.queue.waiting(),
             "running": state.queue.running().is_some(),
+            "running_jobs": state.queue.running_count(),
             "capacity": state.config.queue_size,
         },
     }))
+}
+
+/// Prometheus text: requests, tokens, time to first token, decode speed, queue depth.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
+    let text = state
+        .metrics
+        .render(state.queue.waiting(), state.queue.running_count());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
 }
 
 #[derive(Deserialize)]

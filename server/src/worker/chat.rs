@@ -33,7 +33,9 @@ impl Worker {
                 let free = self.llm.as_ref().map_or(0, |l| l.engine.free_slots());
                 let path = self.llm.as_ref().map(|l| l.path.clone());
                 next = self.queue.pop_front_if(|j| match &j.work {
-                    Work::Chat(c) => Some(&c.model.path) == path.as_ref() && c.choices.len() <= free,
+                    Work::Chat(c) => {
+                        Some(&c.model.path) == path.as_ref() && c.choices.len() <= free
+                    }
                     Work::Image { .. } => false,
                 });
             }
@@ -134,8 +136,11 @@ impl Worker {
         }
         let chat = ChatModel::load(path, &self.device, self.settings.weight_type, None)
             .map_err(|e| ApiError::internal(format!("cannot load chat model: {e}")))?;
-        let context = slot_context(chat.model.config.max_position_embeddings, &self.llm_settings)
-            .map_err(ApiError::internal)?;
+        let context = slot_context(
+            chat.model.config.max_position_embeddings,
+            &self.llm_settings,
+        )
+        .map_err(ApiError::internal)?;
         let engine = Engine::new(&chat.model, self.llm_settings.parallel, context, DType::F16)
             .map_err(|e| ApiError::internal(format!("cannot allocate the KV caches: {e}")))?;
         self.llm = Some(LoadedLlm {
