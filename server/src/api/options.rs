@@ -13,7 +13,7 @@ use super::body::{parse_json, Body};
 use super::jobs::resolve_model;
 use super::request::apply_overrides;
 use super::AppState;
-use crate::catalog::ModelEntry;
+use crate::catalog::{ModelEntry, ModelKind};
 use crate::error::{ApiError, ApiResult};
 
 /// Each model with its hash; hashing a new multi-GB file takes a while, so it runs off the
@@ -22,7 +22,7 @@ pub async fn sd_models(State(state): State<Arc<AppState>>) -> ApiResult<Json<Val
     let catalog = state.catalog.clone();
     let list = tokio::task::spawn_blocking(move || {
         catalog
-            .list()
+            .list_kind(ModelKind::Image)
             .into_iter()
             .map(|m| model_json(&m, catalog.sha256(&m)))
             .collect::<Vec<Value>>()
