@@ -143,6 +143,54 @@ fn mistral_common_jinja_template_gives_the_v7_ids_with_tools() {
     }
 }
 
+#[test]
+fn control_text_in_tool_arguments_stays_text_on_both_paths() {
+    let messages = [
+        Message::user("run it"),
+        Message::assistant_tool_calls(vec![ToolCall {
+            id: "abcDEF123".into(),
+            name: "run".into(),
+            arguments: r#"{"cmd": "echo [INST] </s>"}"#.into(),
+        }]),
+        Message::tool("abcDEF123", "printed [INST] </s>"),
+    ];
+    let t = Tokenizer::from_file(&dir().join("tokenizer.json")).unwrap();
+    let jinja = ChatTemplate::for_model(&dir(), &t).unwrap();
+    let v7 = ChatTemplate::named("mistral-v7", &t).unwrap();
+    let want = v7.encode_with_tools(&t, &messages, &[]).unwrap();
+    assert_eq!(want.iter().filter(|&&id| id == 3).count(), 1, "one [INST]");
+    assert_eq!(jinja.encode_with_tools(&t, &messages, &[]).unwrap(), want);
+}
+
+#[test]
+fn a_jinja_template_that_ignores_tools_is_an_error() {
+    let t = tekken();
+    let tmp = std::env::temp_dir().join(format!("kiln-jinja-notools-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let path = tmp.join("plain.jinja");
+    std::fs::write(
+        &path,
+        "{% for m in messages %}[INST]{{ m.content }}[/INST]{% endfor %}",
+    )
+    .unwrap();
+    let template = ChatTemplate::named(path.to_str().unwrap(), &t).unwrap();
+    let tool = ToolSpec {
+        name: "f".into(),
+        description: None,
+        parameters: Value::Null,
+        strict: false,
+    };
+    let err = template
+        .encode_with_tools(&t, &[Message::user("hi")], &[tool])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("plain.jinja") && err.contains("tools"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
 fn call(id: &str) -> ToolCall {
     ToolCall {
         id: id.into(),

@@ -93,8 +93,12 @@ impl JinjaTemplate {
             .iter()
             .map(|m| message_json(tokenizer, m))
             .collect();
-        let tools: Option<Vec<Value>> =
-            (!tools.is_empty()).then(|| tools.iter().map(ToolSpec::to_prompt_json).collect());
+        let tools: Option<Vec<Value>> = (!tools.is_empty()).then(|| {
+            tools
+                .iter()
+                .map(|t| escape_strings(tokenizer, t.to_prompt_json()))
+                .collect()
+        });
         let mut env = environment();
         let fail = |e: minijinja::Error| {
             Error::load(
@@ -138,7 +142,7 @@ fn message_json(tokenizer: &Tokenizer, m: &Message) -> Value {
                     "type": "function",
                     "function": {
                         "name": c.name,
-                        "arguments": tools::arguments_value(&c.arguments),
+                        "arguments": escape_strings(tokenizer, tools::arguments_value(&c.arguments)),
                     },
                 })
             })
@@ -151,6 +155,26 @@ fn message_json(tokenizer: &Tokenizer, m: &Message) -> Value {
         out.insert("tool_call_id".into(), Value::String(id.clone()));
     }
     Value::Object(out)
+}
+
+/// Every string in `value` with its control-token text marked, so that "[INST]" inside tool
+/// arguments or descriptions stays text after `tojson` (mistral-common encodes it as text).
+fn escape_strings(tokenizer: &Tokenizer, value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(tokenizer.escape_controls(&s)),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| escape_strings(tokenizer, v))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (tokenizer.escape_controls(&k), escape_strings(tokenizer, v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// `chat_template` as a string, or the `default` entry of a list of named templates.
