@@ -65,6 +65,14 @@ SEARCH = {
 NO_DESC = {"type": "function", "function": {"name": "get_time", "parameters": {}}}
 
 
+PYJSON_VALUES = [
+    0.1, 0.5, 1.0, -2.5, 100.0, 1e-4, 1e-5, 1.5e-7, 1e15, 1e16, 1.2345e17, 123456.789,
+    0.30000000000000004, 5e-324, 1.7976931348623157e308, -0.0, 2.5e-05, 9007199254740993,
+    -42, 0, 18446744073709551615,
+    "tab\tquote\"back\\slash\x01\x1f\x7f/é😀", {"z": [1, {"a": None, "b": True}], "a": []},
+]
+
+
 def call(id_, name, arguments):
     return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
 
@@ -175,8 +183,12 @@ def main():
         chats.append({**chat, "v7": v7, "v3": v3})
     # One rendered prompt, for reading the fixture by eye.
     text = mc.decode(chats[2]["v7"], special_token_policy=SpecialTokenPolicy.KEEP)
+    # Values with json.dumps' spelling: kiln's Python-style JSON writer (llm/src/chat/pyjson.rs)
+    # must give the same text, floats above all.
+    pyjson = [{"value": v, "python": json.dumps(v, ensure_ascii=False)} for v in PYJSON_VALUES]
     with open(os.path.join(OUT, "tool_goldens.json"), "w") as f:
-        json.dump({"example_v7_text": text, "chats": chats}, f, ensure_ascii=False, indent=1)
+        json.dump({"example_v7_text": text, "chats": chats, "pyjson": pyjson}, f,
+                  ensure_ascii=False, indent=1)
     print(f"{len(chats)} chats -> {OUT}/tool_goldens.json")
     print(text)
 

@@ -159,6 +159,26 @@ mod tests {
         }
     }
 
+    /// Values json.dumps wrote (tools/make_tool_fixtures.py): same text, floats above all.
+    #[test]
+    fn matches_python_json_dumps_on_the_fixture_values() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/llm/tokenizer/tool_goldens.json"
+        );
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let cases = json["pyjson"].as_array().unwrap();
+        assert!(cases.len() > 20);
+        for case in cases {
+            assert_eq!(
+                dumps(&case["value"], None),
+                case["python"].as_str().unwrap(),
+                "{}",
+                case["value"]
+            );
+        }
+    }
+
     #[test]
     fn separators_escapes_and_order_follow_python() {
         let v: Value =
