@@ -3,7 +3,9 @@
 //! results give mistral-common's V7-Tekken and V3-Tekken ids id for id (tools JSON with the
 //! client's key order, Python separators and floats, parallel calls, JSON and text results,
 //! tools only before the last user turn); the Jinja template mistral-common ships gives the
-//! same ids as V7. Bad conversations and malformed `[TOOL_CALLS]` output are errors that name
+//! same ids as V7. (transformers' apply_chat_template, given arguments as objects as vLLM passes
+//! them, gives these ids too, except that it leaves out a description the client left out where
+//! mistral-common writes ""; kiln follows mistral-common.) Bad conversations and malformed `[TOOL_CALLS]` output are errors that name
 //! the field.
 
 use std::path::{Path, PathBuf};

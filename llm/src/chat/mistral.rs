@@ -56,14 +56,14 @@ impl MistralFormat {
         self.encode_with_tools(tokenizer, messages, &[])
     }
 
-    /// `messages` with `tools` offered; the caller has checked the calls and results pair up
-    /// (`tools::check_conversation`).
+    /// `messages` with `tools` offered, after checking that tool calls and results pair up.
     pub fn encode_with_tools(
         self,
         tokenizer: &Tokenizer,
         messages: &[Message],
         tools: &[ToolSpec],
     ) -> Result<Vec<u32>> {
+        tools::check_conversation(messages)?;
         let messages = merge_runs(messages, self);
         let bos = tokenizer.require("<s>")?;
         let eos = tokenizer.require("</s>")?;

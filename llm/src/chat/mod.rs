@@ -159,9 +159,9 @@ impl ChatTemplate {
         if messages.is_empty() {
             return Err(Error::shape("chat template", "no messages"));
         }
-        tools::check_conversation(messages)?;
         match self {
             ChatTemplate::Jinja(t) => {
+                tools::check_conversation(messages)?;
                 tokenizer.encode_rendered(&t.render_with_tools(tokenizer, messages, tools)?)
             }
             ChatTemplate::Mistral(f) => f.encode_with_tools(tokenizer, messages, tools),

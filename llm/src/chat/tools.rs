@@ -70,7 +70,7 @@ pub(crate) fn tools_text(tools: &[ToolSpec]) -> Result<String> {
 /// Arguments as mistral-common puts them in a prompt: the parsed JSON when the text is JSON
 /// (re-spelled by `json.dumps`), else the text itself as a string; empty text is `{}`.
 pub(crate) fn arguments_value(arguments: &str) -> Value {
-    if arguments.trim().is_empty() {
+    if arguments.is_empty() {
         return Value::Object(Map::new());
     }
     serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_string()))
