@@ -17,7 +17,7 @@ pub mod sequence;
 pub mod session;
 pub mod tokenizer;
 
-pub use chat::{ChatTemplate, Message, Role};
+pub use chat::{ChatTemplate, Message, Role, ToolCall, ToolCallIds, ToolSpec};
 pub use chat_model::ChatModel;
 pub use config::MistralConfig;
 pub use conversation::Conversation;

@@ -1,6 +1,8 @@
 //! A model's own Jinja chat template rendered with minijinja, set up as transformers'
 //! `apply_chat_template` does (trim_blocks, lstrip_blocks, `raise_exception`, `strftime_now`,
-//! Python string methods), with `add_generation_prompt` true.
+//! Python string methods, `tojson` as Python's `json.dumps`), with `add_generation_prompt` true.
+//! Tools and tool messages reach the template in OpenAI's shape, as apply_chat_template passes
+//! them (arguments parsed into objects, as vLLM does, so `tojson` spells them as mistral-common).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,7 @@ use kiln_runtime::{Error, Result};
 use minijinja::{context, Environment, ErrorKind};
 use serde_json::Value;
 
-use super::Message;
+use super::{pyjson, tools, Message, Role, ToolSpec};
 use crate::tokenizer::Tokenizer;
 
 pub struct JinjaTemplate {
@@ -69,15 +71,34 @@ impl JinjaTemplate {
 
     /// The prompt text, message contents escaped so their control strings stay text.
     pub fn render(&self, tokenizer: &Tokenizer, messages: &[Message]) -> Result<String> {
+        self.render_with_tools(tokenizer, messages, &[])
+    }
+
+    /// As `render`, with `tools` given to the template (omitted when empty, as transformers
+    /// omits `tools=None`).
+    pub fn render_with_tools(
+        &self,
+        tokenizer: &Tokenizer,
+        messages: &[Message],
+        tools: &[ToolSpec],
+    ) -> Result<String> {
+        // A template that never reads `tools` would drop them silently.
+        if !tools.is_empty() && !self.source.contains("tools") {
+            return Err(Error::load(
+                &self.origin,
+                "the chat template does not use `tools`: this model's format has no tool calling",
+            ));
+        }
         let messages: Vec<Value> = messages
             .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "role": m.role.as_str(),
-                    "content": tokenizer.escape_controls(&m.content),
-                })
-            })
+            .map(|m| message_json(tokenizer, m))
             .collect();
+        let tools: Option<Vec<Value>> = (!tools.is_empty()).then(|| {
+            tools
+                .iter()
+                .map(|t| escape_strings(tokenizer, t.to_prompt_json()))
+                .collect()
+        });
         let mut env = environment();
         let fail = |e: minijinja::Error| {
             Error::load(
@@ -90,12 +111,69 @@ impl JinjaTemplate {
             .and_then(|t| {
                 t.render(context! {
                     messages => messages,
+                    tools => tools,
                     bos_token => self.bos_token,
                     eos_token => self.eos_token,
                     add_generation_prompt => true,
                 })
             })
             .map_err(fail)
+    }
+}
+
+/// A message as an OpenAI chat request carries it: `tool_calls` on assistant messages (content
+/// null when there is none), `tool_call_id` on tool messages.
+fn message_json(tokenizer: &Tokenizer, m: &Message) -> Value {
+    let content = Value::String(tokenizer.escape_controls(&m.content));
+    let mut out = serde_json::Map::new();
+    out.insert("role".into(), Value::String(m.role.as_str().into()));
+    if m.role == Role::Assistant && !m.tool_calls.is_empty() {
+        let no_content = m.content.is_empty();
+        out.insert(
+            "content".into(),
+            if no_content { Value::Null } else { content },
+        );
+        let calls = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": {
+                        "name": c.name,
+                        "arguments": escape_strings(tokenizer, tools::arguments_value(&c.arguments)),
+                    },
+                })
+            })
+            .collect();
+        out.insert("tool_calls".into(), Value::Array(calls));
+    } else {
+        out.insert("content".into(), content);
+    }
+    if let Some(id) = &m.tool_call_id {
+        out.insert("tool_call_id".into(), Value::String(id.clone()));
+    }
+    Value::Object(out)
+}
+
+/// Every string in `value` with its control-token text marked, so that "[INST]" inside tool
+/// arguments or descriptions stays text after `tojson` (mistral-common encodes it as text).
+fn escape_strings(tokenizer: &Tokenizer, value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(tokenizer.escape_controls(&s)),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| escape_strings(tokenizer, v))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (tokenizer.escape_controls(&k), escape_strings(tokenizer, v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -122,6 +200,23 @@ fn environment<'s>() -> Environment<'s> {
         "raise_exception",
         |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
+    // transformers' tojson is json.dumps (", " separators, no HTML escaping); minijinja's own
+    // writes compact JSON, which would change the tools text inside the prompt.
+    env.add_filter(
+        "tojson",
+        |value: minijinja::Value,
+         kwargs: minijinja::value::Kwargs|
+         -> std::result::Result<minijinja::Value, minijinja::Error> {
+            let indent: Option<usize> = kwargs.get("indent")?;
+            kwargs.assert_all_used()?;
+            let json = serde_json::to_value(&value).map_err(|e| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
+            })?;
+            Ok(minijinja::Value::from_safe_string(pyjson::dumps(
+                &json, indent,
+            )))
         },
     );
     env.add_function("strftime_now", |format: String| {

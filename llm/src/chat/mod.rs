@@ -1,9 +1,11 @@
 //! Conversations to prompt ids: the model's own Jinja chat template when its folder has one,
 //! else a built-in Mistral formatter (V7-Tekken for Small 3.x, V3-Tekken for Nemo) that builds
-//! the ids as mistral-common does.
+//! the ids as mistral-common does. Both carry OpenAI tool calling (`tools`): see tools.rs.
 
 mod jinja;
 mod mistral;
+mod pyjson;
+mod tools;
 
 use std::path::Path;
 
@@ -11,6 +13,9 @@ use kiln_runtime::{Error, Result};
 
 pub use jinja::JinjaTemplate;
 pub use mistral::MistralFormat;
+pub use tools::{
+    parse_tool_calls, parse_tool_calls_text, tool_calls_start, ToolCall, ToolCallIds, ToolSpec,
+};
 
 use crate::tokenizer::Tokenizer;
 
@@ -19,6 +24,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering one call of the assistant message before it.
+    Tool,
 }
 
 impl Role {
@@ -27,6 +34,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 
@@ -35,6 +43,7 @@ impl Role {
             "system" => Some(Role::System),
             "user" => Some(Role::User),
             "assistant" => Some(Role::Assistant),
+            "tool" => Some(Role::Tool),
             _ => None,
         }
     }
@@ -44,6 +53,10 @@ impl Role {
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// The calls an assistant message made (empty otherwise).
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a tool message answers (None otherwise).
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -51,6 +64,24 @@ impl Message {
         Message {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// An assistant message that only calls tools.
+    pub fn assistant_tool_calls(calls: Vec<ToolCall>) -> Message {
+        Message {
+            tool_calls: calls,
+            ..Message::new(Role::Assistant, "")
+        }
+    }
+
+    /// A tool's result for the call `id`.
+    pub fn tool(id: impl Into<String>, content: impl Into<String>) -> Message {
+        Message {
+            tool_call_id: Some(id.into()),
+            ..Message::new(Role::Tool, content)
         }
     }
 
@@ -113,12 +144,27 @@ impl ChatTemplate {
 
     /// The prompt ids for `messages`, ready for the assistant's next reply.
     pub fn encode(&self, tokenizer: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
+        self.encode_with_tools(tokenizer, messages, &[])
+    }
+
+    /// The prompt ids for `messages` with `tools` offered to the model (none: as `encode`).
+    /// Tool calls and results are checked first: ids of 9 letters or digits, each result
+    /// answering a call of the assistant message before it, every call answered.
+    pub fn encode_with_tools(
+        &self,
+        tokenizer: &Tokenizer,
+        messages: &[Message],
+        tools: &[ToolSpec],
+    ) -> Result<Vec<u32>> {
         if messages.is_empty() {
             return Err(Error::shape("chat template", "no messages"));
         }
         match self {
-            ChatTemplate::Jinja(t) => tokenizer.encode_rendered(&t.render(tokenizer, messages)?),
-            ChatTemplate::Mistral(f) => f.encode(tokenizer, messages),
+            ChatTemplate::Jinja(t) => {
+                tools::check_conversation(messages)?;
+                tokenizer.encode_rendered(&t.render_with_tools(tokenizer, messages, tools)?)
+            }
+            ChatTemplate::Mistral(f) => f.encode_with_tools(tokenizer, messages, tools),
         }
     }
 }
