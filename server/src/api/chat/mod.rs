@@ -34,8 +34,8 @@ use crate::chat_job::{ChatEvent, ChatJob};
 use crate::error::ApiError;
 use crate::metrics::RequestKind;
 use crate::queue::Work;
-use request::Plan;
-use response::{Api, Header};
+use request::{Plan, ToolChoice};
+use response::{Api, Header, Reply};
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
@@ -143,7 +143,20 @@ async fn answer(state: Arc<AppState>, plan: Plan, api: Api) -> OpenAiResult<Resp
         return Err(shutting_down().into());
     }
     running.guard.armed = false;
-    Ok(Json(header.complete(&plan.info.tokenizer, &generations, plan.logprobs)).into_response())
+    let tools = plan.tools_on();
+    let tokenizer = &plan.info.tokenizer;
+    let replies: Vec<Reply> = generations
+        .into_iter()
+        .map(|g| Reply::new(tokenizer, g, tools))
+        .collect();
+    Ok(Json(header.complete(tokenizer, &replies, plan.logprobs)).into_response())
+}
+
+impl Plan {
+    /// Whether replies are read for tool calls.
+    fn tools_on(&self) -> bool {
+        !self.tools.is_empty() && self.tool_choice != ToolChoice::None
+    }
 }
 
 fn shutting_down() -> ApiError {
@@ -171,9 +184,17 @@ fn stream(
         running: Running,
         pending: Option<ChatEvent>,
         started: Vec<bool>,
+        /// The choice reached `[TOOL_CALLS]`: its text is held for the tool-call delta.
+        in_calls: Vec<bool>,
+        /// Text sent per choice (what a tool-call reply that fails to parse still owes).
+        sent: Vec<String>,
         done: Vec<Option<Generation>>,
         finished: bool,
     }
+    let calls_id = plan
+        .tools_on()
+        .then(|| plan.info.tokenizer.token_id("[TOOL_CALLS]"))
+        .flatten();
     let init = Streaming {
         state,
         plan,
@@ -181,6 +202,8 @@ fn stream(
         running,
         pending: Some(first),
         started: vec![false; n],
+        in_calls: vec![false; n],
+        sent: vec![String::new(); n],
         done: vec![None; n],
         finished: false,
     };
@@ -205,9 +228,13 @@ fn stream(
                     out.push(data(s.header.role_chunk(choice)));
                 }
                 s.started[choice] = true;
-                if !text.is_empty() || s.plan.logprobs {
+                if Some(sampled.id) == calls_id {
+                    s.in_calls[choice] = true;
+                }
+                if !s.in_calls[choice] && (!text.is_empty() || s.plan.logprobs) {
                     let lp = s.plan.logprobs.then_some(&sampled);
                     out.push(data(s.header.text_chunk(tokenizer, choice, &text, lp)));
+                    s.sent[choice].push_str(&text);
                 }
             }
             Some(ChatEvent::Done { choice, generation }) => {
@@ -220,7 +247,15 @@ fn stream(
                     out.push(data(serde_json::json!({"error": error_object(&e)})));
                     s.finished = true;
                 } else {
-                    out.push(data(s.header.finish_chunk(choice, &generation)));
+                    let reply = Reply::new(tokenizer, (*generation).clone(), s.plan.tools_on());
+                    if !reply.tool_calls.is_empty() {
+                        out.push(data(s.header.tool_calls_chunk(choice, &reply)));
+                    } else if let Some(rest) = reply.content.strip_prefix(s.sent[choice].as_str()) {
+                        if !rest.is_empty() {
+                            out.push(data(s.header.text_chunk(tokenizer, choice, rest, None)));
+                        }
+                    }
+                    out.push(data(s.header.finish_chunk(choice, &reply)));
                     s.done[choice] = Some(*generation);
                 }
             }
@@ -235,7 +270,7 @@ fn stream(
             }
         }
         if !s.finished && s.done.iter().all(Option::is_some) {
-            let generations: Vec<Generation> = s.done.iter().flatten().cloned().collect();
+            let generations: Vec<&Generation> = s.done.iter().flatten().collect();
             if s.plan.include_usage {
                 out.push(data(s.header.usage_chunk(&generations)));
             }

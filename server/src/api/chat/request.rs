@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kiln_llm::sampling::SamplingParams;
-use kiln_llm::{GenerateOptions, Message, Role};
+use kiln_llm::{GenerateOptions, Message, Role, ToolCall, ToolSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -87,6 +87,22 @@ pub struct Plan {
     pub include_usage: bool,
     /// Report log-probabilities (chat: `logprobs`; completions: `logprobs` > 0).
     pub logprobs: bool,
+    /// The tools offered (in the prompt), and how the model may use them.
+    pub tools: Vec<ToolSpec>,
+    pub tool_choice: ToolChoice,
+}
+
+/// OpenAI's `tool_choice`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ToolChoice {
+    /// The model decides (the default when tools are given).
+    Auto,
+    /// No tool calls: the tools stay out of the prompt.
+    None,
+    /// The reply must be tool calls.
+    Required,
+    /// The reply must call this function.
+    Function(String),
 }
 
 /// The body as a JSON object, refusing fields outside `known` by name.
@@ -122,7 +138,14 @@ fn fields<T: serde::de::DeserializeOwned>(map: &Map<String, Value>) -> ApiResult
 
 /// `POST /v1/chat/completions`.
 pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
-    const CHAT: &[&str] = &["messages", "logprobs", "top_logprobs"];
+    const CHAT: &[&str] = &[
+        "messages",
+        "logprobs",
+        "top_logprobs",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+    ];
     let map = object(body, &[SAMPLING_FIELDS, CHAT])?;
     #[derive(Deserialize, Default)]
     #[serde(default)]
@@ -130,6 +153,10 @@ pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
         messages: Option<Vec<Value>>,
         logprobs: Option<bool>,
         top_logprobs: Option<i64>,
+        tools: Option<Vec<Value>>,
+        tool_choice: Option<Value>,
+        #[allow(dead_code)]
+        parallel_tool_calls: Option<bool>,
     }
     let chat: Chat = fields(&map)?;
     let common: SamplingFields = fields(&map)?;
@@ -145,10 +172,30 @@ pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
         .enumerate()
         .map(|(i, m)| message(i, m))
         .collect::<ApiResult<Vec<_>>>()?;
+    let tools = chat
+        .tools
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tool(i, t))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let tool_choice = tool_choice(chat.tool_choice.as_ref(), &tools)?;
+    let offered: &[ToolSpec] = if tool_choice == ToolChoice::None {
+        &[]
+    } else {
+        &tools
+    };
     let prompt = info
         .template
-        .encode(&info.tokenizer, &messages)
-        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+        .encode_with_tools(&info.tokenizer, &messages, offered)
+        .map_err(|e| {
+            let field = if e.to_string().contains("tools") && !offered.is_empty() {
+                "tools"
+            } else {
+                "messages"
+            };
+            ApiError::invalid(field, e.to_string())
+        })?;
     let top_logprobs = match chat.top_logprobs {
         None => 0,
         Some(n) if (0..=20).contains(&n) => n as usize,
@@ -166,7 +213,92 @@ pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
             "top_logprobs needs logprobs: true",
         ));
     }
-    plan(model, info, prompt, &common, logprobs, top_logprobs)
+    let mut plan = plan(model, info, prompt, &common, logprobs, top_logprobs)?;
+    plan.tools = tools;
+    plan.tool_choice = tool_choice;
+    Ok(plan)
+}
+
+/// `tools[i]`: `{"type": "function", "function": {"name", "description"?, "parameters"?,
+/// "strict"?}}`.
+fn tool(i: usize, t: &Value) -> ApiResult<ToolSpec> {
+    let at = format!("tools[{i}]");
+    if t.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(ApiError::invalid(
+            &at,
+            "a tool must have \"type\": \"function\"",
+        ));
+    }
+    let f = t
+        .get("function")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ApiError::invalid(&format!("{at}.function"), "function is required"))?;
+    if let Some(k) = f
+        .keys()
+        .find(|k| !["name", "description", "parameters", "strict"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(
+            &format!("{at}.function.{k}"),
+            format!("`{k}` is not supported by kiln"),
+        ));
+    }
+    let name = f
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::invalid(&format!("{at}.function.name"), "name is required"))?;
+    let parameters = f.get("parameters").cloned().unwrap_or(Value::Null);
+    if !matches!(parameters, Value::Object(_) | Value::Null) {
+        return Err(ApiError::invalid(
+            &format!("{at}.function.parameters"),
+            "parameters must be a JSON schema object",
+        ));
+    }
+    Ok(ToolSpec {
+        name: name.to_string(),
+        description: f
+            .get("description")
+            .and_then(Value::as_str)
+            .map(String::from),
+        parameters,
+        strict: f.get("strict").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+fn tool_choice(value: Option<&Value>, tools: &[ToolSpec]) -> ApiResult<ToolChoice> {
+    let bad = |msg: String| ApiError::invalid("tool_choice", msg);
+    let choice = match value {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(bad(format!(
+                    "tool_choice {other:?}: use auto, none, required or a function"
+                )))
+            }
+        },
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) if v.get("type").and_then(Value::as_str) == Some("function") => {
+                if !tools.iter().any(|t| t.name == name) {
+                    return Err(bad(format!("tool_choice names {name:?}, which is not in tools")));
+                }
+                ToolChoice::Function(name.to_string())
+            }
+            _ => {
+                return Err(bad(
+                    "tool_choice must be a string or {\"type\": \"function\", \"function\": {\"name\"}}".into(),
+                ))
+            }
+        },
+    };
+    if tools.is_empty() && matches!(choice, ToolChoice::Required | ToolChoice::Function(_)) {
+        return Err(bad(
+            "tool_choice asks for a tool call but no tools are given".into(),
+        ));
+    }
+    Ok(choice)
 }
 
 /// `POST /v1/completions`: a prompt string, no template.
@@ -246,7 +378,9 @@ fn chat_model(state: &AppState, f: &SamplingFields) -> ApiResult<(ModelEntry, Ar
     Ok((entry, info))
 }
 
-/// One message: role system / user / assistant, content a string or a list of text parts.
+/// One message: role system / user / assistant / tool, content a string or a list of text parts;
+/// an assistant message may carry `tool_calls` (content then may be null), a tool message its
+/// `tool_call_id`.
 fn message(i: usize, m: &Value) -> ApiResult<Message> {
     let at = |field: &str| format!("messages[{i}].{field}");
     let Some(obj) = m.as_object() else {
@@ -255,24 +389,45 @@ fn message(i: usize, m: &Value) -> ApiResult<Message> {
             "each message must be an object with role and content",
         ));
     };
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !["role", "content", "name"].contains(&k.as_str()))
-    {
+    const FIELDS: &[&str] = &["role", "content", "name", "tool_calls", "tool_call_id"];
+    if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid(
             &at(k),
             format!("message field `{k}` is not supported by kiln"),
         ));
     }
     let role = obj.get("role").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::invalid(&at("role"), "role is required: system, user or assistant")
+        ApiError::invalid(
+            &at("role"),
+            "role is required: system, user, assistant or tool",
+        )
     })?;
     let role = Role::parse(role).ok_or_else(|| {
         ApiError::invalid(
             &at("role"),
-            format!("unknown role {role:?}: use system, user or assistant"),
+            format!("unknown role {role:?}: use system, user, assistant or tool"),
         )
     })?;
+    let calls = match obj.get("tool_calls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) if role != Role::Assistant => {
+            return Err(ApiError::invalid(
+                &at("tool_calls"),
+                "only assistant messages carry tool_calls",
+            ))
+        }
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(j, c)| tool_call(&format!("messages[{i}].tool_calls[{j}]"), c))
+            .collect::<ApiResult<Vec<_>>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                &at("tool_calls"),
+                "tool_calls must be a list",
+            ))
+        }
+    };
     let content = match obj.get("content") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => {
@@ -300,6 +455,7 @@ fn message(i: usize, m: &Value) -> ApiResult<Message> {
             }
             text
         }
+        None | Some(Value::Null) if !calls.is_empty() => String::new(),
         None | Some(Value::Null) => {
             return Err(ApiError::invalid(&at("content"), "content is required"))
         }
@@ -310,7 +466,40 @@ fn message(i: usize, m: &Value) -> ApiResult<Message> {
             ))
         }
     };
-    Ok(Message::new(role, content))
+    let mut message = Message::new(role, content);
+    message.tool_calls = calls;
+    match (role, obj.get("tool_call_id")) {
+        (Role::Tool, Some(Value::String(id))) => message.tool_call_id = Some(id.clone()),
+        (Role::Tool, _) => {
+            return Err(ApiError::invalid(
+                &at("tool_call_id"),
+                "a tool message needs the tool_call_id it answers",
+            ))
+        }
+        (_, None | Some(Value::Null)) => {}
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                &at("tool_call_id"),
+                "only tool messages carry tool_call_id",
+            ))
+        }
+    }
+    Ok(message)
+}
+
+/// An assistant's earlier call: `{"id", "type": "function", "function": {"name", "arguments"}}`.
+fn tool_call(at: &str, c: &Value) -> ApiResult<ToolCall> {
+    let field = |f: &str| format!("{at}.{f}");
+    let text = |v: Option<&Value>, f: &str| {
+        v.and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| ApiError::invalid(&field(f), format!("{f} must be a string")))
+    };
+    Ok(ToolCall {
+        id: text(c.get("id"), "id")?,
+        name: text(c.pointer("/function/name"), "function.name")?,
+        arguments: text(c.pointer("/function/arguments"), "function.arguments")?,
+    })
 }
 
 fn plan(
@@ -458,5 +647,7 @@ fn plan(
         stream: f.stream.unwrap_or(false),
         include_usage: f.stream_options.as_ref().is_some_and(|o| o.include_usage),
         logprobs,
+        tools: Vec::new(),
+        tool_choice: ToolChoice::None,
     })
 }

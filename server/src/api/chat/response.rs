@@ -1,9 +1,71 @@
 //! OpenAI's response shapes: a whole `chat.completion` / `text_completion`, and the
 //! `chat.completion.chunk` / streamed `text_completion` pieces, with usage and log-probabilities.
 
+use kiln_llm::chat::{parse_tool_calls, tool_calls_start};
 use kiln_llm::sampling::{FinishReason, Sampled};
-use kiln_llm::{Generation, Tokenizer};
+use kiln_llm::{Generation, Tokenizer, ToolCall, ToolCallIds};
 use serde_json::{json, Value};
+
+/// One finished choice as answered: its text content and, when the model called tools, the
+/// calls (then the content is what came before `[TOOL_CALLS]`).
+pub struct Reply {
+    pub generation: Generation,
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Reply {
+    /// `generation` read for tool calls when `tools` were offered. Output that starts a tool call
+    /// but does not parse stays plain content, so the client sees what the model wrote.
+    pub fn new(tokenizer: &Tokenizer, generation: Generation, tools: bool) -> Reply {
+        if tools {
+            let mut ids = ToolCallIds::new(generation.seed);
+            if let Ok(Some(calls)) = parse_tool_calls(tokenizer, &generation.tokens, &mut ids) {
+                let start = tool_calls_start(tokenizer, &generation.tokens).unwrap_or(0);
+                let content = tokenizer
+                    .decode(&generation.tokens[..start], true)
+                    .unwrap_or_default();
+                return Reply {
+                    generation,
+                    content,
+                    tool_calls: calls,
+                };
+            }
+        }
+        Reply {
+            content: generation.text.clone(),
+            generation,
+            tool_calls: Vec::new(),
+        }
+    }
+
+    pub fn finish_reason(&self) -> &'static str {
+        if self.tool_calls.is_empty() {
+            finish_reason(self.generation.finish)
+        } else {
+            "tool_calls"
+        }
+    }
+
+    /// OpenAI's `tool_calls` list (with `index` for stream deltas).
+    pub fn tool_calls_json(&self, with_index: bool) -> Vec<Value> {
+        self.tool_calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut v = json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                });
+                if with_index {
+                    v["index"] = json!(i);
+                }
+                v
+            })
+            .collect()
+    }
+}
 
 /// Which endpoint is answering.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -57,36 +119,54 @@ impl Header {
     }
 
     /// The whole answer: one choice per generation, in order.
-    pub fn complete(
-        &self,
-        tokenizer: &Tokenizer,
-        generations: &[Generation],
-        logprobs: bool,
-    ) -> Value {
-        let choices = generations
+    pub fn complete(&self, tokenizer: &Tokenizer, replies: &[Reply], logprobs: bool) -> Value {
+        let choices = replies
             .iter()
             .enumerate()
-            .map(|(i, g)| {
-                let lp = logprobs.then(|| self.logprobs(tokenizer, &g.sampled));
+            .map(|(i, r)| {
+                let lp = logprobs.then(|| self.logprobs(tokenizer, &r.generation.sampled));
                 match self.api {
-                    Api::Chat => json!({
-                        "index": i,
-                        "message": {"role": "assistant", "content": g.text},
-                        "logprobs": lp,
-                        "finish_reason": finish_reason(g.finish),
-                    }),
+                    Api::Chat => {
+                        let mut message = json!({"role": "assistant", "content": r.content});
+                        if !r.tool_calls.is_empty() {
+                            message["tool_calls"] = Value::Array(r.tool_calls_json(false));
+                            if r.content.is_empty() {
+                                message["content"] = Value::Null;
+                            }
+                        }
+                        json!({
+                            "index": i,
+                            "message": message,
+                            "logprobs": lp,
+                            "finish_reason": r.finish_reason(),
+                        })
+                    }
                     Api::Completion => json!({
                         "index": i,
-                        "text": g.text,
+                        "text": r.content,
                         "logprobs": lp,
-                        "finish_reason": finish_reason(g.finish),
+                        "finish_reason": r.finish_reason(),
                     }),
                 }
             })
             .collect();
         let mut out = self.wrap(false, choices);
-        out["usage"] = usage(generations);
+        let generations: Vec<&Generation> = replies.iter().map(|r| &r.generation).collect();
+        out["usage"] = usage(&generations);
         out
+    }
+
+    /// A streamed choice's tool calls, whole, as one delta.
+    pub fn tool_calls_chunk(&self, choice: usize, reply: &Reply) -> Value {
+        self.wrap(
+            true,
+            vec![json!({
+                "index": choice,
+                "delta": {"tool_calls": reply.tool_calls_json(true)},
+                "logprobs": null,
+                "finish_reason": null,
+            })],
+        )
     }
 
     /// The first chunk of a streamed chat choice: the role, no text.
@@ -129,26 +209,26 @@ impl Header {
     }
 
     /// The last chunk of a streamed choice: no text, the finish reason.
-    pub fn finish_chunk(&self, choice: usize, g: &Generation) -> Value {
+    pub fn finish_chunk(&self, choice: usize, reply: &Reply) -> Value {
         let body = match self.api {
             Api::Chat => json!({
                 "index": choice,
                 "delta": {},
                 "logprobs": null,
-                "finish_reason": finish_reason(g.finish),
+                "finish_reason": reply.finish_reason(),
             }),
             Api::Completion => json!({
                 "index": choice,
                 "text": "",
                 "logprobs": null,
-                "finish_reason": finish_reason(g.finish),
+                "finish_reason": reply.finish_reason(),
             }),
         };
         self.wrap(true, vec![body])
     }
 
     /// `stream_options.include_usage`: a last chunk with no choices and the usage.
-    pub fn usage_chunk(&self, generations: &[Generation]) -> Value {
+    pub fn usage_chunk(&self, generations: &[&Generation]) -> Value {
         let mut out = self.wrap(true, Vec::new());
         out["usage"] = usage(generations);
         out
@@ -217,7 +297,7 @@ pub fn finish_reason(f: FinishReason) -> &'static str {
 
 /// Prompt tokens once (every choice shares the prompt), completion tokens over all choices: every
 /// sampled token, the end-of-sequence token included, as llama-server counts them.
-pub fn usage(generations: &[Generation]) -> Value {
+pub fn usage(generations: &[&Generation]) -> Value {
     let prompt = generations.first().map_or(0, |g| g.prompt_tokens);
     let completion: usize = generations.iter().map(|g| g.sampled.len()).sum();
     let cached = generations
