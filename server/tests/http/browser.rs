@@ -229,7 +229,7 @@ fn web_page_generates_into_the_gallery_and_reads_dropped_pngs() {
 /// assistant message shows (`window.seen`). The reply's bytes are handed to the page a few at a
 /// time, a millisecond apart, so SSE lines arrive split across reads and the page must render each
 /// token as it comes: a page that waited for the whole answer would show no partial text.
-const INSTRUMENT: &str = r#"
+const INSTRUMENT: &str = r##"
 window.sent = [];
 window.seen = [];
 const realFetch = window.fetch;
@@ -254,7 +254,7 @@ new MutationObserver(() => {
   if (m.length) window.seen.push(m[m.length - 1].firstChild ? m[m.length - 1].firstChild.textContent : "");
 }).observe(document.querySelector("#chat-log"), { subtree: true, childList: true, characterData: true });
 return true;
-"#;
+"##;
 
 /// Sends `text` from the chat box and waits for reply number `n` (1-based) to finish streaming.
 fn chat_turn(d: &Driver, text: &str, n: usize) -> String {
@@ -270,7 +270,10 @@ fn chat_turn(d: &Driver, text: &str, n: usize) -> String {
                  && !document.querySelector('#chat-send').disabled"
         ),
     );
-    assert_eq!(d.js("return document.querySelector('#chat-error').textContent"), "");
+    assert_eq!(
+        d.js("return document.querySelector('#chat-error').textContent"),
+        ""
+    );
     d.js(&format!(
         "return document.querySelectorAll('#chat-log .msg.assistant')[{n} - 1].textContent"
     ))
@@ -293,7 +296,8 @@ fn web_page_chats_with_streamed_replies_and_keeps_the_conversation() {
         "return document.querySelector('#chat-model').options.length",
     );
     // Each picker lists its own kind of model.
-    let names = "(id) => [...document.querySelector(id).options].map((o) => o.value.split(' [')[0])";
+    let names =
+        "(id) => [...document.querySelector(id).options].map((o) => o.value.split(' [')[0])";
     assert_eq!(
         d.js(&format!("return ({names})('#chat-model')")),
         json!(["llm/bundled"])
@@ -364,7 +368,10 @@ fn web_page_chats_with_streamed_replies_and_keeps_the_conversation() {
         "return document.querySelector('#chat-error').textContent",
     );
     let error = error.as_str().unwrap();
-    assert!(error.starts_with("400: ") && error.contains("max_tokens"), "{error}");
+    assert!(
+        error.starts_with("400: ") && error.contains("max_tokens"),
+        "{error}"
+    );
     assert_eq!(
         d.js("return document.querySelectorAll('#chat-log .msg.assistant').length"),
         2

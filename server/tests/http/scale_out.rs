@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use kiln_server::Server;
 use serde_json::{json, Value};
@@ -16,10 +17,12 @@ use crate::common::*;
 /// nginx is often in an sbin folder that a normal user's PATH lacks.
 fn find_nginx() -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
+    let found = path
+        .split(':')
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"])
         .map(|d| Path::new(d).join("nginx"))
-        .find(|p| p.is_file())
+        .find(|p| p.is_file());
+    found
 }
 
 /// The config of docs/DEPLOY.md, with every file nginx writes kept in `dir`.
@@ -27,7 +30,12 @@ fn nginx_conf(dir: &Path, port: u16, replicas: &[&Server]) -> String {
     let d = dir.display();
     let servers: String = replicas
         .iter()
-        .map(|s| format!("        server {} max_fails=3 fail_timeout=10s;\n", s.addr()))
+        .map(|s| {
+            format!(
+                "        server {} max_fails=3 fail_timeout=10s;\n",
+                s.addr()
+            )
+        })
         .collect();
     format!(
         "worker_processes 1;
@@ -67,16 +75,45 @@ http {{
     )
 }
 
-/// nginx in the foreground with its own prefix folder, killed (and the folder removed) when
+/// nginx with everything in `dir`. -e: nginx opens its error log before reading the config, and
+/// would otherwise open /var/log/nginx/error.log.
+fn nginx_command(program: &Path, dir: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(dir.join("nginx.conf"));
+    c
+}
+
+/// nginx in the foreground with its own prefix folder, stopped (and the folder removed) when
 /// dropped.
 struct Nginx {
     child: Child,
+    program: PathBuf,
     dir: PathBuf,
     url: String,
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // `-s stop` sends the master SIGTERM, and it takes its workers down with it; SIGKILL would
+        // leave the workers running, orphaned.
+        let stopped = self
+            .command()
+            .args(["-s", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if stopped {
+            let end = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < end && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -92,16 +129,8 @@ impl Nginx {
             .port();
         let dir = std::env::temp_dir().join(format!("kiln-nginx-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, nginx_conf(&dir, port, replicas)).unwrap();
-        // -e: the error log before the config is read would otherwise go to /var/log/nginx.
-        let child = Command::new(program)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&conf)
+        std::fs::write(dir.join("nginx.conf"), nginx_conf(&dir, port, replicas)).unwrap();
+        let child = nginx_command(program, &dir)
             .args(["-g", "daemon off;"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -109,6 +138,7 @@ impl Nginx {
             .expect("nginx starts");
         let mut n = Nginx {
             child,
+            program: program.to_path_buf(),
             dir,
             url: format!("http://127.0.0.1:{port}"),
         };
@@ -124,6 +154,10 @@ impl Nginx {
                 .is_ok_and(|r| r.status().is_success())
         });
         n
+    }
+
+    fn command(&self) -> Command {
+        nginx_command(&self.program, &self.dir)
     }
 
     fn post(&self, path: &str, body: &Value) -> reqwest::blocking::Response {
@@ -169,7 +203,16 @@ fn two_replicas_behind_nginx_share_chat_and_image_requests() {
     let nginx = Nginx::start(&program, &[&a, &b]);
 
     // Eight chat completions at once: least_conn spreads them over both replicas.
-    let sums = [(7, 5), (2, 3), (6, 1), (13, 15), (12, 2), (4, 13), (13, 0), (1, 2)];
+    let sums = [
+        (7, 5),
+        (2, 3),
+        (6, 1),
+        (13, 15),
+        (12, 2),
+        (4, 13),
+        (13, 0),
+        (1, 2),
+    ];
     std::thread::scope(|s| {
         let handles: Vec<_> = sums
             .iter()
@@ -205,7 +248,11 @@ fn two_replicas_behind_nginx_share_chat_and_image_requests() {
     let text: String = events[..events.len() - 1]
         .iter()
         .map(|e| serde_json::from_str::<Value>(e).unwrap())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
         .collect();
     assert_eq!(text, "7 plus 5 is 12.");
     assert!(events.len() > 3, "one event per token: {body}");
@@ -219,7 +266,10 @@ fn two_replicas_behind_nginx_share_chat_and_image_requests() {
 
     // Each replica served chat, and none was lost or counted twice.
     let (chat_a, chat_b) = (requests(&a, "chat"), requests(&b, "chat"));
-    assert!(chat_a > 0 && chat_b > 0, "chat requests: {chat_a} and {chat_b}");
+    assert!(
+        chat_a > 0 && chat_b > 0,
+        "chat requests: {chat_a} and {chat_b}"
+    );
     assert_eq!(chat_a + chat_b, 9);
     assert_eq!(requests(&a, "image") + requests(&b, "image"), 2);
 }
