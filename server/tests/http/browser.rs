@@ -365,7 +365,7 @@ fn web_page_chats_with_streamed_replies_and_keeps_the_conversation() {
     let error = d.wait_js(
         30,
         "the error message",
-        "return document.querySelector('#chat-error').textContent",
+        "return document.querySelector('#chat-error').textContent || null",
     );
     let error = error.as_str().unwrap();
     assert!(
