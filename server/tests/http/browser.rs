@@ -227,11 +227,13 @@ fn web_page_generates_into_the_gallery_and_reads_dropped_pngs() {
 
 /// Records what the page sends to /v1/chat/completions (`window.sent`) and every text the last
 /// assistant message shows (`window.seen`). The reply's bytes are handed to the page a few at a
-/// time, a millisecond apart, so SSE lines arrive split across reads and the page must render each
-/// token as it comes: a page that waited for the whole answer would show no partial text.
+/// time, `window.delay` ms apart, so SSE lines arrive split across reads and the page must render
+/// each token as it comes: a page that waited for the whole answer would show no partial text.
+/// Aborting the request errors the slowed body at once, as aborting a plain fetch does.
 const INSTRUMENT: &str = r##"
 window.sent = [];
 window.seen = [];
+window.delay = 1;
 const realFetch = window.fetch;
 window.fetch = async (url, init) => {
   const chat = url === "/v1/chat/completions";
@@ -239,14 +241,17 @@ window.fetch = async (url, init) => {
   const res = await realFetch(url, init);
   if (!chat || !res.ok) return res;
   const reader = res.body.getReader();
-  const body = new ReadableStream({ async pull(c) {
-    const { done, value } = await reader.read();
-    if (done) { c.close(); return; }
-    for (let i = 0; i < value.length; i += 7) {
-      c.enqueue(value.slice(i, i + 7));
-      await new Promise((r) => setTimeout(r, 1));
-    }
-  } });
+  const body = new ReadableStream({
+    start(c) { init.signal.addEventListener("abort", () => { try { c.error(init.signal.reason); } catch (e) {} }); },
+    async pull(c) {
+      const { done, value } = await reader.read();
+      if (done) { c.close(); return; }
+      for (let i = 0; i < value.length; i += 7) {
+        c.enqueue(value.slice(i, i + 7));
+        await new Promise((r) => setTimeout(r, window.delay));
+      }
+    },
+  });
   return new Response(body, { status: res.status, headers: res.headers });
 };
 new MutationObserver(() => {
@@ -358,6 +363,45 @@ fn web_page_chats_with_streamed_replies_and_keeps_the_conversation() {
         ])
     );
 
+    // Stop cuts a (slowed) reply off where it got to; that part stays in the conversation.
+    d.js("window.delay = 40; return true;");
+    d.type_into("#chat-input", "What is 12 plus 2?");
+    d.click("#chat-send");
+    let partial = d.wait_js(
+        60,
+        "the first token",
+        "const m = document.querySelectorAll('#chat-log .msg.assistant')[2];
+         return m && m.textContent || null",
+    );
+    d.click("#chat-stop");
+    d.wait_js(
+        10,
+        "the stopped reply",
+        "return !document.querySelector('#chat-send').disabled",
+    );
+    let kept = d.js(
+        "return document.querySelectorAll('#chat-log .msg.assistant')[2].firstChild.textContent",
+    );
+    assert!(
+        kept.as_str()
+            .unwrap()
+            .starts_with(partial.as_str().unwrap()),
+        "{kept} after {partial}"
+    );
+    assert!(
+        !kept.as_str().unwrap().ends_with('.'),
+        "not cut off: {kept}"
+    );
+    assert_eq!(
+        d.js("return document.querySelectorAll('#chat-log .msg.assistant')[2].querySelector('.note').textContent"),
+        "(stopped)"
+    );
+    assert_eq!(
+        d.js("return document.querySelector('#chat-error').textContent"),
+        ""
+    );
+    d.js("window.delay = 1; return true;");
+
     // A refused request shows the server's message and leaves the conversation as it was.
     d.type_into("#chat-max-tokens", "1000000");
     d.type_into("#chat-input", "What is 1 plus 1?");
@@ -374,7 +418,18 @@ fn web_page_chats_with_streamed_replies_and_keeps_the_conversation() {
     );
     assert_eq!(
         d.js("return document.querySelectorAll('#chat-log .msg.assistant').length"),
-        2
+        3
+    );
+    // It was sent with the stopped turn's partial reply as history.
+    let sent = d.js("return window.sent");
+    assert_eq!(sent.as_array().unwrap().len(), 4, "{sent}");
+    assert_eq!(
+        sent[3]["messages"].as_array().unwrap()[5..],
+        [
+            json!({"role": "user", "content": "What is 12 plus 2?"}),
+            json!({"role": "assistant", "content": kept}),
+            json!({"role": "user", "content": "What is 1 plus 1?"}),
+        ]
     );
 
     // Clear starts a new conversation: the next request carries only its own turn.
@@ -387,7 +442,7 @@ fn web_page_chats_with_streamed_replies_and_keeps_the_conversation() {
     assert_eq!(chat_turn(&d, "What is 3 times 4?", 1), "3 times 4 is 12.");
     let sent = d.js("return window.sent");
     assert_eq!(
-        sent[3]["messages"],
+        sent[4]["messages"],
         json!([
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "What is 3 times 4?"},
