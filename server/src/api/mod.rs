@@ -45,6 +45,9 @@ pub struct AppState {
 }
 
 impl AppState {
+    // Built once, in Server::start, from each part of the server; a struct of parts would only
+    // repeat these names.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: ServerConfig,
         catalog: Arc<Catalog>,

@@ -1,5 +1,6 @@
 //! The web page in headless Chromium through chromedriver's WebDriver HTTP API: fill the prompt,
-//! generate, see the image in the gallery, then drop that PNG and see its parameters read back.
+//! generate, see the image in the gallery, then drop that PNG and see its parameters read back;
+//! on the chat tab, talk to the bundled chat model over two turns with streamed replies.
 //! Skipped (with a message) when chromium or chromedriver is missing, except under CI=true, where
 //! CI installs them and their absence is a failure.
 
@@ -145,24 +146,21 @@ impl Driver {
     }
 }
 
-#[test]
-fn web_page_generates_into_the_gallery_and_reads_dropped_pngs() {
+/// chromedriver and chromium, or None (test skipped) outside CI when either is missing.
+fn browser() -> Option<(PathBuf, PathBuf)> {
     let (Some(driver), Some(browser)) = (find("chromedriver"), find("chromium")) else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true but chromium / chromedriver are missing (apt-get install chromium chromium-driver)"
         );
         eprintln!("skipped: chromium and chromedriver are not installed");
-        return;
+        return None;
     };
-    let server = start(config());
-    let d = Driver::start(driver, browser);
-    d.call("POST", "/url", json!({"url": format!("{}/", server.url())}));
-    d.wait_js(
-        30,
-        "the model list",
-        "return document.querySelector('#model').options.length",
-    );
+    Some((driver, browser))
+}
+
+/// Fills the image form, generates, and checks the image and its caption in the gallery.
+fn generate_into_gallery(d: &Driver) {
     d.type_into("#prompt", "a blue square on a yellow background");
     d.type_into("#steps", "3");
     d.type_into("#seed", "7");
@@ -190,6 +188,22 @@ fn web_page_generates_into_the_gallery_and_reads_dropped_pngs() {
         "the status",
         "return document.querySelector('#status').textContent === 'done'",
     );
+}
+
+#[test]
+fn web_page_generates_into_the_gallery_and_reads_dropped_pngs() {
+    let Some((driver, browser)) = browser() else {
+        return;
+    };
+    let server = start(config());
+    let d = Driver::start(driver, browser);
+    d.call("POST", "/url", json!({"url": format!("{}/", server.url())}));
+    d.wait_js(
+        30,
+        "the model list",
+        "return document.querySelector('#model').options.length",
+    );
+    generate_into_gallery(&d);
 
     // Drop the generated PNG onto the page: its parameters come back into the form.
     d.type_into("#prompt", "something else");
@@ -209,4 +223,237 @@ fn web_page_generates_into_the_gallery_and_reads_dropped_pngs() {
     );
     assert_eq!(d.js("return document.querySelector('#steps').value"), "3");
     assert_eq!(d.js("return document.querySelector('#seed').value"), "7");
+}
+
+/// Records what the page sends to /v1/chat/completions (`window.sent`) and every text the last
+/// assistant message shows (`window.seen`). The reply's bytes are handed to the page a few at a
+/// time, `window.delay` ms apart, so SSE lines arrive split across reads and the page must render
+/// each token as it comes: a page that waited for the whole answer would show no partial text.
+/// Aborting the request errors the slowed body at once, as aborting a plain fetch does.
+const INSTRUMENT: &str = r##"
+window.sent = [];
+window.seen = [];
+window.delay = 1;
+const realFetch = window.fetch;
+window.fetch = async (url, init) => {
+  const chat = url === "/v1/chat/completions";
+  if (chat) window.sent.push(JSON.parse(init.body));
+  const res = await realFetch(url, init);
+  if (!chat || !res.ok) return res;
+  const reader = res.body.getReader();
+  const body = new ReadableStream({
+    start(c) { init.signal.addEventListener("abort", () => { try { c.error(init.signal.reason); } catch (e) {} }); },
+    async pull(c) {
+      const { done, value } = await reader.read();
+      if (done) { c.close(); return; }
+      for (let i = 0; i < value.length; i += 7) {
+        c.enqueue(value.slice(i, i + 7));
+        await new Promise((r) => setTimeout(r, window.delay));
+      }
+    },
+  });
+  return new Response(body, { status: res.status, headers: res.headers });
+};
+new MutationObserver(() => {
+  const m = document.querySelectorAll("#chat-log .msg.assistant");
+  if (m.length) window.seen.push(m[m.length - 1].firstChild ? m[m.length - 1].firstChild.textContent : "");
+}).observe(document.querySelector("#chat-log"), { subtree: true, childList: true, characterData: true });
+return true;
+"##;
+
+/// Sends `text` from the chat box and waits for reply number `n` (1-based) to finish streaming.
+fn chat_turn(d: &Driver, text: &str, n: usize) -> String {
+    d.js("window.seen = []; return true;");
+    d.type_into("#chat-input", text);
+    d.click("#chat-send");
+    d.wait_js(
+        60,
+        "the streamed reply",
+        &format!(
+            "const m = document.querySelectorAll('#chat-log .msg.assistant');
+             return m.length === {n} && !m[{n} - 1].classList.contains('streaming')
+                 && !document.querySelector('#chat-send').disabled"
+        ),
+    );
+    assert_eq!(
+        d.js("return document.querySelector('#chat-error').textContent"),
+        ""
+    );
+    d.js(&format!(
+        "return document.querySelectorAll('#chat-log .msg.assistant')[{n} - 1].textContent"
+    ))
+    .as_str()
+    .unwrap()
+    .to_string()
+}
+
+#[test]
+fn web_page_chats_with_streamed_replies_and_keeps_the_conversation() {
+    let Some((driver, browser)) = browser() else {
+        return;
+    };
+    let server = start(both_config());
+    let d = Driver::start(driver, browser);
+    d.call("POST", "/url", json!({"url": format!("{}/", server.url())}));
+    d.wait_js(
+        30,
+        "the chat model list",
+        "return document.querySelector('#chat-model').options.length",
+    );
+    // Each picker lists its own kind of model.
+    let names =
+        "(id) => [...document.querySelector(id).options].map((o) => o.value.split(' [')[0])";
+    assert_eq!(
+        d.js(&format!("return ({names})('#chat-model')")),
+        json!(["llm/bundled"])
+    );
+    assert_eq!(
+        d.js(&format!("return ({names})('#model')")),
+        json!(["bundled"])
+    );
+
+    d.click("#tab-chat");
+    assert_eq!(
+        d.js("return [document.querySelector('#image-tab').hidden, document.querySelector('#chat-tab').hidden]"),
+        json!([true, false])
+    );
+    d.js(INSTRUMENT);
+    d.type_into("#chat-system", "Be brief.");
+    d.type_into("#chat-temperature", "0");
+    d.type_into("#chat-seed", "3");
+
+    assert_eq!(chat_turn(&d, "What is 7 plus 5?", 1), "7 plus 5 is 12.");
+    // The reply was shown as it streamed: some shorter prefix of it appeared first.
+    let seen = d.js("return window.seen");
+    let partial = seen.as_array().unwrap().iter().any(|s| {
+        let s = s.as_str().unwrap();
+        !s.is_empty() && s.len() < "7 plus 5 is 12.".len() && "7 plus 5 is 12.".starts_with(s)
+    });
+    assert!(partial, "no partial reply was rendered: {seen}");
+
+    assert_eq!(chat_turn(&d, "What is 2 plus 3?", 2), "2 plus 3 is 5.");
+    let sent = d.js("return window.sent");
+    assert_eq!(sent.as_array().unwrap().len(), 2, "{sent}");
+    let first = &sent[0];
+    assert_eq!(first["model"], "llm/bundled");
+    assert_eq!(first["stream"], true);
+    assert_eq!(first["temperature"], 0);
+    assert_eq!(first["seed"], 3);
+    assert!(first.get("max_tokens").is_none(), "{first}");
+    // The second turn carried the whole conversation.
+    assert_eq!(
+        sent[1]["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is 7 plus 5?"},
+            {"role": "assistant", "content": "7 plus 5 is 12."},
+            {"role": "user", "content": "What is 2 plus 3?"},
+        ])
+    );
+    let log = d.js(
+        "return [...document.querySelectorAll('#chat-log .msg')].map((m) => m.className + ': ' + m.textContent)",
+    );
+    assert_eq!(
+        log,
+        json!([
+            "msg user: What is 7 plus 5?",
+            "msg assistant: 7 plus 5 is 12.",
+            "msg user: What is 2 plus 3?",
+            "msg assistant: 2 plus 3 is 5.",
+        ])
+    );
+
+    // Stop cuts a (slowed) reply off where it got to; that part stays in the conversation.
+    d.js("window.delay = 40; return true;");
+    d.type_into("#chat-input", "What is 12 plus 2?");
+    d.click("#chat-send");
+    let partial = d.wait_js(
+        60,
+        "the first token",
+        "const m = document.querySelectorAll('#chat-log .msg.assistant')[2];
+         return m && m.textContent || null",
+    );
+    d.click("#chat-stop");
+    d.wait_js(
+        10,
+        "the stopped reply",
+        "return !document.querySelector('#chat-send').disabled",
+    );
+    let kept = d.js(
+        "return document.querySelectorAll('#chat-log .msg.assistant')[2].firstChild.textContent",
+    );
+    assert!(
+        kept.as_str()
+            .unwrap()
+            .starts_with(partial.as_str().unwrap()),
+        "{kept} after {partial}"
+    );
+    assert!(
+        !kept.as_str().unwrap().ends_with('.'),
+        "not cut off: {kept}"
+    );
+    assert_eq!(
+        d.js("return document.querySelectorAll('#chat-log .msg.assistant')[2].querySelector('.note').textContent"),
+        "(stopped)"
+    );
+    assert_eq!(
+        d.js("return document.querySelector('#chat-error').textContent"),
+        ""
+    );
+    d.js("window.delay = 1; return true;");
+
+    // A refused request shows the server's message and leaves the conversation as it was.
+    d.type_into("#chat-max-tokens", "1000000");
+    d.type_into("#chat-input", "What is 1 plus 1?");
+    d.click("#chat-send");
+    let error = d.wait_js(
+        30,
+        "the error message",
+        "return document.querySelector('#chat-error').textContent || null",
+    );
+    let error = error.as_str().unwrap();
+    assert!(
+        error.starts_with("400: ") && error.contains("max_tokens"),
+        "{error}"
+    );
+    assert_eq!(
+        d.js("return document.querySelectorAll('#chat-log .msg.assistant').length"),
+        3
+    );
+    // It was sent with the stopped turn's partial reply as history.
+    let sent = d.js("return window.sent");
+    assert_eq!(sent.as_array().unwrap().len(), 4, "{sent}");
+    assert_eq!(
+        sent[3]["messages"].as_array().unwrap()[5..],
+        [
+            json!({"role": "user", "content": "What is 12 plus 2?"}),
+            json!({"role": "assistant", "content": kept}),
+            json!({"role": "user", "content": "What is 1 plus 1?"}),
+        ]
+    );
+
+    // Clear starts a new conversation: the next request carries only its own turn.
+    d.type_into("#chat-max-tokens", "");
+    d.click("#chat-clear");
+    assert_eq!(
+        d.js("return document.querySelectorAll('#chat-log .msg').length + document.querySelector('#chat-error').textContent"),
+        "0"
+    );
+    assert_eq!(chat_turn(&d, "What is 3 times 4?", 1), "3 times 4 is 12.");
+    let sent = d.js("return window.sent");
+    assert_eq!(
+        sent[4]["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is 3 times 4?"},
+        ])
+    );
+
+    // The image tab still works beside the chat one.
+    d.click("#tab-image");
+    assert_eq!(
+        d.js("return [document.querySelector('#image-tab').hidden, document.querySelector('#chat-tab').hidden]"),
+        json!([false, true])
+    );
+    generate_into_gallery(&d);
 }

@@ -21,6 +21,19 @@ pub fn config() -> ServerConfig {
     c
 }
 
+/// The bundled arithmetic chat model (llm/bundled).
+pub fn bundled_llm() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../llm/bundled")
+}
+
+/// A config serving both bundled models, as `kiln serve` does with no -m: the image model is
+/// listed first (so it is the default) and the chat model is named `llm/bundled`.
+pub fn both_config() -> ServerConfig {
+    let mut c = config();
+    c.models = ModelSet::List(vec![bundled(), bundled_llm()]);
+    c
+}
+
 pub fn start(config: ServerConfig) -> Server {
     Server::start(config).expect("server starts")
 }

@@ -5,4 +5,5 @@ mod browser;
 mod common;
 mod control;
 mod routes;
+mod scale_out;
 mod validation;
