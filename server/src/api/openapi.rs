@@ -111,7 +111,42 @@ pub const ROUTES: &[RouteDoc] = &[
         "OpenAI images API (b64_json)",
         Some("OpenAiGenerationsRequest"),
     ),
-    r("get", "/v1/models", "OpenAI model list", None),
+    r(
+        "get",
+        "/v1/models",
+        "OpenAI model list; each model's kind is image or llm",
+        None,
+    ),
+    r(
+        "post",
+        "/v1/chat/completions",
+        "OpenAI chat completions on a chat model (stream: Server-Sent Events)",
+        Some("ChatCompletionRequest"),
+    ),
+    r(
+        "post",
+        "/v1/completions",
+        "OpenAI text completions on a chat model (raw prompt, no template)",
+        Some("CompletionRequest"),
+    ),
+    r(
+        "post",
+        "/tokenize",
+        "Text to token ids (llama-server)",
+        Some("TokenizeRequest"),
+    ),
+    r(
+        "post",
+        "/detokenize",
+        "Token ids to text (llama-server)",
+        Some("DetokenizeRequest"),
+    ),
+    r(
+        "get",
+        "/metrics",
+        "Prometheus metrics: requests, tokens, time to first token, queue",
+        None,
+    ),
 ];
 
 fn schemas() -> Value {
@@ -132,6 +167,31 @@ fn schemas() -> Value {
             "randn_source": {"enum": ["CPU", "GPU", "NV"]}}},
         "PngInfoRequest": {"type": "object", "required": ["image"],
             "properties": {"image": s("string")}},
+        "ChatCompletionRequest": {"type": "object", "required": ["messages"], "properties": {
+            "messages": {"type": "array", "items": s("object")}, "logprobs": n("boolean"),
+            "top_logprobs": n("integer"), "response_format": n("object"),
+            "tools": {"type": ["array", "null"], "items": s("object")},
+            "tool_choice": {"type": ["string", "object", "null"]},
+            "parallel_tool_calls": n("boolean"), "model": n("string"), "stream": n("boolean"), "stream_options": n("object"),
+            "temperature": n("number"), "top_p": n("number"), "top_k": n("integer"),
+            "min_p": n("number"), "max_tokens": n("integer"),
+            "max_completion_tokens": n("integer"), "stop": {"type": ["string", "array", "null"]},
+            "seed": n("integer"), "frequency_penalty": n("number"),
+            "presence_penalty": n("number"), "repetition_penalty": n("number"),
+            "logit_bias": n("object"), "n": n("integer"), "user": n("string")}},
+        "CompletionRequest": {"type": "object", "required": ["prompt"], "properties": {
+            "prompt": {"type": ["string", "array"]}, "logprobs": n("integer"), "model": n("string"), "stream": n("boolean"), "stream_options": n("object"),
+            "temperature": n("number"), "top_p": n("number"), "top_k": n("integer"),
+            "min_p": n("number"), "max_tokens": n("integer"),
+            "max_completion_tokens": n("integer"), "stop": {"type": ["string", "array", "null"]},
+            "seed": n("integer"), "frequency_penalty": n("number"),
+            "presence_penalty": n("number"), "repetition_penalty": n("number"),
+            "logit_bias": n("object"), "n": n("integer"), "user": n("string")}},
+        "TokenizeRequest": {"type": "object", "required": ["content"], "properties": {
+            "content": s("string"), "add_special": n("boolean"), "with_pieces": n("boolean"),
+            "model": n("string")}},
+        "DetokenizeRequest": {"type": "object", "required": ["tokens"], "properties": {
+            "tokens": {"type": "array", "items": s("integer")}, "model": n("string")}},
         "OpenAiGenerationsRequest": {"type": "object", "required": ["prompt"], "properties": {
             "prompt": s("string"), "model": s("string"), "n": s("integer"), "size": s("string"),
             "response_format": {"enum": ["b64_json"]}, "negative_prompt": s("string"),
