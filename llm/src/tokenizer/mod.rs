@@ -163,6 +163,34 @@ impl Tokenizer {
             .ok_or_else(|| Error::load(&self.path, format!("the tokenizer has no `{name}` token")))
     }
 
+    /// Every id's bytes, in id order, with whether the id is a control token (whose bytes are
+    /// then its name). What a grammar matcher needs: the exact bytes each id adds to the text.
+    pub fn token_pieces(&self) -> Result<Vec<(Vec<u8>, bool)>> {
+        match &self.backend {
+            Backend::Tekken(t) => Ok(t
+                .specials()
+                .iter()
+                .map(|s| (s.as_bytes().to_vec(), true))
+                .chain(t.ordinary_bytes().iter().map(|b| (b.clone(), false)))
+                .collect()),
+            Backend::Hf(t) => {
+                let mut pieces = Vec::with_capacity(t.vocab_size());
+                let controls: std::collections::HashMap<u32, &str> = self
+                    .controls
+                    .iter()
+                    .map(|(s, id)| (*id, s.as_str()))
+                    .collect();
+                for id in 0..t.vocab_size() as u32 {
+                    pieces.push(match controls.get(&id) {
+                        Some(name) => (name.as_bytes().to_vec(), true),
+                        None => (t.token_bytes(id)?, false),
+                    });
+                }
+                Ok(pieces)
+            }
+        }
+    }
+
     pub fn is_control(&self, id: u32) -> bool {
         self.controls.iter().any(|c| c.1 == id)
     }
