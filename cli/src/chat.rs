@@ -252,10 +252,12 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         .with_context(|| format!("loading {}", dir.display()))?;
     if !format.is_text() {
         let vocab = TokenVocabulary::new(&chat.tokenizer)?;
-        options.constraint = format.compile(&vocab).map_err(|e| match &args.json_schema {
-            Some(path) => anyhow!("--json-schema {}: {e}", path.display()),
-            None => anyhow!("--json: {e}"),
-        })?;
+        options.constraint = format
+            .compile(&vocab)
+            .map_err(|e| match &args.json_schema {
+                Some(path) => anyhow!("--json-schema {}: {e}", path.display()),
+                None => anyhow!("--json: {e}"),
+            })?;
     }
     let (mut context, capped) = chat.context_size(args.ctx_size, kv_dtype)?;
     if let Some((fits, budget)) = budget_context.filter(|&(fits, _)| fits < context) {
