@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use llguidance::earley::SlicedBiasComputer;
 use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 use llguidance::ParserFactory;
 
@@ -109,7 +110,14 @@ impl TokenVocabulary {
         let info = TokRxInfo::new(size as u32, first_eos);
         let trie = TokTrie::from(&info, &words).with_eos_tokens(eos);
         let env: TokEnv = Arc::new(Env { trie });
-        let mut factory = ParserFactory::new_simple(&env)
+        // llguidance's precomputed token sets for JSON string contents (what makes a mask inside
+        // a long string cheap), less its whitespace one: kiln's JSON has no free whitespace, and
+        // each set costs a pass over the vocabulary when the vocabulary is built.
+        let slices: Vec<String> = SlicedBiasComputer::json_slices()
+            .into_iter()
+            .filter(|rx| !rx.starts_with(r"[\x20"))
+            .collect();
+        let mut factory = ParserFactory::new(&env, Default::default(), &slices)
             .map_err(|e| ConstraintError::Vocabulary(format!("cannot build the matcher: {e}")))?;
         // Warnings would go to stderr; errors come back as values.
         factory.quiet();
