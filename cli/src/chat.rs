@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use kiln_llm::chat_model::context_within_budget;
-use kiln_llm::constrain::{ResponseFormat, TokenVocabulary};
+use kiln_llm::constrain::ResponseFormat;
 use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::sampling::SamplingParams;
 use kiln_llm::{ChatModel, Conversation, Flow, GenerateOptions, Generation, MistralConfig};
@@ -251,7 +251,7 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
     let chat = ChatModel::load(&dir, device, weight_type, args.chat_template.as_deref())
         .with_context(|| format!("loading {}", dir.display()))?;
     if !format.is_text() {
-        let vocab = TokenVocabulary::new(&chat.tokenizer)?;
+        let vocab = chat.tokenizer.constraint_vocabulary()?;
         options.constraint = format
             .compile(&vocab)
             .map_err(|e| match &args.json_schema {

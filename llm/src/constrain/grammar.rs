@@ -69,10 +69,13 @@ impl Grammar {
     }
 
     fn build(top: TopLevelGrammar, vocab: &Arc<TokenVocabulary>, what: &str) -> Result<Grammar> {
-        let parser = vocab
-            .factory()
-            .create_parser(top)
-            .map_err(|e| ConstraintError::Grammar(format!("invalid {what}: {e}")))?;
+        // Schemas come from clients: a panic inside the compiler must not take a server down.
+        let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            vocab.factory().create_parser(top)
+        }))
+        .map_err(|_| ConstraintError::Grammar(format!("the {what} crashed the compiler")))?;
+        let parser =
+            created.map_err(|e| ConstraintError::Grammar(format!("invalid {what}: {e}")))?;
         Ok(Grammar {
             vocab: vocab.clone(),
             parser,

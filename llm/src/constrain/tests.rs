@@ -25,6 +25,25 @@ fn allowed(c: &mut GrammarConstraint, vocab: usize) -> Vec<u32> {
 }
 
 #[test]
+fn shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<TokenVocabulary>();
+    send_sync::<Grammar>();
+    send_sync::<Tokenizer>();
+    send::<GrammarConstraint>();
+    send::<Box<dyn TokenConstraint>>();
+}
+
+#[test]
+fn the_tokenizer_builds_its_vocabulary_once() {
+    let (tokenizer, _) = bundled();
+    let a = tokenizer.constraint_vocabulary().unwrap();
+    let b = tokenizer.constraint_vocabulary().unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+}
+
+#[test]
 fn vocabulary_has_each_ids_bytes_and_marks_control_tokens() {
     let (tokenizer, vocab) = bundled();
     assert_eq!(vocab.size(), 512);
