@@ -91,8 +91,13 @@ impl TokenConstraint for GrammarConstraint {
         let words = allowed.as_slice();
         let known = self.vocab.size().min(logits.len());
         for (chunk_index, chunk) in logits[..known].chunks_mut(32).enumerate() {
+            // Most words of a mask are all banned or all allowed (inside a string).
             let bits = words.get(chunk_index).copied().unwrap_or(0);
             if bits == u32::MAX {
+                continue;
+            }
+            if bits == 0 {
+                chunk.fill(f32::NEG_INFINITY);
                 continue;
             }
             for (j, logit) in chunk.iter_mut().enumerate() {
