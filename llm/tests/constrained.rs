@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kiln_kernels::testing::with_gpu;
 use kiln_llm::constrain::{tool_calls_grammar, Grammar, ResponseFormat, TokenVocabulary};
 use kiln_llm::sampling::{FinishReason, SamplingParams};
 use kiln_llm::{
@@ -26,11 +27,15 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_on(&Device::Cpu)
+}
+
+fn setup_on(device: &Device) -> Setup {
     let dir = bundled_dir();
     let config = MistralConfig::from_file(&dir.join("config.json")).unwrap();
-    let model = Mistral::random(config, &Device::Cpu, WeightType::F32, 11).unwrap();
+    let model = Mistral::random(config, device, WeightType::F32, 11).unwrap();
     let tokenizer = Tokenizer::from_dir(&dir).unwrap();
-    let vocab = TokenVocabulary::new(&tokenizer).unwrap();
+    let vocab = tokenizer.constraint_vocabulary().unwrap();
     Setup {
         model,
         tokenizer,
@@ -52,9 +57,11 @@ fn run_with(
     let mut session = Session::new(&s.model, 512, DType::F32).unwrap();
     let mut prompt = vec![1];
     prompt.extend(s.tokenizer.encode("Reply in JSON.").unwrap());
+    // Temperature 1 over the whole vocabulary unless `base` is greedy.
+    let temperature = if base.temperature == 0.0 { 0.0 } else { 1.0 };
     let options = GenerateOptions {
         sampling: SamplingParams {
-            temperature: 1.0,
+            temperature,
             top_k: 0,
             top_p: 1.0,
             min_p: 0.0,
@@ -337,6 +344,22 @@ fn replies_parse_validate_and_finish_for_every_seed() {
     assert!(compact(r#"{"a": " x  ", "b": [1, 2]}"#));
     assert!(!compact(r#"{"a":  1}"#) && !compact("{\"a\": 1}\n"));
     let s = setup();
+    replies_validate(&s, 0..6, SamplingParams::default());
+    replies_validate(&s, 0..1, SamplingParams::greedy());
+}
+
+/// On the GPU, greedy decoding (which without a constraint picks the id on the device and never
+/// reads the logits) must see the mask too, as must sampling.
+#[test]
+fn replies_validate_on_the_gpu_greedy_and_sampled() {
+    with_gpu(|gpu| {
+        let s = setup_on(gpu);
+        replies_validate(&s, 0..1, SamplingParams::greedy());
+        replies_validate(&s, 0..3, SamplingParams::default());
+    });
+}
+
+fn replies_validate(s: &Setup, seeds: std::ops::Range<u64>, base: SamplingParams) {
     for (what, schema) in schemas() {
         let format = ResponseFormat::JsonSchema {
             name: what.into(),
@@ -344,8 +367,8 @@ fn replies_parse_validate_and_finish_for_every_seed() {
             strict: true,
         };
         let grammar = Grammar::compile(&format, &s.vocab).unwrap();
-        for seed in 0..6 {
-            let g = run(&s, &grammar, seed, 200);
+        for seed in seeds.clone() {
+            let g = run_with(s, &grammar, seed, 200, base.clone());
             assert_eq!(
                 g.finish,
                 FinishReason::Stop,
