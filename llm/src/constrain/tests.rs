@@ -257,3 +257,26 @@ fn tool_calls_start_with_the_control_token_then_a_json_array() {
         "{err}"
     );
 }
+
+/// The same vocabulary as tekken.json and as its Hugging Face conversion (byte-level
+/// tokenizer.json): every id has the same bytes, and the same ids are control tokens.
+#[test]
+fn tekken_and_its_tokenizer_json_give_the_same_bytes_per_id() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llm/tokenizer");
+    let tekken = Tokenizer::from_file(&dir.join("tekken.json")).unwrap();
+    let hf = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let a = tekken.token_pieces().unwrap();
+    let b = hf.token_pieces().unwrap();
+    assert_eq!(a.len(), 17000);
+    assert_eq!(a.len(), b.len());
+    let mut multibyte = 0;
+    for (id, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x, y, "id {id}");
+        multibyte += usize::from(std::str::from_utf8(&x.0).is_err());
+    }
+    // Pieces that are part of a character (not valid UTF-8 alone) exist and still match.
+    assert!(multibyte > 10, "{multibyte}");
+    let v = TokenVocabulary::new(&tekken).unwrap();
+    assert_eq!(v.special_id("[TOOL_CALLS]"), Some(9));
+    assert_eq!(v.eos_ids(), &[2]);
+}

@@ -133,3 +133,28 @@ fn sentencepiece_bytes(piece: &str) -> Vec<u8> {
         None => piece.replace('\u{2581}', " ").into_bytes(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_level_characters_map_back_to_bytes() {
+        let table = byte_level_table();
+        let byte = |c: char| table.get(c as usize).copied().flatten();
+        assert_eq!(byte('a'), Some(b'a'));
+        assert_eq!(byte('\u{120}'), Some(b' ')); // Ġ
+        assert_eq!(byte('\u{10A}'), Some(b'\n')); // Ċ
+        assert_eq!(byte('\u{100}'), Some(0)); // Ā
+        assert_eq!(byte(' '), None); // spaces are never written as themselves
+        assert_eq!(table.iter().flatten().count(), 256);
+    }
+
+    #[test]
+    fn sentencepiece_pieces_give_their_bytes() {
+        assert_eq!(sentencepiece_bytes("\u{2581}hello"), b" hello");
+        assert_eq!(sentencepiece_bytes("<0x0A>"), b"\n");
+        assert_eq!(sentencepiece_bytes("<0xE2>"), [0xE2]);
+        assert_eq!(sentencepiece_bytes("<0x0A"), b"<0x0A");
+    }
+}
