@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_kernels::testing::with_gpu;
+use kiln_llm::chat::parse_tool_calls;
 use kiln_llm::constrain::{tool_calls_grammar, Grammar, ResponseFormat, TokenVocabulary};
 use kiln_llm::sampling::{FinishReason, SamplingParams};
 use kiln_llm::{
     generate, Flow, GenerateOptions, Generation, Mistral, MistralConfig, Session, Tokenizer,
+    ToolCallIds,
 };
 use kiln_nn::weights::WeightType;
 use kiln_runtime::{DType, Device};
@@ -459,6 +461,16 @@ fn tool_calls_follow_mistral_format_and_each_tools_schema() {
         // The exact layout Mistral models write: json.dumps separators, keys in this order.
         assert_eq!(dumps(&calls), rest);
         eprintln!("seed {seed}: {full}");
+        // What the server's parser reads back: the same calls.
+        let parsed = parse_tool_calls(&s.tokenizer, &g.tokens, &mut ToolCallIds::new(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.len(), calls.as_array().unwrap().len());
+        for (p, call) in parsed.iter().zip(calls.as_array().unwrap()) {
+            assert_eq!(p.name, call["name"].as_str().unwrap());
+            let args: Value = serde_json::from_str(&p.arguments).unwrap();
+            assert_eq!(args, call["arguments"]);
+        }
         for call in calls.as_array().unwrap() {
             let obj = call.as_object().unwrap();
             assert_eq!(

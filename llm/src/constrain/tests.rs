@@ -248,6 +248,33 @@ fn tool_calls_start_with_the_control_token_then_a_json_array() {
         c.commit(id).unwrap();
     }
     assert!(c.is_accepting());
+    // No parameters schema: any object as arguments, and nothing else.
+    let specs = [crate::chat::ToolSpec {
+        name: "ping".into(),
+        description: None,
+        parameters: serde_json::Value::Null,
+        strict: false,
+    }];
+    let grammar = tool_specs_grammar(&specs, &vocab).unwrap();
+    let mut c = grammar.start();
+    c.commit(9).unwrap();
+    for id in tokenizer
+        .encode(r#"[{"name": "ping", "arguments": {"n": [1]}}]"#)
+        .unwrap()
+    {
+        c.commit(id).unwrap();
+    }
+    assert!(c.is_accepting());
+    let mut c = grammar.start();
+    c.commit(9).unwrap();
+    let ids = tokenizer
+        .encode(r#"[{"name": "ping", "arguments": 1"#)
+        .unwrap();
+    let last = ids.len() - 1;
+    for &id in &ids[..last] {
+        c.commit(id).unwrap();
+    }
+    assert!(c.commit(ids[last]).is_err(), "arguments must be an object");
     let err = tool_calls_grammar(&[], &vocab).unwrap_err().to_string();
     assert!(err.contains("no tools"), "{err}");
     let bad = vec![("f".to_string(), json!({"type": "nonsense"}))];

@@ -5,12 +5,23 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::grammar::prepare_schema;
 use super::{ConstraintError, Grammar, Result, TokenVocabulary};
+use crate::chat::ToolSpec;
 
-/// `tools`: each tool's name and its parameters' JSON schema. The reply is one or more calls.
+/// [`tool_calls_grammar`] for the tools of a request.
+pub fn tool_specs_grammar(tools: &[ToolSpec], vocab: &Arc<TokenVocabulary>) -> Result<Grammar> {
+    let tools: Vec<(String, Value)> = tools
+        .iter()
+        .map(|t| (t.name.clone(), t.parameters.clone()))
+        .collect();
+    tool_calls_grammar(&tools, vocab)
+}
+
+/// `tools`: each tool's name and its parameters' JSON schema (`null` or `{}`: any object). The
+/// reply is one or more calls.
 pub fn tool_calls_grammar(
     tools: &[(String, Value)],
     vocab: &Arc<TokenVocabulary>,
@@ -26,6 +37,13 @@ pub fn tool_calls_grammar(
     let mut lark = format!("start: {marker} \"[\" call (\", \" call)* \"]\"\ncall: ");
     let mut rules = String::new();
     for (i, (name, parameters)) in tools.iter().enumerate() {
+        // Mistral's arguments are an object: no schema (`null`, `{}`) means any object.
+        let any_object = json!({"type": "object"});
+        let parameters = match parameters {
+            Value::Null => &any_object,
+            Value::Object(map) if map.is_empty() => &any_object,
+            p => p,
+        };
         let schema = prepare_schema(parameters)
             .map_err(|e| ConstraintError::Grammar(format!("tool `{name}` parameters: {e}")))?;
         // The name is written as JSON writes it, then quoted again as a Lark string literal.
