@@ -13,6 +13,38 @@
 //! - [`TokenConstraint`] / [`GrammarConstraint`]: one per sequence; `mask` before sampling,
 //!   `commit` after.
 //!
+//! `generate` and the engine's `Sequence` apply a [`Grammar`] given in
+//! `GenerateOptions::constraint`; a caller with its own loop does the same by hand:
+//! ```
+//! use kiln_llm::constrain::{Grammar, ResponseFormat, TokenConstraint, TokenVocabulary};
+//! use serde_json::json;
+//!
+//! // Normally `tokenizer.constraint_vocabulary()?`; here ids 0..3 are control tokens (2 = EOS)
+//! // and ids 3.. the 256 bytes.
+//! let mut pieces = vec![(b"<unk>".to_vec(), true), (b"<s>".to_vec(), true), (b"</s>".to_vec(), true)];
+//! pieces.extend((0..=255u8).map(|b| (vec![b], false)));
+//! let vocab = TokenVocabulary::from_pieces(pieces, &[2])?;
+//! let format = ResponseFormat::from_openai(&json!({
+//!     "type": "json_schema",
+//!     "json_schema": {"name": "n", "schema": {"type": "object", "properties": {"n": {"enum": [7]}}, "required": ["n"]}}
+//! }))?;
+//! let grammar = Grammar::compile(&format, &vocab)?; // once per request
+//! let mut constraint = grammar.start(); // once per sequence (choice)
+//! let mut text = Vec::new();
+//! loop {
+//!     let mut logits = vec![0.0f32; vocab.size()]; // the model's row
+//!     constraint.mask(&mut logits)?; // before sampling
+//!     let id = (0..logits.len()).find(|&i| logits[i].is_finite()).unwrap() as u32; // "sampling"
+//!     constraint.commit(id)?; // after sampling, EOS included
+//!     if id == 2 {
+//!         break;
+//!     }
+//!     text.push(id as u8 - 3);
+//! }
+//! assert_eq!(text, br#"{"n": 7}"#);
+//! # Ok::<(), kiln_llm::constrain::ConstraintError>(())
+//! ```
+//!
 //! JSON is generated compact (`{"a": 1, "b": [1, 2]}`, the separators of Python's `json.dumps`):
 //! no free whitespace, which a weak model could otherwise repeat until `max_tokens`.
 
