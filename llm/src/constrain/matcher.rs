@@ -87,7 +87,11 @@ impl GrammarConstraint {
 
 impl TokenConstraint for GrammarConstraint {
     fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
-        let allowed = self.compute()?;
+        // `allows` may have computed this step's set already.
+        let allowed = match self.allowed.take() {
+            Some(a) => a,
+            None => self.compute()?,
+        };
         let words = allowed.as_slice();
         let known = self.vocab.size().min(logits.len());
         for (chunk_index, chunk) in logits[..known].chunks_mut(32).enumerate() {
@@ -100,10 +104,14 @@ impl TokenConstraint for GrammarConstraint {
                 chunk.fill(f32::NEG_INFINITY);
                 continue;
             }
-            for (j, logit) in chunk.iter_mut().enumerate() {
-                if bits & (1 << j) == 0 {
+            // Visit only the banned ids (set bits of the complement), lowest first.
+            let mut banned = !bits;
+            while banned != 0 {
+                let j = banned.trailing_zeros() as usize;
+                if let Some(logit) = chunk.get_mut(j) {
                     *logit = f32::NEG_INFINITY;
                 }
+                banned &= banned - 1;
             }
         }
         // Ids past the tokenizer's (a padded embedding table) have no text.
