@@ -27,7 +27,7 @@ pub struct GrammarConstraint {
     accepting: bool,
     /// EOS was committed.
     ended: bool,
-    /// The last mask, reused as the buffer of the next.
+    /// This step's allowed set (from `mask` or `allows`), until `commit`.
     allowed: Option<SimpleVob>,
 }
 
@@ -49,7 +49,8 @@ impl GrammarConstraint {
         if self.allowed.is_none() {
             self.allowed = Some(self.compute()?);
         }
-        Ok(self.allowed.as_ref().is_some_and(|m| m.is_allowed(id)))
+        let known = (id as usize) < self.vocab.size();
+        Ok(known && self.allowed.as_ref().is_some_and(|m| m.is_allowed(id)))
     }
 
     fn compute(&mut self) -> Result<SimpleVob> {

@@ -121,6 +121,8 @@ fn a_token_the_mask_bans_cannot_be_committed() {
     let letter = tokenizer.encode("a").unwrap()[0];
     assert_eq!(logits[letter as usize], f32::NEG_INFINITY);
     assert_eq!(logits[2], f32::NEG_INFINITY, "EOS before any JSON");
+    let err = c.commit(100_000).unwrap_err().to_string();
+    assert!(err.contains("not allowed"), "{err}");
     let err = c.commit(letter).unwrap_err().to_string();
     assert!(err.contains("not allowed"), "{err}");
     let err = c.commit(2).unwrap_err().to_string();
