@@ -23,7 +23,7 @@ pub struct GenerateOptions {
     /// A grammar the reply must follow (a JSON schema, a tool call, ...): each step, tokens it
     /// cannot accept are masked out of the logits before sampling (see `crate::constrain`). A
     /// reply cut by `max_tokens` (or a stop string) ends incomplete, with finish reason Length
-    /// (Stop).
+    /// (Stop). Reported log-probabilities are those of the masked distribution.
     pub constraint: Option<Grammar>,
 }
 

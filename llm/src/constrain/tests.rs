@@ -309,3 +309,42 @@ fn tekken_and_its_tokenizer_json_give_the_same_bytes_per_id() {
     assert_eq!(v.special_id("[TOOL_CALLS]"), Some(9));
     assert_eq!(v.eos_ids(), &[2]);
 }
+
+/// Feeds `text` token by token; false at the first token the grammar refuses.
+fn accepts(grammar: &Grammar, tokenizer: &Tokenizer, text: &str) -> bool {
+    let mut c = grammar.start();
+    for id in tokenizer.encode(text).unwrap() {
+        if c.commit(id).is_err() {
+            return false;
+        }
+    }
+    c.is_accepting()
+}
+
+/// Objects that name their properties get no others (the model cannot invent keys), unless
+/// the schema says what others may be; parts of an `allOf` are not closed against each other.
+#[test]
+fn named_properties_close_an_object_except_where_that_would_reject_valid_keys() {
+    let (tokenizer, vocab) = bundled();
+    let g = |schema: serde_json::Value| Grammar::json_schema(&schema, &vocab).unwrap();
+    let named = g(json!({"type": "object", "properties": {"a": {"type": "integer"}}}));
+    assert!(accepts(&named, &tokenizer, r#"{"a": 1}"#));
+    assert!(!accepts(&named, &tokenizer, r#"{"a": 1, "z": 2}"#));
+    let open = g(
+        json!({"type": "object", "properties": {"a": {"type": "integer"}},
+        "additionalProperties": {"type": "integer"}}),
+    );
+    assert!(accepts(&open, &tokenizer, r#"{"a": 1, "z": 2}"#));
+    let both = g(json!({"allOf": [
+        {"properties": {"a": {"type": "integer"}}, "required": ["a"]},
+        {"properties": {"b": {"type": "integer"}}, "required": ["b"]}
+    ]}));
+    assert!(accepts(&both, &tokenizer, r#"{"a": 1, "b": 2}"#));
+    // Nested objects are closed too.
+    let nested = g(
+        json!({"type": "object", "properties": {"p": {"type": "object",
+        "properties": {"x": {"type": "integer"}}}}}),
+    );
+    assert!(accepts(&nested, &tokenizer, r#"{"p": {"x": 1}}"#));
+    assert!(!accepts(&nested, &tokenizer, r#"{"p": {"x": 1, "y": 2}}"#));
+}
