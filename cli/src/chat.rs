@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use kiln_llm::chat_model::context_within_budget;
+use kiln_llm::constrain::ResponseFormat;
 use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::sampling::SamplingParams;
 use kiln_llm::{ChatModel, Conversation, Flow, GenerateOptions, Generation, MistralConfig};
@@ -107,6 +108,15 @@ pub struct ChatArgs {
     /// Weight storage: f32, f16, or quantised at load: q8_0, q4_0, nf4.
     #[arg(long, default_value = "f32")]
     weight_type: String,
+
+    /// Constrain each reply to a JSON object (OpenAI's `json_object` response format).
+    #[arg(long, conflicts_with = "json_schema")]
+    json: bool,
+
+    /// Constrain each reply to JSON valid against the JSON Schema in FILE: tokens the schema
+    /// cannot accept are masked out before sampling, so the reply parses and validates.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<PathBuf>,
 }
 
 impl ChatArgs {
@@ -143,6 +153,31 @@ impl ChatArgs {
             sampling,
             max_tokens,
             stop: self.stop.clone(),
+            constraint: None,
+        })
+    }
+
+    /// The response format --json / --json-schema ask for; the schema file is read and parsed
+    /// here, before the model loads, so a bad file fails at once.
+    fn response_format(&self) -> Result<ResponseFormat> {
+        if self.json {
+            return Ok(ResponseFormat::JsonObject);
+        }
+        let Some(path) = &self.json_schema else {
+            return Ok(ResponseFormat::Text);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--json-schema: cannot read {}", path.display()))?;
+        let schema: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("--json-schema: {} is not valid JSON", path.display()))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "schema".into());
+        Ok(ResponseFormat::JsonSchema {
+            name,
+            schema,
+            strict: true,
         })
     }
 }
@@ -193,7 +228,8 @@ fn catch_ctrl_c() {
 fn catch_ctrl_c() {}
 
 pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
-    let options = args.options()?;
+    let mut options = args.options()?;
+    let format = args.response_format()?;
     let weight_type: WeightType = args.weight_type.parse()?;
     let kv_dtype = parse_kv_type(&args.kv_type)?;
     let dir = match &args.model {
@@ -214,6 +250,15 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
     };
     let chat = ChatModel::load(&dir, device, weight_type, args.chat_template.as_deref())
         .with_context(|| format!("loading {}", dir.display()))?;
+    if !format.is_text() {
+        let vocab = chat.tokenizer.constraint_vocabulary()?;
+        options.constraint = format
+            .compile(&vocab)
+            .map_err(|e| match &args.json_schema {
+                Some(path) => anyhow!("--json-schema {}: {e}", path.display()),
+                None => anyhow!("--json: {e}"),
+            })?;
+    }
     let (mut context, capped) = chat.context_size(args.ctx_size, kv_dtype)?;
     if let Some((fits, budget)) = budget_context.filter(|&(fits, _)| fits < context) {
         context = fits;

@@ -193,3 +193,66 @@ fn bad_input_is_named() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// `--json-schema FILE` and `--json`: the reply is JSON that follows the schema, at temperature 1
+/// as at 0; a missing file, bad JSON or an unsupported schema exits non-zero naming it.
+#[test]
+fn json_schema_and_json_constrain_the_reply() {
+    let dir = std::env::temp_dir().join(format!("kiln-chat-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema = dir.join("sum.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"sum": {"type": "integer", "minimum": 0, "maximum": 99},
+            "op": {"enum": ["plus", "minus", "times"]}}, "required": ["sum", "op"]}"#,
+    )
+    .unwrap();
+    let schema = schema.to_str().unwrap();
+    for temp in ["0", "1"] {
+        let args = [
+            "chat",
+            "-p",
+            "What is 7 plus 5?",
+            "--json-schema",
+            schema,
+            "--temp",
+            temp,
+            "-s",
+            "3",
+        ];
+        let (ok, stdout, stderr) = run(&args);
+        assert!(ok, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("temp {temp}: {e}: {stdout}"));
+        assert!(v["sum"].as_u64().is_some_and(|n| n <= 99), "{v}");
+        assert!(
+            ["plus", "minus", "times"].contains(&v["op"].as_str().unwrap()),
+            "{v}"
+        );
+        assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+        assert!(stderr.contains("finish stop"), "{stderr}");
+    }
+    let (ok, stdout, stderr) = run(&["chat", "-p", "Hi", "--json", "-n", "60", "-s", "1"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.trim_start().starts_with('{'), "{stdout}");
+
+    let bad_json = dir.join("bad.json");
+    std::fs::write(&bad_json, "{\"type\": ").unwrap();
+    let unsupported = dir.join("unsupported.json");
+    std::fs::write(&unsupported, r#"{"type": "nonsense"}"#).unwrap();
+    let cases = [
+        ("/no/such/schema.json".to_string(), "cannot read"),
+        (bad_json.to_str().unwrap().to_string(), "not valid JSON"),
+        (unsupported.to_str().unwrap().to_string(), "nonsense"),
+    ];
+    for (file, needle) in cases {
+        let (ok, _, stderr) = run(&["chat", "-p", "hi", "--json-schema", &file]);
+        assert!(!ok, "{file} succeeded");
+        assert!(
+            stderr.contains(needle) && stderr.contains("--json-schema"),
+            "{file}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{file}: {stderr}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use kiln_runtime::Result;
 
+use crate::constrain::Grammar;
 use crate::model::Mistral;
 use crate::sampling::{FinishReason, Sampled, SamplingParams};
 use crate::sequence::{ModelOutput, Sequence};
@@ -19,6 +20,11 @@ pub struct GenerateOptions {
     pub max_tokens: Option<usize>,
     /// Strings that end the reply; they are not part of it.
     pub stop: Vec<String>,
+    /// A grammar the reply must follow (a JSON schema, a tool call, ...): each step, tokens it
+    /// cannot accept are masked out of the logits before sampling (see `crate::constrain`). A
+    /// reply cut by `max_tokens` (or a stop string) ends incomplete, with finish reason Length
+    /// (Stop). Reported log-probabilities are those of the masked distribution.
+    pub constraint: Option<Grammar>,
 }
 
 /// What the caller's callback tells the loop after each piece of text.

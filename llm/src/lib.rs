@@ -6,6 +6,7 @@ pub mod bench;
 pub mod chat;
 pub mod chat_model;
 pub mod config;
+pub mod constrain;
 pub mod conversation;
 pub mod engine;
 pub mod generate;

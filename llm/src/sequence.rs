@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kiln_runtime::{Error, Result};
 
+use crate::constrain::{GrammarConstraint, TokenConstraint};
 use crate::generate::{GenerateOptions, Generation};
 use crate::sampling::{
     FinishReason, Sampled, Sampler, SamplingContext, SamplingError, StopMatcher, StopStep,
@@ -41,6 +42,9 @@ pub struct Sequence {
     eos: Vec<u32>,
     max_tokens: usize,
     on_device: bool,
+    /// The grammar's state when the reply is constrained, and the masked copy of each logits row.
+    constraint: Option<GrammarConstraint>,
+    masked: Vec<f32>,
     out: Generation,
 }
 
@@ -78,7 +82,10 @@ impl Sequence {
                 decode_time: Duration::ZERO,
                 seed: sampler.seed(),
             },
-            on_device: options.sampling.is_plain_greedy(),
+            // The mask needs the logits, so a constrained reply never takes the device's argmax.
+            on_device: options.sampling.is_plain_greedy() && options.constraint.is_none(),
+            constraint: options.constraint.as_ref().map(|g| g.start()),
+            masked: Vec::new(),
             sampler,
             stop,
             detok: tokenizer.stream(true),
@@ -117,10 +124,20 @@ impl Sequence {
         output: ModelOutput<'_>,
     ) -> Result<SequenceStep> {
         let sampled = match output {
-            ModelOutput::Logits(logits) => self
-                .sampler
-                .sample(logits, &self.history)
-                .map_err(sampling_error)?,
+            ModelOutput::Logits(logits) => {
+                let logits = match &mut self.constraint {
+                    Some(c) => {
+                        self.masked.clear();
+                        self.masked.extend_from_slice(logits);
+                        c.mask(&mut self.masked)?;
+                        &self.masked[..]
+                    }
+                    None => logits,
+                };
+                self.sampler
+                    .sample(logits, &self.history)
+                    .map_err(sampling_error)?
+            }
             ModelOutput::Id(id) => Sampled {
                 id,
                 logprob: None,
@@ -128,6 +145,11 @@ impl Sequence {
             },
         };
         let id = sampled.id;
+        // An id the grammar does not allow (only an id picked without the mask can be one) is
+        // an error, never text that breaks the format.
+        if let Some(c) = &mut self.constraint {
+            c.commit(id)?;
+        }
         self.history.push(id);
         self.out.sampled.push(sampled);
         if self.eos.contains(&id) {

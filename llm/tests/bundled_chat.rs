@@ -31,6 +31,7 @@ fn greedy(max_tokens: usize) -> GenerateOptions {
         sampling: SamplingParams::greedy(),
         max_tokens: Some(max_tokens),
         stop: Vec::new(),
+        constraint: None,
     }
 }
 
@@ -126,6 +127,7 @@ fn the_same_seed_gives_the_same_sampled_reply_on_cpu_and_gpu() {
         },
         max_tokens: Some(24),
         stop: Vec::new(),
+        constraint: None,
     };
     let reply = |device: &Device| {
         let chat =

@@ -112,6 +112,7 @@ fn options(seed: Option<u64>) -> GenerateOptions {
         },
         max_tokens: Some(24),
         stop: Vec::new(),
+        constraint: None,
     }
 }
 

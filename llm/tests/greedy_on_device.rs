@@ -75,6 +75,7 @@ fn same_replies(device: &Device) {
         },
         max_tokens: Some(40),
         stop: Vec::new(),
+        constraint: None,
     };
     assert!(options(false).sampling.is_plain_greedy());
     assert!(!options(true).sampling.is_plain_greedy());

@@ -115,7 +115,11 @@ impl Sampler {
                 got: logits.len(),
             });
         }
-        if let Some(index) = logits.iter().position(|l| !l.is_finite()) {
+        // -inf is a banned token (a grammar's mask writes it); NaN and +inf are blow-ups.
+        if let Some(index) = logits
+            .iter()
+            .position(|l| l.is_nan() || *l == f32::INFINITY)
+        {
             return Err(SamplingError::NonFiniteLogit {
                 index,
                 value: logits[index],

@@ -14,7 +14,7 @@ pub enum SamplingError {
     InvalidVocabSize(usize),
     /// The logits row does not have one entry per vocabulary token.
     LogitsLength { expected: usize, got: usize },
-    /// A logit is NaN or infinite (usually a numerical blow-up in the model).
+    /// A logit is NaN or +inf (usually a numerical blow-up in the model); -inf bans the token.
     NonFiniteLogit { index: usize, value: f32 },
     /// A token id (in `logit_bias` or in the context) that is not in the vocabulary.
     TokenOutOfVocab {
@@ -50,7 +50,7 @@ impl fmt::Display for SamplingError {
             Self::NonFiniteLogit { index, value } => {
                 write!(
                     f,
-                    "logit at position {index} is {value}; every logit must be a finite number"
+                    "logit at position {index} is {value}; every logit must be a finite number (or -inf, banned)"
                 )
             }
             Self::TokenOutOfVocab {

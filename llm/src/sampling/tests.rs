@@ -484,10 +484,33 @@ fn top_logprobs_ties_list_lowest_id_first() {
     assert_eq!(ids, [1, 3, 0]);
 }
 
+/// A grammar's mask writes -inf: those tokens are never chosen, greedy or sampled, and the
+/// others' probabilities are renormalised among themselves.
+#[test]
+fn minus_infinity_logits_are_banned_tokens() {
+    let mut l = vec![f32::NEG_INFINITY; 8];
+    l[2] = -3.0;
+    l[6] = -3.0;
+    let mut greedy = sampler(8, |p| p.temperature = 0.0);
+    assert_eq!(greedy.sample(&l, &empty()).unwrap().id, 2);
+    let mut s = sampler(8, |p| {
+        p.temperature = 1.0;
+        p.seed = Some(3);
+        p.logprobs = true;
+    });
+    for _ in 0..50 {
+        let out = s.sample(&l, &empty()).unwrap();
+        assert!(out.id == 2 || out.id == 6, "{}", out.id);
+        assert!((out.logprob.unwrap() - 0.5f64.ln() as f32).abs() < 1e-5);
+    }
+    let err = s.sample(&[f32::NEG_INFINITY; 8], &empty()).unwrap_err();
+    assert_eq!(err, SamplingError::AllTokensBanned);
+}
+
 #[test]
 fn non_finite_logits_and_wrong_lengths_are_errors_naming_the_position() {
     let mut s = sampler(6, |_| {});
-    for (pos, bad) in [(3, f32::NAN), (5, f32::INFINITY), (0, f32::NEG_INFINITY)] {
+    for (pos, bad) in [(3, f32::NAN), (5, f32::INFINITY), (0, f32::NAN)] {
         let mut l = vec![0.5f32; 6];
         l[pos] = bad;
         let err = s.sample(&l, &empty()).unwrap_err();

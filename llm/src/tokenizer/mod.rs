@@ -8,9 +8,12 @@ mod stream;
 mod tekken;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use kiln_runtime::{Error, Result};
 use serde_json::Value;
+
+use crate::constrain::{ConstraintError, TokenVocabulary};
 
 pub use hf::HfTokenizer;
 pub use stream::StreamDecoder;
@@ -32,6 +35,8 @@ pub struct Tokenizer {
     controls: Vec<(String, u32)>,
     bos: Option<u32>,
     eos: Option<u32>,
+    /// The vocabulary as constrained decoding needs it, built on first use (a pass over every id).
+    constraint_vocab: OnceLock<Arc<TokenVocabulary>>,
 }
 
 impl Tokenizer {
@@ -99,6 +104,7 @@ impl Tokenizer {
             controls,
             bos: None,
             eos: None,
+            constraint_vocab: OnceLock::new(),
         };
         tokenizer
             .controls
@@ -161,6 +167,47 @@ impl Tokenizer {
     pub fn require(&self, name: &str) -> Result<u32> {
         self.token_id(name)
             .ok_or_else(|| Error::load(&self.path, format!("the tokenizer has no `{name}` token")))
+    }
+
+    /// Every id's bytes, in id order, with whether the id is a control token (whose bytes are
+    /// then its name). What a grammar matcher needs: the exact bytes each id adds to the text.
+    pub fn token_pieces(&self) -> Result<Vec<(Vec<u8>, bool)>> {
+        match &self.backend {
+            Backend::Tekken(t) => Ok(t
+                .specials()
+                .iter()
+                .map(|s| (s.as_bytes().to_vec(), true))
+                .chain(t.ordinary_bytes().iter().map(|b| (b.clone(), false)))
+                .collect()),
+            Backend::Hf(t) => {
+                let mut pieces = Vec::with_capacity(t.vocab_size());
+                let controls: std::collections::HashMap<u32, &str> = self
+                    .controls
+                    .iter()
+                    .map(|(s, id)| (*id, s.as_str()))
+                    .collect();
+                for id in 0..t.vocab_size() as u32 {
+                    pieces.push(match controls.get(&id) {
+                        Some(name) => (name.as_bytes().to_vec(), true),
+                        None => (t.token_bytes(id)?, false),
+                    });
+                }
+                Ok(pieces)
+            }
+        }
+    }
+
+    /// The vocabulary grammars are compiled for, built once per tokenizer and shared by every
+    /// request (building it walks all ids: a few hundred ms at 131072).
+    pub fn constraint_vocabulary(
+        &self,
+    ) -> std::result::Result<Arc<TokenVocabulary>, ConstraintError> {
+        if let Some(v) = self.constraint_vocab.get() {
+            return Ok(v.clone());
+        }
+        let built = TokenVocabulary::new(self)?;
+        // A concurrent first call may have won; either copy is the same vocabulary.
+        Ok(self.constraint_vocab.get_or_init(|| built).clone())
     }
 
     pub fn is_control(&self, id: u32) -> bool {

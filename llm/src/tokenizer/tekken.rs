@@ -156,6 +156,11 @@ impl Tekken {
         &self.specials
     }
 
+    /// The bytes of each ordinary token, in id order after the control ids.
+    pub fn ordinary_bytes(&self) -> &[Vec<u8>] {
+        &self.bytes
+    }
+
     /// Plain text to ids; control token strings in it are ordinary text.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let offset = self.specials.len() as u32;

@@ -636,6 +636,7 @@ fn plan(
                 sampling,
                 max_tokens: max_tokens.map(|(_, n)| n),
                 stop: stop.clone(),
+                constraint: None,
             }
         })
         .collect();

@@ -1,0 +1,72 @@
+//! The grammar of a Mistral tool-call reply: the `[TOOL_CALLS]` control token, then a JSON array
+//! of calls, `[{"name": "get_weather", "arguments": {"city": "Paris"}}]`, as V7-Tekken models
+//! write it (mistral-common parses exactly this), each call's arguments valid against its tool's
+//! parameter schema.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::grammar::prepare_schema;
+use super::{ConstraintError, Grammar, Result, TokenVocabulary};
+use crate::chat::ToolSpec;
+
+/// [`tool_calls_grammar`] for the tools of a request.
+pub fn tool_specs_grammar(tools: &[ToolSpec], vocab: &Arc<TokenVocabulary>) -> Result<Grammar> {
+    let tools: Vec<(String, Value)> = tools
+        .iter()
+        .map(|t| (t.name.clone(), t.parameters.clone()))
+        .collect();
+    tool_calls_grammar(&tools, vocab)
+}
+
+/// `tools`: each tool's name and its parameters' JSON schema (`null` or `{}`: any object). The
+/// reply is one or more calls.
+pub fn tool_calls_grammar(
+    tools: &[(String, Value)],
+    vocab: &Arc<TokenVocabulary>,
+) -> Result<Grammar> {
+    if tools.is_empty() {
+        return Err(ConstraintError::Grammar(
+            "tool calls: no tools to call".into(),
+        ));
+    }
+    let marker = vocab.special_lark("[TOOL_CALLS]").ok_or_else(|| {
+        ConstraintError::Grammar("tool calls: the tokenizer has no [TOOL_CALLS] token".into())
+    })?;
+    let mut lark = format!("start: {marker} \"[\" call (\", \" call)* \"]\"\ncall: ");
+    let mut rules = String::new();
+    for (i, (name, parameters)) in tools.iter().enumerate() {
+        // Mistral's arguments are an object: no schema (`null`, `{}`) means any object.
+        let any_object = json!({"type": "object"});
+        let parameters = match parameters {
+            Value::Null => &any_object,
+            Value::Object(map) if map.is_empty() => &any_object,
+            p => p,
+        };
+        let schema = prepare_schema(parameters)
+            .map_err(|e| ConstraintError::Grammar(format!("tool `{name}` parameters: {e}")))?;
+        // The name is written as JSON writes it, then quoted again as a Lark string literal.
+        let head = format!(
+            "{{\"name\": {}, \"arguments\": ",
+            serde_json::to_string(name).map_err(|e| {
+                ConstraintError::Grammar(format!("tool `{name}`: cannot write its name: {e}"))
+            })?
+        );
+        let head = serde_json::to_string(&head)
+            .map_err(|e| ConstraintError::Grammar(format!("tool `{name}`: {e}")))?;
+        if i > 0 {
+            lark.push_str(" | ");
+        }
+        lark.push_str(&format!("call_{i}"));
+        rules.push_str(&format!(
+            "call_{i}: {head} args_{i} \"}}\"\nargs_{i}: %json {schema}\n"
+        ));
+    }
+    lark.push('\n');
+    lark.push_str(&rules);
+    Grammar::lark(&lark, vocab).map_err(|e| match e {
+        ConstraintError::Grammar(m) => ConstraintError::Grammar(format!("tool calls: {m}")),
+        other => other,
+    })
+}
