@@ -287,6 +287,44 @@ fn tool_calls_start_with_the_control_token_then_a_json_array() {
     );
 }
 
+/// `tool_choice: "auto"` with strict tools: text or `[TOOL_CALLS]` first; once the marker is
+/// written, only calls that follow the schema; text may end at any point, calls only when whole.
+#[test]
+fn auto_tool_grammar_allows_text_or_schema_bound_calls() {
+    let (tokenizer, vocab) = bundled();
+    let specs = [crate::chat::ToolSpec {
+        name: "get_weather".into(),
+        description: None,
+        parameters: json!({"type": "object", "properties": {"city": {"enum": ["Paris"]}}, "required": ["city"]}),
+        strict: true,
+    }];
+    let grammar = super::tool_specs_or_text_grammar(&specs, &vocab).unwrap();
+    let mut c = grammar.start();
+    let first = allowed(&mut c, vocab.size());
+    let hello = tokenizer.encode("Hello").unwrap()[0];
+    assert!(first.contains(&9) && first.contains(&hello), "{first:?}");
+    assert!(!first.contains(&3), "other control tokens stay banned");
+    for id in tokenizer.encode("Hello there.").unwrap() {
+        c.commit(id).unwrap();
+    }
+    assert!(c.is_accepting(), "text may end anywhere");
+    assert!(c.commit(9).is_err(), "no tool call after text");
+
+    let mut c = grammar.start();
+    c.commit(9).unwrap();
+    assert!(!c.is_accepting());
+    let ok = tokenizer.encode(r#"[{"name": "get_weather", "arguments": {"city": "Paris"}}]"#).unwrap();
+    for &id in &ok {
+        c.commit(id).unwrap();
+    }
+    assert!(c.is_accepting());
+    let mut c = grammar.start();
+    c.commit(9).unwrap();
+    let bad = tokenizer.encode(r#"[{"name": "get_weather", "arguments": {"city": "Rome"#).unwrap();
+    let committed = bad.iter().take_while(|&&id| c.commit(id).is_ok()).count();
+    assert!(committed < bad.len(), "Rome is not in the enum");
+}
+
 /// The same vocabulary as tekken.json and as its Hugging Face conversion (byte-level
 /// tokenizer.json): every id has the same bytes, and the same ids are control tokens.
 #[test]

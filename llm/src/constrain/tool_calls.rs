@@ -13,11 +13,24 @@ use crate::chat::ToolSpec;
 
 /// [`tool_calls_grammar`] for the tools of a request.
 pub fn tool_specs_grammar(tools: &[ToolSpec], vocab: &Arc<TokenVocabulary>) -> Result<Grammar> {
-    let tools: Vec<(String, Value)> = tools
+    build(&specs(tools), vocab, false)
+}
+
+/// Either plain text or tool calls whose arguments follow their schemas (OpenAI's
+/// `tool_choice: "auto"` with `strict` tools): the model decides, and once it writes
+/// `[TOOL_CALLS]` the calls are constrained. Text never contains control tokens.
+pub fn tool_specs_or_text_grammar(
+    tools: &[ToolSpec],
+    vocab: &Arc<TokenVocabulary>,
+) -> Result<Grammar> {
+    build(&specs(tools), vocab, true)
+}
+
+fn specs(tools: &[ToolSpec]) -> Vec<(String, Value)> {
+    tools
         .iter()
         .map(|t| (t.name.clone(), t.parameters.clone()))
-        .collect();
-    tool_calls_grammar(&tools, vocab)
+        .collect()
 }
 
 /// `tools`: each tool's name and its parameters' JSON schema (`null` or `{}`: any object). The
@@ -26,6 +39,10 @@ pub fn tool_calls_grammar(
     tools: &[(String, Value)],
     vocab: &Arc<TokenVocabulary>,
 ) -> Result<Grammar> {
+    build(tools, vocab, false)
+}
+
+fn build(tools: &[(String, Value)], vocab: &Arc<TokenVocabulary>, or_text: bool) -> Result<Grammar> {
     if tools.is_empty() {
         return Err(ConstraintError::Grammar(
             "tool calls: no tools to call".into(),
@@ -34,7 +51,12 @@ pub fn tool_calls_grammar(
     let marker = vocab.special_lark("[TOOL_CALLS]").ok_or_else(|| {
         ConstraintError::Grammar("tool calls: the tokenizer has no [TOOL_CALLS] token".into())
     })?;
-    let mut lark = format!("start: {marker} \"[\" call (\", \" call)* \"]\"\ncall: ");
+    let start = if or_text {
+        "start: calls | text\ntext: /(?s:.+)/\n"
+    } else {
+        "start: calls\n"
+    };
+    let mut lark = format!("{start}calls: {marker} \"[\" call (\", \" call)* \"]\"\ncall: ");
     let mut rules = String::new();
     for (i, (name, parameters)) in tools.iter().enumerate() {
         // Mistral's arguments are an object: no schema (`null`, `{}`) means any object.

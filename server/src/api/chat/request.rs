@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kiln_llm::constrain::{
+    tool_specs_grammar, tool_specs_or_text_grammar, ConstraintError, Grammar, ResponseFormat,
+};
 use kiln_llm::sampling::SamplingParams;
 use kiln_llm::{GenerateOptions, Message, Role, ToolCall, ToolSpec};
 use serde::Deserialize;
@@ -145,6 +148,7 @@ pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
         "tools",
         "tool_choice",
         "parallel_tool_calls",
+        "response_format",
     ];
     let map = object(body, &[SAMPLING_FIELDS, CHAT])?;
     #[derive(Deserialize, Default)]
@@ -157,6 +161,7 @@ pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
         tool_choice: Option<Value>,
         #[allow(dead_code)]
         parallel_tool_calls: Option<bool>,
+        response_format: Option<Value>,
     }
     let chat: Chat = fields(&map)?;
     let common: SamplingFields = fields(&map)?;
@@ -213,10 +218,62 @@ pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
             "top_logprobs needs logprobs: true",
         ));
     }
+    let format = match &chat.response_format {
+        None | Some(Value::Null) => ResponseFormat::Text,
+        Some(v) => ResponseFormat::from_openai(v)
+            .map_err(|e| ApiError::invalid("response_format", e.to_string()))?,
+    };
+    let grammar = grammar(&info, &format, &tools, &tool_choice)?;
     let mut plan = plan(model, info, prompt, &common, logprobs, top_logprobs)?;
+    for options in &mut plan.choices {
+        options.constraint = grammar.clone();
+    }
     plan.tools = tools;
     plan.tool_choice = tool_choice;
     Ok(plan)
+}
+
+/// What the replies must follow, compiled before anything is queued so a bad schema is a 400
+/// (never a 200 with unconstrained text): the tool-call grammar when a call is required (all
+/// tools, or the named one), text or schema-bound calls for `auto` with `strict` tools, else the
+/// response format's JSON grammar, if any.
+fn grammar(
+    info: &LlmInfo,
+    format: &ResponseFormat,
+    tools: &[ToolSpec],
+    choice: &ToolChoice,
+) -> ApiResult<Option<Grammar>> {
+    let calls_forced = matches!(choice, ToolChoice::Required | ToolChoice::Function(_));
+    let strict_auto = *choice == ToolChoice::Auto && tools.iter().any(|t| t.strict);
+    if !format.is_text() && (calls_forced || (*choice == ToolChoice::Auto && !tools.is_empty())) {
+        return Err(ApiError::invalid(
+            "response_format",
+            "response_format cannot be combined with tools the model may call; \
+             use tool_choice \"none\" or drop response_format",
+        ));
+    }
+    if format.is_text() && !calls_forced && !strict_auto {
+        return Ok(None);
+    }
+    let vocab = info
+        .tokenizer
+        .constraint_vocabulary()
+        .map_err(|e| ApiError::internal(format!("cannot build the grammar vocabulary: {e}")))?;
+    let compiled = match choice {
+        ToolChoice::Required => tool_specs_grammar(tools, &vocab),
+        ToolChoice::Function(name) => {
+            let named: Vec<ToolSpec> = tools.iter().filter(|t| &t.name == name).cloned().collect();
+            tool_specs_grammar(&named, &vocab)
+        }
+        ToolChoice::Auto if strict_auto => tool_specs_or_text_grammar(tools, &vocab),
+        _ => format
+            .compile(&vocab)
+            .and_then(|g| g.ok_or_else(|| ConstraintError::Grammar("no grammar".into()))),
+    };
+    let field = if format.is_text() { "tools" } else { "response_format" };
+    compiled
+        .map(Some)
+        .map_err(|e| ApiError::invalid(field, e.to_string()))
 }
 
 /// `tools[i]`: `{"type": "function", "function": {"name", "description"?, "parameters"?,
