@@ -61,7 +61,10 @@ pub use error::ConstraintError;
 pub use format::ResponseFormat;
 pub use grammar::Grammar;
 pub use matcher::{GrammarConstraint, TokenConstraint};
-pub use tool_calls::{tool_calls_grammar, tool_specs_grammar, tool_specs_or_text_grammar};
+pub use tool_calls::{
+    tool_calls_grammar, tool_specs_grammar, tool_specs_grammar_with, tool_specs_or_text_grammar,
+    ToolCallRules,
+};
 pub use vocabulary::TokenVocabulary;
 
 pub type Result<T> = std::result::Result<T, ConstraintError>;

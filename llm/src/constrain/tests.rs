@@ -313,16 +313,37 @@ fn auto_tool_grammar_allows_text_or_schema_bound_calls() {
     let mut c = grammar.start();
     c.commit(9).unwrap();
     assert!(!c.is_accepting());
-    let ok = tokenizer.encode(r#"[{"name": "get_weather", "arguments": {"city": "Paris"}}]"#).unwrap();
+    let ok = tokenizer
+        .encode(r#"[{"name": "get_weather", "arguments": {"city": "Paris"}}]"#)
+        .unwrap();
     for &id in &ok {
         c.commit(id).unwrap();
     }
     assert!(c.is_accepting());
     let mut c = grammar.start();
     c.commit(9).unwrap();
-    let bad = tokenizer.encode(r#"[{"name": "get_weather", "arguments": {"city": "Rome"#).unwrap();
+    let bad = tokenizer
+        .encode(r#"[{"name": "get_weather", "arguments": {"city": "Rome"#)
+        .unwrap();
     let committed = bad.iter().take_while(|&&id| c.commit(id).is_ok()).count();
     assert!(committed < bad.len(), "Rome is not in the enum");
+
+    // One call only: after the first call, the list must close.
+    let rules = super::ToolCallRules {
+        or_text: false,
+        single_call: true,
+    };
+    let grammar = super::tool_specs_grammar_with(&specs, rules, &vocab).unwrap();
+    let mut c = grammar.start();
+    c.commit(9).unwrap();
+    let one = r#"[{"name": "get_weather", "arguments": {"city": "Paris"}}"#;
+    for id in tokenizer.encode(one).unwrap() {
+        c.commit(id).unwrap();
+    }
+    let comma = tokenizer.encode(",").unwrap()[0];
+    assert!(!c.allows(comma).unwrap(), "a second call is refused");
+    c.commit(tokenizer.encode("]").unwrap()[0]).unwrap();
+    assert!(c.is_accepting());
 }
 
 /// The same vocabulary as tekken.json and as its Hugging Face conversion (byte-level

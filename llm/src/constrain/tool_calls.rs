@@ -11,19 +11,41 @@ use super::grammar::prepare_schema;
 use super::{ConstraintError, Grammar, Result, TokenVocabulary};
 use crate::chat::ToolSpec;
 
-/// [`tool_calls_grammar`] for the tools of a request.
-pub fn tool_specs_grammar(tools: &[ToolSpec], vocab: &Arc<TokenVocabulary>) -> Result<Grammar> {
-    build(&specs(tools), vocab, false)
+/// What else a tool-call grammar allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ToolCallRules {
+    /// Plain text instead of calls (OpenAI's `tool_choice: "auto"` with `strict` tools): the
+    /// model decides, and once it writes `[TOOL_CALLS]` the calls are constrained. Text never
+    /// contains control tokens.
+    pub or_text: bool,
+    /// Exactly one call (OpenAI's `parallel_tool_calls: false`); else one or more.
+    pub single_call: bool,
 }
 
-/// Either plain text or tool calls whose arguments follow their schemas (OpenAI's
-/// `tool_choice: "auto"` with `strict` tools): the model decides, and once it writes
-/// `[TOOL_CALLS]` the calls are constrained. Text never contains control tokens.
+/// [`tool_calls_grammar`] for the tools of a request.
+pub fn tool_specs_grammar(tools: &[ToolSpec], vocab: &Arc<TokenVocabulary>) -> Result<Grammar> {
+    build(&specs(tools), vocab, ToolCallRules::default())
+}
+
+/// [`tool_specs_grammar`] with `rules`.
+pub fn tool_specs_grammar_with(
+    tools: &[ToolSpec],
+    rules: ToolCallRules,
+    vocab: &Arc<TokenVocabulary>,
+) -> Result<Grammar> {
+    build(&specs(tools), vocab, rules)
+}
+
+/// Text, or calls that follow their schemas (see [`ToolCallRules::or_text`]).
 pub fn tool_specs_or_text_grammar(
     tools: &[ToolSpec],
     vocab: &Arc<TokenVocabulary>,
 ) -> Result<Grammar> {
-    build(&specs(tools), vocab, true)
+    let rules = ToolCallRules {
+        or_text: true,
+        single_call: false,
+    };
+    build(&specs(tools), vocab, rules)
 }
 
 fn specs(tools: &[ToolSpec]) -> Vec<(String, Value)> {
@@ -39,10 +61,14 @@ pub fn tool_calls_grammar(
     tools: &[(String, Value)],
     vocab: &Arc<TokenVocabulary>,
 ) -> Result<Grammar> {
-    build(tools, vocab, false)
+    build(tools, vocab, ToolCallRules::default())
 }
 
-fn build(tools: &[(String, Value)], vocab: &Arc<TokenVocabulary>, or_text: bool) -> Result<Grammar> {
+fn build(
+    tools: &[(String, Value)],
+    vocab: &Arc<TokenVocabulary>,
+    rules: ToolCallRules,
+) -> Result<Grammar> {
     if tools.is_empty() {
         return Err(ConstraintError::Grammar(
             "tool calls: no tools to call".into(),
@@ -51,12 +77,17 @@ fn build(tools: &[(String, Value)], vocab: &Arc<TokenVocabulary>, or_text: bool)
     let marker = vocab.special_lark("[TOOL_CALLS]").ok_or_else(|| {
         ConstraintError::Grammar("tool calls: the tokenizer has no [TOOL_CALLS] token".into())
     })?;
-    let start = if or_text {
+    let start = if rules.or_text {
         "start: calls | text\ntext: /(?s:.+)/\n"
     } else {
         "start: calls\n"
     };
-    let mut lark = format!("{start}calls: {marker} \"[\" call (\", \" call)* \"]\"\ncall: ");
+    let more = if rules.single_call {
+        ""
+    } else {
+        " (\", \" call)*"
+    };
+    let mut lark = format!("{start}calls: {marker} \"[\" call{more} \"]\"\ncall: ");
     let mut rules = String::new();
     for (i, (name, parameters)) in tools.iter().enumerate() {
         // Mistral's arguments are an object: no schema (`null`, `{}`) means any object.

@@ -7,3 +7,4 @@ mod api;
 mod common;
 mod concurrency;
 mod errors;
+mod structured;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kiln_llm::constrain::{
-    tool_specs_grammar, tool_specs_or_text_grammar, ConstraintError, Grammar, ResponseFormat,
+    tool_specs_grammar_with, ConstraintError, Grammar, ResponseFormat, ToolCallRules,
 };
 use kiln_llm::sampling::SamplingParams;
 use kiln_llm::{GenerateOptions, Message, Role, ToolCall, ToolSpec};
@@ -159,7 +159,6 @@ pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
         top_logprobs: Option<i64>,
         tools: Option<Vec<Value>>,
         tool_choice: Option<Value>,
-        #[allow(dead_code)]
         parallel_tool_calls: Option<bool>,
         response_format: Option<Value>,
     }
@@ -223,7 +222,8 @@ pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
         Some(v) => ResponseFormat::from_openai(v)
             .map_err(|e| ApiError::invalid("response_format", e.to_string()))?,
     };
-    let grammar = grammar(&info, &format, &tools, &tool_choice)?;
+    let single_call = chat.parallel_tool_calls == Some(false);
+    let grammar = grammar(&info, &format, &tools, &tool_choice, single_call)?;
     let mut plan = plan(model, info, prompt, &common, logprobs, top_logprobs)?;
     for options in &mut plan.choices {
         options.constraint = grammar.clone();
@@ -242,6 +242,7 @@ fn grammar(
     format: &ResponseFormat,
     tools: &[ToolSpec],
     choice: &ToolChoice,
+    single_call: bool,
 ) -> ApiResult<Option<Grammar>> {
     let calls_forced = matches!(choice, ToolChoice::Required | ToolChoice::Function(_));
     let strict_auto = *choice == ToolChoice::Auto && tools.iter().any(|t| t.strict);
@@ -259,18 +260,26 @@ fn grammar(
         .tokenizer
         .constraint_vocabulary()
         .map_err(|e| ApiError::internal(format!("cannot build the grammar vocabulary: {e}")))?;
+    let rules = |or_text| ToolCallRules {
+        or_text,
+        single_call,
+    };
     let compiled = match choice {
-        ToolChoice::Required => tool_specs_grammar(tools, &vocab),
+        ToolChoice::Required => tool_specs_grammar_with(tools, rules(false), &vocab),
         ToolChoice::Function(name) => {
             let named: Vec<ToolSpec> = tools.iter().filter(|t| &t.name == name).cloned().collect();
-            tool_specs_grammar(&named, &vocab)
+            tool_specs_grammar_with(&named, rules(false), &vocab)
         }
-        ToolChoice::Auto if strict_auto => tool_specs_or_text_grammar(tools, &vocab),
+        ToolChoice::Auto if strict_auto => tool_specs_grammar_with(tools, rules(true), &vocab),
         _ => format
             .compile(&vocab)
             .and_then(|g| g.ok_or_else(|| ConstraintError::Grammar("no grammar".into()))),
     };
-    let field = if format.is_text() { "tools" } else { "response_format" };
+    let field = if format.is_text() {
+        "tools"
+    } else {
+        "response_format"
+    };
     compiled
         .map(Some)
         .map_err(|e| ApiError::invalid(field, e.to_string()))
