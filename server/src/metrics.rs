@@ -2,10 +2,14 @@
 //! prompt and generated tokens, time to first token, decode time, and the queue.
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kiln_llm::Generation;
+
+use crate::catalog::ModelKind;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -20,6 +24,9 @@ pub struct Metrics {
     first_token_micros: AtomicU64,
     decode_micros: AtomicU64,
     prefill_micros: AtomicU64,
+    /// The models in memory now (image, LLM), by path: `/health` reports them so a load
+    /// balancer can route to a replica that has the model loaded.
+    loaded: Mutex<(Option<PathBuf>, Option<PathBuf>)>,
 }
 
 /// Which API a request came through.
@@ -31,6 +38,24 @@ pub enum RequestKind {
 }
 
 impl Metrics {
+    /// The worker loaded (`Some`) or freed (`None`) its model of `kind`.
+    pub fn set_loaded(&self, kind: ModelKind, path: Option<&Path>) {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = match kind {
+            ModelKind::Image => &mut loaded.0,
+            ModelKind::Llm => &mut loaded.1,
+        };
+        *slot = path.map(Path::to_path_buf);
+    }
+
+    pub fn loaded(&self, kind: ModelKind) -> Option<PathBuf> {
+        let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        match kind {
+            ModelKind::Image => loaded.0.clone(),
+            ModelKind::Llm => loaded.1.clone(),
+        }
+    }
+
     pub fn request(&self, kind: RequestKind) {
         let counter = match kind {
             RequestKind::Chat => &self.chat_requests,

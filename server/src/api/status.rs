@@ -12,7 +12,8 @@ use crate::catalog::ModelKind;
 use crate::error::ApiError;
 
 /// Whether the server can take work, for a load balancer: 200 while the worker is alive, with
-/// the models on offer by kind and the queue's state.
+/// the models in memory (`loaded`, by kind; null before the first job of that kind), the models
+/// on offer and the queue's state.
 pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let names = |kind| {
         state
@@ -22,9 +23,22 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
             .map(|m| m.name)
             .collect::<Vec<_>>()
     };
+    let loaded = |kind| {
+        let path = state.metrics.loaded(kind)?;
+        state
+            .catalog
+            .list_kind(kind)
+            .into_iter()
+            .find(|m| m.path == path)
+            .map(|m| m.name)
+    };
     Json(json!({
         "status": "ok",
         "device": state.device_name,
+        "loaded": {
+            "image": loaded(ModelKind::Image),
+            "llm": loaded(ModelKind::Llm),
+        },
         "models": {
             "image": names(ModelKind::Image),
             "llm": names(ModelKind::Llm),

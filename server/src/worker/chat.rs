@@ -11,6 +11,7 @@ use kiln_llm::{ChatModel, Engine};
 use kiln_runtime::DType;
 
 use super::Worker;
+use crate::catalog::ModelKind;
 use crate::chat_job::{choice_sink, ChatEvent};
 use crate::error::{ApiError, ApiResult};
 use crate::llm_models::slot_context;
@@ -130,9 +131,10 @@ impl Worker {
         if self.llm.as_ref().is_some_and(|l| l.path == path) {
             return Ok(());
         }
-        self.llm = None;
+        self.unload_llm();
         if self.settings.max_vram.is_some() {
             self.loaded = None;
+            self.metrics.set_loaded(ModelKind::Image, None);
         }
         let chat = ChatModel::load(path, &self.device, self.settings.weight_type, None)
             .map_err(|e| ApiError::internal(format!("cannot load chat model: {e}")))?;
@@ -148,11 +150,13 @@ impl Worker {
             chat,
             engine,
         });
+        self.metrics.set_loaded(ModelKind::Llm, Some(path));
         Ok(())
     }
 
     /// Frees the chat model (an image job needs the memory under a budget).
     pub(super) fn unload_llm(&mut self) {
         self.llm = None;
+        self.metrics.set_loaded(ModelKind::Llm, None);
     }
 }

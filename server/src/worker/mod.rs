@@ -207,6 +207,8 @@ impl Worker {
         } else {
             // Free the old model's memory before loading the next one.
             self.loaded = None;
+            self.metrics
+                .set_loaded(crate::catalog::ModelKind::Image, None);
             let model = prepared
                 .load(path, &self.device)
                 .map_err(|e| ApiError::internal(format!("cannot load model: {e}")))?;
@@ -215,6 +217,8 @@ impl Worker {
                 options: prepared.options.clone(),
                 model,
             });
+            self.metrics
+                .set_loaded(crate::catalog::ModelKind::Image, Some(path));
         }
         match &self.loaded {
             Some(l) => Ok(&l.model),

@@ -331,4 +331,18 @@ fn models_are_listed_by_kind() {
         .json()
         .unwrap();
     assert_eq!(health["models"]["llm"], json!([CHAT]));
+    assert!(health["loaded"]["llm"].is_null(), "{health}");
+    let (status, _) = post_raw(
+        &server,
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}"#,
+    );
+    assert_eq!(status, 200);
+    let health: Value = http()
+        .get(format!("{}/health", server.url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["loaded"]["llm"], json!(CHAT), "{health}");
 }
