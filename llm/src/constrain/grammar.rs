@@ -149,6 +149,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// Schemas nest deeper than this only by mistake (or to exhaust the stack).
+/// (`close_objects` also bounds integers; see there.)
 const MAX_DEPTH: usize = 64;
 
 /// An object schema that names its `properties` but says nothing of others gets
@@ -172,6 +173,17 @@ fn close_objects(schema: &mut Value, depth: usize) -> Result<()> {
         && !map.contains_key("$ref");
     if open {
         map.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    // An unbounded integer lets a weak model write digits until max_tokens, as free whitespace
+    // would: bound it to the integers every JSON reader holds exactly (|n| < 2^53).
+    if map.get("type").and_then(Value::as_str) == Some("integer") {
+        const SAFE: i64 = (1 << 53) - 1;
+        if !map.contains_key("minimum") && !map.contains_key("exclusiveMinimum") {
+            map.insert("minimum".into(), Value::from(-SAFE));
+        }
+        if !map.contains_key("maximum") && !map.contains_key("exclusiveMaximum") {
+            map.insert("maximum".into(), Value::from(SAFE));
+        }
     }
     for key in ["properties", "patternProperties", "$defs", "definitions"] {
         if let Some(Value::Object(children)) = map.get_mut(key) {

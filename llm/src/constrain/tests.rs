@@ -287,6 +287,20 @@ fn tool_calls_start_with_the_control_token_then_a_json_array() {
     );
 }
 
+/// An integer with no bounds takes at most 16 digits (|n| < 2^53), so a weak model cannot pad
+/// one until max_tokens; an explicit bound stays the caller's.
+#[test]
+fn unbounded_integers_are_bounded() {
+    let (tokenizer, vocab) = bundled();
+    let grammar = Grammar::json_schema(&json!({"type": "integer"}), &vocab).unwrap();
+    assert!(accepts(&grammar, &tokenizer, "9007199254740991"));
+    assert!(accepts(&grammar, &tokenizer, "-9007199254740991"));
+    assert!(!accepts(&grammar, &tokenizer, "9007199254740992"));
+    assert!(!accepts(&grammar, &tokenizer, "12345678901234567890"));
+    let big = Grammar::json_schema(&json!({"type": "integer", "maximum": 1e18}), &vocab).unwrap();
+    assert!(accepts(&big, &tokenizer, "12345678901234567"));
+}
+
 /// `tool_choice: "auto"` with strict tools: text or `[TOOL_CALLS]` first; once the marker is
 /// written, only calls that follow the schema; text may end at any point, calls only when whole.
 #[test]
