@@ -74,6 +74,12 @@ pub struct ServeArgs {
     #[arg(short = 'c', long)]
     ctx_size: Option<usize>,
 
+    /// Chat template for chat models instead of the model's own: mistral-v7, mistral-v3 or a
+    /// Jinja file (as llama-server's --chat-template), e.g. to offer tools with a model whose
+    /// template has none.
+    #[arg(long)]
+    chat_template: Option<String>,
+
     /// Seconds a chat request may run; past it, generation stops and the request gets a 504
     /// (or an error event when streaming).
     #[arg(long)]
@@ -106,6 +112,7 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
     config.llm = LlmSettings {
         parallel: args.parallel,
         ctx_size: args.ctx_size,
+        chat_template: args.chat_template.clone(),
     };
     config.timeout = args.timeout.map(std::time::Duration::from_secs);
     let server = Server::start(config)?;

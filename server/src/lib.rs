@@ -74,7 +74,7 @@ impl Server {
                 weight_type: config.weight_type,
                 max_vram: config.max_vram,
             },
-            config.llm,
+            config.llm.clone(),
             config.preview_every,
         )
         .map_err(ServerError)?;
@@ -87,7 +87,7 @@ impl Server {
         listener
             .set_nonblocking(true)
             .map_err(|e| ServerError(e.to_string()))?;
-        let llms = Arc::new(LlmInfos::new(config.llm));
+        let llms = Arc::new(LlmInfos::new(config.llm.clone()));
         let state = Arc::new(AppState::new(
             config,
             catalog,

@@ -13,13 +13,17 @@ use crate::catalog::{ModelEntry, ModelKind};
 use crate::error::{ApiError, ApiResult};
 
 /// How the LLM is served: `--parallel`, `--ctx-size`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LlmSettings {
     /// Slots: replies decoded together in one batched step.
     pub parallel: usize,
     /// Total context over all slots, split evenly (as llama-server's `-c` with `-np`); `None`:
     /// the model's limit, at most [`DEFAULT_CONTEXT_CAP`].
     pub ctx_size: Option<usize>,
+    /// `--chat-template`: `mistral-v7`, `mistral-v3` or a Jinja file, instead of the model's own
+    /// (as llama-server's flag): e.g. the built-in V7 format where a model's Jinja template has
+    /// no tool calling.
+    pub chat_template: Option<String>,
 }
 
 impl Default for LlmSettings {
@@ -27,6 +31,7 @@ impl Default for LlmSettings {
         LlmSettings {
             parallel: 1,
             ctx_size: None,
+            chat_template: None,
         }
     }
 }
@@ -109,7 +114,11 @@ fn load(path: &Path, settings: &LlmSettings) -> ApiResult<LlmInfo> {
     }
     let internal = |e: kiln_runtime::Error| ApiError::internal(format!("cannot read model: {e}"));
     let tokenizer = Tokenizer::from_dir(path).map_err(internal)?;
-    let template = ChatTemplate::for_model(path, &tokenizer).map_err(internal)?;
+    let template = match &settings.chat_template {
+        Some(name) => ChatTemplate::named(name, &tokenizer),
+        None => ChatTemplate::for_model(path, &tokenizer),
+    }
+    .map_err(internal)?;
     let config = MistralConfig::from_file(&path.join("config.json")).map_err(internal)?;
     let context =
         slot_context(config.max_position_embeddings, settings).map_err(ApiError::internal)?;
@@ -127,7 +136,11 @@ mod tests {
 
     #[test]
     fn contexts_split_over_slots() {
-        let s = |parallel, ctx_size| LlmSettings { parallel, ctx_size };
+        let s = |parallel, ctx_size| LlmSettings {
+            parallel,
+            ctx_size,
+            chat_template: None,
+        };
         assert_eq!(slot_context(512, &s(1, None)), Ok(512));
         assert_eq!(slot_context(512, &s(4, None)), Ok(128));
         assert_eq!(slot_context(131072, &s(1, None)), Ok(DEFAULT_CONTEXT_CAP));

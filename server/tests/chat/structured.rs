@@ -326,5 +326,11 @@ fn tool_calls_round_trip() {
     let (status, e) = post_raw(&plain, "/v1/chat/completions", &with_tools.to_string());
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["error"]["param"], "tools", "{e}");
+    // ... unless the server is told to use the built-in format (llama-server's --chat-template).
+    let mut v7 = crate::common::config(1);
+    v7.llm.chat_template = Some("mistral-v7".into());
+    let v7 = start(v7);
+    let (status, r) = post_raw(&v7, "/v1/chat/completions", &with_tools.to_string());
+    assert_eq!(status, 200, "{r}");
     let _ = std::fs::remove_dir_all(dir);
 }
