@@ -329,6 +329,7 @@ fn tool_calls_round_trip() {
     // ... unless the server is told to use the built-in format (llama-server's --chat-template).
     let mut v7 = crate::common::config(1);
     v7.llm.chat_template = Some("mistral-v7".into());
+    v7.llm.ctx_size = Some(512);
     let v7 = start(v7);
     let (status, r) = post_raw(&v7, "/v1/chat/completions", &with_tools.to_string());
     assert_eq!(status, 200, "{r}");
