@@ -14,7 +14,8 @@
 #   PYTHON        a python with numpy and gguf (default /tmp/venv-bench/bin/python)
 #   WORK          where the random models are written once and reused (default /tmp/kiln-serve-bench)
 #   STREAMS=1,4,16  PARALLEL=16  CTX=4096  PROMPT_TOKENS=128  MAX_TOKENS=64  THREADS=2  PORT=18480
-#   ONLY=kiln|llama  run one side only
+#   ONLY=kiln|llama  run one side only    TAG  suffix for this run's file names (e.g. t1)
+#   SERVER_CPUS  taskset CPU list for both servers (e.g. 0)
 set -euo pipefail
 config=${1:-benches/configs/mistral-1b-serve.json}
 kiln=${KILN:-target/release/kiln}
@@ -38,6 +39,10 @@ mkdir -p "$out" "$work"
     "$python" tools/make_random_llm_folder.py "$config" "$folder" --tokenizer tests/fixtures/llm/tokenizer
 [ -f "$gguf" ] || "$python" tools/make_random_gguf.py "$config" "$gguf" --type q4_0
 
+# SERVER_CPUS=0 pins both servers to those CPUs (taskset), e.g. to compare at one thread: kiln
+# sizes its thread pool from the CPUs it may run on.
+pin=()
+[ -z "${SERVER_CPUS:-}" ] || pin=(taskset -c "$SERVER_CPUS")
 server_pid=
 stop_server() {
     if [ -n "$server_pid" ]; then
@@ -61,7 +66,7 @@ wait_healthy() {
 
 bench() {
     "$kiln" bench serve --url "http://127.0.0.1:$port" --streams "$streams" --max-tokens "$max_tokens" \
-        --prompt-tokens "$prompt" --label "$1" --json "$out/$1-$name.json"
+        --prompt-tokens "$prompt" --label "$1" --json "$out/$1-$name${TAG:+-$TAG}.json"
 }
 
 {
@@ -70,12 +75,12 @@ bench() {
     echo "llama.cpp: $(cat "$(dirname "$(dirname "$(dirname "$llama_server")")")/VERSION" 2>/dev/null || echo unknown)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) threads; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "shape: $config; prompt $prompt tokens, $max_tokens generated, streams $streams, $parallel slots, ctx $ctx, $threads threads"
-} | tee "$out/run-info.txt"
+} | tee -a "$out/run-info${TAG:+-$TAG}.txt"
 
 if [ "${ONLY:-}" != llama ]; then
     echo "== kiln serve --parallel $parallel --ctx-size $ctx --weight-type q4_0"
-    "$kiln" --device cpu serve -m "$folder" --weight-type q4_0 --parallel "$parallel" --ctx-size "$ctx" \
-        --port "$port" >"$out/kiln-server.log" 2>&1 &
+    "${pin[@]}" "$kiln" --device cpu serve -m "$folder" --weight-type q4_0 --parallel "$parallel" --ctx-size "$ctx" \
+        --port "$port" >"$out/kiln-server${TAG:+-$TAG}.log" 2>&1 &
     server_pid=$!
     wait_healthy
     bench kiln
@@ -84,12 +89,12 @@ fi
 
 if [ "${ONLY:-}" != kiln ]; then
     echo "== llama-server -np $parallel -c $ctx -t $threads"
-    "$llama_server" -m "$gguf" -np "$parallel" -c "$ctx" -t "$threads" -tb "$threads" --host 127.0.0.1 \
-        --port "$port" >"$out/llama-server.log" 2>&1 &
+    "${pin[@]}" "$llama_server" -m "$gguf" -np "$parallel" -c "$ctx" -t "$threads" -tb "$threads" --host 127.0.0.1 \
+        --port "$port" >"$out/llama-server${TAG:+-$TAG}.log" 2>&1 &
     server_pid=$!
     wait_healthy
     bench llama-cpp
     stop_server
 fi
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/run-info.txt"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/run-info${TAG:+-$TAG}.txt"
 echo "wrote $out"
