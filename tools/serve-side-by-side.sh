@@ -16,6 +16,7 @@
 #   STREAMS=1,4,16  PARALLEL=16  CTX=4096  PROMPT_TOKENS=128  MAX_TOKENS=64  THREADS=2  PORT=18480
 #   ONLY=kiln|llama  run one side only    TAG  suffix for this run's file names (e.g. t1)
 #   SERVER_CPUS  taskset CPU list for both servers (e.g. 0)
+#   LOGPROBS=1  ask for logprobs, so every token is its own chunk (times tokens, not text)
 set -euo pipefail
 config=${1:-benches/configs/mistral-1b-serve.json}
 kiln=${KILN:-target/release/kiln}
@@ -66,7 +67,7 @@ wait_healthy() {
 
 bench() {
     "$kiln" bench serve --url "http://127.0.0.1:$port" --streams "$streams" --max-tokens "$max_tokens" \
-        --prompt-tokens "$prompt" --label "$1" --json "$out/$1-$name${TAG:+-$TAG}.json"
+        --prompt-tokens "$prompt" ${LOGPROBS:+--logprobs} --label "$1" --json "$out/$1-$name${TAG:+-$TAG}.json"
 }
 
 {
@@ -74,7 +75,7 @@ bench() {
     echo "kiln: $("$kiln" --version) at commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo ' (modified tree)')"
     echo "llama.cpp: $(cat "$(dirname "$(dirname "$(dirname "$llama_server")")")/VERSION" 2>/dev/null || echo unknown)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) threads; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "shape: $config; prompt $prompt tokens, $max_tokens generated, streams $streams, $parallel slots, ctx $ctx, $threads threads"
+    echo "shape: $config; prompt $prompt tokens, $max_tokens generated, streams $streams, $parallel slots, ctx $ctx, llama.cpp threads $threads, server CPUs ${SERVER_CPUS:-all}, logprobs ${LOGPROBS:-no}"
 } | tee -a "$out/run-info${TAG:+-$TAG}.txt"
 
 if [ "${ONLY:-}" != llama ]; then

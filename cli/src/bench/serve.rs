@@ -56,6 +56,12 @@ pub struct ServeBenchArgs {
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
 
+    /// Ask for `logprobs: 1`, so every token comes as its own chunk even when its text is held
+    /// back (a token ending inside a UTF-8 sequence): TTFT and decode speed then time tokens, not
+    /// text.
+    #[arg(long)]
+    logprobs: bool,
+
     /// Skip the short untimed request that first loads the model and warms the server.
     #[arg(long)]
     no_warmup: bool,
@@ -73,9 +79,9 @@ pub struct StreamResult {
     /// `usage.completion_tokens`, or the text chunks counted when the server sent no usage.
     pub completion_tokens: u64,
     pub usage_reported: bool,
-    /// First chunk carrying text.
+    /// First chunk carrying text (or log-probabilities).
     pub first_token_s: Option<f64>,
-    /// Last chunk carrying text.
+    /// Last chunk carrying text (or log-probabilities).
     pub last_token_s: Option<f64>,
     /// `[DONE]` (or the end of the response).
     pub total_s: f64,
@@ -100,6 +106,7 @@ impl StreamResult {
 pub enum Chunk {
     Done,
     Data {
+        /// Carries a token: non-empty text, or log-probabilities.
         text: bool,
         finish_reason: Option<String>,
         prompt_tokens: Option<u64>,
@@ -126,7 +133,10 @@ pub fn parse_chunk(data: &str) -> Result<Chunk> {
     let text = choice
         .and_then(|c| c.get("text").or_else(|| c.pointer("/delta/content")))
         .and_then(Value::as_str)
-        .is_some_and(|t| !t.is_empty());
+        .is_some_and(|t| !t.is_empty())
+        || choice
+            .and_then(|c| c.get("logprobs"))
+            .is_some_and(|l| !l.is_null());
     let finish_reason = choice
         .and_then(|c| c.get("finish_reason"))
         .and_then(Value::as_str)
@@ -261,6 +271,8 @@ pub struct ServeBenchReport {
     pub prompt_tokens: usize,
     pub max_tokens: usize,
     pub banned_tokens: Vec<u32>,
+    /// Whether `logprobs: 1` was asked (chunks then time tokens, not text).
+    pub logprobs: bool,
     pub runs: Vec<RunReport>,
 }
 
@@ -303,6 +315,7 @@ struct Client {
     api_key: Option<String>,
     timeout: Duration,
     model: Option<String>,
+    logprobs: bool,
 }
 
 impl Client {
@@ -381,6 +394,9 @@ impl Client {
         if let Some(m) = &self.model {
             body["model"] = json!(m);
         }
+        if self.logprobs {
+            body["logprobs"] = json!(1);
+        }
         body
     }
 
@@ -426,6 +442,7 @@ pub fn run(args: &ServeBenchArgs) -> Result<()> {
         api_key: args.api_key.clone(),
         timeout: Duration::from_secs(args.timeout.max(1)),
         model: args.model.clone(),
+        logprobs: args.logprobs,
     };
     let server_models = request(
         &client.url,
@@ -514,6 +531,7 @@ pub fn run(args: &ServeBenchArgs) -> Result<()> {
         prompt_tokens: args.prompt_tokens,
         max_tokens: args.max_tokens,
         banned_tokens: args.ban_tokens.clone(),
+        logprobs: args.logprobs,
         runs,
     };
     if let Some(path) = &args.json {
@@ -644,6 +662,26 @@ mod tests {
         assert!(e.to_string().contains("boom"));
         assert!(fold_events(vec![ev(0.1, r#"{"choices":[{"text":"a"}]}"#)]).is_err());
         assert!(fold_events(vec![ev(0.1, "not json")]).is_err());
+    }
+
+    #[test]
+    fn logprobs_mark_tokens_whose_text_is_held() {
+        let events = vec![
+            ev(
+                0.5,
+                r#"{"choices":[{"text":"","logprobs":{"tokens":["\u00e2"]}}]}"#,
+            ),
+            ev(0.7, r#"{"choices":[{"text":"x","logprobs":null}]}"#),
+            ev(
+                0.8,
+                r#"{"choices":[{"text":"","logprobs":null,"finish_reason":"length"}]}"#,
+            ),
+        ];
+        let r = fold_events(events).unwrap();
+        assert_eq!(
+            (r.first_token_s, r.last_token_s, r.text_chunks),
+            (Some(0.5), Some(0.7), 2)
+        );
     }
 
     #[test]
