@@ -1,11 +1,13 @@
 //! `kiln bench`: timings of kernels, whole models and one txt2img run, and the side-by-side
-//! comparison with PyTorch.
+//! comparison with PyTorch, and concurrent streams against a running chat server.
 
 mod compare;
+mod http;
 mod kernels;
 mod llm;
 mod models;
 mod sd;
+mod serve;
 mod table;
 
 use anyhow::Result;
@@ -24,11 +26,14 @@ pub enum BenchCommand {
     Llm(Box<llm::LlmBenchArgs>),
     /// Join a kiln report and a PyTorch report (tools/torch_bench.py) into one table.
     Compare(compare::CompareArgs),
+    /// Concurrent streamed completions against a running server (kiln serve or llama-server):
+    /// aggregate tokens/s, time to first token and per-stream decode speed per stream count.
+    Serve(Box<serve::ServeBenchArgs>),
 }
 
-/// Whether the subcommand needs a device (compare only reads files).
+/// Whether the subcommand needs a device (compare only reads files; serve only talks HTTP).
 pub fn needs_device(cmd: &BenchCommand) -> bool {
-    !matches!(cmd, BenchCommand::Compare(_))
+    !matches!(cmd, BenchCommand::Compare(_) | BenchCommand::Serve(_))
 }
 
 pub fn run(cmd: &BenchCommand, device: Option<&Device>) -> Result<()> {
@@ -39,5 +44,6 @@ pub fn run(cmd: &BenchCommand, device: Option<&Device>) -> Result<()> {
         BenchCommand::Sd(args) => sd::run(args, device()?),
         BenchCommand::Llm(args) => llm::run_bench(args, device()?),
         BenchCommand::Compare(args) => compare::run(args),
+        BenchCommand::Serve(args) => serve::run(args),
     }
 }
