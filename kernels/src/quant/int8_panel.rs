@@ -3,7 +3,8 @@
 //! against 4 input values broadcast to every lane does 64 multiply-adds for 16 outputs at once.
 //! Block scales then meet the i32 sums once per 32 weights (16 weight scales times one input
 //! scale), not once per 4 weights as in the row-dot layout. The repacking costs one pass over the
-//! 16 rows and is shared by every input row, so it pays off from a few rows up (`MIN_ROWS`).
+//! 16 rows and is shared by every input row, so it pays off only when many input rows share it
+//! (`MIN_ROWS`): a prompt, not a batch of decode steps.
 
 use half::f16;
 use kiln_runtime::QuantFormat;
@@ -12,8 +13,11 @@ use super::int8::{Q8Rows, BLOCK};
 
 /// Weight rows per panel: one per i32 lane of a 512-bit vector.
 pub const PANEL_ROWS: usize = 16;
-/// Input rows below which the row dots are faster than repacking.
-pub const MIN_ROWS: usize = 4;
+/// Input rows below which the row dots are faster than repacking. Measured on the 2-vCPU AVX-512
+/// VNNI box with a 0.8B q4_0 model (`llm/examples/batch_decode.rs`, one decode step of B
+/// sequences): row dots 92 / 275 / 594 ms at B = 4 / 16 / 32, panels 226 / 307-404 / 469 ms, so
+/// the crossover lies between 16 and 32 rows.
+pub const MIN_ROWS: usize = 32;
 /// Input rows one kernel call takes (its accumulators stay in registers).
 pub const TILE_ROWS: usize = 4;
 

@@ -174,36 +174,42 @@ fn rounding_activations_costs_under_one_percent() {
 
 #[test]
 fn cpu_qlinear_takes_the_integer_path_for_every_row_count() {
-    // N = 70 spans the decode path's 16-row and the batched path's 32-row chunks unevenly.
+    // N = 70 spans the decode path's 16-row and the batched path's 32-row chunks unevenly; 5
+    // input rows take the row dots (a batch of decode steps), 40 the panels (a prompt).
     let (n, k) = (70, 96);
     let mut rng = Rng::new(9);
     let w = Tensor::from_f32(&Device::Cpu, &[n, k], DType::F32, &rng.normals(n * k)).unwrap();
     let bias = Tensor::from_f32(&Device::Cpu, &[n], DType::F32, &rng.normals(n)).unwrap();
-    let xv = rng.normals(5 * k);
-    for format in FORMATS {
-        let q = quantize_tensor(&w, format, &Device::Cpu).unwrap();
-        let x = Tensor::from_f32(&Device::Cpu, &[5, k], DType::F32, &xv).unwrap();
-        let batched = qlinear(&x, &q, Some(&bias)).unwrap().to_vec_f32().unwrap();
-        let exact = cpu::qlinear_exact(&x, &q, Some(&bias), 5, &[5, n])
-            .unwrap()
-            .to_vec_f32()
-            .unwrap();
-        let e = rel_rms(&batched, &exact);
-        assert!(e <= 0.01 && e > 5e-4, "{format}: relative RMS error {e}");
-        // One row alone gives that row of the batch: the same exact i32 block sums, scaled and
-        // added in another order where the batch takes the panel path.
-        for i in [0, 4] {
-            let x1 =
-                Tensor::from_f32(&Device::Cpu, &[1, 1, k], DType::F32, &xv[i * k..][..k]).unwrap();
-            let one = qlinear(&x1, &q, Some(&bias)).unwrap();
-            assert_eq!(one.shape(), &[1, 1, n]);
-            assert_close(
-                &format!("{format} row {i}"),
-                &one.to_vec_f32().unwrap(),
-                &batched[i * n..][..n],
-                1e-5 * (k as f32).sqrt(),
-                1e-5,
+    for m in [5, int8_panel::MIN_ROWS + 8] {
+        let xv = rng.normals(m * k);
+        for format in FORMATS {
+            let q = quantize_tensor(&w, format, &Device::Cpu).unwrap();
+            let x = Tensor::from_f32(&Device::Cpu, &[m, k], DType::F32, &xv).unwrap();
+            let batched = qlinear(&x, &q, Some(&bias)).unwrap().to_vec_f32().unwrap();
+            let exact = cpu::qlinear_exact(&x, &q, Some(&bias), m, &[m, n])
+                .unwrap()
+                .to_vec_f32()
+                .unwrap();
+            let e = rel_rms(&batched, &exact);
+            assert!(
+                e <= 0.01 && e > 5e-4,
+                "{format} m {m}: relative RMS error {e}"
             );
+            // One row alone gives that row of the batch: the same exact i32 block sums, scaled
+            // and added in another order where the batch takes the panel path.
+            for i in [0, 4, m - 1] {
+                let x1 = Tensor::from_f32(&Device::Cpu, &[1, 1, k], DType::F32, &xv[i * k..][..k])
+                    .unwrap();
+                let one = qlinear(&x1, &q, Some(&bias)).unwrap();
+                assert_eq!(one.shape(), &[1, 1, n]);
+                assert_close(
+                    &format!("{format} m {m} row {i}"),
+                    &one.to_vec_f32().unwrap(),
+                    &batched[i * n..][..n],
+                    1e-5 * (k as f32).sqrt(),
+                    1e-5,
+                );
+            }
         }
     }
 }
