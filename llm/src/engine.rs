@@ -253,14 +253,11 @@ impl Engine {
 
 /// Tells the sink about the token just generated.
 fn report(active: &mut Active, text: &str) -> Flow {
-    let Some(sampled) = active.seq.generation().sampled.last() else {
+    let Active { seq, sink, .. } = active;
+    let Some(sampled) = seq.generation().sampled.last() else {
         return Flow::Continue;
     };
-    let sampled = sampled.clone();
-    (active.sink)(EngineEvent::Token {
-        text,
-        sampled: &sampled,
-    })
+    sink(EngineEvent::Token { text, sampled })
 }
 
 fn finish(active: Active) {

@@ -31,14 +31,7 @@ impl Worker {
         loop {
             while let Some(job) = next.take() {
                 self.admit(job);
-                let free = self.llm.as_ref().map_or(0, |l| l.engine.free_slots());
-                let path = self.llm.as_ref().map(|l| l.path.clone());
-                next = self.queue.pop_front_if(|j| match &j.work {
-                    Work::Chat(c) => {
-                        Some(&c.model.path) == path.as_ref() && c.choices.len() <= free
-                    }
-                    Work::Image { .. } => false,
-                });
+                next = self.next_joining();
             }
             let Some(llm) = self.llm.as_mut() else {
                 return;
@@ -49,13 +42,19 @@ impl Worker {
             if let Err(e) = llm.engine.step(&llm.chat.model, &llm.chat.tokenizer) {
                 eprintln!("kiln serve: a decode step failed: {e}");
             }
-            let free = llm.engine.free_slots();
-            let path = llm.path.clone();
-            next = self.queue.pop_front_if(|j| match &j.work {
-                Work::Chat(c) => c.model.path == path && c.choices.len() <= free,
-                Work::Image { .. } => false,
-            });
+            next = self.next_joining();
         }
+    }
+
+    /// The queue's front job if it can join the replies in progress: a chat job for the loaded
+    /// model whose choices fit the free slots.
+    fn next_joining(&self) -> Option<Job> {
+        let llm = self.llm.as_ref()?;
+        let free = llm.engine.free_slots();
+        self.queue.pop_front_if(|j| match &j.work {
+            Work::Chat(c) => c.model.path == llm.path && c.choices.len() <= free,
+            Work::Image { .. } => false,
+        })
     }
 
     /// Starts every choice of `job` (its model loaded first); a job that cannot start hears

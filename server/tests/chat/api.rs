@@ -288,11 +288,7 @@ fn completions_and_tokenizer_routes() {
 #[test]
 fn models_are_listed_by_kind() {
     let server = start(config(1));
-    let r = http()
-        .get(format!("{}/v1/models", server.url()))
-        .send()
-        .unwrap();
-    let models: Value = r.json().unwrap();
+    let models = get_json(&server, "/v1/models");
     let kinds: Vec<(String, String)> = models["data"]
         .as_array()
         .unwrap()
@@ -311,12 +307,7 @@ fn models_are_listed_by_kind() {
             (CHAT.to_string(), "llm".to_string())
         ]
     );
-    let sd: Value = http()
-        .get(format!("{}/sdapi/v1/sd-models", server.url()))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let sd: Value = get_json(&server, "/sdapi/v1/sd-models");
     let titles: Vec<&str> = sd
         .as_array()
         .unwrap()
@@ -324,12 +315,7 @@ fn models_are_listed_by_kind() {
         .map(|m| m["model_name"].as_str().unwrap())
         .collect();
     assert_eq!(titles, ["bundled"]);
-    let health: Value = http()
-        .get(format!("{}/health", server.url()))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health: Value = get_json(&server, "/health");
     assert_eq!(health["models"]["llm"], json!([CHAT]));
     assert!(health["loaded"]["llm"].is_null(), "{health}");
     let (status, _) = post_raw(
@@ -338,11 +324,6 @@ fn models_are_listed_by_kind() {
         r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}"#,
     );
     assert_eq!(status, 200);
-    let health: Value = http()
-        .get(format!("{}/health", server.url()))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health: Value = get_json(&server, "/health");
     assert_eq!(health["loaded"]["llm"], json!(CHAT), "{health}");
 }

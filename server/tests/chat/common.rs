@@ -95,6 +95,21 @@ pub fn post_raw(server: &Server, path: &str, body: &str) -> (u16, Value) {
     (status, r.json().unwrap_or(Value::Null))
 }
 
+/// GETs `path`; the body as text.
+pub fn get_text(server: &Server, path: &str) -> String {
+    http()
+        .get(format!("{}{path}", server.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// GETs `path`; the body as JSON.
+pub fn get_json(server: &Server, path: &str) -> Value {
+    serde_json::from_str(&get_text(server, path)).unwrap()
+}
+
 /// The bundled model's recorded greedy replies (transformers, #7's golden file).
 pub fn expectations() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -105,22 +105,12 @@ fn twenty_streams_four_slots_queue_of_eight() {
         assert!(answer.starts_with(&format!("{i} plus ")), "{answer}");
         assert_eq!(text, answer, "stream {i}");
     }
-    let health: Value = http()
-        .get(format!("{}/health", server.url()))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health: Value = get_json(&server, "/health");
     assert_eq!(health["queue"]["running_jobs"], 0);
 }
 
 fn metric(server: &kiln_server::Server, name: &str) -> f64 {
-    let text = http()
-        .get(format!("{}/metrics", server.url()))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = get_text(server, "/metrics");
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no {name} in {text}"))

@@ -183,15 +183,7 @@ fn bad_schemas_are_400s_before_generation() {
         assert_eq!(status, 400, "{format}: {e}");
         assert_eq!(e["error"]["param"], "response_format", "{e}");
     }
-    let (_, metrics) = (
-        0,
-        http()
-            .get(format!("{}/metrics", server.url()))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap(),
-    );
+    let (_, metrics) = (0, get_text(&server, "/metrics"));
     assert!(
         metrics.contains("kiln_requests_total{api=\"chat\"} 0"),
         "{metrics}"

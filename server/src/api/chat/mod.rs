@@ -247,7 +247,7 @@ fn stream(
                     out.push(data(serde_json::json!({"error": error_object(&e)})));
                     s.finished = true;
                 } else {
-                    let reply = Reply::new(tokenizer, (*generation).clone(), s.plan.tools_on());
+                    let reply = Reply::new(tokenizer, *generation, s.plan.tools_on());
                     if !reply.tool_calls.is_empty() {
                         out.push(data(s.header.tool_calls_chunk(choice, &reply)));
                     } else if let Some(rest) = reply.content.strip_prefix(s.sent[choice].as_str()) {
@@ -256,7 +256,7 @@ fn stream(
                         }
                     }
                     out.push(data(s.header.finish_chunk(choice, &reply)));
-                    s.done[choice] = Some(*generation);
+                    s.done[choice] = Some(reply.generation);
                 }
             }
             Some(ChatEvent::Failed(e)) => {
