@@ -17,6 +17,7 @@ pub mod sampling;
 pub mod sequence;
 pub mod session;
 pub mod tokenizer;
+pub mod vision;
 
 pub use chat::{ChatTemplate, Message, Role, ToolCall, ToolCallIds, ToolSpec};
 pub use chat_model::ChatModel;

@@ -57,6 +57,9 @@ pub struct Message {
     pub tool_calls: Vec<ToolCall>,
     /// The call a tool message answers (None otherwise).
     pub tool_call_id: Option<String>,
+    /// Images of a user message, in order; their tokens go before the text, as mistral-common
+    /// puts them.
+    pub images: Vec<std::sync::Arc<crate::vision::DecodedImage>>,
 }
 
 impl Message {
@@ -66,6 +69,7 @@ impl Message {
             content: content.into(),
             tool_calls: Vec::new(),
             tool_call_id: None,
+            images: Vec::new(),
         }
     }
 
