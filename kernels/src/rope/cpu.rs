@@ -1,4 +1,5 @@
-//! CPU RoPE: cos/sin per (token, pair) are tabulated once, then every head's rows are rotated.
+//! CPU RoPE: cos/sin per (token, pair) are tabulated once (or given by the caller), then every head's
+//! rows are rotated.
 
 use rayon::prelude::*;
 
@@ -23,6 +24,12 @@ pub fn rope_at(x: &Tensor, positions: &[u32], theta: f32, style: RopeStyle) -> R
     rotate(x, theta, style, |l| positions[l] as f32)
 }
 
+/// RoPE with the caller's `[L, D/2]` table of cosines and sines (shared by every batch entry).
+pub fn rope_table(x: &Tensor, cos: &[f32], sin: &[f32], style: RopeStyle) -> Result<Tensor> {
+    let table: Vec<(f32, f32)> = cos.iter().copied().zip(sin.iter().copied()).collect();
+    apply(x, &table, style)
+}
+
 /// Rotates `x` (`[.., L, H, D]`) with token `l` at position `position(l)`, already an f32.
 fn rotate(
     x: &Tensor,
@@ -30,9 +37,7 @@ fn rotate(
     style: RopeStyle,
     position: impl Fn(usize) -> f32 + Sync,
 ) -> Result<Tensor> {
-    let values = cpu_f32(x)?;
-    let [seq_len, heads, dim] = x.shape()[x.rank() - 3..].try_into().expect("rank checked");
-    let half = dim / 2;
+    let [seq_len, _, dim] = x.shape()[x.rank() - 3..].try_into().expect("rank checked");
     let freqs = inv_freq(theta, dim);
     // [L, half] of (cos, sin); the angle is an f32 product, as in the reference implementations.
     let table: Vec<(f32, f32)> = (0..seq_len)
@@ -45,6 +50,14 @@ fn rotate(
             })
         })
         .collect();
+    apply(x, &table, style)
+}
+
+/// Rotates every head's pairs of token `l` by the `(cos, sin)` of `table[l * D/2 + pair]`.
+fn apply(x: &Tensor, table: &[(f32, f32)], style: RopeStyle) -> Result<Tensor> {
+    let values = cpu_f32(x)?;
+    let [seq_len, heads, dim] = x.shape()[x.rank() - 3..].try_into().expect("rank checked");
+    let half = dim / 2;
     let mut out = vec![0.0f32; values.len()];
     out.par_chunks_mut(dim)
         .with_min_len(4096usize.div_ceil(dim))

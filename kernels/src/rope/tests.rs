@@ -1,5 +1,7 @@
 //! RoPE: the CPU against closed forms in f64 (identity at position 0, norm-preserving rotations, both
-//! pairings), the GPU against the CPU.
+//! pairings), the GPU against the CPU. `rope_table`: the CPU against the definition in f64 and
+//! against `rope_at` (bit for bit, given the table `rope_at` computes), the GPU against the CPU; its
+//! tolerances are stated at each test.
 //!
 //! Tolerances: the angle at position p is an f32 product, good to about p * 1e-7 rad, and the GPU's
 //! exp2/sin/cos add a few ulps, so GPU vs CPU f32 uses rtol 1e-5 and atol 3e-5 + 1.5e-7 * p_max *
@@ -315,5 +317,237 @@ fn rope_at_bad_inputs_are_errors() {
         .unwrap_err()
         .to_string();
         assert!(err.contains("rope_at") && err.contains("device"), "{err}");
+    });
+}
+
+/// `[L, D/2]` cosine and sine tables of angles uniform in [-4, 4) rad, one per (token, pair).
+fn random_table(seq_len: usize, half: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = Rng::new(seed);
+    (0..seq_len * half)
+        .map(|_| {
+            let angle = 8.0 * rng.uniform() - 4.0;
+            (angle.cos(), angle.sin())
+        })
+        .unzip()
+}
+
+/// RoPE from a table in f64: pair `j` of token `l` of every row turns by `(cos, sin)[l, j]`.
+fn naive_table(x: &[f32], shape: &[usize], cos: &[f32], sin: &[f32], style: RopeStyle) -> Vec<f32> {
+    let [seq_len, heads, dim] = shape[shape.len() - 3..].try_into().unwrap();
+    let half = dim / 2;
+    let mut out = vec![0.0; x.len()];
+    for (row, (o, v)) in out.chunks_mut(dim).zip(x.chunks(dim)).enumerate() {
+        let l = (row / heads) % seq_len;
+        for j in 0..half {
+            let (c, s) = (cos[l * half + j] as f64, sin[l * half + j] as f64);
+            let (i0, i1) = match style {
+                RopeStyle::HalfSplit => (j, j + half),
+                RopeStyle::Interleaved => (2 * j, 2 * j + 1),
+            };
+            let (a, b) = (v[i0] as f64, v[i1] as f64);
+            o[i0] = (a * c - b * s) as f32;
+            o[i1] = (b * c + a * s) as f32;
+        }
+    }
+    out
+}
+
+fn table_tensors(
+    device: &Device,
+    seq_len: usize,
+    half: usize,
+    cos: &[f32],
+    sin: &[f32],
+) -> [Tensor; 2] {
+    [cos, sin].map(|t| {
+        Tensor::from_f32(&Device::Cpu, &[seq_len, half], DType::F32, t)
+            .unwrap()
+            .to_device(device)
+            .unwrap()
+    })
+}
+
+#[test]
+fn cpu_rope_table_matches_the_definition() {
+    // Against f64 on the same inputs: f32 arithmetic is good to a few ulps of |x| (<= ~4.5 here),
+    // so atol 2e-6; f16 outputs are rounded once, half an f16 ulp: rtol 1e-3.
+    let cases: [&[usize]; 3] = [&[2, 5, 3, 8], &[7, 1, 2], &[37, 3, 24]];
+    for (i, &shape) in cases.iter().enumerate() {
+        let [seq_len, _, dim] = shape[shape.len() - 3..].try_into().unwrap();
+        let (cos, sin) = random_table(seq_len, dim / 2, 40 + i as u64);
+        let [cos_t, sin_t] = table_tensors(&Device::Cpu, seq_len, dim / 2, &cos, &sin);
+        let values = Rng::new(50 + i as u64).normals(shape.iter().product());
+        for dtype in [DType::F32, DType::F16] {
+            let x = Tensor::from_f32(&Device::Cpu, shape, dtype, &values).unwrap();
+            let rounded = x.to_vec_f32().unwrap();
+            let (atol, rtol) = match dtype {
+                DType::F32 => (2e-6, 1e-6),
+                _ => (1e-4, 1e-3),
+            };
+            for style in STYLES {
+                let got = rope_table(&x, &cos_t, &sin_t, style).unwrap();
+                assert_eq!(got.shape(), shape);
+                assert_eq!(got.dtype(), dtype);
+                let want = naive_table(&rounded, shape, &cos, &sin, style);
+                assert_close(
+                    &format!("rope_table {style:?} {dtype} {shape:?}"),
+                    &got.to_vec_f32().unwrap(),
+                    &want,
+                    atol,
+                    rtol,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cpu_rope_table_of_position_angles_equals_rope_at_exactly() {
+    // The table Hugging Face would build: cos/sin of the f32 product position * inv_freq, with
+    // inv_freq = theta^(-2j/D) rounded to f32.
+    let theta = 10000.0f64;
+    let cases: [(&[usize], &[u32]); 2] = [
+        (&[2, 5, 3, 8], &[0, 1, 2, 3, 4]),
+        (&[4, 2, 64], &[4093, 7, 0, 128]),
+    ];
+    for (shape, ids) in cases {
+        let [seq_len, _, dim] = shape[shape.len() - 3..].try_into().unwrap();
+        let inv_freq: Vec<f32> = (0..dim / 2)
+            .map(|j| theta.powf(-2.0 * j as f64 / dim as f64) as f32)
+            .collect();
+        let (cos, sin): (Vec<f32>, Vec<f32>) = ids
+            .iter()
+            .flat_map(|&p| inv_freq.iter().map(move |&f| (p as f32 * f).sin_cos()))
+            .map(|(s, c)| (c, s))
+            .unzip();
+        let [cos_t, sin_t] = table_tensors(&Device::Cpu, seq_len, dim / 2, &cos, &sin);
+        let positions = Tensor::from_u32(&Device::Cpu, &[seq_len], ids).unwrap();
+        let values = Rng::new(7).normals(shape.iter().product());
+        for dtype in [DType::F32, DType::F16] {
+            let x = Tensor::from_f32(&Device::Cpu, shape, dtype, &values).unwrap();
+            for style in STYLES {
+                let want = rope_at(&x, &positions, theta as f32, style).unwrap();
+                let got = rope_table(&x, &cos_t, &sin_t, style).unwrap();
+                assert_eq!(got.dtype(), dtype);
+                assert!(
+                    got.to_bytes().unwrap() == want.to_bytes().unwrap(),
+                    "rope_table vs rope_at {style:?} {dtype} {shape:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_rope_table_matches_cpu() {
+    // Both sides do the same f32 products of the same table values; they may differ by fused
+    // multiply-adds and one rounding, a few ulps of |x|: f32 atol 1e-5, rtol 1e-5. f16 results may
+    // then round to neighbouring values, one f16 ulp: atol 1e-3, rtol 2e-3.
+    with_gpu(|gpu| {
+        let cases: [&[usize]; 5] = [
+            &[37, 3, 24],
+            &[37, 3, 64],
+            &[2, 37, 3, 24],
+            &[1, 1, 2],
+            &[3, 5, 2, 10],
+        ];
+        for dtype in [DType::F32, DType::F16] {
+            let (atol, rtol) = match dtype {
+                DType::F32 => (1e-5, 1e-5),
+                _ => (1e-3, 2e-3),
+            };
+            for (i, &shape) in cases.iter().enumerate() {
+                let [seq_len, _, dim] = shape[shape.len() - 3..].try_into().unwrap();
+                let (cos, sin) = random_table(seq_len, dim / 2, 600 + i as u64);
+                let cpu_table = table_tensors(&Device::Cpu, seq_len, dim / 2, &cos, &sin);
+                let dev_table = table_tensors(gpu, seq_len, dim / 2, &cos, &sin);
+                let (cpu, dev) = random_pair(gpu, shape, dtype, 700 + i as u64);
+                for style in STYLES {
+                    let want = rope_table(&cpu, &cpu_table[0], &cpu_table[1], style).unwrap();
+                    let got = rope_table(&dev, &dev_table[0], &dev_table[1], style).unwrap();
+                    assert_eq!(got.shape(), shape);
+                    assert_eq!(got.dtype(), dtype);
+                    assert_close(
+                        &format!("rope_table {style:?} {dtype} {shape:?}"),
+                        &got.to_vec_f32().unwrap(),
+                        &want.to_vec_f32().unwrap(),
+                        atol,
+                        rtol,
+                    );
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn rope_table_bad_inputs_are_errors() {
+    let style = RopeStyle::HalfSplit;
+    let table = |shape: &[usize]| {
+        let n = shape.iter().product();
+        Tensor::from_f32(&Device::Cpu, shape, DType::F32, &vec![0.5; n]).unwrap()
+    };
+    let err = |x: &Tensor, cos: &Tensor, sin: &Tensor| {
+        rope_table(x, cos, sin, style).unwrap_err().to_string()
+    };
+    let x = cpu_tensor(&[3, 2, 4], &[0.0; 24]);
+    let ok = table(&[3, 2]);
+    assert!(rope_table(&x, &ok, &ok, style).is_ok());
+
+    let flat = cpu_tensor(&[3, 8], &[0.0; 24]);
+    let e = err(&flat, &ok, &ok);
+    assert!(
+        e.contains("rope_table") && e.contains("[L, H, D]") && e.contains("[3, 8]"),
+        "{e}"
+    );
+    let five = cpu_tensor(&[1, 1, 3, 2, 4], &[0.0; 24]);
+    let e = err(&five, &ok, &ok);
+    assert!(
+        e.contains("rope_table") && e.contains("[1, 1, 3, 2, 4]"),
+        "{e}"
+    );
+    let odd = cpu_tensor(&[3, 1, 3], &[0.0; 9]);
+    let e = err(&odd, &table(&[3, 1]), &table(&[3, 1]));
+    assert!(
+        e.contains("rope_table") && e.contains("even") && e.contains("[3, 1, 3]"),
+        "{e}"
+    );
+    // A table over D rather than D/2 columns, and one over the wrong number of tokens.
+    let e = err(&x, &table(&[3, 4]), &ok);
+    assert!(
+        e.contains("rope_table")
+            && e.contains("`cos` [3, 4]")
+            && e.contains("[3, 2]")
+            && e.contains("[3, 2, 4]"),
+        "{e}"
+    );
+    let e = err(&x, &ok, &table(&[2, 2]));
+    assert!(
+        e.contains("rope_table") && e.contains("`sin` [2, 2]") && e.contains("[3, 2]"),
+        "{e}"
+    );
+    let e = err(&x, &ok, &table(&[6]));
+    assert!(e.contains("`sin` [6]"), "{e}");
+    let half = Tensor::from_f32(&Device::Cpu, &[3, 2], DType::F16, &[0.5; 6]).unwrap();
+    let e = err(&x, &half, &ok);
+    assert!(
+        e.contains("rope_table") && e.contains("f16") && e.contains("`cos`"),
+        "{e}"
+    );
+    let ids = Tensor::from_u32(&Device::Cpu, &[3, 2, 4], &[0; 24]).unwrap();
+    let e = err(&ids, &ok, &ok);
+    assert!(
+        e.contains("rope_table") && e.contains("u32") && e.contains("`x`"),
+        "{e}"
+    );
+    let empty = cpu_tensor(&[0, 2, 4], &[]);
+    let e = err(&empty, &table(&[0, 2]), &table(&[0, 2]));
+    assert!(e.contains("rope_table") && e.contains("zero-size"), "{e}");
+    with_gpu(|gpu| {
+        let e = err(&x.to_device(gpu).unwrap(), &ok, &ok);
+        assert!(
+            e.contains("rope_table") && e.contains("`cos`") && e.contains("device"),
+            "{e}"
+        );
     });
 }
