@@ -15,6 +15,7 @@ pub mod norm;
 pub mod quant;
 pub mod registry;
 pub mod rope;
+pub mod scatter;
 pub mod softmax;
 pub mod testing;
 pub mod timestep;

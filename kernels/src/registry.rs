@@ -15,6 +15,7 @@ pub fn all_variants() -> Vec<(&'static KernelSource, &'static str, Variant)> {
     v.extend(crate::norm::variants());
     v.extend(crate::quant::variants());
     v.extend(crate::rope::variants());
+    v.extend(crate::scatter::variants());
     v.extend(crate::softmax::variants());
     v.extend(crate::timestep::variants());
     v.extend(crate::upsample::variants());
