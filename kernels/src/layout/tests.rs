@@ -136,6 +136,53 @@ fn gpu_permute_matches_cpu() {
     });
 }
 
+/// Pixtral's 2x2 patch merger regroups `[h, w, d]` as `[h/2, 2, w/2, 2, d]`, permuted by
+/// `[0, 2, 4, 1, 3]` into `[(h/2)(w/2), 4d]`: output cell (i, j) must hold input cell
+/// (2i + kh, 2j + kw) channel c at feature c*4 + kh*2 + kw, torch's `unfold(kernel = stride = 2)` order.
+#[test]
+fn rank_5_permute_gives_the_unfold_order_of_a_2x2_patch_merger() {
+    let check = |device: &Device| {
+        for (h, w, d) in [(6, 4, 5), (4, 6, 8), (2, 2, 3), (10, 14, 16)] {
+            for dtype in [DType::F32, DType::F16] {
+                let values = crate::testing::Rng::new((h * w * d) as u64).normals(h * w * d);
+                let x = Tensor::from_f32(&Device::Cpu, &[h, w, d], dtype, &values).unwrap();
+                let stored = x.to_vec_f32().unwrap();
+                let mut want = vec![0.0f32; h * w * d];
+                for i in 0..h / 2 {
+                    for j in 0..w / 2 {
+                        for c in 0..d {
+                            for kh in 0..2 {
+                                for kw in 0..2 {
+                                    let cell = i * (w / 2) + j;
+                                    let input = ((2 * i + kh) * w + 2 * j + kw) * d + c;
+                                    want[cell * 4 * d + c * 4 + kh * 2 + kw] = stored[input];
+                                }
+                            }
+                        }
+                    }
+                }
+                let grouped = x
+                    .to_device(device)
+                    .unwrap()
+                    .reshape(&[h / 2, 2, w / 2, 2, d])
+                    .unwrap();
+                let merged = permute(&grouped, &[0, 2, 4, 1, 3]).unwrap();
+                assert_eq!(merged.shape(), [h / 2, w / 2, d, 2, 2]);
+                let merged = merged.reshape(&[(h / 2) * (w / 2), 4 * d]).unwrap();
+                assert_eq!(merged.dtype(), dtype);
+                assert_eq!(
+                    merged.to_vec_f32().unwrap(),
+                    want,
+                    "{} {dtype} [{h}, {w}, {d}]",
+                    device.name()
+                );
+            }
+        }
+    };
+    check(&Device::Cpu);
+    with_gpu(check);
+}
+
 #[test]
 fn gpu_concat_matches_cpu() {
     with_gpu(|gpu| {
