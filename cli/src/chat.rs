@@ -4,6 +4,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -11,7 +12,10 @@ use kiln_llm::chat_model::context_within_budget;
 use kiln_llm::constrain::ResponseFormat;
 use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::sampling::SamplingParams;
-use kiln_llm::{ChatModel, Conversation, Flow, GenerateOptions, Generation, MistralConfig};
+use kiln_llm::vision::{decode_image, DecodedImage};
+use kiln_llm::{
+    ChatModel, Conversation, Flow, GenerateOptions, Generation, Message, MistralConfig,
+};
 use kiln_nn::weights::WeightType;
 use kiln_runtime::memory::format_bytes;
 use kiln_runtime::Device;
@@ -35,6 +39,12 @@ pub struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     system: Option<String>,
+
+    /// An image (PNG, JPEG or WebP) sent with the first message, for models with a vision
+    /// encoder (Mistral Small 3.1). Repeatable: images go in the order given. In the
+    /// interactive chat, `/image FILE` attaches one to the next message.
+    #[arg(long = "image", value_name = "FILE")]
+    images: Vec<PathBuf>,
 
     /// Chat template: mistral-v7, mistral-v3, or a Jinja file. Default: the model folder's own
     /// template, else the Mistral format its tokenizer implies.
@@ -248,8 +258,20 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         }
         None => None,
     };
+    // Read before loading, so a bad file fails at once.
+    let images = args
+        .images
+        .iter()
+        .map(|path| read_image(path))
+        .collect::<Result<Vec<_>>>()?;
     let chat = ChatModel::load(&dir, device, weight_type, args.chat_template.as_deref())
         .with_context(|| format!("loading {}", dir.display()))?;
+    if !images.is_empty() && chat.model.vision.is_none() {
+        bail!(
+            "--image: {} has no vision encoder (a mistral3 folder with a vision_config reads images)",
+            dir.display()
+        );
+    }
     if !format.is_text() {
         let vocab = chat.tokenizer.constraint_vocabulary()?;
         options.constraint = format
@@ -281,7 +303,9 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
 
     if let Some(prompt) = &args.prompt {
         let mut stdout = std::io::stdout();
-        let generation = conversation.reply(&chat, prompt, &options, |text| {
+        let mut message = Message::user(prompt.as_str());
+        message.images = images;
+        let generation = conversation.reply_to(&chat, message, &options, |text| {
             let _ = stdout.write_all(text.as_bytes());
             let _ = stdout.flush();
             Flow::Continue
@@ -290,20 +314,29 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         print_stats(&generation);
         return Ok(());
     }
-    interactive(&chat, &mut conversation, &options)
+    interactive(&chat, &mut conversation, &options, images)
+}
+
+fn read_image(path: &Path) -> Result<Arc<DecodedImage>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("--image: cannot read {}", path.display()))?;
+    let image = decode_image(&bytes, &path.display().to_string())
+        .with_context(|| format!("--image {}", path.display()))?;
+    Ok(Arc::new(image))
 }
 
 fn interactive(
     chat: &ChatModel,
     conversation: &mut Conversation,
     options: &GenerateOptions,
+    mut pending_images: Vec<Arc<DecodedImage>>,
 ) -> Result<()> {
     catch_ctrl_c();
     let terminal = std::io::stdin().is_terminal();
     if terminal {
         eprintln!(
             "kiln chat ({}, {}). /reset clears the conversation, /system TEXT sets the system \
-             prompt, /exit or Ctrl-D quits; Ctrl-C stops a reply.",
+             prompt, /image FILE attaches an image, /exit or Ctrl-D quits; Ctrl-C stops a reply.",
             chat.model.config.model_type,
             chat.template.describe()
         );
@@ -331,6 +364,23 @@ fn interactive(
             }
             _ => {}
         }
+        if let Some(path) = input.trim().strip_prefix("/image ") {
+            if chat.model.vision.is_none() {
+                eprintln!("(this model has no vision encoder)");
+            } else {
+                match read_image(Path::new(path.trim())) {
+                    Ok(image) => {
+                        pending_images.push(image);
+                        eprintln!(
+                            "({} image(s) attached to the next message)",
+                            pending_images.len()
+                        );
+                    }
+                    Err(e) => eprintln!("error: {e:#}"),
+                }
+            }
+            continue;
+        }
         if let Some(system) = input.trim().strip_prefix("/system") {
             conversation.set_system(Some(system.trim().to_string()));
             conversation.reset();
@@ -338,7 +388,9 @@ fn interactive(
             continue;
         }
         INTERRUPTED.store(false, Ordering::SeqCst);
-        let result = conversation.reply(chat, input, options, |text| {
+        let mut message = Message::user(input);
+        message.images = std::mem::take(&mut pending_images);
+        let result = conversation.reply_to(chat, message, options, |text| {
             let _ = stdout.write_all(text.as_bytes());
             let _ = stdout.flush();
             if INTERRUPTED.load(Ordering::SeqCst) {

@@ -256,3 +256,78 @@ fn json_schema_and_json_constrain_the_reply() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+fn vision_fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llm/mistral3-vision")
+}
+
+/// `kiln chat --image` on the tiny random Mistral3 fixture prints the reply whose ids are
+/// transformers' 16 greedy tokens (tools/make_vision_fixtures.py, case "one").
+#[test]
+fn chat_with_an_image_gives_the_transformers_greedy_reply() {
+    let dir = vision_fixture();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let greedy: Vec<u32> = manifest["one"]["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let tokenizer = kiln_llm::Tokenizer::from_dir(&dir).unwrap();
+    let want = tokenizer.decode(&greedy, true).unwrap();
+    let model = dir.to_str().unwrap();
+    let image = dir.join("image_70x130.png");
+    let (ok, stdout, stderr) = run(&[
+        "chat",
+        "-m",
+        model,
+        "--image",
+        image.to_str().unwrap(),
+        "-p",
+        "What is in this picture?",
+        "--temp",
+        "0",
+        "-n",
+        "16",
+        "--weight-type",
+        "f32",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.strip_suffix('\n').unwrap(), want);
+    assert!(stderr.contains("reply: 16 tokens"), "{stderr}");
+
+    // Bad images: named, non-zero, nothing printed.
+    let text_file =
+        std::env::temp_dir().join(format!("kiln-not-an-image-{}.png", std::process::id()));
+    std::fs::write(&text_file, "hello").unwrap();
+    let png = std::fs::read(&image).unwrap();
+    let truncated = std::env::temp_dir().join(format!("kiln-truncated-{}.png", std::process::id()));
+    std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
+    for (file, model, needle) in [
+        (
+            "/no/such/image.png".into(),
+            model.to_string(),
+            "cannot read",
+        ),
+        (
+            text_file.clone(),
+            model.to_string(),
+            "not a PNG, JPEG or WebP",
+        ),
+        (truncated.clone(), model.to_string(), "kiln-truncated"),
+        (image.clone(), String::new(), "no vision encoder"),
+    ] {
+        let mut args = vec!["chat", "-p", "hi", "--image", file.to_str().unwrap()];
+        if !model.is_empty() {
+            args.extend(["-m", model.as_str()]);
+        }
+        let (ok, stdout, stderr) = run(&args);
+        assert!(!ok, "{file:?} succeeded");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains(needle), "{file:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    std::fs::remove_file(text_file).ok();
+    std::fs::remove_file(truncated).ok();
+}

@@ -3,6 +3,7 @@
 //! bandwidth measured in the same run, and the memory a run needs computed from the shapes
 //! before anything loads (a zero-weight replay of a 24B prefill would cost hundreds of TFLOP).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use kiln_kernels::layout::narrow;
@@ -14,6 +15,10 @@ use crate::config::MistralConfig;
 use crate::kv_cache::kv_bytes_per_token;
 use crate::model::{Logits, Mistral};
 use crate::session::Session;
+use crate::vision::{
+    image_token_layout, ImageTokenIds, PreparedImage, Prompt, PromptImage, VisionConfig,
+    VisionModel,
+};
 
 /// Device memory of a run, from the config alone.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -24,7 +29,49 @@ pub struct MemoryEstimate {
     /// The largest prefill chunk's activations (hidden states, q/k/v, the MLP's three
     /// intermediate rows, one row of logits).
     pub activations: u64,
+    /// A mistral3 model's vision tower and projector: weights plus the encoder's activations
+    /// for the largest image (images are encoded one at a time); 0 without one.
+    pub vision: u64,
     pub total: u64,
+}
+
+/// Bytes of an `[n, k]` Linear weight at `weight_type`: packed when `k` is a whole number of
+/// blocks (as `Weights::get_packable` packs), else in the float dtype.
+fn matrix_bytes(n: usize, k: usize, weight_type: WeightType) -> u64 {
+    match weight_type.quantization() {
+        Some(q) if k.is_multiple_of(q.block_len()) => {
+            (n * k / q.block_len() * q.block_bytes()) as u64
+        }
+        _ => (n * k * weight_type.float_dtype().size_in_bytes()) as u64,
+    }
+}
+
+/// Device bytes of the vision tower and projector at `weight_type`, plus the peak activations
+/// of encoding one image of the largest size (`image_size` squared): per patch the hidden state,
+/// its norm, q, k, v and their rotated copies, the attention output, and the MLP's three rows.
+pub fn vision_bytes(v: &VisionConfig, weight_type: WeightType) -> u64 {
+    let e = &v.encoder;
+    let float = weight_type.float_dtype().size_in_bytes() as u64;
+    let (d, f) = (e.hidden_size, e.intermediate_size);
+    let q = e.num_attention_heads * e.head_dim;
+    let layer = 3 * matrix_bytes(q, d, weight_type)
+        + matrix_bytes(d, q, weight_type)
+        + 2 * matrix_bytes(f, d, weight_type)
+        + matrix_bytes(d, f, weight_type)
+        + 2 * d as u64 * float;
+    let patch = (d * e.num_channels * e.patch_size * e.patch_size) as u64 * float;
+    let m = v.spatial_merge_size;
+    let t = v.text_hidden_size;
+    let projector = d as u64 * float
+        + matrix_bytes(d, d * m * m, weight_type)
+        + matrix_bytes(t, d, weight_type)
+        + matrix_bytes(t, t, weight_type);
+    let weights = patch + d as u64 * float + layer * v.feature_layers as u64 + projector;
+    let side = e.max_patches_per_side();
+    let patches = (side * side) as u64;
+    let pixels = 2 * (e.num_channels * e.image_size * e.image_size) as u64 * float;
+    let per_patch = (6 * d + 2 * q + 3 * f) as u64 * float + e.head_dim as u64 * 4;
+    weights + pixels + patches * per_patch
 }
 
 /// Weight bytes at `weight_type`: every Linear packed (all of Mistral's have K a whole number of
@@ -66,12 +113,17 @@ pub fn estimate_memory(
     let activations = prefill_chunk as u64 * row as u64 * act + c.vocab_size as u64 * 4;
     let weights = weight_bytes(c, weight_type);
     let kv_cache = kv_per_token * context as u64;
+    let vision = c
+        .vision
+        .as_ref()
+        .map_or(0, |v| vision_bytes(v, weight_type));
     MemoryEstimate {
         weights,
         kv_cache,
         kv_per_token,
         activations,
-        total: weights + kv_cache + activations,
+        vision,
+        total: weights + kv_cache + activations + vision,
     }
 }
 
@@ -109,6 +161,24 @@ pub struct LlmBenchReport {
     pub copy_gb_per_s: f64,
     pub prefill: Vec<PrefillResult>,
     pub decode: Vec<DecodeResult>,
+    /// Image encoding (models with a vision tower).
+    pub images: Vec<ImageResult>,
+}
+
+/// One square image through the vision tower, and a prompt holding it to its first token.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageResult {
+    /// Pixels per side before preprocessing.
+    pub side: usize,
+    /// `[IMG]` tokens (rows x columns of merged patches).
+    pub image_tokens: usize,
+    /// Prompt tokens: the image's layout plus a few text tokens.
+    pub prompt_tokens: usize,
+    pub encode_seconds: f64,
+    /// Prefill of the whole prompt, the encoding included: time to first token.
+    pub first_token_seconds: f64,
+    /// Of the time to first token.
+    pub encode_share: f64,
 }
 
 pub struct BenchPlan {
@@ -116,14 +186,33 @@ pub struct BenchPlan {
     pub depths: Vec<usize>,
     pub decode_tokens: usize,
     pub kv_dtype: DType,
+    /// Square image sides to encode (models with a vision tower; larger than the tower's
+    /// `image_size` are scaled down by the preprocessing as any image is).
+    pub image_sides: Vec<usize>,
 }
+
+/// Text tokens around an image in the benchmark's prompt.
+const IMAGE_PROMPT_TEXT: usize = 12;
 
 impl BenchPlan {
     /// The context the runs need.
     pub fn context(&self) -> usize {
         let prefill = self.prefill.iter().copied().max().unwrap_or(0);
         let decode = self.depths.iter().copied().max().unwrap_or(0) + self.decode_tokens + 1;
-        prefill.max(decode).max(1)
+        prefill.max(decode).max(self.image_context()).max(1)
+    }
+
+    /// Positions the largest image's prompt needs, at most (before downscaling to the tower's
+    /// longest side): a 28-pixel token grid, a break per row.
+    fn image_context(&self) -> usize {
+        self.image_sides
+            .iter()
+            .map(|&s| {
+                let t = s.div_ceil(28);
+                t * (t + 1) + IMAGE_PROMPT_TEXT
+            })
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -181,7 +270,86 @@ pub fn run(
             fraction_of_copy: gbps / report.copy_gb_per_s,
         });
     }
+    if let Some(vision) = &model.vision {
+        report.images = bench_images(model, vision, &plan.image_sides, &mut session)?;
+    }
     Ok(())
+}
+
+/// Encodes a square image of each side alone, then runs a prompt holding it to its first token.
+fn bench_images(
+    model: &Mistral,
+    vision: &VisionModel,
+    sides: &[usize],
+    session: &mut Session,
+) -> Result<Vec<ImageResult>> {
+    let processor = vision.processor();
+    let img = vision.config.image_token_index;
+    let vocab = model.config.vocab_size as u32;
+    let tokens = ImageTokenIds {
+        img,
+        brk: (img + 2).min(vocab - 1),
+        end: (img + 3).min(vocab - 1),
+    };
+    let image = |side: usize| -> Result<PreparedImage> {
+        let (rows, cols) = processor.grid(side as u32, side as u32)?;
+        let unit = processor.patch_size * processor.merge;
+        let (height, width) = (rows * unit, cols * unit);
+        // Pixel values do not change the work; a pattern keeps them in the normalised range.
+        let pixels = (0..3 * height * width)
+            .map(|i| ((i * 7919) % 255) as f32 / 127.0 - 1.0)
+            .collect();
+        Ok(PreparedImage {
+            rows,
+            cols,
+            height,
+            width,
+            pixels,
+            hash: side as u64,
+        })
+    };
+    let mut results = Vec::new();
+    if let Some(&smallest) = sides.iter().min() {
+        vision.encode(&image(smallest)?)?.to_vec_f32()?;
+    }
+    for &side in sides {
+        let prepared = Arc::new(image(side)?);
+        let start = Instant::now();
+        vision.encode(&prepared)?.to_vec_f32()?;
+        let encode_seconds = start.elapsed().as_secs_f64();
+        let text: Vec<u32> = (0..IMAGE_PROMPT_TEXT as u32)
+            .map(|i| (i * 7919 + 1013) % vocab)
+            .collect();
+        let layout = image_token_layout(prepared.rows, prepared.cols, tokens);
+        let span = PromptImage {
+            start: 1,
+            len: layout.len(),
+            image: prepared.clone(),
+        };
+        let ids: Vec<u32> = text[..1]
+            .iter()
+            .chain(&layout)
+            .chain(&text[1..])
+            .copied()
+            .collect();
+        let prompt = Prompt {
+            ids,
+            images: vec![span],
+        };
+        session.reset();
+        let start = Instant::now();
+        session.prefill_prompt(model, &prompt)?;
+        let first_token_seconds = start.elapsed().as_secs_f64();
+        results.push(ImageResult {
+            side,
+            image_tokens: prepared.rows * prepared.cols,
+            prompt_tokens: prompt.ids.len(),
+            encode_seconds,
+            first_token_seconds,
+            encode_share: encode_seconds / first_token_seconds,
+        });
+    }
+    Ok(results)
 }
 
 /// Bytes read plus written per second by a copy of 256 MiB: on a GPU kiln's own row copy; on the

@@ -13,6 +13,7 @@ use crate::config::MistralConfig;
 use crate::kv_cache::kv_bytes_per_token;
 use crate::model::Mistral;
 use crate::tokenizer::Tokenizer;
+use crate::vision::ImageProcessor;
 
 pub struct ChatModel {
     pub model: Mistral,
@@ -51,6 +52,11 @@ impl ChatModel {
             tokenizer,
             template,
         })
+    }
+
+    /// How this model wants images prepared; `None` when it has no vision encoder.
+    pub fn image_processor(&self) -> Option<ImageProcessor> {
+        self.model.vision.as_ref().map(|v| v.processor())
     }
 
     /// KV cache bytes per position at `kv_dtype`.
@@ -115,13 +121,17 @@ pub fn context_within_budget(
             "--max-vram",
             format!(
                 "a budget of {} is too small: this chat needs at least {} ({} weights at \
-                 {weight_type}, {} KV cache for {context} token{} at {kv_dtype}, {} activations)",
+                 {weight_type}, {} KV cache for {context} token{} at {kv_dtype}, {} activations{})",
                 format_bytes(budget),
                 format_bytes(m.total),
                 format_bytes(m.weights),
                 format_bytes(m.kv_cache),
                 if context == 1 { "" } else { "s" },
-                format_bytes(m.activations)
+                format_bytes(m.activations),
+                match m.vision {
+                    0 => String::new(),
+                    v => format!(", {} vision encoder", format_bytes(v)),
+                }
             ),
         )
     };

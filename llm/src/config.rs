@@ -6,6 +6,8 @@ use std::path::Path;
 use kiln_runtime::{Error, Result};
 use serde_json::Value;
 
+use crate::vision::VisionConfig;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct MistralConfig {
     pub model_type: String,
@@ -28,6 +30,8 @@ pub struct MistralConfig {
     /// Weight names of the text model start with this (`model.` for a CausalLM folder; a mistral3
     /// folder nests the text model, see `MistralWeightsLayout`).
     pub wrapped: bool,
+    /// A mistral3 config's vision tower and projector (`vision_config`), if it has one.
+    pub vision: Option<VisionConfig>,
 }
 
 impl MistralConfig {
@@ -60,6 +64,7 @@ impl MistralConfig {
                     ));
                 }
                 let mut config = parse_text(text, inner, true)?;
+                config.vision = VisionConfig::from_json(json)?;
                 // Token ids may sit at the top level of a mistral3 config.
                 if config.eos_token_ids.is_empty() {
                     config.eos_token_ids = ids(json.get("eos_token_id"));
@@ -207,5 +212,6 @@ fn parse_text(
         bos_token_id: ids(json.get("bos_token_id")).first().copied(),
         eos_token_ids: ids(json.get("eos_token_id")),
         wrapped,
+        vision: None,
     })
 }

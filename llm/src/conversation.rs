@@ -6,7 +6,7 @@ use kiln_runtime::{DType, Result};
 
 use crate::chat::Message;
 use crate::chat_model::ChatModel;
-use crate::generate::{generate, Flow, GenerateOptions, Generation};
+use crate::generate::{generate_prompt, Flow, GenerateOptions, Generation};
 use crate::session::Session;
 
 pub struct Conversation {
@@ -52,11 +52,28 @@ impl Conversation {
         options: &GenerateOptions,
         on_text: impl FnMut(&str) -> Flow,
     ) -> Result<Generation> {
+        self.reply_to(chat, Message::user(user), options, on_text)
+    }
+
+    /// As [`reply`](Self::reply) for a user message that may carry images (they stay in the
+    /// conversation: later turns see them where they were sent).
+    pub fn reply_to(
+        &mut self,
+        chat: &ChatModel,
+        user: Message,
+        options: &GenerateOptions,
+        on_text: impl FnMut(&str) -> Flow,
+    ) -> Result<Generation> {
         let mut messages: Vec<Message> = self.system.iter().map(Message::system).collect();
         messages.extend(self.messages.iter().cloned());
-        messages.push(Message::user(user));
-        let prompt = chat.template.encode(&chat.tokenizer, &messages)?;
-        let generation = generate(
+        messages.push(user.clone());
+        let prompt = chat.template.encode_prompt(
+            &chat.tokenizer,
+            &messages,
+            &[],
+            chat.image_processor().as_ref(),
+        )?;
+        let generation = generate_prompt(
             &chat.model,
             &chat.tokenizer,
             &mut self.session,
@@ -64,7 +81,7 @@ impl Conversation {
             options,
             on_text,
         )?;
-        self.messages.push(Message::user(user));
+        self.messages.push(user);
         self.messages
             .push(Message::assistant(generation.text.clone()));
         Ok(generation)

@@ -21,6 +21,7 @@ use crate::sampling::Sampled;
 use crate::sequence::{ModelOutput, Sequence};
 use crate::session::{decode_batch, Session};
 use crate::tokenizer::Tokenizer;
+use crate::vision::PromptImage;
 
 /// What a reply's sink hears, in order: any number of `Token`s, then one `Done` or `Failed`.
 pub enum EngineEvent<'a> {
@@ -42,6 +43,8 @@ pub type Sink = Box<dyn FnMut(EngineEvent<'_>) -> Flow + Send>;
 pub struct EngineRequest {
     /// The whole conversation's ids, as the chat template rendered them.
     pub prompt: Vec<u32>,
+    /// The images among `prompt`'s positions (none for a text prompt).
+    pub images: Vec<PromptImage>,
     pub options: GenerateOptions,
 }
 
@@ -153,10 +156,14 @@ impl Engine {
         )?;
         let start = Instant::now();
         let (step, prefilled) = if seq.wants_logits() {
-            let (logits, run) = slot.session.prefill(model, &request.prompt)?;
+            let (logits, run) =
+                slot.session
+                    .prefill_parts(model, &request.prompt, &request.images)?;
             (seq.advance(tokenizer, ModelOutput::Logits(&logits))?, run)
         } else {
-            let (id, run) = slot.session.prefill_greedy(model, &request.prompt)?;
+            let (id, run) =
+                slot.session
+                    .prefill_parts_greedy(model, &request.prompt, &request.images)?;
             (seq.advance(tokenizer, ModelOutput::Id(id))?, run)
         };
         seq.set_prefill(prefilled, start.elapsed());

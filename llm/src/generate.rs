@@ -12,6 +12,7 @@ use crate::sampling::{FinishReason, Sampled, SamplingParams};
 use crate::sequence::{ModelOutput, Sequence};
 use crate::session::Session;
 use crate::tokenizer::Tokenizer;
+use crate::vision::{Prompt, PromptImage};
 
 #[derive(Clone, Debug, Default)]
 pub struct GenerateOptions {
@@ -70,6 +71,38 @@ pub fn generate(
     session: &mut Session,
     prompt: &[u32],
     options: &GenerateOptions,
+    on_text: impl FnMut(&str) -> Flow,
+) -> Result<Generation> {
+    generate_with_images(model, tokenizer, session, prompt, &[], options, on_text)
+}
+
+/// [`generate`] for a prompt with images (`Prompt`: ids and the images' spans).
+pub fn generate_prompt(
+    model: &Mistral,
+    tokenizer: &Tokenizer,
+    session: &mut Session,
+    prompt: &Prompt,
+    options: &GenerateOptions,
+    on_text: impl FnMut(&str) -> Flow,
+) -> Result<Generation> {
+    generate_with_images(
+        model,
+        tokenizer,
+        session,
+        &prompt.ids,
+        &prompt.images,
+        options,
+        on_text,
+    )
+}
+
+fn generate_with_images(
+    model: &Mistral,
+    tokenizer: &Tokenizer,
+    session: &mut Session,
+    prompt: &[u32],
+    images: &[PromptImage],
+    options: &GenerateOptions,
     mut on_text: impl FnMut(&str) -> Flow,
 ) -> Result<Generation> {
     let mut seq = Sequence::new(
@@ -85,10 +118,10 @@ pub fn generate(
     let on_device = !seq.wants_logits();
     let start = Instant::now();
     let (mut next, prefilled) = if on_device {
-        let (id, run) = session.prefill_greedy(model, prompt)?;
+        let (id, run) = session.prefill_parts_greedy(model, prompt, images)?;
         (Next::Id(id), run)
     } else {
-        let (logits, run) = session.prefill(model, prompt)?;
+        let (logits, run) = session.prefill_parts(model, prompt, images)?;
         (Next::Logits(logits), run)
     };
     seq.set_prefill(prefilled, start.elapsed());

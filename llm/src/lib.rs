@@ -24,7 +24,7 @@ pub use chat_model::ChatModel;
 pub use config::MistralConfig;
 pub use conversation::Conversation;
 pub use engine::{Engine, EngineEvent, EngineRequest, Sink};
-pub use generate::{generate, Flow, GenerateOptions, Generation};
+pub use generate::{generate, generate_prompt, Flow, GenerateOptions, Generation};
 pub use kv_cache::KvCache;
 pub use model::{Logits, Mistral};
 pub use sequence::{ModelOutput, Sequence, SequenceStep};

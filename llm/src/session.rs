@@ -6,10 +6,15 @@ use kiln_runtime::{DType, Error, Result, Tensor};
 
 use crate::kv_cache::KvCache;
 use crate::model::{Logits, Mistral};
+use crate::vision::{Prompt, PromptImage};
 
 pub struct Session {
     cache: KvCache,
     tokens: Vec<u32>,
+    /// The images whose rows the cache holds: (first position, layout length, pixel hash). A
+    /// cached prefix is reused across an image only when the same image sits at the same place
+    /// (its `[IMG]` ids alone say nothing of its pixels).
+    images: Vec<(usize, usize, u64)>,
 }
 
 impl Session {
@@ -21,6 +26,7 @@ impl Session {
         Ok(Session {
             cache: model.new_cache(context, kv_dtype)?,
             tokens: Vec::new(),
+            images: Vec::new(),
         })
     }
 
@@ -54,6 +60,7 @@ impl Session {
         self.cache.truncate(0);
         self.cache.advance(len);
         self.tokens = vec![0; len];
+        self.images.clear();
         Ok(())
     }
 
@@ -61,25 +68,72 @@ impl Session {
     pub fn reset(&mut self) {
         self.cache.truncate(0);
         self.tokens.clear();
+        self.images.clear();
     }
 
     /// Makes the cache hold `prompt` and returns the logits (f32, `[vocab]`) after its last token
     /// and how many tokens had to be run. The longest prefix already cached is kept; at least the
     /// last token is always run, since its logits are not kept.
     pub fn prefill(&mut self, model: &Mistral, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
-        let (logits, run) = self.prefill_on_device(model, prompt)?;
+        let (logits, run) = self.prefill_on_device(model, prompt, &[])?;
         Ok((logits.to_vec_f32()?, run))
+    }
+
+    /// As [`prefill`](Self::prefill) for a prompt with images: each image not already cached
+    /// at its place is encoded by the model's vision tower (one at a time) and its rows take
+    /// the place of its `[IMG]` embeddings.
+    pub fn prefill_prompt(
+        &mut self,
+        model: &Mistral,
+        prompt: &Prompt,
+    ) -> Result<(Vec<f32>, usize)> {
+        self.prefill_parts(model, &prompt.ids, &prompt.images)
+    }
+
+    pub(crate) fn prefill_parts(
+        &mut self,
+        model: &Mistral,
+        ids: &[u32],
+        images: &[PromptImage],
+    ) -> Result<(Vec<f32>, usize)> {
+        let (logits, run) = self.prefill_on_device(model, ids, images)?;
+        Ok((logits.to_vec_f32()?, run))
+    }
+
+    /// [`prefill_prompt`](Self::prefill_prompt) returning the greedy choice (as
+    /// [`prefill_greedy`](Self::prefill_greedy)).
+    pub fn prefill_prompt_greedy(
+        &mut self,
+        model: &Mistral,
+        prompt: &Prompt,
+    ) -> Result<(u32, usize)> {
+        self.prefill_parts_greedy(model, &prompt.ids, &prompt.images)
+    }
+
+    pub(crate) fn prefill_parts_greedy(
+        &mut self,
+        model: &Mistral,
+        ids: &[u32],
+        images: &[PromptImage],
+    ) -> Result<(u32, usize)> {
+        let (logits, run) = self.prefill_on_device(model, ids, images)?;
+        Ok((greedy_id(&logits)?, run))
     }
 
     /// As [`prefill`](Self::prefill), but returns the greedy choice after the prompt (the argmax of
     /// the logits, lowest id on ties) instead of the logits: computed on the model's device, so only
     /// 4 bytes come back.
     pub fn prefill_greedy(&mut self, model: &Mistral, prompt: &[u32]) -> Result<(u32, usize)> {
-        let (logits, run) = self.prefill_on_device(model, prompt)?;
+        let (logits, run) = self.prefill_on_device(model, prompt, &[])?;
         Ok((greedy_id(&logits)?, run))
     }
 
-    fn prefill_on_device(&mut self, model: &Mistral, prompt: &[u32]) -> Result<(Tensor, usize)> {
+    fn prefill_on_device(
+        &mut self,
+        model: &Mistral,
+        prompt: &[u32],
+        images: &[PromptImage],
+    ) -> Result<(Tensor, usize)> {
         if prompt.is_empty() {
             return Err(Error::shape("prefill", "an empty prompt"));
         }
@@ -93,18 +147,62 @@ impl Session {
                 ),
             ));
         }
-        let common = self
+        for image in images {
+            if image.start + image.len > prompt.len() {
+                return Err(Error::shape(
+                    "prefill",
+                    format!(
+                        "an image at positions {}..{} of a {}-token prompt",
+                        image.start,
+                        image.start + image.len,
+                        prompt.len()
+                    ),
+                ));
+            }
+        }
+        let mut common = self
             .tokens
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len() - 1);
+        for image in images {
+            let key = (image.start, image.len, image.image.hash);
+            let overlaps = image.start < common;
+            if overlaps && (!self.images.contains(&key) || image.start + image.len > common) {
+                common = image.start;
+            }
+        }
         self.cache.truncate(common);
         self.tokens.truncate(common);
+        self.images.retain(|&(start, len, _)| start + len <= common);
         let new = &prompt[common..];
-        let logits = model.forward(new, &mut self.cache, Logits::Last)?;
+        let fresh: Vec<&PromptImage> = images.iter().filter(|i| i.start >= common).collect();
+        let inserts = match (&model.vision, fresh.is_empty()) {
+            (_, true) => Vec::new(),
+            (None, false) => {
+                return Err(Error::shape(
+                    "prefill",
+                    "a prompt with images for a model without a vision encoder",
+                ))
+            }
+            (Some(vision), false) => fresh
+                .iter()
+                .map(|image| {
+                    let rows = image
+                        .image_positions()
+                        .into_iter()
+                        .map(|p| (p - common) as u32)
+                        .collect();
+                    Ok((rows, vision.encode(&image.image)?))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let logits = model.forward_embedded(new, &inserts, &mut self.cache, Logits::Last)?;
         self.tokens.extend_from_slice(new);
+        self.images
+            .extend(fresh.iter().map(|i| (i.start, i.len, i.image.hash)));
         Ok((logits, new.len()))
     }
 

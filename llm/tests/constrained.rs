@@ -535,6 +535,7 @@ fn engine_batches_constrained_replies_like_generate() {
             });
             let request = EngineRequest {
                 prompt: prompt.clone(),
+                images: Vec::new(),
                 options: jobs[i].2.clone(),
             };
             engine.start(&s.model, &s.tokenizer, request, sink).unwrap();

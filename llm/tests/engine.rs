@@ -132,6 +132,7 @@ fn engine_replies_match_generate(device: &Device) {
                 let Some(i) = waiting.pop() else { break };
                 let request = EngineRequest {
                     prompt: prompt(&chat, QUESTIONS[i]),
+                    images: Vec::new(),
                     options: options(seed.map(|s| s + i as u64)),
                 };
                 engine
@@ -189,6 +190,7 @@ fn prefix_reuse_and_stopping_sinks() {
     let first_ids = chat.template.encode(&chat.tokenizer, &first).unwrap();
     let request = |prompt: Vec<u32>| EngineRequest {
         prompt,
+        images: Vec::new(),
         options: options(None),
     };
     engine

@@ -3,7 +3,7 @@ use kiln_kernels::attention::{
 };
 use kiln_kernels::kv_cache::kv_write;
 use kiln_kernels::layout::{concat, narrow};
-use kiln_kernels::rope::{rope_at, RopeStyle};
+use kiln_kernels::rope::{rope_at, rope_table, RopeStyle};
 use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
 use crate::linear::Linear;
@@ -218,6 +218,36 @@ impl Attention {
             &as4(&v, c.kv_heads)?,
             AttentionOptions::default(),
         )?;
+        self.o.forward(&out.reshape(&[l, c.heads * c.head_dim])?)
+    }
+
+    /// Non-causal attention over `x` `[L, hidden]` rotated by a per-token table: `cos`, `sin`
+    /// F32 `[L, head_dim / 2]` (Pixtral's 2-D RoPE, where each patch's angles come from its row
+    /// and column). The config's own `rope` must be `None`.
+    pub fn forward_table(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        style: RopeStyle,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        if c.rope.is_some() || x.rank() != 2 || x.shape()[1] != c.hidden {
+            return Err(Error::shape(
+                "attention",
+                format!(
+                    "table-rotated attention of x {:?}: expected [L, {}] and a config without its own RoPE",
+                    x.shape(),
+                    c.hidden
+                ),
+            ));
+        }
+        let l = x.shape()[0];
+        let as4 = |t: Tensor, h| t.reshape(&[1, l, h, c.head_dim]);
+        let q = rope_table(&as4(self.q.forward(x)?, c.heads)?, cos, sin, style)?;
+        let k = rope_table(&as4(self.k.forward(x)?, c.kv_heads)?, cos, sin, style)?;
+        let v = as4(self.v.forward(x)?, c.kv_heads)?;
+        let out = attention(&q, &k, &v, AttentionOptions::default())?;
         self.o.forward(&out.reshape(&[l, c.heads * c.head_dim])?)
     }
 }

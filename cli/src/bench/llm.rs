@@ -40,6 +40,11 @@ pub struct LlmBenchArgs {
     #[arg(long, default_value_t = 32)]
     decode_tokens: usize,
 
+    /// Square image sides (pixels) to encode, for models with a vision tower: encode time and its
+    /// share of the time to first token of a prompt holding the image. 0: none.
+    #[arg(long, value_delimiter = ',', default_values_t = [512, 1024, 1540])]
+    images: Vec<usize>,
+
     /// KV cache element type: f16 or f32.
     #[arg(long, default_value = "f16")]
     kv_type: String,
@@ -75,6 +80,10 @@ pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
         depths: args.depths.clone(),
         decode_tokens: args.decode_tokens.max(1),
         kv_dtype: device.float_dtype(kv_dtype),
+        image_sides: match &config.vision {
+            Some(_) => args.images.iter().copied().filter(|&s| s > 0).collect(),
+            None => Vec::new(),
+        },
     };
     let chunk = plan.prefill.iter().copied().max().unwrap_or(1);
     let memory = estimate_memory(&config, weight_type, plan.context(), plan.kv_dtype, chunk);
@@ -120,6 +129,7 @@ pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
         copy_gb_per_s: 0.0,
         prefill: Vec::new(),
         decode: Vec::new(),
+        images: Vec::new(),
     };
     run(&model, weight_type, &plan, &mut report)?;
     print_report(&report);
@@ -132,12 +142,19 @@ pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
 
 fn print_memory(m: &MemoryEstimate, context: usize) {
     eprintln!(
-        "memory: {} = weights {} + KV cache {} ({context} tokens x {}) + activations {}",
+        "memory: {} = weights {} + KV cache {} ({context} tokens x {}) + activations {}{}",
         format_bytes(m.total),
         format_bytes(m.weights),
         format_bytes(m.kv_cache),
         format_bytes(m.kv_per_token),
-        format_bytes(m.activations)
+        format_bytes(m.activations),
+        match m.vision {
+            0 => String::new(),
+            v => format!(
+                " + vision encoder {} (weights and one largest image)",
+                format_bytes(v)
+            ),
+        }
     );
 }
 
@@ -165,6 +182,18 @@ fn print_report(r: &LlmBenchReport) {
             d.tokens_per_second,
             d.effective_gb_per_s,
             100.0 * d.fraction_of_copy
+        );
+    }
+    for i in &r.images {
+        println!(
+            "image {:>4}x{:<4} ({:>4} image tokens): encode {:.3} s, first token {:.3} s ({} prompt tokens), encode {:.0}% of it",
+            i.side,
+            i.side,
+            i.image_tokens,
+            i.encode_seconds,
+            i.first_token_seconds,
+            i.prompt_tokens,
+            100.0 * i.encode_share
         );
     }
 }

@@ -148,6 +148,16 @@ fn message_json(tokenizer: &Tokenizer, m: &Message) -> Value {
             })
             .collect();
         out.insert("tool_calls".into(), Value::Array(calls));
+    } else if !m.images.is_empty() {
+        // As an OpenAI request carries it: image parts, then the text (mistral-common's order);
+        // Mistral3 templates write one `[IMG]` per image part, expanded after tokenising.
+        let mut parts: Vec<Value> = m
+            .images
+            .iter()
+            .map(|_| serde_json::json!({"type": "image"}))
+            .collect();
+        parts.push(serde_json::json!({"type": "text", "text": content}));
+        out.insert("content".into(), Value::Array(parts));
     } else {
         out.insert("content".into(), content);
     }

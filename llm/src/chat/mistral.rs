@@ -114,6 +114,12 @@ impl MistralFormat {
                         ids.push(t.available_end);
                     }
                     ids.push(inst);
+                    // mistral-common puts a message's images before its text, wherever the
+                    // request had them; one `[IMG]` each, expanded to the image's layout later.
+                    if !m.images.is_empty() {
+                        let img = tokenizer.require("[IMG]")?;
+                        ids.extend(std::iter::repeat_n(img, m.images.len()));
+                    }
                     match (&system, is_last) {
                         (Some(system), true) => {
                             ids.extend(tokenizer.encode(&format!("{system}\n\n{}", m.content))?)
@@ -206,6 +212,7 @@ fn merge_runs(messages: &[Message], format: MistralFormat) -> Vec<Message> {
                     last.content.push_str(&m.content);
                 }
                 last.tool_calls.extend(m.tool_calls.iter().cloned());
+                last.images.extend(m.images.iter().cloned());
             }
             _ => out.push(m.clone()),
         }

@@ -8,6 +8,9 @@ mod pyjson;
 mod tools;
 
 use std::path::Path;
+use std::sync::Arc;
+
+use crate::vision::{expand_image_placeholders, ImageProcessor, ImageTokenIds, Prompt};
 
 use kiln_runtime::{Error, Result};
 
@@ -149,6 +152,41 @@ impl ChatTemplate {
     /// The prompt ids for `messages`, ready for the assistant's next reply.
     pub fn encode(&self, tokenizer: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
         self.encode_with_tools(tokenizer, messages, &[])
+    }
+
+    /// The prompt for `messages` with their images: each message's images prepared by
+    /// `processor` (the model's; `None` for a model without a vision encoder, which then refuses
+    /// images) and laid out as `[IMG]` rows where the template places them.
+    pub fn encode_prompt(
+        &self,
+        tokenizer: &Tokenizer,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        processor: Option<&ImageProcessor>,
+    ) -> Result<Prompt> {
+        let ids = self.encode_with_tools(tokenizer, messages, tools)?;
+        let count: usize = messages.iter().map(|m| m.images.len()).sum();
+        if count == 0 {
+            return Ok(Prompt::text(ids));
+        }
+        let Some(processor) = processor else {
+            return Err(Error::shape(
+                "chat",
+                format!("{count} images given to a model without a vision encoder"),
+            ));
+        };
+        let tokens = ImageTokenIds::from_tokenizer(tokenizer).ok_or_else(|| {
+            Error::load(
+                tokenizer.path(),
+                "the tokenizer has no [IMG], [IMG_BREAK] and [IMG_END] tokens, which images need",
+            )
+        })?;
+        let prepared = messages
+            .iter()
+            .flat_map(|m| m.images.iter())
+            .map(|image| processor.process(image).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        expand_image_placeholders(&ids, prepared, tokens)
     }
 
     /// The prompt ids for `messages` with `tools` offered to the model (none: as `encode`).

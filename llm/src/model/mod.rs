@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_kernels::layout::narrow;
+use kiln_kernels::scatter::scatter_rows;
 use kiln_nn::weights::{
     folder_weight_files, FileSource, RandomSource, TensorSource, WeightType, Weights,
 };
@@ -23,6 +24,7 @@ pub use names::TextModelNames;
 
 use crate::config::MistralConfig;
 use crate::kv_cache::KvCache;
+use crate::vision::VisionModel;
 
 /// Which positions' logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,19 +41,37 @@ pub struct Mistral {
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     pub lm_head: Linear,
+    /// The vision tower and projector of a mistral3 folder with a `vision_config`.
+    pub vision: Option<VisionModel>,
     device: Device,
     dtype: DType,
 }
 
 impl Mistral {
     /// Loads a model folder (`config.json` + `model.safetensors` or sharded files with
-    /// `model.safetensors.index.json`), packing Linear weights as `weight_type` says.
+    /// `model.safetensors.index.json`), packing Linear weights as `weight_type` says, with the
+    /// vision tower and projector when the config has a `vision_config`.
     pub fn load(dir: &Path, device: &Device, weight_type: WeightType) -> Result<Mistral> {
+        Mistral::load_with(dir, device, weight_type, true)
+    }
+
+    /// As [`load`](Self::load); `vision` false loads the text model only (a mistral3 folder
+    /// then runs text prompts without the vision tower's memory).
+    pub fn load_with(
+        dir: &Path,
+        device: &Device,
+        weight_type: WeightType,
+        vision: bool,
+    ) -> Result<Mistral> {
         let config = MistralConfig::from_file(&dir.join("config.json"))?;
         let source: Arc<dyn TensorSource> = Arc::new(FileSource::new(folder_weight_files(dir)?));
         let weights = Weights::from_source(source, device, weight_type.float_dtype())
             .quantized(weight_type.quantization());
-        Mistral::new(config, &weights)
+        let mut model = Mistral::new(config, &weights)?;
+        if let (true, Some(config)) = (vision, model.config.vision.clone()) {
+            model.vision = Some(VisionModel::new(config, &weights)?);
+        }
+        Ok(model)
     }
 
     /// Random weights of `config`'s shapes built in memory (benchmarks, memory checks): the
@@ -72,7 +92,16 @@ impl Mistral {
             body: "model",
             lm_head: (!config.tie_word_embeddings).then_some("lm_head"),
         };
-        Mistral::with_names(config, &weights, names)
+        let mut model = Mistral::with_names(config, &weights, names)?;
+        if let Some(vision) = model.config.vision.clone() {
+            model.vision = Some(VisionModel::with_prefixes(
+                vision,
+                &weights,
+                "vision_tower",
+                "multi_modal_projector",
+            )?);
+        }
+        Ok(model)
     }
 
     /// Builds the decoder from `weights` (at the root of the checkpoint's names).
@@ -105,6 +134,7 @@ impl Mistral {
             layers,
             norm,
             lm_head,
+            vision: None,
             device: weights.device().clone(),
             dtype: weights.dtype(),
             config,
@@ -133,6 +163,19 @@ impl Mistral {
     /// Runs `ids` after the `cache.len()` positions already cached, appending theirs, and returns
     /// logits `[rows, vocab]` (f32 or the model's dtype) on the model's device.
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache, which: Logits) -> Result<Tensor> {
+        self.forward_embedded(ids, &[], cache, which)
+    }
+
+    /// As [`forward`](Self::forward), with rows that replace token embeddings: each
+    /// `(positions, rows)` puts row `i` of `rows` `[n, hidden]` at position `positions[i]` of
+    /// `ids` (an image's projected features at its `[IMG]` tokens), on the device.
+    pub fn forward_embedded(
+        &self,
+        ids: &[u32],
+        inserts: &[(Vec<u32>, Tensor)],
+        cache: &mut KvCache,
+        which: Logits,
+    ) -> Result<Tensor> {
         let start = cache.len();
         let l = ids.len();
         if l == 0 {
@@ -160,7 +203,11 @@ impl Mistral {
         }
         let positions: Vec<u32> = (start..start + l).map(|p| p as u32).collect();
         let positions = Tensor::from_u32(&self.device, &[l], &positions)?;
-        let h = self.run_layers(ids, |i, layer, x, h| {
+        let mut x = self.embed_tokens.forward(ids)?;
+        for (rows, features) in inserts {
+            x = scatter_rows(&x, rows, features)?;
+        }
+        let h = self.run_layers(x, |i, layer, x, h| {
             layer.forward(x, h, &positions, &mut cache.layers_mut()[i], start)
         })?;
         cache.advance(l);
@@ -208,7 +255,7 @@ impl Mistral {
         let starts: Vec<usize> = caches.iter().map(|c| c.len()).collect();
         let positions: Vec<u32> = starts.iter().map(|&p| p as u32).collect();
         let positions = Tensor::from_u32(&self.device, &[b], &positions)?;
-        let h = self.run_layers(ids, |i, layer, x, h| {
+        let h = self.run_layers(self.embed_tokens.forward(ids)?, |i, layer, x, h| {
             let mut kvs: Vec<&mut KvBuffers> =
                 caches.iter_mut().map(|c| &mut c.layers_mut()[i]).collect();
             layer.forward_batch(x, h, &positions, &mut kvs, &starts)
@@ -219,14 +266,13 @@ impl Mistral {
         self.lm_head.forward(&h)
     }
 
-    /// Embeds `ids` and runs every layer (`layer_step` runs layer `i` on the residual `x` and its
-    /// normed input `h`); returns the final normed hidden states.
+    /// Runs every layer on the embeddings `x` (`layer_step` runs layer `i` on the residual `x`
+    /// and its normed input `h`); returns the final normed hidden states.
     fn run_layers(
         &self,
-        ids: &[u32],
+        mut x: Tensor,
         mut layer_step: impl FnMut(usize, &DecoderLayer, &Tensor, &Tensor) -> Result<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
-        let mut x = self.embed_tokens.forward(ids)?;
         let mut h = self.layers[0].input_layernorm.forward(&x)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let (residual, out) = layer_step(i, layer, &x, &h)?;

@@ -92,6 +92,7 @@ async fn answer(state: Arc<AppState>, plan: Plan, api: Api) -> OpenAiResult<Resp
             .iter()
             .map(|options| EngineRequest {
                 prompt: plan.prompt.clone(),
+                images: Vec::new(),
                 options: options.clone(),
             })
             .collect(),

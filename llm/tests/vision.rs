@@ -1,0 +1,359 @@
+//! Image input against mistral-common and transformers on a tiny random Mistral3 model
+//! (tests/fixtures/llm/mistral3-vision, made by tools/make_vision_fixtures.py; goldens computed
+//! in float64 from the saved f32 weights). Three chats: one 70x130 image given after the text
+//! (mistral-common moves it first), two images in one message (37x23 upscaled, 300x200 larger
+//! than the 112-pixel longest edge), and images in two turns around an assistant reply.
+//!
+//! Checked on the CPU backend and the GPU under test (llvmpipe in CI):
+//! - pixel values: mistral-common's, |err| <= 1e-4 (after normalisation; values are O(1));
+//! - prompt ids (the `[IMG]` / `[IMG_BREAK]` / `[IMG_END]` layout) identical;
+//! - vision tower output and projected rows, relative RMS <= 1e-5 (CPU) / 1e-4 (GPU);
+//! - logits of the prompt's last 4 positions, |err| <= 1e-4 * (1 + |want|);
+//! - 16 greedy tokens identical (every step's top-2 gap in the golden is > 1e-3);
+//! - a second image at the same place as a cached one is not taken from the cache, and the
+//!   prefix before it is reused.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_kernels::testing::{assert_close, rel_rms, with_gpu};
+use kiln_llm::sampling::SamplingParams;
+use kiln_llm::vision::{decode_image, DecodedImage};
+use kiln_llm::{generate_prompt, ChatModel, Flow, GenerateOptions, Logits, Message, Session};
+use kiln_nn::weights::WeightType;
+use kiln_runtime::{DType, Device};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llm/mistral3-vision")
+}
+
+fn image(name: &str) -> Arc<DecodedImage> {
+    let bytes = std::fs::read(fixture().join(name)).unwrap();
+    Arc::new(decode_image(&bytes, name).unwrap())
+}
+
+struct Goldens {
+    bytes: Vec<u8>,
+    manifest: Value,
+}
+
+impl Goldens {
+    fn load() -> Goldens {
+        let dir = fixture();
+        Goldens {
+            bytes: std::fs::read(dir.join("golden.safetensors")).unwrap(),
+            manifest: serde_json::from_str(
+                &std::fs::read_to_string(dir.join("golden.json")).unwrap(),
+            )
+            .unwrap(),
+        }
+    }
+
+    fn st(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).unwrap()
+    }
+
+    fn ids(&self, name: &str) -> Vec<u32> {
+        let st = self.st();
+        let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.dtype(), Dtype::I64);
+        t.data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+            .collect()
+    }
+
+    fn f32s(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
+        let st = self.st();
+        let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.dtype(), Dtype::F32);
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        (v, t.shape().to_vec())
+    }
+
+    /// The case's chat as kiln messages: the texts and images in golden.json's order.
+    fn messages(&self, case: &str) -> Vec<Message> {
+        let m = &self.manifest[case];
+        let mut images = m["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| image(n.as_str().unwrap()));
+        m["prompt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|msg| {
+                let role = msg["role"].as_str().unwrap();
+                match &msg["content"] {
+                    Value::String(text) => match role {
+                        "assistant" => Message::assistant(text.as_str()),
+                        _ => Message::user(text.as_str()),
+                    },
+                    Value::Array(parts) => {
+                        let mut text = String::new();
+                        let mut message = Message::user("");
+                        for part in parts {
+                            match part["type"].as_str().unwrap() {
+                                "text" => text.push_str(part["text"].as_str().unwrap()),
+                                _ => message.images.push(images.next().unwrap()),
+                            }
+                        }
+                        message.content = text;
+                        message
+                    }
+                    other => panic!("content {other}"),
+                }
+            })
+            .collect()
+    }
+}
+
+const CASES: [&str; 3] = ["one", "two", "turns"];
+
+fn load(device: &Device) -> ChatModel {
+    ChatModel::load(&fixture(), device, WeightType::F32, None).unwrap()
+}
+
+#[test]
+fn pixels_and_prompt_ids_match_mistral_common() {
+    let g = Goldens::load();
+    let chat = load(&Device::Cpu);
+    let processor = chat
+        .image_processor()
+        .expect("the fixture has a vision tower");
+    for case in CASES {
+        let messages = g.messages(case);
+        let prompt = chat
+            .template
+            .encode_prompt(&chat.tokenizer, &messages, &[], Some(&processor))
+            .unwrap();
+        assert_eq!(
+            prompt.ids,
+            g.ids(&format!("{case}.input_ids")),
+            "{case}: prompt ids"
+        );
+        for (k, span) in prompt.images.iter().enumerate() {
+            let (want, shape) = g.f32s(&format!("{case}.pixels_{k}"));
+            assert_eq!(
+                [3, span.image.height, span.image.width],
+                [shape[0], shape[1], shape[2]],
+                "{case} image {k}: size"
+            );
+            assert_close(
+                &format!("{case} image {k} pixels"),
+                &span.image.pixels,
+                &want,
+                1e-4,
+                0.0,
+            );
+        }
+    }
+}
+
+fn check_model(device: &Device, feature_tol: f32) {
+    let g = Goldens::load();
+    let chat = load(device);
+    let vision = chat.model.vision.as_ref().unwrap();
+    let processor = chat.image_processor().unwrap();
+    for case in CASES {
+        let messages = g.messages(case);
+        let prompt = chat
+            .template
+            .encode_prompt(&chat.tokenizer, &messages, &[], Some(&processor))
+            .unwrap();
+        for (k, span) in prompt.images.iter().enumerate() {
+            let image = &span.image;
+            let pixels = kiln_runtime::Tensor::from_f32(
+                device,
+                &[3, image.height, image.width],
+                DType::F32,
+                &image.pixels,
+            )
+            .unwrap();
+            let features = vision
+                .encoder
+                .forward(&pixels)
+                .unwrap()
+                .to_vec_f32()
+                .unwrap();
+            let (want, _) = g.f32s(&format!("{case}.features_{k}"));
+            let err = rel_rms(&features, &want);
+            assert!(
+                err <= feature_tol,
+                "{case} image {k}: vision features rel RMS {err}"
+            );
+            let projected = vision.encode(image).unwrap().to_vec_f32().unwrap();
+            let (want, _) = g.f32s(&format!("{case}.projected_{k}"));
+            let err = rel_rms(&projected, &want);
+            assert!(
+                err <= feature_tol,
+                "{case} image {k}: projected rel RMS {err}"
+            );
+        }
+
+        // Logits of the last rows: a whole-prompt forward with the images' rows inserted.
+        let mut session = Session::new(&chat.model, 256, DType::F32).unwrap();
+        let mut cache = chat.model.new_cache(256, DType::F32).unwrap();
+        let inserts: Vec<_> = prompt
+            .images
+            .iter()
+            .map(|span| {
+                let rows = span.image_positions().iter().map(|&p| p as u32).collect();
+                (rows, vision.encode(&span.image).unwrap())
+            })
+            .collect();
+        let logits = chat
+            .model
+            .forward_embedded(&prompt.ids, &inserts, &mut cache, Logits::All)
+            .unwrap()
+            .to_vec_f32()
+            .unwrap();
+        let (want, shape) = g.f32s(&format!("{case}.logits"));
+        let vocab = shape[1];
+        let tail = &logits[logits.len() - want.len()..];
+        assert_close(&format!("{case} logits"), tail, &want, 1e-4, 1e-4);
+        assert_eq!(vocab, chat.model.config.vocab_size);
+
+        // 16 greedy tokens through the session (prefill with images, then the KV cache).
+        let options = GenerateOptions {
+            sampling: SamplingParams::greedy(),
+            max_tokens: Some(16),
+            ..GenerateOptions::default()
+        };
+        let generation = generate_prompt(
+            &chat.model,
+            &chat.tokenizer,
+            &mut session,
+            &prompt,
+            &options,
+            |_| Flow::Continue,
+        )
+        .unwrap();
+        assert_eq!(
+            generation.tokens,
+            g.ids(&format!("{case}.greedy")),
+            "{case}: greedy tokens"
+        );
+    }
+}
+
+#[test]
+fn vision_tower_logits_and_greedy_tokens_match_transformers_on_cpu() {
+    check_model(&Device::Cpu, 1e-5);
+}
+
+#[test]
+fn vision_tower_logits_and_greedy_tokens_match_transformers_on_gpu() {
+    with_gpu(|gpu| check_model(gpu, 1e-4));
+}
+
+/// The same conversation with a different image at the same place: the `[IMG]` ids are equal,
+/// so only the image hash tells them apart; the prefix before the image is reused and the
+/// logits equal a fresh session's.
+#[test]
+fn a_different_image_at_a_cached_place_is_encoded_again() {
+    let g = Goldens::load();
+    let chat = load(&Device::Cpu);
+    let processor = chat.image_processor().unwrap();
+    let messages = g.messages("turns");
+    let prompt = chat
+        .template
+        .encode_prompt(&chat.tokenizer, &messages, &[], Some(&processor))
+        .unwrap();
+    let mut session = Session::new(&chat.model, 256, DType::F32).unwrap();
+    let (_, run) = session.prefill_prompt(&chat.model, &prompt).unwrap();
+    assert_eq!(run, prompt.ids.len());
+    // Same prompt again: all but the last token cached.
+    let (_, run) = session.prefill_prompt(&chat.model, &prompt).unwrap();
+    assert_eq!(run, 1);
+
+    // Swap the second image for another of the same token grid (70x130 -> its mirror).
+    let mut swapped = messages.clone();
+    let original = swapped[2].images[0].clone();
+    let mut mirrored = (*original).clone();
+    let w = mirrored.width as usize;
+    for row in mirrored.rgb.chunks_exact_mut(w * 3) {
+        let pixels: Vec<[u8; 3]> = row
+            .chunks_exact(3)
+            .rev()
+            .map(|p| [p[0], p[1], p[2]])
+            .collect();
+        row.copy_from_slice(&pixels.concat());
+    }
+    mirrored.hash ^= 1;
+    swapped[2].images[0] = Arc::new(mirrored);
+    let other = chat
+        .template
+        .encode_prompt(&chat.tokenizer, &swapped, &[], Some(&processor))
+        .unwrap();
+    assert_eq!(other.ids, prompt.ids, "same ids, different pixels");
+    let (logits, run) = session.prefill_prompt(&chat.model, &other).unwrap();
+    let second = &other.images[1];
+    assert_eq!(
+        run,
+        other.ids.len() - second.start,
+        "rerun from the swapped image on"
+    );
+    let mut fresh = Session::new(&chat.model, 256, DType::F32).unwrap();
+    let (want, _) = fresh.prefill_prompt(&chat.model, &other).unwrap();
+    assert_close("swapped image logits", &logits, &want, 1e-5, 1e-5);
+    let (before, _) = Session::new(&chat.model, 256, DType::F32)
+        .unwrap()
+        .prefill_prompt(&chat.model, &prompt)
+        .unwrap();
+    assert!(
+        rel_rms(&before, &want) > 1e-3,
+        "the image changes the logits"
+    );
+}
+
+#[test]
+fn images_for_a_text_model_are_refused() {
+    let chat = ChatModel::load(&fixture(), &Device::Cpu, WeightType::F32, None).unwrap();
+    let mut message = Message::user("hi");
+    message.images.push(image("image_37x23.png"));
+    let err = chat
+        .template
+        .encode_prompt(&chat.tokenizer, &[message], &[], None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("without a vision encoder"), "{err}");
+}
+
+/// The same folder loaded text-only runs text prompts and refuses a prompt with images.
+#[test]
+fn a_text_only_load_of_a_mistral3_folder_refuses_images() {
+    let text_only =
+        kiln_llm::Mistral::load_with(&fixture(), &Device::Cpu, WeightType::F32, false).unwrap();
+    assert!(text_only.vision.is_none());
+    let chat = load(&Device::Cpu);
+    let mut message = Message::user("hi");
+    message.images.push(image("image_37x23.png"));
+    let prompt = chat
+        .template
+        .encode_prompt(
+            &chat.tokenizer,
+            &[message],
+            &[],
+            chat.image_processor().as_ref(),
+        )
+        .unwrap();
+    let mut session = Session::new(&text_only, 64, DType::F32).unwrap();
+    let err = session
+        .prefill_prompt(&text_only, &prompt)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("without a vision encoder"), "{err}");
+    let text = chat
+        .template
+        .encode(&chat.tokenizer, &[Message::user("hi")])
+        .unwrap();
+    session.prefill(&text_only, &text).unwrap();
+}
