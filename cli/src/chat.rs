@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use kiln_llm::chat_model::context_within_budget;
+use kiln_llm::chat_model::{chat_memory, context_within_budget};
 use kiln_llm::constrain::ResponseFormat;
 use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::sampling::SamplingParams;
@@ -107,9 +107,16 @@ pub struct ChatArgs {
     /// Refuse to load, naming the minimum, when the chat needs more device memory than SIZE (e.g.
     /// 8G, 800M): the weights at --weight-type, the KV cache for the context and the activations
     /// of a turn that fills it, computed from config.json before loading (as `kiln bench llm`
-    /// does). Without -c the default context is capped to fit.
+    /// does), plus a vision model's encoder for its largest image. Without -c the default
+    /// context is capped to fit.
     #[arg(long, value_name = "SIZE")]
     max_vram: Option<String>,
+
+    /// Print the device memory the chat would need (weights, KV cache for the context, the
+    /// activations of a turn that fills it, a vision encoder with its largest image) from
+    /// config.json, then exit without loading. The context: -c, else the model's limit.
+    #[arg(long)]
+    plan: bool,
 
     /// KV cache element type: f16 or f32.
     #[arg(long, default_value = "f16")]
@@ -246,6 +253,29 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         Some(m) => m.clone(),
         None => bundled_chat_model()?,
     };
+    if args.plan {
+        let config = MistralConfig::from_file(&dir.join("config.json"))?;
+        let context = args.ctx_size.unwrap_or(config.max_position_embeddings);
+        let kv = device.float_dtype(kv_dtype);
+        let m = chat_memory(&config, weight_type, context, kv);
+        println!(
+            "{}: {} = weights {} ({weight_type}) + KV cache {} ({context} tokens at {kv}) + \
+             activations {}{}",
+            dir.display(),
+            format_bytes(m.total),
+            format_bytes(m.weights),
+            format_bytes(m.kv_cache),
+            format_bytes(m.activations),
+            match m.vision {
+                0 => String::new(),
+                v => format!(
+                    " + vision encoder {} (weights and its largest image)",
+                    format_bytes(v)
+                ),
+            }
+        );
+        return Ok(());
+    }
     // Checked from the config before anything loads, so a chat that cannot fit fails at once.
     let budget_context = match parse_max_vram(args.max_vram.as_deref())? {
         Some(budget) => {
