@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 use kiln_runtime::DeviceChoice;
-use kiln_server::{LlmSettings, ModelSet, Server, ServerConfig};
+use kiln_server::{ChatImageSettings, LlmSettings, ModelSet, Server, ServerConfig};
 
 use crate::chat::bundled_chat_model;
 use crate::generate::{bundled_model, parse_max_vram};
@@ -84,6 +84,23 @@ pub struct ServeArgs {
     /// (or an error event when streaming).
     #[arg(long)]
     timeout: Option<u64>,
+
+    /// Most images one chat request may carry, over all its messages (OpenAI image_url parts);
+    /// more are refused with a 400 (as vLLM's --limit-mm-per-prompt image=N). 0 refuses images.
+    /// Each image takes up to about 3,000 tokens of context with Mistral Small 3.1.
+    #[arg(long, default_value_t = 8)]
+    max_images: usize,
+
+    /// Fetch http:// and https:// image URLs in chat requests (at most 20 MiB each, within
+    /// --remote-image-timeout). Off by default, and then such URLs are refused with a 400: the
+    /// server would GET any URL a client names, addresses on its own network included. Clients
+    /// can always send images inline as data:image/png;base64,... URLs.
+    #[arg(long)]
+    allow_remote_images: bool,
+
+    /// With --allow-remote-images: seconds fetching one image may take, body included.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    remote_image_timeout: f64,
 }
 
 pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
@@ -115,6 +132,15 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
         chat_template: args.chat_template.clone(),
     };
     config.timeout = args.timeout.map(std::time::Duration::from_secs);
+    if !(args.remote_image_timeout > 0.0 && args.remote_image_timeout <= 3600.0) {
+        bail!("--remote-image-timeout must be more than 0 and at most 3600 seconds");
+    }
+    config.chat_images = ChatImageSettings {
+        max_images: args.max_images,
+        allow_remote: args.allow_remote_images,
+        remote_timeout: std::time::Duration::from_secs_f64(args.remote_image_timeout),
+        ..ChatImageSettings::default()
+    };
     let server = Server::start(config)?;
     eprintln!(
         "kiln serve: {} on {} (web page at {}/, API docs at {}/docs)",

@@ -71,3 +71,91 @@ fn bad_start_up_arguments_fail_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("models folder"));
 }
+
+/// Starts `kiln serve` on the CPU with these extra flags; the child and its address.
+fn serve(extra: &[&str]) -> (std::process::Child, String) {
+    let mut child = kiln()
+        .args(["--device", "cpu", "serve", "--port", "0"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, addr)
+}
+
+/// A bare HTTP/1.1 POST of a JSON body; returns the whole answer.
+fn http_post(addr: &str, path: &str, body: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: kiln\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// A chat request whose user message carries these image URLs.
+fn with_images(urls: &[&str]) -> String {
+    let parts: Vec<String> = urls
+        .iter()
+        .map(|u| format!(r#"{{"type": "image_url", "image_url": {{"url": "{u}"}}}}"#))
+        .collect();
+    format!(
+        r#"{{"messages": [{{"role": "user", "content": [{{"type": "text", "text": "Hi"}}, {}]}}]}}"#,
+        parts.join(", ")
+    )
+}
+
+#[test]
+fn image_flags_reach_the_server() {
+    let png = "data:image/png;base64,iVBORw0KGgo=";
+    let (mut child, addr) = serve(&["--max-images", "1"]);
+    let two = http_post(&addr, "/v1/chat/completions", &with_images(&[png, png]));
+    let remote = http_post(
+        &addr,
+        "/v1/chat/completions",
+        &with_images(&["http://127.0.0.1:9/a.png"]),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(two.starts_with("HTTP/1.1 400"), "{two}");
+    assert!(
+        two.contains("2 images") && two.contains("at most 1"),
+        "{two}"
+    );
+    assert!(remote.contains("--allow-remote-images"), "{remote}");
+
+    // Allowed, a URL that never answers runs into --remote-image-timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/a.png", silent.local_addr().unwrap());
+    let (mut child, addr) = serve(&["--allow-remote-images", "--remote-image-timeout", "0.5"]);
+    let slow = http_post(&addr, "/v1/chat/completions", &with_images(&[&url]));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(slow.starts_with("HTTP/1.1 400"), "{slow}");
+    assert!(
+        slow.contains("within 0.5 s") && slow.contains(&url),
+        "{slow}"
+    );
+
+    let out = kiln()
+        .args(["serve", "--remote-image-timeout", "0", "--port", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--remote-image-timeout"));
+}

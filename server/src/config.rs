@@ -55,6 +55,33 @@ pub struct ServerConfig {
     pub llm: LlmSettings,
     /// A chat request stops generating after this long (`--timeout`).
     pub timeout: Option<Duration>,
+    /// Images in chat requests: how many, and whether URLs are fetched.
+    pub chat_images: ChatImageSettings,
+}
+
+/// Images in chat requests (OpenAI's `image_url` content parts).
+#[derive(Clone, Debug)]
+pub struct ChatImageSettings {
+    /// Most images one chat request may carry, over all its messages (`--max-images`).
+    pub max_images: usize,
+    /// Fetch `http://` and `https://` image URLs (`--allow-remote-images`); off, they are
+    /// refused and clients send `data:` URLs.
+    pub allow_remote: bool,
+    /// How long fetching one remote image may take, body included (`--remote-image-timeout`).
+    pub remote_timeout: Duration,
+    /// Largest remote image in bytes.
+    pub remote_max_bytes: u64,
+}
+
+impl Default for ChatImageSettings {
+    fn default() -> Self {
+        ChatImageSettings {
+            max_images: 8,
+            allow_remote: false,
+            remote_timeout: Duration::from_secs(10),
+            remote_max_bytes: 20 << 20,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -75,6 +102,7 @@ impl ServerConfig {
             preview_every: 2,
             llm: LlmSettings::default(),
             timeout: None,
+            chat_images: ChatImageSettings::default(),
         }
     }
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use api::ROUTES;
-pub use config::{LlmSettings, ModelSet, ServerConfig};
+pub use config::{ChatImageSettings, LlmSettings, ModelSet, ServerConfig};
 
 use crate::api::AppState;
 use crate::catalog::{Catalog, ModelKind};
@@ -54,6 +54,7 @@ impl Server {
     /// Checks the models, opens the device, binds `config.listen` (port 0 picks a free one) and
     /// serves on background threads.
     pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        api::install_tls_provider();
         let catalog = Arc::new(Catalog::new(config.models.clone()));
         let checkpoint = default_checkpoint(&config, &catalog)?;
         let queue = Arc::new(Queue::new(config.queue_size));

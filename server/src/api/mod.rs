@@ -16,7 +16,9 @@ mod sdapi;
 mod status;
 mod web;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+pub use chat::install_tls_provider;
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -40,6 +42,8 @@ pub struct AppState {
     pub device_name: String,
     pub metrics: Arc<Metrics>,
     pub llms: Arc<LlmInfos>,
+    /// The client that fetches remote chat images (`--allow-remote-images`), made on first use.
+    pub image_client: OnceLock<reqwest::Client>,
     /// Server-wide settings (POST /sdapi/v1/options) and every other option a client stored.
     options: Mutex<(Settings, Map<String, Value>)>,
 }
@@ -71,6 +75,7 @@ impl AppState {
             device_name,
             metrics,
             llms,
+            image_client: OnceLock::new(),
             options: Mutex::new((settings, Map::new())),
         }
     }

@@ -6,6 +6,7 @@
 //! still a plain 4xx/5xx, never a 200 stream holding an error.
 
 mod error;
+mod images;
 mod request;
 mod response;
 mod tokenize;
@@ -25,6 +26,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 pub use error::{error_object, OpenAiResult};
+pub use images::install_tls_provider;
 pub use tokenize::{detokenize, tokenize};
 
 use super::body::Body;
@@ -41,7 +43,7 @@ pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     body: Body,
 ) -> OpenAiResult<Response> {
-    let plan = request::chat_plan(&state, body)?;
+    let plan = request::chat_plan(&state, body).await?;
     answer(state, plan, Api::Chat).await
 }
 

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use super::super::body::{parse_json, Body};
 use super::super::jobs::resolve_kind;
 use super::super::AppState;
+use super::images::{self, ImagePart};
 use crate::catalog::{ModelEntry, ModelKind};
 use crate::error::{ApiError, ApiResult};
 use crate::llm_models::LlmInfo;
@@ -140,7 +141,7 @@ fn fields<T: serde::de::DeserializeOwned>(map: &Map<String, Value>) -> ApiResult
 }
 
 /// `POST /v1/chat/completions`.
-pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
+pub async fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
     const CHAT: &[&str] = &[
         "messages",
         "logprobs",
@@ -171,11 +172,13 @@ pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
     if raw.is_empty() {
         return Err(ApiError::invalid("messages", "messages must not be empty"));
     }
-    let messages = raw
-        .iter()
-        .enumerate()
-        .map(|(i, m)| message(i, m))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let mut messages = Vec::with_capacity(raw.len());
+    let mut image_parts = Vec::new();
+    for (i, m) in raw.iter().enumerate() {
+        let (message, parts) = message(i, m)?;
+        messages.push(message);
+        image_parts.extend(parts);
+    }
     let tools = chat
         .tools
         .unwrap_or_default()
@@ -184,6 +187,27 @@ pub fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
         .map(|(i, t)| tool(i, t))
         .collect::<ApiResult<Vec<_>>>()?;
     let tool_choice = tool_choice(chat.tool_choice.as_ref(), &tools)?;
+    // Images last: every cheap check above has passed before anything is fetched or decoded.
+    if !image_parts.is_empty() {
+        let settings = &state.config.chat_images;
+        images::check(&image_parts, settings)?;
+        let first = image_parts[0].at.clone();
+        let owners: Vec<usize> = image_parts.iter().map(|p| p.message).collect();
+        let decoded = images::load(image_parts, settings, &state.image_client).await?;
+        // After decoding, so a bad image is reported as such whichever model is asked.
+        if !info.accepts_images {
+            return Err(ApiError::invalid(
+                &first,
+                format!(
+                    "{first}: model {} has no vision encoder: it reads text only",
+                    model.name
+                ),
+            ));
+        }
+        for (owner, image) in owners.into_iter().zip(decoded) {
+            messages[owner].images.push(image);
+        }
+    }
     let offered: &[ToolSpec] = if tool_choice == ToolChoice::None {
         &[]
     } else {
@@ -444,10 +468,11 @@ fn chat_model(state: &AppState, f: &SamplingFields) -> ApiResult<(ModelEntry, Ar
     Ok((entry, info))
 }
 
-/// One message: role system / user / assistant / tool, content a string or a list of text parts;
+/// One message: role system / user / assistant / tool, content a string or a list of text parts
+/// (and, in a user message, `image_url` parts: returned to be fetched and decoded, in order);
 /// an assistant message may carry `tool_calls` (content then may be null), a tool message its
 /// `tool_call_id`.
-fn message(i: usize, m: &Value) -> ApiResult<Message> {
+fn message(i: usize, m: &Value) -> ApiResult<(Message, Vec<ImagePart>)> {
     let at = |field: &str| format!("messages[{i}].{field}");
     let Some(obj) = m.as_object() else {
         return Err(ApiError::invalid(
@@ -494,6 +519,7 @@ fn message(i: usize, m: &Value) -> ApiResult<Message> {
             ))
         }
     };
+    let mut image_parts = Vec::new();
     let content = match obj.get("content") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => {
@@ -505,12 +531,17 @@ fn message(i: usize, m: &Value) -> ApiResult<Message> {
                         Some(t) => text.push_str(t),
                         None => return Err(ApiError::invalid(&field, "a text part needs `text`")),
                     },
-                    Some("image_url") => {
+                    Some("image_url") if role != Role::User => {
                         return Err(ApiError::invalid(
                             &field,
-                            "image inputs are not supported by this model",
+                            format!(
+                                "{field}: images are accepted only in user messages, and this \
+                                 message's role is {}",
+                                role.as_str()
+                            ),
                         ))
                     }
+                    Some("image_url") => image_parts.push(images::part(&field, i, part)?),
                     other => {
                         return Err(ApiError::invalid(
                             &field,
@@ -550,7 +581,7 @@ fn message(i: usize, m: &Value) -> ApiResult<Message> {
             ))
         }
     }
-    Ok(message)
+    Ok((message, image_parts))
 }
 
 /// An assistant's earlier call: `{"id", "type": "function", "function": {"name", "arguments"}}`.
