@@ -457,3 +457,135 @@ fn web_page_chats_with_streamed_replies_and_keeps_the_conversation() {
     );
     generate_into_gallery(&d);
 }
+
+/// Images attached on the chat tab (the file input, a drop, refusing other files) show as
+/// thumbnails and go with the text as OpenAI `image_url` parts holding data URLs; the bundled
+/// model has no vision encoder, so the server decodes them and answers its 400, which the page
+/// shows. The attachments are cleared on sending, and a text turn afterwards is sent clean.
+#[test]
+fn web_page_sends_attached_images_as_image_url_parts() {
+    let Some((driver, browser)) = browser() else {
+        return;
+    };
+    let server = start(both_config());
+    let d = Driver::start(driver, browser);
+    d.call("POST", "/url", json!({"url": format!("{}/", server.url())}));
+    d.wait_js(
+        30,
+        "the chat model list",
+        "return document.querySelector('#chat-model').options.length",
+    );
+    d.click("#tab-chat");
+    d.js(INSTRUMENT);
+    d.type_into("#chat-temperature", "0");
+
+    // A PNG through the file input, as a user picking a file.
+    let png = {
+        let img =
+            image::RgbImage::from_fn(24, 16, |x, y| image::Rgb([x as u8 * 10, y as u8 * 15, 200]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    };
+    let path = std::env::temp_dir().join(format!("kiln-attach-{}.png", std::process::id()));
+    std::fs::write(&path, &png).unwrap();
+    let input = d.element("#chat-image");
+    d.call(
+        "POST",
+        &format!("/element/{input}/value"),
+        json!({"text": path.to_str().unwrap()}),
+    );
+    d.wait_js(
+        10,
+        "the PNG's thumbnail",
+        "return document.querySelectorAll('#chat-attachments img').length === 1",
+    );
+    let _ = std::fs::remove_file(&path);
+    // A WebP drawn by the page and a text file, dropped on the chat tab: the text file is refused.
+    d.js(
+        "const c = document.createElement('canvas');
+         c.width = 8; c.height = 8;
+         c.getContext('2d').fillRect(0, 0, 4, 4);
+         c.toBlob((webp) => {
+           const dt = new DataTransfer();
+           dt.items.add(new File([webp], 'drawn.webp', {type: 'image/webp'}));
+           dt.items.add(new File(['hello'], 'notes.txt', {type: 'text/plain'}));
+           document.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+         }, 'image/webp');
+         return true;",
+    );
+    d.wait_js(
+        10,
+        "the WebP's thumbnail",
+        "return document.querySelectorAll('#chat-attachments img').length === 2",
+    );
+    let refused = d.js("return document.querySelector('#chat-error').textContent");
+    assert!(refused.as_str().unwrap().contains("notes.txt"), "{refused}");
+    // A third image, removed again with its button.
+    d.js(
+        "const dt = new DataTransfer();
+         dt.items.add(new File([Uint8Array.from(atob(document.querySelector('#chat-attachments img').src.split(',')[1]), (c) => c.charCodeAt(0))], 'again.png', {type: 'image/png'}));
+         document.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+         return true;",
+    );
+    d.wait_js(
+        10,
+        "a third thumbnail",
+        "return document.querySelectorAll('#chat-attachments img').length === 3",
+    );
+    d.click("#chat-attachments .thumb:nth-child(3) button");
+    assert_eq!(
+        d.js("return document.querySelectorAll('#chat-attachments img').length"),
+        2
+    );
+
+    d.type_into("#chat-input", "What is in this picture?");
+    d.click("#chat-send");
+    let error = d.wait_js(
+        30,
+        "the server's refusal",
+        "return !document.querySelector('#chat-send').disabled
+             && document.querySelector('#chat-error').textContent || null",
+    );
+    let error = error.as_str().unwrap();
+    assert!(
+        error.starts_with("400: messages[0].content[1]: model llm/bundled has no vision encoder"),
+        "{error}"
+    );
+    // Sent in OpenAI's shape: the text part, then each image as a data URL, in order.
+    let sent = d.js("return window.sent");
+    let messages = &sent[0]["messages"];
+    assert_eq!(messages.as_array().unwrap().len(), 1, "{sent}");
+    let content = &messages[0]["content"];
+    assert_eq!(messages[0]["role"], "user");
+    assert_eq!(
+        content[0],
+        json!({"type": "text", "text": "What is in this picture?"})
+    );
+    assert_eq!(
+        content[1],
+        json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", b64encode(&png))}})
+    );
+    assert_eq!(content[2]["type"], "image_url");
+    let webp = content[2]["image_url"]["url"].as_str().unwrap();
+    assert!(webp.starts_with("data:image/webp;base64,UklGR"), "{webp}");
+    assert_eq!(content.as_array().unwrap().len(), 3, "{content}");
+    // The transcript shows the images with the text; the attachments were cleared.
+    assert_eq!(
+        d.js("const m = document.querySelector('#chat-log .msg.user');
+              return [m.querySelectorAll('img').length, m.textContent, m.classList.contains('failed')]"),
+        json!([2, "What is in this picture?", true])
+    );
+    assert_eq!(
+        d.js("return document.querySelectorAll('#chat-attachments img').length"),
+        0
+    );
+
+    // The refused turn left the conversation: the next one goes as plain text, alone.
+    assert_eq!(chat_turn(&d, "What is 7 plus 5?", 1), "7 plus 5 is 12.");
+    let sent = d.js("return window.sent");
+    assert_eq!(
+        sent[1]["messages"],
+        json!([{"role": "user", "content": "What is 7 plus 5?"}])
+    );
+}
