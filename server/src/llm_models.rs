@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use kiln_llm::vision::ImageProcessor;
 use kiln_llm::{ChatTemplate, MistralConfig, Tokenizer};
 
 use crate::catalog::{ModelEntry, ModelKind};
@@ -64,6 +65,8 @@ pub struct LlmInfo {
     /// The model reads images: a mistral3 config with a `vision_config` (the Pixtral encoder)
     /// and a tokenizer that knows `[IMG]`.
     pub accepts_images: bool,
+    /// How images are prepared for it (its vision config), when it reads them.
+    pub image_processor: Option<ImageProcessor>,
 }
 
 /// Whether a model with this `config.json` and tokenizer has a vision encoder to read images.
@@ -138,8 +141,15 @@ fn load(path: &Path, settings: &LlmSettings) -> ApiResult<LlmInfo> {
         .unwrap_or_default();
     let context =
         slot_context(config.max_position_embeddings, settings).map_err(ApiError::internal)?;
+    let accepts = accepts_images(&raw, &tokenizer);
+    let image_processor = config
+        .vision
+        .as_ref()
+        .filter(|_| accepts)
+        .map(|v| v.processor());
     Ok(LlmInfo {
-        accepts_images: accepts_images(&raw, &tokenizer),
+        accepts_images: accepts,
+        image_processor,
         tokenizer,
         template,
         config,

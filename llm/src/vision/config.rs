@@ -71,6 +71,17 @@ impl PixtralConfig {
 }
 
 impl VisionConfig {
+    /// The preprocessing this model expects: its patch and merge sizes, the longest side its
+    /// RoPE table covers, mistral-common's rounding.
+    pub fn processor(&self) -> super::ImageProcessor {
+        super::ImageProcessor {
+            patch_size: self.encoder.patch_size,
+            merge: self.spatial_merge_size,
+            longest_edge: self.encoder.image_size,
+            rounding: super::SizeRounding::MistralCommon,
+        }
+    }
+
     /// The vision settings of a config.json file (`None`: a text model).
     pub fn from_file(path: &std::path::Path) -> kiln_runtime::Result<Option<VisionConfig>> {
         use kiln_runtime::Error;

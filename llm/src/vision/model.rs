@@ -6,7 +6,7 @@ use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
 use super::config::VisionConfig;
 use super::encoder::PixtralEncoder;
-use super::preprocess::{ImageProcessor, PreparedImage, SizeRounding};
+use super::preprocess::{ImageProcessor, PreparedImage};
 use super::projector::Projector;
 
 /// Where the vision tensors sit: transformers 5 writes `model.vision_tower.*`, the published
@@ -59,16 +59,9 @@ impl VisionModel {
         })
     }
 
-    /// The preprocessing this model expects: its patch and merge sizes, the longest side its
-    /// RoPE table covers, mistral-common's rounding.
+    /// The preprocessing this model expects (see `VisionConfig::processor`).
     pub fn processor(&self) -> ImageProcessor {
-        let c = &self.config;
-        ImageProcessor {
-            patch_size: c.encoder.patch_size,
-            merge: c.spatial_merge_size,
-            longest_edge: c.encoder.image_size,
-            rounding: SizeRounding::MistralCommon,
-        }
+        self.config.processor()
     }
 
     /// Encodes one prepared image into `[rows * cols, text_hidden]` rows (one per `[IMG]`

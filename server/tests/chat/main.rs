@@ -9,3 +9,4 @@ mod concurrency;
 mod errors;
 mod images;
 mod structured;
+mod vision;

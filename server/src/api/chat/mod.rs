@@ -94,7 +94,7 @@ async fn answer(state: Arc<AppState>, plan: Plan, api: Api) -> OpenAiResult<Resp
             .iter()
             .map(|options| EngineRequest {
                 prompt: plan.prompt.clone(),
-                images: Vec::new(),
+                images: plan.images.clone(),
                 options: options.clone(),
             })
             .collect(),

@@ -10,6 +10,7 @@ use kiln_llm::constrain::{
     tool_specs_grammar_with, ConstraintError, Grammar, ResponseFormat, ToolCallRules,
 };
 use kiln_llm::sampling::SamplingParams;
+use kiln_llm::vision::PromptImage;
 use kiln_llm::{GenerateOptions, Message, Role, ToolCall, ToolSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -85,6 +86,8 @@ pub struct Plan {
     pub model: ModelEntry,
     pub info: Arc<LlmInfo>,
     pub prompt: Vec<u32>,
+    /// The images among the prompt's positions.
+    pub images: Vec<PromptImage>,
     /// One per choice.
     pub choices: Vec<GenerateOptions>,
     pub stream: bool,
@@ -215,7 +218,12 @@ pub async fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
     };
     let prompt = info
         .template
-        .encode_with_tools(&info.tokenizer, &messages, offered)
+        .encode_prompt(
+            &info.tokenizer,
+            &messages,
+            offered,
+            info.image_processor.as_ref(),
+        )
         .map_err(|e| {
             let field = if e.to_string().contains("tools") && !offered.is_empty() {
                 "tools"
@@ -248,7 +256,8 @@ pub async fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
     };
     let single_call = chat.parallel_tool_calls == Some(false);
     let grammar = grammar(&info, &format, &tools, &tool_choice, single_call)?;
-    let mut plan = plan(model, info, prompt, &common, logprobs, top_logprobs)?;
+    let mut plan = plan(model, info, prompt.ids, &common, logprobs, top_logprobs)?;
+    plan.images = prompt.images;
     for options in &mut plan.choices {
         options.constraint = grammar.clone();
     }
@@ -741,6 +750,7 @@ fn plan(
         model,
         info,
         prompt,
+        images: Vec::new(),
         choices,
         stream: f.stream.unwrap_or(false),
         include_usage: f.stream_options.as_ref().is_some_and(|o| o.include_usage),
