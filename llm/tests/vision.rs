@@ -357,3 +357,60 @@ fn a_text_only_load_of_a_mistral3_folder_refuses_images() {
         .unwrap();
     session.prefill(&text_only, &text).unwrap();
 }
+
+/// The layout transformers uses inside a loaded Mistral3 (`model.vision_tower.*`,
+/// `model.multi_modal_projector.*`, `model.language_model.*`, `lm_head`) loads to the same model.
+#[test]
+fn the_model_prefixed_layout_loads_the_same_vision_tower() {
+    let dir = std::env::temp_dir().join(format!("kiln-mistral3-layout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "tekken.json"] {
+        std::fs::copy(fixture().join(file), dir.join(file)).unwrap();
+    }
+    let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let renamed: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let name = if let Some(rest) = name.strip_prefix("language_model.model.") {
+                format!("model.language_model.{rest}")
+            } else if let Some(rest) = name.strip_prefix("language_model.") {
+                rest.to_string()
+            } else {
+                format!("model.{name}")
+            };
+            (name, view)
+        })
+        .collect();
+    safetensors::serialize_to_file(renamed, None, &dir.join("model.safetensors")).unwrap();
+    let moved = ChatModel::load(&dir, &Device::Cpu, WeightType::F32, None).unwrap();
+    let original = load(&Device::Cpu);
+    let mut message = Message::user("hi");
+    message.images.push(image("image_90x60.png"));
+    let processor = original.image_processor().unwrap();
+    let prompt = original
+        .template
+        .encode_prompt(&original.tokenizer, &[message], &[], Some(&processor))
+        .unwrap();
+    let encode = |chat: &ChatModel| {
+        chat.model
+            .vision
+            .as_ref()
+            .unwrap()
+            .encode(&prompt.images[0].image)
+            .unwrap()
+            .to_vec_f32()
+            .unwrap()
+    };
+    assert_eq!(encode(&moved), encode(&original));
+    let prefill = |chat: &ChatModel| {
+        Session::new(&chat.model, 64, DType::F32)
+            .unwrap()
+            .prefill_prompt(&chat.model, &prompt)
+            .unwrap()
+            .0
+    };
+    assert_eq!(prefill(&moved), prefill(&original));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -254,6 +254,21 @@ mod tests {
     fn text_configs_have_no_vision_and_bad_fields_are_named() {
         let text = serde_json::json!({"model_type": "mistral", "hidden_size": 8});
         assert_eq!(VisionConfig::from_json(&text).unwrap(), None);
+        let mut earlier = fixture();
+        earlier["vision_feature_layer"] = serde_json::json!(-2);
+        let c = VisionConfig::from_json(&earlier).unwrap().unwrap();
+        assert_eq!(
+            c.feature_layers, 0,
+            "-2 of 1 layer: the embeddings after ln_pre"
+        );
+        earlier["vision_feature_layer"] = serde_json::json!(1);
+        assert_eq!(
+            VisionConfig::from_json(&earlier)
+                .unwrap()
+                .unwrap()
+                .feature_layers,
+            1
+        );
         let mut bad = fixture();
         bad["vision_feature_layer"] = serde_json::json!(-5);
         let err = VisionConfig::from_json(&bad).unwrap_err();
