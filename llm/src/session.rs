@@ -167,11 +167,21 @@ impl Session {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len() - 1);
+        // The cache holds an image's rows only where the new prompt has the same image: its
+        // `[IMG]` ids alone match any image (or ids sent without one).
         for image in images {
             let key = (image.start, image.len, image.image.hash);
             let overlaps = image.start < common;
             if overlaps && (!self.images.contains(&key) || image.start + image.len > common) {
                 common = image.start;
+            }
+        }
+        for &(start, len, hash) in &self.images {
+            let kept = images
+                .iter()
+                .any(|i| (i.start, i.len, i.image.hash) == (start, len, hash));
+            if start < common && !kept {
+                common = start;
             }
         }
         self.cache.truncate(common);
