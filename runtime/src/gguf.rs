@@ -1,7 +1,8 @@
 //! GGUF files (llama.cpp / stable-diffusion.cpp): the header, metadata and tensor table, with the
 //! tensor bytes memory-mapped. Shapes are given in PyTorch order (GGUF lists dimensions innermost
-//! first). Only tensor types kiln can run are accepted: F32, F16, BF16, and Q8_0 / Q4_0, whose blocks
-//! are kiln's `QuantFormat`s byte for byte; any other type fails at open, naming the tensor and type.
+//! first). Only tensor types kiln can run are accepted: F32, F16, BF16, and the ggml block types that
+//! are kiln `QuantFormat`s byte for byte (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K); any other type
+//! fails at open, naming the tensor and type.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -33,10 +34,11 @@ impl GgufType {
             0 => GgufType::F32,
             1 => GgufType::F16,
             30 => GgufType::Bf16,
-            2 => GgufType::Packed(QuantFormat::Q4_0),
-            8 => GgufType::Packed(QuantFormat::Q8_0),
             24..=28 => GgufType::Other(id),
-            _ => return Err(ggml_type_name(id)),
+            _ => match QuantFormat::from_ggml_type(id) {
+                Some(format) => GgufType::Packed(format),
+                None => return Err(ggml_type_name(id)),
+            },
         })
     }
 
@@ -63,9 +65,10 @@ impl GgufType {
             GgufType::F32 => 0,
             GgufType::F16 => 1,
             GgufType::Bf16 => 30,
-            GgufType::Packed(QuantFormat::Q4_0) => 2,
-            GgufType::Packed(QuantFormat::Q8_0) => 8,
-            GgufType::Packed(QuantFormat::Nf4) => return "NF4".into(),
+            GgufType::Packed(format) => match format.ggml_type() {
+                Some(id) => id,
+                None => return format.name().to_ascii_uppercase(),
+            },
             GgufType::Other(id) => id,
         })
     }
@@ -278,7 +281,7 @@ fn parse(
         let kind = GgufType::from_id(id).map_err(|ty| {
             Error::load(
                 path,
-                format!("tensor `{name}` {shape:?} has type {ty}; kiln reads F32, F16, BF16, Q8_0 and Q4_0 GGUF tensors"),
+                format!("tensor `{name}` {shape:?} has type {ty}; kiln reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K GGUF tensors"),
             )
         })?;
         infos.push((name, shape, kind, offset));
@@ -286,6 +289,22 @@ fn parse(
     let data = (r.at as u64).div_ceil(alignment) * alignment;
     let mut tensors = HashMap::new();
     for (name, shape, kind, offset) in infos {
+        // ggml blocks run along the innermost dimension, so each row is whole blocks.
+        if let GgufType::Packed(format) = kind {
+            if !shape
+                .last()
+                .is_some_and(|k| k.is_multiple_of(format.block_len()))
+            {
+                return Err(Error::load(
+                    path,
+                    format!(
+                        "tensor `{name}` {shape:?} has type {}, whose rows must be whole {}-weight blocks",
+                        kind.name(),
+                        format.block_len()
+                    ),
+                ));
+            }
+        }
         let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         let size = n.and_then(|n| kind.bytes(n)).ok_or_else(|| {
             Error::load(
@@ -395,16 +414,51 @@ mod tests {
     }
 
     #[test]
+    fn ggml_block_types_open_as_packed_weights() {
+        let path = temp("blocks");
+        let cases = [
+            (3, QuantFormat::Q4_1, "Q4_1"),
+            (6, QuantFormat::Q5_0, "Q5_0"),
+            (7, QuantFormat::Q5_1, "Q5_1"),
+            (10, QuantFormat::Q2K, "Q2_K"),
+            (11, QuantFormat::Q3K, "Q3_K"),
+            (12, QuantFormat::Q4K, "Q4_K"),
+            (13, QuantFormat::Q5K, "Q5_K"),
+            (14, QuantFormat::Q6K, "Q6_K"),
+        ];
+        for (id, format, name) in cases {
+            let bytes: Vec<u8> = (0..3 * 256 / format.block_len() * format.block_bytes())
+                .map(|i| i as u8)
+                .collect();
+            write_gguf(&path, &[("w", vec![3, 256], id, bytes.clone())]).unwrap();
+            let g = GgufFile::open(&path).unwrap();
+            let w = g.tensor("w").unwrap();
+            assert_eq!(
+                (w.kind, w.kind.name()),
+                (GgufType::Packed(format), name.to_string())
+            );
+            assert_eq!(g.bytes("w").unwrap(), bytes, "{name}");
+        }
+        // Rows of 384 weights: 768 is three 256-weight blocks, but no row is whole blocks.
+        write_gguf(&path, &[("w", vec![2, 384], 12, vec![0; 3 * 144])]).unwrap();
+        let e = GgufFile::open(&path).err().unwrap().to_string();
+        assert!(
+            e.contains("`w` [2, 384]") && e.contains("Q4_K") && e.contains("256-weight"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unsupported_types_and_truncation_are_named() {
         let path = temp("bad");
         write_gguf(
             &path,
-            &[("blk.0.ffn.weight", vec![1, 256], 12, vec![0; 144])],
+            &[("blk.0.ffn.weight", vec![1, 256], 16, vec![0; 66])],
         )
         .unwrap();
         let e = GgufFile::open(&path).err().unwrap().to_string();
         assert!(
-            e.contains("`blk.0.ffn.weight`") && e.contains("Q4_K"),
+            e.contains("`blk.0.ffn.weight`") && e.contains("IQ2_XXS"),
             "{e}"
         );
         write_gguf(&path, &[("w", vec![2, 32], 8, vec![0; 68])]).unwrap();

@@ -10,7 +10,9 @@ use std::str::FromStr;
 
 use crate::{DType, Device, Error, Result, Tensor};
 
-/// A block format. Blocks run along K (a row of a PyTorch `[out, in]` weight).
+/// A block format. Blocks run along K (a row of a PyTorch `[out, in]` weight). Every ggml format
+/// here is stored exactly as in a GGUF file (ggml-common.h's `block_*` structs, little-endian, no
+/// padding), so a file's tensor bytes are the packed weight as they are. f16 fields are IEEE halves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum QuantFormat {
     /// ggml q8_0: f16 scale, 32 x i8. 34 bytes per 32 weights.
@@ -21,16 +23,75 @@ pub enum QuantFormat {
     /// the high nibble. bitsandbytes keeps absmax in a separate array; here it heads its block (36
     /// bytes, word aligned) so one buffer holds the weight, like the ggml formats.
     Nf4,
+    /// ggml q4_1: f16 d, f16 m, 16 bytes of nibbles packed as q4_0; `x = q * d + m`. 20 bytes per 32.
+    Q4_1,
+    /// ggml q5_0: f16 d, u32 qh (bit j: the fifth bit of weight j), 16 bytes of low nibbles packed as
+    /// q4_0; `x = ((nibble | bit << 4) - 16) * d`. 22 bytes per 32.
+    Q5_0,
+    /// ggml q5_1: f16 d, f16 m, u32 qh, 16 bytes of nibbles as q5_0; `x = (nibble | bit << 4) * d + m`.
+    /// 24 bytes per 32.
+    Q5_1,
+    /// ggml q2_K: 256-weight super-block of 16 sub-blocks of 16. scales[16] (low nibble: the
+    /// sub-block's scale, high nibble: its min), qs[64] (2-bit codes), f16 d, f16 dmin;
+    /// `x = (d * sc) * q - dmin * m`. Weight `128 n + 32 j + l` is bits `2j..2j+2` of `qs[32 n + l]`,
+    /// sub-block `8 n + 2 j + l / 16`. 84 bytes per 256.
+    Q2K,
+    /// ggml q3_K: hmask[32] (bit `4 n + j` of byte l: the third bit of weight `128 n + 32 j + l`), qs[64]
+    /// (low 2 bits, placed as q2_K), scales[12] (16 six-bit scales: the low 4 bits of scale i in
+    /// nibble `i / 8` of byte `i % 8`, the top 2 in bits `2 (i / 4)` of byte `8 + i % 4`), f16 d;
+    /// `x = (d * (sc - 32)) * (q - (hbit ? 0 : 4))`. 110 bytes per 256.
+    Q3K,
+    /// ggml q4_K: f16 d, f16 dmin, scales[12] (8 six-bit scale/min pairs, `get_scale_min_k4`),
+    /// qs[128]: in each 64-weight chunk, byte l's low nibble is weight l, its high nibble weight
+    /// 32 + l; `x = (d * sc) * q - dmin * m` per 32-weight sub-block. 144 bytes per 256.
+    Q4K,
+    /// ggml q5_K: q4_K's d, dmin, scales[12], then qh[32] (bit c of byte l: the fifth bit of weight
+    /// `32 c + l`) and qs[128] as q4_K; `x = (d * sc) * q - dmin * m`. 176 bytes per 256.
+    Q5K,
+    /// ggml q6_K: ql[128] (low nibbles), qh[64] (2 high bits), i8 scales[16] (one per 16 weights),
+    /// f16 d. In 128-weight half n, weight `32 t + l` takes the nibble `t / 2` of `ql[64 n + 32 (t % 2)
+    /// + l]` and bits `2t..2t+2` of `qh[32 n + l]`; `x = (d * sc) * (q - 32)`. 210 bytes per 256.
+    Q6K,
 }
 
 impl QuantFormat {
-    pub const ALL: [QuantFormat; 3] = [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Nf4];
+    /// Every format kiln reads.
+    pub const ALL: [QuantFormat; 11] = [
+        QuantFormat::Q8_0,
+        QuantFormat::Q4_0,
+        QuantFormat::Nf4,
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q5_1,
+        QuantFormat::Q2K,
+        QuantFormat::Q3K,
+        QuantFormat::Q4K,
+        QuantFormat::Q5K,
+        QuantFormat::Q6K,
+    ];
+
+    /// The formats kiln can pack float weights into (`--weight-type`); the others are read as a
+    /// GGUF file stores them.
+    pub const PACKABLE: [QuantFormat; 3] = [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Nf4];
+
+    pub fn packable(self) -> bool {
+        QuantFormat::PACKABLE.contains(&self)
+    }
 
     /// Weights per block.
     pub fn block_len(self) -> usize {
         match self {
-            QuantFormat::Q8_0 | QuantFormat::Q4_0 => 32,
+            QuantFormat::Q8_0
+            | QuantFormat::Q4_0
+            | QuantFormat::Q4_1
+            | QuantFormat::Q5_0
+            | QuantFormat::Q5_1 => 32,
             QuantFormat::Nf4 => 64,
+            QuantFormat::Q2K
+            | QuantFormat::Q3K
+            | QuantFormat::Q4K
+            | QuantFormat::Q5K
+            | QuantFormat::Q6K => 256,
         }
     }
 
@@ -39,6 +100,14 @@ impl QuantFormat {
             QuantFormat::Q8_0 => 34,
             QuantFormat::Q4_0 => 18,
             QuantFormat::Nf4 => 36,
+            QuantFormat::Q4_1 => 20,
+            QuantFormat::Q5_0 => 22,
+            QuantFormat::Q5_1 => 24,
+            QuantFormat::Q2K => 84,
+            QuantFormat::Q3K => 110,
+            QuantFormat::Q4K => 144,
+            QuantFormat::Q5K => 176,
+            QuantFormat::Q6K => 210,
         }
     }
 
@@ -47,7 +116,39 @@ impl QuantFormat {
             QuantFormat::Q8_0 => "q8_0",
             QuantFormat::Q4_0 => "q4_0",
             QuantFormat::Nf4 => "nf4",
+            QuantFormat::Q4_1 => "q4_1",
+            QuantFormat::Q5_0 => "q5_0",
+            QuantFormat::Q5_1 => "q5_1",
+            QuantFormat::Q2K => "q2_k",
+            QuantFormat::Q3K => "q3_k",
+            QuantFormat::Q4K => "q4_k",
+            QuantFormat::Q5K => "q5_k",
+            QuantFormat::Q6K => "q6_k",
         }
+    }
+
+    /// The ggml type id (`enum ggml_type`), for the formats GGUF files hold.
+    pub fn ggml_type(self) -> Option<u32> {
+        Some(match self {
+            QuantFormat::Q4_0 => 2,
+            QuantFormat::Q4_1 => 3,
+            QuantFormat::Q5_0 => 6,
+            QuantFormat::Q5_1 => 7,
+            QuantFormat::Q8_0 => 8,
+            QuantFormat::Q2K => 10,
+            QuantFormat::Q3K => 11,
+            QuantFormat::Q4K => 12,
+            QuantFormat::Q5K => 13,
+            QuantFormat::Q6K => 14,
+            QuantFormat::Nf4 => return None,
+        })
+    }
+
+    /// The format of a ggml type id, when kiln reads it.
+    pub fn from_ggml_type(id: u32) -> Option<QuantFormat> {
+        QuantFormat::ALL
+            .into_iter()
+            .find(|f| f.ggml_type() == Some(id))
     }
 
     /// Bytes of a `[n, k]` matrix, or an error when `k` is not a whole number of blocks.
@@ -88,7 +189,10 @@ impl FromStr for QuantFormat {
             .ok_or_else(|| {
                 Error::dtype(
                     "quantisation",
-                    format!("unknown format `{s}` (expected q8_0, q4_0 or nf4)"),
+                    format!(
+                        "unknown format `{s}` (expected one of {})",
+                        QuantFormat::ALL.map(QuantFormat::name).join(", ")
+                    ),
                 )
             })
     }
@@ -217,7 +321,20 @@ mod tests {
     #[test]
     fn format_names_parse() {
         assert_eq!("Q4_0".parse::<QuantFormat>().unwrap(), QuantFormat::Q4_0);
-        let err = "q5_k".parse::<QuantFormat>().unwrap_err().to_string();
-        assert!(err.contains("q5_k") && err.contains("nf4"), "{err}");
+        assert_eq!("Q4_K".parse::<QuantFormat>().unwrap(), QuantFormat::Q4K);
+        let err = "q8_k".parse::<QuantFormat>().unwrap_err().to_string();
+        assert!(err.contains("q8_k") && err.contains("nf4"), "{err}");
+    }
+
+    #[test]
+    fn ggml_type_ids_round_trip() {
+        for f in QuantFormat::ALL {
+            assert_eq!(
+                f.ggml_type().and_then(QuantFormat::from_ggml_type),
+                f.ggml_type().map(|_| f)
+            );
+        }
+        assert_eq!(QuantFormat::from_ggml_type(12), Some(QuantFormat::Q4K));
+        assert_eq!(QuantFormat::from_ggml_type(15), None);
     }
 }

@@ -64,7 +64,7 @@ fn load_weights(m0: u32, k0: u32, lid: u32) {
     let slot = r / 4u;
     let lane = r % 4u;
     if row < p.cout {
-        let kin = k0 % BLOCK;  // nf4: which half of the 64-weight block this step covers
+        let kin = k0 % BLOCK;  // which 32 weights of a 64- or 256-weight block this step covers
         let blk = row * (p.k / BLOCK) + k0 / BLOCK;
         let d = block_scale(blk);
         let q = group(blk, g + kin / 8u);

@@ -23,7 +23,7 @@ pub static SOURCE: KernelSource = KernelSource {
 pub static PACKED_SOURCE: KernelSource = KernelSource {
     file: "qconv2d.wgsl",
     source: concat!(
-        include_str!("../quant/blocks.wgsl"),
+        crate::quant::block_readers_wgsl!(),
         include_str!("conv2d.wgsl")
     ),
 };

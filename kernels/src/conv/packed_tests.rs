@@ -93,7 +93,7 @@ fn packed_conv(x: &Tensor, q: &QTensor, c: &Case, bias: Option<&Tensor>) -> Tens
 }
 
 fn formats_for(c: &Case) -> impl Iterator<Item = QuantFormat> + '_ {
-    QuantFormat::ALL
+    QuantFormat::PACKABLE
         .into_iter()
         .filter(|f| c.k().is_multiple_of(f.block_len()))
 }

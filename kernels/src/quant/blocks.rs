@@ -1,8 +1,11 @@
 //! Packing and unpacking of single blocks, bit-exact with the reference implementations: ggml's
 //! `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref` and bitsandbytes' nf4 (absmax scale, nearest code).
+//! The formats kiln only reads (q4_1 .. q6_K, from GGUF files) live in `formats/`, one file each.
 
 use half::f16;
 use kiln_runtime::QuantFormat;
+
+use super::formats::{q2_k, q3_k, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k};
 
 /// bitsandbytes' NF4 code table (quantiles of a standard normal, rescaled to [-1, 1]).
 pub const NF4_TABLE: [f32; 16] = [
@@ -25,11 +28,15 @@ pub const NF4_TABLE: [f32; 16] = [
 ];
 
 /// Packs one block of `format.block_len()` values into `out` (`format.block_bytes()` bytes).
+///
+/// # Panics
+/// For a format kiln does not pack (`!format.packable()`); `quantize` checks first.
 pub fn pack_block(format: QuantFormat, x: &[f32], out: &mut [u8]) {
     match format {
         QuantFormat::Q8_0 => pack_q8_0(x, out),
         QuantFormat::Q4_0 => pack_q4_0(x, out),
         QuantFormat::Nf4 => pack_nf4(x, out),
+        _ => panic!("kiln does not pack {format} blocks"),
     }
 }
 
@@ -66,6 +73,14 @@ pub fn unpack_block(format: QuantFormat, b: &[u8], out: &mut [f32]) {
                 out[2 * j + 1] = NF4_TABLE[usize::from(q & 15)] * absmax;
             }
         }
+        QuantFormat::Q4_1 => q4_1::unpack(b, out),
+        QuantFormat::Q5_0 => q5_0::unpack(b, out),
+        QuantFormat::Q5_1 => q5_1::unpack(b, out),
+        QuantFormat::Q2K => q2_k::unpack(b, out),
+        QuantFormat::Q3K => q3_k::unpack(b, out),
+        QuantFormat::Q4K => q4_k::unpack(b, out),
+        QuantFormat::Q5K => q5_k::unpack(b, out),
+        QuantFormat::Q6K => q6_k::unpack(b, out),
     }
 }
 
@@ -106,6 +121,14 @@ pub fn dot_block(format: QuantFormat, b: &[u8], x: &[f32]) -> f32 {
             }
             absmax * lanes.iter().sum::<f32>()
         }
+        QuantFormat::Q4_1 => q4_1::dot(b, x),
+        QuantFormat::Q5_0 => q5_0::dot(b, x),
+        QuantFormat::Q5_1 => q5_1::dot(b, x),
+        QuantFormat::Q2K => q2_k::dot(b, x),
+        QuantFormat::Q3K => q3_k::dot(b, x),
+        QuantFormat::Q4K => q4_k::dot(b, x),
+        QuantFormat::Q5K => q5_k::dot(b, x),
+        QuantFormat::Q6K => q6_k::dot(b, x),
     }
 }
 

@@ -222,7 +222,7 @@ pub fn row_dot_portable(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
                 acc += scale(block) * x.scales[b] * s as f32;
             }
         }
-        QuantFormat::Nf4 => unreachable!("nf4 has no integer path (see `supports`)"),
+        f => unreachable!("{f} has no integer path (see `supports`)"),
     }
     acc
 }
@@ -464,7 +464,7 @@ mod x86 {
                 }
                 hsum(acc)
             }
-            QuantFormat::Nf4 => unreachable!("nf4 has no integer path (see `supports`)"),
+            f => unreachable!("{f} has no integer path (see `supports`)"),
         }
     }
 }

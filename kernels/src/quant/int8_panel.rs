@@ -66,7 +66,7 @@ impl Panel {
                             *v = q ^ 0x80;
                         }
                     }
-                    QuantFormat::Nf4 => unreachable!("nf4 has no integer path"),
+                    f => unreachable!("{f} has no integer path"),
                 }
                 for (g, four) in values.chunks_exact(4).enumerate() {
                     let at = (b * 8 + g) * 64 + r * 4;

@@ -8,6 +8,9 @@
 
 pub mod blocks;
 pub(crate) mod cpu;
+pub mod formats;
+#[cfg(test)]
+mod ggml_tests;
 pub mod int8;
 pub mod int8_panel;
 #[cfg(test)]
@@ -21,10 +24,56 @@ use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
 use crate::common::{self, Params};
 
+/// The block readers' WGSL, to be `concat!`ed ahead of a kernel that reads packed weights:
+/// blocks.wgsl (the shared helpers and q8_0 / q4_0 / nf4), then one file per ggml format.
+macro_rules! block_readers_wgsl {
+    () => {
+        concat!(
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/quant/blocks.wgsl"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/quant/formats/q4_1.wgsl"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/quant/formats/q5_0.wgsl"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/quant/formats/q5_1.wgsl"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/quant/formats/q2_k.wgsl"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/quant/formats/q3_k.wgsl"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/quant/formats/q4_k.wgsl"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/quant/formats/q5_k.wgsl"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/quant/formats/q6_k.wgsl"
+            )),
+        )
+    };
+}
+pub(crate) use block_readers_wgsl;
+
 /// The block readers (shared with the packed-weight convolution) followed by the matmuls.
 pub static SOURCE: KernelSource = KernelSource {
     file: "quant.wgsl",
-    source: concat!(include_str!("blocks.wgsl"), include_str!("quant.wgsl")),
+    source: concat!(block_readers_wgsl!(), include_str!("quant.wgsl")),
 };
 
 /// Largest M the GEMV path takes (its per-thread accumulators), as in quant.wgsl.
@@ -35,6 +84,15 @@ const TILE: usize = 64;
 
 /// Packs f32 values of a `[N, K]` matrix into `format`'s blocks (K a multiple of the block size).
 pub fn quantize(format: QuantFormat, shape: &[usize], values: &[f32]) -> Result<Vec<u8>> {
+    if !format.packable() {
+        return Err(Error::dtype(
+            "quantize",
+            format!(
+                "kiln reads {format} weights from GGUF files but does not pack them (it packs {})",
+                QuantFormat::PACKABLE.map(QuantFormat::name).join(", ")
+            ),
+        ));
+    }
     let bytes = format.packed_bytes("quantize", shape)?;
     if values.len() != shape.iter().product::<usize>() {
         return Err(Error::shape(
@@ -162,13 +220,29 @@ fn launch(
     })
 }
 
-/// The defines blocks.wgsl reads (the format) and the bias switch both users of it share.
+/// The defines the block readers read (the format's, set to 1) and the bias switch both users of
+/// them share.
 pub(crate) fn format_variant(dtype: DType, format: QuantFormat, bias: bool) -> Variant {
     Variant::new(dtype)
-        .define("Q8", u32::from(format == QuantFormat::Q8_0))
-        .define("Q4", u32::from(format == QuantFormat::Q4_0))
-        .define("NF4", u32::from(format == QuantFormat::Nf4))
+        .define(format_define(format), 1)
         .define("BIAS", u32::from(bias))
+}
+
+/// The WGSL `#if` name of a format's block reader (blocks.wgsl, formats/*.wgsl).
+fn format_define(format: QuantFormat) -> &'static str {
+    match format {
+        QuantFormat::Q8_0 => "Q8",
+        QuantFormat::Q4_0 => "Q4",
+        QuantFormat::Nf4 => "NF4",
+        QuantFormat::Q4_1 => "Q4_1",
+        QuantFormat::Q5_0 => "Q5_0",
+        QuantFormat::Q5_1 => "Q5_1",
+        QuantFormat::Q2K => "Q2_K",
+        QuantFormat::Q3K => "Q3_K",
+        QuantFormat::Q4K => "Q4_K",
+        QuantFormat::Q5K => "Q5_K",
+        QuantFormat::Q6K => "Q6_K",
+    }
 }
 
 /// Every compiled variant of this family, for the offline shader validation test.

@@ -1,8 +1,9 @@
 // Linear layer with a packed quantised weight: out[M, N] = x[M, K] @ W[N, K]^T (+ bias), f32 accumulation.
 //   x: activations, T (f32 or f16), read as vec4 (K is a multiple of the block size, so of 4).
-//   w: the weight's block bytes exactly as stored (ggml q8_0 / q4_0, or nf4 with an f32 absmax heading
-//      each 64-weight block), bound as u32 words. Blocks run along K; row n holds K / BLOCK blocks.
-// Defines: Q8 / Q4 / NF4 (the format), BIAS.
+//   w: the weight's block bytes exactly as stored (ggml q8_0 / q4_0 / q4_1 / q5_0 / q5_1 / q2_K .. q6_K,
+//      or nf4 with an f32 absmax heading each 64-weight block), bound as u32 words, read through the
+//      block readers (blocks.wgsl, formats/*.wgsl). Blocks run along K; row n holds K / BLOCK blocks.
+// Defines: the format (see blocks.wgsl), BIAS.
 // Entry points: qgemv (M <= MAX_M: every weight read once, partial sums reduced in workgroup memory) and
 // qgemm (64x64 output tiles; each K step unpacks a 64x32 weight tile into workgroup memory).
 
@@ -35,13 +36,18 @@ fn qgemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let s = lid % GV_SLICES;
     let col = id * GV_COLS + c;
     let blocks = p.k / BLOCK;
+    let chunks = p.k / 32u;
     let kv = p.k / 4u;
     var acc: array<f32, MAX_M>;
     if col < p.n {
-        for (var kb = s; kb < blocks; kb += GV_SLICES) {
+        // One 32-weight chunk (groups 4c .. 4c + 3 of its block) per step, so that 256-weight blocks
+        // still spread over all the column's threads.
+        for (var kc = s; kc < chunks; kc += GV_SLICES) {
+            let kb = kc * 32u / BLOCK;
             let blk = col * blocks + kb;
             let d = block_scale(blk);
-            for (var g = 0u; g < GROUPS; g++) {
+            let g0 = (kc * 32u % BLOCK) / 8u;
+            for (var g = g0; g < g0 + 4u; g++) {
                 let q = group(blk, g);
                 let xlo = (kb * BLOCK + q.k_lo) / 4u;
                 let xhi = (kb * BLOCK + q.k_hi) / 4u;
@@ -109,7 +115,7 @@ fn qgemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         let gt = lid % 4u;
         let col = col0 + cr;
         if col < p.n {
-            let kin = k0 % BLOCK;  // nf4: which half of the 64-weight block this step covers
+            let kin = k0 % BLOCK;  // which 32 weights of a 64- or 256-weight block this step covers
             let blk = col * blocks + k0 / BLOCK;
             let d = block_scale(blk);
             let q = group(blk, gt + kin / 8u);

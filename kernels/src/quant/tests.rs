@@ -94,7 +94,7 @@ fn nf4_block_matches_bitsandbytes_packing() {
 
 #[test]
 fn zero_blocks_pack_to_zero_scales() {
-    for format in QuantFormat::ALL {
+    for format in QuantFormat::PACKABLE {
         let x = vec![0.0f32; format.block_len()];
         let b = quantize(format, &[1, x.len()], &x).unwrap();
         assert!(
@@ -139,7 +139,7 @@ fn case(shape_x: &[usize], n: usize, dtype: DType, seed: u64) -> Case {
 
 #[test]
 fn cpu_qlinear_matches_dequantised_f32_matmul() {
-    for format in QuantFormat::ALL {
+    for format in QuantFormat::PACKABLE {
         // N = 45 spans two unpacking chunks unevenly; M = 3 with a batch dimension.
         let c = case(&[1, 3, 128], 45, DType::F32, 7);
         let q = quantize_tensor(&c.w, format, &Device::Cpu).unwrap();
@@ -161,7 +161,7 @@ fn cpu_qlinear_matches_dequantised_f32_matmul() {
 
 #[test]
 fn cpu_single_row_qlinear_matches_dequantised_matmul_and_the_batched_path() {
-    for format in QuantFormat::ALL {
+    for format in QuantFormat::PACKABLE {
         // K = 192 is several blocks of either size; N = 45 an odd number of rows.
         let c = case(&[3, 192], 45, DType::F32, 8);
         let q = quantize_tensor(&c.w, format, &Device::Cpu).unwrap();
@@ -250,7 +250,7 @@ fn check_gpu(gpu: &Device, shape_x: &[usize], n: usize, with_bias: bool, seed: u
         if !gpu.supports(dtype) {
             continue;
         }
-        for format in QuantFormat::ALL {
+        for format in QuantFormat::PACKABLE {
             let k = *shape_x.last().unwrap();
             if !k.is_multiple_of(format.block_len()) {
                 continue;
