@@ -1,7 +1,8 @@
 //! A `TensorSource` over a GGUF file, as stable-diffusion.cpp writes SD 1.x / 2.x models: the
 //! original checkpoint's tensor names (so it goes through `SingleFile` like a `.safetensors`
-//! checkpoint), Q8_0 / Q4_0 tensors loaded as packed weights without repacking, F32 / F16 / BF16 as
-//! floats.
+//! checkpoint), and llama.cpp's LLM files. Tensors of a ggml block type kiln reads (Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0, Q2_K .. Q6_K) load as packed weights without repacking, F32 / F16 / BF16 as floats;
+//! a packed tensor asked for as floats (an embedding) is dequantised on the host.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,14 @@ impl GgufSource {
 
     fn tensor(&self, name: &str) -> Result<&GgufTensor> {
         self.file.tensor(name).ok_or_else(|| self.missing(name))
+    }
+
+    /// An error about one tensor's data, naming the file, the tensor and its type.
+    fn tensor_error(&self, name: &str, t: &GgufTensor, e: Error) -> Error {
+        Error::load(
+            self.origin(),
+            format!("tensor `{name}` {:?} ({}): {e}", t.shape, t.kind.name()),
+        )
     }
 }
 
@@ -97,7 +106,9 @@ impl TensorSource for GgufSource {
                 .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
                 .collect(),
             // A packed tensor asked for as floats (an embedding, a norm): unpacked on the host.
-            GgufType::Packed(format) => dequantize(format, bytes)?[offset..offset + count].to_vec(),
+            GgufType::Packed(format) => dequantize(format, bytes)
+                .map_err(|e| self.tensor_error(name, t, e))?[offset..offset + count]
+                .to_vec(),
             GgufType::Other(_) => {
                 return Err(Error::load(
                     self.origin(),
@@ -133,7 +144,9 @@ impl TensorSource for GgufSource {
             ));
         }
         let bytes = self.file.bytes(name).unwrap_or_default();
-        QTensor::from_packed(device, format, &packed_matrix(&t.shape), bytes).map(Some)
+        QTensor::from_packed(device, format, &packed_matrix(&t.shape), bytes)
+            .map(Some)
+            .map_err(|e| self.tensor_error(name, t, e))
     }
 
     fn missing(&self, name: &str) -> Error {
@@ -142,6 +155,69 @@ impl TensorSource for GgufSource {
             path: self.origin(),
             name: name.to_string(),
             close: close_names(name, names.into_iter(), 5),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_runtime::QuantFormat;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../tests/fixtures/ggml-quants/{name}.gguf"))
+    }
+
+    #[test]
+    fn llama_quantize_files_load_as_packed_weights_and_as_floats() {
+        // Files written by llama.cpp's llama-quantize (tools/make_ggml_quant_fixtures.py).
+        for (name, format, k) in [
+            ("q4_k", QuantFormat::Q4K, 256),
+            ("q6_k", QuantFormat::Q6K, 256),
+            ("q5_0", QuantFormat::Q5_0, 64),
+        ] {
+            let src = GgufSource::open(&fixture(name)).unwrap();
+            let golden = GgufSource::open(&fixture(&format!("{name}.golden"))).unwrap();
+            let q = src
+                .load_packed("a.weight", &[7, k], &Device::Cpu)
+                .unwrap()
+                .unwrap();
+            assert_eq!((q.format(), q.shape()), (format, &[7, k][..]));
+            assert_eq!(
+                q.to_packed_bytes().unwrap(),
+                src.file.bytes("a.weight").unwrap()
+            );
+            let floats = src
+                .load("a.weight", Some(&[7, k]), &Device::Cpu, DType::F32)
+                .unwrap()
+                .to_vec_f32()
+                .unwrap();
+            let want = golden
+                .load("a.weight", None, &Device::Cpu, DType::F32)
+                .unwrap()
+                .to_vec_f32()
+                .unwrap();
+            assert!(
+                floats
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name}"
+            );
+            // Rows 2..4 as a slice of the flat tensor (an embedding lookup's path).
+            let part = src
+                .load_part("a.weight", 2 * k, &[2, k], &Device::Cpu, DType::F32)
+                .unwrap()
+                .to_vec_f32()
+                .unwrap();
+            assert_eq!(part, want[2 * k..4 * k]);
+            let err = src
+                .load_packed("a.weight", &[8, k], &Device::Cpu)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("a.weight") && err.contains("[7, "), "{err}");
         }
     }
 }

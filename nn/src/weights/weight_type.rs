@@ -1,6 +1,7 @@
 //! `--weight-type`: the storage of a model's weights.
 //!
-//! Packed (q8_0 / q4_0 / nf4) are the weights of every Linear layer (attention projections,
+//! Packed (q8_0 / q4_0 / nf4: the formats kiln packs itself; GGUF files bring the other ggml types,
+//! `QuantFormat::ALL`, already packed) are the weights of every Linear layer (attention projections,
 //! feed-forward, time embedding, CLIP's layers) and every convolution (3x3 and 1x1) whose row length
 //! K (in_features, or in_channels * kh * kw) is a whole number of blocks: ggml quantises whole blocks
 //! along K only. The dequantising matmul runs Linear and 1x1 layers, the packed-weight convolution
@@ -50,12 +51,20 @@ impl FromStr for WeightType {
         match s.trim().to_ascii_lowercase().as_str() {
             "f32" => Ok(WeightType::F32),
             "f16" => Ok(WeightType::F16),
-            other => other.parse().map(WeightType::Quantized).map_err(|_| {
-                Error::dtype(
+            other => match other.parse::<QuantFormat>() {
+                Ok(f) if f.packable() => Ok(WeightType::Quantized(f)),
+                Ok(f) => Err(Error::dtype(
+                    "--weight-type",
+                    format!(
+                        "kiln reads {f} weights from GGUF files but does not pack weights into it \
+                         (expected f32, f16, q8_0, q4_0 or nf4)"
+                    ),
+                )),
+                Err(_) => Err(Error::dtype(
                     "--weight-type",
                     format!("unknown weight type `{s}` (expected f32, f16, q8_0, q4_0 or nf4)"),
-                )
-            }),
+                )),
+            },
         }
     }
 }
@@ -87,5 +96,7 @@ mod tests {
         assert_eq!("f16".parse::<WeightType>().unwrap(), WeightType::F16);
         let err = "int3".parse::<WeightType>().unwrap_err().to_string();
         assert!(err.contains("`int3`") && err.contains("q4_0"), "{err}");
+        let err = "q4_k".parse::<WeightType>().unwrap_err().to_string();
+        assert!(err.contains("q4_k") && err.contains("GGUF"), "{err}");
     }
 }
