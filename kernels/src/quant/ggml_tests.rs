@@ -306,3 +306,67 @@ fn read_only_formats_refuse_to_pack_and_bad_lengths_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn packed_convolution_reads_ggml_formats_on_cpu_and_gpu() {
+    use crate::conv::{conv2d_padded, qconv2d_padded, Padding2d};
+    // 3x3 over 256 channels: K = 2304, nine 256-weight blocks (72 32-weight blocks) per row; Cout 5
+    // and 6x5 pixels leave both tiles ragged.
+    let (cin, cout) = (256, 5);
+    let mut rng = Rng::new(31);
+    let x = Tensor::from_f32(
+        &Device::Cpu,
+        &[1, cin, 6, 5],
+        DType::F32,
+        &rng.normals(cin * 30),
+    )
+    .unwrap();
+    let pad = Padding2d::symmetric(1, 1);
+    for (i, (format, _)) in FORMATS.into_iter().enumerate() {
+        let q = random_blocks(format, cout, cin * 9, 40 + i as u64);
+        let w = dequantize(format, &q.to_packed_bytes().unwrap()).unwrap();
+        let wf = Tensor::from_f32(&Device::Cpu, &[cout, cin, 3, 3], DType::F32, &w).unwrap();
+        let want = conv2d_padded(&x, &wf, None, [1, 1], pad)
+            .unwrap()
+            .to_vec_f32()
+            .unwrap();
+        let got = qconv2d_padded(&x, &q, [3, 3], None, [1, 1], pad).unwrap();
+        // Each output's sum |x w| is the convolution of |x| with |w|.
+        let abs = |t: &Tensor| {
+            let v: Vec<f32> = t.to_vec_f32().unwrap().iter().map(|v| v.abs()).collect();
+            Tensor::from_f32(&Device::Cpu, t.shape(), DType::F32, &v).unwrap()
+        };
+        let sums = conv2d_padded(&abs(&x), &abs(&wf), None, [1, 1], pad)
+            .unwrap()
+            .to_vec_f32()
+            .unwrap();
+        let k = cin * 9;
+        assert_summation_close(
+            &format!("{format} cpu conv"),
+            &got.to_vec_f32().unwrap(),
+            &want,
+            &sums,
+            k,
+            false,
+        );
+        with_gpu(|gpu| {
+            let got = qconv2d_padded(
+                &x.to_device(gpu).unwrap(),
+                &q.to_device(gpu).unwrap(),
+                [3, 3],
+                None,
+                [1, 1],
+                pad,
+            )
+            .unwrap();
+            assert_summation_close(
+                &format!("{format} gpu conv"),
+                &got.to_vec_f32().unwrap(),
+                &want,
+                &sums,
+                k,
+                false,
+            );
+        });
+    }
+}
