@@ -151,7 +151,7 @@ fn assert_summation_close(
 }
 
 #[test]
-fn cpu_qlinear_matches_the_golden_weights_matmul() {
+fn cpu_exact_qlinear_matches_the_golden_weights_matmul() {
     for (format, name) in FORMATS {
         for (i, mat) in matrices(format, name).into_iter().enumerate() {
             let [n, k] = mat.shape;
@@ -161,7 +161,7 @@ fn cpu_qlinear_matches_the_golden_weights_matmul() {
             for m in [1, 3] {
                 let (x, b) = inputs(m, k, n, DType::F32, 10 * i as u64 + m as u64);
                 let bias = (m == 3).then_some(&b);
-                let got = qlinear(&x, &q, bias).unwrap();
+                let got = cpu::qlinear_exact(&x, &q, bias, m, &[m, n]).unwrap();
                 assert_eq!(got.shape(), &[m, n]);
                 let want = linear(&x, &wd, bias).unwrap();
                 assert_summation_close(
@@ -177,6 +177,13 @@ fn cpu_qlinear_matches_the_golden_weights_matmul() {
     }
 }
 
+/// The CPU's f32-activation `qlinear` (the reference the GPU kernels are held to; `qlinear` itself
+/// rounds activations to 8 bits for q4_K / q6_K, see `int8_kquants_tests.rs`).
+fn exact(x: &Tensor, q: &QTensor, bias: Option<&Tensor>) -> Tensor {
+    let (m, n) = (x.numel() / q.shape()[1], q.shape()[0]);
+    cpu::qlinear_exact(x, q, bias, m, &[m, n]).unwrap()
+}
+
 /// GPU `qlinear` against the CPU's for one packed weight, f32 and f16 activations.
 fn check_gpu(gpu: &Device, what: &str, q: &QTensor, m: usize, bias: bool, seed: u64) {
     let [n, k] = [q.shape()[0], q.shape()[1]];
@@ -188,7 +195,7 @@ fn check_gpu(gpu: &Device, what: &str, q: &QTensor, m: usize, bias: bool, seed: 
         }
         let (x, b) = inputs(m, k, n, dtype, seed);
         let bias_cpu = bias.then_some(&b);
-        let want = qlinear(&x, q, bias_cpu).unwrap();
+        let want = exact(&x, q, bias_cpu);
         let (gx, gb) = (x.to_device(gpu).unwrap(), b.to_device(gpu).unwrap());
         let got = qlinear(&gx, &gq, bias.then_some(&gb)).unwrap();
         assert_eq!((got.shape(), got.dtype()), (want.shape(), dtype), "{what}");
@@ -221,7 +228,7 @@ fn gpu_qlinear_matches_cpu_on_fixtures() {
 
 /// Random blocks of `format` with every f16 field set to a finite scale in [1e-3, 2e-2): any bit
 /// pattern of the codes and sub-block scales is a valid block.
-fn random_blocks(format: QuantFormat, n: usize, k: usize, seed: u64) -> QTensor {
+pub(super) fn random_blocks(format: QuantFormat, n: usize, k: usize, seed: u64) -> QTensor {
     let mut rng = Rng::new(seed);
     let bytes = format.packed_bytes("random", &[n, k]).unwrap();
     let mut b: Vec<u8> = (0..bytes).map(|_| rng.next_u64() as u8).collect();
@@ -368,5 +375,56 @@ fn packed_convolution_reads_ggml_formats_on_cpu_and_gpu() {
                 false,
             );
         });
+    }
+}
+
+/// CPU `qlinear` time of a 4096 x 4096 weight per format and input row count, the fastest of 10
+/// runs, with `qlinear_exact` (f32 activations) beside the K-quants' integer path (run with
+/// `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn cpu_qlinear_timings() {
+    let (n, k) = (4096, 4096);
+    let mut rng = Rng::new(2);
+    let wf = Tensor::from_f32(&Device::Cpu, &[n, k], DType::F32, &rng.normals(n * k)).unwrap();
+    let formats = [
+        QuantFormat::Q4_0,
+        QuantFormat::Q8_0,
+        QuantFormat::Q4K,
+        QuantFormat::Q5K,
+        QuantFormat::Q6K,
+        QuantFormat::Q3K,
+    ];
+    let best = |f: &dyn Fn()| {
+        f();
+        (0..10)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    for m in [1, 4, 32, 128] {
+        let x = inputs(m, k, n, DType::F32, 1).0;
+        for format in formats {
+            let q = if format.packable() {
+                quantize_tensor(&wf, format, &Device::Cpu).unwrap()
+            } else {
+                random_blocks(format, n, k, 3)
+            };
+            let s = best(&|| drop(qlinear(&x, &q, None).unwrap()));
+            let gb = q.packed_len() as f64 / 1e9;
+            let mut line = format!(
+                "m {m:3} {format}: {:7.3} ms ({:5.1} GB/s of weights)",
+                s * 1e3,
+                gb / s
+            );
+            if !format.packable() {
+                let e = best(&|| drop(cpu::qlinear_exact(&x, &q, None, m, &[m, n]).unwrap()));
+                line += &format!(", f32-activation path {:7.3} ms", e * 1e3);
+            }
+            println!("{line}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Integer dot products of q4_0 / q8_0 weight rows with activations rounded to 8 bits, as llama.cpp
-//! runs them on CPUs: each 32-value block of the activation row gets an f32 scale and i8 values, so
+//! Integer dot products of q4_0 / q8_0 weight rows (and, through `int8_kquants.rs`, of q4_K /
+//! q5_K / q6_K rows) with activations rounded to 8 bits, as llama.cpp runs them on CPUs: each 32-value block of the activation row gets an f32 scale and i8 values, so
 //! a block's 32 products are summed exactly in i32 by byte-multiply instructions and only the
 //! block's sum meets the two scales. Decoding the weights to f32 first, as `blocks::dot_block`
 //! does, costs several instructions per weight and kept batch-1 decode far below memory speed.
@@ -13,6 +13,8 @@
 
 use half::f16;
 use kiln_runtime::QuantFormat;
+
+use super::int8_kquants;
 
 /// Values per activation block: both weight formats here use 32-value blocks.
 pub const BLOCK: usize = 32;
@@ -121,11 +123,17 @@ impl Q8Row<'_> {
     pub fn scales(&self) -> &[f32] {
         self.scales
     }
+
+    /// Each block's sum of its i8 values.
+    pub fn sums(&self) -> &[i32] {
+        self.sums
+    }
 }
 
-/// Whether `format` has an integer path here (nf4's values are a lookup table, not integers).
+/// Whether `format` has an integer path (nf4's values are a lookup table, not integers): q4_0 and
+/// q8_0 here, q4_K and q6_K in `int8_kquants.rs`.
 pub fn supports(format: QuantFormat) -> bool {
-    matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0)
+    matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0) || int8_kquants::supports(format)
 }
 
 /// `dot(row, x)` for one packed weight row; the best implementation this CPU runs.
@@ -149,12 +157,13 @@ pub fn row_dot_for_this_cpu() -> RowDot {
     row_dot_portable
 }
 
-/// The `TileDot` for this CPU: AVX-512 VNNI takes 64 weights per instruction for up to four input
-/// rows at once; elsewhere the row dot runs once per input row.
-pub fn tile_dot_for_this_cpu() -> TileDot {
+/// The `TileDot` for `format` on this CPU: for q4_0 / q8_0, AVX-512 VNNI takes 64 weights per
+/// instruction for up to four input rows at once; elsewhere (and for the K-quants) the row dot
+/// runs once per input row.
+pub fn tile_dot_for_this_cpu(format: QuantFormat) -> TileDot {
     #[cfg(target_arch = "x86_64")]
     {
-        if x86::has_avx512() {
+        if x86::has_avx512() && !int8_kquants::supports(format) {
             return x86::tile_dot_avx512;
         }
         if x86::has_avx2() {
@@ -198,6 +207,9 @@ pub fn tile_implementations() -> Vec<(&'static str, TileDot)> {
 
 /// Plain Rust: the definition the SIMD versions must agree with.
 pub fn row_dot_portable(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
+    if int8_kquants::supports(format) {
+        return int8_kquants::row_dot_portable(format, row, x);
+    }
     let mut acc = 0.0f32;
     match format {
         QuantFormat::Q4_0 => {
@@ -427,6 +439,9 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn row_dot(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
+        if super::int8_kquants::supports(format) {
+            return super::int8_kquants::x86::row_dot_avx2(format, row, x);
+        }
         let blocks = x.scales.len();
         let xs = x.values.as_ptr();
         let mut acc = _mm256_setzero_ps();

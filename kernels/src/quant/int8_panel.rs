@@ -11,6 +11,11 @@ use kiln_runtime::QuantFormat;
 
 use super::int8::{Q8Rows, BLOCK};
 
+/// Whether `format`'s rows can be repacked into panels (q4_0 and q8_0).
+pub fn supports(format: QuantFormat) -> bool {
+    matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0)
+}
+
 /// Weight rows per panel: one per i32 lane of a 512-bit vector.
 pub const PANEL_ROWS: usize = 16;
 /// Input rows below which the row dots are faster than repacking. Measured on the 2-vCPU AVX-512

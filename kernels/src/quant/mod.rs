@@ -12,6 +12,9 @@ pub mod formats;
 #[cfg(test)]
 mod ggml_tests;
 pub mod int8;
+pub mod int8_kquants;
+#[cfg(test)]
+mod int8_kquants_tests;
 pub mod int8_panel;
 #[cfg(test)]
 mod int8_tests;
