@@ -459,10 +459,10 @@ mod tests {
                 && e.contains("68"),
             "{e}"
         );
-        let e = packed_file("fmt", "q5_k;2,32", bytes.clone())
+        let e = packed_file("fmt", "iq4_xs;2,32", bytes.clone())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`w` is packed as `q5_k`"), "{e}");
+        assert!(e.contains("`w` is packed as `iq4_xs`"), "{e}");
         let e = packed_file("shape", "q8_0;2,x", bytes.clone())
             .unwrap_err()
             .to_string();
