@@ -1,9 +1,10 @@
 //! CPU quantised linear. q4_0 and q8_0 weights take the integer path (`int8.rs`: activations
-//! rounded to 8 bits per block, as llama.cpp does), and so do q4_K, q5_K and q6_K below
-//! `KQUANT_MAX_ROWS` input rows (`int8_kquants.rs`). The other formats, larger K-quant batches, and
-//! `qlinear_exact` for every format, keep f32 activations: packed rows of W are unpacked a chunk at a time (never the whole matrix) and
-//! multiplied with the `gemm` crate in f32, the same f32 accumulation the WGSL kernels use; a single
-//! input row (batch-1 decode) skips the unpacking: each block is dotted with x as it is read.
+//! rounded to 8 bits per block, as llama.cpp does), and so do q4_K, q5_K, q6_K, q4_1, q5_0 and q5_1
+//! below `ROW_DOT_MAX_ROWS` input rows (`int8_kquants.rs`, `int8_legacy.rs`). The other formats,
+//! larger batches of those, and `qlinear_exact` for every format, keep f32 activations: packed rows
+//! of W are unpacked a chunk at a time (never the whole matrix) and multiplied with the `gemm`
+//! crate in f32, the same f32 accumulation the WGSL kernels use; a single input row (batch-1
+//! decode) skips the unpacking: each block is dotted with x as it is read.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -15,12 +16,13 @@ use super::int8::{self, Q8Rows};
 use super::int8_panel::{self, Panel};
 use crate::common::{cpu_f32, cpu_output};
 
-/// Input rows from which K-quant weights take the f32 path (unpacked rows and the f32 GEMM) rather
-/// than integer row dots, which decode each weight once per input row. Measured on the 2-vCPU
+/// Input rows from which formats without integer panels (all but q4_0 / q8_0) take the f32 path
+/// (unpacked rows and the f32 GEMM) rather than integer row dots, which decode each weight once
+/// per input row. Measured on the 2-vCPU
 /// AVX-512 box with a 4096 x 4096 weight (`ggml_tests::cpu_qlinear_timings`): q4_K integer / f32
 /// 9.7 / 16.8 ms at 4 rows, 74 / 70 ms at 32, 297 / 154 ms at 128; q6_K 62 / 105 ms at 32 and
 /// 380 / 209 ms at 128.
-const KQUANT_MAX_ROWS: usize = 32;
+const ROW_DOT_MAX_ROWS: usize = 32;
 
 /// Rows of W unpacked together: large enough for gemm to be efficient, small enough to stay in cache.
 const ROWS: usize = 32;
@@ -33,7 +35,7 @@ pub fn qlinear(
     m: usize,
     out_shape: &[usize],
 ) -> Result<Tensor> {
-    if int8::supports(w.format()) && (m < KQUANT_MAX_ROWS || int8_panel::supports(w.format())) {
+    if int8::supports(w.format()) && (m < ROW_DOT_MAX_ROWS || int8_panel::supports(w.format())) {
         qlinear_int8(x, w, bias, out_shape)
     } else {
         qlinear_exact(x, w, bias, m, out_shape)

@@ -393,6 +393,7 @@ fn cpu_qlinear_timings() {
         QuantFormat::Q4K,
         QuantFormat::Q5K,
         QuantFormat::Q6K,
+        QuantFormat::Q5_0,
         QuantFormat::Q3K,
     ];
     let best = |f: &dyn Fn()| {

@@ -1,5 +1,5 @@
-//! Integer dot products of q4_0 / q8_0 weight rows (and, through `int8_kquants.rs`, of q4_K /
-//! q5_K / q6_K rows) with activations rounded to 8 bits, as llama.cpp runs them on CPUs: each 32-value block of the activation row gets an f32 scale and i8 values, so
+//! Integer dot products of q4_0 / q8_0 weight rows (and, through `int8_kquants.rs` and
+//! `int8_legacy.rs`, of q4_K / q5_K / q6_K and q4_1 / q5_0 / q5_1 rows) with activations rounded to 8 bits, as llama.cpp runs them on CPUs: each 32-value block of the activation row gets an f32 scale and i8 values, so
 //! a block's 32 products are summed exactly in i32 by byte-multiply instructions and only the
 //! block's sum meets the two scales. Decoding the weights to f32 first, as `blocks::dot_block`
 //! does, costs several instructions per weight and kept batch-1 decode far below memory speed.
@@ -14,7 +14,7 @@
 use half::f16;
 use kiln_runtime::QuantFormat;
 
-use super::int8_kquants;
+use super::{int8_kquants, int8_legacy};
 
 /// Values per activation block: both weight formats here use 32-value blocks.
 pub const BLOCK: usize = 32;
@@ -131,9 +131,11 @@ impl Q8Row<'_> {
 }
 
 /// Whether `format` has an integer path (nf4's values are a lookup table, not integers): q4_0 and
-/// q8_0 here, q4_K and q6_K in `int8_kquants.rs`.
+/// q8_0 here, q4_K / q5_K / q6_K in `int8_kquants.rs`, q4_1 / q5_0 / q5_1 in `int8_legacy.rs`.
 pub fn supports(format: QuantFormat) -> bool {
-    matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0) || int8_kquants::supports(format)
+    matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0)
+        || int8_kquants::supports(format)
+        || int8_legacy::supports(format)
 }
 
 /// `dot(row, x)` for one packed weight row; the best implementation this CPU runs.
@@ -158,12 +160,12 @@ pub fn row_dot_for_this_cpu() -> RowDot {
 }
 
 /// The `TileDot` for `format` on this CPU: for q4_0 / q8_0, AVX-512 VNNI takes 64 weights per
-/// instruction for up to four input rows at once; elsewhere (and for the K-quants) the row dot
-/// runs once per input row.
+/// instruction for up to four input rows at once; elsewhere (and for the other formats) the row
+/// dot runs once per input row.
 pub fn tile_dot_for_this_cpu(format: QuantFormat) -> TileDot {
     #[cfg(target_arch = "x86_64")]
     {
-        if x86::has_avx512() && !int8_kquants::supports(format) {
+        if x86::has_avx512() && matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0) {
             return x86::tile_dot_avx512;
         }
         if x86::has_avx2() {
@@ -209,6 +211,9 @@ pub fn tile_implementations() -> Vec<(&'static str, TileDot)> {
 pub fn row_dot_portable(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
     if int8_kquants::supports(format) {
         return int8_kquants::row_dot_portable(format, row, x);
+    }
+    if int8_legacy::supports(format) {
+        return int8_legacy::row_dot_portable(format, row, x);
     }
     let mut acc = 0.0f32;
     match format {
@@ -441,6 +446,9 @@ mod x86 {
     unsafe fn row_dot(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
         if super::int8_kquants::supports(format) {
             return super::int8_kquants::x86::row_dot_avx2(format, row, x);
+        }
+        if super::int8_legacy::supports(format) {
+            return super::int8_legacy::x86::row_dot_avx2(format, row, x);
         }
         let blocks = x.scales.len();
         let xs = x.values.as_ptr();

@@ -12,9 +12,10 @@ pub mod formats;
 #[cfg(test)]
 mod ggml_tests;
 pub mod int8;
-pub mod int8_kquants;
 #[cfg(test)]
-mod int8_kquants_tests;
+mod int8_ggml_tests;
+pub mod int8_kquants;
+pub mod int8_legacy;
 pub mod int8_panel;
 #[cfg(test)]
 mod int8_tests;
