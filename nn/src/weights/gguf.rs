@@ -105,10 +105,16 @@ impl TensorSource for GgufSource {
                 .chunks_exact(2)
                 .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
                 .collect(),
-            // A packed tensor asked for as floats (an embedding, a norm): unpacked on the host.
-            GgufType::Packed(format) => dequantize(format, bytes)
-                .map_err(|e| self.tensor_error(name, t, e))?[offset..offset + count]
-                .to_vec(),
+            // A packed tensor asked for as floats (an embedding, a norm): the blocks holding the
+            // asked-for elements unpacked on the host.
+            GgufType::Packed(format) => {
+                let (bl, bb) = (format.block_len(), format.block_bytes());
+                let (first, end) = (offset / bl, (offset + count).div_ceil(bl));
+                let blocks = bytes.get(first * bb..end * bb).unwrap_or_default();
+                let values =
+                    dequantize(format, blocks).map_err(|e| self.tensor_error(name, t, e))?;
+                values[offset - first * bl..][..count].to_vec()
+            }
             GgufType::Other(_) => {
                 return Err(Error::load(
                     self.origin(),
@@ -212,6 +218,13 @@ mod tests {
                 .to_vec_f32()
                 .unwrap();
             assert_eq!(part, want[2 * k..4 * k]);
+            // A run that starts and ends inside blocks.
+            let part = src
+                .load_part("a.weight", 2 * k + 5, &[300], &Device::Cpu, DType::F32)
+                .unwrap()
+                .to_vec_f32()
+                .unwrap();
+            assert_eq!(part, want[2 * k + 5..2 * k + 305]);
             let err = src
                 .load_packed("a.weight", &[8, k], &Device::Cpu)
                 .err()
