@@ -1,10 +1,10 @@
 //! CPU quantised linear. q4_0 and q8_0 weights take the integer path (`int8.rs`: activations
-//! rounded to 8 bits per block, as llama.cpp does), and so do q4_K, q5_K, q6_K, q4_1, q5_0 and q5_1
-//! below `ROW_DOT_MAX_ROWS` input rows (`int8_kquants.rs`, `int8_legacy.rs`). The other formats,
-//! larger batches of those, and `qlinear_exact` for every format, keep f32 activations: packed rows
-//! of W are unpacked a chunk at a time (never the whole matrix) and multiplied with the `gemm`
-//! crate in f32, the same f32 accumulation the WGSL kernels use; a single input row (batch-1
-//! decode) skips the unpacking: each block is dotted with x as it is read.
+//! rounded to 8 bits per block, as llama.cpp does), and so do q2_K .. q6_K, q4_1, q5_0 and q5_1
+//! below `ROW_DOT_MAX_ROWS` input rows (`int8_kquants.rs`, `int8_legacy.rs`). nf4, larger batches
+//! of those, and `qlinear_exact` for every format, keep f32 activations: packed rows of W are
+//! unpacked a chunk at a time (never the whole matrix) and multiplied with the `gemm` crate in
+//! f32, the same f32 accumulation the WGSL kernels use; a single input row (batch-1 decode) skips
+//! the unpacking: each block is dotted with x as it is read.
 
 use gemm::Parallelism;
 use rayon::prelude::*;

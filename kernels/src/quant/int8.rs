@@ -1,8 +1,10 @@
 //! Integer dot products of q4_0 / q8_0 weight rows (and, through `int8_kquants.rs` and
-//! `int8_legacy.rs`, of q4_K / q5_K / q6_K and q4_1 / q5_0 / q5_1 rows) with activations rounded to 8 bits, as llama.cpp runs them on CPUs: each 32-value block of the activation row gets an f32 scale and i8 values, so
-//! a block's 32 products are summed exactly in i32 by byte-multiply instructions and only the
-//! block's sum meets the two scales. Decoding the weights to f32 first, as `blocks::dot_block`
-//! does, costs several instructions per weight and kept batch-1 decode far below memory speed.
+//! `int8_legacy.rs`, of q2_K .. q6_K and q4_1 / q5_0 / q5_1 rows) with activations rounded to 8
+//! bits, as llama.cpp runs them on CPUs: each 32-value block of the activation row gets an f32
+//! scale and i8 values, so a block's 32 products are summed exactly in i32 by byte-multiply
+//! instructions and only the block's sum meets the two scales. Decoding the weights to f32 first,
+//! as `blocks::dot_block` does, costs several instructions per weight and kept batch-1 decode far
+//! below memory speed.
 //!
 //! Implementations: AVX-512 VNNI tiles of up to 4 input rows against one weight row (64 weights per
 //! `dpbusd`), AVX2 row dots (32 weights per two instructions), portable Rust. From 4 input rows up,
@@ -131,7 +133,7 @@ impl Q8Row<'_> {
 }
 
 /// Whether `format` has an integer path (nf4's values are a lookup table, not integers): q4_0 and
-/// q8_0 here, q4_K / q5_K / q6_K in `int8_kquants.rs`, q4_1 / q5_0 / q5_1 in `int8_legacy.rs`.
+/// q8_0 here, q2_K .. q6_K in `int8_kquants.rs`, q4_1 / q5_0 / q5_1 in `int8_legacy.rs`.
 pub fn supports(format: QuantFormat) -> bool {
     matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0)
         || int8_kquants::supports(format)

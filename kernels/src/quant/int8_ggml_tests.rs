@@ -1,10 +1,10 @@
-//! The integer paths for the ggml formats kiln reads from GGUF files (`int8_kquants.rs`: q4_K,
-//! q5_K, q6_K; `int8_legacy.rs`: q4_1, q5_0, q5_1) and `qlinear` on the CPU, which takes them.
+//! The integer paths for the ggml formats kiln reads from GGUF files (`int8_kquants.rs`: q2_K ..
+//! q6_K; `int8_legacy.rs`: q4_1, q5_0, q5_1) and `qlinear` on the CPU, which takes them.
 //!
 //! Tolerances (as `int8_tests.rs`):
 //! - Portable vs the f32 dot of the dequantised weight with the *rounded* activations: the same
 //!   products, so 1e-5 of the sum of |terms|; this pins the integer arithmetic (code layout,
-//!   sub-block scales and mins, the fifth bits, q6_K's `- 32`, q5_0's `- 16`).
+//!   sub-block scales and mins, the high bits, q3_K's `- 4`, q6_K's `- 32`, q5_0's `- 16`).
 //! - Every SIMD implementation vs the portable one: the same exact i32 chunk sums, scaled and added
 //!   in another order: 1e-5 of the sum of |terms|.
 //! - `qlinear` vs `qlinear_exact` (f32 activations) on standard-normal activations: relative RMS
@@ -18,7 +18,9 @@ use super::int8::{implementations, row_dot_portable, Q8Rows, BLOCK};
 use super::*;
 use crate::testing::{rel_rms, Rng};
 
-const FORMATS: [QuantFormat; 6] = [
+const FORMATS: [QuantFormat; 8] = [
+    QuantFormat::Q2K,
+    QuantFormat::Q3K,
     QuantFormat::Q4K,
     QuantFormat::Q5K,
     QuantFormat::Q6K,
