@@ -378,9 +378,9 @@ fn packed_convolution_reads_ggml_formats_on_cpu_and_gpu() {
     }
 }
 
-/// CPU `qlinear` time of a 4096 x 4096 weight per format and input row count, the fastest of 10
-/// runs, with `qlinear_exact` (f32 activations) beside the K-quants' integer path (run with
-/// `--ignored --nocapture`).
+/// CPU `qlinear` time of a 4096 x 4096 weight per format and input row count (KILN_TIMING_ROWS,
+/// default 1,4,32,128), the fastest of 10 runs, with `qlinear_exact` (f32 activations) beside the
+/// read-only formats (run with `--ignored --nocapture`).
 #[test]
 #[ignore]
 fn cpu_qlinear_timings() {
@@ -393,8 +393,11 @@ fn cpu_qlinear_timings() {
         QuantFormat::Q4K,
         QuantFormat::Q5K,
         QuantFormat::Q6K,
-        QuantFormat::Q5_0,
         QuantFormat::Q3K,
+        QuantFormat::Q2K,
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q5_1,
     ];
     let best = |f: &dyn Fn()| {
         f();
@@ -406,7 +409,10 @@ fn cpu_qlinear_timings() {
             })
             .fold(f64::MAX, f64::min)
     };
-    for m in [1, 4, 32, 128] {
+    let rows: Vec<usize> = std::env::var("KILN_TIMING_ROWS")
+        .map(|v| v.split(',').map(|r| r.parse().unwrap()).collect())
+        .unwrap_or_else(|_| vec![1, 4, 32, 128]);
+    for m in rows {
         let x = inputs(m, k, n, DType::F32, 1).0;
         for format in formats {
             let q = if format.packable() {

@@ -65,7 +65,7 @@ pub fn row_dot_portable(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
 pub mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{f16_at, layout, u32_at, Q8Row, BLOCK};
+    use super::{layout, u32_at, Q8Row, BLOCK};
     use kiln_runtime::QuantFormat;
 
     pub fn row_dot_avx2(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
@@ -90,6 +90,14 @@ pub mod x86 {
         let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
         let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1));
         _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+
+    /// The f16s at `p` and `p + 2` (F16C; `half` would convert in software here).
+    #[inline(always)]
+    unsafe fn f16_pair(p: *const u8) -> (f32, f32) {
+        let bits = std::ptr::read_unaligned(p as *const u32);
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_shuffle_ps(v, v, 1)))
     }
 
     #[inline(always)]
@@ -120,10 +128,12 @@ pub mod x86 {
             let v = _mm256_loadu_si256(xv.add(b * BLOCK) as *const __m256i);
             // Codes below 32 and |v| <= 127: the pair sums stay far inside i16.
             let s = _mm256_madd_epi16(_mm256_maddubs_epi16(q, v), _mm256_set1_epi16(1));
-            let dd = f16_at(block, 0) * xs[b];
+            // d, then m where the format has one (m follows d in q4_1 and q5_1).
+            let (d, m) = f16_pair(block.as_ptr());
+            let dd = d * xs[b];
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dd), acc);
             offset += match min_at {
-                Some(at) => f16_at(block, at) * xs[b] * sums[b] as f32,
+                Some(_) => m * xs[b] * sums[b] as f32,
                 None => -16.0 * dd * sums[b] as f32,
             };
         }
