@@ -27,6 +27,11 @@ pub struct QuantizeArgs {
 
 pub fn run(args: &QuantizeArgs) -> Result<()> {
     let format: QuantFormat = args.format.parse()?;
+    if !format.packable() {
+        anyhow::bail!(
+            "--type {format}: kiln reads {format} weights from GGUF files but packs only q8_0, q4_0 and nf4"
+        );
+    }
     let is_llm =
         args.model.join("config.json").is_file() && !args.model.join("model_index.json").is_file();
     let report = if is_llm {
