@@ -3,6 +3,11 @@
 //! first). Only tensor types kiln can run are accepted: F32, F16, BF16, and the ggml block types that
 //! are kiln `QuantFormat`s byte for byte (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K); any other type
 //! fails at open, naming the tensor and type.
+//!
+//! Every metadata value is kept, typed (`GgufValue`): integers, floats, bools, strings and arrays of
+//! them (a tokenizer's tokens, merges, scores and token types). Every length is checked against the
+//! bytes left before anything is allocated or read, so a truncated or corrupt header is an error
+//! naming the file, never a panic or a read past the mapping.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -86,6 +91,175 @@ fn ggml_type_name(id: u32) -> String {
         .unwrap_or_else(|| format!("unknown type {id}"))
 }
 
+/// A metadata value as the file stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GgufValue {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    /// Invalid UTF-8 in a value is replaced by U+FFFD (keys and tensor names must be valid).
+    String(String),
+    Array(Vec<GgufValue>),
+}
+
+impl GgufValue {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            GgufValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Any integer that fits (negative ones do not).
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            GgufValue::U8(v) => Some(v.into()),
+            GgufValue::U16(v) => Some(v.into()),
+            GgufValue::U32(v) => Some(v.into()),
+            GgufValue::U64(v) => Some(v),
+            GgufValue::I8(v) => u64::try_from(v).ok(),
+            GgufValue::I16(v) => u64::try_from(v).ok(),
+            GgufValue::I32(v) => u64::try_from(v).ok(),
+            GgufValue::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// Any integer that fits.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            GgufValue::I8(v) => Some(v.into()),
+            GgufValue::I16(v) => Some(v.into()),
+            GgufValue::I32(v) => Some(v.into()),
+            GgufValue::I64(v) => Some(v),
+            GgufValue::U8(v) => Some(v.into()),
+            GgufValue::U16(v) => Some(v.into()),
+            GgufValue::U32(v) => Some(v.into()),
+            GgufValue::U64(v) => i64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// Floats, and integers as floats (llama.cpp's converter writes some scores as integers).
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            GgufValue::F32(v) => Some(v.into()),
+            GgufValue::F64(v) => Some(v),
+            _ => self.as_i64().map(|v| v as f64),
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            GgufValue::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[GgufValue]> {
+        match self {
+            GgufValue::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// GGUF's name of the value's type ("u32", "string", "array"), for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            GgufValue::U8(_) => "u8",
+            GgufValue::I8(_) => "i8",
+            GgufValue::U16(_) => "u16",
+            GgufValue::I16(_) => "i16",
+            GgufValue::U32(_) => "u32",
+            GgufValue::I32(_) => "i32",
+            GgufValue::U64(_) => "u64",
+            GgufValue::I64(_) => "i64",
+            GgufValue::F32(_) => "f32",
+            GgufValue::F64(_) => "f64",
+            GgufValue::Bool(_) => "bool",
+            GgufValue::String(_) => "string",
+            GgufValue::Array(_) => "array",
+        }
+    }
+
+    /// GGUF's type id.
+    fn type_id(&self) -> u32 {
+        match self {
+            GgufValue::U8(_) => 0,
+            GgufValue::I8(_) => 1,
+            GgufValue::U16(_) => 2,
+            GgufValue::I16(_) => 3,
+            GgufValue::U32(_) => 4,
+            GgufValue::I32(_) => 5,
+            GgufValue::F32(_) => 6,
+            GgufValue::Bool(_) => 7,
+            GgufValue::String(_) => 8,
+            GgufValue::Array(_) => 9,
+            GgufValue::U64(_) => 10,
+            GgufValue::I64(_) => 11,
+            GgufValue::F64(_) => 12,
+        }
+    }
+
+    /// A scalar as text, as the string view of the metadata shows it (`None` for arrays).
+    fn scalar_text(&self) -> Option<String> {
+        Some(match self {
+            GgufValue::String(s) => s.clone(),
+            GgufValue::Array(_) => return None,
+            GgufValue::F32(v) => v.to_string(),
+            GgufValue::F64(v) => v.to_string(),
+            GgufValue::Bool(v) => v.to_string(),
+            v => v
+                .as_i64()
+                .map(|i| i.to_string())
+                .or_else(|| v.as_u64().map(|u| u.to_string()))?,
+        })
+    }
+
+    /// Appends the value's bytes (without its type id) as a GGUF file stores them.
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            GgufValue::U8(v) => out.push(*v),
+            GgufValue::I8(v) => out.extend(v.to_le_bytes()),
+            GgufValue::U16(v) => out.extend(v.to_le_bytes()),
+            GgufValue::I16(v) => out.extend(v.to_le_bytes()),
+            GgufValue::U32(v) => out.extend(v.to_le_bytes()),
+            GgufValue::I32(v) => out.extend(v.to_le_bytes()),
+            GgufValue::U64(v) => out.extend(v.to_le_bytes()),
+            GgufValue::I64(v) => out.extend(v.to_le_bytes()),
+            GgufValue::F32(v) => out.extend(v.to_le_bytes()),
+            GgufValue::F64(v) => out.extend(v.to_le_bytes()),
+            GgufValue::Bool(v) => out.push(u8::from(*v)),
+            GgufValue::String(s) => {
+                out.extend((s.len() as u64).to_le_bytes());
+                out.extend(s.as_bytes());
+            }
+            GgufValue::Array(items) => {
+                let elem = items.first().map_or(4, GgufValue::type_id);
+                out.extend(elem.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for item in items {
+                    item.write(out);
+                }
+            }
+        }
+    }
+}
+
+impl From<&str> for GgufValue {
+    fn from(s: &str) -> GgufValue {
+        GgufValue::String(s.to_string())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GgufTensor {
     pub kind: GgufType,
@@ -100,9 +274,16 @@ pub struct GgufFile {
     path: PathBuf,
     mmap: Mmap,
     tensors: HashMap<String, GgufTensor>,
-    /// String-valued metadata (other values are parsed past, not kept).
+    /// Every metadata value.
+    values: HashMap<String, GgufValue>,
+    /// The scalar values as text (strings as they are, numbers and bools written out).
     metadata: HashMap<String, String>,
 }
+
+/// Arrays nest at most this deep (llama.cpp reads no nested arrays at all).
+const MAX_ARRAY_DEPTH: usize = 2;
+/// Tensors have at most this many dimensions (ggml has 4).
+const MAX_DIMS: usize = 8;
 
 /// A cursor over the header with errors that name the file.
 struct Reader<'a> {
@@ -156,35 +337,87 @@ impl<'a> Reader<'a> {
             )
         })
     }
-    /// Reads a metadata value of `ty`, returning it when it is a string or an integer.
-    fn value(&mut self, ty: u32) -> Result<Option<String>> {
-        let fixed = |ty: u32| match ty {
-            0 | 1 | 7 => Some(1),
-            2 | 3 => Some(2),
-            4..=6 => Some(4),
-            10..=12 => Some(8),
-            _ => None,
-        };
-        match ty {
-            8 => self.string().map(Some),
+    /// A key or tensor name: must be UTF-8.
+    fn name(&mut self) -> Result<String> {
+        self.string()
+    }
+    /// A string value: invalid UTF-8 is replaced, as a tokenizer's odd byte token may hold some.
+    fn lossy_string(&mut self) -> Result<String> {
+        let n = self.usize("string length")?;
+        Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
+    }
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+    /// Reads a metadata value of type `ty`.
+    fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<GgufValue> {
+        let bytes = |r: &mut Self, n: usize| r.take(n).map(|b| b.to_vec());
+        Ok(match ty {
+            0 => GgufValue::U8(self.take(1)?[0]),
+            1 => GgufValue::I8(self.take(1)?[0] as i8),
+            2 => GgufValue::U16(u16::from_le_bytes(bytes(self, 2)?.try_into().expect("2"))),
+            3 => GgufValue::I16(i16::from_le_bytes(bytes(self, 2)?.try_into().expect("2"))),
+            4 => GgufValue::U32(self.u32()?),
+            5 => GgufValue::I32(self.u32()? as i32),
+            6 => GgufValue::F32(f32::from_bits(self.u32()?)),
+            7 => GgufValue::Bool(self.take(1)?[0] != 0),
+            8 => GgufValue::String(self.lossy_string()?),
+            10 => GgufValue::U64(self.u64()?),
+            11 => GgufValue::I64(self.u64()? as i64),
+            12 => GgufValue::F64(f64::from_bits(self.u64()?)),
             9 => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(Error::load(
+                        self.path,
+                        format!(
+                            "GGUF metadata `{key}`: arrays nested more than {MAX_ARRAY_DEPTH} deep"
+                        ),
+                    ));
+                }
                 let elem = self.u32()?;
                 let count = self.usize("array length")?;
-                for _ in 0..count {
-                    self.value(elem)?;
+                // The least each element takes: checked before allocating, so a corrupt length
+                // cannot ask for more memory than the file could hold.
+                let least = match elem {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    8 | 10..=12 => 8,
+                    9 => 12,
+                    _ => {
+                        return Err(Error::load(
+                            self.path,
+                            format!("GGUF metadata `{key}`: array of unknown type {elem}"),
+                        ))
+                    }
+                };
+                if count
+                    .checked_mul(least)
+                    .is_none_or(|n| n > self.remaining())
+                {
+                    return Err(Error::load(
+                        self.path,
+                        format!(
+                            "GGUF metadata `{key}`: an array of {count} elements does not fit in the \
+                             {} bytes left at offset {}: truncated or corrupt",
+                            self.remaining(),
+                            self.at
+                        ),
+                    ));
                 }
-                Ok(None)
+                let mut items = Vec::with_capacity(count);
+                for _ in 0..count {
+                    items.push(self.value(elem, key, depth + 1)?);
+                }
+                GgufValue::Array(items)
             }
-            4 => Ok(Some(self.u32()?.to_string())),
-            10 => Ok(Some(self.u64()?.to_string())),
-            _ => match fixed(ty) {
-                Some(n) => self.take(n).map(|_| None),
-                None => Err(Error::load(
+            _ => {
+                return Err(Error::load(
                     self.path,
-                    format!("GGUF metadata value of unknown type {ty}"),
-                )),
-            },
-        }
+                    format!("GGUF metadata `{key}` has unknown type {ty}"),
+                ))
+            }
+        })
     }
 }
 
@@ -196,13 +429,30 @@ impl GgufFile {
         // SAFETY: read-only mapping, as for safetensors files (loader.rs).
         let mmap = unsafe { Mmap::map(&file) }
             .map_err(|e| Error::load(&path, format!("cannot map: {e}")))?;
-        let (tensors, metadata) = parse(&path, &mmap)?;
+        let header = parse_header(&path, &mmap)?;
+        let (tensors, values) = place_tensors(&path, &mmap, header)?;
+        let metadata = values
+            .iter()
+            .filter_map(|(k, v)| v.scalar_text().map(|t| (k.clone(), t)))
+            .collect();
         Ok(GgufFile {
             path,
             mmap,
             tensors,
+            values,
             metadata,
         })
+    }
+
+    /// Only the metadata of `path`, whatever its tensors' types (a file kiln cannot run still
+    /// says what it is).
+    pub fn read_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, GgufValue>> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| Error::load(path, format!("cannot open: {e}")))?;
+        // SAFETY: read-only mapping, as in `open`.
+        let mmap = unsafe { Mmap::map(&file) }
+            .map_err(|e| Error::load(path, format!("cannot map: {e}")))?;
+        parse_header(path, &mmap).map(|h| h.values)
     }
 
     pub fn path(&self) -> &Path {
@@ -220,8 +470,72 @@ impl GgufFile {
         self.tensors.get(name)
     }
 
+    /// The scalar metadata values as text (strings as they are, numbers and bools written out);
+    /// arrays are only in [`values`](Self::values).
     pub fn metadata(&self) -> &HashMap<String, String> {
         &self.metadata
+    }
+
+    /// Every metadata value, typed.
+    pub fn values(&self) -> &HashMap<String, GgufValue> {
+        &self.values
+    }
+
+    pub fn value(&self, key: &str) -> Option<&GgufValue> {
+        self.values.get(key)
+    }
+
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.value(key).and_then(GgufValue::as_str)
+    }
+
+    pub fn get_u64(&self, key: &str) -> Option<u64> {
+        self.value(key).and_then(GgufValue::as_u64)
+    }
+
+    pub fn get_f64(&self, key: &str) -> Option<f64> {
+        self.value(key).and_then(GgufValue::as_f64)
+    }
+
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        self.value(key).and_then(GgufValue::as_bool)
+    }
+
+    pub fn get_array(&self, key: &str) -> Option<&[GgufValue]> {
+        self.value(key).and_then(GgufValue::as_array)
+    }
+
+    /// An array of strings (a tokenizer's tokens or merges); an error naming the key when it is
+    /// there but not that.
+    pub fn get_strings(&self, key: &str) -> Result<Option<Vec<&str>>> {
+        let Some(items) = self.value(key) else {
+            return Ok(None);
+        };
+        items
+            .as_array()
+            .and_then(|a| a.iter().map(GgufValue::as_str).collect::<Option<Vec<_>>>())
+            .map(Some)
+            .ok_or_else(|| self.wrong_type(key, "an array of strings"))
+    }
+
+    /// An array of numbers (scores, token types) as f64.
+    pub fn get_numbers(&self, key: &str) -> Result<Option<Vec<f64>>> {
+        let Some(items) = self.value(key) else {
+            return Ok(None);
+        };
+        items
+            .as_array()
+            .and_then(|a| a.iter().map(GgufValue::as_f64).collect::<Option<Vec<_>>>())
+            .map(Some)
+            .ok_or_else(|| self.wrong_type(key, "an array of numbers"))
+    }
+
+    fn wrong_type(&self, key: &str, wanted: &str) -> Error {
+        let found = self.value(key).map_or("nothing", GgufValue::type_name);
+        Error::load(
+            &self.path,
+            format!("GGUF metadata `{key}` is {found}, expected {wanted}"),
+        )
     }
 
     /// A tensor's stored bytes.
@@ -230,10 +544,16 @@ impl GgufFile {
     }
 }
 
-fn parse(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(HashMap<String, GgufTensor>, HashMap<String, String>)> {
+/// What the header holds: the metadata, the tensor table (name, shape, ggml type id, offset) and
+/// where the tensor data starts; nothing about the tensors is checked yet.
+struct Header {
+    values: HashMap<String, GgufValue>,
+    infos: Vec<(String, Vec<usize>, u32, usize)>,
+    data: u64,
+    alignment: u64,
+}
+
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     let mut r = Reader { path, bytes, at: 0 };
     if r.take(4).ok() != Some(MAGIC.as_slice()) {
         return Err(Error::load(path, "not a GGUF file (no GGUF magic)"));
@@ -247,48 +567,70 @@ fn parse(
     }
     let count = r.usize("tensor count")?;
     let kvs = r.usize("metadata count")?;
-    let mut metadata = HashMap::new();
+    let mut values = HashMap::new();
     for _ in 0..kvs {
-        let key = r.string()?;
+        let key = r.name()?;
         let ty = r.u32()?;
-        if let Some(v) = r.value(ty)? {
-            metadata.insert(key, v);
-        }
+        let value = r.value(ty, &key, 0)?;
+        values.insert(key, value);
     }
-    let alignment = match metadata.get("general.alignment") {
-        Some(a) => a
-            .parse::<u64>()
-            .ok()
-            .filter(|a| a.is_power_of_two())
-            .ok_or_else(|| {
-                Error::load(
-                    path,
-                    format!("GGUF general.alignment {a} is not a power of two"),
-                )
-            })?,
-        None => DEFAULT_ALIGNMENT,
-    };
     let mut infos = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
-        let name = r.string()?;
+        let name = r.name()?;
         let dims = r.u32()? as usize;
+        if dims > MAX_DIMS {
+            return Err(Error::load(
+                path,
+                format!("tensor `{name}` has {dims} dimensions: corrupt GGUF tensor table"),
+            ));
+        }
         let mut shape = (0..dims)
             .map(|_| r.usize("dimension"))
             .collect::<Result<Vec<_>>>()?;
         shape.reverse();
         let id = r.u32()?;
         let offset = r.usize("tensor offset")?;
+        infos.push((name, shape, id, offset));
+    }
+    let alignment = match values.get("general.alignment") {
+        Some(a) => a.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| {
+            Error::load(
+                path,
+                format!("GGUF general.alignment {a:?} is not a power of two"),
+            )
+        })?,
+        None => DEFAULT_ALIGNMENT,
+    };
+    let data = (r.at as u64).div_ceil(alignment) * alignment;
+    Ok(Header {
+        values,
+        infos,
+        data,
+        alignment,
+    })
+}
+
+/// Checks each tensor's type, size and place: within the file, aligned, not overlapping the next
+/// one (a size that does not match the type and shape).
+fn place_tensors(
+    path: &Path,
+    bytes: &[u8],
+    header: Header,
+) -> Result<(HashMap<String, GgufTensor>, HashMap<String, GgufValue>)> {
+    let Header {
+        values,
+        infos,
+        data,
+        alignment,
+    } = header;
+    let mut tensors = HashMap::new();
+    for (name, shape, id, offset) in infos {
         let kind = GgufType::from_id(id).map_err(|ty| {
             Error::load(
                 path,
                 format!("tensor `{name}` {shape:?} has type {ty}; kiln reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K GGUF tensors"),
             )
         })?;
-        infos.push((name, shape, kind, offset));
-    }
-    let data = (r.at as u64).div_ceil(alignment) * alignment;
-    let mut tensors = HashMap::new();
-    for (name, shape, kind, offset) in infos {
         // ggml blocks run along the innermost dimension, so each row is whole blocks.
         if let GgufType::Packed(format) = kind {
             if !shape
@@ -312,6 +654,12 @@ fn parse(
                 format!("tensor `{name}` {shape:?} is not a whole number of {kind:?} blocks"),
             )
         })?;
+        if !(offset as u64).is_multiple_of(alignment) {
+            return Err(Error::load(
+                path,
+                format!("tensor `{name}` {shape:?} starts at offset {offset}, not a multiple of the alignment {alignment}: corrupt"),
+            ));
+        }
         let start = usize::try_from(data)
             .ok()
             .and_then(|d| d.checked_add(offset));
@@ -322,22 +670,60 @@ fn parse(
                 format!("tensor `{name}` {shape:?} lies past the end of the file ({} bytes): truncated or corrupt", bytes.len()),
             )
         })?;
-        tensors.insert(
-            name,
-            GgufTensor {
-                kind,
-                shape,
-                start,
-                end,
-            },
-        );
+        let tensor = GgufTensor {
+            kind,
+            shape,
+            start,
+            end,
+        };
+        if tensors.insert(name.clone(), tensor).is_some() {
+            return Err(Error::load(
+                path,
+                format!("tensor `{name}` is listed twice"),
+            ));
+        }
     }
-    Ok((tensors, metadata))
+    // Each tensor's bytes end before the next one's begin: a tensor whose type and shape claim
+    // more bytes than the file gives it runs into its neighbour.
+    let mut order: Vec<(&String, &GgufTensor)> = tensors.iter().collect();
+    order.sort_by_key(|(name, t)| (t.start, t.end, *name));
+    for pair in order.windows(2) {
+        let ((name, t), (next, n)) = (pair[0], pair[1]);
+        if t.end > n.start {
+            return Err(Error::load(
+                path,
+                format!(
+                    "tensor `{name}` {:?} {} needs {} bytes from offset {}, past the start of `{next}` at {}: \
+                     its size does not match its type and shape (corrupt file)",
+                    t.shape,
+                    t.kind.name(),
+                    t.end - t.start,
+                    t.start,
+                    n.start
+                ),
+            ));
+        }
+    }
+    Ok((tensors, values))
 }
+
+/// A tensor for [`write_gguf`]: `(name, shape in PyTorch order, ggml type id, bytes)`.
+pub type GgufTensorData<'a> = (&'a str, Vec<usize>, u32, Vec<u8>);
 
 /// Writes a GGUF file (version 3, no metadata but the alignment) of `(name, shape in PyTorch order,
 /// ggml type id, bytes)`: for tests and tools.
-pub fn write_gguf(path: &Path, tensors: &[(&str, Vec<usize>, u32, Vec<u8>)]) -> Result<()> {
+pub fn write_gguf(path: &Path, tensors: &[GgufTensorData]) -> Result<()> {
+    write_gguf_with(path, &[], tensors)
+}
+
+/// As [`write_gguf`], with `metadata` after `general.alignment` in the order given. Each tensor
+/// takes its bytes' length (aligned), whatever its type and shape say, so tests can write
+/// inconsistent files.
+pub fn write_gguf_with(
+    path: &Path,
+    metadata: &[(&str, GgufValue)],
+    tensors: &[GgufTensorData],
+) -> Result<()> {
     let mut out = Vec::new();
     let string = |out: &mut Vec<u8>, s: &str| {
         out.extend((s.len() as u64).to_le_bytes());
@@ -346,10 +732,15 @@ pub fn write_gguf(path: &Path, tensors: &[(&str, Vec<usize>, u32, Vec<u8>)]) -> 
     out.extend(MAGIC);
     out.extend(3u32.to_le_bytes());
     out.extend((tensors.len() as u64).to_le_bytes());
-    out.extend(1u64.to_le_bytes());
+    out.extend((1 + metadata.len() as u64).to_le_bytes());
     string(&mut out, "general.alignment");
     out.extend(4u32.to_le_bytes());
     out.extend((DEFAULT_ALIGNMENT as u32).to_le_bytes());
+    for (key, value) in metadata {
+        string(&mut out, key);
+        out.extend(value.type_id().to_le_bytes());
+        value.write(&mut out);
+    }
     let mut offset = 0u64;
     for (name, shape, ty, bytes) in tensors {
         string(&mut out, name);
@@ -473,5 +864,135 @@ mod tests {
         std::fs::write(&path, b"GGUF\x01\0\0\0").unwrap();
         let e = GgufFile::open(&path).err().unwrap().to_string();
         assert!(e.contains("version 1"), "{e}");
+    }
+
+    #[test]
+    fn metadata_values_keep_their_types() {
+        let path = temp("values");
+        let tokens = GgufValue::Array(vec!["<s>".into(), "a".into(), "\u{0120}b".into()]);
+        let scores = GgufValue::Array(vec![GgufValue::F32(0.0), GgufValue::F32(-1.5)]);
+        let types = GgufValue::Array(vec![GgufValue::I32(3), GgufValue::I32(1)]);
+        write_gguf_with(
+            &path,
+            &[
+                ("general.architecture", "llama".into()),
+                ("llama.block_count", GgufValue::U32(2)),
+                ("llama.rope.freq_base", GgufValue::F32(1e6)),
+                ("tokenizer.ggml.add_bos_token", GgufValue::Bool(true)),
+                ("big", GgufValue::U64(1 << 40)),
+                ("neg", GgufValue::I64(-3)),
+                ("tokenizer.ggml.tokens", tokens.clone()),
+                ("tokenizer.ggml.scores", scores),
+                ("tokenizer.ggml.token_type", types),
+                (
+                    "nested",
+                    GgufValue::Array(vec![GgufValue::Array(vec![GgufValue::U8(7)])]),
+                ),
+            ],
+            &[("w", vec![2, 32], 8, vec![0; 68])],
+        )
+        .unwrap();
+        let g = GgufFile::open(&path).unwrap();
+        assert_eq!(g.get_str("general.architecture"), Some("llama"));
+        assert_eq!(g.get_u64("llama.block_count"), Some(2));
+        assert_eq!(g.get_f64("llama.rope.freq_base"), Some(1e6));
+        assert_eq!(g.get_bool("tokenizer.ggml.add_bos_token"), Some(true));
+        assert_eq!(g.get_u64("big"), Some(1 << 40));
+        assert_eq!(
+            (g.get_u64("neg"), g.value("neg").and_then(GgufValue::as_i64)),
+            (None, Some(-3))
+        );
+        assert_eq!(g.value("tokenizer.ggml.tokens"), Some(&tokens));
+        assert_eq!(
+            g.get_strings("tokenizer.ggml.tokens").unwrap().unwrap(),
+            ["<s>", "a", "\u{0120}b"]
+        );
+        assert_eq!(
+            g.get_numbers("tokenizer.ggml.scores").unwrap().unwrap(),
+            [0.0, -1.5]
+        );
+        assert_eq!(
+            g.get_numbers("tokenizer.ggml.token_type").unwrap().unwrap(),
+            [3.0, 1.0]
+        );
+        assert_eq!(g.get_strings("absent").unwrap(), None);
+        let e = g.get_strings("llama.block_count").unwrap_err().to_string();
+        assert!(
+            e.contains("`llama.block_count` is u32, expected an array of strings"),
+            "{e}"
+        );
+        assert_eq!(g.get_array("nested").unwrap().len(), 1);
+        // The string view keeps the scalars, as before.
+        assert_eq!(g.metadata()["general.architecture"], "llama");
+        assert_eq!(g.metadata()["llama.block_count"], "2");
+        assert!(!g.metadata().contains_key("tokenizer.ggml.tokens"));
+        // Metadata alone reads without checking the tensors.
+        let m = GgufFile::read_metadata(&path).unwrap();
+        assert_eq!(m["general.architecture"].as_str(), Some("llama"));
+    }
+
+    #[test]
+    fn corrupt_metadata_is_an_error_not_a_panic() {
+        let path = temp("corrupt");
+        let tokens = GgufValue::Array((0..100).map(|i| format!("t{i}").as_str().into()).collect());
+        write_gguf_with(&path, &[("tokenizer.ggml.tokens", tokens)], &[]).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        // Every truncation of the header fails with a message naming the file.
+        let header = good.windows(3).position(|w| w == b"t99").unwrap() + 3;
+        for cut in (0..header).step_by(7) {
+            std::fs::write(&path, &good[..cut]).unwrap();
+            let e = GgufFile::open(&path).err().unwrap().to_string();
+            assert!(e.contains("m.gguf"), "{cut}: {e}");
+        }
+        // A huge array length is refused before anything is allocated.
+        let at = good
+            .windows(8)
+            .position(|w| w == 100u64.to_le_bytes())
+            .unwrap();
+        let mut bad = good.clone();
+        bad[at..at + 8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        let e = GgufFile::open(&path).err().unwrap().to_string();
+        assert!(
+            e.contains("`tokenizer.ggml.tokens`") && e.contains("does not fit"),
+            "{e}"
+        );
+        // A huge string length too.
+        let mut bad = good.clone();
+        let s = good.windows(2).position(|w| w == b"t0").unwrap() - 8;
+        bad[s..s + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        assert!(GgufFile::open(&path).is_err());
+        // An unknown value type.
+        let mut bad = good.clone();
+        let ty = good
+            .windows(23)
+            .position(|w| w == b"tokenizer.ggml.tokens\x09\0")
+            .unwrap()
+            + 21;
+        bad[ty] = 99;
+        std::fs::write(&path, &bad).unwrap();
+        let e = GgufFile::open(&path).err().unwrap().to_string();
+        assert!(e.contains("unknown type 99"), "{e}");
+    }
+
+    #[test]
+    fn a_tensor_larger_than_its_room_is_named() {
+        let path = temp("overlap");
+        // `a` claims 4 rows of Q8_0 (136 bytes) but the file gives it 68 before `b`.
+        write_gguf(
+            &path,
+            &[
+                ("a", vec![4, 32], 8, vec![0; 68]),
+                ("b", vec![2, 32], 8, vec![0; 68]),
+            ],
+        )
+        .unwrap();
+        let e = GgufFile::open(&path).err().unwrap().to_string();
+        assert!(
+            e.contains("`a` [4, 32] Q8_0 needs 136 bytes") && e.contains("`b`"),
+            "{e}"
+        );
+        assert!(e.contains("does not match its type and shape"), "{e}");
     }
 }
