@@ -25,7 +25,7 @@ use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
 pub use capture::{convert_folder, CaptureSource, QuantizeReport};
 pub use folder::{folder_weight_files, folder_weight_paths};
-pub use gguf::GgufSource;
+pub use gguf::{GgufName, GgufSource};
 pub use host::HostSource;
 pub use random::RandomSource;
 pub use shapes::ShapeSource;
