@@ -60,31 +60,28 @@ impl GgufSource {
     }
 
     /// The file's tensors under the names of `names` only. Each stored tensor must exist, and a
-    /// row order must be a permutation of the tensor's rows.
+    /// row order must be a permutation (checked against the tensor's rows when it loads, after its
+    /// shape, so a tensor of the wrong shape is reported as that).
     pub fn renamed(file: GgufFile, names: HashMap<String, GgufName>) -> Result<GgufSource> {
         for (name, entry) in &names {
-            let t = file
-                .tensor(&entry.stored)
-                .ok_or_else(|| Error::MissingTensor {
+            if file.tensor(&entry.stored).is_none() {
+                return Err(Error::MissingTensor {
                     path: file.path().to_path_buf(),
                     name: entry.stored.clone(),
                     close: close_names(&entry.stored, file.names().into_iter(), 5),
-                })?;
+                });
+            }
             if let Some(rows) = &entry.rows {
-                let n = t.shape.first().copied().unwrap_or(0);
-                let mut seen = vec![false; n];
-                let whole = rows.len() == n
-                    && rows
-                        .iter()
-                        .all(|&r| r < n && !std::mem::replace(&mut seen[r], true));
-                if !whole || n == 0 || !(t.end - t.start).is_multiple_of(n) {
+                let mut seen = vec![false; rows.len()];
+                if !rows
+                    .iter()
+                    .all(|&r| r < rows.len() && !std::mem::replace(&mut seen[r], true))
+                {
                     return Err(Error::load(
                         file.path(),
                         format!(
-                            "tensor `{}` {:?} (read as `{name}`): {} row indices are not a permutation of its rows",
-                            entry.stored,
-                            t.shape,
-                            rows.len()
+                            "the row order for `{}` (read as `{name}`) is not a permutation",
+                            entry.stored
                         ),
                     ));
                 }
@@ -135,18 +132,29 @@ impl GgufSource {
     }
 
     /// The tensor's bytes with its rows in the order kiln sees them.
-    fn bytes<'a>(&'a self, s: &Stored<'a>) -> Cow<'a, [u8]> {
+    fn bytes<'a>(&'a self, s: &Stored<'a>) -> Result<Cow<'a, [u8]>> {
         let stored = self.file.bytes(s.name).unwrap_or_default();
         let Some(rows) = s.rows else {
-            return Cow::Borrowed(stored);
+            return Ok(Cow::Borrowed(stored));
         };
-        // `renamed` checked that the rows divide the bytes evenly.
-        let row = stored.len() / rows.len();
+        let n = s.tensor.shape.first().copied().unwrap_or(0);
+        if rows.len() != n || n == 0 || !stored.len().is_multiple_of(n) {
+            return Err(Error::load(
+                self.origin(),
+                format!(
+                    "tensor {} {:?}: its rows cannot be reordered as {} rows",
+                    s.what,
+                    s.tensor.shape,
+                    rows.len()
+                ),
+            ));
+        }
+        let row = stored.len() / n;
         let mut out = Vec::with_capacity(stored.len());
         for &r in rows {
             out.extend_from_slice(&stored[r * row..(r + 1) * row]);
         }
-        Cow::Owned(out)
+        Ok(Cow::Owned(out))
     }
 }
 
@@ -216,7 +224,7 @@ impl TensorSource for GgufSource {
                 ),
             ));
         }
-        let bytes = self.bytes(&s);
+        let bytes = self.bytes(&s)?;
         let values: Vec<f32> = match t.kind {
             GgufType::F32 => bytes[offset * 4..(offset + count) * 4]
                 .chunks_exact(4)
@@ -271,7 +279,7 @@ impl TensorSource for GgufSource {
         if t.shape != expected {
             return Err(wrong_shape(self.origin(), &s.what, &t.shape, expected));
         }
-        let bytes = self.bytes(&s);
+        let bytes = self.bytes(&s)?;
         QTensor::from_packed(device, format, &packed_matrix(&t.shape), &bytes)
             .map(Some)
             .map_err(|e| self.tensor_error(&s.what, t, e))
@@ -420,6 +428,13 @@ mod tests {
             e.contains("`a` (read as `x.weight`)") && e.contains("[4, 2]"),
             "{e}"
         );
+        let short = HashMap::from([("x".to_string(), GgufName::with_rows("a", vec![1, 0]))]);
+        let src = GgufSource::renamed(GgufFile::open(&path).unwrap(), short).unwrap();
+        let e = src
+            .load("x", None, &Device::Cpu, DType::F32)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be reordered as 2 rows"), "{e}");
         let bad = HashMap::from([("x".to_string(), GgufName::with_rows("a", vec![0, 0, 1, 2]))]);
         let e = GgufSource::renamed(GgufFile::open(&path).unwrap(), bad)
             .err()
