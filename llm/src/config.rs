@@ -1,8 +1,12 @@
 //! The decoder's sizes from a Hugging Face `config.json`: `model_type` "mistral" or "llama" (one
-//! architecture), or "mistral3" whose `text_config` is the Mistral text model (Mistral Small 3.1).
+//! architecture), or "mistral3" whose `text_config` is the Mistral text model (Mistral Small 3.1);
+//! or from a llama.cpp GGUF file's metadata (`general.architecture` "llama", as llama.cpp's
+//! converter writes Mistral and Llama models, "mistral3" as newer converters write Mistral Small 3.x's
+//! text model, or "mistral").
 
 use std::path::Path;
 
+use kiln_runtime::gguf::{GgufFile, GgufValue};
 use kiln_runtime::{Error, Result};
 use serde_json::Value;
 
@@ -78,6 +82,16 @@ impl MistralConfig {
                 "unsupported model_type `{other}`: kiln's LLMs are mistral, mistral3 (its text model) and llama"
             )),
         }
+    }
+
+    /// The decoder's sizes from a GGUF file's metadata: `{arch}.embedding_length`, `block_count`,
+    /// `attention.head_count` / `head_count_kv` / `key_length` / `layer_norm_rms_epsilon` /
+    /// `sliding_window`, `feed_forward_length`, `rope.freq_base`, `context_length`, `vocab_size`
+    /// (else the token list's length); BOS / EOS from the tokenizer's ids; the head tied when
+    /// the file has no `output.weight`. What kiln's decoder does not run (scaled RoPE, partial
+    /// rotary dimensions, experts) is refused naming the key.
+    pub fn from_gguf(file: &GgufFile) -> Result<MistralConfig> {
+        gguf_config(file).map_err(|msg| Error::load(file.path(), msg))
     }
 
     /// Query heads per key/value head.
@@ -212,6 +226,152 @@ fn parse_text(
         bos_token_id: ids(json.get("bos_token_id")).first().copied(),
         eos_token_ids: ids(json.get("eos_token_id")),
         wrapped,
+        vision: None,
+    })
+}
+
+/// The `general.architecture` values kiln's decoder runs.
+pub const GGUF_ARCHITECTURES: [&str; 3] = ["llama", "mistral", "mistral3"];
+
+fn gguf_config(file: &GgufFile) -> std::result::Result<MistralConfig, String> {
+    let arch = file
+        .get_str("general.architecture")
+        .ok_or("no `general.architecture`: not a llama.cpp model file")?;
+    if !GGUF_ARCHITECTURES.contains(&arch) {
+        return Err(format!(
+            "general.architecture `{arch}` is not a decoder kiln runs ({}: Mistral and Llama models as \
+             llama.cpp converts them)",
+            GGUF_ARCHITECTURES.join(", ")
+        ));
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    // A per-layer array is accepted when every layer has the same value.
+    let count = |k: &str| -> std::result::Result<Option<usize>, String> {
+        let full = key(k);
+        let Some(value) = file.value(&full) else {
+            return Ok(None);
+        };
+        let one = |v: &GgufValue| v.as_u64().filter(|&n| n > 0).map(|n| n as usize);
+        let n = match value.as_array() {
+            Some(items) => {
+                let values: Option<Vec<usize>> = items.iter().map(one).collect();
+                match values.as_deref() {
+                    Some([first, rest @ ..]) if rest.iter().all(|v| v == first) => Some(*first),
+                    Some([_, ..]) => {
+                        return Err(format!(
+                            "`{full}` differs between layers; kiln's decoder has the same sizes in every layer"
+                        ))
+                    }
+                    _ => None,
+                }
+            }
+            None => one(value),
+        };
+        n.map(Some)
+            .ok_or_else(|| format!("`{full}` is {value:?}, not a positive integer"))
+    };
+    let required = |k: &str| count(k)?.ok_or_else(|| format!("`{}` is missing", key(k)));
+    let float = |k: &str| file.get_f64(&key(k));
+    let hidden_size = required("embedding_length")?;
+    let num_attention_heads = required("attention.head_count")?;
+    let num_key_value_heads = count("attention.head_count_kv")?.unwrap_or(num_attention_heads);
+    if !num_attention_heads.is_multiple_of(num_key_value_heads) {
+        return Err(format!(
+            "{} {num_attention_heads} is not a multiple of {} {num_key_value_heads}",
+            key("attention.head_count"),
+            key("attention.head_count_kv")
+        ));
+    }
+    let head_dim = match count("attention.key_length")? {
+        Some(d) => d,
+        None if hidden_size.is_multiple_of(num_attention_heads) => hidden_size / num_attention_heads,
+        None => {
+            return Err(format!(
+                "no `{}`, and the embedding length {hidden_size} is not a multiple of {num_attention_heads} heads",
+                key("attention.key_length")
+            ))
+        }
+    };
+    if let Some(v) = count("attention.value_length")?.filter(|&v| v != head_dim) {
+        return Err(format!(
+            "`{}` {v} differs from the key length {head_dim}; kiln's attention has one head size",
+            key("attention.value_length")
+        ));
+    }
+    if !head_dim.is_multiple_of(2) {
+        return Err(format!("head size {head_dim} must be even for RoPE"));
+    }
+    if let Some(d) = count("rope.dimension_count")?.filter(|&d| d != head_dim) {
+        return Err(format!(
+            "`{}` {d}: RoPE over part of a {head_dim}-wide head is not supported",
+            key("rope.dimension_count")
+        ));
+    }
+    let scaling = file.get_str(&key("rope.scaling.type")).unwrap_or("none");
+    if scaling != "none" {
+        return Err(format!(
+            "`{}` is `{scaling}`: scaled RoPE is not supported (only unscaled RoPE)",
+            key("rope.scaling.type")
+        ));
+    }
+    if let Some(scale) = float("attention.temperature_scale").filter(|&s| s != 0.0) {
+        return Err(format!(
+            "`{}` {scale}: attention temperature scaling is not supported",
+            key("attention.temperature_scale")
+        ));
+    }
+    if let Some(n) = count("expert_count")? {
+        return Err(format!(
+            "`{}` {n}: mixture-of-experts models are not supported",
+            key("expert_count")
+        ));
+    }
+    let vocab_size = match count("vocab_size")? {
+        Some(n) => n,
+        None => file
+            .get_array("tokenizer.ggml.tokens")
+            .map(<[GgufValue]>::len)
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                format!(
+                    "neither `{}` nor a `tokenizer.ggml.tokens` list says the vocabulary size",
+                    key("vocab_size")
+                )
+            })?,
+    };
+    let id = |k: &str| file.get_u64(k).and_then(|v| u32::try_from(v).ok());
+    let mut eos_token_ids: Vec<u32> = Vec::new();
+    for k in [
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    ] {
+        if let Some(v) = id(k).filter(|v| !eos_token_ids.contains(v)) {
+            eos_token_ids.push(v);
+        }
+    }
+    Ok(MistralConfig {
+        model_type: arch.to_string(),
+        hidden_size,
+        intermediate_size: required("feed_forward_length")?,
+        num_hidden_layers: required("block_count")?,
+        num_attention_heads,
+        num_key_value_heads,
+        head_dim,
+        vocab_size,
+        rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
+        rope_theta: float("rope.freq_base").unwrap_or(10000.0) as f32,
+        max_position_embeddings: count("context_length")?.unwrap_or(4096),
+        // llama.cpp writes 0 for "no window".
+        sliding_window: file
+            .get_u64(&key("attention.sliding_window"))
+            .filter(|&w| w > 0)
+            .map(|w| w as usize),
+        tie_word_embeddings: file.tensor("output.weight").is_none(),
+        attention_bias: false,
+        bos_token_id: id("tokenizer.ggml.bos_token_id"),
+        eos_token_ids,
+        wrapped: false,
         vision: None,
     })
 }

@@ -5,6 +5,7 @@
 //! The model holds only weights: the KV cache is a `KvCache` the caller owns (one per
 //! conversation), so one loaded model serves any number of sessions.
 
+mod gguf;
 mod layer;
 mod names;
 
@@ -14,11 +15,13 @@ use std::sync::Arc;
 use kiln_kernels::layout::narrow;
 use kiln_kernels::scatter::scatter_rows;
 use kiln_nn::weights::{
-    folder_weight_files, FileSource, RandomSource, TensorSource, WeightType, Weights,
+    folder_weight_files, FileSource, GgufSource, RandomSource, TensorSource, WeightType, Weights,
 };
 use kiln_nn::{Embedding, KvBuffers, Linear, RmsNorm};
+use kiln_runtime::gguf::GgufFile;
 use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
+pub use gguf::{is_gguf, llama_names, rope_rows};
 pub use layer::{attention_config, DecoderLayer, Mlp};
 pub use names::TextModelNames;
 
@@ -49,8 +52,9 @@ pub struct Mistral {
 
 impl Mistral {
     /// Loads a model folder (`config.json` + `model.safetensors` or sharded files with
-    /// `model.safetensors.index.json`), packing Linear weights as `weight_type` says, with the
-    /// vision tower and projector when the config has a `vision_config`.
+    /// `model.safetensors.index.json`) or a llama.cpp `.gguf` file, packing Linear weights as
+    /// `weight_type` says (a GGUF's packed tensors load as they are), with the vision tower and
+    /// projector when a folder's config has a `vision_config`.
     pub fn load(dir: &Path, device: &Device, weight_type: WeightType) -> Result<Mistral> {
         Mistral::load_with(dir, device, weight_type, true)
     }
@@ -63,6 +67,9 @@ impl Mistral {
         weight_type: WeightType,
         vision: bool,
     ) -> Result<Mistral> {
+        if is_gguf(dir) {
+            return Mistral::load_gguf(GgufFile::open(dir)?, device, weight_type);
+        }
         let config = MistralConfig::from_file(&dir.join("config.json"))?;
         let source: Arc<dyn TensorSource> = Arc::new(FileSource::new(folder_weight_files(dir)?));
         let weights = Weights::from_source(source, device, weight_type.float_dtype())
@@ -72,6 +79,31 @@ impl Mistral {
             model.vision = Some(VisionModel::new(config, &weights)?);
         }
         Ok(model)
+    }
+
+    /// The decoder of a llama.cpp GGUF file: config from its metadata, weights under llama.cpp's
+    /// names with Q/K rows read back in Hugging Face's order (see `gguf.rs`).
+    pub fn load_gguf(file: GgufFile, device: &Device, weight_type: WeightType) -> Result<Mistral> {
+        let config = MistralConfig::from_gguf(&file)?;
+        // Every token needs an embedding row (the shape check below then names the tensor
+        // against the config's vocabulary size).
+        let tokens = file.get_array("tokenizer.ggml.tokens").map(<[_]>::len);
+        let rows = file.tensor("token_embd.weight").map(|t| t.shape[0]);
+        if let (Some(tokens), Some(rows)) = (tokens, rows) {
+            if tokens > rows {
+                return Err(Error::load(
+                    file.path(),
+                    format!(
+                        "the vocabulary has {tokens} tokens but `token_embd.weight` has {rows} rows"
+                    ),
+                ));
+            }
+        }
+        let names = llama_names(&file, &config)?;
+        let source: Arc<dyn TensorSource> = Arc::new(GgufSource::renamed(file, names)?);
+        let weights = Weights::from_source(source, device, weight_type.float_dtype())
+            .quantized(weight_type.quantization());
+        Mistral::new(config, &weights)
     }
 
     /// Random weights of `config`'s shapes built in memory (benchmarks, memory checks): the
