@@ -107,7 +107,7 @@ fn piece_style(decoder: Option<&DecoderWrapper>) -> PieceStyle {
 
 /// GPT-2's table, by character: printable Latin-1 bytes stand for themselves, the other bytes
 /// in order are written as U+0100, U+0101, ...
-fn byte_level_table() -> Vec<Option<u8>> {
+pub(super) fn byte_level_table() -> Vec<Option<u8>> {
     let self_mapped = |b: u8| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
     let mut table = vec![None; 0x144];
     let mut next = 0x100;

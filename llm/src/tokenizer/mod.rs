@@ -1,9 +1,12 @@
-//! The model's tokenizer: Mistral's `tekken.json` read directly, or a Hugging Face
-//! `tokenizer.json`. Text given by users is always encoded as plain text: a user who types
+//! The model's tokenizer: Mistral's `tekken.json` read directly, a Hugging Face
+//! `tokenizer.json`, or the vocabulary a llama.cpp GGUF file carries (`gguf.rs`: Tekken or
+//! SentencePiece, encoded as llama.cpp encodes them). Text given by users is always encoded as plain text: a user who types
 //! "[INST]" gets the ids of those characters, never the control id (as mistral-common does).
 //! Only a chat template's own output names control tokens (`encode_rendered`).
 
+mod gguf;
 mod hf;
+mod spm;
 mod stream;
 mod tekken;
 
@@ -16,6 +19,7 @@ use serde_json::Value;
 use crate::constrain::{ConstraintError, TokenVocabulary};
 
 pub use hf::HfTokenizer;
+pub use spm::Spm;
 pub use stream::StreamDecoder;
 pub use tekken::Tekken;
 
@@ -26,6 +30,7 @@ pub const ESCAPE: char = '\u{FDD0}';
 enum Backend {
     Tekken(Box<Tekken>),
     Hf(Box<HfTokenizer>),
+    Spm(Box<Spm>),
 }
 
 pub struct Tokenizer {
@@ -35,6 +40,10 @@ pub struct Tokenizer {
     controls: Vec<(String, u32)>,
     bos: Option<u32>,
     eos: Option<u32>,
+    /// A prompt starts with BOS even when its Jinja template writes none (a GGUF file's
+    /// `add_bos_token`, as llama.cpp tokenizes prompts); false for model folders, whose templates
+    /// write it.
+    add_bos: bool,
     /// The vocabulary as constrained decoding needs it, built on first use (a pass over every id).
     constraint_vocab: OnceLock<Arc<TokenVocabulary>>,
 }
@@ -104,25 +113,35 @@ impl Tokenizer {
             controls,
             bos: None,
             eos: None,
+            add_bos: false,
             constraint_vocab: OnceLock::new(),
         };
-        tokenizer
-            .controls
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        tokenizer.sort_controls();
         tokenizer.bos = tokenizer.token_id("<s>");
         tokenizer.eos = tokenizer.token_id("</s>");
         Ok(tokenizer)
+    }
+
+    /// Longest first, so `control_at` finds the longest match.
+    fn sort_controls(&mut self) {
+        self.controls
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether a prompt starts with BOS even when its template writes none (see `add_bos`).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
     /// The tekken file's version ("v3", "v7"); None for tokenizer.json.
     pub fn tekken_version(&self) -> Option<&str> {
         match &self.backend {
             Backend::Tekken(t) => t.version(),
-            Backend::Hf(_) => None,
+            Backend::Hf(_) | Backend::Spm(_) => None,
         }
     }
 
@@ -130,6 +149,7 @@ impl Tokenizer {
         match &self.backend {
             Backend::Tekken(t) => t.vocab_size(),
             Backend::Hf(t) => t.vocab_size(),
+            Backend::Spm(t) => t.vocab_size(),
         }
     }
 
@@ -160,6 +180,7 @@ impl Tokenizer {
         match &self.backend {
             Backend::Tekken(_) => self.controls.iter().find(|c| c.0 == name).map(|c| c.1),
             Backend::Hf(t) => t.token_id(name),
+            Backend::Spm(t) => t.tokens().iter().position(|t| t == name).map(|i| i as u32),
         }
     }
 
@@ -194,6 +215,12 @@ impl Tokenizer {
                 }
                 Ok(pieces)
             }
+            Backend::Spm(t) => Ok((0..t.vocab_size() as u32)
+                .map(|id| {
+                    let control = self.is_control(id) || t.token_type(id) == Some(spm::UNKNOWN);
+                    (t.piece_bytes(id).unwrap_or_default(), control)
+                })
+                .collect()),
         }
     }
 
@@ -219,6 +246,7 @@ impl Tokenizer {
         match &self.backend {
             Backend::Tekken(t) => t.encode(text),
             Backend::Hf(t) => t.encode(text),
+            Backend::Spm(t) => Ok(t.encode(text)),
         }
     }
 
@@ -290,6 +318,7 @@ impl Tokenizer {
                 Ok(String::from_utf8_lossy(&t.decode_bytes(ids, skip_special)?).into_owned())
             }
             Backend::Hf(t) => t.decode(ids, skip_special),
+            Backend::Spm(t) => t.decode(ids, skip_special),
         }
     }
 

@@ -10,6 +10,9 @@ use fancy_regex::Regex;
 use kiln_runtime::{Error, Result};
 use serde::Deserialize;
 
+/// The split pattern of every tekken.json so far (llama.cpp's pre-tokenizer "tekken" names it).
+pub const TEKKEN_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// mistral-common's control tokens for files without a `special_tokens` list.
 const DEFAULT_SPECIALS: [&str; 20] = [
     "<unk>",
@@ -89,12 +92,9 @@ impl Tekken {
                 ),
             ));
         }
-        let pattern = Regex::new(&c.pattern)
-            .map_err(|e| Error::load(path, format!("its split pattern does not compile: {e}")))?;
         // Like mistral-common, only the first `default_vocab_size - specials` ranks are used.
         let inner = (c.default_vocab_size - c.default_num_special_tokens).min(file.vocab.len());
         let mut bytes = vec![Vec::new(); inner];
-        let mut ranks = HashMap::with_capacity(inner);
         let b64 = base64::engine::general_purpose::STANDARD;
         for entry in &file.vocab {
             if entry.rank >= inner {
@@ -106,7 +106,6 @@ impl Tekken {
                     format!("rank {}: bad base64 token_bytes: {e}", entry.rank),
                 )
             })?;
-            ranks.insert(token.clone(), entry.rank as u32);
             bytes[entry.rank] = token;
         }
         if let Some(rank) = bytes.iter().position(Vec::is_empty) {
@@ -114,11 +113,6 @@ impl Tekken {
                 path,
                 format!("rank {rank} of {inner} is missing"),
             ));
-        }
-        for b in 0..=255u8 {
-            if !ranks.contains_key(&[b][..]) {
-                return Err(Error::load(path, format!("byte {b:#04x} has no rank")));
-            }
         }
         let mut specials: Vec<String> = (0..c.default_num_special_tokens)
             .map(|i| format!("<SPECIAL_{i}>"))
@@ -134,12 +128,39 @@ impl Tekken {
                 specials[s.rank] = s.token_str.clone();
             }
         }
+        Tekken::from_vocab(path, &c.pattern, specials, bytes, c.version.clone())
+    }
+
+    /// A Tekken vocabulary given directly: control token names (ids `0..specials.len()`), then
+    /// each ordinary rank's bytes, in rank order (a GGUF file's token list). `path` is named in
+    /// errors.
+    pub fn from_vocab(
+        path: &Path,
+        pattern: &str,
+        specials: Vec<String>,
+        bytes: Vec<Vec<u8>>,
+        version: Option<String>,
+    ) -> Result<Tekken> {
+        let pattern = Regex::new(pattern)
+            .map_err(|e| Error::load(path, format!("its split pattern does not compile: {e}")))?;
+        let mut ranks = HashMap::with_capacity(bytes.len());
+        for (rank, token) in bytes.iter().enumerate() {
+            if token.is_empty() {
+                return Err(Error::load(path, format!("rank {rank} is empty")));
+            }
+            ranks.insert(token.clone(), rank as u32);
+        }
+        for b in 0..=255u8 {
+            if !ranks.contains_key(&[b][..]) {
+                return Err(Error::load(path, format!("byte {b:#04x} has no rank")));
+            }
+        }
         Ok(Tekken {
             pattern,
             ranks,
             bytes,
             specials,
-            version: c.version.clone(),
+            version,
         })
     }
 
