@@ -1,9 +1,11 @@
-//! A model folder loaded for chat: the decoder, its tokenizer (checked against the model's
-//! vocabulary) and its chat template, plus the context a session gets when none is asked for.
+//! A model folder or llama.cpp GGUF file loaded for chat: the decoder, its tokenizer (checked
+//! against the model's vocabulary) and its chat template, plus the context a session gets when
+//! none is asked for.
 
 use std::path::Path;
 
 use kiln_nn::weights::WeightType;
+use kiln_runtime::gguf::GgufFile;
 use kiln_runtime::memory::format_bytes;
 use kiln_runtime::{DType, Device, Error, Result};
 
@@ -11,7 +13,7 @@ use crate::bench::{estimate_memory, MemoryEstimate};
 use crate::chat::ChatTemplate;
 use crate::config::MistralConfig;
 use crate::kv_cache::kv_bytes_per_token;
-use crate::model::Mistral;
+use crate::model::{is_gguf, Mistral};
 use crate::tokenizer::Tokenizer;
 use crate::vision::ImageProcessor;
 
@@ -26,7 +28,8 @@ pub struct ChatModel {
 const DEFAULT_KV_CAP: u64 = 8 << 30;
 
 impl ChatModel {
-    /// Loads `dir`; `template` overrides the folder's chat template (`mistral-v7`,
+    /// Loads `dir` (a model folder, or a `.gguf` file: config, weights, tokenizer and template
+    /// from the one file); `template` overrides the model's chat template (`mistral-v7`,
     /// `mistral-v3` or a Jinja file).
     pub fn load(
         dir: &Path,
@@ -34,10 +37,26 @@ impl ChatModel {
         weight_type: WeightType,
         template: Option<&str>,
     ) -> Result<ChatModel> {
+        if is_gguf(dir) {
+            let file = GgufFile::open(dir)?;
+            let tokenizer = Tokenizer::from_gguf(&file)?;
+            let template = match template {
+                Some(name) => ChatTemplate::named(name, &tokenizer)?,
+                None => ChatTemplate::for_gguf(&file, &tokenizer)?,
+            };
+            let model = Mistral::load_gguf(file, device, weight_type)?;
+            tokenizer.check_fits(model.config.vocab_size)?;
+            return Ok(ChatModel {
+                model,
+                tokenizer,
+                template,
+            });
+        }
         if !dir.join("config.json").is_file() {
             return Err(Error::load(
                 dir,
-                "not an LLM folder: expected config.json (with model.safetensors or sharded files)",
+                "not an LLM folder: expected config.json (with model.safetensors or sharded files), \
+                 or a .gguf file",
             ));
         }
         let tokenizer = Tokenizer::from_dir(dir)?;

@@ -4,6 +4,7 @@
 
 mod jinja;
 mod mistral;
+mod named;
 mod pyjson;
 mod tools;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use crate::vision::{expand_image_placeholders, ImageProcessor, ImageTokenIds, Prompt};
 
+use kiln_runtime::gguf::GgufFile;
 use kiln_runtime::{Error, Result};
 
 pub use jinja::JinjaTemplate;
@@ -123,6 +125,39 @@ impl ChatTemplate {
         )))
     }
 
+    /// A GGUF file's `tokenizer.chat_template`: Jinja, or the name of one of llama.cpp's Mistral
+    /// templates (`named.rs`); without one, the built-in Mistral format the tokenizer implies.
+    pub fn for_gguf(file: &GgufFile, tokenizer: &Tokenizer) -> Result<ChatTemplate> {
+        let Some(source) = file.get_str("tokenizer.chat_template") else {
+            return Ok(ChatTemplate::Mistral(MistralFormat::for_tokenizer(
+                tokenizer,
+            )));
+        };
+        if !named::is_template_name(source) {
+            return Ok(ChatTemplate::Jinja(JinjaTemplate::new(
+                source.to_string(),
+                file.path(),
+                tokenizer,
+            )?));
+        }
+        match named::named_template(source.trim()) {
+            Some(named::Named::Builtin(format)) => Ok(ChatTemplate::Mistral(format)),
+            Some(named::Named::Jinja(jinja)) => Ok(ChatTemplate::Jinja(JinjaTemplate::new(
+                jinja.to_string(),
+                file.path(),
+                tokenizer,
+            )?)),
+            None => Err(Error::load(
+                file.path(),
+                format!(
+                    "tokenizer.chat_template names llama.cpp's built-in template `{source}`, which \
+                     kiln does not have (it knows mistral-v1, -v3, -v7, -v3-tekken, -v7-tekken); \
+                     pass --chat-template with a Jinja file"
+                ),
+            )),
+        }
+    }
+
     /// A template named on the command line: `mistral-v7`, `mistral-v3`, or a Jinja file.
     pub fn named(name: &str, tokenizer: &Tokenizer) -> Result<ChatTemplate> {
         if let Some(format) = MistralFormat::named(name) {
@@ -204,7 +239,16 @@ impl ChatTemplate {
         match self {
             ChatTemplate::Jinja(t) => {
                 tools::check_conversation(messages)?;
-                tokenizer.encode_rendered(&t.render_with_tools(tokenizer, messages, tools)?)
+                let mut ids =
+                    tokenizer.encode_rendered(&t.render_with_tools(tokenizer, messages, tools)?)?;
+                // A GGUF's prompt starts with BOS whether or not its template writes one, as
+                // llama.cpp tokenizes it.
+                if let Some(bos) = tokenizer.bos_id().filter(|_| tokenizer.adds_bos()) {
+                    if ids.first() != Some(&bos) {
+                        ids.insert(0, bos);
+                    }
+                }
+                Ok(ids)
             }
             ChatTemplate::Mistral(f) => f.encode_with_tools(tokenizer, messages, tools),
         }
