@@ -28,7 +28,9 @@ const BUNDLED_CHAT_MODEL: &str = "llm/bundled";
 #[derive(Args, Debug)]
 pub struct ChatArgs {
     /// Model folder: config.json (mistral, mistral3 or llama), safetensors weights (sharded or
-    /// not), tekken.json or tokenizer.json. Default: the bundled tiny arithmetic model.
+    /// not), tekken.json or tokenizer.json; or a llama.cpp .gguf file (Mistral / Llama
+    /// architecture, Tekken or SentencePiece vocabulary). Default: the bundled tiny arithmetic
+    /// model.
     #[arg(short = 'm', long)]
     model: Option<PathBuf>,
 
@@ -254,7 +256,7 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         None => bundled_chat_model()?,
     };
     if args.plan {
-        let config = MistralConfig::from_file(&dir.join("config.json"))?;
+        let config = MistralConfig::for_model(&dir)?;
         let context = args.ctx_size.unwrap_or(config.max_position_embeddings);
         let kv = device.float_dtype(kv_dtype);
         let m = chat_memory(&config, weight_type, context, kv);
@@ -279,7 +281,7 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
     // Checked from the config before anything loads, so a chat that cannot fit fails at once.
     let budget_context = match parse_max_vram(args.max_vram.as_deref())? {
         Some(budget) => {
-            let config = MistralConfig::from_file(&dir.join("config.json"))?;
+            let config = MistralConfig::for_model(&dir)?;
             let kv = device.float_dtype(kv_dtype);
             Some((
                 context_within_budget(&config, weight_type, kv, budget, args.ctx_size)?,
@@ -298,7 +300,8 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         .with_context(|| format!("loading {}", dir.display()))?;
     if !images.is_empty() && chat.model.vision.is_none() {
         bail!(
-            "--image: {} has no vision encoder (a mistral3 folder with a vision_config reads images)",
+            "--image: {} has no vision encoder (a mistral3 folder with a vision_config reads \
+             images; GGUF files are read without their vision encoder)",
             dir.display()
         );
     }

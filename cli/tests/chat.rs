@@ -331,3 +331,80 @@ fn chat_with_an_image_gives_the_transformers_greedy_reply() {
     std::fs::remove_file(text_file).ok();
     std::fs::remove_file(truncated).ok();
 }
+
+fn gguf_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/llm/gguf")
+        .join(name)
+}
+
+/// `kiln chat -m FILE.gguf` on llama.cpp conversions of tiny random models
+/// (tools/make_gguf_llm_fixtures.py): the Tekken file prints the same greedy reply as the folder
+/// it was converted from, and both are llama.cpp's 16 greedy tokens; so is the SentencePiece
+/// file's reply (whose folder has no tokenizer kiln reads: a tokenizer.model only).
+#[test]
+fn chat_on_a_gguf_file_replies_as_its_folder_and_llama_cpp() {
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gguf_fixture("llama_cpp.json")).unwrap())
+            .unwrap();
+    let chat = |model: &std::path::Path| {
+        let (ok, stdout, stderr) = run(&[
+            "chat",
+            "-m",
+            model.to_str().unwrap(),
+            "-p",
+            "Hello, how are you?",
+            "--temp",
+            "0",
+            "-n",
+            "16",
+        ]);
+        assert!(ok, "{}: {stderr}", model.display());
+        assert!(stderr.contains("reply: 16 tokens"), "{stderr}");
+        stdout.strip_suffix('\n').unwrap().to_string()
+    };
+    for (model, folder) in [("tekken", Some("tekken")), ("spm", None)] {
+        let file = gguf_fixture(&format!("{model}-f32.gguf"));
+        let reply = chat(&file);
+        if let Some(folder) = folder {
+            assert_eq!(reply, chat(&gguf_fixture(folder)), "{model}");
+        }
+        let greedy: Vec<u32> = record[model]["greedy"]["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let gguf = kiln_runtime::gguf::GgufFile::open(&file).unwrap();
+        let tokenizer = kiln_llm::Tokenizer::from_gguf(&gguf).unwrap();
+        assert_eq!(reply, tokenizer.decode(&greedy, true).unwrap(), "{model}");
+        assert!(!reply.trim().is_empty(), "{model}");
+    }
+    // The Q8_0 file runs too (its reply may differ: weights rounded to 8 bits).
+    let (ok, _, stderr) = run(&[
+        "chat",
+        "-m",
+        gguf_fixture("tekken-q8_0.gguf").to_str().unwrap(),
+        "-p",
+        "Hi",
+        "--temp",
+        "0",
+        "-n",
+        "4",
+    ]);
+    assert!(ok && stderr.contains("reply: 4 tokens"), "{stderr}");
+    // A GGUF that is not a file kiln can run fails naming it.
+    let dir = std::env::temp_dir().join(format!("kiln-cli-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("broken.gguf");
+    let bytes = std::fs::read(gguf_fixture("tekken-f32.gguf")).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
+    let (ok, stdout, stderr) = run(&["chat", "-m", bad.to_str().unwrap(), "-p", "Hi"]);
+    assert!(!ok && stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("broken.gguf") && stderr.contains("truncated"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(dir).ok();
+}

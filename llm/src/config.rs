@@ -39,6 +39,14 @@ pub struct MistralConfig {
 }
 
 impl MistralConfig {
+    /// The config of a model: a folder's `config.json`, or a `.gguf` file's metadata.
+    pub fn for_model(path: &Path) -> Result<MistralConfig> {
+        if crate::model::is_gguf(path) {
+            return MistralConfig::from_gguf(&GgufFile::open(path)?);
+        }
+        MistralConfig::from_file(&path.join("config.json"))
+    }
+
     pub fn from_file(path: &Path) -> Result<MistralConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::load(path, format!("cannot read: {e}")))?;

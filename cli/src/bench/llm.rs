@@ -16,7 +16,7 @@ use kiln_runtime::Device;
 
 #[derive(Args, Debug)]
 pub struct LlmBenchArgs {
-    /// Model folder (config.json + safetensors).
+    /// Model folder (config.json + safetensors) or llama.cpp .gguf file.
     #[arg(short = 'm', long, conflicts_with = "random")]
     model: Option<PathBuf>,
 
@@ -69,12 +69,16 @@ pub struct LlmBenchArgs {
 pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
     let weight_type: WeightType = args.weight_type.parse()?;
     let kv_dtype = parse_kv_type(&args.kv_type)?;
-    let (config_path, name) = match (&args.model, &args.random) {
-        (Some(m), None) => (m.join("config.json"), m.display().to_string()),
-        (None, Some(c)) => (c.clone(), format!("random {}", c.display())),
-        _ => bail!("give a model folder (-m) or a config for random weights (--random)"),
+    let (config, name) = match (&args.model, &args.random) {
+        (Some(m), None) => (MistralConfig::for_model(m)?, m.display().to_string()),
+        (None, Some(c)) => (
+            MistralConfig::from_file(c)?,
+            format!("random {}", c.display()),
+        ),
+        _ => {
+            bail!("give a model folder or GGUF file (-m) or a config for random weights (--random)")
+        }
     };
-    let config = MistralConfig::from_file(&config_path)?;
     let plan = BenchPlan {
         prefill: args.prefill.clone(),
         depths: args.depths.clone(),
