@@ -349,6 +349,38 @@ impl<'a> Reader<'a> {
     fn remaining(&self) -> usize {
         self.bytes.len() - self.at
     }
+    /// Moves past a metadata value of type `ty` without keeping it.
+    fn skip(&mut self, ty: u32, key: &str, depth: usize) -> Result<()> {
+        let fixed = |ty: u32| match ty {
+            0 | 1 | 7 => Some(1),
+            2 | 3 => Some(2),
+            4..=6 => Some(4),
+            10..=12 => Some(8),
+            _ => None,
+        };
+        match ty {
+            8 => {
+                let n = self.usize("string length")?;
+                self.take(n).map(|_| ())
+            }
+            9 if depth < MAX_ARRAY_DEPTH => {
+                let elem = self.u32()?;
+                let count = self.usize("array length")?;
+                match fixed(elem) {
+                    Some(size) => {
+                        let n = count.checked_mul(size).ok_or_else(|| {
+                            Error::load(self.path, format!("GGUF metadata `{key}`: array too long"))
+                        })?;
+                        self.take(n).map(|_| ())
+                    }
+                    None => (0..count).try_for_each(|_| self.skip(elem, key, depth + 1)),
+                }
+            }
+            // Anything else is read, for its error.
+            _ => self.value(ty, key, depth).map(|_| ()),
+        }
+    }
+
     /// Reads a metadata value of type `ty`.
     fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<GgufValue> {
         let bytes = |r: &mut Self, n: usize| r.take(n).map(|b| b.to_vec());
@@ -442,6 +474,31 @@ impl GgufFile {
             values,
             metadata,
         })
+    }
+
+    /// One metadata value of `path`, reading the header only up to it (a model list asks each
+    /// file for `general.architecture` without parsing a vocabulary of 100k strings).
+    pub fn read_value(path: impl AsRef<Path>, key: &str) -> Result<Option<GgufValue>> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| Error::load(path, format!("cannot open: {e}")))?;
+        // SAFETY: read-only mapping, as in `open`.
+        let mmap = unsafe { Mmap::map(&file) }
+            .map_err(|e| Error::load(path, format!("cannot map: {e}")))?;
+        let mut r = Reader {
+            path,
+            bytes: &mmap,
+            at: 0,
+        };
+        let (_, kvs) = parse_start(&mut r)?;
+        for _ in 0..kvs {
+            let name = r.name()?;
+            let ty = r.u32()?;
+            if name == key {
+                return r.value(ty, &name, 0).map(Some);
+            }
+            r.skip(ty, &name, 0)?;
+        }
+        Ok(None)
     }
 
     /// Only the metadata of `path`, whatever its tensors' types (a file kiln cannot run still
@@ -553,20 +610,24 @@ struct Header {
     alignment: u64,
 }
 
-fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
-    let mut r = Reader { path, bytes, at: 0 };
+/// The magic and version; returns the tensor and metadata counts.
+fn parse_start(r: &mut Reader) -> Result<(usize, usize)> {
     if r.take(4).ok() != Some(MAGIC.as_slice()) {
-        return Err(Error::load(path, "not a GGUF file (no GGUF magic)"));
+        return Err(Error::load(r.path, "not a GGUF file (no GGUF magic)"));
     }
     let version = r.u32()?;
     if !(2..=3).contains(&version) {
         return Err(Error::load(
-            path,
+            r.path,
             format!("GGUF version {version}; kiln reads versions 2 and 3"),
         ));
     }
-    let count = r.usize("tensor count")?;
-    let kvs = r.usize("metadata count")?;
+    Ok((r.usize("tensor count")?, r.usize("metadata count")?))
+}
+
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
+    let mut r = Reader { path, bytes, at: 0 };
+    let (count, kvs) = parse_start(&mut r)?;
     let mut values = HashMap::new();
     for _ in 0..kvs {
         let key = r.name()?;
@@ -926,9 +987,17 @@ mod tests {
         assert_eq!(g.metadata()["general.architecture"], "llama");
         assert_eq!(g.metadata()["llama.block_count"], "2");
         assert!(!g.metadata().contains_key("tokenizer.ggml.tokens"));
-        // Metadata alone reads without checking the tensors.
+        // Metadata alone reads without checking the tensors; one value reads past the others.
         let m = GgufFile::read_metadata(&path).unwrap();
         assert_eq!(m["general.architecture"].as_str(), Some("llama"));
+        for (key, value) in &m {
+            assert_eq!(
+                GgufFile::read_value(&path, key).unwrap().as_ref(),
+                Some(value),
+                "{key}"
+            );
+        }
+        assert_eq!(GgufFile::read_value(&path, "absent").unwrap(), None);
     }
 
     #[test]
