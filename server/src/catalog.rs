@@ -191,8 +191,8 @@ pub fn model_kind(path: &Path) -> Option<ModelKind> {
         .to_ascii_lowercase();
     match ext.as_str() {
         "safetensors" => Some(ModelKind::Image),
-        "gguf" => Some(match gguf_architecture(path).as_deref() {
-            Some("llama" | "mistral" | "mistral3") => ModelKind::Llm,
+        "gguf" => Some(match gguf_architecture(path) {
+            Some(a) if kiln_llm::config::GGUF_ARCHITECTURES.contains(&a.as_str()) => ModelKind::Llm,
             _ => ModelKind::Image,
         }),
         _ => None,
@@ -216,11 +216,10 @@ fn is_llm_config(path: &Path) -> bool {
     causal || matches!(model_type, "mistral" | "llama" | "mistral3")
 }
 
+/// The file's `general.architecture`, read without parsing the rest (a vocabulary, the tensors).
 fn gguf_architecture(path: &Path) -> Option<String> {
-    let file = kiln_runtime::gguf::GgufFile::open(path).ok()?;
-    file.metadata()
-        .get("general.architecture")
-        .map(|a| a.trim_matches('"').to_string())
+    let value = kiln_runtime::gguf::GgufFile::read_value(path, "general.architecture").ok()??;
+    value.as_str().map(|a| a.trim_matches('"').to_string())
 }
 
 #[cfg(test)]
@@ -297,6 +296,33 @@ mod tests {
         // A different size: hashed again.
         std::fs::write(&a.path, b"other weights!").unwrap();
         assert_ne!(catalog.sha256(&a).unwrap(), first);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_gguf_file_is_a_chat_model_when_its_architecture_is_a_decoder() {
+        use kiln_runtime::gguf::{write_gguf_with, GgufValue};
+        let dir = std::env::temp_dir().join(format!("kiln-catalog-gguf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The kind is read from the metadata alone: a tensor type kiln cannot run (IQ2_XXS) does
+        // not make a chat model an image model.
+        let tensors = [("w", vec![1, 256], 16, vec![0u8; 66])];
+        for (file, arch) in [
+            ("chat.gguf", "llama"),
+            ("small.gguf", "mistral3"),
+            ("sd.gguf", ""),
+        ] {
+            let meta: Vec<(&str, GgufValue)> = if arch.is_empty() {
+                Vec::new()
+            } else {
+                vec![("general.architecture", arch.into())]
+            };
+            write_gguf_with(&dir.join(file), &meta, &tensors).unwrap();
+        }
+        assert_eq!(model_kind(&dir.join("chat.gguf")), Some(ModelKind::Llm));
+        assert_eq!(model_kind(&dir.join("small.gguf")), Some(ModelKind::Llm));
+        assert_eq!(model_kind(&dir.join("sd.gguf")), Some(ModelKind::Image));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,5 +1,5 @@
 //! What the HTTP side needs of a chat model before queueing a request: its tokenizer, chat
-//! template and config (read once per model, cached), so prompts are rendered, counted and checked
+//! template and config (read once per model, cached; from a folder or a GGUF file's metadata), so prompts are rendered, counted and checked
 //! against the context in the handler, and a request that cannot run gets its 400 without waiting
 //! in the queue. The worker loads the weights; both sides size contexts with [`slot_context`].
 
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use kiln_llm::vision::ImageProcessor;
 use kiln_llm::{ChatTemplate, MistralConfig, Tokenizer};
+use kiln_runtime::gguf::GgufFile;
 
 use crate::catalog::{ModelEntry, ModelKind};
 use crate::error::{ApiError, ApiResult};
@@ -115,17 +116,10 @@ impl LlmInfos {
 }
 
 fn load(path: &Path, settings: &LlmSettings) -> ApiResult<LlmInfo> {
-    if !path.is_dir() {
-        return Err(ApiError::invalid(
-            "model",
-            format!(
-                "{} is a GGUF chat model; kiln serves chat models from transformers folders \
-                 (GGUF LLMs are not supported yet)",
-                path.display()
-            ),
-        ));
-    }
     let internal = |e: kiln_runtime::Error| ApiError::internal(format!("cannot read model: {e}"));
+    if !path.is_dir() {
+        return load_gguf(path, settings).map_err(internal);
+    }
     let tokenizer = Tokenizer::from_dir(path).map_err(internal)?;
     let template = match &settings.chat_template {
         Some(name) => ChatTemplate::named(name, &tokenizer),
@@ -154,6 +148,28 @@ fn load(path: &Path, settings: &LlmSettings) -> ApiResult<LlmInfo> {
         template,
         config,
         context,
+    })
+}
+
+/// A llama.cpp GGUF file: tokenizer, template and config from its metadata; text only (kiln
+/// reads no vision encoder from GGUF files).
+fn load_gguf(path: &Path, settings: &LlmSettings) -> kiln_runtime::Result<LlmInfo> {
+    let file = GgufFile::open(path)?;
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    let template = match &settings.chat_template {
+        Some(name) => ChatTemplate::named(name, &tokenizer)?,
+        None => ChatTemplate::for_gguf(&file, &tokenizer)?,
+    };
+    let config = MistralConfig::from_gguf(&file)?;
+    let context = slot_context(config.max_position_embeddings, settings)
+        .map_err(|e| kiln_runtime::Error::load(path, e))?;
+    Ok(LlmInfo {
+        tokenizer,
+        template,
+        config,
+        context,
+        accepts_images: false,
+        image_processor: None,
     })
 }
 

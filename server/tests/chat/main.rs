@@ -7,6 +7,7 @@ mod api;
 mod common;
 mod concurrency;
 mod errors;
+mod gguf;
 mod images;
 mod structured;
 mod vision;
