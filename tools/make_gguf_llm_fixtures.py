@@ -29,6 +29,10 @@ llama_cpp.json, per model ("tekken", "spm"), from llama-server on its f32 file:
   greedy:   {ids, tokens, gaps}: 16 greedy tokens llama.cpp generates after the first chat's prompt
             (/completion, temperature 0), and transformers' top-2 logit gaps (float64) at those steps
   transformers_greedy: transformers' own greedy ids for the same prompt (float64), for comparison
+  llama3 (tekken only): {text, ids} for every goldens string and a few contractions Llama 3's
+            split pattern cuts apart ("they'res": 're + s, where Tekken's keeps 'res), from
+            llama-server on a copy of tekken-f32.gguf whose tokenizer.ggml.pre says "llama3"
+            (Llama 3's pre-tokenizer over the same tokens and merges; the copy is not kept)
   named_templates (spm only): {name: prompt}: a system + user + assistant + user chat rendered by
             llama.cpp's built-in templates mistral-v1, mistral-v3 and mistral-v7 (--chat-template
             NAME), which a GGUF file may name instead of carrying Jinja
@@ -40,18 +44,17 @@ gguf-py; llama.cpp's source tree and a built llama-server):
       [--server /tmp/llama.cpp-build/build/bin/llama-server]
 """
 import argparse
-import io
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
 import torch
-from safetensors.torch import load_file
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 OUT = os.path.join(ROOT, "tests", "fixtures", "llm", "gguf")
@@ -72,6 +75,9 @@ CHATS = [
 NAMED_CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"},
               {"role": "assistant", "content": " Hello! "}, {"role": "user", "content": "Name a colour."}]
 NAMED = ["mistral-v1", "mistral-v3", "mistral-v7"]
+# Llama 3's pattern splits a contraction off first ('re, 's, 've, ...), Tekken's keeps the letters
+# after it together: with merges "es", "in", "le" the ids differ.
+LLAMA3_EXTRA = ["they'res", "we'rest", "I'dle", "it'sin", "you'llama", "x'ves", "THEY'RES"]
 # Mistral-7B-Instruct-v0.1's template refuses system messages; V7-Tekken places them.
 SYSTEM_CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
 
@@ -245,6 +251,28 @@ def llama_cpp_side(server_bin, gguf, folder, cls, jinja):
             "transformers_greedy": hf_greedy}
 
 
+def llama3_strings(server_bin, gguf):
+    """llama.cpp's ids for the goldens strings with the file's pre-tokenizer renamed to llama3."""
+    data = bytearray(open(gguf, "rb").read())
+    key = b"tokenizer.ggml.pre"
+    value = (8).to_bytes(4, "little") + (6).to_bytes(8, "little") + b"tekken"
+    at = data.index(key + value) + len(key) + 12
+    data[at:at + 6] = b"llama3"  # the same length: nothing after it moves
+    texts = [s["text"] for s in json.load(open(GOLDENS))["strings"]] + LLAMA3_EXTRA
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "llama3.gguf")
+        with open(path, "wb") as f:
+            f.write(data)
+        server = Server(server_bin, path, False)
+        try:
+            return [{"text": t,
+                     "ids": server.post("/tokenize", {"content": t, "add_special": False,
+                                                      "parse_special": False})["tokens"]}
+                    for t in texts]
+        finally:
+            server.close()
+
+
 def named_templates(server_bin, gguf):
     out = {}
     for name in NAMED:
@@ -273,9 +301,16 @@ def main():
     ap.add_argument("--server", default="/tmp/llama.cpp-build/build/bin/llama-server")
     args = ap.parse_args()
     from transformers import LlamaForCausalLM, MistralForCausalLM
-    if os.path.isdir(OUT):
-        shutil.rmtree(OUT)
-    os.makedirs(OUT)
+    # Everything here is written below, but the hand-written README.
+    os.makedirs(OUT, exist_ok=True)
+    for entry in os.listdir(OUT):
+        path = os.path.join(OUT, entry)
+        if entry == "README.md":
+            continue
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
     tek, sp = os.path.join(OUT, "tekken"), os.path.join(OUT, "spm")
     models = [("tekken", tek, tekken_folder, MistralForCausalLM, ["f32", "f16", "q8_0"], False),
               ("spm", sp, spm_folder, LlamaForCausalLM, ["f32", "q8_0"], True)]
@@ -292,6 +327,8 @@ def main():
             r = llama_cpp_side(args.server, os.path.join(OUT, f"{name}-f32.gguf"), folder, cls, jinja)
             if name == "spm":
                 r["named_templates"] = named_templates(args.server, os.path.join(OUT, "spm-f32.gguf"))
+            else:
+                r["llama3"] = llama3_strings(args.server, os.path.join(OUT, "tekken-f32.gguf"))
             if r["greedy"]["ids"] == r["transformers_greedy"] and min(r["greedy"]["gaps"]) >= MIN_GAP:
                 r["seed"] = seed
                 record[name] = r

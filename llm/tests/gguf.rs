@@ -419,3 +419,35 @@ fn named_templates_render_as_llama_cpps() {
         "{e}"
     );
 }
+
+/// `tokenizer.ggml.pre` "llama3" (Llama 3's split pattern over the file's own merges): llama.cpp's
+/// ids on the same vocabulary with only the pre-tokenizer renamed, where contractions are cut
+/// apart as Llama 3's pattern cuts them (ids Tekken's pattern does not give).
+#[test]
+fn the_llama3_pre_tokenizer_gives_llama_cpps_ids() {
+    let path = edited("llama3", |m, _| {
+        for (k, v) in m.iter_mut() {
+            if k == "tokenizer.ggml.pre" {
+                *v = "llama3".into();
+            }
+        }
+    });
+    let llama3 = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    let tekken =
+        Tokenizer::from_gguf(&GgufFile::open(fixtures().join("tekken-f32.gguf")).unwrap()).unwrap();
+    let record = llama_cpp("tekken")["llama3"].clone();
+    let strings = record.as_array().unwrap();
+    assert_eq!(strings.len(), 126);
+    let mut differ = 0;
+    for s in strings {
+        let text = s["text"].as_str().unwrap();
+        let got = llama3.encode(text).unwrap();
+        assert_eq!(got, ids(&s["ids"]), "{text:?}");
+        assert_eq!(llama3.decode(&got, false).unwrap(), text, "{text:?}");
+        differ += usize::from(got != tekken.encode(text).unwrap());
+    }
+    assert!(differ >= 3, "only {differ} strings tell the patterns apart");
+    // Control tokens: named, never produced from text.
+    assert_eq!(llama3.token_id("[INST]"), Some(3));
+    assert!(!llama3.encode("[INST]").unwrap().contains(&3));
+}

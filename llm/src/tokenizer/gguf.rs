@@ -2,6 +2,9 @@
 //! - `model` "gpt2" with `pre` "tekken" (Mistral Small 3.x, Nemo): the control tokens, then
 //!   byte-level strings (GPT-2's byte-to-character table) in rank order, run by kiln's Tekken
 //!   encoder (its merges follow from the ranks, as llama.cpp's converter derived them);
+//! - `model` "gpt2" with `pre` "llama3" / "llama-bpe" / "llama-v3" (Llama 3): byte-level BPE with
+//!   the file's merges, the Llama 3 split pattern, whole words taken as they are when they are
+//!   tokens (llama.cpp's `ignore_merges`), through the tokenizers crate;
 //! - `model` "llama" (Llama 2, Mistral 7B): SentencePiece pieces, scores and token types, run as
 //!   llama.cpp runs them (`spm.rs`).
 //!
@@ -14,7 +17,7 @@ use std::sync::OnceLock;
 use kiln_runtime::gguf::GgufFile;
 use kiln_runtime::{Error, Result};
 
-use super::hf::byte_level_table;
+use super::hf::{byte_level_table, HfTokenizer};
 use super::spm::{self, Spm};
 use super::tekken::{Tekken, TEKKEN_PATTERN};
 use super::{Backend, Tokenizer};
@@ -70,13 +73,19 @@ impl Tokenizer {
         let backend = match model {
             "gpt2" => {
                 let pre = file.get_str("tokenizer.ggml.pre").unwrap_or("default");
-                if pre != "tekken" {
-                    return Err(bad(format!(
-                        "tokenizer.ggml.pre `{pre}`: kiln reads byte-level vocabularies with the \
-                         `tekken` pre-tokenizer (Mistral) and SentencePiece (`llama`) ones"
-                    )));
+                match pre {
+                    "tekken" => Backend::Tekken(Box::new(tekken(file, &tokens, &types)?)),
+                    "llama3" | "llama-v3" | "llama-bpe" => {
+                        Backend::Hf(Box::new(llama3(file, &tokens, &types)?))
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "tokenizer.ggml.pre `{pre}`: kiln reads byte-level vocabularies with \
+                             the `tekken` (Mistral) and `llama3` / `llama-bpe` (Llama 3) \
+                             pre-tokenizers, and SentencePiece (`llama`) ones"
+                        )))
+                    }
                 }
-                Backend::Tekken(Box::new(tekken(file, &tokens, &types)?))
             }
             "llama" => {
                 let scores: Vec<f32> = match file.get_numbers("tokenizer.ggml.scores")? {
@@ -150,4 +159,65 @@ fn tekken(file: &GgufFile, tokens: &[&str], types: &[i32]) -> Result<Tekken> {
     }
     let specials = tokens[..specials].iter().map(|t| t.to_string()).collect();
     Tekken::from_vocab(path, TEKKEN_PATTERN, specials, bytes, None)
+}
+
+/// Llama 3's split pattern (its tokenizer.json's; llama.cpp's pre-tokenizer "llama3").
+const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// A byte-level BPE over the file's tokens and merges with Llama 3's pre-tokenizer, as a
+/// tokenizer.json would describe it; control tokens are added tokens.
+fn llama3(file: &GgufFile, tokens: &[&str], types: &[i32]) -> Result<HfTokenizer> {
+    let path = file.path();
+    let merges = file.get_strings("tokenizer.ggml.merges")?.ok_or_else(|| {
+        Error::load(
+            path,
+            "a byte-level vocabulary without `tokenizer.ggml.merges`",
+        )
+    })?;
+    // llama.cpp splits a merge at the first space after its first character.
+    let merges: Vec<serde_json::Value> = merges
+        .iter()
+        .map(|m| {
+            let at = m
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| c == ' ')
+                .map(|(i, _)| i);
+            match at {
+                Some(i) => Ok(serde_json::json!([&m[..i], &m[i + 1..]])),
+                None => Err(Error::load(path, format!("merge {m:?} is not two tokens"))),
+            }
+        })
+        .collect::<Result<_>>()?;
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in tokens.iter().enumerate() {
+        vocab.entry(t.to_string()).or_insert(serde_json::json!(i));
+    }
+    let added: Vec<serde_json::Value> = tokens
+        .iter()
+        .zip(types)
+        .enumerate()
+        .filter(|(_, (_, &ty))| ty == spm::CONTROL)
+        .map(|(i, (t, _))| {
+            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                               "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        ]},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": true, "vocab": vocab, "merges": merges},
+    });
+    HfTokenizer::from_json(path, &json.to_string())
 }

@@ -15,8 +15,21 @@ pub struct HfTokenizer {
 
 impl HfTokenizer {
     pub fn load(path: &Path) -> Result<HfTokenizer> {
-        let mut inner = tokenizers::Tokenizer::from_file(path)
+        let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::load(path, format!("not a tokenizer.json: {e}")))?;
+        Ok(HfTokenizer::new(inner))
+    }
+
+    /// A tokenizer.json given as text (one built from a GGUF file's vocabulary); `path` is
+    /// named in errors.
+    pub fn from_json(path: &Path, json: &str) -> Result<HfTokenizer> {
+        let inner: tokenizers::Tokenizer = json
+            .parse()
+            .map_err(|e| Error::load(path, format!("cannot build its tokenizer: {e}")))?;
+        Ok(HfTokenizer::new(inner))
+    }
+
+    fn new(mut inner: tokenizers::Tokenizer) -> HfTokenizer {
         inner.set_encode_special_tokens(true);
         let mut added: Vec<(u32, String)> = inner
             .get_added_tokens_decoder()
@@ -25,11 +38,11 @@ impl HfTokenizer {
             .collect();
         added.sort();
         let piece_style = piece_style(inner.get_decoder());
-        Ok(HfTokenizer {
+        HfTokenizer {
             inner,
             piece_style,
             added,
-        })
+        }
     }
 
     pub fn vocab_size(&self) -> usize {

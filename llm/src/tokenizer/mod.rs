@@ -1,6 +1,6 @@
 //! The model's tokenizer: Mistral's `tekken.json` read directly, a Hugging Face
-//! `tokenizer.json`, or the vocabulary a llama.cpp GGUF file carries (`gguf.rs`: Tekken or
-//! SentencePiece, encoded as llama.cpp encodes them). Text given by users is always encoded as plain text: a user who types
+//! `tokenizer.json`, or the vocabulary a llama.cpp GGUF file carries (`gguf.rs`: Tekken, Llama 3
+//! byte-level BPE or SentencePiece, encoded as llama.cpp encodes them). Text given by users is always encoded as plain text: a user who types
 //! "[INST]" gets the ids of those characters, never the control id (as mistral-common does).
 //! Only a chat template's own output names control tokens (`encode_rendered`).
 
