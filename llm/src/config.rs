@@ -358,6 +358,18 @@ fn gguf_config(file: &GgufFile) -> std::result::Result<MistralConfig, String> {
             eos_token_ids.push(v);
         }
     }
+    // Turn ends llama.cpp stops at by name even when no key names them (Llama 3's <|eot_id|>).
+    if let Some(tokens) = file.get_array("tokenizer.ggml.tokens") {
+        for (i, t) in tokens.iter().enumerate() {
+            let end = matches!(
+                t.as_str(),
+                Some("<|eot_id|>" | "<|eom_id|>" | "<|im_end|>" | "<|end|>")
+            );
+            if end && !eos_token_ids.contains(&(i as u32)) {
+                eos_token_ids.push(i as u32);
+            }
+        }
+    }
     Ok(MistralConfig {
         model_type: arch.to_string(),
         hidden_size,

@@ -293,6 +293,36 @@ fn bad_files_fail_naming_the_file_and_what_is_wrong() {
         "{e}"
     );
 
+    // Corrupt sizes fail before anything of their size is allocated.
+    let layers = edited("layers", |m, _| {
+        for (k, v) in m.iter_mut() {
+            if k == "llama.block_count" {
+                *v = GgufValue::U32(4_000_000_000);
+            }
+        }
+    });
+    let e = load_error(&layers);
+    assert!(e.contains("`llama.block_count` is 4000000000"), "{e}");
+    let heads = edited("heads", |m, _| {
+        for (k, v) in m.iter_mut() {
+            match k.as_str() {
+                "llama.attention.head_count" | "llama.attention.head_count_kv" => {
+                    *v = GgufValue::U32(1 << 30)
+                }
+                "llama.attention.key_length" | "llama.attention.value_length" => {
+                    *v = GgufValue::U32(1 << 30)
+                }
+                "llama.rope.dimension_count" => *v = GgufValue::U32(1 << 30),
+                _ => {}
+            }
+        }
+    });
+    let e = load_error(&heads);
+    assert!(
+        e.contains("`blk.0.attn_q.weight`") && e.contains("has shape [64, 32]"),
+        "{e}"
+    );
+
     // A tensor the decoder would not use (Llama 3.1's RoPE factors) is refused, not ignored.
     let extra = edited("extra", |_, t| {
         t.push(("rope_freqs.weight".into(), vec![8], 0, vec![0; 32]));

@@ -41,6 +41,17 @@ pub fn rope_rows(heads: usize, head_dim: usize) -> Vec<usize> {
 /// must be one of them: anything else (biases, RoPE frequency factors, experts) is a part of a
 /// model kiln's decoder does not run, refused naming the tensor.
 pub fn llama_names(file: &GgufFile, config: &MistralConfig) -> Result<HashMap<String, GgufName>> {
+    // Nine tensors per layer: a corrupt block count is refused before any name is made.
+    let tensors = file.names().len();
+    if config.num_hidden_layers > tensors / 9 {
+        return Err(Error::load(
+            file.path(),
+            format!(
+                "`{}.block_count` is {} but the file has {tensors} tensors (9 per layer)",
+                config.model_type, config.num_hidden_layers
+            ),
+        ));
+    }
     let mut names = HashMap::new();
     let mut add = |kiln: String, name: GgufName| {
         names.insert(kiln, name);
@@ -56,8 +67,32 @@ pub fn llama_names(file: &GgufFile, config: &MistralConfig) -> Result<HashMap<St
     if file.tensor("output.weight").is_some() {
         add("lm_head.weight".into(), GgufName::new("output.weight"));
     }
-    let q_rows = rope_rows(config.num_attention_heads, config.head_dim);
-    let k_rows = rope_rows(config.num_key_value_heads, config.head_dim);
+    // The row orders, made only for as many rows as the file's Q has (a corrupt head count is
+    // not allocated); a tensor of other rows is read as stored, so the shape check names it.
+    let limit = file
+        .tensor("blk.0.attn_q.weight")
+        .and_then(|t| t.shape.first().copied())
+        .unwrap_or(0);
+    let rows = |heads: usize| {
+        heads
+            .checked_mul(config.head_dim)
+            .filter(|&n| n <= limit)
+            .map(|_| rope_rows(heads, config.head_dim))
+    };
+    let (q_rows, k_rows) = (
+        rows(config.num_attention_heads),
+        rows(config.num_key_value_heads),
+    );
+    let with_rows = |stored: String, rows: &Option<Vec<usize>>, file: &GgufFile| {
+        let fits = file.tensor(&stored).is_some_and(|t| {
+            rows.as_ref()
+                .is_some_and(|r| t.shape.first() == Some(&r.len()))
+        });
+        match rows {
+            Some(r) if fits => GgufName::with_rows(stored, r.clone()),
+            _ => GgufName::new(stored),
+        }
+    };
     for i in 0..config.num_hidden_layers {
         let (hf, gg) = (format!("model.layers.{i}"), format!("blk.{i}"));
         for (kiln, stored) in [
@@ -76,11 +111,11 @@ pub fn llama_names(file: &GgufFile, config: &MistralConfig) -> Result<HashMap<St
         }
         add(
             format!("{hf}.self_attn.q_proj.weight"),
-            GgufName::with_rows(format!("{gg}.attn_q.weight"), q_rows.clone()),
+            with_rows(format!("{gg}.attn_q.weight"), &q_rows, file),
         );
         add(
             format!("{hf}.self_attn.k_proj.weight"),
-            GgufName::with_rows(format!("{gg}.attn_k.weight"), k_rows.clone()),
+            with_rows(format!("{gg}.attn_k.weight"), &k_rows, file),
         );
     }
     let used: HashSet<&str> = names.values().map(|n| n.stored.as_str()).collect();
