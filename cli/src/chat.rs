@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use kiln_llm::chat_model::{chat_memory, context_within_budget};
+use kiln_llm::chat_model::{chat_memory, context_within_budget, loaded_weight_type};
 use kiln_llm::constrain::ResponseFormat;
 use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::sampling::SamplingParams;
@@ -255,7 +255,10 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         Some(m) => m.clone(),
         None => bundled_chat_model()?,
     };
+    // A GGUF file's packed weights load as stored: the estimates below count them so.
+    let planned = loaded_weight_type(&dir, weight_type)?;
     if args.plan {
+        let weight_type = planned;
         let config = MistralConfig::for_model(&dir)?;
         let context = args.ctx_size.unwrap_or(config.max_position_embeddings);
         let kv = device.float_dtype(kv_dtype);
@@ -284,7 +287,7 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
             let config = MistralConfig::for_model(&dir)?;
             let kv = device.float_dtype(kv_dtype);
             Some((
-                context_within_budget(&config, weight_type, kv, budget, args.ctx_size)?,
+                context_within_budget(&config, planned, kv, budget, args.ctx_size)?,
                 budget,
             ))
         }

@@ -380,6 +380,17 @@ fn chat_on_a_gguf_file_replies_as_its_folder_and_llama_cpp() {
         assert_eq!(reply, tokenizer.decode(&greedy, true).unwrap(), "{model}");
         assert!(!reply.trim().is_empty(), "{model}");
     }
+    // --plan counts a GGUF's packed weights as they load (Q8_0 here, whatever --weight-type).
+    let (ok, stdout, stderr) = run(&[
+        "chat",
+        "-m",
+        gguf_fixture("tekken-q8_0.gguf").to_str().unwrap(),
+        "--plan",
+    ]);
+    assert!(
+        ok && stdout.contains("(q8_0)") && stdout.contains("512 tokens"),
+        "{stdout}{stderr}"
+    );
     // The Q8_0 file runs too (its reply may differ: weights rounded to 8 bits).
     let (ok, _, stderr) = run(&[
         "chat",

@@ -110,6 +110,20 @@ impl ChatModel {
     }
 }
 
+/// The weight type a model's Linear weights have once loaded with `requested` (`--weight-type`),
+/// for memory estimates: a GGUF file's packed matrices load as stored whatever was asked, so its
+/// first layer's FFN weight says; anything else loads as asked.
+pub fn loaded_weight_type(path: &Path, requested: WeightType) -> Result<WeightType> {
+    if !is_gguf(path) {
+        return Ok(requested);
+    }
+    let file = GgufFile::open(path)?;
+    Ok(match file.tensor("blk.0.ffn_down.weight").map(|t| t.kind) {
+        Some(kiln_runtime::gguf::GgufType::Packed(format)) => WeightType::Quantized(format),
+        _ => requested,
+    })
+}
+
 /// Device memory a chat with `context` tokens needs, from the config alone (so before loading):
 /// the weights at `weight_type`, the KV cache at `kv_dtype` (the dtype the device will really use)
 /// and the activations of a turn whose new tokens fill the context, since a turn runs its new

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_llm::bench::{estimate_memory, run, BenchPlan, LlmBenchReport, MemoryEstimate};
+use kiln_llm::chat_model::loaded_weight_type;
 use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::{Mistral, MistralConfig};
 use kiln_nn::weights::WeightType;
@@ -90,17 +91,22 @@ pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
         },
     };
     let chunk = plan.prefill.iter().copied().max().unwrap_or(1);
-    let memory = estimate_memory(&config, weight_type, plan.context(), plan.kv_dtype, chunk);
+    // A GGUF file's packed weights load as stored: the estimates count them so.
+    let planned = match &args.model {
+        Some(m) => loaded_weight_type(m, weight_type)?,
+        None => weight_type,
+    };
+    let memory = estimate_memory(&config, planned, plan.context(), plan.kv_dtype, chunk);
     print_memory(&memory, plan.context());
     if let Some(ctx) = args.ctx_size {
-        let at = estimate_memory(&config, weight_type, ctx, plan.kv_dtype, chunk);
+        let at = estimate_memory(&config, planned, ctx, plan.kv_dtype, chunk);
         eprintln!("at a {ctx}-token context: {}", format_bytes(at.total));
     }
     if let Some(budget) = &args.max_vram {
         let budget = parse_bytes(budget)?;
         if memory.total > budget {
             bail!(
-                "--max-vram {}: this run needs at least {} ({} weights at {weight_type}, {} KV cache \
+                "--max-vram {}: this run needs at least {} ({} weights at {planned}, {} KV cache \
                  for {} tokens, {} activations)",
                 format_bytes(budget),
                 format_bytes(memory.total),
