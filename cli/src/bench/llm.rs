@@ -131,7 +131,7 @@ pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
     let mut report = LlmBenchReport {
         model: name,
         device: device.name(),
-        weight_type: weight_type.to_string(),
+        weight_type: planned.to_string(),
         kv_type: plan.kv_dtype.to_string(),
         parameters: config.parameter_count(),
         memory,
@@ -141,7 +141,7 @@ pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
         decode: Vec::new(),
         images: Vec::new(),
     };
-    run(&model, weight_type, &plan, &mut report)?;
+    run(&model, planned, &plan, &mut report)?;
     print_report(&report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
