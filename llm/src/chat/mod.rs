@@ -128,7 +128,10 @@ impl ChatTemplate {
     /// A GGUF file's `tokenizer.chat_template`: Jinja, or the name of one of llama.cpp's Mistral
     /// templates (`named.rs`); without one, the built-in Mistral format the tokenizer implies.
     pub fn for_gguf(file: &GgufFile, tokenizer: &Tokenizer) -> Result<ChatTemplate> {
-        let Some(source) = file.get_str("tokenizer.chat_template") else {
+        let source = file
+            .get_str("tokenizer.chat_template")
+            .filter(|s| !s.trim().is_empty());
+        let Some(source) = source else {
             return Ok(ChatTemplate::Mistral(MistralFormat::for_tokenizer(
                 tokenizer,
             )));

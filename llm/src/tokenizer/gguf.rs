@@ -129,11 +129,12 @@ impl Tokenizer {
     }
 }
 
-/// A Tekken vocabulary from the token list: the leading CONTROL tokens are its control ids, the
+/// A Tekken vocabulary from the token list: the tokens before the first normal one are its
+/// control ids (CONTROL, or user-defined where a tokenizer.json did not mark one special), the
 /// rest byte-level strings in rank order.
 fn tekken(file: &GgufFile, tokens: &[&str], types: &[i32]) -> Result<Tekken> {
     let path = file.path();
-    let specials = types.iter().take_while(|&&t| t == spm::CONTROL).count();
+    let specials = types.iter().take_while(|&&t| t != spm::NORMAL).count();
     let table = byte_level_table();
     let mut bytes = Vec::with_capacity(tokens.len() - specials);
     for (i, token) in tokens.iter().enumerate().skip(specials) {
