@@ -72,11 +72,19 @@ fn quantised_weights_give_an_image_close_to_f32() {
 fn unknown_weight_type_is_a_clear_error_without_output() {
     let dir = temp_dir("weight-type-bad");
     let png = dir.join("out.png");
+    let out = generate(&png, "q9_k");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown weight type `q9_k`") && err.contains("nf4"),
+        "{err}"
+    );
+    // A ggml type kiln reads from GGUF files but does not pack into: refused, saying so.
     let out = generate(&png, "q5_k");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unknown weight type `q5_k`") && err.contains("nf4"),
+        err.contains("reads q5_K weights from GGUF files") || err.contains("reads q5_k weights"),
         "{err}"
     );
     assert!(
@@ -130,6 +138,18 @@ fn kiln_quantize_writes_a_model_that_generates() {
 fn kiln_quantize_rejects_an_unknown_type_without_output() {
     let dir = temp_dir("quantize-bad");
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["quantize", "--type", "q9_k", "-m"])
+        .arg(tiny())
+        .arg("-o")
+        .arg(dir.join("model"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown format `q9_k`"), "{err}");
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+    // A read-only ggml type: refused, naming what kiln packs.
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["quantize", "--type", "q3_k", "-m"])
         .arg(tiny())
         .arg("-o")
@@ -138,6 +158,6 @@ fn kiln_quantize_rejects_an_unknown_type_without_output() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown format `q3_k`"), "{err}");
+    assert!(err.contains("packs only q8_0, q4_0 and nf4"), "{err}");
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
 }

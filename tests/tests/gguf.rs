@@ -158,8 +158,8 @@ fn a_gguf_with_an_unsupported_tensor_type_names_it() {
             (
                 "model.diffusion_model.time_embed.2.weight",
                 vec![1, 256],
-                12,
-                vec![0; 144],
+                16,
+                vec![0; 66],
             ),
         ],
     )
@@ -169,7 +169,7 @@ fn a_gguf_with_an_unsupported_tensor_type_names_it() {
         Err(e) => e.to_string(),
     };
     assert!(
-        err.contains("`model.diffusion_model.time_embed.2.weight`") && err.contains("Q4_K"),
+        err.contains("`model.diffusion_model.time_embed.2.weight`") && err.contains("IQ2_XXS"),
         "{err}"
     );
     std::fs::remove_dir_all(dir).ok();
