@@ -6,7 +6,8 @@ logits, greedy tokens) for prompts with images.
 
 Model: text hidden 64, 4 heads / 2 KV heads, head_dim 32, 2 layers, intermediate 128, rope_theta 1e9,
 untied head; vocab 1500 = 1000 control tokens + the first 500 byte-level ranks of
-tests/fixtures/llm/tokenizer/tekken.json. Vision: hidden 32, 2 layers, 2 heads of 16, intermediate 64,
+tests/fixtures/llm/tokenizer/tekken.json. Vision: hidden 32, 3 layers (llama.cpp's converter maps projector tensors by block index, so fewer
+than 3 layers cannot be converted), 2 heads of 16, intermediate 64,
 patch 14, image_size 112 (8 patches per side), silu; spatial_merge_size 2, projector gelu, no bias.
 tekken.json gains an "image" section (patch 14, max_image_size 112, merge 2) so mistral-common encodes
 images; its ImageEncoder gives the prompt ids and the pixel values the golden uses.
@@ -17,6 +18,8 @@ Cases (each a chat through mistral-common's V7 encoding, images as PNG data URLs
   two      two images in one message: 37x23 (upscaled, 1 x 2 tokens) and 300x200 (larger than
            max_image_size: 112x75 -> 3 x 4 tokens)
   turns    an image in the first user turn, an assistant reply, then another image and text
+text-f32.gguf and mmproj-f32.gguf: the same model through llama.cpp's convert_hf_to_gguf.py (text
+model; --mmproj: vision tower + projector), for `--mmproj`.
 golden.safetensors per case <case>.*: input_ids I64 [L]; pixels_<k> F32 [3, H, W] (mistral-common);
 features_<k> F32 [n_patches, 32] (the vision tower's last hidden state); projected_<k> F32
 [tokens, 64]; logits F32 [4, 1500] (the prompt's last 4 rows, whole prompt run without a cache); greedy I64 [16] (generate, greedy).
@@ -29,6 +32,7 @@ import base64
 import io
 import json
 import os
+import sys
 
 import numpy as np
 import torch
@@ -113,6 +117,35 @@ def rope_in_float64(model):
             mod.forward = types.MethodType(forward, mod)
 
 
+LLAMA_CPP = "/tmp/llama.cpp-build/llama_cpp_python-0.3.36/vendor/llama.cpp"
+
+
+def convert_gguf():
+    """llama.cpp's own converter on the saved model: the text model (text-f32.gguf) and the vision
+    tower + projector (mmproj-f32.gguf, clip.projector_type pixtral). The converter looks up
+    [IMG_BREAK] in tokenizer_config.json, so a temporary copy gets one listing the control tokens, and
+    a preprocessor_config.json with the normalisation."""
+    import shutil
+    import subprocess
+    import tempfile
+    tmp = tempfile.mkdtemp()
+    for f in ["config.json", "model.safetensors", "tekken.json"]:
+        shutil.copy(os.path.join(OUT, f), tmp)
+    tekken = json.load(open(os.path.join(OUT, "tekken.json")))
+    decoder = {str(t["rank"]): {"content": t["token_str"], "special": True} for t in tekken["special_tokens"]}
+    json.dump({"added_tokens_decoder": decoder}, open(os.path.join(tmp, "tokenizer_config.json"), "w"))
+    # The mmproj writer reads the image normalisation from the processor config, as Small 3.1's has.
+    json.dump({"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+               "patch_size": {"height": 14, "width": 14}, "size": {"longest_edge": 112},
+               "image_processor_type": "PixtralImageProcessor"},
+              open(os.path.join(tmp, "preprocessor_config.json"), "w"))
+    script = os.path.join(LLAMA_CPP, "convert_hf_to_gguf.py")
+    for extra, name in [([], "text-f32.gguf"), (["--mmproj"], "mmproj-f32.gguf")]:
+        subprocess.run([sys.executable, script, *extra, "--outtype", "f32", tmp,
+                        "--outfile", os.path.join(OUT, name)], check=True, capture_output=True)
+    shutil.rmtree(tmp)
+
+
 class SmallGap(Exception):
     pass
 
@@ -137,7 +170,7 @@ def build(seed):
                          rope_theta=1e9, max_position_embeddings=1024, rms_norm_eps=1e-5,
                          tie_word_embeddings=False, sliding_window=None, bos_token_id=1, eos_token_id=2,
                          pad_token_id=11),
-        vision_config=dict(model_type="pixtral", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        vision_config=dict(model_type="pixtral", hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                            head_dim=16, intermediate_size=64, patch_size=14, image_size=112, hidden_act="silu",
                            rope_theta=10000.0),
         spatial_merge_size=2, image_token_index=10, projector_hidden_act="gelu",
@@ -214,6 +247,7 @@ def build(seed):
     save_file(golden, os.path.join(OUT, "golden.safetensors"))
     with open(os.path.join(OUT, "golden.json"), "w") as f:
         json.dump(manifest, f, indent=1)
+    convert_gguf()
     print("seed", seed)
     print(json.dumps({k: (v["prompt_tokens"], v["image_tokens"], v["image_sizes"], v["min_greedy_gap"]) for k, v in manifest.items()}, indent=1))
 

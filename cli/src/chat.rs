@@ -12,7 +12,7 @@ use kiln_llm::chat_model::{chat_memory, context_within_budget, loaded_weight_typ
 use kiln_llm::constrain::ResponseFormat;
 use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::sampling::SamplingParams;
-use kiln_llm::vision::{decode_image, DecodedImage};
+use kiln_llm::vision::{decode_image, read_mmproj_config, DecodedImage};
 use kiln_llm::{
     ChatModel, Conversation, Flow, GenerateOptions, Generation, Message, MistralConfig,
 };
@@ -47,6 +47,11 @@ pub struct ChatArgs {
     /// interactive chat, `/image FILE` attaches one to the next message.
     #[arg(long = "image", value_name = "FILE")]
     images: Vec<PathBuf>,
+
+    /// llama.cpp's multimodal projector file (`mmproj-*.gguf`, Pixtral / Mistral Small 3.x) for a
+    /// GGUF text model: its vision tower and projector, so --image works with -m FILE.gguf.
+    #[arg(long, value_name = "FILE")]
+    mmproj: Option<PathBuf>,
 
     /// Chat template: mistral-v7, mistral-v3, or a Jinja file. Default: the model folder's own
     /// template, else the Mistral format its tokenizer implies.
@@ -259,7 +264,7 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
     let planned = loaded_weight_type(&dir, weight_type)?;
     if args.plan {
         let weight_type = planned;
-        let config = MistralConfig::for_model(&dir)?;
+        let config = config_with_mmproj(&dir, args.mmproj.as_deref())?;
         let context = args.ctx_size.unwrap_or(config.max_position_embeddings);
         let kv = device.float_dtype(kv_dtype);
         let m = chat_memory(&config, weight_type, context, kv);
@@ -284,7 +289,7 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
     // Checked from the config before anything loads, so a chat that cannot fit fails at once.
     let budget_context = match parse_max_vram(args.max_vram.as_deref())? {
         Some(budget) => {
-            let config = MistralConfig::for_model(&dir)?;
+            let config = config_with_mmproj(&dir, args.mmproj.as_deref())?;
             let kv = device.float_dtype(kv_dtype);
             Some((
                 context_within_budget(&config, planned, kv, budget, args.ctx_size)?,
@@ -299,8 +304,17 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         .iter()
         .map(|path| read_image(path))
         .collect::<Result<Vec<_>>>()?;
-    let chat = ChatModel::load(&dir, device, weight_type, args.chat_template.as_deref())
-        .with_context(|| format!("loading {}", dir.display()))?;
+    let chat = match &args.mmproj {
+        Some(mmproj) => ChatModel::load_with_mmproj(
+            &dir,
+            device,
+            weight_type,
+            args.chat_template.as_deref(),
+            mmproj,
+        ),
+        None => ChatModel::load(&dir, device, weight_type, args.chat_template.as_deref()),
+    }
+    .with_context(|| format!("loading {}", dir.display()))?;
     if !images.is_empty() && chat.model.vision.is_none() {
         bail!(
             "--image: {} has no vision encoder (a mistral3 folder with a vision_config reads \
@@ -351,6 +365,18 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         return Ok(());
     }
     interactive(&chat, &mut conversation, &options, images)
+}
+
+/// The model's config, with an mmproj file's vision tower when one is given (memory plans).
+fn config_with_mmproj(dir: &Path, mmproj: Option<&Path>) -> Result<MistralConfig> {
+    let mut config = MistralConfig::for_model(dir)?;
+    if let Some(path) = mmproj {
+        config.vision = Some(
+            read_mmproj_config(path, &config)
+                .with_context(|| format!("--mmproj {}", path.display()))?,
+        );
+    }
+    Ok(config)
 }
 
 fn read_image(path: &Path) -> Result<Arc<DecodedImage>> {

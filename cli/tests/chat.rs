@@ -297,6 +297,38 @@ fn chat_with_an_image_gives_the_transformers_greedy_reply() {
     assert_eq!(stdout.strip_suffix('\n').unwrap(), want);
     assert!(stderr.contains("reply: 16 tokens"), "{stderr}");
 
+    // The same model as llama.cpp's GGUF text file plus its mmproj file.
+    let text_gguf = dir.join("text-f32.gguf");
+    let mmproj = dir.join("mmproj-f32.gguf");
+    let (ok, stdout, stderr) = run(&[
+        "chat",
+        "-m",
+        text_gguf.to_str().unwrap(),
+        "--mmproj",
+        mmproj.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "-p",
+        "What is in this picture?",
+        "--temp",
+        "0",
+        "-n",
+        "16",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.strip_suffix('\n').unwrap(), want, "--mmproj");
+    let (ok, stdout, _) = run(&[
+        "chat",
+        "-m",
+        text_gguf.to_str().unwrap(),
+        "--mmproj",
+        mmproj.to_str().unwrap(),
+        "--plan",
+        "-c",
+        "256",
+    ]);
+    assert!(ok && stdout.contains("vision encoder"), "{stdout}");
+
     // Bad images: named, non-zero, nothing printed.
     let text_file =
         std::env::temp_dir().join(format!("kiln-not-an-image-{}.png", std::process::id()));

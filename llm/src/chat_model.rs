@@ -15,7 +15,7 @@ use crate::config::MistralConfig;
 use crate::kv_cache::kv_bytes_per_token;
 use crate::model::{is_gguf, Mistral};
 use crate::tokenizer::Tokenizer;
-use crate::vision::ImageProcessor;
+use crate::vision::{load_mmproj, ImageProcessor};
 
 pub struct ChatModel {
     pub model: Mistral,
@@ -28,6 +28,34 @@ pub struct ChatModel {
 const DEFAULT_KV_CAP: u64 = 8 << 30;
 
 impl ChatModel {
+    /// As [`load`](Self::load), then the vision tower and projector from llama.cpp's `mmproj`
+    /// GGUF file (`--mmproj`), for a text model without its own.
+    pub fn load_with_mmproj(
+        dir: &Path,
+        device: &Device,
+        weight_type: WeightType,
+        template: Option<&str>,
+        mmproj: &Path,
+    ) -> Result<ChatModel> {
+        let mut chat = ChatModel::load(dir, device, weight_type, template)?;
+        if chat.model.vision.is_some() {
+            return Err(Error::load(
+                mmproj,
+                "the model already has a vision encoder; --mmproj is for GGUF text models",
+            ));
+        }
+        let vision = load_mmproj(mmproj, &chat.model.config, device, weight_type)?;
+        if crate::vision::ImageTokenIds::from_tokenizer(&chat.tokenizer).is_none() {
+            return Err(Error::load(
+                mmproj,
+                "the model's tokenizer has no [IMG], [IMG_BREAK] and [IMG_END] tokens",
+            ));
+        }
+        chat.model.config.vision = Some(vision.config.clone());
+        chat.model.vision = Some(vision);
+        Ok(chat)
+    }
+
     /// Loads `dir` (a model folder, or a `.gguf` file: config, weights, tokenizer and template
     /// from the one file); `template` overrides the model's chat template (`mistral-v7`,
     /// `mistral-v3` or a Jinja file).

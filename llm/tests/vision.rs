@@ -414,3 +414,106 @@ fn the_model_prefixed_layout_loads_the_same_vision_tower() {
     assert_eq!(prefill(&moved), prefill(&original));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// llama.cpp's conversion of the same model (text-f32.gguf + mmproj-f32.gguf, made by its own
+/// convert_hf_to_gguf.py): the tower from the mmproj file (q/k rows read back from the
+/// converter's per-head permutation) gives the folder's projected rows, and the GGUF text model
+/// with it gives transformers' greedy tokens for the one-image chat.
+#[test]
+fn an_mmproj_file_gives_the_folders_vision_rows_and_greedy_tokens() {
+    let g = Goldens::load();
+    let folder = load(&Device::Cpu);
+    let gguf = ChatModel::load_with_mmproj(
+        &fixture().join("text-f32.gguf"),
+        &Device::Cpu,
+        WeightType::F32,
+        None,
+        &fixture().join("mmproj-f32.gguf"),
+    )
+    .unwrap();
+    let processor = gguf.image_processor().expect("vision from the mmproj file");
+    let messages = g.messages("one");
+    let prompt = gguf
+        .template
+        .encode_prompt(&gguf.tokenizer, &messages, &[], Some(&processor))
+        .unwrap();
+    assert_eq!(
+        prompt.ids,
+        g.ids("one.input_ids"),
+        "prompt ids from the GGUF tokenizer"
+    );
+    let rows = |chat: &ChatModel| {
+        chat.model
+            .vision
+            .as_ref()
+            .unwrap()
+            .encode(&prompt.images[0].image)
+            .unwrap()
+            .to_vec_f32()
+            .unwrap()
+    };
+    let err = rel_rms(&rows(&gguf), &rows(&folder));
+    assert!(err <= 1e-6, "projected rows rel RMS {err}");
+    let options = GenerateOptions {
+        sampling: SamplingParams::greedy(),
+        max_tokens: Some(16),
+        ..GenerateOptions::default()
+    };
+    let mut session = Session::new(&gguf.model, 256, DType::F32).unwrap();
+    let generation = generate_prompt(
+        &gguf.model,
+        &gguf.tokenizer,
+        &mut session,
+        &prompt,
+        &options,
+        |_| Flow::Continue,
+    )
+    .unwrap();
+    assert_eq!(generation.tokens, g.ids("one.greedy"));
+}
+
+#[test]
+fn a_wrong_mmproj_file_is_refused_by_name() {
+    // The text GGUF is not an mmproj file; the folder already has a tower.
+    let not_mmproj = ChatModel::load_with_mmproj(
+        &fixture().join("text-f32.gguf"),
+        &Device::Cpu,
+        WeightType::F32,
+        None,
+        &fixture().join("text-f32.gguf"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        not_mmproj.contains("not a Pixtral mmproj file"),
+        "{not_mmproj}"
+    );
+    let twice = ChatModel::load_with_mmproj(
+        &fixture(),
+        &Device::Cpu,
+        WeightType::F32,
+        None,
+        &fixture().join("mmproj-f32.gguf"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(twice.contains("already has a vision encoder"), "{twice}");
+    // Another model's projector: its rows do not fit this text model.
+    let other = std::env::temp_dir().join(format!("kiln-mmproj-{}.gguf", std::process::id()));
+    let text = kiln_llm::MistralConfig::from_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/llm/mistral-gqa/config.json"),
+    )
+    .unwrap();
+    std::fs::copy(fixture().join("mmproj-f32.gguf"), &other).unwrap();
+    let mut wider = text.clone();
+    wider.hidden_size = 96;
+    let err = kiln_llm::vision::load_mmproj(&other, &wider, &Device::Cpu, WeightType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("another model"), "{err}");
+    std::fs::remove_file(other).ok();
+}
