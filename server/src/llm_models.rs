@@ -63,18 +63,21 @@ pub struct LlmInfo {
     pub config: MistralConfig,
     /// Positions per slot: prompt plus reply must fit.
     pub context: usize,
-    /// The model reads images: a mistral3 config with a `vision_config` (the Pixtral encoder)
-    /// and a tokenizer that knows `[IMG]`.
-    pub accepts_images: bool,
     /// How images are prepared for it (its vision config), when it reads them.
     pub image_processor: Option<ImageProcessor>,
 }
 
-/// Whether a model with this `config.json` and tokenizer has a vision encoder to read images.
-pub fn accepts_images(config: &serde_json::Value, tokenizer: &Tokenizer) -> bool {
-    config.get("model_type").and_then(|t| t.as_str()) == Some("mistral3")
-        && config.get("vision_config").is_some_and(|v| v.is_object())
-        && tokenizer.token_id("[IMG]").is_some()
+impl LlmInfo {
+    /// The model reads images: a mistral3 config with a `vision_config` (the Pixtral encoder)
+    /// and a tokenizer that knows `[IMG]`.
+    pub fn accepts_images(&self) -> bool {
+        self.image_processor.is_some()
+    }
+}
+
+/// Whether a model with this config and tokenizer has a vision encoder to read images.
+pub fn accepts_images(config: &MistralConfig, tokenizer: &Tokenizer) -> bool {
+    config.vision.is_some() && tokenizer.token_id("[IMG]").is_some()
 }
 
 pub struct LlmInfos {
@@ -126,23 +129,15 @@ fn load(path: &Path, settings: &LlmSettings) -> ApiResult<LlmInfo> {
         None => ChatTemplate::for_model(path, &tokenizer),
     }
     .map_err(internal)?;
-    let config_path = path.join("config.json");
-    let config = MistralConfig::from_file(&config_path).map_err(internal)?;
-    // from_file read and parsed this same file; a failure here is a file replaced meanwhile.
-    let raw: serde_json::Value = std::fs::read(&config_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let config = MistralConfig::from_file(&path.join("config.json")).map_err(internal)?;
     let context =
         slot_context(config.max_position_embeddings, settings).map_err(ApiError::internal)?;
-    let accepts = accepts_images(&raw, &tokenizer);
     let image_processor = config
         .vision
         .as_ref()
-        .filter(|_| accepts)
+        .filter(|_| accepts_images(&config, &tokenizer))
         .map(|v| v.processor());
     Ok(LlmInfo {
-        accepts_images: accepts,
         image_processor,
         tokenizer,
         template,
@@ -168,7 +163,6 @@ fn load_gguf(path: &Path, settings: &LlmSettings) -> kiln_runtime::Result<LlmInf
         template,
         config,
         context,
-        accepts_images: false,
         image_processor: None,
     })
 }
@@ -187,16 +181,20 @@ mod tests {
         serde_json::from_slice(&std::fs::read(fixture(path)).unwrap()).unwrap()
     }
 
+    fn config(json: &serde_json::Value) -> MistralConfig {
+        MistralConfig::from_json(json).unwrap()
+    }
+
     #[test]
     fn images_need_a_vision_config_and_the_img_token() {
         let tekken = Tokenizer::from_dir(&fixture("tests/fixtures/llm/tokenizer")).unwrap();
         let mistral3 = json("tests/fixtures/llm/mistral3/config.json");
         let text_only = json("llm/bundled/config.json");
-        assert!(accepts_images(&mistral3, &tekken));
-        assert!(!accepts_images(&text_only, &tekken));
+        assert!(accepts_images(&config(&mistral3), &tekken));
+        assert!(!accepts_images(&config(&text_only), &tekken));
         let mut no_tower = mistral3.clone();
         no_tower.as_object_mut().unwrap().remove("vision_config");
-        assert!(!accepts_images(&no_tower, &tekken));
+        assert!(!accepts_images(&config(&no_tower), &tekken));
         // A tokenizer without [IMG] (the bundled one, renamed) cannot place images.
         let dir = std::env::temp_dir().join(format!("kiln-no-img-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -210,7 +208,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let no_img = no_img.unwrap();
         assert!(no_img.token_id("[NOT_IMG]").is_some());
-        assert!(!accepts_images(&mistral3, &no_img));
+        assert!(!accepts_images(&config(&mistral3), &no_img));
     }
 
     #[test]

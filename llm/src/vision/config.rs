@@ -82,16 +82,6 @@ impl VisionConfig {
         }
     }
 
-    /// The vision settings of a config.json file (`None`: a text model).
-    pub fn from_file(path: &std::path::Path) -> kiln_runtime::Result<Option<VisionConfig>> {
-        use kiln_runtime::Error;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::load(path, format!("cannot read: {e}")))?;
-        let json: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::load(path, format!("not valid JSON: {e}")))?;
-        VisionConfig::from_json(&json).map_err(|e| Error::load(path, e))
-    }
-
     /// The vision settings of a config.json, `None` when it has no `vision_config` (a text model).
     pub fn from_json(json: &Value) -> Result<Option<VisionConfig>, String> {
         let Some(vision) = json.get("vision_config").filter(|v| !v.is_null()) else {

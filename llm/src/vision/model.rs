@@ -94,8 +94,4 @@ impl VisionModel {
         self.projector
             .forward(&features, image.rows * m, image.cols * m)
     }
-
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
 }

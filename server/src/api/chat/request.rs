@@ -198,7 +198,7 @@ pub async fn chat_plan(state: &AppState, body: Body) -> ApiResult<Plan> {
         let owners: Vec<usize> = image_parts.iter().map(|p| p.message).collect();
         let decoded = images::load(image_parts, settings, &state.image_client).await?;
         // After decoding, so a bad image is reported as such whichever model is asked.
-        if !info.accepts_images {
+        if !info.accepts_images() {
             return Err(ApiError::invalid(
                 &first,
                 format!(
