@@ -3,8 +3,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use kiln_llm::model::is_gguf;
+use kiln_llm::vision::read_mmproj_config;
+use kiln_llm::MistralConfig;
 use kiln_runtime::DeviceChoice;
 use kiln_server::{ChatImageSettings, LlmSettings, ModelSet, Server, ServerConfig};
 
@@ -101,6 +104,28 @@ pub struct ServeArgs {
     /// With --allow-remote-images: seconds fetching one image may take, body included.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     remote_image_timeout: f64,
+
+    /// llama.cpp's multimodal projector file (`mmproj-*.gguf`, Pixtral / Mistral Small 3.x) for
+    /// the one GGUF text model given with -m: its vision tower and projector, so chat requests
+    /// may carry images (as llama-server's --mmproj).
+    #[arg(long, value_name = "FILE")]
+    mmproj: Option<PathBuf>,
+}
+
+/// `--mmproj`, checked against the one GGUF model before the server starts, so a projector
+/// that does not fit the model fails here rather than on the first request.
+fn checked_mmproj(args: &ServeArgs) -> Result<Option<PathBuf>> {
+    let Some(mmproj) = &args.mmproj else {
+        return Ok(None);
+    };
+    let model = match &args.model[..] {
+        [one] if is_gguf(one) => one,
+        _ => bail!("--mmproj needs exactly one -m FILE.gguf (a GGUF text model)"),
+    };
+    let config = MistralConfig::for_model(model)?;
+    read_mmproj_config(mmproj, &config)
+        .with_context(|| format!("--mmproj {}", mmproj.display()))?;
+    Ok(Some(mmproj.clone()))
 }
 
 pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
@@ -130,6 +155,7 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
         parallel: args.parallel,
         ctx_size: args.ctx_size,
         chat_template: args.chat_template.clone(),
+        mmproj: checked_mmproj(args)?,
     };
     config.timeout = args.timeout.map(std::time::Duration::from_secs);
     if !(args.remote_image_timeout > 0.0 && args.remote_image_timeout <= 3600.0) {

@@ -70,6 +70,29 @@ fn bad_start_up_arguments_fail_clearly() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("models folder"));
+
+    // --mmproj goes with one GGUF text model, and must be a projector that fits it.
+    let vision = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/llm/mistral3-vision"
+    );
+    let text = format!("{vision}/text-f32.gguf");
+    for (model, mmproj, says) in [
+        (
+            vision.to_string(),
+            format!("{vision}/mmproj-f32.gguf"),
+            ["exactly one -m FILE.gguf", "GGUF"],
+        ),
+        (text.clone(), text.clone(), ["--mmproj", "clip"]),
+    ] {
+        let out = kiln()
+            .args(["serve", "-m", &model, "--mmproj", &mmproj, "--port", "0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(says.iter().all(|s| err.contains(s)), "{err}");
+    }
 }
 
 /// Starts `kiln serve` on the CPU with these extra flags; the child and its address.

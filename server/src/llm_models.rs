@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kiln_llm::vision::ImageProcessor;
+use kiln_llm::vision::{read_mmproj_config, ImageProcessor};
 use kiln_llm::{ChatTemplate, MistralConfig, Tokenizer};
 use kiln_runtime::gguf::GgufFile;
 
@@ -26,6 +26,9 @@ pub struct LlmSettings {
     /// (as llama-server's flag): e.g. the built-in V7 format where a model's Jinja template has
     /// no tool calling.
     pub chat_template: Option<String>,
+    /// `--mmproj`: llama.cpp's multimodal projector file giving GGUF text models their vision
+    /// tower (as llama-server's flag); folders carry their own.
+    pub mmproj: Option<PathBuf>,
 }
 
 impl Default for LlmSettings {
@@ -34,6 +37,7 @@ impl Default for LlmSettings {
             parallel: 1,
             ctx_size: None,
             chat_template: None,
+            mmproj: None,
         }
     }
 }
@@ -146,8 +150,8 @@ fn load(path: &Path, settings: &LlmSettings) -> ApiResult<LlmInfo> {
     })
 }
 
-/// A llama.cpp GGUF file: tokenizer, template and config from its metadata; text only (kiln
-/// reads no vision encoder from GGUF files).
+/// A llama.cpp GGUF file: tokenizer, template and config from its metadata; with `--mmproj`, the
+/// projector file's vision config too, so requests with images are checked before queueing.
 fn load_gguf(path: &Path, settings: &LlmSettings) -> kiln_runtime::Result<LlmInfo> {
     let file = GgufFile::open(path)?;
     let tokenizer = Tokenizer::from_gguf(&file)?;
@@ -155,15 +159,23 @@ fn load_gguf(path: &Path, settings: &LlmSettings) -> kiln_runtime::Result<LlmInf
         Some(name) => ChatTemplate::named(name, &tokenizer)?,
         None => ChatTemplate::for_gguf(&file, &tokenizer)?,
     };
-    let config = MistralConfig::from_gguf(&file)?;
+    let mut config = MistralConfig::from_gguf(&file)?;
+    if let Some(mmproj) = &settings.mmproj {
+        config.vision = Some(read_mmproj_config(mmproj, &config)?);
+    }
     let context = slot_context(config.max_position_embeddings, settings)
         .map_err(|e| kiln_runtime::Error::load(path, e))?;
+    let image_processor = config
+        .vision
+        .as_ref()
+        .filter(|_| accepts_images(&config, &tokenizer))
+        .map(|v| v.processor());
     Ok(LlmInfo {
         tokenizer,
         template,
         config,
         context,
-        image_processor: None,
+        image_processor,
     })
 }
 
@@ -217,6 +229,7 @@ mod tests {
             parallel,
             ctx_size,
             chat_template: None,
+            mmproj: None,
         };
         assert_eq!(slot_context(512, &s(1, None)), Ok(512));
         assert_eq!(slot_context(512, &s(4, None)), Ok(128));

@@ -135,8 +135,18 @@ impl Worker {
             self.loaded = None;
             self.metrics.set_loaded(ModelKind::Image, None);
         }
-        let chat = ChatModel::load(path, &self.device, self.settings.weight_type, None)
-            .map_err(|e| ApiError::internal(format!("cannot load chat model: {e}")))?;
+        // --mmproj is for GGUF text models; a folder carries its own vision tower.
+        let chat = match &self.llm_settings.mmproj {
+            Some(mmproj) if !path.is_dir() => ChatModel::load_with_mmproj(
+                path,
+                &self.device,
+                self.settings.weight_type,
+                None,
+                mmproj,
+            ),
+            _ => ChatModel::load(path, &self.device, self.settings.weight_type, None),
+        }
+        .map_err(|e| ApiError::internal(format!("cannot load chat model: {e}")))?;
         let context = slot_context(
             chat.model.config.max_position_embeddings,
             &self.llm_settings,

@@ -29,7 +29,7 @@ pub fn config(parallel: usize) -> ServerConfig {
     c.llm = LlmSettings {
         parallel,
         ctx_size: Some(256 * parallel),
-        chat_template: None,
+        ..LlmSettings::default()
     };
     c
 }

@@ -44,7 +44,7 @@ fn gguf_server() -> (Server, PathBuf) {
     c.llm = LlmSettings {
         parallel: 1,
         ctx_size: Some(256),
-        chat_template: None,
+        ..LlmSettings::default()
     };
     (start(c), dir)
 }

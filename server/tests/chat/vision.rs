@@ -2,7 +2,8 @@
 //! (tests/fixtures/llm/mistral3-vision, tools/make_vision_fixtures.py): the reply to a message
 //! with one image, to a message with two, and to a conversation with images in two turns is the
 //! text of transformers' 16 greedy tokens, whole and streamed, through async-openai; two
-//! requests with different images in parallel slots each get their own reply.
+//! requests with different images in parallel slots each get their own reply; the same model as
+//! llama.cpp's GGUF text file with `--mmproj` (its mmproj file) gives the same replies.
 
 use std::path::PathBuf;
 
@@ -34,7 +35,7 @@ fn vision_server(parallel: usize) -> Server {
     c.llm = LlmSettings {
         parallel,
         ctx_size: Some(256 * parallel),
-        chat_template: None,
+        ..LlmSettings::default()
     };
     start(c)
 }
@@ -116,8 +117,12 @@ fn messages(case: &str) -> Vec<ChatCompletionRequestMessage> {
 }
 
 fn request(case: &str) -> CreateChatCompletionRequest {
+    request_to(MODEL, case)
+}
+
+fn request_to(model: &str, case: &str) -> CreateChatCompletionRequest {
     CreateChatCompletionRequestArgs::default()
-        .model(MODEL)
+        .model(model)
         .messages(messages(case))
         .temperature(0.0)
         .max_completion_tokens(16u32)
@@ -174,4 +179,52 @@ fn parallel_requests_with_different_images_get_their_own_replies() {
         assert_eq!(text(one.unwrap()), golden_reply("one"));
         assert_eq!(text(two.unwrap()), golden_reply("two"));
     });
+}
+
+#[test]
+fn a_gguf_text_model_with_mmproj_reads_images_as_the_folder_does() {
+    let mut c = ServerConfig::new(ModelSet::Single(fixture().join("text-f32.gguf")));
+    c.device = DeviceChoice::Cpu;
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.llm = LlmSettings {
+        parallel: 1,
+        ctx_size: Some(256),
+        mmproj: Some(fixture().join("mmproj-f32.gguf")),
+        ..LlmSettings::default()
+    };
+    let server = start(c);
+    let client = openai(&server);
+    runtime().block_on(async {
+        for case in ["one", "turns"] {
+            let reply = client
+                .chat()
+                .create(request_to("text-f32.gguf", case))
+                .await
+                .unwrap();
+            assert_eq!(
+                reply.choices[0].message.content.as_deref(),
+                Some(golden_reply(case).as_str()),
+                "{case}"
+            );
+            assert_eq!(
+                reply.usage.unwrap().prompt_tokens as u64,
+                manifest()[case]["prompt_tokens"].as_u64().unwrap(),
+                "{case}"
+            );
+        }
+    });
+    drop(server);
+
+    // Without the projector the same file is text only: images are refused before queueing.
+    let mut c = ServerConfig::new(ModelSet::Single(fixture().join("text-f32.gguf")));
+    c.device = DeviceChoice::Cpu;
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    let server = start(c);
+    let (status, body) = post_raw(
+        &server,
+        "/v1/chat/completions",
+        &serde_json::to_string(&request_to("text-f32.gguf", "one")).unwrap(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("no vision encoder"), "{body}");
 }
