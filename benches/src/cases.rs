@@ -14,7 +14,7 @@ use kiln_kernels::softmax::softmax;
 use kiln_kernels::testing::Rng;
 use kiln_kernels::timestep::{timestep_embedding, TimestepEmbedding};
 use kiln_kernels::upsample::upsample_nearest2d;
-use kiln_runtime::{DType, Device, QuantFormat, Result, Tensor};
+use kiln_runtime::{DType, Device, QTensor, QuantFormat, Result, Tensor};
 use serde_json::{json, Value};
 
 /// Standard shapes, or tiny ones that finish quickly on a software adapter (for tests and CI).
@@ -52,6 +52,31 @@ pub struct Case {
 fn random(device: &Device, shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
     let n = shape.iter().product();
     Tensor::from_f32(device, shape, dtype, &Rng::new(seed).normals(n))
+}
+
+/// Random K-quant blocks whose f16 scales (q4_K's d and dmin, q6_K's d) are small and finite.
+fn random_kquant(
+    device: &Device,
+    format: QuantFormat,
+    n: usize,
+    k: usize,
+    seed: u64,
+) -> Result<QTensor> {
+    let mut rng = Rng::new(seed);
+    let len = format.packed_bytes("random weight", &[n, k])?;
+    let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+    let scales: &[usize] = if format == QuantFormat::Q6K {
+        &[208]
+    } else {
+        &[0, 2]
+    };
+    for block in bytes.chunks_exact_mut(format.block_bytes()) {
+        for &at in scales {
+            // f16 0x1419: about 1e-3.
+            block[at..at + 2].copy_from_slice(&0x1419u16.to_le_bytes());
+        }
+    }
+    QTensor::from_packed(device, format, &[n, k], &bytes)
 }
 
 pub(crate) fn case(
@@ -339,6 +364,39 @@ pub fn kernel_cases(size: Size, dtype: DType) -> Vec<Case> {
                 let x = random(d, &[m, k], dtype, 24)?;
                 let w = random(&Device::Cpu, &[n, k], DType::F32, 25)?;
                 let w = quantize_tensor(&w, QuantFormat::Q4_0, d)?;
+                Ok(Box::new(move || qlinear(&x, &w, None)))
+            },
+        ));
+    }
+    // The same decode shape in the K-quants of a Q4_K_M GGUF file (random blocks: the time does
+    // not depend on the values).
+    for (format, m) in [
+        (QuantFormat::Q4K, 1),
+        (QuantFormat::Q6K, 1),
+        (QuantFormat::Q4K, pick(64, 9)),
+        (QuantFormat::Q6K, pick(64, 9)),
+    ] {
+        let (k, n) = (pick(4096, 256), pick(14336, 96));
+        let phase = if m == 1 { "decode" } else { "prefill" };
+        let name = format!("qlinear {format} llm-{phase}");
+        let weight_bytes = (n * k / format.block_len() * format.block_bytes()) as f64;
+        let work = if m == 1 {
+            Work::Bytes(weight_bytes)
+        } else {
+            Work::Flops(2.0 * (m * n * k) as f64)
+        };
+        cases.push(case(
+            &name,
+            "qlinear",
+            dtype,
+            (
+                format!("[{m},{k}]x[{n},{k}] {format}"),
+                json!({"m": m, "k": k, "n": n, "format": format.name()}),
+            ),
+            work,
+            move |d| {
+                let x = random(d, &[m, k], dtype, 24)?;
+                let w = random_kquant(d, format, n, k, 25)?;
                 Ok(Box::new(move || qlinear(&x, &w, None)))
             },
         ));

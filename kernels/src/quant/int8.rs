@@ -16,6 +16,8 @@
 use half::f16;
 use kiln_runtime::QuantFormat;
 
+#[cfg(target_arch = "x86_64")]
+use super::int8_kquants_avx512;
 use super::{int8_kquants, int8_legacy};
 
 /// Values per activation block: both weight formats here use 32-value blocks.
@@ -30,7 +32,7 @@ pub struct Q8Rows {
     /// `sum(q * x) - 8 * sum(x)`, and the unsigned `q` feeds the byte multiplies directly.
     sums: Vec<i32>,
     /// For the AVX-512 path, whose i32 lanes each sum 4 products: minus the weight format's
-    /// offset (8 for q4_0; 128 for q8_0, whose signed bytes are shifted to unsigned) times the sum
+    /// offset (8 for q4_0; 128 for q8_0, whose signed bytes are shifted to unsigned; 32 for q6_K) times the sum
     /// of each 4 values, the starting value of each lane.
     lane_bias: Vec<i32>,
     /// Each block's scale repeated over its 8 lanes, for the same path.
@@ -79,6 +81,7 @@ impl Q8Rows {
         }
         let offset = match format {
             QuantFormat::Q8_0 => 128,
+            QuantFormat::Q6K => 32,
             _ => 8,
         };
         rows.lane_bias = rows
@@ -105,6 +108,16 @@ impl Q8Rows {
 
     pub(super) fn scales(&self) -> &[f32] {
         &self.scales
+    }
+
+    /// Each block's sum of its i8 values, over all rows.
+    pub(super) fn block_sums(&self) -> &[i32] {
+        &self.sums
+    }
+
+    /// Each 4 values' starting lane value for `dpbusd` (see the field), over all rows.
+    pub(super) fn lane_bias(&self) -> &[i32] {
+        &self.lane_bias
     }
 
     pub fn row(&self, i: usize) -> Q8Row<'_> {
@@ -170,6 +183,9 @@ pub fn tile_dot_for_this_cpu(format: QuantFormat) -> TileDot {
         if x86::has_avx512() && matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0) {
             return x86::tile_dot_avx512;
         }
+        if x86::has_avx512() && int8_kquants_avx512::supports(format) {
+            return int8_kquants_avx512::tile_dot;
+        }
         if x86::has_avx2() {
             return |format, row, x, first, out| {
                 for (i, o) in out.iter_mut().enumerate() {
@@ -204,7 +220,13 @@ pub fn tile_implementations() -> Vec<(&'static str, TileDot)> {
     let mut all: Vec<(&'static str, TileDot)> = vec![("portable", tile_dot_portable)];
     #[cfg(target_arch = "x86_64")]
     if x86::has_avx512() {
-        all.push(("avx512", x86::tile_dot_avx512));
+        all.push(("avx512", |format, row, x, first, out| {
+            if int8_kquants_avx512::supports(format) {
+                int8_kquants_avx512::tile_dot(format, row, x, first, out)
+            } else {
+                x86::tile_dot_avx512(format, row, x, first, out)
+            }
+        }));
     }
     all
 }

@@ -14,7 +14,9 @@ use kiln_runtime::{DType, Device, QuantFormat, Tensor};
 
 use super::blocks::unpack_blocks;
 use super::ggml_tests::random_blocks;
-use super::int8::{implementations, row_dot_portable, Q8Rows, BLOCK};
+use super::int8::{
+    implementations, row_dot_portable, tile_implementations, Q8Rows, BLOCK, TILE_ROWS,
+};
 use super::*;
 use crate::testing::{rel_rms, Rng};
 
@@ -103,6 +105,45 @@ fn every_simd_implementation_matches_the_portable_one() {
                     got.is_finite() && (got - want).abs() <= 1e-5 * scale,
                     "{format} {name} row {r}: {got} vs portable {want}"
                 );
+            }
+        }
+    }
+}
+
+/// The tiles (up to 4 input rows against one weight row; AVX-512 VNNI for q4_K and q6_K, the
+/// formats of Q4_K_M files) against the portable row dot, with odd block counts.
+#[test]
+fn every_tile_implementation_matches_the_portable_row_dot() {
+    let tiles = tile_implementations();
+    for format in [QuantFormat::Q4K, QuantFormat::Q6K] {
+        for blocks in [1, 3] {
+            let (n, k, m) = (5, 256 * blocks, 6);
+            let (bytes, deq) = packed_rows(format, n, k, 21);
+            let mut x: Vec<f32> = (0..m as u64).flat_map(|i| activations(k, 22 + i)).collect();
+            x[2 * k + BLOCK..2 * k + 2 * BLOCK]
+                .iter_mut()
+                .for_each(|v| *v = 0.0);
+            let xq = Q8Rows::quantize(&x, k, format);
+            let row_bytes = bytes.len() / n;
+            for r in 0..n {
+                let row = &bytes[r * row_bytes..][..row_bytes];
+                for (name, f) in &tiles {
+                    for tile in 1..=TILE_ROWS {
+                        for first in [0, m - tile] {
+                            let mut got = vec![f32::NAN; tile];
+                            f(format, row, &xq, first, &mut got);
+                            for (i, got) in got.iter().enumerate() {
+                                let want = row_dot_portable(format, row, xq.row(first + i));
+                                let scale = abs_dot(&deq[r * k..][..k], &x[(first + i) * k..][..k]);
+                                assert!(
+                                    got.is_finite() && (got - want).abs() <= 1e-5 * scale,
+                                    "{format} {name} K {k} row {r} tile {tile} at {first}+{i}: \
+                                     {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }

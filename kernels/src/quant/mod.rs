@@ -15,6 +15,8 @@ pub mod int8;
 #[cfg(test)]
 mod int8_ggml_tests;
 pub mod int8_kquants;
+#[cfg(target_arch = "x86_64")]
+mod int8_kquants_avx512;
 pub mod int8_legacy;
 pub mod int8_panel;
 #[cfg(test)]
