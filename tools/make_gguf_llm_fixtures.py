@@ -44,6 +44,7 @@ gguf-py; llama.cpp's source tree and a built llama-server):
       [--server /tmp/llama.cpp-build/build/bin/llama-server]
 """
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -102,7 +103,9 @@ Once upon a time there was a little robot who wanted to learn how to read.
 """
 
 
-def randomise(model, seed, zero_controls=0):
+def randomise(model, seed, zero_controls=0, gain=None):
+    """Random weights: norms 1 + N(0, 0.2), embeddings N(0, 0.5), matrices N(0, 0.2); with `gain`, the
+    matrices but the head N(0, gain^2 / columns), so wider layers keep the same scale of outputs."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -110,13 +113,19 @@ def randomise(model, seed, zero_controls=0):
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
             elif "embed_tokens" in name:
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))
+            elif gain is not None and "lm_head" not in name:
+                p.copy_(gain / p.shape[1] ** 0.5 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
         if zero_controls:
             model.lm_head.weight[:zero_controls] = 0.0
 
 
-def tekken_folder(path, seed):
+def tekken_folder(path, seed, text_only=False, gain=None, **shape):
+    """The tekken model; `shape` overrides its sizes (hidden_size, intermediate_size, heads, ...).
+    `gain` as `randomise`'s. `text_only` also zeroes the head's rows of the byte tokens that are not
+    whole UTF-8 on their own (llama-server reports no n_probs for a step that leaves a character
+    incomplete)."""
     from transformers import MistralConfig, MistralForCausalLM
     os.makedirs(path, exist_ok=True)
     src = json.load(open(os.path.join(ROOT, "tests", "fixtures", "llm", "tokenizer", "tekken.json")))
@@ -125,13 +134,22 @@ def tekken_folder(path, seed):
     src["config"]["default_vocab_size"] = SPECIALS + RANKS
     with open(os.path.join(path, "tekken.json"), "w") as f:
         json.dump(src, f, ensure_ascii=False)
-    config = MistralConfig(vocab_size=SPECIALS + RANKS, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=1e6,
-                           max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                           sliding_window=None, bos_token_id=1, eos_token_id=2, pad_token_id=11)
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16)
+    sizes.update(shape)
+    config = MistralConfig(vocab_size=SPECIALS + RANKS, rope_theta=1e6, max_position_embeddings=512,
+                           rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=None, bos_token_id=1,
+                           eos_token_id=2, pad_token_id=11, **sizes)
     torch.manual_seed(0)
     model = MistralForCausalLM(config).eval()
-    randomise(model, seed, zero_controls=SPECIALS)
+    randomise(model, seed, zero_controls=SPECIALS, gain=gain)
+    if text_only:
+        with torch.no_grad():
+            for rank, v in enumerate(src["vocab"]):
+                try:
+                    base64.b64decode(v["token_bytes"]).decode("utf-8")
+                except UnicodeDecodeError:
+                    model.lm_head.weight[SPECIALS + rank] = 0.0
     model.save_pretrained(path, safe_serialization=True)
 
 
@@ -185,13 +203,13 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, gguf, jinja, template=None):
+    def __init__(self, binary, gguf, jinja, template=None, extra=()):
         port = free_port()
         # A template given by name (mistral-v7-tekken) is llama.cpp's built-in one; --jinja would
         # render the name itself as a template.
         self.proc = subprocess.Popen([binary, "-m", gguf, "--port", str(port), "--host", "127.0.0.1", "-c", "512",
                                       "-t", "1", "-np", "1", "--jinja" if jinja else "--no-jinja"]
-                                     + (["--chat-template", template] if template else []),
+                                     + (["--chat-template", template] if template else []) + list(extra),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{port}"
         for _ in range(600):
@@ -213,12 +231,28 @@ class Server:
         self.proc.wait()
 
 
-def transformers_greedy(folder, cls, prompt):
+def chat_prompt(server, messages):
+    """{messages, prompt, ids}: the file's chat template rendered by llama-server (/apply-template drops
+    a leading BOS) and tokenized as it tokenizes a chat prompt (control tokens parsed, BOS added)."""
+    prompt = server.post("/apply-template", {"messages": messages})["prompt"]
+    ids = server.post("/tokenize", {"content": prompt, "add_special": True, "parse_special": True})["tokens"]
+    return {"messages": messages, "prompt": prompt, "ids": ids}
+
+
+def greedy_completion(server, prompt, n, n_probs=0):
+    """llama-server's /completion of `n` greedy tokens after the ids `prompt` (EOS ignored); with
+    `n_probs`, each step's top `n_probs` log-probabilities as well (completion_probabilities)."""
+    return server.post("/completion", {"prompt": prompt, "n_predict": n, "temperature": 0, "top_k": 1,
+                                       "samplers": ["top_k"], "ignore_eos": True, "cache_prompt": False,
+                                       "return_tokens": True, "n_probs": n_probs})
+
+
+def transformers_greedy(folder, cls, prompt, n=GEN):
     model = cls.from_pretrained(folder, attn_implementation="eager").double().eval()
     ids = torch.tensor([prompt])
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=GEN,
-                             min_new_tokens=GEN, do_sample=False, eos_token_id=None, pad_token_id=0,
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                             min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0,
                              output_scores=True, return_dict_in_generate=True)
     gen = out.sequences[0, len(prompt):].tolist()
     gaps = [float(s[0].topk(2).values[0] - s[0].topk(2).values[1]) for s in out.scores]
@@ -233,15 +267,9 @@ def llama_cpp_side(server_bin, gguf, folder, cls, jinja):
                     "ids": server.post("/tokenize", {"content": s["text"], "add_special": False,
                                                      "parse_special": False})["tokens"]}
                    for s in goldens["strings"]]
-        chats = []
-        for messages in CHATS + ([] if jinja else [SYSTEM_CHAT]):
-            prompt = server.post("/apply-template", {"messages": messages})["prompt"]
-            ids = server.post("/tokenize", {"content": prompt, "add_special": True, "parse_special": True})["tokens"]
-            chats.append({"messages": messages, "prompt": prompt, "ids": ids})
+        chats = [chat_prompt(server, messages) for messages in CHATS + ([] if jinja else [SYSTEM_CHAT])]
         prompt = chats[0]["ids"]
-        done = server.post("/completion", {"prompt": prompt, "n_predict": GEN, "temperature": 0, "top_k": 1,
-                                           "samplers": ["top_k"], "ignore_eos": True, "cache_prompt": False,
-                                           "return_tokens": True})
+        done = greedy_completion(server, prompt, GEN)
         greedy = done["tokens"]
     finally:
         server.close()
