@@ -1,6 +1,7 @@
 //! CPU quantised linear. q4_0 and q8_0 weights take the integer path (`int8.rs`: activations
 //! rounded to 8 bits per block, as llama.cpp does), and so do q2_K .. q6_K, q4_1, q5_0 and q5_1
-//! below `ROW_DOT_MAX_ROWS` input rows (`int8_kquants.rs`, `int8_legacy.rs`). nf4, larger batches
+//! below `ROW_DOT_MAX_ROWS` input rows (`int8_kquants.rs`, `int8_legacy.rs`), and q4_K / q6_K at
+//! any row count where the AVX-512 VNNI tiles run (`int8_kquants_avx512.rs`). nf4, larger batches
 //! of those, and `qlinear_exact` for every format, keep f32 activations: packed rows of W are
 //! unpacked a chunk at a time (never the whole matrix) and multiplied with the `gemm` crate in
 //! f32, the same f32 accumulation the WGSL kernels use; a single input row (batch-1 decode) skips
@@ -21,7 +22,9 @@ use crate::common::{cpu_f32, cpu_output};
 /// per input row. Measured on the 2-vCPU
 /// AVX-512 box with a 4096 x 4096 weight (`ggml_tests::cpu_qlinear_timings`): q4_K integer / f32
 /// 9.7 / 16.8 ms at 4 rows, 74 / 70 ms at 32, 297 / 154 ms at 128; q6_K 62 / 105 ms at 32 and
-/// 380 / 209 ms at 128.
+/// 380 / 209 ms at 128. The AVX-512 tiles of q4_K / q6_K unpack a block once for 4 input rows and
+/// beat the f32 path at every row count (`kiln bench kernels --filter prefill`, 64 rows of Mistral
+/// 7B's FFN on the same box, shared: q4_K 249 ms against 385, q6_K 300 against 448).
 const ROW_DOT_MAX_ROWS: usize = 32;
 
 /// Rows of W unpacked together: large enough for gemm to be efficient, small enough to stay in cache.
@@ -35,7 +38,10 @@ pub fn qlinear(
     m: usize,
     out_shape: &[usize],
 ) -> Result<Tensor> {
-    if int8::supports(w.format()) && (m < ROW_DOT_MAX_ROWS || int8_panel::supports(w.format())) {
+    let format = w.format();
+    if int8::supports(format)
+        && (m < ROW_DOT_MAX_ROWS || int8_panel::supports(format) || int8::has_wide_tiles(format))
+    {
         qlinear_int8(x, w, bias, out_shape)
     } else {
         qlinear_exact(x, w, bias, m, out_shape)

@@ -163,6 +163,17 @@ pub type TileDot = fn(QuantFormat, &[u8], &Q8Rows, usize, &mut [f32]);
 /// Input rows one `TileDot` call takes at most.
 pub const TILE_ROWS: usize = 4;
 
+/// Whether this CPU has AVX-512 VNNI tiles for `format`'s K-quant rows, fast enough for any
+/// number of input rows (each tile unpacks a block once for 4 rows).
+pub fn has_wide_tiles(format: QuantFormat) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx512() && int8_kquants_avx512::supports(format) {
+        return true;
+    }
+    let _ = format;
+    false
+}
+
 /// Picks the widest instruction set this CPU has, once per call site.
 pub fn row_dot_for_this_cpu() -> RowDot {
     #[cfg(target_arch = "x86_64")]

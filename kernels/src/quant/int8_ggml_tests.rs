@@ -154,8 +154,10 @@ fn cpu_qlinear_takes_the_integer_path_within_one_percent() {
     let (n, k) = (37, 1024);
     for format in FORMATS {
         let q = random_blocks(format, n, k, 5);
-        // 1 (decode), 3 and 31 rows: the integer path (from 32 rows the f32 GEMM is faster).
-        for m in [1, 3, 31] {
+        // 1 (decode), 3 and 31 rows: the integer path (from 32 rows the f32 GEMM is faster, but
+        // for the AVX-512 tiles of q4_K and q6_K, which take any number of rows).
+        let wide = super::int8::has_wide_tiles(format);
+        for m in [1, 3, 31, 40].into_iter().filter(|&m| m < 32 || wide) {
             let mut rng = Rng::new(6 + m as u64);
             let x =
                 Tensor::from_f32(&Device::Cpu, &[m, k], DType::F32, &rng.normals(m * k)).unwrap();
