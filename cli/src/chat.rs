@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use kiln_llm::chat_model::{chat_memory, context_within_budget, loaded_weight_type};
+use kiln_llm::chat_model::{chat_memory, context_within_budget, plan_weights};
 use kiln_llm::constrain::ResponseFormat;
 use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::sampling::SamplingParams;
@@ -261,13 +261,13 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
         None => bundled_chat_model()?,
     };
     // A GGUF file's packed weights load as stored: the estimates below count them so.
-    let planned = loaded_weight_type(&dir, weight_type)?;
     if args.plan {
-        let weight_type = planned;
         let config = config_with_mmproj(&dir, args.mmproj.as_deref())?;
+        let planned = plan_weights(&dir, &config, weight_type)?;
+        let weight_type = planned.weight_type;
         let context = args.ctx_size.unwrap_or(config.max_position_embeddings);
         let kv = device.float_dtype(kv_dtype);
-        let m = chat_memory(&config, weight_type, context, kv);
+        let m = chat_memory(&config, &planned, context, kv);
         println!(
             "{}: {} = weights {} ({weight_type}) + KV cache {} ({context} tokens at {kv}) + \
              activations {}{}",
@@ -290,9 +290,10 @@ pub fn run(args: &ChatArgs, device: &Device) -> Result<()> {
     let budget_context = match parse_max_vram(args.max_vram.as_deref())? {
         Some(budget) => {
             let config = config_with_mmproj(&dir, args.mmproj.as_deref())?;
+            let planned = plan_weights(&dir, &config, weight_type)?;
             let kv = device.float_dtype(kv_dtype);
             Some((
-                context_within_budget(&config, planned, kv, budget, args.ctx_size)?,
+                context_within_budget(&config, &planned, kv, budget, args.ctx_size)?,
                 budget,
             ))
         }

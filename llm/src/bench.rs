@@ -98,20 +98,41 @@ pub fn weight_bytes(c: &MistralConfig, weight_type: WeightType) -> u64 {
     layer * c.num_hidden_layers as u64 + embed + head + h as u64 * float
 }
 
+/// What a model's weights take once loaded, for memory estimates made before loading: the type
+/// they load at and their bytes, from the config's shapes at one `--weight-type`
+/// ([`WeightPlan::uniform`]) or from a GGUF file's tensor table, whose matrices keep their own
+/// types (a Q4_K_M file mixes q4_K and q6_K).
+#[derive(Clone, Copy, Debug)]
+pub struct WeightPlan {
+    /// The type most weight bytes load at (its float dtype is the activations').
+    pub weight_type: WeightType,
+    pub bytes: u64,
+}
+
+impl WeightPlan {
+    pub fn uniform(c: &MistralConfig, weight_type: WeightType) -> WeightPlan {
+        WeightPlan {
+            weight_type,
+            bytes: weight_bytes(c, weight_type),
+        }
+    }
+}
+
 pub fn estimate_memory(
     c: &MistralConfig,
-    weight_type: WeightType,
+    weights: &WeightPlan,
     context: usize,
     kv_dtype: DType,
     prefill_chunk: usize,
 ) -> MemoryEstimate {
+    let weight_type = weights.weight_type;
     let act = weight_type.float_dtype().size_in_bytes() as u64;
     let kv_per_token = kv_bytes_per_token(c, kv_dtype);
     let q = c.num_attention_heads * c.head_dim;
     let kv = c.num_key_value_heads * c.head_dim;
     let row = 4 * c.hidden_size + q + 2 * kv + 3 * c.intermediate_size;
     let activations = prefill_chunk as u64 * row as u64 * act + c.vocab_size as u64 * 4;
-    let weights = weight_bytes(c, weight_type);
+    let weights = weights.bytes;
     let kv_cache = kv_per_token * context as u64;
     let vision = c
         .vision
@@ -217,12 +238,7 @@ impl BenchPlan {
 }
 
 /// Times the prefills and decodes of `plan` on a loaded model.
-pub fn run(
-    model: &Mistral,
-    weight_type: WeightType,
-    plan: &BenchPlan,
-    report: &mut LlmBenchReport,
-) -> Result<()> {
+pub fn run(model: &Mistral, plan: &BenchPlan, report: &mut LlmBenchReport) -> Result<()> {
     let device = model.device().clone();
     report.copy_gb_per_s = copy_bandwidth(&device)?;
     let mut session = Session::new(model, plan.context(), plan.kv_dtype)?;
@@ -244,7 +260,7 @@ pub fn run(
             tokens_per_second: n as f64 / seconds,
         });
     }
-    let weights = weight_bytes(&model.config, weight_type);
+    let weights = report.memory.weights;
     for &depth in &plan.depths {
         session.reset();
         session.assume_filled(depth)?;

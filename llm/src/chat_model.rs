@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use kiln_nn::weights::WeightType;
-use kiln_runtime::gguf::GgufFile;
+use kiln_runtime::gguf::{GgufFile, GgufType};
 use kiln_runtime::memory::format_bytes;
-use kiln_runtime::{DType, Device, Error, Result};
+use kiln_runtime::{DType, Device, Error, QuantFormat, Result};
 
-use crate::bench::{estimate_memory, MemoryEstimate};
+use crate::bench::{estimate_memory, MemoryEstimate, WeightPlan};
 use crate::chat::ChatTemplate;
 use crate::config::MistralConfig;
 use crate::kv_cache::kv_bytes_per_token;
@@ -138,31 +138,65 @@ impl ChatModel {
     }
 }
 
-/// The weight type a model's Linear weights have once loaded with `requested` (`--weight-type`),
-/// for memory estimates: a GGUF file's packed matrices load as stored whatever was asked, so its
-/// first layer's FFN weight says; anything else loads as asked.
-pub fn loaded_weight_type(path: &Path, requested: WeightType) -> Result<WeightType> {
+/// What a model's weights will take once loaded with `requested` (`--weight-type`), for memory
+/// estimates before loading: a GGUF file's packed tensors load as stored whatever was asked (its
+/// token embeddings too, in host memory), so its tensor table says; a folder loads as asked.
+pub fn plan_weights(
+    path: &Path,
+    config: &MistralConfig,
+    requested: WeightType,
+) -> Result<WeightPlan> {
     if !is_gguf(path) {
-        return Ok(requested);
+        return Ok(WeightPlan::uniform(config, requested));
     }
     let file = GgufFile::open(path)?;
-    Ok(match file.tensor("blk.0.ffn_down.weight").map(|t| t.kind) {
-        Some(kiln_runtime::gguf::GgufType::Packed(format)) => WeightType::Quantized(format),
-        _ => requested,
-    })
+    let float = requested.float_dtype().size_in_bytes() as u64;
+    let mut bytes = 0u64;
+    let mut by_format: Vec<(QuantFormat, u64)> = Vec::new();
+    for name in file.names() {
+        let Some(t) = file.tensor(name) else { continue };
+        let elements = t.shape.iter().product::<usize>() as u64;
+        let inputs = t.shape.last().copied().unwrap_or(1);
+        let b = match t.kind {
+            GgufType::Packed(format) => {
+                let stored = (t.end - t.start) as u64;
+                match by_format.iter_mut().find(|(f, _)| *f == format) {
+                    Some((_, total)) => *total += stored,
+                    None => by_format.push((format, stored)),
+                }
+                stored
+            }
+            // Float matrices pack at the requested format as a folder's would.
+            GgufType::F32 | GgufType::F16 | GgufType::Bf16 if t.shape.len() == 2 => {
+                match requested.quantization() {
+                    Some(q) if inputs.is_multiple_of(q.block_len()) => {
+                        elements / q.block_len() as u64 * q.block_bytes() as u64
+                    }
+                    _ => elements * float,
+                }
+            }
+            _ => elements * float,
+        };
+        bytes += b;
+    }
+    let weight_type = by_format
+        .iter()
+        .max_by_key(|(_, b)| *b)
+        .map_or(requested, |&(f, _)| WeightType::Quantized(f));
+    Ok(WeightPlan { weight_type, bytes })
 }
 
 /// Device memory a chat with `context` tokens needs, from the config alone (so before loading):
-/// the weights at `weight_type`, the KV cache at `kv_dtype` (the dtype the device will really use)
+/// the weights as planned, the KV cache at `kv_dtype` (the dtype the device will really use)
 /// and the activations of a turn whose new tokens fill the context, since a turn runs its new
 /// tokens as one forward pass.
 pub fn chat_memory(
     config: &MistralConfig,
-    weight_type: WeightType,
+    weights: &WeightPlan,
     context: usize,
     kv_dtype: DType,
 ) -> MemoryEstimate {
-    estimate_memory(config, weight_type, context, kv_dtype, context)
+    estimate_memory(config, weights, context, kv_dtype, context)
 }
 
 /// Checks a chat against a device memory budget (`--max-vram`) before loading. With `requested`
@@ -171,21 +205,22 @@ pub fn chat_memory(
 /// the memory needed (at the requested context, else at a 1-token context, the least there is).
 pub fn context_within_budget(
     config: &MistralConfig,
-    weight_type: WeightType,
+    weights: &WeightPlan,
     kv_dtype: DType,
     budget: u64,
     requested: Option<usize>,
 ) -> Result<usize> {
     let refuse = |context: usize| {
-        let m = chat_memory(config, weight_type, context, kv_dtype);
+        let m = chat_memory(config, weights, context, kv_dtype);
         Error::limit(
             "--max-vram",
             format!(
                 "a budget of {} is too small: this chat needs at least {} ({} weights at \
-                 {weight_type}, {} KV cache for {context} token{} at {kv_dtype}, {} activations{})",
+                 {}, {} KV cache for {context} token{} at {kv_dtype}, {} activations{})",
                 format_bytes(budget),
                 format_bytes(m.total),
                 format_bytes(m.weights),
+                weights.weight_type,
                 format_bytes(m.kv_cache),
                 if context == 1 { "" } else { "s" },
                 format_bytes(m.activations),
@@ -197,15 +232,15 @@ pub fn context_within_budget(
         )
     };
     if let Some(n) = requested {
-        return if chat_memory(config, weight_type, n, kv_dtype).total <= budget {
+        return if chat_memory(config, weights, n, kv_dtype).total <= budget {
             Ok(n)
         } else {
             Err(refuse(n))
         };
     }
     // The estimate is linear in the context: a fixed part plus a per-token part.
-    let fixed = chat_memory(config, weight_type, 0, kv_dtype).total;
-    let per_token = chat_memory(config, weight_type, 1, kv_dtype).total - fixed;
+    let fixed = chat_memory(config, weights, 0, kv_dtype).total;
+    let per_token = chat_memory(config, weights, 1, kv_dtype).total - fixed;
     let fits = budget.saturating_sub(fixed) / per_token.max(1);
     if fits == 0 {
         return Err(refuse(1));
@@ -233,7 +268,8 @@ mod tests {
     #[test]
     fn a_budget_caps_the_default_context_and_refuses_what_cannot_fit() {
         let c = bundled_config();
-        let (wt, kv) = (WeightType::F32, DType::F16);
+        let (wt, kv) = (WeightPlan::uniform(&c, WeightType::F32), DType::F16);
+        let wt = &wt;
         let total = |n: usize| chat_memory(&c, wt, n, kv).total;
         // The longest context that fits, exactly: one more token would not.
         let budget = total(100) + total(1) / 1000;

@@ -599,6 +599,35 @@ impl GgufFile {
     pub fn bytes(&self, name: &str) -> Option<&[u8]> {
         self.tensors.get(name).map(|t| &self.mmap[t.start..t.end])
     }
+
+    /// Drops a tensor's file pages from this process's resident memory once its bytes have been
+    /// copied out, so loading a model does not hold the file's pages beside the loaded copy (the
+    /// page cache keeps them while memory allows). A later read faults them in again from the file.
+    /// Only whole 64 KiB spans inside the tensor are released (a multiple of every page size in
+    /// use), so neighbouring tensors keep theirs; errors only leave the pages resident.
+    pub fn release(&self, name: &str) {
+        let Some(t) = self.tensors.get(name) else {
+            return;
+        };
+        const SPAN: usize = 1 << 16;
+        let base = self.mmap.as_ptr() as usize;
+        let start = (base + t.start).next_multiple_of(SPAN);
+        let end = (base + t.end) / SPAN * SPAN;
+        if end > start {
+            let (start, end) = (start - base, end - base);
+            #[cfg(unix)]
+            // SAFETY: the mapping is read-only and backed by the file, so MADV_DONTNEED discards no
+            // data: the next access reads the same bytes back from the file (the file must not
+            // change while mapped, which every read of this mapping already assumes).
+            let _ = unsafe {
+                self.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
 }
 
 /// What the header holds: the metadata, the tensor table (name, shape, ggml type id, offset) and
@@ -837,6 +866,31 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kiln-gguf-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("m.gguf")
+    }
+
+    #[test]
+    fn released_tensors_read_back_the_same_bytes() {
+        let path = temp("release");
+        // 300 KiB: several whole 64 KiB spans get released; the small tensor shares none.
+        let big: Vec<u8> = (0..300 * 1024 / 4)
+            .flat_map(|i| (i as f32).to_le_bytes())
+            .collect();
+        let small: Vec<u8> = (0..8).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        write_gguf(
+            &path,
+            &[
+                ("small", vec![8], 0, small.clone()),
+                ("big", vec![big.len() / 4], 0, big.clone()),
+            ],
+        )
+        .unwrap();
+        let g = GgufFile::open(&path).unwrap();
+        assert_eq!(g.bytes("big").unwrap(), big);
+        g.release("big");
+        g.release("small");
+        g.release("no such tensor");
+        assert_eq!(g.bytes("big").unwrap(), big);
+        assert_eq!(g.bytes("small").unwrap(), small);
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use kiln_llm::bench::WeightPlan;
 use kiln_llm::bench::{estimate_memory, run, BenchPlan, LlmBenchReport, MemoryEstimate};
-use kiln_llm::chat_model::loaded_weight_type;
+use kiln_llm::chat_model::plan_weights;
 use kiln_llm::kv_cache::parse_kv_type;
 use kiln_llm::{Mistral, MistralConfig};
 use kiln_nn::weights::WeightType;
@@ -92,14 +93,15 @@ pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
     };
     let chunk = plan.prefill.iter().copied().max().unwrap_or(1);
     // A GGUF file's packed weights load as stored: the estimates count them so.
-    let planned = match &args.model {
-        Some(m) => loaded_weight_type(m, weight_type)?,
-        None => weight_type,
+    let weights = match &args.model {
+        Some(m) => plan_weights(m, &config, weight_type)?,
+        None => WeightPlan::uniform(&config, weight_type),
     };
-    let memory = estimate_memory(&config, planned, plan.context(), plan.kv_dtype, chunk);
+    let planned = weights.weight_type;
+    let memory = estimate_memory(&config, &weights, plan.context(), plan.kv_dtype, chunk);
     print_memory(&memory, plan.context());
     if let Some(ctx) = args.ctx_size {
-        let at = estimate_memory(&config, planned, ctx, plan.kv_dtype, chunk);
+        let at = estimate_memory(&config, &weights, ctx, plan.kv_dtype, chunk);
         eprintln!("at a {ctx}-token context: {}", format_bytes(at.total));
     }
     if let Some(budget) = &args.max_vram {
@@ -141,7 +143,7 @@ pub fn run_bench(args: &LlmBenchArgs, device: &Device) -> Result<()> {
         decode: Vec::new(),
         images: Vec::new(),
     };
-    run(&model, planned, &plan, &mut report)?;
+    run(&model, &plan, &mut report)?;
     print_report(&report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)

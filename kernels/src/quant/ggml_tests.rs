@@ -377,3 +377,22 @@ fn packed_convolution_reads_ggml_formats_on_cpu_and_gpu() {
         });
     }
 }
+
+#[test]
+fn dequantize_rows_unpacks_just_the_rows_asked_for() {
+    for (format, _) in FORMATS {
+        let (n, k) = (9, 512);
+        let q = random_blocks(format, n, k, 31);
+        let all = dequantize(format, &q.to_packed_bytes().unwrap()).unwrap();
+        let ids = [8u32, 0, 3, 3];
+        let rows = dequantize_rows(&q, &ids).unwrap();
+        assert_eq!(rows.shape(), [4, k]);
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| all[i as usize * k..][..k].to_vec())
+            .collect();
+        assert_eq!(rows.to_vec_f32().unwrap(), want, "{format}");
+        let err = dequantize_rows(&q, &[9]).unwrap_err().to_string();
+        assert!(err.contains("row 9") && err.contains("[9, 512]"), "{err}");
+    }
+}

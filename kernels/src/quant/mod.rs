@@ -133,6 +133,28 @@ pub fn dequantize(format: QuantFormat, bytes: &[u8]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// Rows `ids` of a packed `[N, K]` weight in host memory, unpacked to f32 `[ids.len(), K]` on the
+/// CPU: a GGUF file's token embeddings stay packed (4.5 bits a weight at q4_K, where f32 would
+/// take 2.7 GB for Mistral Small's table) and only a prompt's rows are ever unpacked.
+pub fn dequantize_rows(w: &QTensor, ids: &[u32]) -> Result<Tensor> {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let format = w.format();
+    let bytes = cpu::packed_bytes("dequantize_rows", w)?;
+    let row_bytes = k / format.block_len() * format.block_bytes();
+    let mut out = vec![0.0f32; ids.len() * k];
+    for (&id, row) in ids.iter().zip(out.chunks_exact_mut(k)) {
+        let id = id as usize;
+        if id >= n {
+            return Err(Error::shape(
+                "dequantize_rows",
+                format!("row {id} of a [{n}, {k}] {format} weight"),
+            ));
+        }
+        blocks::unpack_blocks(format, &bytes[id * row_bytes..][..row_bytes], row);
+    }
+    Tensor::from_f32(&Device::Cpu, &[ids.len(), k], DType::F32, &out)
+}
+
 /// Quantises a float `[N, K]` tensor (on any device) into a packed weight on `device`.
 pub fn quantize_tensor(t: &Tensor, format: QuantFormat, device: &Device) -> Result<QTensor> {
     let bytes = quantize(format, t.shape(), &t.to_vec_f32()?)?;

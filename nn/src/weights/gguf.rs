@@ -280,9 +280,10 @@ impl TensorSource for GgufSource {
             return Err(wrong_shape(self.origin(), &s.what, &t.shape, expected));
         }
         let bytes = self.bytes(&s)?;
-        QTensor::from_packed(device, format, &packed_matrix(&t.shape), &bytes)
-            .map(Some)
-            .map_err(|e| self.tensor_error(&s.what, t, e))
+        let packed = QTensor::from_packed(device, format, &packed_matrix(&t.shape), &bytes)
+            .map_err(|e| self.tensor_error(&s.what, t, e))?;
+        self.file.release(s.name);
+        Ok(Some(packed))
     }
 
     fn missing(&self, name: &str) -> Error {
