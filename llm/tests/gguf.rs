@@ -480,4 +480,17 @@ fn the_llama3_pre_tokenizer_gives_llama_cpps_ids() {
     // Control tokens: named, never produced from text.
     assert_eq!(llama3.token_id("[INST]"), Some(3));
     assert!(!llama3.encode("[INST]").unwrap().contains(&3));
+    // Pixtral 12B's files say "pixtral", which llama.cpp runs with the same pattern.
+    let path = edited("pixtral", |m, _| {
+        for (k, v) in m.iter_mut() {
+            if k == "tokenizer.ggml.pre" {
+                *v = "pixtral".into();
+            }
+        }
+    });
+    let pixtral = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    for s in strings {
+        let text = s["text"].as_str().unwrap();
+        assert_eq!(pixtral.encode(text).unwrap(), ids(&s["ids"]), "{text:?}");
+    }
 }

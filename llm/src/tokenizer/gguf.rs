@@ -2,7 +2,8 @@
 //! - `model` "gpt2" with `pre` "tekken" (Mistral Small 3.x, Nemo): the control tokens, then
 //!   byte-level strings (GPT-2's byte-to-character table) in rank order, run by kiln's Tekken
 //!   encoder (its merges follow from the ranks, as llama.cpp's converter derived them);
-//! - `model` "gpt2" with `pre` "llama3" / "llama-bpe" / "llama-v3" (Llama 3): byte-level BPE with
+//! - `model` "gpt2" with `pre` "llama3" / "llama-bpe" / "llama-v3" (Llama 3), or "pixtral" (Pixtral
+//!   12B, which llama.cpp runs the same way): byte-level BPE with
 //!   the file's merges, the Llama 3 split pattern, whole words taken as they are when they are
 //!   tokens (llama.cpp's `ignore_merges`), through the tokenizers crate;
 //! - `model` "llama" (Llama 2, Mistral 7B): SentencePiece pieces, scores and token types, run as
@@ -75,14 +76,15 @@ impl Tokenizer {
                 let pre = file.get_str("tokenizer.ggml.pre").unwrap_or("default");
                 match pre {
                     "tekken" => Backend::Tekken(Box::new(tekken(file, &tokens, &types)?)),
-                    "llama3" | "llama-v3" | "llama-bpe" => {
+                    // llama.cpp runs Pixtral 12B's vocabulary ("pixtral") with Llama 3's pattern.
+                    "llama3" | "llama-v3" | "llama-bpe" | "pixtral" => {
                         Backend::Hf(Box::new(llama3(file, &tokens, &types)?))
                     }
                     _ => {
                         return Err(bad(format!(
                             "tokenizer.ggml.pre `{pre}`: kiln reads byte-level vocabularies with \
-                             the `tekken` (Mistral) and `llama3` / `llama-bpe` (Llama 3) \
-                             pre-tokenizers, and SentencePiece (`llama`) ones"
+                             the `tekken` (Mistral), `llama3` / `llama-bpe` (Llama 3) and `pixtral` \
+                             (llama.cpp gives it Llama 3's pattern) pre-tokenizers, and SentencePiece (`llama`) ones"
                         )))
                     }
                 }
