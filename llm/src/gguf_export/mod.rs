@@ -23,7 +23,7 @@ use kiln_runtime::{DType, Device, Error, Result};
 use serde_json::Value;
 
 use crate::config::MistralConfig;
-use crate::model::gguf::rope_rows;
+use crate::model::rope_rows;
 use crate::tokenizer::folder_vocab_metadata;
 use policy::{tensor_type, GgufMix, ModelShape, TensorType};
 

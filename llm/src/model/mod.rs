@@ -5,7 +5,7 @@
 //! The model holds only weights: the KV cache is a `KvCache` the caller owns (one per
 //! conversation), so one loaded model serves any number of sessions.
 
-pub(crate) mod gguf;
+mod gguf;
 mod layer;
 mod names;
 
