@@ -125,3 +125,78 @@ fn write_all(
         .sync_all()
         .map_err(io)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufFile;
+
+    fn dir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("kiln-gguf-writer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn info(name: &str, bytes: usize) -> GgufTensorInfo {
+        GgufTensorInfo {
+            name: name.into(),
+            shape: vec![bytes / 4],
+            ggml_type: 0,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn streams_tensors_in_order_without_an_alignment_key() {
+        let out = dir("ok").join("m.gguf");
+        let kv = vec![("general.architecture".to_string(), "llama".into())];
+        let tensors = [info("a", 12), info("b", 40)];
+        let mut asked = Vec::new();
+        write_gguf_streaming(&out, &kv, &tensors, |i| {
+            asked.push(i);
+            Ok(vec![i as u8 + 1; tensors[i].bytes])
+        })
+        .unwrap();
+        assert_eq!(asked, [0, 1]);
+        let g = GgufFile::open(&out).unwrap();
+        assert_eq!(g.bytes("a").unwrap(), [1; 12]);
+        assert_eq!(g.bytes("b").unwrap(), [2; 40]);
+        assert_eq!(g.get_str("general.architecture"), Some("llama"));
+        assert!(g.value("general.alignment").is_none());
+        assert!(!gguf_partial_path(&out).exists());
+    }
+
+    #[test]
+    fn errors_leave_no_file_and_existing_outputs_are_kept() {
+        let d = dir("bad");
+        let out = d.join("m.gguf");
+        let tensors = [info("a", 12), info("b", 8)];
+        // A failing producer mid-file.
+        let e = write_gguf_streaming(&out, &[], &tensors, |i| {
+            if i == 1 {
+                Err(Error::load("b", "read failed"))
+            } else {
+                Ok(vec![0; 12])
+            }
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("read failed"), "{e}");
+        // Bytes that disagree with the table.
+        let e = write_gguf_streaming(&out, &[], &tensors, |_| Ok(vec![0; 12]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`b` [2]: 12 bytes given, the table says 8"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+        std::fs::write(&out, b"keep").unwrap();
+        let e = write_gguf_streaming(&out, &[], &tensors, |i| Ok(vec![0; tensors[i].bytes]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"keep");
+    }
+}
