@@ -66,7 +66,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         }
         let counts: Vec<String> = counts.iter().map(|(n, c)| format!("{c} {n}")).collect();
         eprintln!(
-            "{}: GGUF {}, {} tensors ({}); tensor data {} -> {}",
+            "{}: GGUF {}, {} tensors ({}); {} of f32 weights -> {}",
             args.output.display(),
             mix.name(),
             report.tensors.len(),

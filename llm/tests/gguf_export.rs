@@ -290,3 +290,35 @@ fn errors_leave_no_file() {
     assert!(quantize_to_gguf(&folder, &out, GgufMix::Q4KM).is_err());
     assert!(!out.exists() && !dir.join("m.gguf.partial").exists());
 }
+
+/// A folder with tekken.json and tokenizer.json (as Mistral Nemo / Small ship): the vocabulary is
+/// tekken.json's (the converter's keys for it), the chat template the folder's own.
+#[test]
+fn tekken_beside_tokenizer_json_keeps_the_folders_template() {
+    let dir = temp("tekken-json");
+    let folder = dir.join("model");
+    std::fs::create_dir_all(&folder).unwrap();
+    for f in ["config.json", "model.safetensors", "tekken.json"] {
+        std::fs::copy(fixtures().join("tekken").join(f), folder.join(f)).unwrap();
+    }
+    std::fs::write(folder.join("tokenizer.json"), "{}").unwrap();
+    std::fs::write(folder.join("chat_template.jinja"), "{{ messages }}").unwrap();
+    let out = dir.join("m.gguf");
+    quantize_to_gguf(&folder, &out, GgufMix::Q8_0).unwrap();
+    let (got, want) = (
+        GgufFile::open(&out).unwrap(),
+        GgufFile::open(fixtures().join("tekken-f32.gguf")).unwrap(),
+    );
+    assert_eq!(
+        got.get_str("tokenizer.chat_template"),
+        Some("{{ messages }}")
+    );
+    for key in [
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.token_type",
+        "tokenizer.ggml.pre",
+    ] {
+        assert_eq!(got.value(key), want.value(key), "{key}");
+    }
+}

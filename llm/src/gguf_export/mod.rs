@@ -27,7 +27,8 @@ use crate::model::rope_rows;
 use crate::tokenizer::folder_vocab_metadata;
 use policy::{tensor_type, GgufMix, ModelShape, TensorType};
 
-/// What was written: each tensor's GGUF name and type, in file order, and the bytes.
+/// What was written: each tensor's GGUF name and type, in file order; the bytes of the weights
+/// as f32 (what was quantised) and as written.
 #[derive(Debug, Default)]
 pub struct GgufExportReport {
     pub tensors: Vec<(String, TensorType)>,

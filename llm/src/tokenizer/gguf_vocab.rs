@@ -2,14 +2,17 @@
 //! file: the `tokenizer.ggml.*` values, `tokenizer.chat_template`, in the converter's order, so
 //! kiln's GGUF exports carry the same vocabulary keys as the converter's files.
 //!
-//! - `tekken.json` (and no `tokenizer.json`), read as mistral-common does: model "gpt2", pre
+//! - `tekken.json`, read as mistral-common does: model "gpt2", pre
 //!   "tekken", the control tokens then each rank's bytes in GPT-2's byte-level spelling, scores 0
 //!   (i32), types CONTROL / NORMAL, merges rebuilt from the ranks (every split of a rank's bytes
 //!   into two ranked halves, ordered by the halves' ranks, then by the merged rank), bos / eos / unk
 //!   / pad from the file (pad falling back to eos), add_bos true, add_eos false, and llama.cpp's
 //!   built-in template name for the tokenizer version (v1 "mistral-v1", v3 "mistral-v3-tekken", v7
 //!   "mistral-v7-tekken"; later versions name template files of llama.cpp's tree, so no template
-//!   is written for them).
+//!   is written for them). A folder that also has `tokenizer.json` (Mistral Nemo / Small on the
+//!   Hub) is read the same way, as kiln's own tokenizer reads it, where the converter would read
+//!   tokenizer.json instead (same ids; merges and token types as above); its chat template is the
+//!   folder's (chat_template.jinja or tokenizer_config.json), as the converter takes it on that path.
 //! - `tokenizer.model` (SentencePiece): model "llama", pre "default", every piece with its score and
 //!   type (padded to the config's vocab_size with `[PADn]`, as the converter does), `added_tokens.json`
 //!   and `tokenizer_config.json`'s `added_tokens_decoder` types, special ids from config.json
@@ -35,15 +38,23 @@ const USER_DEFINED: i32 = 4;
 
 /// The tokenizer keys of the folder `dir` (its config.json already parsed as `config`).
 pub fn folder_vocab_metadata(dir: &Path, config: &Value) -> Result<Vec<(String, GgufValue)>> {
-    if dir.join("tekken.json").is_file() && !dir.join("tokenizer.json").is_file() {
-        return tekken(&dir.join("tekken.json"));
+    if dir.join("tekken.json").is_file() {
+        let mut kv = tekken(&dir.join("tekken.json"))?;
+        if dir.join("tokenizer.json").is_file() {
+            let tok_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+            kv.retain(|(k, _)| k != "tokenizer.chat_template");
+            if let Some(t) = chat_template(dir, &tok_config)? {
+                kv.push(kv_pair("tokenizer.chat_template", GgufValue::String(t)));
+            }
+        }
+        return Ok(kv);
     }
     if dir.join("tokenizer.model").is_file() {
         return sentencepiece(dir, config);
     }
     Err(Error::load(
         dir,
-        "no tokenizer kiln can write to GGUF: expected tekken.json (without tokenizer.json) or a \
+        "no tokenizer kiln can write to GGUF: expected tekken.json or a \
          SentencePiece tokenizer.model (tokenizer.json-only folders: use llama.cpp's convert_hf_to_gguf.py)",
     ))
 }
@@ -52,7 +63,7 @@ fn strings(items: impl IntoIterator<Item = String>) -> GgufValue {
     GgufValue::Array(items.into_iter().map(GgufValue::String).collect())
 }
 
-fn kv(key: &str, value: GgufValue) -> (String, GgufValue) {
+fn kv_pair(key: &str, value: GgufValue) -> (String, GgufValue) {
     (key.to_string(), value)
 }
 
@@ -114,20 +125,20 @@ fn tekken(path: &Path) -> Result<Vec<(String, GgufValue)>> {
     let pad = id("<pad>").unwrap_or(eos);
     let n = specials.len() + ranks_bytes.len();
     let mut out = vec![
-        kv("tokenizer.ggml.model", "gpt2".into()),
-        kv("tokenizer.ggml.pre", "tekken".into()),
-        kv("tokenizer.ggml.merges", strings(merges)),
-        kv("tokenizer.ggml.bos_token_id", GgufValue::U32(bos as u32)),
-        kv("tokenizer.ggml.eos_token_id", GgufValue::U32(eos as u32)),
-        kv(
+        kv_pair("tokenizer.ggml.model", "gpt2".into()),
+        kv_pair("tokenizer.ggml.pre", "tekken".into()),
+        kv_pair("tokenizer.ggml.merges", strings(merges)),
+        kv_pair("tokenizer.ggml.bos_token_id", GgufValue::U32(bos as u32)),
+        kv_pair("tokenizer.ggml.eos_token_id", GgufValue::U32(eos as u32)),
+        kv_pair(
             "tokenizer.ggml.unknown_token_id",
             GgufValue::U32(unk as u32),
         ),
-        kv(
+        kv_pair(
             "tokenizer.ggml.padding_token_id",
             GgufValue::U32(pad as u32),
         ),
-        kv(
+        kv_pair(
             "tokenizer.ggml.tokens",
             strings(
                 specials
@@ -136,11 +147,11 @@ fn tekken(path: &Path) -> Result<Vec<(String, GgufValue)>> {
                     .chain(ranks_bytes.iter().map(|b| byte_level(b, &chars))),
             ),
         ),
-        kv(
+        kv_pair(
             "tokenizer.ggml.scores",
             GgufValue::Array(vec![GgufValue::I32(0); n]),
         ),
-        kv(
+        kv_pair(
             "tokenizer.ggml.token_type",
             GgufValue::Array(
                 (0..n)
@@ -148,8 +159,8 @@ fn tekken(path: &Path) -> Result<Vec<(String, GgufValue)>> {
                     .collect(),
             ),
         ),
-        kv("tokenizer.ggml.add_bos_token", GgufValue::Bool(true)),
-        kv("tokenizer.ggml.add_eos_token", GgufValue::Bool(false)),
+        kv_pair("tokenizer.ggml.add_bos_token", GgufValue::Bool(true)),
+        kv_pair("tokenizer.ggml.add_eos_token", GgufValue::Bool(false)),
     ];
     let template = match t.version() {
         Some("v1") => Some("mistral-v1"),
@@ -158,7 +169,7 @@ fn tekken(path: &Path) -> Result<Vec<(String, GgufValue)>> {
         _ => None,
     };
     if let Some(name) = template {
-        out.push(kv("tokenizer.chat_template", name.into()));
+        out.push(kv_pair("tokenizer.chat_template", name.into()));
     }
     Ok(out)
 }
@@ -226,17 +237,20 @@ fn sentencepiece(dir: &Path, config: &Value) -> Result<Vec<(String, GgufValue)>>
     }
     let mut out = Vec::new();
     if let Some(b) = tok_config.get("add_prefix_space").and_then(Value::as_bool) {
-        out.push(kv("tokenizer.ggml.add_space_prefix", GgufValue::Bool(b)));
+        out.push(kv_pair(
+            "tokenizer.ggml.add_space_prefix",
+            GgufValue::Bool(b),
+        ));
     }
     out.extend([
-        kv("tokenizer.ggml.model", "llama".into()),
-        kv("tokenizer.ggml.pre", "default".into()),
-        kv("tokenizer.ggml.tokens", strings(tokens)),
-        kv(
+        kv_pair("tokenizer.ggml.model", "llama".into()),
+        kv_pair("tokenizer.ggml.pre", "default".into()),
+        kv_pair("tokenizer.ggml.tokens", strings(tokens)),
+        kv_pair(
             "tokenizer.ggml.scores",
             GgufValue::Array(scores.into_iter().map(GgufValue::F32).collect()),
         ),
-        kv(
+        kv_pair(
             "tokenizer.ggml.token_type",
             GgufValue::Array(types.into_iter().map(GgufValue::I32).collect()),
         ),
@@ -253,7 +267,7 @@ fn sentencepiece(dir: &Path, config: &Value) -> Result<Vec<(String, GgufValue)>>
             .and_then(Value::as_u64)
             .filter(|&i| (i as usize) < vocab_size);
         if let Some(id) = id {
-            out.push(kv(
+            out.push(kv_pair(
                 &format!("tokenizer.ggml.{key}"),
                 GgufValue::U32(id as u32),
             ));
@@ -264,14 +278,14 @@ fn sentencepiece(dir: &Path, config: &Value) -> Result<Vec<(String, GgufValue)>>
             .get(format!("add_{typ}_token"))
             .and_then(Value::as_bool)
         {
-            out.push(kv(
+            out.push(kv_pair(
                 &format!("tokenizer.ggml.add_{typ}_token"),
                 GgufValue::Bool(b),
             ));
         }
     }
     if let Some(t) = chat_template(dir, &tok_config)? {
-        out.push(kv("tokenizer.chat_template", GgufValue::String(t)));
+        out.push(kv_pair("tokenizer.chat_template", GgufValue::String(t)));
     }
     Ok(out)
 }
