@@ -250,7 +250,12 @@ pub fn quantize_to_gguf(input: &Path, output: &Path, mix: GgufMix) -> Result<Ggu
 
 /// The converter's Q / K permutation: Hugging Face row r of a head is stored at `rope_rows[r]`.
 fn permute_rows(values: &[f32], shape: &[usize], heads: usize, name: &str) -> Result<Vec<f32>> {
-    let (rows, cols) = (shape[0], shape[1..].iter().product::<usize>());
+    let &[rows, cols] = shape else {
+        return Err(Error::shape(
+            "quantize",
+            format!("`{name}` {shape:?} is not a matrix"),
+        ));
+    };
     if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return Err(Error::shape(
             "quantize",
