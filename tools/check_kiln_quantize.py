@@ -13,8 +13,8 @@ each folder is
   2. written by `kiln quantize -m FOLDER -o OUT.gguf --type q4_k_m|q6_k|q8_0` (kiln's files),
 and the script checks, per type: the same tensor names, each tensor's ggml type and bytes
 identical; every metadata key of llama.cpp's file (but general.name / general.size_label, which
-kiln does not write) equal in kiln's; whether the whole files are byte-identical (reported, not
-required: the two labels are missing); and `llama-simple` (greedy) generating the same 24 tokens
+kiln does not write) equal in kiln's; the data sections (after the headers) byte-identical; whether
+the whole files are (reported, not required: the two labels are missing); and `llama-simple` (greedy) generating the same 24 tokens
 from kiln's file as from llama.cpp's.
 
 Result (llama.cpp 0c1e57098bba, llama-cpp-python 0.3.36's tree built by tools/build-llama-cpp.sh;
@@ -24,8 +24,9 @@ run 2026-12-07 on the CPU): ALL MATCH.
                  Q8_0 58/58
   spm    q4_k_m  F32 17/17, Q4_K 48/48, Q6_K 9/9 (the tied token_embd is Q6_K); q6_k: F32 17/17,
                  Q6_K 57/57; q8_0: F32 17/17, Q8_0 57/57
-  every type: all of llama.cpp's metadata keys but the two labels equal, no extra keys; the whole
-  files differ only by general.name / general.size_label; llama-simple's 24 greedy tokens from
+  every type: all of llama.cpp's metadata keys but the two labels equal, no extra keys; the data
+  sections (tensor order, offsets, padding, bytes) identical, so the files differ only in the
+  header, by general.name / general.size_label; llama-simple's 24 greedy tokens from
   kiln's file equal those from llama.cpp's (and differ between types, so the check has teeth).
 
 Usage: /tmp/venv-vis/bin/python tools/check_kiln_quantize.py [--kiln target/debug/kiln]
@@ -127,13 +128,20 @@ def compare(name, ty, llama_path, kiln_path, bins):
     if extra:
         problems.append(f"kiln writes keys llama.cpp does not: {extra}")
     identical = open(llama_path, "rb").read() == open(kiln_path, "rb").read()
+    # Past the header: the same tensors in the same order at the same relative offsets.
+    order = [t.name for t in want.tensors] == [t.name for t in got.tensors]
+    data_w = open(llama_path, "rb").read()[want.tensors[0].data_offset:]
+    data_g = open(kiln_path, "rb").read()[got.tensors[0].data_offset:]
+    if not (order and data_w == data_g):
+        problems.append(f"tensor order equal: {order}; data sections equal: {data_w == data_g}")
     gen_llama = generate(os.path.join(bins, "llama-simple"), llama_path)
     gen_kiln = generate(os.path.join(bins, "llama-simple"), kiln_path)
     if gen_llama != gen_kiln:
         problems.append(f"greedy text differs:\n  llama.cpp file: {gen_llama!r}\n  kiln file:      {gen_kiln!r}")
     types = ", ".join(f"{k} {ok}/{total}" for k, (ok, total) in sorted(by_type.items()))
     print(f"{name} {ty}: tensors identical per type: {types}; metadata keys equal: "
-          f"{not any(p.startswith('metadata') for p in problems)}; whole file identical: {identical}; "
+          f"{not any(p.startswith('metadata') for p in problems)}; data section (tensor order, offsets, bytes) "
+          f"identical: {order and data_w == data_g}; whole file identical: {identical}; "
           f"greedy {N_GEN} tokens equal: {gen_llama == gen_kiln}")
     print(f"    llama-simple on both: {gen_llama.strip()[-160:]!r}")
     for p in problems:
