@@ -11,9 +11,13 @@ turns every matrix into TYPE (`--pure`: no per-tensor mixture; the script checks
 back to another type). Rows are standard normal times a per-row scale from 1e-5 (f16 scales below the
 normal range) to 30, with one all-zero row, so zero and subnormal scales are covered.
 
-Outputs, per TYPE (q4_k, q6_k, q5_k, q3_k, q2_k, q4_1, q5_0, q5_1):
+Outputs, per TYPE (q4_k, q6_k, q5_k, q3_k, q2_k, q4_1, q5_0, q5_1, q8_0, q4_0):
     TYPE.gguf         llama-quantize's file as written (metadata and the packed tensors)
     TYPE.golden.gguf  the same tensor names as F32: gguf-py's `quants.dequantize` of each tensor
+and per family the float source every TYPE of the family was quantised from, so kiln's own
+quantisers can be checked block for block against llama-quantize's:
+    k_source.gguf       F32 a/b/c.weight of the K-quants (rows of 256 / 512)
+    legacy_source.gguf  F32 a/b/c.weight of the 32-weight types (rows of 64 / 96 / 160)
 
     /tmp/venv-vis/bin/python tools/make_ggml_quant_fixtures.py \\
         --quantize /tmp/llama.cpp-build/build/bin/llama-quantize [--out tests/fixtures/ggml-quants]
@@ -25,7 +29,6 @@ given llama.cpp build (seeded data; llama-quantize's reference quantisers are de
 import argparse
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +38,7 @@ from gguf.quants import dequantize
 ROOT = Path(__file__).resolve().parent.parent
 
 K_QUANTS = ["q4_k", "q6_k", "q5_k", "q3_k", "q2_k"]
-LEGACY = ["q4_1", "q5_0", "q5_1"]
+LEGACY = ["q4_1", "q5_0", "q5_1", "q8_0", "q4_0"]
 # (name, rows, K): odd row counts; llama-quantize only quantises names ending in "weight".
 K_SHAPES = [("a.weight", 7, 256), ("b.weight", 13, 512), ("c.weight", 33, 256)]
 LEGACY_SHAPES = [("a.weight", 7, 64), ("b.weight", 13, 96), ("c.weight", 33, 160)]
@@ -89,24 +92,23 @@ def main():
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        sources = {}
-        for family, shapes, seed in [("k", K_SHAPES, 1), ("legacy", LEGACY_SHAPES, 2)]:
-            sources[family] = Path(tmp) / f"{family}-f32.gguf"
-            write_source(sources[family], shapes, seed)
-        for ty in K_QUANTS + LEGACY:
-            src = sources["k" if ty in K_QUANTS else "legacy"]
-            dst = out / f"{ty}.gguf"
-            run = subprocess.run([args.quantize, "--pure", str(src), str(dst), ty.upper()],
-                                 capture_output=True, text=True)
-            if run.returncode != 0:
-                sys.exit(f"llama-quantize {ty} failed:\n{run.stdout}\n{run.stderr}")
-            reader = golden(dst, out / f"{ty}.golden.gguf")
-            want = GGMLQuantizationType[ty.upper()]
-            for t in reader.tensors:
-                if t.tensor_type != want:
-                    sys.exit(f"{ty}: tensor {t.name} came out as {t.tensor_type.name}")
-            print(f"{ty}: {', '.join(f'{t.name} {list(reversed(t.shape.tolist()))}' for t in reader.tensors)}")
+    sources = {}
+    for family, shapes, seed in [("k", K_SHAPES, 1), ("legacy", LEGACY_SHAPES, 2)]:
+        sources[family] = out / f"{family}_source.gguf"
+        write_source(sources[family], shapes, seed)
+    for ty in K_QUANTS + LEGACY:
+        src = sources["k" if ty in K_QUANTS else "legacy"]
+        dst = out / f"{ty}.gguf"
+        run = subprocess.run([args.quantize, "--pure", str(src), str(dst), ty.upper()],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit(f"llama-quantize {ty} failed:\n{run.stdout}\n{run.stderr}")
+        reader = golden(dst, out / f"{ty}.golden.gguf")
+        want = GGMLQuantizationType[ty.upper()]
+        for t in reader.tensors:
+            if t.tensor_type != want:
+                sys.exit(f"{ty}: tensor {t.name} came out as {t.tensor_type.name}")
+        print(f"{ty}: {', '.join(f'{t.name} {list(reversed(t.shape.tolist()))}' for t in reader.tensors)}")
     total = sum(p.stat().st_size for p in out.iterdir())
     print(f"wrote {out} ({total} bytes)")
 

@@ -10,6 +10,7 @@ pub mod constrain;
 pub mod conversation;
 pub mod engine;
 pub mod generate;
+pub mod gguf_export;
 pub mod kv_cache;
 pub mod model;
 pub mod quantize;

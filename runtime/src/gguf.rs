@@ -17,6 +17,9 @@ use memmap2::Mmap;
 
 use crate::{Error, QuantFormat, Result};
 
+mod writer;
+pub use writer::{gguf_partial_path, write_gguf_streaming, GgufTensorInfo};
+
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
 
@@ -808,54 +811,30 @@ pub fn write_gguf(path: &Path, tensors: &[GgufTensorData]) -> Result<()> {
 
 /// As [`write_gguf`], with `metadata` after `general.alignment` in the order given. Each tensor
 /// takes its bytes' length (aligned), whatever its type and shape say, so tests can write
-/// inconsistent files.
+/// inconsistent files. An existing `path` is replaced.
 pub fn write_gguf_with(
     path: &Path,
     metadata: &[(&str, GgufValue)],
     tensors: &[GgufTensorData],
 ) -> Result<()> {
-    let mut out = Vec::new();
-    let string = |out: &mut Vec<u8>, s: &str| {
-        out.extend((s.len() as u64).to_le_bytes());
-        out.extend(s.as_bytes());
-    };
-    out.extend(MAGIC);
-    out.extend(3u32.to_le_bytes());
-    out.extend((tensors.len() as u64).to_le_bytes());
-    out.extend((1 + metadata.len() as u64).to_le_bytes());
-    string(&mut out, "general.alignment");
-    out.extend(4u32.to_le_bytes());
-    out.extend((DEFAULT_ALIGNMENT as u32).to_le_bytes());
-    for (key, value) in metadata {
-        string(&mut out, key);
-        out.extend(value.type_id().to_le_bytes());
-        value.write(&mut out);
+    let mut kv = vec![(
+        "general.alignment".to_string(),
+        GgufValue::U32(DEFAULT_ALIGNMENT as u32),
+    )];
+    kv.extend(metadata.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let infos: Vec<GgufTensorInfo> = tensors
+        .iter()
+        .map(|(name, shape, ty, bytes)| GgufTensorInfo {
+            name: name.to_string(),
+            shape: shape.clone(),
+            ggml_type: *ty,
+            bytes: bytes.len(),
+        })
+        .collect();
+    if path.exists() {
+        std::fs::remove_file(path).map_err(|e| Error::load(path, e.to_string()))?;
     }
-    let mut offset = 0u64;
-    for (name, shape, ty, bytes) in tensors {
-        string(&mut out, name);
-        out.extend((shape.len() as u32).to_le_bytes());
-        for d in shape.iter().rev() {
-            out.extend((*d as u64).to_le_bytes());
-        }
-        out.extend(ty.to_le_bytes());
-        out.extend(offset.to_le_bytes());
-        offset = (offset + bytes.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
-    }
-    out.resize(
-        out.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize,
-        0,
-    );
-    for (_, _, _, bytes) in tensors {
-        out.extend(bytes);
-        out.resize(
-            out.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize,
-            0,
-        );
-    }
-    let tmp = path.with_extension("gguf.partial");
-    std::fs::write(&tmp, out).map_err(|e| Error::load(path, e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::load(path, e.to_string()))
+    write_gguf_streaming(path, &kv, &infos, |i| Ok(tensors[i].3.clone()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@
 pub mod blocks;
 pub(crate) mod cpu;
 pub mod formats;
+pub mod ggml_pack;
+#[cfg(test)]
+mod ggml_pack_tests;
 #[cfg(test)]
 mod ggml_tests;
 pub mod int8;

@@ -5,8 +5,10 @@
 //! Only a chat template's own output names control tokens (`encode_rendered`).
 
 mod gguf;
+mod gguf_vocab;
 mod hf;
 mod spm;
+mod spm_model;
 mod stream;
 mod tekken;
 
@@ -18,6 +20,7 @@ use serde_json::Value;
 
 use crate::constrain::{ConstraintError, TokenVocabulary};
 
+pub use gguf_vocab::folder_vocab_metadata;
 pub use hf::HfTokenizer;
 pub use spm::Spm;
 pub use stream::StreamDecoder;

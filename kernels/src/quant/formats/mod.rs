@@ -2,7 +2,9 @@
 //! blocks) and the 256-weight K-quants q2_K .. q6_K, one file each (the layouts are documented on
 //! `QuantFormat`). Each has `unpack`, bit-identical to ggml's `dequantize_row_*` (the same f32
 //! operations in the same order: Rust never fuses a multiply and an add), and `dot`, one block with
-//! f32 activations: the block is unpacked onto the stack and dotted in eight lanes.
+//! f32 activations: the block is unpacked onto the stack and dotted in eight lanes. q4_K, q6_K and
+//! q5_0 also have `pack`, ggml's reference quantiser bit for bit (searches in `scale_search`), for
+//! writing llama.cpp GGUF files.
 
 pub mod q2_k;
 pub mod q3_k;
@@ -12,6 +14,7 @@ pub mod q5_0;
 pub mod q5_1;
 pub mod q5_k;
 pub mod q6_k;
+pub mod scale_search;
 
 use half::f16;
 
