@@ -23,6 +23,10 @@ use super::{int8_kquants, int8_legacy};
 /// Values per activation block: both weight formats here use 32-value blocks.
 pub const BLOCK: usize = 32;
 
+/// Bytes ahead of the block being read that the AVX-512 row dots prefetch (best between 4 and
+/// 8 KiB on the 2-vCPU box; x86 prefetches past the end of a row cannot fault).
+pub const PREFETCH: usize = 4096;
+
 /// Rows of activations rounded to i8 per 32-value block, laid out for one weight format.
 pub struct Q8Rows {
     k: usize,
@@ -288,7 +292,7 @@ fn scale(block: &[u8]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Q8Row, Q8Rows, BLOCK, TILE_ROWS};
+    use super::{Q8Row, Q8Rows, BLOCK, PREFETCH, TILE_ROWS};
     use kiln_runtime::QuantFormat;
 
     pub fn has_avx2() -> bool {
@@ -427,6 +431,14 @@ mod x86 {
         let w = row.as_ptr();
         let mut acc = [_mm512_setzero_ps(); R];
         for pair in 0..blocks / 2 {
+            // Batch-1 decode streams gigabytes of weights from memory: fetching a few KiB ahead
+            // (the next rows of the task's run) keeps more loads in flight than the hardware
+            // prefetchers do (Mistral 7B q4_K_M decode on the 2-vCPU box: 3.1 -> 4.4 tok/s).
+            for line in (0..2 * B::BYTES).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    w.add(pair * 2 * B::BYTES + PREFETCH + line) as *const i8
+                );
+            }
             let (q, d) = B::pair(w.add(pair * 2 * B::BYTES));
             for i in 0..R {
                 let start = _mm512_loadu_si512(bias[i].add(pair * 16) as *const __m512i);

@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 
 use kiln_runtime::QuantFormat;
 
-use super::int8::{Q8Rows, BLOCK, TILE_ROWS};
+use super::int8::{Q8Rows, BLOCK, PREFETCH, TILE_ROWS};
 
 /// Whether this file has a kernel for `format`.
 pub fn supports(format: QuantFormat) -> bool {
@@ -145,6 +145,10 @@ unsafe fn q4_k<const R: usize>(row: &[u8], x: &Q8Rows, first: usize, out: &mut [
     let mut mins = [_mm256_setzero_ps(); R];
     for (b, block) in row.chunks_exact(144).enumerate() {
         let p = block.as_ptr();
+        // As `int8`'s tiles: a few KiB ahead, the decode stream's loads stay in flight.
+        for line in 0..3 {
+            _mm_prefetch::<_MM_HINT_T0>(p.add(PREFETCH + 64 * line) as *const i8);
+        }
         let (sc, m) = scales_and_mins(&block[4..16]);
         let d_sc = _mm256_mul_ps(_mm256_set1_ps(f16_at(p)), bytes_to_f32(sc));
         let dmin_m = _mm256_mul_ps(_mm256_set1_ps(f16_at(p.add(2))), bytes_to_f32(m));
@@ -203,6 +207,9 @@ unsafe fn q6_k<const R: usize>(row: &[u8], x: &Q8Rows, first: usize, out: &mut [
     let mut acc = [_mm512_setzero_ps(); R];
     for (b, block) in row.chunks_exact(210).enumerate() {
         let p = block.as_ptr();
+        for line in 0..4 {
+            _mm_prefetch::<_MM_HINT_T0>(p.add(PREFETCH + 64 * line) as *const i8);
+        }
         let d_sc = _mm512_mul_ps(
             _mm512_set1_ps(f16_at(p.add(208))),
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
