@@ -10,7 +10,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use kiln_runtime::{CpuData, Error, QTensor, Result, Tensor};
+use kiln_runtime::{CpuData, Error, QTensor, QuantFormat, Result, Tensor};
 
 use super::blocks::{dot_block, unpack_blocks};
 use super::int8::{self, Q8Rows};
@@ -39,9 +39,11 @@ pub fn qlinear(
     out_shape: &[usize],
 ) -> Result<Tensor> {
     let format = w.format();
-    if int8::supports(format)
-        && (m < ROW_DOT_MAX_ROWS || int8_panel::supports(format) || int8::has_wide_tiles(format))
-    {
+    // Past a few rows, q4_0 / q8_0 (panels or AVX2 row dots) and the AVX-512 K-quant paths beat
+    // the f32 GEMM; the AVX2 K-quant row dots do not.
+    let batched =
+        matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0) || int8::has_wide_tiles(format);
+    if int8::supports(format) && (m < ROW_DOT_MAX_ROWS || batched) {
         qlinear_int8(x, w, bias, out_shape)
     } else {
         qlinear_exact(x, w, bias, m, out_shape)

@@ -149,6 +149,47 @@ fn every_tile_implementation_matches_the_portable_row_dot() {
     }
 }
 
+/// q4_K's panel (prefill on AVX-512 VNNI): every tile of every panel against the portable row
+/// dot, for a partial, a full and a two-and-a-bit panel.
+#[test]
+fn the_q4_k_panel_matches_the_portable_row_dot() {
+    use super::int8_panel::{self, panel_dot_portable, Panel, PANEL_ROWS};
+    let format = QuantFormat::Q4K;
+    let fast = int8_panel::panel_dot_for_this_cpu();
+    for n in [5, 16, 37] {
+        let (k, m) = (512, 7);
+        let (bytes, deq) = packed_rows(format, n, k, 40 + n as u64);
+        let x: Vec<f32> = (0..m as u64).flat_map(|i| activations(k, 41 + i)).collect();
+        let xq = Q8Rows::quantize(&x, k, format);
+        let row_bytes = bytes.len() / n;
+        let mut panel = Panel::new(k);
+        for (p, chunk) in bytes.chunks(PANEL_ROWS * row_bytes).enumerate() {
+            panel.repack(format, chunk, row_bytes);
+            let mut impls = vec![("portable", panel_dot_portable as int8_panel::PanelDot)];
+            impls.extend(fast.map(|f| ("avx512", f)));
+            for (name, f) in impls {
+                for tile in 1..=int8_panel::TILE_ROWS {
+                    let first = m - tile;
+                    let mut got = vec![[f32::NAN; PANEL_ROWS]; tile];
+                    f(&panel, &xq, first, &mut got);
+                    for (i, got) in got.iter().enumerate() {
+                        for (r, &got) in got.iter().enumerate().take(panel.rows()) {
+                            let w = p * PANEL_ROWS + r;
+                            let row = &bytes[w * row_bytes..][..row_bytes];
+                            let want = row_dot_portable(format, row, xq.row(first + i));
+                            let scale = abs_dot(&deq[w * k..][..k], &x[(first + i) * k..][..k]);
+                            assert!(
+                                (got - want).abs() <= 1e-5 * scale,
+                                "{name} N {n} row {w} tile {tile}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn cpu_qlinear_takes_the_integer_path_within_one_percent() {
     let (n, k) = (37, 1024);

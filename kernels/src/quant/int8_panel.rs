@@ -4,16 +4,22 @@
 //! Block scales then meet the i32 sums once per 32 weights (16 weight scales times one input
 //! scale), not once per 4 weights as in the row-dot layout. The repacking costs one pass over the
 //! 16 rows and is shared by every input row, so it pays off only when many input rows share it
-//! (`MIN_ROWS`): a prompt, not a batch of decode steps.
+//! (`MIN_ROWS`): a prompt, not a batch of decode steps. q4_K rows (most of a Q4_K_M file) repack
+//! the same way: each 32-weight chunk's codes (0..15) with its scale `d sc` and min `dmin m`, the
+//! mins meeting the activation block's sum once per chunk.
 
 use half::f16;
 use kiln_runtime::QuantFormat;
 
+use super::formats::scale_min_k4;
 use super::int8::{Q8Rows, BLOCK};
 
-/// Whether `format`'s rows can be repacked into panels (q4_0 and q8_0).
+/// Whether `format`'s rows can be repacked into panels (q4_0, q8_0 and q4_K).
 pub fn supports(format: QuantFormat) -> bool {
-    matches!(format, QuantFormat::Q4_0 | QuantFormat::Q8_0)
+    matches!(
+        format,
+        QuantFormat::Q4_0 | QuantFormat::Q8_0 | QuantFormat::Q4K
+    )
 }
 
 /// Weight rows per panel: one per i32 lane of a 512-bit vector.
@@ -28,10 +34,14 @@ pub const TILE_ROWS: usize = 4;
 
 /// Up to 16 packed weight rows, interleaved: `bytes[(b * 8 + g) * 64 + r * 4 + t]` is weight
 /// `b * 32 + 4 * g + t` of row `r` as an unsigned byte (q4_0's nibble 0..15; q8_0's value + 128),
-/// `scales[b * 16 + r]` row `r`'s scale for block `b`. Rows past the last are zero.
+/// `scales[b * 16 + r]` row `r`'s scale for 32-weight block `b`, and for q4_K (whose codes are
+/// unsigned with a min, not centred by the lane bias) `mins[b * 16 + r]` its min, subtracted as
+/// `min * sum(x)`. Rows past the last are zero.
 pub struct Panel {
     bytes: Vec<u8>,
     scales: Vec<f32>,
+    mins: Vec<f32>,
+    has_mins: bool,
     rows: usize,
 }
 
@@ -40,6 +50,8 @@ impl Panel {
         Panel {
             bytes: vec![0; k * PANEL_ROWS],
             scales: vec![0.0; k / BLOCK * PANEL_ROWS],
+            mins: vec![0.0; k / BLOCK * PANEL_ROWS],
+            has_mins: false,
             rows: 0,
         }
     }
@@ -52,34 +64,59 @@ impl Panel {
     pub fn repack(&mut self, format: QuantFormat, rows: &[u8], row_bytes: usize) {
         let block_bytes = format.block_bytes();
         self.rows = rows.len() / row_bytes;
+        self.has_mins = format == QuantFormat::Q4K;
         debug_assert!(self.rows <= PANEL_ROWS);
         self.bytes.fill(0);
         self.scales.fill(0.0);
+        self.mins.fill(0.0);
         let mut values = [0u8; BLOCK];
         for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
             for (b, block) in row.chunks_exact(block_bytes).enumerate() {
-                self.scales[b * PANEL_ROWS + r] = f16::from_le_bytes([block[0], block[1]]).to_f32();
                 match format {
                     QuantFormat::Q4_0 => {
                         for (j, &q) in block[2..18].iter().enumerate() {
                             values[j] = q & 15;
                             values[j + 16] = q >> 4;
                         }
+                        self.put(b, r, &values, f16_at(block, 0), 0.0);
                     }
                     QuantFormat::Q8_0 => {
                         for (v, &q) in values.iter_mut().zip(&block[2..34]) {
                             *v = q ^ 0x80;
                         }
+                        self.put(b, r, &values, f16_at(block, 0), 0.0);
                     }
-                    f => unreachable!("{f} has no integer path"),
-                }
-                for (g, four) in values.chunks_exact(4).enumerate() {
-                    let at = (b * 8 + g) * 64 + r * 4;
-                    self.bytes[at..at + 4].copy_from_slice(four);
+                    QuantFormat::Q4K => {
+                        let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
+                        for c in 0..8 {
+                            let (sc, m) = scale_min_k4(c, &block[4..16]);
+                            let codes = &block[16 + 32 * (c / 2)..][..32];
+                            for (v, &q) in values.iter_mut().zip(codes) {
+                                *v = (q >> (4 * (c % 2))) & 15;
+                            }
+                            let scale = d * f32::from(sc);
+                            self.put(b * 8 + c, r, &values, scale, dmin * f32::from(m));
+                        }
+                    }
+                    f => unreachable!("{f} has no integer panel"),
                 }
             }
         }
     }
+
+    /// Row `r`'s 32-weight block `b`: its unsigned codes, scale and min.
+    fn put(&mut self, b: usize, r: usize, values: &[u8; BLOCK], scale: f32, min: f32) {
+        self.scales[b * PANEL_ROWS + r] = scale;
+        self.mins[b * PANEL_ROWS + r] = min;
+        for (g, four) in values.chunks_exact(4).enumerate() {
+            let at = (b * 8 + g) * 64 + r * 4;
+            self.bytes[at..at + 4].copy_from_slice(four);
+        }
+    }
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 /// `out[i][r]` = dot(panel row `r`, input row `first + i`) for `i < out.len()` (at most
@@ -104,12 +141,15 @@ pub fn panel_dot_portable(panel: &Panel, x: &Q8Rows, first: usize, out: &mut [[f
         for (r, o) in out.iter_mut().enumerate() {
             let mut acc = 0.0f32;
             for b in 0..blocks {
-                let mut s = x.block_bias[row * blocks + b];
+                let xb = row * blocks + b;
+                let mut s = if panel.has_mins { 0 } else { x.block_bias[xb] };
                 for j in 0..BLOCK {
                     let w = panel.bytes[(b * 8 + j / 4) * 64 + r * 4 + j % 4];
                     s += i32::from(w) * i32::from(values[b * BLOCK + j]);
                 }
-                acc += s as f32 * (panel.scales[b * PANEL_ROWS + r] * x.scales()[row * blocks + b]);
+                let dx = x.scales()[xb];
+                acc += s as f32 * (panel.scales[b * PANEL_ROWS + r] * dx);
+                acc -= panel.mins[b * PANEL_ROWS + r] * (dx * x.block_sums()[xb] as f32);
             }
             *o = acc;
         }
@@ -137,18 +177,24 @@ mod x86 {
         // SAFETY: only returned by `panel_dot_for_this_cpu` after `available`; every read below is
         // inside the panel and input rows whose sizes were just checked.
         unsafe {
-            match out.len() {
-                1 => tile::<1>(panel, x, first, out),
-                2 => tile::<2>(panel, x, first, out),
-                3 => tile::<3>(panel, x, first, out),
-                4 => tile::<4>(panel, x, first, out),
-                n => unreachable!("a panel tile of {n} rows (max {TILE_ROWS})"),
+            match (panel.has_mins, out.len()) {
+                (false, 1) => tile::<false, 1>(panel, x, first, out),
+                (false, 2) => tile::<false, 2>(panel, x, first, out),
+                (false, 3) => tile::<false, 3>(panel, x, first, out),
+                (false, 4) => tile::<false, 4>(panel, x, first, out),
+                (true, 1) => tile::<true, 1>(panel, x, first, out),
+                (true, 2) => tile::<true, 2>(panel, x, first, out),
+                (true, 3) => tile::<true, 3>(panel, x, first, out),
+                (true, 4) => tile::<true, 4>(panel, x, first, out),
+                (_, n) => unreachable!("a panel tile of {n} rows (max {TILE_ROWS})"),
             }
         }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile<const R: usize>(
+    /// `MINS`: q4_K's panel (lanes start at zero, each block's `min * dx * sum(x)` subtracted);
+    /// else lanes start at the format's offset bias.
+    unsafe fn tile<const MINS: bool, const R: usize>(
         panel: &Panel,
         x: &Q8Rows,
         first: usize,
@@ -161,11 +207,18 @@ mod x86 {
             std::array::from_fn(|i| x.block_bias.as_ptr().add((first + i) * blocks));
         let scales: [*const f32; R] =
             std::array::from_fn(|i| x.scales().as_ptr().add((first + i) * blocks));
+        let block_sums: [*const i32; R] =
+            std::array::from_fn(|i| x.block_sums().as_ptr().add((first + i) * blocks));
         let w = panel.bytes.as_ptr();
         let mut acc = [_mm512_setzero_ps(); R];
         for b in 0..blocks {
-            let mut sums: [__m512i; R] =
-                std::array::from_fn(|i| _mm512_set1_epi32(*bias[i].add(b)));
+            let mut sums: [__m512i; R] = std::array::from_fn(|i| {
+                if MINS {
+                    _mm512_setzero_si512()
+                } else {
+                    _mm512_set1_epi32(*bias[i].add(b))
+                }
+            });
             for g in 0..8 {
                 let weights = _mm512_loadu_si512(w.add((b * 8 + g) * 64) as *const __m512i);
                 for i in 0..R {
@@ -175,9 +228,15 @@ mod x86 {
                 }
             }
             let weight_scales = _mm512_loadu_ps(panel.scales.as_ptr().add(b * PANEL_ROWS));
+            let weight_mins = _mm512_loadu_ps(panel.mins.as_ptr().add(b * PANEL_ROWS));
             for i in 0..R {
-                let scale = _mm512_mul_ps(weight_scales, _mm512_set1_ps(*scales[i].add(b)));
+                let dx = *scales[i].add(b);
+                let scale = _mm512_mul_ps(weight_scales, _mm512_set1_ps(dx));
                 acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[i]), scale, acc[i]);
+                if MINS {
+                    let xsum = _mm512_set1_ps(dx * *block_sums[i].add(b) as f32);
+                    acc[i] = _mm512_fnmadd_ps(weight_mins, xsum, acc[i]);
+                }
             }
         }
         for i in 0..R {
