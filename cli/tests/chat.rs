@@ -451,3 +451,47 @@ fn chat_on_a_gguf_file_replies_as_its_folder_and_llama_cpp() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `kiln chat -m FILE.gguf` on a Q4_K_M file llama.cpp's own tools made
+/// (tests/fixtures/llm/gguf-quant, tools/make_gguf_quant_crosscheck.py) prints the reply whose ids
+/// are llama-server's first 16 greedy tokens on that file (kiln's first divergence from them is at
+/// step 26, a near-tie: llm/tests/gguf_llama_cpp.rs), with the prompt counted as llama-server did.
+#[test]
+fn chat_on_a_llama_cpp_q4_k_m_file_gives_llama_cpps_tokens() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llm/gguf-quant");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("llama_cpp.json")).unwrap())
+            .unwrap();
+    let file = dir.join("q4_k_m.gguf");
+    let ids: Vec<u32> = record["files"]["q4_k_m.gguf"]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(16)
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let tokenizer =
+        kiln_llm::Tokenizer::from_gguf(&kiln_runtime::gguf::GgufFile::open(&file).unwrap())
+            .unwrap();
+    let want = tokenizer.decode(&ids, true).unwrap();
+    let prompt = record["chat"]["messages"][0]["content"].as_str().unwrap();
+    let (ok, stdout, stderr) = run(&[
+        "chat",
+        "-m",
+        file.to_str().unwrap(),
+        "-p",
+        prompt,
+        "--temp",
+        "0",
+        "-n",
+        "16",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.strip_suffix('\n').unwrap(), want);
+    let prompt_tokens = record["chat"]["ids"].as_array().unwrap().len();
+    assert!(
+        stderr.contains(&format!("prompt: {prompt_tokens} tokens")),
+        "{stderr}"
+    );
+}

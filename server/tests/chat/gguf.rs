@@ -119,3 +119,46 @@ fn gguf_files_are_served_with_llama_cpps_replies_and_ids() {
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `kiln serve -m FILE.gguf` on a Q4_K_M file llama.cpp's own tools made
+/// (tests/fixtures/llm/gguf-quant): the greedy reply is the text of llama-server's first 16
+/// tokens on that file (kiln's first divergence is at step 26, a near-tie:
+/// llm/tests/gguf_llama_cpp.rs), the prompt counted as llama-server counted it.
+#[test]
+fn a_llama_cpp_q4_k_m_file_is_served_with_llama_cpps_reply() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llm/gguf-quant");
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("llama_cpp.json")).unwrap())
+            .unwrap();
+    let file = dir.join("q4_k_m.gguf");
+    let mut c = ServerConfig::new(ModelSet::Single(file.clone()));
+    c.device = DeviceChoice::Cpu;
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.llm = LlmSettings {
+        ctx_size: Some(256),
+        ..LlmSettings::default()
+    };
+    let server = start(c);
+    let tokenizer = kiln_llm::Tokenizer::from_gguf(&GgufFile::open(&file).unwrap()).unwrap();
+    let greedy: Vec<u32> = ids(&record["files"]["q4_k_m.gguf"]["ids"])
+        .into_iter()
+        .take(16)
+        .collect();
+    let want = tokenizer.decode(&greedy, true).unwrap();
+    let mut request = ask(record["chat"]["messages"][0]["content"].as_str().unwrap());
+    request.model = "q4_k_m.gguf".into();
+    request.max_completion_tokens = Some(16);
+    runtime().block_on(async {
+        let reply = openai(&server).chat().create(request).await.unwrap();
+        assert_eq!(
+            reply.choices[0].message.content.as_deref(),
+            Some(want.as_str())
+        );
+        let usage = reply.usage.unwrap();
+        assert_eq!(usage.completion_tokens, 16);
+        assert_eq!(
+            usage.prompt_tokens as usize,
+            record["chat"]["ids"].as_array().unwrap().len()
+        );
+    });
+}
