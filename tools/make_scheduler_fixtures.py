@@ -68,6 +68,9 @@ SAMPLERS = {
     "DDIM": (DDIMScheduler, {}),
     "DPM++ 2M": (DPMSolverMultistepScheduler, {}),
     "DPM++ 2M Karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+    "DPM++ 2M SDE": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}),
+    "DPM++ 2M SDE Karras": (DPMSolverMultistepScheduler,
+                            {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
     "LCM": (LCMScheduler, {}),
 }
 

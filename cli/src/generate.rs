@@ -66,7 +66,8 @@ pub struct GenerateArgs {
     seed: String,
 
     /// Sampler, as A1111 or stable-diffusion.cpp names it: Euler, "Euler a", DDIM, "DPM++ 2M",
-    /// LCM, euler_a, dpm++2m, ... ("DPM++ 2M Karras" also sets the schedule).
+    /// "DPM++ 2M SDE", LCM, euler_a, dpm++2m, dpm++2m_sde, ... ("DPM++ 2M Karras" also sets the
+    /// schedule).
     #[arg(long, default_value = "Euler")]
     sampler: String,
 

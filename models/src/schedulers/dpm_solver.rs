@@ -1,5 +1,8 @@
 //! DPM++ 2M (diffusers' `DPMSolverMultistepScheduler` with algorithm "dpmsolver++", order 2):
-//! a multistep solver in log-SNR time that reuses the previous step's denoised estimate.
+//! a multistep solver in log-SNR time that reuses the previous step's denoised estimate; and
+//! DPM++ 2M SDE ("sde-dpmsolver++"), the same solver as a stochastic one: part of the move comes
+//! from fresh noise drawn at every step (before the update, from the run's generator, as
+//! diffusers draws it).
 //!
 //! The sampler keeps that estimate between calls, so steps must be taken in order. With the
 //! default `final_sigmas_type = "zero"` the last step is first order and returns the denoised
@@ -28,6 +31,8 @@ pub struct DpmSolverMultistep {
     lower_order_final: bool,
     euler_at_final: bool,
     final_zero: bool,
+    /// "sde-dpmsolver++": noise of scale `sigma_t sqrt(1 - e^(-2h))` at each step.
+    sde: bool,
     /// Denoised estimate of the previous step.
     previous: Option<Vec<f32>>,
     /// How many steps have run (capped at the order), diffusers' `lower_order_nums`.
@@ -45,10 +50,11 @@ impl DpmSolverMultistep {
         d.reject_enabled("use_lu_lambdas", cfg.use_lu_lambdas)?;
         d.reject_enabled("use_flow_sigmas", cfg.use_flow_sigmas)?;
         d.reject_enabled("use_dynamic_shifting", cfg.use_dynamic_shifting)?;
-        match cfg.algorithm_type.as_deref() {
-            None | Some("dpmsolver++") => {}
+        let sde = match cfg.algorithm_type.as_deref() {
+            None | Some("dpmsolver++") => false,
+            Some("sde-dpmsolver++") => true,
             Some(other) => return Err(d.unsupported("algorithm_type", other)),
-        }
+        };
         if let Some(v) = &cfg.variance_type {
             return Err(d.unsupported("variance_type", v));
         }
@@ -114,6 +120,7 @@ impl DpmSolverMultistep {
             lower_order_final: cfg.lower_order_final.unwrap_or(true),
             euler_at_final: cfg.euler_at_final.unwrap_or(false),
             final_zero: final_sigmas == FinalSigmas::Zero,
+            sde,
             previous: None,
             steps_taken: 0,
             next_step: None,
@@ -146,9 +153,71 @@ fn alpha_sigma_lambda(sigma: f32) -> (f32, f32, f32) {
     (alpha, sigma_t, lambda)
 }
 
+impl DpmSolverMultistep {
+    /// Keeps this step's denoised estimate for the next and moves the step counters on.
+    fn finish(&mut self, step: usize, denoised: Vec<f32>, out: Vec<f32>) -> Vec<f32> {
+        self.previous = Some(denoised);
+        self.steps_taken = (self.steps_taken + 1).min(self.order);
+        self.next_step = Some(step + 1);
+        out
+    }
+
+    /// sde-dpmsolver++ from `sample` at step `step` to the next sigma (log-SNR gap `h`): the
+    /// deterministic part decays by `e^(-h)` and pulls towards the denoised estimate by
+    /// `alpha_t (1 - e^(-2h))` (plus half that times the lambda-slope of the estimate at second
+    /// order, midpoint; heun's own weight otherwise), and `noise` adds `sigma_t sqrt(1 - e^(-2h))`.
+    fn sde_update(
+        &self,
+        sample: &[f32],
+        denoised: &[f32],
+        noise: &[f32],
+        step: usize,
+        first_order: bool,
+        h: f32,
+    ) -> Vec<f32> {
+        let (_, sigma_s0, _) = alpha_sigma_lambda(self.sigmas[step]);
+        let (alpha_t, sigma_t, _) = alpha_sigma_lambda(self.sigmas[step + 1]);
+        let decay = sigma_t / sigma_s0 * (-h).exp();
+        let pull = alpha_t * (1.0 - (-2.0 * h).exp());
+        let spread = sigma_t * (1.0 - (-2.0 * h).exp()).sqrt();
+        let base = |(&x, &d0): (&f32, &f32)| decay * x + pull * d0;
+        match (&self.previous, first_order) {
+            (Some(prev), false) => {
+                let (_, _, lambda_s0) = alpha_sigma_lambda(self.sigmas[step]);
+                let (_, _, lambda_s1) = alpha_sigma_lambda(self.sigmas[step - 1]);
+                let inv_r0 = 1.0 / ((lambda_s0 - lambda_s1) / h);
+                let slope = match self.solver {
+                    SolverType::Midpoint => 0.5 * pull,
+                    SolverType::Heun => alpha_t * ((1.0 - (-2.0 * h).exp()) / (-2.0 * h) + 1.0),
+                };
+                sample
+                    .iter()
+                    .zip(denoised)
+                    .zip(prev)
+                    .zip(noise)
+                    .map(|(((x, d0), &d_prev), &n)| {
+                        let d1 = inv_r0 * (d0 - d_prev);
+                        base((x, d0)) + slope * d1 + spread * n
+                    })
+                    .collect()
+            }
+            _ => sample
+                .iter()
+                .zip(denoised)
+                .zip(noise)
+                .map(|((x, d0), &n)| base((x, d0)) + spread * n)
+                .collect(),
+        }
+    }
+}
+
 impl Scheduler for DpmSolverMultistep {
     fn kind(&self) -> SamplerKind {
-        SamplerKind::DpmPp2m
+        if self.sde {
+            SamplerKind::DpmPp2mSde
+        } else {
+            SamplerKind::DpmPp2m
+        }
     }
 
     fn timesteps(&self) -> &[f32] {
@@ -173,7 +242,7 @@ impl Scheduler for DpmSolverMultistep {
         model_output: &[f32],
         step: usize,
         sample: &[f32],
-        _noise: &mut dyn NoiseSource,
+        noise: &mut dyn NoiseSource,
     ) -> Result<Vec<f32>, SchedulerError> {
         let len = self.timesteps.len();
         check_step(step, len)?;
@@ -181,7 +250,7 @@ impl Scheduler for DpmSolverMultistep {
         if let Some(expected) = self.next_step {
             if expected != step {
                 return Err(SchedulerError::StepOrder {
-                    sampler: "DPM++ 2M",
+                    sampler: self.kind().name(),
                     expected,
                     got: step,
                 });
@@ -204,10 +273,15 @@ impl Scheduler for DpmSolverMultistep {
             .collect();
 
         let h = lambda_t - lambda_s0;
-        let ratio = sigma_t / sigma_s0;
-        let phi = alpha_t * ((-h).exp() - 1.0);
         // (diffusers also lowers the second-to-last step, but that only matters for order 3.)
         let first_order = self.order == 1 || self.steps_taken < 1 || last_is_first_order;
+        if self.sde {
+            let fresh = noise.randn(sample.len());
+            let out = self.sde_update(sample, &denoised, &fresh, step, first_order, h);
+            return Ok(self.finish(step, denoised, out));
+        }
+        let ratio = sigma_t / sigma_s0;
+        let phi = alpha_t * ((-h).exp() - 1.0);
         let out: Vec<f32> = match (&self.previous, first_order) {
             (Some(prev), false) => {
                 // Second order: extrapolate the denoised estimate linearly in lambda.
@@ -234,10 +308,7 @@ impl Scheduler for DpmSolverMultistep {
                 .map(|(&x, &d0)| ratio * x - phi * d0)
                 .collect(),
         };
-        self.previous = Some(denoised);
-        self.steps_taken = (self.steps_taken + 1).min(self.order);
-        self.next_step = Some(step + 1);
-        Ok(out)
+        Ok(self.finish(step, denoised, out))
     }
 
     fn add_noise(

@@ -110,7 +110,16 @@ pub fn build_scheduler(
         SamplerKind::Euler => Box::new(Euler::new(&cfg, steps)?),
         SamplerKind::EulerAncestral => Box::new(EulerAncestral::new(&cfg, steps)?),
         SamplerKind::Ddim => Box::new(Ddim::new(&cfg, steps, spec.eta)?),
-        SamplerKind::DpmPp2m => Box::new(DpmSolverMultistep::new(&cfg, steps)?),
+        // The sampler's name picks the algorithm, whatever the model's scheduler config says (as
+        // A1111's sampler menu does).
+        SamplerKind::DpmPp2m => {
+            cfg.algorithm_type = Some("dpmsolver++".into());
+            Box::new(DpmSolverMultistep::new(&cfg, steps)?)
+        }
+        SamplerKind::DpmPp2mSde => {
+            cfg.algorithm_type = Some("sde-dpmsolver++".into());
+            Box::new(DpmSolverMultistep::new(&cfg, steps)?)
+        }
         SamplerKind::Lcm => Box::new(Lcm::new(&cfg, steps)?),
     })
 }

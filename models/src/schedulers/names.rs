@@ -16,16 +16,19 @@ pub enum SamplerKind {
     Ddim,
     /// DPMSolverMultistepScheduler, dpmsolver++ order 2.
     DpmPp2m,
+    /// DPMSolverMultistepScheduler, sde-dpmsolver++ order 2: fresh noise at every step.
+    DpmPp2mSde,
     /// LCMScheduler.
     Lcm,
 }
 
 impl SamplerKind {
-    pub const ALL: [SamplerKind; 5] = [
+    pub const ALL: [SamplerKind; 6] = [
         SamplerKind::Euler,
         SamplerKind::EulerAncestral,
         SamplerKind::Ddim,
         SamplerKind::DpmPp2m,
+        SamplerKind::DpmPp2mSde,
         SamplerKind::Lcm,
     ];
 
@@ -36,6 +39,7 @@ impl SamplerKind {
             SamplerKind::EulerAncestral => "Euler a",
             SamplerKind::Ddim => "DDIM",
             SamplerKind::DpmPp2m => "DPM++ 2M",
+            SamplerKind::DpmPp2mSde => "DPM++ 2M SDE",
             SamplerKind::Lcm => "LCM",
         }
     }
@@ -46,14 +50,17 @@ impl SamplerKind {
             SamplerKind::Euler => "EulerDiscreteScheduler",
             SamplerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
             SamplerKind::Ddim => "DDIMScheduler",
-            SamplerKind::DpmPp2m => "DPMSolverMultistepScheduler",
+            SamplerKind::DpmPp2m | SamplerKind::DpmPp2mSde => "DPMSolverMultistepScheduler",
             SamplerKind::Lcm => "LCMScheduler",
         }
     }
 
     /// Whether diffusers' class offers Karras sigmas (`use_karras_sigmas`).
     pub fn supports_karras(self) -> bool {
-        matches!(self, SamplerKind::Euler | SamplerKind::DpmPp2m)
+        matches!(
+            self,
+            SamplerKind::Euler | SamplerKind::DpmPp2m | SamplerKind::DpmPp2mSde
+        )
     }
 }
 
@@ -111,6 +118,9 @@ impl SamplerSpec {
             "dpm++ 2m" | "dpm++2m" | "dpm++_2m" | "dpmpp_2m" | "dpmpp2m" | "k_dpmpp_2m" => {
                 (SamplerKind::DpmPp2m, None)
             }
+            "dpm++ 2m sde" | "dpm++2m_sde" | "dpm++_2m_sde" | "dpmpp_2m_sde" | "k_dpmpp_2m_sde" => {
+                (SamplerKind::DpmPp2mSde, None)
+            }
             "lcm" => (SamplerKind::Lcm, None),
             _ => {
                 return Err(SchedulerError::UnknownSampler {
@@ -141,9 +151,9 @@ impl SamplerSpec {
     }
 }
 
-const VALID_SAMPLERS: &str = "Euler, Euler a, DDIM, DPM++ 2M, LCM (A1111 names, optionally \
-followed by ' Karras'), euler, euler_a, ddim, ddim_trailing, dpm++2m, lcm (stable-diffusion.cpp \
-names), k_euler, k_euler_a, k_dpmpp_2m, k_dpmpp_2m_ka";
+const VALID_SAMPLERS: &str = "Euler, Euler a, DDIM, DPM++ 2M, DPM++ 2M SDE, LCM (A1111 names, \
+optionally followed by ' Karras'), euler, euler_a, ddim, ddim_trailing, dpm++2m, dpm++2m_sde, lcm \
+(stable-diffusion.cpp names), k_euler, k_euler_a, k_dpmpp_2m, k_dpmpp_2m_ka, k_dpmpp_2m_sde";
 
 /// Parses an A1111 "Schedule type" or an sd.cpp `--schedule` value.
 pub fn parse_schedule(name: &str) -> Result<SigmaSchedule, SchedulerError> {

@@ -133,7 +133,17 @@ fn info_routes() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["Euler", "Euler a", "DDIM", "DPM++ 2M", "LCM"]);
+    assert_eq!(
+        names,
+        [
+            "Euler",
+            "Euler a",
+            "DDIM",
+            "DPM++ 2M",
+            "DPM++ 2M SDE",
+            "LCM"
+        ]
+    );
     assert!(samplers[0]["aliases"].is_array() && samplers[0]["options"].is_object());
     let (_, schedulers) = get_json(&server, "/sdapi/v1/schedulers");
     assert_eq!(schedulers[1]["label"], "Karras");
