@@ -30,6 +30,7 @@ import torch
 import diffusers
 from diffusers import (
     DDIMScheduler,
+    DDPMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
@@ -66,6 +67,7 @@ SAMPLERS = {
     "Euler Karras": (EulerDiscreteScheduler, {"use_karras_sigmas": True}),
     "Euler a": (EulerAncestralDiscreteScheduler, {}),
     "DDIM": (DDIMScheduler, {}),
+    "DDPM": (DDPMScheduler, {}),
     "DPM++ 2M": (DPMSolverMultistepScheduler, {}),
     "DPM++ 2M Karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
     "DPM++ 2M SDE": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}),

@@ -65,8 +65,8 @@ pub struct GenerateArgs {
     #[arg(short = 's', long, default_value = "-1", allow_negative_numbers = true)]
     seed: String,
 
-    /// Sampler, as A1111 or stable-diffusion.cpp names it: Euler, "Euler a", DDIM, "DPM++ 2M",
-    /// "DPM++ 2M SDE", LCM, euler_a, dpm++2m, dpm++2m_sde, ... ("DPM++ 2M Karras" also sets the
+    /// Sampler, as A1111 or stable-diffusion.cpp names it: Euler, "Euler a", DDIM, DDPM,
+    /// "DPM++ 2M", "DPM++ 2M SDE", LCM, euler_a, dpm++2m, dpm++2m_sde, ... ("DPM++ 2M Karras" also sets the
     /// schedule).
     #[arg(long, default_value = "Euler")]
     sampler: String,

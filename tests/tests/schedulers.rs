@@ -117,7 +117,7 @@ fn txt2img_loops_match_diffusers() {
         .map(|d| d.as_u64().unwrap() as usize)
         .product();
     let runs = fx["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 54);
+    assert_eq!(runs.len(), 60);
     for run in runs {
         let (config, sampler) = (
             run["config"].as_str().unwrap(),
@@ -242,6 +242,8 @@ fn sampler_names_parse() {
             SigmaSchedule::Default,
         ),
         ("DDIM", SamplerKind::Ddim, SigmaSchedule::Default),
+        ("DDPM", SamplerKind::Ddpm, SigmaSchedule::Default),
+        ("ddpm", SamplerKind::Ddpm, SigmaSchedule::Default),
         ("DPM++ 2M", SamplerKind::DpmPp2m, SigmaSchedule::Default),
         ("dpm++2m", SamplerKind::DpmPp2m, SigmaSchedule::Default),
         (

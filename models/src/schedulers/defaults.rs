@@ -44,6 +44,12 @@ pub(crate) const DDIM: ClassDefaults = ClassDefaults {
     pin_zero_snr: false,
 };
 
+/// DDPMScheduler's defaults are DDIMScheduler's.
+pub(crate) const DDPM: ClassDefaults = ClassDefaults {
+    sampler: "DDPM",
+    ..DDIM
+};
+
 pub(crate) const DPM_SOLVER: ClassDefaults = ClassDefaults {
     sampler: "DPM++ 2M",
     ..EULER

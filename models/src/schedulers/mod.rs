@@ -19,6 +19,7 @@
 mod common;
 mod config;
 mod ddim;
+mod ddpm;
 mod defaults;
 mod dpm_solver;
 mod error;
@@ -37,6 +38,7 @@ pub use config::{
     BetaSchedule, FinalSigmas, PredictionType, SchedulerConfig, SolverType, TimestepSpacing,
 };
 pub use ddim::Ddim;
+pub use ddpm::Ddpm;
 pub use dpm_solver::DpmSolverMultistep;
 pub use error::SchedulerError;
 pub use euler::Euler;
@@ -110,6 +112,7 @@ pub fn build_scheduler(
         SamplerKind::Euler => Box::new(Euler::new(&cfg, steps)?),
         SamplerKind::EulerAncestral => Box::new(EulerAncestral::new(&cfg, steps)?),
         SamplerKind::Ddim => Box::new(Ddim::new(&cfg, steps, spec.eta)?),
+        SamplerKind::Ddpm => Box::new(Ddpm::new(&cfg, steps)?),
         // The sampler's name picks the algorithm, whatever the model's scheduler config says (as
         // A1111's sampler menu does).
         SamplerKind::DpmPp2m => {

@@ -14,6 +14,8 @@ pub enum SamplerKind {
     EulerAncestral,
     /// DDIMScheduler.
     Ddim,
+    /// DDPMScheduler (fixed_small variance).
+    Ddpm,
     /// DPMSolverMultistepScheduler, dpmsolver++ order 2.
     DpmPp2m,
     /// DPMSolverMultistepScheduler, sde-dpmsolver++ order 2: fresh noise at every step.
@@ -23,10 +25,11 @@ pub enum SamplerKind {
 }
 
 impl SamplerKind {
-    pub const ALL: [SamplerKind; 6] = [
+    pub const ALL: [SamplerKind; 7] = [
         SamplerKind::Euler,
         SamplerKind::EulerAncestral,
         SamplerKind::Ddim,
+        SamplerKind::Ddpm,
         SamplerKind::DpmPp2m,
         SamplerKind::DpmPp2mSde,
         SamplerKind::Lcm,
@@ -38,6 +41,7 @@ impl SamplerKind {
             SamplerKind::Euler => "Euler",
             SamplerKind::EulerAncestral => "Euler a",
             SamplerKind::Ddim => "DDIM",
+            SamplerKind::Ddpm => "DDPM",
             SamplerKind::DpmPp2m => "DPM++ 2M",
             SamplerKind::DpmPp2mSde => "DPM++ 2M SDE",
             SamplerKind::Lcm => "LCM",
@@ -50,6 +54,7 @@ impl SamplerKind {
             SamplerKind::Euler => "EulerDiscreteScheduler",
             SamplerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
             SamplerKind::Ddim => "DDIMScheduler",
+            SamplerKind::Ddpm => "DDPMScheduler",
             SamplerKind::DpmPp2m | SamplerKind::DpmPp2mSde => "DPMSolverMultistepScheduler",
             SamplerKind::Lcm => "LCMScheduler",
         }
@@ -112,6 +117,7 @@ impl SamplerSpec {
                 (SamplerKind::EulerAncestral, None)
             }
             "ddim" => (SamplerKind::Ddim, None),
+            "ddpm" => (SamplerKind::Ddpm, None),
             "ddim_trailing" | "ddim trailing" => {
                 (SamplerKind::Ddim, Some(TimestepSpacing::Trailing))
             }
@@ -151,8 +157,8 @@ impl SamplerSpec {
     }
 }
 
-const VALID_SAMPLERS: &str = "Euler, Euler a, DDIM, DPM++ 2M, DPM++ 2M SDE, LCM (A1111 names, \
-optionally followed by ' Karras'), euler, euler_a, ddim, ddim_trailing, dpm++2m, dpm++2m_sde, lcm \
+const VALID_SAMPLERS: &str = "Euler, Euler a, DDIM, DDPM, DPM++ 2M, DPM++ 2M SDE, LCM (A1111 \
+names, optionally followed by ' Karras'), euler, euler_a, ddim, ddim_trailing, ddpm, dpm++2m, dpm++2m_sde, lcm \
 (stable-diffusion.cpp names), k_euler, k_euler_a, k_dpmpp_2m, k_dpmpp_2m_ka, k_dpmpp_2m_sde";
 
 /// Parses an A1111 "Schedule type" or an sd.cpp `--schedule` value.

@@ -57,6 +57,7 @@ pub async fn samplers() -> Json<Value> {
                 SamplerKind::Euler => (&["k_euler", "euler"], true),
                 SamplerKind::EulerAncestral => (&["k_euler_a", "euler_a"], false),
                 SamplerKind::Ddim => (&["ddim", "ddim_trailing"], false),
+                SamplerKind::Ddpm => (&["ddpm"], false),
                 SamplerKind::DpmPp2m => (&["k_dpmpp_2m", "dpm++2m"], true),
                 SamplerKind::DpmPp2mSde => (&["k_dpmpp_2m_sde", "dpm++2m_sde"], true),
                 SamplerKind::Lcm => (&["lcm"], false),

@@ -139,6 +139,7 @@ fn info_routes() {
             "Euler",
             "Euler a",
             "DDIM",
+            "DDPM",
             "DPM++ 2M",
             "DPM++ 2M SDE",
             "LCM"
