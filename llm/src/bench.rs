@@ -37,7 +37,7 @@ pub struct MemoryEstimate {
 
 /// Bytes of an `[n, k]` Linear weight at `weight_type`: packed when `k` is a whole number of
 /// blocks (as `Weights::get_packable` packs), else in the float dtype.
-fn matrix_bytes(n: usize, k: usize, weight_type: WeightType) -> u64 {
+pub(crate) fn matrix_bytes(n: usize, k: usize, weight_type: WeightType) -> u64 {
     match weight_type.quantization() {
         Some(q) if k.is_multiple_of(q.block_len()) => {
             (n * k / q.block_len() * q.block_bytes()) as u64

@@ -9,7 +9,7 @@ use kiln_runtime::gguf::{GgufFile, GgufType};
 use kiln_runtime::memory::format_bytes;
 use kiln_runtime::{DType, Device, Error, QuantFormat, Result};
 
-use crate::bench::{estimate_memory, MemoryEstimate, WeightPlan};
+use crate::bench::{estimate_memory, matrix_bytes, MemoryEstimate, WeightPlan};
 use crate::chat::ChatTemplate;
 use crate::config::MistralConfig;
 use crate::kv_cache::kv_bytes_per_token;
@@ -156,7 +156,6 @@ pub fn plan_weights(
     for name in file.names() {
         let Some(t) = file.tensor(name) else { continue };
         let elements = t.shape.iter().product::<usize>() as u64;
-        let inputs = t.shape.last().copied().unwrap_or(1);
         let b = match t.kind {
             GgufType::Packed(format) => {
                 let stored = (t.end - t.start) as u64;
@@ -168,12 +167,7 @@ pub fn plan_weights(
             }
             // Float matrices pack at the requested format as a folder's would.
             GgufType::F32 | GgufType::F16 | GgufType::Bf16 if t.shape.len() == 2 => {
-                match requested.quantization() {
-                    Some(q) if inputs.is_multiple_of(q.block_len()) => {
-                        elements / q.block_len() as u64 * q.block_bytes() as u64
-                    }
-                    _ => elements * float,
-                }
+                matrix_bytes(t.shape[0], t.shape[1], requested)
             }
             _ => elements * float,
         };

@@ -5,7 +5,7 @@
 use half::f16;
 use kiln_runtime::QuantFormat;
 
-use super::formats::{q2_k, q3_k, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k};
+use super::formats::{f16_at, q2_k, q3_k, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k};
 
 /// bitsandbytes' NF4 code table (quantiles of a standard normal, rescaled to [-1, 1]).
 pub const NF4_TABLE: [f32; 16] = [
@@ -130,11 +130,6 @@ pub fn dot_block(format: QuantFormat, b: &[u8], x: &[f32]) -> f32 {
         QuantFormat::Q5K => q5_k::dot(b, x),
         QuantFormat::Q6K => q6_k::dot(b, x),
     }
-}
-
-#[inline(always)]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 fn pack_q8_0(x: &[f32], out: &mut [u8]) {

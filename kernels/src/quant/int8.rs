@@ -23,6 +23,17 @@ use super::{int8_kquants, int8_legacy};
 /// Values per activation block: both weight formats here use 32-value blocks.
 pub const BLOCK: usize = 32;
 
+/// The sum of a 256-bit vector's 8 f32 lanes: the last step of the AVX2 row dots.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
 /// Bytes ahead of the block being read that the AVX-512 row dots prefetch (best between 4 and
 /// 8 KiB on the 2-vCPU box; x86 prefetches past the end of a row cannot fault).
 pub const PREFETCH: usize = 4096;
@@ -292,7 +303,7 @@ fn scale(block: &[u8]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Q8Row, Q8Rows, BLOCK, PREFETCH, TILE_ROWS};
+    use super::{hsum256, Q8Row, Q8Rows, BLOCK, PREFETCH, TILE_ROWS};
     use kiln_runtime::QuantFormat;
 
     pub fn has_avx2() -> bool {
@@ -457,7 +468,7 @@ mod x86 {
                 let v = _mm256_loadu_si256(values[i].add(last * BLOCK) as *const __m256i);
                 let sums = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(start, q, v));
                 let scale = _mm256_mul_ps(d, _mm256_loadu_ps(scales[i].add(last * 8)));
-                total += hsum(_mm256_mul_ps(sums, scale));
+                total += hsum256(_mm256_mul_ps(sums, scale));
             }
             out[i] = total;
         }
@@ -479,14 +490,6 @@ mod x86 {
     unsafe fn f16_scale(p: *const u8) -> f32 {
         let bits = std::ptr::read_unaligned(p as *const u16);
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -519,7 +522,7 @@ mod x86 {
                     acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(d), acc);
                     offset += d * x.sums[b] as f32;
                 }
-                hsum(acc) - 8.0 * offset
+                hsum256(acc) - 8.0 * offset
             }
             QuantFormat::Q8_0 => {
                 debug_assert_eq!(row.len(), blocks * 34);
@@ -532,7 +535,7 @@ mod x86 {
                     let prod = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
                     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_set1_ps(d), acc);
                 }
-                hsum(acc)
+                hsum256(acc)
             }
             f => unreachable!("{f} has no integer path (see `supports`)"),
         }

@@ -16,10 +16,9 @@
 //! of `ql[64 n + 32 (t % 2) ..]` with two bits of `qh[32 n ..]`, q2_K's and q3_K's two bits of
 //! `qs[32 n ..]` (q3_K's with bit c of `hmask[..32]`), for chunk c = 4 n + t.
 
-use half::f16;
 use kiln_runtime::QuantFormat;
 
-use super::formats::{q3_k, scale_min_k4};
+use super::formats::{f16_at, q3_k, scale_min_k4};
 use super::int8::{Q8Row, BLOCK};
 
 /// Whether `format` is a K-quant with an integer path here.
@@ -32,11 +31,6 @@ pub fn supports(format: QuantFormat) -> bool {
             | QuantFormat::Q5K
             | QuantFormat::Q6K
     )
-}
-
-#[inline(always)]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 /// Plain Rust: the definition the SIMD version must agree with.
@@ -148,6 +142,7 @@ pub mod x86 {
     use std::arch::x86_64::*;
 
     use super::{f16_at, q3_k, scale_min_k4, Q8Row, BLOCK};
+    use crate::quant::int8::hsum256;
     use kiln_runtime::QuantFormat;
 
     pub fn row_dot_avx2(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
@@ -169,14 +164,6 @@ pub mod x86 {
     #[inline(always)]
     unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -238,7 +225,7 @@ pub mod x86 {
                 acc = _mm256_fmadd_ps(s1, _mm256_set1_ps(factor[2 * p + 1]), acc);
             }
         }
-        hsum(acc) - hsum(mins)
+        hsum256(acc) - hsum256(mins)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -288,7 +275,7 @@ pub mod x86 {
                 }
             }
         }
-        hsum(acc)
+        hsum256(acc)
     }
 
     /// Two bits at `2 j` of each byte of `v`.
@@ -340,7 +327,7 @@ pub mod x86 {
                 }
             }
         }
-        hsum(acc) - hsum(mins)
+        hsum256(acc) - hsum256(mins)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -376,6 +363,6 @@ pub mod x86 {
                 }
             }
         }
-        hsum(acc)
+        hsum256(acc)
     }
 }

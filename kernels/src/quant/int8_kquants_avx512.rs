@@ -13,7 +13,8 @@ use std::arch::x86_64::*;
 
 use kiln_runtime::QuantFormat;
 
-use super::int8::{Q8Rows, BLOCK, PREFETCH, TILE_ROWS};
+use super::formats::f16_at;
+use super::int8::{hsum256, Q8Rows, BLOCK, PREFETCH, TILE_ROWS};
 
 /// Whether this file has a kernel for `format`.
 pub fn supports(format: QuantFormat) -> bool {
@@ -42,11 +43,6 @@ pub fn tile_dot(format: QuantFormat, row: &[u8], x: &Q8Rows, first: usize, out: 
             (format, rows) => unreachable!("{format} tile of {rows} rows (max {TILE_ROWS})"),
         }
     }
-}
-
-#[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    half::f16::from_le_bytes([*p, *p.add(1)]).to_f32()
 }
 
 /// Lane indices that spread 8 per-chunk values over the 16 lanes of chunks `2 j` and `2 j + 1`.
@@ -97,14 +93,6 @@ unsafe fn sub_block_index(j: i32) -> __m512i {
     )
 }
 
-#[inline(always)]
-unsafe fn hsum256(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    _mm_cvtss_f32(s)
-}
-
 /// q4_K's 8 six-bit scales and 8 mins from its 12 scale bytes, each as 8 bytes: the same values
 /// as `formats::scale_min_k4`, taken four at a time from the bytes as little-endian words (chunks
 /// 0..3 keep the low 6 bits; chunks 4..7 take 4 bits from the third word and their top 2 from
@@ -150,8 +138,8 @@ unsafe fn q4_k<const R: usize>(row: &[u8], x: &Q8Rows, first: usize, out: &mut [
             _mm_prefetch::<_MM_HINT_T0>(p.add(PREFETCH + 64 * line) as *const i8);
         }
         let (sc, m) = scales_and_mins(&block[4..16]);
-        let d_sc = _mm256_mul_ps(_mm256_set1_ps(f16_at(p)), bytes_to_f32(sc));
-        let dmin_m = _mm256_mul_ps(_mm256_set1_ps(f16_at(p.add(2))), bytes_to_f32(m));
+        let d_sc = _mm256_mul_ps(_mm256_set1_ps(f16_at(block, 0)), bytes_to_f32(sc));
+        let dmin_m = _mm256_mul_ps(_mm256_set1_ps(f16_at(block, 2)), bytes_to_f32(m));
         // Codes of chunks 2j (low nibbles of qs[32j..]) and 2j + 1 (high nibbles), j = 0..3, as
         // four vectors each holding two chunks in order.
         let mut codes = [_mm512_setzero_si512(); 4];
@@ -211,7 +199,7 @@ unsafe fn q6_k<const R: usize>(row: &[u8], x: &Q8Rows, first: usize, out: &mut [
             _mm_prefetch::<_MM_HINT_T0>(p.add(PREFETCH + 64 * line) as *const i8);
         }
         let d_sc = _mm512_mul_ps(
-            _mm512_set1_ps(f16_at(p.add(208))),
+            _mm512_set1_ps(f16_at(block, 208)),
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
                 p.add(192) as *const __m128i
             ))),

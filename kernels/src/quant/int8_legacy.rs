@@ -6,9 +6,9 @@
 //!
 //! Implementations: portable Rust (the definition) and AVX2.
 
-use half::f16;
 use kiln_runtime::QuantFormat;
 
+use super::formats::f16_at;
 use super::int8::{Q8Row, BLOCK};
 
 /// Whether `format` has an integer path here.
@@ -27,11 +27,6 @@ fn layout(format: QuantFormat) -> (Option<usize>, Option<usize>, usize) {
         QuantFormat::Q5_1 => (Some(2), Some(4), 8),
         f => unreachable!("{f} has no integer path here"),
     }
-}
-
-#[inline(always)]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 #[inline(always)]
@@ -66,6 +61,7 @@ pub mod x86 {
     use std::arch::x86_64::*;
 
     use super::{layout, u32_at, Q8Row, BLOCK};
+    use crate::quant::int8::hsum256;
     use kiln_runtime::QuantFormat;
 
     pub fn row_dot_avx2(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
@@ -100,14 +96,6 @@ pub mod x86 {
         (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_shuffle_ps(v, v, 1)))
     }
 
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
-
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn row_dot(format: QuantFormat, row: &[u8], x: Q8Row<'_>) -> f32 {
         let (min_at, qh_at, codes) = layout(format);
@@ -137,6 +125,6 @@ pub mod x86 {
                 None => -16.0 * dd * sums[b] as f32,
             };
         }
-        hsum(acc) + offset
+        hsum256(acc) + offset
     }
 }

@@ -8,10 +8,9 @@
 //! the same way: each 32-weight chunk's codes (0..15) with its scale `d sc` and min `dmin m`, the
 //! mins meeting the activation block's sum once per chunk.
 
-use half::f16;
 use kiln_runtime::QuantFormat;
 
-use super::formats::scale_min_k4;
+use super::formats::{f16_at, scale_min_k4};
 use super::int8::{Q8Rows, BLOCK};
 
 /// Whether `format`'s rows can be repacked into panels (q4_0, q8_0 and q4_K).
@@ -113,10 +112,6 @@ impl Panel {
             self.bytes[at..at + 4].copy_from_slice(four);
         }
     }
-}
-
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 /// `out[i][r]` = dot(panel row `r`, input row `first + i`) for `i < out.len()` (at most
