@@ -150,7 +150,35 @@ CASES = [
          sampler="Euler", prompt=PROMPT + "!!", negative="ugly!", cfg=7.5, seed=21),
     dict(name="sd2_img2img_dpmpp_2m", family="tiny-sd2", unet="tiny-sd2", mode="img2img",
          sampler="DPM++ 2M", prompt=PROMPT, negative="", cfg=6.0, seed=22, strength=0.6),
+    # Textual inversion (tiny-sd1/embeddings, written by write_embeddings): three file layouts,
+    # in the prompt and the negative prompt, loaded into diffusers with load_textual_inversion.
+    dict(name="ti_txt2img_euler", mode="txt2img", sampler="Euler",
+         prompt="a kilnstyle circle on a kilntrio background", negative="blurry kilnglow",
+         cfg=7.5, seed=31, embeddings=["kilnstyle", "kilnglow", "kilntrio"]),
 ]
+
+# Textual-inversion files in the layouts people have: diffusers' {token: [n, d]}, kohya's
+# `emb_params`, A1111's `string_to_param.*`; and one 24 wide, which the 32-wide encoder refuses.
+EMBEDDINGS = {
+    "kilnstyle": ("kilnstyle", 2, 32),
+    "kilnglow": ("emb_params", 1, 32),
+    "kilntrio": ("string_to_param.*", 3, 32),
+    "kilnwide": ("emb_params", 1, 24),
+}
+
+
+def write_embeddings():
+    out = os.path.join(FX, "embeddings")
+    os.makedirs(out, exist_ok=True)
+    g = torch.Generator().manual_seed(4242)
+    for name, (key, n, width) in EMBEDDINGS.items():
+        save_file({key: torch.randn(n, width, generator=g)}, os.path.join(out, f"{name}.safetensors"))
+
+
+def embedding_vectors(name):
+    from safetensors.torch import load_file
+    (tensor,) = load_file(os.path.join(FX, "embeddings", f"{name}.safetensors")).values()
+    return tensor
 
 
 def ensure_text_encoder():
@@ -274,6 +302,8 @@ def run(case, init, mask):
     pipe = cls(**components(family, case.get("unet", family)))
     pipe.scheduler = SAMPLERS[case["sampler"]].from_config(SCHEDULERS[family])
     pipe.set_progress_bar_config(disable=True)
+    for name in case.get("embeddings", []):
+        pipe.load_textual_inversion(embedding_vectors(name), token=name)
     batch = case.get("batch", 1)
     clip_skip = case.get("clip_skip", 1)
     kwargs = dict(
@@ -329,6 +359,7 @@ def main():
     # The folder must load as a diffusers pipeline by itself.
     StableDiffusionPipeline.from_pretrained(FX)
 
+    write_embeddings()
     golden = {}
     for case in CASES:
         init, mask = make_images(case.get("width", SIZE), case.get("height", SIZE),
@@ -336,7 +367,7 @@ def main():
         golden.update(run(case, init, mask))
     save_file(golden, os.path.join(FX, "pipeline_golden.safetensors"))
     defaults = dict(steps=STEPS, width=SIZE, height=SIZE, batch=1, clip_skip=1, family="tiny-sd1",
-                    images="")
+                    images="", embeddings=[])
     cases = [{**defaults, **c} for c in CASES]
     for c in cases:
         c.setdefault("unet", c["family"])

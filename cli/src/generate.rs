@@ -7,11 +7,13 @@
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use kiln_models::embeddings::EmbeddingDb;
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::image::read_image;
@@ -94,6 +96,12 @@ pub struct GenerateArgs {
     /// Inpainting mask: white repaints, black keeps. Needs --init.
     #[arg(long)]
     mask: Option<PathBuf>,
+
+    /// Folder of textual-inversion embeddings (.safetensors, searched recursively): a file's
+    /// name used as a word of the prompt or negative prompt stands for its vectors (A1111's
+    /// embeddings folder).
+    #[arg(long, value_name = "DIR")]
+    embeddings_dir: Option<PathBuf>,
 
     /// Use the text encoder's N-th layer from the end (A1111's "Clip skip"; 1 = the last).
     #[arg(long, default_value_t = 1)]
@@ -184,6 +192,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     let tiling = VaeTiling::new(args.vae_tile_size, args.vae_tile_overlap)
         .map_err(|e| anyhow!("--vae-tile-size / --vae-tile-overlap: {e}"))?;
     let init = read_init(args)?;
+    let embeddings = read_embeddings(args.embeddings_dir.as_deref())?;
     check_output_folder(&args.output)?;
 
     let model_path = match &args.model {
@@ -203,7 +212,9 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     // defaults come from its configs.
     let params_for = |model: &StableDiffusion| -> Result<GenerationParams> {
         let size = size(args, init.as_ref(), model)?;
-        Ok(params(args, sampler, rng, seed, init.clone(), size, tiling))
+        let mut params = params(args, sampler, rng, seed, init.clone(), size, tiling);
+        params.embeddings = embeddings.clone();
+        Ok(params)
     };
     if args.plan {
         print!(
@@ -279,6 +290,19 @@ fn params(
     params.init = init;
     params.vae_tiling = vae_tiling(args, tiling, width, height);
     params
+}
+
+/// `--embeddings-dir`: every embedding of the folder; files it cannot read are named on stderr
+/// and left out (as A1111 does), a folder it cannot read is an error.
+pub fn read_embeddings(dir: Option<&Path>) -> Result<Option<Arc<EmbeddingDb>>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let db = EmbeddingDb::load_dir(dir).context("--embeddings-dir")?;
+    for (path, why) in &db.skipped {
+        eprintln!("skipping embedding {}: {why}", path.display());
+    }
+    Ok(Some(Arc::new(db)))
 }
 
 /// --vae-tiling, or automatically above `AUTO_TILING_PIXELS` unless --no-vae-tiling.

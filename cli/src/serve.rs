@@ -12,7 +12,7 @@ use kiln_runtime::DeviceChoice;
 use kiln_server::{ChatImageSettings, LlmSettings, ModelSet, Server, ServerConfig};
 
 use crate::chat::bundled_chat_model;
-use crate::generate::{bundled_model, parse_max_vram};
+use crate::generate::{bundled_model, parse_max_vram, read_embeddings};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -63,6 +63,11 @@ pub struct ServeArgs {
     /// that cannot fit is answered 400 with the smallest budget that would do.
     #[arg(long, value_name = "SIZE")]
     max_vram: Option<String>,
+
+    /// Folder of textual-inversion embeddings (.safetensors) that prompts may name, as `kiln
+    /// generate --embeddings-dir`; listed by GET /sdapi/v1/embeddings.
+    #[arg(long, value_name = "DIR")]
+    embeddings_dir: Option<std::path::PathBuf>,
 
     /// Most denoising steps a request may ask for.
     #[arg(long, default_value_t = 500)]
@@ -144,6 +149,7 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
     let mut config = ServerConfig::new(models);
     config.weight_type = args.weight_type.parse()?;
     config.max_vram = parse_max_vram(args.max_vram.as_deref())?;
+    config.embeddings = read_embeddings(args.embeddings_dir.as_deref())?;
     config.default_model = args.default_model.clone();
     config.device = device;
     config.listen = SocketAddr::new(args.listen, args.port);

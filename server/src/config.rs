@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use std::time::Duration;
 
+use kiln_models::embeddings::EmbeddingDb;
 use kiln_nn::weights::WeightType;
 use kiln_runtime::DeviceChoice;
 
@@ -57,6 +59,8 @@ pub struct ServerConfig {
     pub timeout: Option<Duration>,
     /// Images in chat requests: how many, and whether URLs are fetched.
     pub chat_images: ChatImageSettings,
+    /// Textual-inversion embeddings prompts may name (`--embeddings-dir`), read at start.
+    pub embeddings: Option<Arc<EmbeddingDb>>,
 }
 
 /// Images in chat requests (OpenAI's `image_url` content parts).
@@ -103,6 +107,7 @@ impl ServerConfig {
             llm: LlmSettings::default(),
             timeout: None,
             chat_images: ChatImageSettings::default(),
+            embeddings: None,
         }
     }
 }

@@ -97,9 +97,9 @@ fn check(name: &str, device: &Device, dtype: DType, (atol, rtol): (f32, f32)) {
     let last = model.forward(&ids, 1).unwrap();
     assert_eq!(last.shape(), [g.shape[0], g.shape[1], hidden]);
     let penultimate = model.forward(&ids, 2).unwrap();
-    let out = model.forward_with_pooled(&ids, 2).unwrap();
+    let out = model.forward_with_pooled(&ids, &[], 2).unwrap();
     assert_eq!(out.pooled.shape(), [g.shape[0], hidden]);
-    let pooled_last = model.forward_with_pooled(&ids, 1).unwrap();
+    let pooled_last = model.forward_with_pooled(&ids, &[], 1).unwrap();
 
     let what = |o: &str| format!("{name} {} {dtype:?} {o}", device.name());
     for (o, got, want) in [
@@ -161,7 +161,7 @@ fn ids_on_the_gpu_give_the_same_result() {
         let g = golden(&dir);
         let model = load(&dir, &dir.join("model.safetensors"), gpu, DType::F32).unwrap();
         let ids = Tensor::from_u32(gpu, &g.shape, &g.ids).unwrap();
-        let out = model.forward_with_pooled(&ids, 1).unwrap();
+        let out = model.forward_with_pooled(&ids, &[], 1).unwrap();
         let (atol, rtol) = F32_TOL;
         assert_close(
             "pooled, gpu ids",

@@ -11,10 +11,12 @@
 //! bit-identical repeats, batch/seed consistency, and loader errors.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kiln_kernels::testing::with_gpu;
 use kiln_models::clip::tokenizer::ClipTokenizer;
 use kiln_models::clip::{ClipTextConfig, ClipTextModel};
+use kiln_models::embeddings::EmbeddingDb;
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::{decode_png, encode_png};
 use kiln_models::image::{read_image, RgbImage};
@@ -113,6 +115,12 @@ fn params_for(case: &Value) -> GenerationParams {
     p.batch_size = n("batch");
     p.clip_skip = n("clip_skip");
     p.rng = RngKind::TorchCpu;
+    if !case["embeddings"].as_array().unwrap().is_empty() {
+        // The whole folder, as --embeddings-dir loads it; the prompt picks which ones are used.
+        p.embeddings = Some(Arc::new(
+            EmbeddingDb::load_dir(&tiny().join("embeddings")).unwrap(),
+        ));
+    }
     let mode = s("mode");
     if mode != "txt2img" {
         // Cases at another size have their own init image and mask at that size ("_WxH").
@@ -488,6 +496,54 @@ fn bad_requests_are_clear_errors() {
     params.height = 32;
     let err = generate(&inpaint, &params, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("mask"), "{err}");
+}
+
+#[test]
+fn textual_inversion_errors_name_the_embedding() {
+    let model = load(&Device::Cpu, "tiny-sd1", "tiny-sd1");
+    let db = EmbeddingDb::load_dir(&tiny().join("embeddings")).unwrap();
+    assert_eq!(db.all().len(), 4);
+    let mut params = GenerationParams::new("a kilnwide cat");
+    params.width = 32;
+    params.height = 32;
+    params.steps = 1;
+    params.embeddings = Some(Arc::new(db));
+    // 24-wide vectors for a 32-wide text encoder: refused by name before any denoising.
+    let err = generate(&model, &params, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("kilnwide") && err.contains("24-wide") && err.contains("32 wide"),
+        "{err}"
+    );
+
+    let missing = tiny().join("no-such-embeddings");
+    let err = EmbeddingDb::load_dir(&missing).unwrap_err().to_string();
+    assert!(err.contains("no-such-embeddings"), "{err}");
+
+    // Pickles and unreadable files are listed as skipped, with the reason, not loaded.
+    let dir = temp_dir("ti-skipped");
+    std::fs::write(dir.join("old.pt"), b"PK pickle").unwrap();
+    std::fs::write(dir.join("cut.safetensors"), b"\x10\x00").unwrap();
+    let db = EmbeddingDb::load_dir(&dir).unwrap();
+    assert!(db.is_empty());
+    let reasons: Vec<String> = db
+        .skipped
+        .iter()
+        .map(|(p, why)| format!("{}: {why}", p.display()))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("old.pt") && r.contains("pickle")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("cut.safetensors")),
+        "{reasons:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

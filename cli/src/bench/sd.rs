@@ -154,10 +154,22 @@ pub fn run(args: &SdBenchArgs, device: &Device) -> Result<()> {
     // the pipelines of the text encoder compiled before the timed run).
     let guidance = params.cfg_scale > 1.0;
     let negative = guidance.then_some(params.negative_prompt.as_str());
-    encode_pair(&model, &params.prompt, negative, params.clip_skip)?;
+    encode_pair(
+        &model,
+        &params.prompt,
+        negative,
+        params.clip_skip,
+        params.embeddings.as_deref(),
+    )?;
     device.synchronize()?;
     let t = Instant::now();
-    encode_pair(&model, &params.prompt, negative, params.clip_skip)?;
+    encode_pair(
+        &model,
+        &params.prompt,
+        negative,
+        params.clip_skip,
+        params.embeddings.as_deref(),
+    )?;
     device.synchronize()?;
     let text_encoding_ms = ms(t);
 

@@ -14,5 +14,5 @@ mod pooling;
 pub mod tokenizer;
 
 pub use config::{ClipActivation, ClipTextConfig, TokenIds};
-pub use model::{ClipTextModel, ClipTextOutput, TEXT_MODEL_PREFIX};
+pub use model::{ClipTextModel, ClipTextOutput, TokenOverride, TEXT_MODEL_PREFIX};
 pub use pooling::eos_positions;

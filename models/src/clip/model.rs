@@ -15,6 +15,10 @@ use kiln_nn::LayerNorm;
 /// transformers 4). transformers 5 saves the same model without it; both load.
 pub const TEXT_MODEL_PREFIX: &str = "text_model";
 
+/// A token-embedding row replaced before the encoder runs (a textual-inversion vector): the row
+/// of the flattened `[B * L]` tokens and its `hidden_size` values.
+pub type TokenOverride<'a> = (usize, &'a [f32]);
+
 /// `forward_with_pooled`'s result.
 pub struct ClipTextOutput {
     /// `[B, L, hidden]`: the clip-skip layer's hidden states after `final_layer_norm`.
@@ -93,17 +97,28 @@ impl ClipTextModel {
     /// `ids`: u32 `[B, L]`, `1 <= L <= max_position_embeddings`, on any device (moved to the model's).
     /// Note diffusers' SD 2.x `text_encoder` already stops at OpenCLIP's penultimate layer (its
     /// config has 23 of 24 layers), so it takes clip skip 1, as diffusers' pipeline does.
-    pub fn forward(&self, ids: &Tensor, clip_skip: usize) -> Result<Tensor> {
+    /// `overrides` replace token-embedding rows (textual inversion); empty for a plain prompt.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        overrides: &[TokenOverride],
+        clip_skip: usize,
+    ) -> Result<Tensor> {
         self.final_layer_norm
-            .forward(&self.hidden_state(ids, clip_skip)?)
+            .forward(&self.hidden_state(ids, overrides, clip_skip)?)
     }
 
     /// The output of layer `-clip_skip` WITHOUT `final_layer_norm` (transformers'
     /// `hidden_states[-clip_skip]`): SDXL conditions on the penultimate layer this way.
-    pub fn hidden_state(&self, ids: &Tensor, clip_skip: usize) -> Result<Tensor> {
+    pub fn hidden_state(
+        &self,
+        ids: &Tensor,
+        overrides: &[TokenOverride],
+        clip_skip: usize,
+    ) -> Result<Tensor> {
         let run = self.layers_to_run(clip_skip)?;
         let (ids, _) = self.prepare_ids(ids)?;
-        let mut x = self.embed(&ids)?;
+        let mut x = self.embed(&ids, overrides)?;
         for layer in &self.layers[..run] {
             x = layer.forward(&x)?;
         }
@@ -113,11 +128,16 @@ impl ClipTextModel {
     /// `forward` plus the pooled output. Runs every layer (the pooled output comes from the last),
     /// and reads `ids` on the host to find the EOS positions (a small GPU read-back if `ids` live
     /// there).
-    pub fn forward_with_pooled(&self, ids: &Tensor, clip_skip: usize) -> Result<ClipTextOutput> {
+    pub fn forward_with_pooled(
+        &self,
+        ids: &Tensor,
+        overrides: &[TokenOverride],
+        clip_skip: usize,
+    ) -> Result<ClipTextOutput> {
         let run = self.layers_to_run(clip_skip)?;
         let (cpu_ids, host_ids) = self.prepare_ids(ids)?;
         let (b, l, d) = (ids.dim(0), ids.dim(1), self.cfg.hidden_size);
-        let mut x = self.embed(&cpu_ids)?;
+        let mut x = self.embed(&cpu_ids, overrides)?;
         let mut skipped = None;
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x)?;
@@ -193,12 +213,39 @@ impl ClipTextModel {
         Ok((ids.to_device(&Device::Cpu)?, values))
     }
 
-    /// token_embedding(ids) + position_embedding(0..L), `ids` on the CPU backend with the table.
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+    /// token_embedding(ids) (with `overrides` written over their rows) + position_embedding(0..L),
+    /// `ids` on the CPU backend with the table.
+    fn embed(&self, ids: &Tensor, overrides: &[TokenOverride]) -> Result<Tensor> {
         let l = ids.dim(1);
         let positions: Vec<u32> = (0..l as u32).collect();
         let positions = Tensor::from_u32(&self.device, &[l], &positions)?;
-        let tokens = embedding(ids, &self.token_embedding)?.to_device(&self.device)?;
+        let mut tokens = embedding(ids, &self.token_embedding)?;
+        if !overrides.is_empty() {
+            tokens = self.override_rows(&tokens, overrides)?;
+        }
+        let tokens = tokens.to_device(&self.device)?;
         add(&tokens, &embedding(&positions, &self.position_embedding)?)
+    }
+
+    /// `tokens` (host, `[B, L, hidden]`) with rows replaced; checked so a wrong-width vector is
+    /// named rather than read out of bounds.
+    fn override_rows(&self, tokens: &Tensor, overrides: &[TokenOverride]) -> Result<Tensor> {
+        let d = self.cfg.hidden_size;
+        let rows = tokens.numel() / d;
+        let mut values = tokens.to_vec_f32()?;
+        for &(row, v) in overrides {
+            if row >= rows || v.len() != d {
+                return Err(Error::shape(
+                    "ClipTextModel",
+                    format!(
+                        "token override for row {row} with {} values: the input has {rows} \
+                         token rows of {d} (hidden_size)",
+                        v.len()
+                    ),
+                ));
+            }
+            values[row * d..(row + 1) * d].copy_from_slice(v);
+        }
+        Tensor::from_f32(&Device::Cpu, tokens.shape(), tokens.dtype(), &values)
     }
 }

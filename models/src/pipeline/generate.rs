@@ -51,6 +51,7 @@ pub fn generate_controlled(
         &params.prompt,
         guidance.then_some(params.negative_prompt.as_str()),
         params.clip_skip,
+        params.embeddings.as_deref(),
     )?;
     let inputs = Inputs::prepare(model, params)?;
 

@@ -9,7 +9,7 @@ use crate::schedulers::SigmaSchedule;
 /// The parameters of the image seeded `seed`, in A1111's field order: Steps, Sampler, Schedule
 /// type, CFG scale, Seed, Size, Model hash, Model, Denoising strength (img2img), Clip skip (when
 /// not 1), RNG (A1111's name for the noise source: "CPU" for torch's CPU generator, "NV" for
-/// Philox).
+/// Philox), then A1111's `TI hashes` of the textual-inversion embeddings the prompts name.
 pub fn infotext(
     params: &GenerationParams,
     seed: u64,
@@ -43,6 +43,16 @@ pub fn infotext(
         RngKind::Philox => "NV",
     };
     fields.push(("RNG", rng.to_string()));
+    if let Some(db) = &params.embeddings {
+        let used = db.used_in(&[&params.prompt, &params.negative_prompt]);
+        if !used.is_empty() {
+            let hashes: Vec<String> = used
+                .iter()
+                .map(|e| format!("{}: {}", e.name, e.hash))
+                .collect();
+            fields.push(("TI hashes", hashes.join(", ")));
+        }
+    }
     InfoText {
         prompt: params.prompt.clone(),
         negative_prompt: params.negative_prompt.clone(),

@@ -39,4 +39,4 @@ pub use params::{GeneratedImage, GenerationParams, InitImage, Progress, Step, St
 pub use plan::{plan, ComponentWeights, MemoryPlan, PhaseNeed, Planner, Residency};
 pub use prepare::{plan_with, prepare, prepare_with, Prepared};
 pub use quantize::{quantize_model, QuantizeReport};
-pub use text::{encode_pair, encode_prompt, Conditioning};
+pub use text::{encode_pair, encode_prompt, encode_prompt_with, Conditioning};

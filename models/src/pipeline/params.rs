@@ -1,5 +1,8 @@
 //! What to generate: the settings of one `kiln generate` run (A1111's txt2img / img2img request).
 
+use std::sync::Arc;
+
+use crate::embeddings::EmbeddingDb;
 use crate::image::{GrayImage, RgbImage};
 use crate::rng::RngKind;
 use crate::schedulers::{SamplerKind, SamplerSpec};
@@ -41,6 +44,8 @@ pub struct GenerationParams {
     /// VAE decode (and img2img / inpainting encode) in overlapping tiles, one at a time; `None`
     /// runs the VAE on the whole image.
     pub vae_tiling: Option<VaeTiling>,
+    /// Textual-inversion embeddings the prompts may name (`--embeddings-dir`).
+    pub embeddings: Option<Arc<EmbeddingDb>>,
 }
 
 impl GenerationParams {
@@ -61,6 +66,7 @@ impl GenerationParams {
             rng: RngKind::TorchCpu,
             init: None,
             vae_tiling: None,
+            embeddings: None,
         }
     }
 

@@ -8,7 +8,9 @@ use kiln_runtime::Tensor;
 use super::error::{PipelineError, Result};
 use super::load::StableDiffusion;
 use crate::clip::tokenizer::CLIP_MAX_LEN;
-use crate::prompt::{apply_emphasis, ChunkOptions, PromptChunks};
+use crate::clip::TokenOverride;
+use crate::embeddings::{EmbeddingDb, EncoderSlot};
+use crate::prompt::{apply_emphasis, ChunkOptions, PromptChunks, PromptError};
 
 /// One prompt's text embeddings on the host: `chunks * 77` rows of `dim` values.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,11 +43,35 @@ pub fn encode_prompt(
     prompt: &str,
     clip_skip: usize,
 ) -> Result<Conditioning> {
-    let chunks = PromptChunks::from_prompt(&model.tokenizer, prompt, &ChunkOptions::default())?;
+    encode_prompt_with(model, prompt, clip_skip, None)
+}
+
+/// [`encode_prompt`] with the textual-inversion embeddings of `embeddings` recognised by name.
+pub fn encode_prompt_with(
+    model: &StableDiffusion,
+    prompt: &str,
+    clip_skip: usize,
+    embeddings: Option<&EmbeddingDb>,
+) -> Result<Conditioning> {
+    let entries = match embeddings {
+        Some(db) => db.prompt_entries(&model.tokenizer)?,
+        None => Vec::new(),
+    };
+    let chunks = PromptChunks::from_prompt_with(
+        &model.tokenizer,
+        prompt,
+        &ChunkOptions::default(),
+        &entries,
+    )?;
     let n = chunks.len();
     let ids: Vec<u32> = chunks.ids.iter().flatten().copied().collect();
     let ids = Tensor::from_u32(model.text_encoder.device(), &[n, CLIP_MAX_LEN], &ids)?;
-    let hidden = model.text_encoder.forward(&ids, clip_skip)?;
+    let width = model.text_encoder.config().hidden_size;
+    let overrides = match embeddings {
+        Some(db) => embedding_rows(db, &chunks, EncoderSlot::First, width)?,
+        None => Vec::new(),
+    };
+    let hidden = model.text_encoder.forward(&ids, &overrides, clip_skip)?;
     if hidden.rank() != 3 || hidden.dim(0) != n || hidden.dim(1) != CLIP_MAX_LEN {
         return Err(PipelineError::invalid(format!(
             "text encoder returned {:?} for {n} chunks of {CLIP_MAX_LEN} tokens",
@@ -75,12 +101,13 @@ pub fn encode_pair(
     prompt: &str,
     negative: Option<&str>,
     clip_skip: usize,
+    embeddings: Option<&EmbeddingDb>,
 ) -> Result<(Conditioning, Option<Conditioning>)> {
-    let mut cond = encode_prompt(model, prompt, clip_skip)?;
+    let mut cond = encode_prompt_with(model, prompt, clip_skip, embeddings)?;
     let Some(negative) = negative else {
         return Ok((cond, None));
     };
-    let mut uncond = encode_prompt(model, negative, clip_skip)?;
+    let mut uncond = encode_prompt_with(model, negative, clip_skip, embeddings)?;
     if cond.chunks != uncond.chunks {
         let empty = encode_prompt(model, "", clip_skip)?;
         let n = cond.chunks.max(uncond.chunks);
@@ -88,4 +115,50 @@ pub fn encode_pair(
         uncond.pad_to(n, &empty);
     }
     Ok((cond, Some(uncond)))
+}
+
+/// The token rows the chunks' embeddings replace, with `slot`'s vectors; an embedding without
+/// vectors for this encoder, or of another width, is refused by name (A1111 would silently treat
+/// the name as words).
+fn embedding_rows<'a>(
+    db: &'a EmbeddingDb,
+    chunks: &PromptChunks,
+    slot: EncoderSlot,
+    width: usize,
+) -> Result<Vec<TokenOverride<'a>>> {
+    let mut rows = Vec::new();
+    for (c, fixes) in chunks.fixes.iter().enumerate() {
+        for fix in fixes {
+            let e = &db.all()[fix.index];
+            let refuse = |why: String| {
+                PromptError::Embedding(format!(
+                    "embedding {:?} ({}) {why}",
+                    e.name,
+                    e.path.display()
+                ))
+            };
+            let vectors = e.vectors(slot).ok_or_else(|| {
+                refuse(
+                    "has no vectors for this model's second text encoder (an SD 1.x / 2.x \
+                     embedding used with SDXL)"
+                        .into(),
+                )
+            })?;
+            if vectors.width != width {
+                return Err(refuse(format!(
+                    "has {}-wide vectors but the text encoder is {width} wide (an embedding \
+                     trained for another model family)",
+                    vectors.width
+                ))
+                .into());
+            }
+            for k in 0..fix.count {
+                rows.push((
+                    c * CLIP_MAX_LEN + fix.position + k,
+                    &vectors.values[k * width..(k + 1) * width],
+                ));
+            }
+        }
+    }
+    Ok(rows)
 }

@@ -1,6 +1,7 @@
 //! A1111's split of a weighted prompt into 77-token CLIP inputs (stable-diffusion-webui
-//! modules/sd_hijack_clip.py, `tokenize_line` and the SD2 padding of `process_tokens`).
-//! Textual-inversion embeddings are not handled.
+//! modules/sd_hijack_clip.py, `tokenize_line` and the SD2 padding of `process_tokens`), with
+//! textual-inversion embeddings: where a name's tokens occur, the embedding's vectors take that
+//! many token slots, never split across chunks.
 
 use crate::clip::tokenizer::{ClipTokenizer, CLIP_MAX_LEN};
 
@@ -25,6 +26,29 @@ impl Default for ChunkOptions {
     }
 }
 
+/// An embedding the chunker looks for: its name's token ids, how many vectors replace them, and
+/// an index the caller resolves (`EmbeddingDb::all()[index]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptEmbedding {
+    pub name: String,
+    pub ids: Vec<u32>,
+    pub count: usize,
+    pub index: usize,
+}
+
+/// Where an embedding's vectors go: token positions `position .. position + count` of a chunk's
+/// 77-token row (position 0 is the start token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkFix {
+    pub position: usize,
+    pub count: usize,
+    pub index: usize,
+}
+
+/// The token id written under an embedding's vectors (A1111 writes 0 too); the text encoder
+/// replaces its embedding row, so the id only matters to code reading the ids.
+const PLACEHOLDER: u32 = 0;
+
 /// A prompt as CLIP inputs: one `[BOS, 75 tokens, EOS]` row per chunk and each token's weight
 /// (1.0 for start, end and padding). The text encoder runs once per chunk and the outputs are
 /// concatenated along the token axis. The tokenizer's padding (EOS for SD 1.x, "!" = 0 for
@@ -35,6 +59,8 @@ pub struct PromptChunks {
     pub weights: Vec<[f32; CLIP_MAX_LEN]>,
     /// A1111's displayed token count: 75 per closed chunk plus the tokens of the last one.
     pub token_count: usize,
+    /// Per chunk, the embeddings placed in it.
+    pub fixes: Vec<Vec<ChunkFix>>,
 }
 
 impl PromptChunks {
@@ -47,12 +73,41 @@ impl PromptChunks {
         Self::from_segments(tok, &parse_emphasis(prompt)?, opts)
     }
 
+    /// `from_prompt` with textual-inversion embeddings recognised.
+    pub fn from_prompt_with(
+        tok: &ClipTokenizer,
+        prompt: &str,
+        opts: &ChunkOptions,
+        embeddings: &[PromptEmbedding],
+    ) -> Result<Self, PromptError> {
+        Self::from_segments_with(tok, &parse_emphasis(prompt)?, opts, embeddings)
+    }
+
     /// Chunks segments already parsed (or one plain segment, A1111's "emphasis: None").
     pub fn from_segments(
         tok: &ClipTokenizer,
         segments: &[Segment],
         opts: &ChunkOptions,
     ) -> Result<Self, PromptError> {
+        Self::from_segments_with(tok, segments, opts, &[])
+    }
+
+    /// `from_segments` with textual-inversion embeddings: at each token the longest embedding
+    /// name starting there wins (A1111's `find_embedding_at_position`).
+    pub fn from_segments_with(
+        tok: &ClipTokenizer,
+        segments: &[Segment],
+        opts: &ChunkOptions,
+        embeddings: &[PromptEmbedding],
+    ) -> Result<Self, PromptError> {
+        let mut by_length: Vec<&PromptEmbedding> = embeddings.iter().collect();
+        by_length.sort_by_key(|e| std::cmp::Reverse(e.ids.len()));
+        if let Some(e) = by_length.iter().find(|e| e.count > CHUNK_TOKENS) {
+            return Err(PromptError::EmbeddingTooLong {
+                name: e.name.clone(),
+                count: e.count,
+            });
+        }
         let mut b = Builder {
             bos: tok.bos_id(),
             eos: tok.eos_id(),
@@ -60,9 +115,11 @@ impl PromptChunks {
                 ids: Vec::new(),
                 weights: Vec::new(),
                 token_count: 0,
+                fixes: Vec::new(),
             },
             tokens: Vec::with_capacity(CHUNK_TOKENS),
             weights: Vec::with_capacity(CHUNK_TOKENS),
+            fixes: Vec::new(),
             last_comma: None,
         };
         let comma = tok.token_id(",</w>");
@@ -71,7 +128,10 @@ impl PromptChunks {
                 b.close(false);
                 continue;
             }
-            for token in tok.encode(&seg.text)? {
+            let tokens = tok.encode(&seg.text)?;
+            let mut at = 0;
+            while at < tokens.len() {
+                let token = tokens[at];
                 let len = b.tokens.len();
                 if Some(token) == comma {
                     b.last_comma = Some(len);
@@ -86,8 +146,24 @@ impl PromptChunks {
                 if b.tokens.len() == CHUNK_TOKENS {
                     b.close(false);
                 }
-                b.tokens.push(token);
-                b.weights.push(seg.weight);
+                let found = by_length.iter().find(|e| tokens[at..].starts_with(&e.ids));
+                let Some(e) = found else {
+                    b.tokens.push(token);
+                    b.weights.push(seg.weight);
+                    at += 1;
+                    continue;
+                };
+                if b.tokens.len() + e.count > CHUNK_TOKENS {
+                    b.close(false);
+                }
+                b.fixes.push(ChunkFix {
+                    position: b.tokens.len() + 1,
+                    count: e.count,
+                    index: e.index,
+                });
+                b.tokens.extend(std::iter::repeat_n(PLACEHOLDER, e.count));
+                b.weights.extend(std::iter::repeat_n(seg.weight, e.count));
+                at += e.ids.len();
             }
         }
         if !b.tokens.is_empty() || b.out.ids.is_empty() {
@@ -122,6 +198,7 @@ struct Builder {
     out: PromptChunks,
     tokens: Vec<u32>,
     weights: Vec<f32>,
+    fixes: Vec<ChunkFix>,
     last_comma: Option<usize>,
 }
 
@@ -140,17 +217,30 @@ impl Builder {
         weights[1..=self.weights.len()].copy_from_slice(&self.weights);
         self.out.ids.push(ids);
         self.out.weights.push(weights);
+        self.out.fixes.push(std::mem::take(&mut self.fixes));
         self.tokens.clear();
         self.weights.clear();
         self.last_comma = None;
     }
 
     /// Closes the chunk at `cut` and starts the next one with the tokens after it.
+    /// Embeddings after the cut move with their tokens (A1111 leaves them behind, writing the
+    /// vectors into the old chunk's padding: a bug kiln does not copy).
     fn move_after_comma(&mut self, cut: usize) {
         let tokens = self.tokens.split_off(cut);
         let weights = self.weights.split_off(cut);
+        let (stay, moved): (Vec<ChunkFix>, Vec<ChunkFix>) =
+            self.fixes.drain(..).partition(|f| f.position <= cut);
+        self.fixes = stay;
         self.close(false);
         self.tokens = tokens;
         self.weights = weights;
+        self.fixes = moved
+            .into_iter()
+            .map(|f| ChunkFix {
+                position: f.position - cut,
+                ..f
+            })
+            .collect();
     }
 }

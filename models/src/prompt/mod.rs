@@ -9,7 +9,7 @@ mod weighting;
 #[cfg(test)]
 mod tests;
 
-pub use chunks::{ChunkOptions, PromptChunks, CHUNK_TOKENS};
+pub use chunks::{ChunkFix, ChunkOptions, PromptChunks, PromptEmbedding, CHUNK_TOKENS};
 pub use emphasis::{parse_emphasis, Segment};
 pub use weighting::apply_emphasis;
 
@@ -23,4 +23,9 @@ pub enum PromptError {
     Tokenizer(#[from] TokenizerError),
     #[error("an embedding of {values} values does not split into {tokens} token rows")]
     Shape { values: usize, tokens: usize },
+    #[error("textual-inversion embedding {name:?} has {count} vectors: more than a 75-token chunk holds")]
+    EmbeddingTooLong { name: String, count: usize },
+    /// A textual-inversion embedding the prompt names that this model cannot use.
+    #[error("{0}")]
+    Embedding(String),
 }

@@ -141,3 +141,105 @@ fn emphasis_keeps_the_mean() {
         })
     ));
 }
+
+fn embedding(tok: &ClipTokenizer, name: &str, count: usize, index: usize) -> PromptEmbedding {
+    PromptEmbedding {
+        name: name.into(),
+        ids: tok.encode(name).unwrap(),
+        count,
+        index,
+    }
+}
+
+#[test]
+fn embeddings_take_their_vector_count_in_slots() {
+    let tok = ClipTokenizer::builtin().unwrap();
+    // "easynegative" is several BPE tokens; its 3 vectors replace them wherever they occur, with
+    // the weight of the text around them.
+    let entries = [
+        embedding(&tok, "easynegative", 3, 0),
+        embedding(&tok, "easy", 1, 1),
+    ];
+    assert!(entries[0].ids.len() > 1, "{:?}", entries[0].ids);
+    let c = PromptChunks::from_prompt_with(
+        &tok,
+        "a (easynegative:1.5) cat, easy",
+        &ChunkOptions::default(),
+        &entries,
+    )
+    .unwrap();
+    assert_eq!(c.len(), 1);
+    let a = tok.encode("a").unwrap()[0];
+    assert_eq!(&c.ids[0][..2], &[tok.bos_id(), a]);
+    // The longest name wins at a position, so "easynegative" is not read as "easy" + "negative".
+    assert_eq!(
+        c.fixes[0],
+        [
+            ChunkFix {
+                position: 2,
+                count: 3,
+                index: 0
+            },
+            ChunkFix {
+                position: 7,
+                count: 1,
+                index: 1
+            }
+        ]
+    );
+    assert!(c.weights[0][2..5].iter().all(|&w| (w - 1.5).abs() < 1e-6));
+    // a, 3 vectors, cat, ",", 1 vector: 7 prompt tokens.
+    assert_eq!(c.token_count, 7);
+    assert_eq!(c.ids[0][8], tok.eos_id());
+}
+
+#[test]
+fn an_embedding_is_never_split_across_chunks() {
+    let tok = ClipTokenizer::builtin().unwrap();
+    let entries = [embedding(&tok, "easynegative", 4, 0)];
+    // 73 words then the 4-vector embedding: it does not fit in the 2 slots left, so it starts
+    // the second chunk (A1111 pads the first).
+    let prompt = format!("{}easynegative", "cat ".repeat(73));
+    let c =
+        PromptChunks::from_prompt_with(&tok, &prompt, &ChunkOptions::default(), &entries).unwrap();
+    assert_eq!(c.len(), 2);
+    assert!(c.fixes[0].is_empty());
+    assert_eq!(
+        c.fixes[1],
+        [ChunkFix {
+            position: 1,
+            count: 4,
+            index: 0
+        }]
+    );
+    assert_eq!(c.ids[0][74], tok.eos_id());
+    // An embedding longer than a chunk is refused by name.
+    let huge = [embedding(&tok, "easynegative", 76, 0)];
+    let err = PromptChunks::from_prompt_with(&tok, "x", &ChunkOptions::default(), &huge)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("easynegative") && err.contains("76"), "{err}");
+}
+
+#[test]
+fn embeddings_move_with_their_words_when_a_comma_cuts_the_chunk() {
+    let tok = ClipTokenizer::builtin().unwrap();
+    let entries = [embedding(&tok, "easynegative", 2, 0)];
+    // 70 words, a comma, the embedding (2 slots) and 5 words: at the 76th token the chunk is full
+    // and the tokens after the comma (embedding included) move to the next chunk.
+    let prompt = format!("{}, easynegative {}", "cat ".repeat(70), "dog ".repeat(5));
+    let c =
+        PromptChunks::from_prompt_with(&tok, &prompt, &ChunkOptions::default(), &entries).unwrap();
+    assert_eq!(c.len(), 2);
+    assert!(c.fixes[0].is_empty(), "{:?}", c.fixes);
+    assert_eq!(
+        c.fixes[1],
+        [ChunkFix {
+            position: 1,
+            count: 2,
+            index: 0
+        }]
+    );
+    let dog = tok.encode("dog").unwrap()[0];
+    assert_eq!(c.ids[1][3], dog);
+}

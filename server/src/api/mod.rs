@@ -106,6 +106,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sdapi/v1/refresh-checkpoints", post(options::refresh))
         .route("/sdapi/v1/samplers", get(options::samplers))
         .route("/sdapi/v1/schedulers", get(options::schedulers))
+        .route("/sdapi/v1/embeddings", get(options::embeddings))
         .route(
             "/sdapi/v1/options",
             get(options::get_options).post(options::set_options),

@@ -110,6 +110,7 @@ pub async fn generations(State(state): State<Arc<AppState>>, body: Body) -> ApiR
     let settings = state.settings();
     params.rng = settings.rng;
     params.clip_skip = settings.clip_skip as usize;
+    params.embeddings = config.embeddings.clone();
     let model = match &req.model {
         Some(m) if !m.is_empty() => resolve_model(&state, m, "model")?,
         _ => resolve_model(&state, &settings.checkpoint, "model")?,

@@ -92,6 +92,12 @@ pub const ROUTES: &[RouteDoc] = &[
         None,
     ),
     r("get", "/sdapi/v1/schedulers", "Schedule types", None),
+    r(
+        "get",
+        "/sdapi/v1/embeddings",
+        "Textual-inversion embeddings: loaded (vectors, width) and skipped files",
+        None,
+    ),
     r("get", "/sdapi/v1/options", "Settings", None),
     r(
         "post",

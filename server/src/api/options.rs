@@ -72,6 +72,28 @@ pub async fn samplers() -> Json<Value> {
     Json(Value::Array(list))
 }
 
+/// A1111's `/sdapi/v1/embeddings`: `loaded` by name with their vector count and width (`shape`),
+/// `skipped` the files that could not be read. A1111 fills `step` and `sd_checkpoint*` from
+/// training metadata that safetensors embeddings rarely carry: null here.
+pub async fn embeddings(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let item = |shape: Option<usize>, vectors: Option<usize>| {
+        json!({"step": null, "sd_checkpoint": null, "sd_checkpoint_name": null,
+               "shape": shape, "vectors": vectors})
+    };
+    let mut loaded = Map::new();
+    let mut skipped = Map::new();
+    if let Some(db) = &state.config.embeddings {
+        for e in db.all() {
+            loaded.insert(e.name.clone(), item(Some(e.first.width), Some(e.count())));
+        }
+        for (path, _) in &db.skipped {
+            let name = path.file_stem().unwrap_or_default().to_string_lossy();
+            skipped.insert(name.into_owned(), item(None, None));
+        }
+    }
+    Json(json!({"loaded": loaded, "skipped": skipped}))
+}
+
 pub async fn schedulers() -> Json<Value> {
     Json(json!([
         {"name": "automatic", "label": "Automatic", "aliases": null, "default_rho": -1,

@@ -171,6 +171,7 @@ impl GenerationRequest {
             12,
         )?;
         params.rng = settings.rng;
+        params.embeddings = config.embeddings.clone();
 
         if img2img {
             params.init = Some(self.init_image()?);

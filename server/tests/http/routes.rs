@@ -320,3 +320,66 @@ fn serves_quantised_weights() {
     // Packed weights change the numbers slightly, so the PNG differs.
     assert_ne!(body["images"][0], f32_body["images"][0]);
 }
+
+/// A folder with a 2-vector embedding that fits the bundled model's 64-wide text encoder, a
+/// 32-wide one that does not, and a pickle that is skipped.
+fn embeddings_folder() -> std::path::PathBuf {
+    use kiln_runtime::loader::{write_safetensors, Dtype};
+    let dir = std::env::temp_dir().join(format!("kiln-embeddings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vectors = |n: usize, width: usize| -> Vec<u8> {
+        (0..n * width)
+            .flat_map(|i| ((i as f32 * 0.37).sin()).to_le_bytes())
+            .collect()
+    };
+    write_safetensors(
+        &dir.join("kilnmark.safetensors"),
+        &[("emb_params", Dtype::F32, vec![2, 64], vectors(2, 64))],
+    )
+    .unwrap();
+    write_safetensors(
+        &dir.join("narrow.safetensors"),
+        &[("emb_params", Dtype::F32, vec![1, 32], vectors(1, 32))],
+    )
+    .unwrap();
+    std::fs::write(dir.join("legacy.pt"), b"PK\x03\x04 a pickle").unwrap();
+    dir
+}
+
+#[test]
+fn textual_inversion_embeddings_through_the_api() {
+    let dir = embeddings_folder();
+    let mut c = config();
+    c.embeddings = Some(std::sync::Arc::new(
+        kiln_models::embeddings::EmbeddingDb::load_dir(&dir).unwrap(),
+    ));
+    let server = start(c);
+    let (s, list) = get_json(&server, "/sdapi/v1/embeddings");
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["loaded"]["kilnmark"]["vectors"], 2);
+    assert_eq!(list["loaded"]["kilnmark"]["shape"], 64);
+    assert_eq!(list["loaded"]["narrow"]["shape"], 32);
+    assert!(list["skipped"]["legacy"].is_object(), "{list}");
+
+    // The infotext lists the embedding's hash as A1111 does (what the vectors do to the image is
+    // checked against diffusers in kiln-tests' pipeline goldens).
+    let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &small("a kilnmark circle", 2));
+    assert_eq!(status, 200, "{body}");
+    let png = decode_png(&b64decode(body["images"][0].as_str().unwrap())).unwrap();
+    let parsed = InfoText::parse(png.text("parameters").unwrap());
+    let sha = kiln_models::pipeline::sha256_file(&dir.join("kilnmark.safetensors")).unwrap();
+    assert_eq!(
+        parsed.get("TI hashes"),
+        Some(format!("kilnmark: {}", &sha[..12]).as_str())
+    );
+
+    // An embedding of the wrong width is named in a 400, not silently read as words.
+    let (status, err) = post_json(&server, "/sdapi/v1/txt2img", &small("a narrow circle", 2));
+    assert_eq!(status, 400, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("narrow") && text.contains("32-wide"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
