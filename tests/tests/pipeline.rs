@@ -403,12 +403,12 @@ fn bad_models_are_clear_errors() {
     copy_dir(&tiny(), &model);
     std::fs::write(
         model.join("model_index.json"),
-        r#"{"_class_name": "StableDiffusionXLPipeline"}"#,
+        r#"{"_class_name": "StableDiffusion3Pipeline"}"#,
     )
     .unwrap();
     let msg = load_err(&model);
     assert!(
-        msg.contains("unknown model kind") && msg.contains("StableDiffusionXLPipeline"),
+        msg.contains("unknown model kind") && msg.contains("StableDiffusion3Pipeline"),
         "{msg}"
     );
     std::fs::copy(

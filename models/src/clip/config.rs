@@ -1,6 +1,7 @@
 //! `config.json` of a transformers `CLIPTextModel` (the `text_encoder/` folder of a diffusers
 //! pipeline). Absent fields take `CLIPTextConfig`'s defaults, as transformers fills them; fields kiln
-//! does not use (dropout, initialiser ranges, projection_dim) are ignored.
+//! does not use (dropout, initialiser ranges) are ignored. `projection_dim` is read for
+//! `CLIPTextModelWithProjection` (SDXL's text_encoder_2).
 
 use std::path::Path;
 
@@ -44,6 +45,8 @@ pub struct ClipTextConfig {
     pub pad_token_id: Option<i64>,
     pub bos_token_id: Option<i64>,
     pub eos_token_id: Option<TokenIds>,
+    /// Width of `text_projection` (only `CLIPTextModelWithProjection` has one).
+    pub projection_dim: usize,
 }
 
 impl Default for ClipTextConfig {
@@ -60,6 +63,7 @@ impl Default for ClipTextConfig {
             pad_token_id: Some(1),
             bos_token_id: Some(49406),
             eos_token_id: Some(TokenIds::One(49407)),
+            projection_dim: 512,
         }
     }
 }

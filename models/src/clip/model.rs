@@ -134,6 +134,27 @@ impl ClipTextModel {
         overrides: &[TokenOverride],
         clip_skip: usize,
     ) -> Result<ClipTextOutput> {
+        self.run_with_pooled(ids, overrides, clip_skip, true)
+    }
+
+    /// `forward_with_pooled` with hidden state `-clip_skip` taken WITHOUT `final_layer_norm`
+    /// (`hidden_state`'s rule, SDXL's); the pooled output is the same.
+    pub fn forward_raw_with_pooled(
+        &self,
+        ids: &Tensor,
+        overrides: &[TokenOverride],
+        clip_skip: usize,
+    ) -> Result<ClipTextOutput> {
+        self.run_with_pooled(ids, overrides, clip_skip, false)
+    }
+
+    fn run_with_pooled(
+        &self,
+        ids: &Tensor,
+        overrides: &[TokenOverride],
+        clip_skip: usize,
+        normed: bool,
+    ) -> Result<ClipTextOutput> {
         let run = self.layers_to_run(clip_skip)?;
         let (cpu_ids, host_ids) = self.prepare_ids(ids)?;
         let (b, l, d) = (ids.dim(0), ids.dim(1), self.cfg.hidden_size);
@@ -141,8 +162,12 @@ impl ClipTextModel {
         let mut skipped = None;
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x)?;
-            if i + 1 == run && run < self.layers.len() {
-                skipped = Some(self.final_layer_norm.forward(&x)?);
+            if i + 1 == run && (run < self.layers.len() || !normed) {
+                skipped = Some(if normed {
+                    self.final_layer_norm.forward(&x)?
+                } else {
+                    x.clone()
+                });
             }
         }
         let last = self.final_layer_norm.forward(&x)?;

@@ -1,13 +1,16 @@
 //! One UNet evaluation per step with classifier-free guidance, as diffusers' pipelines do it: the
 //! latents are doubled (unconditional half first), run in one UNet batch, and recombined as
 //! `uncond + scale * (cond - uncond)`. For a 9-channel inpainting UNet the mask and the
-//! masked-image latents are appended to the scaled latents along the channels.
+//! masked-image latents are appended to the scaled latents along the channels. An SDXL UNet also
+//! gets each row's pooled text embedding and time ids (`sdxl::time_ids`).
 
 use kiln_runtime::{DType, Tensor};
 
 use super::error::{PipelineError, Result};
 use super::load::StableDiffusion;
+use super::sdxl::time_ids;
 use super::text::Conditioning;
+use crate::unet::AddedCond;
 
 /// The inpainting UNet's extra input channels.
 pub struct InpaintInputs {
@@ -21,6 +24,8 @@ pub struct Denoiser<'a> {
     model: &'a StableDiffusion,
     /// `[2B, L, D]` (unconditional first) with guidance, else `[B, L, D]`, on the model's device.
     context: Tensor,
+    /// SDXL: `text_embeds` [rows, P] and `time_ids` [rows, K], in the context's row order.
+    added: Option<(Tensor, Tensor)>,
     guidance: Option<f32>,
     /// `[B, C, h, w]` of the latents.
     shape: [usize; 4],
@@ -28,11 +33,13 @@ pub struct Denoiser<'a> {
 }
 
 impl<'a> Denoiser<'a> {
+    /// `image_size` (height, width) in pixels sets SDXL's time ids.
     pub fn new(
         model: &'a StableDiffusion,
         cond: &Conditioning,
         uncond: Option<(&Conditioning, f32)>,
         shape: [usize; 4],
+        image_size: (usize, usize),
         inpaint: Option<InpaintInputs>,
     ) -> Result<Denoiser<'a>> {
         let b = shape[0];
@@ -58,9 +65,38 @@ impl<'a> Denoiser<'a> {
             DType::F32,
             &values,
         )?;
+        let added = match &model.sdxl {
+            None => None,
+            Some(x) => {
+                let (height, width) = image_size;
+                let mut pooled = Vec::new();
+                let mut ids = Vec::new();
+                let mut rows_of = |c: &Conditioning, negative: bool| -> Result<()> {
+                    let p = c.pooled.as_ref().ok_or_else(|| {
+                        PipelineError::invalid("SDXL conditioning without a pooled embedding")
+                    })?;
+                    for _ in 0..b {
+                        pooled.extend_from_slice(p);
+                        ids.extend(time_ids(x, height, width, negative));
+                    }
+                    Ok(())
+                };
+                if let Some((u, _)) = uncond {
+                    rows_of(u, true)?;
+                }
+                rows_of(cond, false)?;
+                let (p, k) = (pooled.len() / rows, ids.len() / rows);
+                let device = model.device();
+                Some((
+                    Tensor::from_f32(device, &[rows, p], DType::F32, &pooled)?,
+                    Tensor::from_f32(device, &[rows, k], DType::F32, &ids)?,
+                ))
+            }
+        };
         Ok(Denoiser {
             model,
             context,
+            added,
             guidance: uncond.map(|(_, g)| g),
             shape,
             inpaint,
@@ -97,7 +133,15 @@ impl<'a> Denoiser<'a> {
         let out = self
             .model
             .unet
-            .forward(&sample, &timestep, &self.context)?
+            .forward_with(
+                &sample,
+                &timestep,
+                &self.context,
+                self.added.as_ref().map(|(text_embeds, time_ids)| AddedCond {
+                    text_embeds,
+                    time_ids,
+                }),
+            )?
             .to_vec_f32()?;
         Ok(match self.guidance {
             None => out,

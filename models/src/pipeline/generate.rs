@@ -84,6 +84,7 @@ pub fn generate_controlled(
             &cond,
             uncond.as_ref().map(|u| (u, params.cfg_scale)),
             shape,
+            (params.height, params.width),
             init.inpaint,
         )?;
         let mut latents = init.latents;
@@ -140,11 +141,12 @@ fn check(model: &StableDiffusion, p: &GenerationParams) -> Result<()> {
             p.cfg_scale
         )));
     }
-    let layers = model.text_encoder.config().num_hidden_layers;
-    if p.clip_skip == 0 || p.clip_skip > layers {
+    let max = model.max_clip_skip();
+    if p.clip_skip == 0 || p.clip_skip > max {
         return Err(PipelineError::invalid(format!(
-            "clip skip {} must be between 1 and the text encoder's {layers} layers",
-            p.clip_skip
+            "clip skip {} must be between 1 and {max} for this model's text encoder{}",
+            p.clip_skip,
+            if model.sdxl.is_some() { "s" } else { "" }
         )));
     }
     let has_mask = p.init.as_ref().is_some_and(|i| i.mask.is_some());

@@ -1,5 +1,6 @@
-//! Loading a Stable Diffusion 1.x / 2.x model: a diffusers folder (model_index.json, unet/, vae/,
-//! text_encoder/, tokenizer/, scheduler/, weights as `*.safetensors` or `*.fp16.safetensors`) or a
+//! Loading a Stable Diffusion 1.x / 2.x / XL model: a diffusers folder (model_index.json, unet/, vae/,
+//! text_encoder/, tokenizer/, scheduler/, for SDXL also text_encoder_2/ and tokenizer_2/, weights as
+//! `*.safetensors` or `*.fp16.safetensors`) or a
 //! single-file `.safetensors` checkpoint in the original layout (see `single_file`). Pickled
 //! checkpoints (`.ckpt` and friends) are refused: unpickling runs arbitrary code.
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 use super::error::{PipelineError, Result};
 use crate::clip::tokenizer::ClipTokenizer;
-use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::clip::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection};
 use crate::schedulers::SchedulerConfig;
 use crate::single_file::{refuse_pickles, Component, ModelKind, SingleFile};
 use crate::tally::ModelTally;
@@ -20,13 +21,27 @@ use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
 use kiln_nn::weights::{FileSource, GgufSource, TensorSource, WeightType, Weights, ZeroSource};
 
-/// The pipeline classes whose components kiln runs (SD 1.x, 2.x, SD-Turbo and their inpainting
-/// variants all use these).
-pub const SUPPORTED_PIPELINES: [&str; 3] = [
+/// The pipeline classes whose components kiln runs (SD 1.x, 2.x, SD-Turbo, SDXL, SDXL-Turbo and
+/// their inpainting variants all use these).
+pub const SUPPORTED_PIPELINES: [&str; 6] = [
     "StableDiffusionPipeline",
     "StableDiffusionImg2ImgPipeline",
     "StableDiffusionInpaintPipeline",
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
 ];
+
+/// SDXL's second text encoder and what goes with it.
+pub struct Sdxl {
+    /// OpenCLIP ViT-bigG with its text projection (`text_encoder_2/`).
+    pub text_encoder_2: ClipTextModelWithProjection,
+    /// `tokenizer_2/`: the same BPE padding with "!".
+    pub tokenizer_2: ClipTokenizer,
+    /// model_index.json's `requires_aesthetics_score` (the refiner): time ids are (original size,
+    /// crop, aesthetic score) rather than (original size, crop, target size).
+    pub requires_aesthetics_score: bool,
+}
 
 /// How to re-save a diffusers folder whose weights are pickles (`.bin`), for the refusal message.
 const CONVERT_HINT: &str = "re-save the folder with safetensors weights, with a tool you trust, \
@@ -135,6 +150,8 @@ pub struct StableDiffusion {
     pub vae: AutoencoderKL,
     pub text_encoder: ClipTextModel,
     pub tokenizer: ClipTokenizer,
+    /// SDXL's second text encoder (None for SD 1.x / 2.x).
+    pub sdxl: Option<Sdxl>,
     pub scheduler_config: SchedulerConfig,
     /// The UNet config's `sample_size` (latent pixels): the trained resolution divided by the VAE
     /// factor, which sets the default image size as in diffusers.
@@ -241,12 +258,41 @@ impl StableDiffusion {
             vae,
             text_encoder,
             tokenizer,
+            sdxl: None,
             scheduler_config,
             sample_size,
             source,
         };
         model.check()?;
         Ok(model)
+    }
+
+    /// Adds SDXL's second text encoder to a model from `from_parts`, checking that it fits.
+    pub fn with_sdxl(mut self, sdxl: Sdxl) -> Result<StableDiffusion> {
+        self.sdxl = Some(sdxl);
+        self.check()?;
+        Ok(self)
+    }
+
+    /// Width of the text conditioning: CLIP-L's and bigG's hidden sizes side by side for SDXL.
+    pub fn context_dim(&self) -> usize {
+        let first = self.text_encoder.config().hidden_size;
+        first
+            + self
+                .sdxl
+                .as_ref()
+                .map_or(0, |x| x.text_encoder_2.config().hidden_size)
+    }
+
+    /// The deepest clip skip every text encoder allows. SDXL conditions on hidden state
+    /// `-(clip_skip + 1)` of both encoders (its default, clip skip 1, is the penultimate layer), so
+    /// one layer less there.
+    pub fn max_clip_skip(&self) -> usize {
+        let layers = self.text_encoder.config().num_hidden_layers;
+        match &self.sdxl {
+            None => layers,
+            Some(x) => layers.min(x.text_encoder_2.config().num_hidden_layers) - 1,
+        }
     }
 
     /// Image pixels per latent pixel: 2^(VAE levels - 1), 8 for every SD VAE.
@@ -303,15 +349,27 @@ impl StableDiffusion {
             ));
         }
         let hidden = self.text_encoder.config().hidden_size;
-        let cross = unet.resolve()?.levels[0].cross_attention_dim;
-        if cross != hidden {
-            return Err(PipelineError::model(
-                path,
-                format!(
-                    "unet cross_attention_dim {cross} differs from the text encoder's hidden_size \
-                     {hidden}"
-                ),
-            ));
+        let resolved = unet.resolve()?;
+        let cross = resolved.levels[0].cross_attention_dim;
+        match &self.sdxl {
+            None if resolved.added.is_some() => {
+                return Err(PipelineError::model(
+                    path,
+                    "the unet has addition_embed_type \"text_time\" (SDXL) but the model has no \
+                     text_encoder_2/ to give it a pooled text embedding",
+                ))
+            }
+            None if cross != hidden => {
+                return Err(PipelineError::model(
+                    path,
+                    format!(
+                        "unet cross_attention_dim {cross} differs from the text encoder's \
+                         hidden_size {hidden}"
+                    ),
+                ))
+            }
+            None => {}
+            Some(x) => self.check_sdxl(x, &resolved)?,
         }
         let vocab = self.text_encoder.config().vocab_size;
         if self.tokenizer.vocab_size() > vocab {
@@ -325,6 +383,83 @@ impl StableDiffusion {
         }
         Ok(())
     }
+}
+
+impl StableDiffusion {
+    /// SDXL: the configs fit (`check_sdxl_configs`) and tokenizer_2 fits its encoder.
+    fn check_sdxl(&self, x: &Sdxl, unet: &crate::unet::Resolved) -> Result<()> {
+        let path = &self.source.hash_file;
+        let cfg2 = x.text_encoder_2.config();
+        check_sdxl_configs(
+            path,
+            unet,
+            self.text_encoder.config(),
+            cfg2,
+            x.requires_aesthetics_score,
+        )?;
+        let vocab = cfg2.vocab_size;
+        if x.tokenizer_2.vocab_size() > vocab {
+            return Err(PipelineError::model(
+                path,
+                format!(
+                    "tokenizer_2 has {} tokens but text_encoder_2's vocab_size is {vocab}",
+                    x.tokenizer_2.vocab_size()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// SDXL: the UNet's cross_attention_dim is both encoders' widths together, and its added
+/// embedding takes text_encoder_2's projected pooled output plus 6 (or, with an aesthetic score, 5)
+/// time ids. Checked from the configs alone, before any weight loads.
+fn check_sdxl_configs(
+    path: &Path,
+    unet: &crate::unet::Resolved,
+    cfg1: &ClipTextConfig,
+    cfg2: &ClipTextConfig,
+    requires_aesthetics_score: bool,
+) -> Result<()> {
+    let (h1, h2) = (cfg1.hidden_size, cfg2.hidden_size);
+    let cross = unet.levels[0].cross_attention_dim;
+    if cross != h1 + h2 {
+        return Err(PipelineError::model(
+            path,
+            format!(
+                "unet cross_attention_dim {cross} differs from text_encoder hidden_size {h1} + \
+                 text_encoder_2 hidden_size {h2} = {}",
+                h1 + h2
+            ),
+        ));
+    }
+    let Some(added) = unet.added else {
+        return Err(PipelineError::model(
+            path,
+            "the model has a text_encoder_2 (SDXL) but its unet config has no \
+             addition_embed_type \"text_time\" to take the pooled embedding",
+        ));
+    };
+    let numbers = if requires_aesthetics_score { 5 } else { 6 };
+    let want = cfg2.projection_dim + numbers * added.time_dim;
+    if added.input_dim != want {
+        return Err(PipelineError::model(
+            path,
+            format!(
+                "unet projection_class_embeddings_input_dim {} differs from text_encoder_2 \
+                 projection_dim {} + {numbers} time ids x addition_time_embed_dim {} = {want}{}",
+                added.input_dim,
+                cfg2.projection_dim,
+                added.time_dim,
+                if requires_aesthetics_score {
+                    " (requires_aesthetics_score is set)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn lcm(a: usize, b: usize) -> usize {
@@ -373,13 +508,19 @@ fn load_diffusers(
         return Err(PipelineError::model(
             &index_path,
             format!(
-                "unknown model kind {class:?} (_class_name); kiln runs Stable Diffusion 1.x/2.x \
+                "unknown model kind {class:?} (_class_name); kiln runs Stable Diffusion 1.x/2.x/XL \
                  pipelines: {}",
                 SUPPORTED_PIPELINES.join(", ")
             ),
         ));
     }
-    for part in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+    let sdxl_parts: &[&str] = if class.starts_with("StableDiffusionXL") {
+        &["text_encoder_2", "tokenizer_2"]
+    } else {
+        &[]
+    };
+    let parts = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
+    for part in parts.iter().chain(sdxl_parts) {
         if !dir.join(part).is_dir() {
             return Err(PipelineError::model(
                 dir,
@@ -394,6 +535,27 @@ fn load_diffusers(
         .get("sample_size")
         .and_then(Value::as_u64)
         .map(|s| s as usize);
+    // An SDXL folder: model_index.json names the pipeline, or (for hand-assembled folders) the
+    // second text encoder is there.
+    let sdxl = class.starts_with("StableDiffusionXL") || dir.join("text_encoder_2").is_dir();
+    let requires_aesthetics_score = index
+        .get("requires_aesthetics_score")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if sdxl {
+        // The configs must fit before gigabytes of weights load.
+        let config = |part: &str| {
+            ClipTextConfig::from_file(config_file(&dir.join(part), "config.json")?)
+                .map_err(PipelineError::from)
+        };
+        check_sdxl_configs(
+            &unet_dir.join("config.json"),
+            &unet_config.resolve()?,
+            &config("text_encoder")?,
+            &config("text_encoder_2")?,
+            requires_aesthetics_score,
+        )?;
+    }
     let unet_file = weights_file(&unet_dir, "diffusion_pytorch_model")?;
     let mut unet_weights =
         weights(&unet_file, device.unet, dtype, options)?.tallied(tally(|t| &t.unet));
@@ -405,7 +567,15 @@ fn load_diffusers(
     let vae_dir = dir.join("vae");
     let vae_config = VaeConfig::from_file(config_file(&vae_dir, "config.json")?)?;
     let vae_file = weights_file(&vae_dir, "diffusion_pytorch_model")?;
-    let vae_weights = weights(&vae_file, device.vae, dtype, options)?.tallied(tally(|t| &t.vae));
+    // diffusers' SDXL pipelines run an f16 VAE in f32 when its config says `force_upcast` (SDXL's
+    // VAE overflows to NaN in f16); SD 1.x / 2.x pipelines ignore the flag.
+    let vae_dtype = if sdxl && vae_config.force_upcast {
+        DType::F32
+    } else {
+        dtype
+    };
+    let vae_weights =
+        weights(&vae_file, device.vae, vae_dtype, options)?.tallied(tally(|t| &t.vae));
     let vae = AutoencoderKL::new(&vae_config, &vae_weights)?;
 
     let te_dir = dir.join("text_encoder");
@@ -427,18 +597,53 @@ fn load_diffusers(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    StableDiffusion::from_parts(
+    let second = if sdxl {
+        Some(load_second_encoder(
+            dir,
+            requires_aesthetics_score,
+            device,
+            dtype,
+            options,
+        )?)
+    } else {
+        None
+    };
+    // Checked with the second encoder in place, so a bad SDXL folder names SDXL's fields.
+    let model = StableDiffusion {
         unet,
         vae,
         text_encoder,
         tokenizer,
+        sdxl: second,
         scheduler_config,
         sample_size,
-        ModelSource {
+        source: ModelSource {
             name,
             hash_file: unet_file,
         },
-    )
+    };
+    model.check()?;
+    Ok(model)
+}
+
+/// SDXL's `text_encoder_2/` (CLIPTextModelWithProjection) and `tokenizer_2/`.
+fn load_second_encoder(
+    dir: &Path,
+    requires_aesthetics_score: bool,
+    device: &Placement,
+    dtype: DType,
+    options: &LoadOptions,
+) -> Result<Sdxl> {
+    let te_dir = dir.join("text_encoder_2");
+    let config = ClipTextConfig::from_file(config_file(&te_dir, "config.json")?)?;
+    let file = weights_file(&te_dir, "model")?;
+    let tally = options.tally.as_ref().map(|t| t.text_encoder_2.clone());
+    let w = weights(&file, device.text_encoder, dtype, options)?.tallied(tally);
+    Ok(Sdxl {
+        text_encoder_2: ClipTextModelWithProjection::new(&config, &w)?,
+        tokenizer_2: ClipTokenizer::from_dir(&dir.join("tokenizer_2"))?,
+        requires_aesthetics_score,
+    })
 }
 
 /// An original-layout checkpoint: the three components from the file (configs inferred from the

@@ -1,4 +1,4 @@
-//! Stable Diffusion 1.x / 2.x pipelines: loading a model, and txt2img, img2img and inpainting
+//! Stable Diffusion 1.x / 2.x / XL pipelines: loading a model, and txt2img, img2img and inpainting
 //! reproducing diffusers' pipelines (same seed and settings, same image to float32 rounding) with
 //! AUTOMATIC1111's prompt syntax, per-image seeds and infotext.
 //!
@@ -23,6 +23,7 @@ mod params;
 mod plan;
 mod prepare;
 mod quantize;
+mod sdxl;
 mod text;
 
 pub use budget::{fit_budget, fit_budget_from, BudgetFit};
@@ -31,12 +32,13 @@ pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};
 pub use info::infotext;
 pub use load::{
-    model_hash_file, single_file_scheduler, LoadOptions, ModelSource, Offload, StableDiffusion,
-    SUPPORTED_PIPELINES,
+    model_hash_file, single_file_scheduler, LoadOptions, ModelSource, Offload, Sdxl,
+    StableDiffusion, SUPPORTED_PIPELINES,
 };
 pub use noise::BatchNoise;
 pub use params::{GeneratedImage, GenerationParams, InitImage, Progress, Step, StepControl};
 pub use plan::{plan, ComponentWeights, MemoryPlan, PhaseNeed, Planner, Residency};
 pub use prepare::{plan_with, prepare, prepare_with, Prepared};
 pub use quantize::{quantize_model, QuantizeReport};
+pub use sdxl::{time_ids, AESTHETIC_SCORE, NEGATIVE_AESTHETIC_SCORE};
 pub use text::{encode_pair, encode_prompt, encode_prompt_with, Conditioning};

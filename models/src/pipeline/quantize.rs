@@ -14,7 +14,7 @@ use kiln_runtime::{DType, Device, QuantFormat};
 
 use super::error::{PipelineError, Result};
 use super::load::{config_file, weights_file};
-use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::clip::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection};
 use crate::single_file::{refuse_pickles, SingleFile};
 use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
@@ -58,7 +58,8 @@ fn quantize_single_file(
     Ok(report)
 }
 
-/// The folder is copied to `OUTPUT.partial`, the three weight files replaced there, then renamed.
+/// The folder is copied to `OUTPUT.partial`, the weight files (three, or four with SDXL's
+/// text_encoder_2) replaced there, then renamed.
 fn quantize_folder(input: &Path, output: &Path, format: QuantFormat) -> Result<QuantizeReport> {
     convert_folder(input, output, |partial| {
         let mut report = QuantizeReport::default();
@@ -77,11 +78,15 @@ fn replace_weights(
     let weights = |source: &Arc<CaptureSource>| {
         Weights::from_source(source.clone(), &cpu, DType::F32).quantized(Some(format))
     };
-    for (part, stem) in [
+    let mut parts = vec![
         ("unet", "diffusion_pytorch_model"),
         ("vae", "diffusion_pytorch_model"),
         ("text_encoder", "model"),
-    ] {
+    ];
+    if input.join("text_encoder_2").is_dir() {
+        parts.push(("text_encoder_2", "model"));
+    }
+    for (part, stem) in parts {
         let dir = input.join(part);
         let file = weights_file(&dir, stem)?;
         let config = config_file(&dir, "config.json")?;
@@ -93,6 +98,10 @@ fn replace_weights(
             )?),
             "vae" => drop(AutoencoderKL::new(
                 &VaeConfig::from_file(config)?,
+                &weights(&source),
+            )?),
+            "text_encoder_2" => drop(ClipTextModelWithProjection::new(
+                &ClipTextConfig::from_file(config)?,
                 &weights(&source),
             )?),
             _ => drop(ClipTextModel::new(

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use kiln_runtime::{Error, Result};
+
+use super::added::AddedSpec;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
@@ -164,10 +166,10 @@ pub struct UnetConfig {
     pub num_attention_heads: Option<PerBlock<usize>>,
     #[serde(default)]
     pub use_linear_projection: bool,
-    /// Attention in f32 for f16 models (SD 2.1 sets it). kiln's attention kernel always computes
-    /// scores and softmax in f32, so this needs no separate path.
+    /// Attention in f32 for f16 models (SD 2.1 sets it; SDXL's config has null). kiln's attention
+    /// kernel always computes scores and softmax in f32, so this needs no separate path.
     #[serde(default)]
-    pub upcast_attention: bool,
+    pub upcast_attention: Option<bool>,
     #[serde(default)]
     pub time_embedding_dim: Option<usize>,
     #[serde(default = "three")]
@@ -182,8 +184,16 @@ pub struct UnetConfig {
     pub class_embed_type: Option<String>,
     #[serde(default)]
     pub num_class_embeds: Option<usize>,
+    /// SDXL's `"text_time"`: the pooled text embedding and size numbers added to the time
+    /// embedding (`added.rs`); other kinds are refused.
     #[serde(default)]
     pub addition_embed_type: Option<String>,
+    /// Sinusoid width per added time number (SDXL: 256).
+    #[serde(default)]
+    pub addition_time_embed_dim: Option<usize>,
+    /// Input width of `add_embedding` (SDXL base: 2816 = 1280 + 6 x 256; refiner 2560 = 1280 + 5 x 256).
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
     #[serde(default)]
     pub encoder_hid_dim_type: Option<String>,
     #[serde(default)]
@@ -231,6 +241,8 @@ pub struct Resolved {
     pub time_proj_dim: usize,
     /// Width of the time embedding every resnet receives.
     pub time_embed_dim: usize,
+    /// SDXL's added conditioning (`addition_embed_type: "text_time"`).
+    pub added: Option<AddedSpec>,
 }
 
 impl UnetConfig {
@@ -360,6 +372,7 @@ impl UnetConfig {
             }
         }
         let time_proj_dim = self.block_out_channels[0];
+        let added = self.added_spec()?;
         Ok(Resolved {
             levels,
             down_attention,
@@ -368,7 +381,29 @@ impl UnetConfig {
             groups,
             time_proj_dim,
             time_embed_dim: self.time_embedding_dim.unwrap_or(4 * time_proj_dim),
+            added,
         })
+    }
+
+    /// `addition_embed_type` "text_time" with both of its sizes, or nothing.
+    fn added_spec(&self) -> Result<Option<AddedSpec>> {
+        match self.addition_embed_type.as_deref() {
+            None => Ok(None),
+            Some("text_time") => {
+                match (self.addition_time_embed_dim, self.projection_class_embeddings_input_dim) {
+                    (Some(time_dim), Some(input_dim)) if time_dim > 0 && input_dim > 0 => {
+                        Ok(Some(AddedSpec { time_dim, input_dim }))
+                    }
+                    (t, p) => bad(format!(
+                        "addition_embed_type \"text_time\" needs positive `addition_time_embed_dim` \
+                         and `projection_class_embeddings_input_dim`, found {t:?} and {p:?}"
+                    )),
+                }
+            }
+            Some(other) => bad(format!(
+                "`addition_embed_type` = {other:?} is not supported by kiln's UNet yet (it runs \"text_time\", SDXL's)"
+            )),
+        }
     }
 
     fn refuse_unsupported(&self) -> Result<()> {
@@ -378,9 +413,8 @@ impl UnetConfig {
                 format!("`{field}` = {value:?} is not supported by kiln's UNet yet"),
             ))
         };
-        let options: [(&str, &Option<String>); 6] = [
+        let options: [(&str, &Option<String>); 5] = [
             ("class_embed_type", &self.class_embed_type),
-            ("addition_embed_type", &self.addition_embed_type),
             ("encoder_hid_dim_type", &self.encoder_hid_dim_type),
             ("time_embedding_act_fn", &self.time_embedding_act_fn),
             ("timestep_post_act", &self.timestep_post_act),
@@ -466,13 +500,51 @@ mod tests {
         assert_eq!(cfg.resolve().unwrap().levels[0].heads, 4);
     }
 
+    /// stabilityai/stable-diffusion-xl-base-1.0's and -refiner-1.0's unet/config.json (the fields
+    /// that differ from diffusers' defaults, `upcast_attention: null` included).
+    #[test]
+    fn sdxl_base_and_refiner_configs_resolve() {
+        let base = r#"{"addition_embed_type": "text_time", "addition_embed_type_num_heads": 64,
+            "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+            "block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "encoder_hid_dim": null, "mid_block_only_cross_attention": null,
+            "projection_class_embeddings_input_dim": 2816, "resnet_out_scale_factor": 1.0,
+            "resnet_skip_time_act": false, "sample_size": 128,
+            "transformer_layers_per_block": [1, 2, 10],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            "upcast_attention": null, "use_linear_projection": true}"#;
+        let r = UnetConfig::from_json(base).unwrap().resolve().unwrap();
+        let depth: Vec<_> = r.levels.iter().map(|l| l.depth).collect();
+        assert_eq!(depth, [1, 2, 10]);
+        assert_eq!(r.down_attention, [false, true, true]);
+        assert_eq!(r.added, Some(AddedSpec { time_dim: 256, input_dim: 2816 }));
+        let refiner = r#"{"addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+            "attention_head_dim": [6, 12, 24, 24], "block_out_channels": [384, 768, 1536, 1536],
+            "cross_attention_dim": 1280,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+            "projection_class_embeddings_input_dim": 2560, "sample_size": 128,
+            "transformer_layers_per_block": 4,
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            "upcast_attention": null, "use_linear_projection": true}"#;
+        let r = UnetConfig::from_json(refiner).unwrap().resolve().unwrap();
+        assert_eq!(r.levels[0].heads, 6);
+        assert_eq!(r.down_attention, [false, true, true, false]);
+        assert_eq!(r.up_attention, [false, true, true, false]);
+        assert_eq!(r.added, Some(AddedSpec { time_dim: 256, input_dim: 2560 }));
+    }
+
     #[test]
     fn refuses_what_it_cannot_run() {
         for (json, needle) in [
             (r#"{"attention_head_dim": [8, 8]}"#, "attention_head_dim"),
             (
-                r#"{"addition_embed_type": "text_time"}"#,
+                r#"{"addition_embed_type": "text"}"#,
                 "addition_embed_type",
+            ),
+            (
+                r#"{"addition_embed_type": "text_time"}"#,
+                "addition_time_embed_dim",
             ),
             (r#"{"time_cond_proj_dim": 256}"#, "time_cond_proj_dim"),
             (r#"{"attention_head_dim": 7}"#, "does not split"),

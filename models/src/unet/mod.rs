@@ -1,11 +1,13 @@
-//! diffusers' `UNet2DConditionModel` as Stable Diffusion 1.x, 2.x and their inpainting variants use it:
-//! the noise (or v) predictor that denoises latents conditioned on a timestep and text embeddings.
+//! diffusers' `UNet2DConditionModel` as Stable Diffusion 1.x, 2.x, SDXL and their inpainting variants
+//! use it: the noise (or v) predictor that denoises latents conditioned on a timestep and text
+//! embeddings (and, for SDXL, a pooled text embedding and size numbers: `added.rs`).
 //!
 //! Layout: conv_in -> down blocks (resnets, spatial transformers, stride-2 convs) -> mid block ->
 //! up blocks (each resnet takes a skip from the down path) -> GroupNorm + SiLU -> conv_out. Every size
 //! comes from config.json; weight names are diffusers' state-dict names, built with `Weights::pp` in
 //! the `new` of each part (a loader for CompVis single-file checkpoints can rename into them).
 
+mod added;
 mod attention;
 mod blocks;
 mod config;
@@ -16,15 +18,17 @@ mod transformer;
 
 use std::path::Path;
 
-use kiln_kernels::elementwise::{cast, silu, unary, Unary};
+use kiln_kernels::elementwise::{add, cast, silu, unary, Unary};
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
+use added::AddedEmbedding;
 use blocks::{Common, DownBlock, MidBlock, UpBlock, UpChannels};
 use kiln_nn::weights::Weights;
 use kiln_nn::{Conv2d, GroupNorm};
 use time::TimeEmbedding;
 
+pub use added::{AddedCond, AddedSpec};
 pub use config::{Level, PerBlock, Resolved, UnetConfig};
 
 const OP: &str = "unet";
@@ -40,6 +44,8 @@ pub struct Unet {
     resolved: Resolved,
     conv_in: Conv2d,
     time_embedding: TimeEmbedding,
+    /// SDXL's `add_embedding` (with `add_time_proj`), when the config asks for it.
+    added: Option<AddedEmbedding>,
     down_blocks: Vec<DownBlock>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock>,
@@ -78,6 +84,16 @@ impl Unet {
             config.flip_sin_to_cos,
             config.freq_shift,
         )?;
+        let added = match resolved.added {
+            Some(spec) => Some(AddedEmbedding::new(
+                w,
+                spec,
+                resolved.time_embed_dim,
+                config.flip_sin_to_cos,
+                config.freq_shift,
+            )?),
+            None => None,
+        };
 
         let mut down_blocks = Vec::with_capacity(n);
         for (i, level) in levels.iter().enumerate() {
@@ -144,6 +160,7 @@ impl Unet {
             resolved,
             conv_in,
             time_embedding,
+            added,
             down_blocks,
             mid_block,
             up_blocks,
@@ -198,14 +215,53 @@ impl Unet {
     /// - `timesteps` [B] (or [1], shared by the batch) float timesteps, f32 or f16, on the model's device.
     /// - `encoder_hidden_states` [B, L, cross_attention_dim] text embeddings.
     ///
-    /// Returns [B, out_channels, H, W] in the model dtype.
+    /// Returns [B, out_channels, H, W] in the model dtype. An SDXL UNet (one with added
+    /// conditioning) needs [`Unet::forward_with`].
     pub fn forward(
         &self,
         sample: &Tensor,
         timesteps: &Tensor,
         encoder_hidden_states: &Tensor,
     ) -> Result<Tensor> {
+        self.forward_with(sample, timesteps, encoder_hidden_states, None)
+    }
+
+    /// Whether the model takes added conditioning (SDXL's pooled text embedding and time ids).
+    pub fn added_conditioning(&self) -> Option<AddedSpec> {
+        self.resolved.added
+    }
+
+    /// [`Unet::forward`] with SDXL's added conditioning (`text_embeds` [B, P], `time_ids` [B, K]),
+    /// which a UNet with `addition_embed_type: "text_time"` requires and any other refuses.
+    pub fn forward_with(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        encoder_hidden_states: &Tensor,
+        added: Option<AddedCond>,
+    ) -> Result<Tensor> {
         self.check_inputs(sample, timesteps, encoder_hidden_states)?;
+        let aug = match (&self.added, added) {
+            (Some(embedding), Some(cond)) => {
+                for (name, t) in [("text_embeds", cond.text_embeds), ("time_ids", cond.time_ids)] {
+                    self.check_device(name, t)?;
+                }
+                Some(embedding.forward(&cond, sample.dim(0))?)
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::shape(
+                    OP,
+                    "this UNet has addition_embed_type \"text_time\" (SDXL): it needs                      `text_embeds` and `time_ids`",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::shape(
+                    OP,
+                    "`text_embeds` / `time_ids` given, but the UNet config has no addition_embed_type",
+                ))
+            }
+        };
         let mut sample = cast(sample, self.dtype)?;
         let context = cast(encoder_hidden_states, self.dtype)?;
         if self.config.center_input_sample {
@@ -219,7 +275,13 @@ impl Unet {
         }
 
         // Every resnet applies SiLU to the same embedding before its projection: do it once.
-        let temb = silu(&self.time_embedding.forward(timesteps)?)?;
+        let temb = self.time_embedding.forward(timesteps)?;
+        // diffusers adds the augmented embedding before any activation (`emb = emb + aug_emb`);
+        // a [1, T] time embedding broadcasts over the batch.
+        let temb = match aug {
+            Some(aug) => silu(&add(&temb, &aug)?)?,
+            None => silu(&temb)?,
+        };
 
         let mut h = self.conv_in.forward(&sample)?;
         drop(sample);
@@ -288,13 +350,18 @@ impl Unet {
             ("timesteps", timesteps),
             ("encoder_hidden_states", context),
         ] {
-            if t.device() != &self.device {
-                return Err(Error::Device(format!(
-                    "{OP}: `{name}` is on {} but the weights are on {}",
-                    t.device().name(),
-                    self.device.name()
-                )));
-            }
+            self.check_device(name, t)?;
+        }
+        Ok(())
+    }
+
+    fn check_device(&self, name: &str, t: &Tensor) -> Result<()> {
+        if t.device() != &self.device {
+            return Err(Error::Device(format!(
+                "{OP}: `{name}` is on {} but the weights are on {}",
+                t.device().name(),
+                self.device.name()
+            )));
         }
         Ok(())
     }
