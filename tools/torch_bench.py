@@ -153,7 +153,14 @@ def unet(p, dt, dev):
     sample = randn((b, model.config.in_channels, lat, lat), dt, dev)
     context = randn((b, p["context_tokens"], model.config.cross_attention_dim), dt, dev)
     t = torch.full((b,), p["timestep"], device=dev)
-    return lambda: model(sample, t, context).sample
+    if "time_ids" not in p:
+        return lambda: model(sample, t, context).sample
+    # SDXL: the added conditioning (pooled text embedding, the six size numbers).
+    added = {
+        "text_embeds": randn((b, p["pooled"]), dt, dev),
+        "time_ids": torch.tensor([p["time_ids"]] * b, dtype=dt, device=dev),
+    }
+    return lambda: model(sample, t, context, added_cond_kwargs=added).sample
 
 
 def vae_decode(p, dt, dev):

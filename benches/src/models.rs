@@ -1,11 +1,12 @@
-//! Whole-model cases: an SD 1.5-architecture UNet evaluation and VAE decode with random weights of
-//! the real shapes (configs in benches/configs/, taken from the published SD 1.5 checkpoint).
+//! Whole-model cases: an SD 1.5-architecture UNet evaluation and VAE decode, and an SDXL UNet
+//! evaluation at 1024 px, with random weights of the real shapes (configs in benches/configs/, taken
+//! from the published SD 1.5 and SDXL base 1.0 checkpoints).
 //! Quick cases keep SD 1.5's topology with narrow channels, for tests on a software adapter.
 
 use std::sync::Arc;
 
 use kiln_kernels::testing::Rng;
-use kiln_models::unet::{Unet, UnetConfig};
+use kiln_models::unet::{AddedCond, Unet, UnetConfig};
 use kiln_models::vae::{AutoencoderKL, VaeConfig};
 use kiln_nn::weights::{RandomSource, Weights};
 use kiln_runtime::{DType, Device, Result, Tensor};
@@ -15,6 +16,7 @@ use crate::cases::{case, Case, Runner, Size, Work};
 
 const SD15_UNET: &str = include_str!("../configs/sd15-unet.json");
 const SD15_VAE: &str = include_str!("../configs/sd15-vae.json");
+const SDXL_UNET: &str = include_str!("../configs/sdxl-unet.json");
 /// CLIP ViT-L's context: 77 tokens of 768.
 const CONTEXT_TOKENS: usize = 77;
 
@@ -77,6 +79,60 @@ fn unet_case(size: Size, dtype: DType, pixels: usize, batch: usize) -> Case {
     )
 }
 
+/// An SDXL UNet evaluation (batch 2, one guided step) with its added conditioning: bigG's pooled
+/// 1280 values and the six size numbers of a `pixels` x `pixels` image.
+fn sdxl_unet_case(dtype: DType, pixels: usize, batch: usize) -> Case {
+    let config: Value = serde_json::from_str(SDXL_UNET).expect("bundled SDXL config is JSON");
+    let latent = pixels / 8;
+    let context_dim = config["cross_attention_dim"].as_u64().unwrap_or(2048) as usize;
+    let time_dim = config["addition_time_embed_dim"].as_u64().unwrap_or(256) as usize;
+    let projection = config["projection_class_embeddings_input_dim"]
+        .as_u64()
+        .unwrap_or(2816) as usize;
+    let pooled = projection - 6 * time_dim;
+    let size = pixels as f32;
+    let time_ids = [size, size, 0.0, 0.0, size, size];
+    let params = json!({
+        "config": config,
+        "batch": batch,
+        "latent": latent,
+        "context_tokens": CONTEXT_TOKENS,
+        "timestep": 999.0,
+        "pooled": pooled,
+        "time_ids": time_ids,
+    });
+    case(
+        &format!("unet sdxl {pixels}px b{batch}"),
+        "unet",
+        dtype,
+        (
+            format!(
+                "[{batch},4,{latent},{latent}] ctx [{batch},{CONTEXT_TOKENS},{context_dim}] pooled {pooled}"
+            ),
+            params,
+        ),
+        Work::Model,
+        move |device| -> Result<Runner> {
+            let cfg = UnetConfig::from_json(&config.to_string())?;
+            let source = Arc::new(RandomSource::new("random SDXL UNet weights", 6));
+            let unet = Unet::new(&cfg, &Weights::from_source(source, device, dtype))?;
+            let sample = random_input(device, &[batch, 4, latent, latent], dtype, 2)?;
+            let context = random_input(device, &[batch, CONTEXT_TOKENS, context_dim], dtype, 3)?;
+            let text_embeds = random_input(device, &[batch, pooled], dtype, 7)?;
+            let ids: Vec<f32> = (0..batch).flat_map(|_| time_ids).collect();
+            let time_ids = Tensor::from_f32(device, &[batch, 6], dtype, &ids)?;
+            let t = Tensor::from_f32(device, &[batch], dtype, &vec![999.0; batch])?;
+            Ok(Box::new(move || {
+                let added = AddedCond {
+                    text_embeds: &text_embeds,
+                    time_ids: &time_ids,
+                };
+                unet.forward_with(&sample, &t, &context, Some(added))
+            }))
+        },
+    )
+}
+
 fn vae_decode_case(size: Size, dtype: DType, pixels: usize) -> Case {
     let config = vae_config(size);
     let latent = pixels / 8;
@@ -101,8 +157,8 @@ fn vae_decode_case(size: Size, dtype: DType, pixels: usize) -> Case {
     )
 }
 
-/// UNet (batch 2, as one classifier-free-guidance step) and VAE decode at 256 and 512 pixels, or
-/// tiny versions of both at 64 pixels.
+/// UNet (batch 2, as one classifier-free-guidance step) and VAE decode at 256 and 512 pixels and
+/// the SDXL UNet at 1024, or tiny versions of the first two at 64 pixels.
 pub fn model_cases(size: Size, dtype: DType) -> Vec<Case> {
     match size {
         Size::Standard => vec![
@@ -110,6 +166,7 @@ pub fn model_cases(size: Size, dtype: DType) -> Vec<Case> {
             unet_case(size, dtype, 512, 2),
             vae_decode_case(size, dtype, 256),
             vae_decode_case(size, dtype, 512),
+            sdxl_unet_case(dtype, 1024, 2),
         ],
         Size::Quick => vec![
             unet_case(size, dtype, 64, 2),
