@@ -97,7 +97,11 @@ fn unet_without_or_with_wrong_added_inputs_is_refused() {
     let unet = Unet::load(fixture("unet"), &Device::Cpu, DType::F32).unwrap();
     let file = WeightFile::open(fixture("unet/golden.safetensors")).unwrap();
     let get = |name: &str| file.load(name, &Device::Cpu, Some(DType::F32)).unwrap();
-    let (sample, t, ehs) = (get("sample"), get("timesteps"), get("encoder_hidden_states"));
+    let (sample, t, ehs) = (
+        get("sample"),
+        get("timesteps"),
+        get("encoder_hidden_states"),
+    );
     let err = unet.forward(&sample, &t, &ehs).unwrap_err().to_string();
     assert!(
         err.contains("text_time") && err.contains("time_ids"),

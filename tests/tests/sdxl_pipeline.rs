@@ -1,5 +1,5 @@
-//! SDXL generations against diffusers' StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline
-//! on the tiny SDXL folder (tests/fixtures/tiny-sdxl; goldens from tools/make_sdxl_goldens.py: 4
+//! SDXL generations against diffusers' StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline /
+//! StableDiffusionXLInpaintPipeline (4-channel UNet, latent blending) on the tiny SDXL folder (tests/fixtures/tiny-sdxl; goldens from tools/make_sdxl_goldens.py: 4
 //! steps, float32 on the CPU, torch.Generator("cpu") seeds), loaded through the public loader.
 //!
 //! Tolerances: images max |error| <= 1e-3 on [0, 1] before 8-bit quantisation (tests/tests/pipeline.rs's
@@ -64,10 +64,15 @@ fn params_for(case: &Value) -> GenerationParams {
     p.batch_size = n("batch");
     p.clip_skip = n("clip_skip");
     p.rng = RngKind::TorchCpu;
-    if s("mode") == "img2img" {
+    let mode = s("mode");
+    if mode != "txt2img" {
         p.init = Some(InitImage {
             image: read_image(&fixtures().join("tiny-sd1/init.png")).unwrap(),
-            mask: None,
+            mask: (mode == "inpaint").then(|| {
+                read_image(&fixtures().join("tiny-sd1/mask.png"))
+                    .unwrap()
+                    .to_gray()
+            }),
             strength: case["strength"].as_f64().unwrap(),
         });
     }
@@ -116,14 +121,24 @@ fn prompt_embeddings_match_diffusers_encode_prompt() {
     let model = load(&Device::Cpu);
     let file = "encode_prompt.safetensors";
     for (text, embeds, pooled) in [
-        ("a red circle on a blue background", "prompt_embeds", "pooled"),
+        (
+            "a red circle on a blue background",
+            "prompt_embeds",
+            "pooled",
+        ),
         ("blurry, dark", "negative_prompt_embeds", "negative_pooled"),
     ] {
         let c = encode_prompt(&model, text, 1).unwrap();
         let (shape, want) = tensor(file, embeds);
         assert_eq!([c.chunks * 77, c.dim], [shape[1], shape[2]], "{embeds}");
         assert_close(embeds, &c.values, &want, 1e-4, 1e-4);
-        assert_close(pooled, c.pooled.as_ref().unwrap(), &tensor(file, pooled).1, 1e-4, 1e-4);
+        assert_close(
+            pooled,
+            c.pooled.as_ref().unwrap(),
+            &tensor(file, pooled).1,
+            1e-4,
+            1e-4,
+        );
     }
     // An empty negative prompt is zeros, conditioning and pooled (A1111 and diffusers alike).
     let (cond, uncond) = encode_pair(&model, "a red circle", Some(""), 1).unwrap();
@@ -151,7 +166,9 @@ fn sizes_and_dtypes_follow_the_configs() {
     params.width = 32;
     params.height = 32;
     params.clip_skip = 3;
-    let err = generate(&model, &params, &mut |_| {}).unwrap_err().to_string();
+    let err = generate(&model, &params, &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("between 1 and 2"), "{err}");
     with_gpu(|gpu| {
         if gpu.supports(DType::F16) {
@@ -199,7 +216,11 @@ fn load_err(path: &Path) -> String {
 #[test]
 fn mismatched_sdxl_folders_name_the_fields() {
     let dir = temp_copy("cross");
-    edit_json(&dir.join("unet/config.json"), "cross_attention_dim", 64.into());
+    edit_json(
+        &dir.join("unet/config.json"),
+        "cross_attention_dim",
+        64.into(),
+    );
     let msg = load_err(&dir);
     assert!(
         msg.contains("cross_attention_dim 64")
@@ -264,7 +285,11 @@ fn the_plan_counts_the_second_text_encoder() {
     // host memory, which on the CPU backend is device memory too).
     let file = std::fs::read(tiny().join("text_encoder_2/model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&file).unwrap();
-    let want: u64 = st.tensors().iter().map(|(_, t)| t.data().len() as u64).sum();
+    let want: u64 = st
+        .tensors()
+        .iter()
+        .map(|(_, t)| t.data().len() as u64)
+        .sum();
     assert_eq!(bytes("text encoder 2"), want);
     assert!(bytes("text encoder") > 0 && bytes("unet") > 0 && bytes("vae") > 0);
     assert!(p.report().contains("text encoder 2"));

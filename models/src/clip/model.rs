@@ -119,11 +119,20 @@ impl ClipTextModel {
 
     /// `forward_with_pooled` with hidden state `-clip_skip` taken WITHOUT `final_layer_norm`
     /// (`hidden_state`'s rule, SDXL's); the pooled output is the same.
-    pub fn forward_raw_with_pooled(&self, ids: &Tensor, clip_skip: usize) -> Result<ClipTextOutput> {
+    pub fn forward_raw_with_pooled(
+        &self,
+        ids: &Tensor,
+        clip_skip: usize,
+    ) -> Result<ClipTextOutput> {
         self.run_with_pooled(ids, clip_skip, false)
     }
 
-    fn run_with_pooled(&self, ids: &Tensor, clip_skip: usize, normed: bool) -> Result<ClipTextOutput> {
+    fn run_with_pooled(
+        &self,
+        ids: &Tensor,
+        clip_skip: usize,
+        normed: bool,
+    ) -> Result<ClipTextOutput> {
         let run = self.layers_to_run(clip_skip)?;
         let (cpu_ids, host_ids) = self.prepare_ids(ids)?;
         let (b, l, d) = (ids.dim(0), ids.dim(1), self.cfg.hidden_size);

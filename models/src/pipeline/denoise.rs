@@ -137,10 +137,12 @@ impl<'a> Denoiser<'a> {
                 &sample,
                 &timestep,
                 &self.context,
-                self.added.as_ref().map(|(text_embeds, time_ids)| AddedCond {
-                    text_embeds,
-                    time_ids,
-                }),
+                self.added
+                    .as_ref()
+                    .map(|(text_embeds, time_ids)| AddedCond {
+                        text_embeds,
+                        time_ids,
+                    }),
             )?
             .to_vec_f32()?;
         Ok(match self.guidance {

@@ -304,8 +304,15 @@ impl Planner {
             part("text encoder", &tally.text_encoder, false, text_on_cpu),
         ];
         // SDXL's second text encoder lives where the first does.
-        if !tally.text_encoder_2.entries().is_empty() || !tally.text_encoder_2.host_entries().is_empty() {
-            weights.push(part("text encoder 2", &tally.text_encoder_2, false, text_on_cpu));
+        if !tally.text_encoder_2.entries().is_empty()
+            || !tally.text_encoder_2.host_entries().is_empty()
+        {
+            weights.push(part(
+                "text encoder 2",
+                &tally.text_encoder_2,
+                false,
+                text_on_cpu,
+            ));
         }
         weights.push(part("vae", &tally.vae, false, vae_on_cpu));
         Ok(MemoryPlan {

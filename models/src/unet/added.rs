@@ -57,7 +57,10 @@ impl AddedEmbedding {
     /// `[B, embed_dim]` in the model dtype, for a batch of `b`.
     pub fn forward(&self, added: &AddedCond, b: usize) -> Result<Tensor> {
         let (text, ids) = (added.text_embeds, added.time_ids);
-        let AddedSpec { time_dim, input_dim } = self.spec;
+        let AddedSpec {
+            time_dim,
+            input_dim,
+        } = self.spec;
         let bad = |msg: String| Err(Error::shape(OP, msg));
         if text.rank() != 2 || text.dim(0) != b || ids.rank() != 2 || ids.dim(0) != b {
             return bad(format!(
@@ -77,7 +80,10 @@ impl AddedEmbedding {
             ));
         }
         let flat = ids.reshape(&[b * k])?;
-        let times = self.add_time_proj.forward(&flat)?.reshape(&[b, k * time_dim])?;
+        let times = self
+            .add_time_proj
+            .forward(&flat)?
+            .reshape(&[b, k * time_dim])?;
         let text = cast(text, times.dtype())?;
         self.add_embedding.forward(&concat(&[&text, &times], 1)?)
     }

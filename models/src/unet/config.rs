@@ -518,7 +518,13 @@ mod tests {
         let depth: Vec<_> = r.levels.iter().map(|l| l.depth).collect();
         assert_eq!(depth, [1, 2, 10]);
         assert_eq!(r.down_attention, [false, true, true]);
-        assert_eq!(r.added, Some(AddedSpec { time_dim: 256, input_dim: 2816 }));
+        assert_eq!(
+            r.added,
+            Some(AddedSpec {
+                time_dim: 256,
+                input_dim: 2816
+            })
+        );
         let refiner = r#"{"addition_embed_type": "text_time", "addition_time_embed_dim": 256,
             "attention_head_dim": [6, 12, 24, 24], "block_out_channels": [384, 768, 1536, 1536],
             "cross_attention_dim": 1280,
@@ -531,17 +537,20 @@ mod tests {
         assert_eq!(r.levels[0].heads, 6);
         assert_eq!(r.down_attention, [false, true, true, false]);
         assert_eq!(r.up_attention, [false, true, true, false]);
-        assert_eq!(r.added, Some(AddedSpec { time_dim: 256, input_dim: 2560 }));
+        assert_eq!(
+            r.added,
+            Some(AddedSpec {
+                time_dim: 256,
+                input_dim: 2560
+            })
+        );
     }
 
     #[test]
     fn refuses_what_it_cannot_run() {
         for (json, needle) in [
             (r#"{"attention_head_dim": [8, 8]}"#, "attention_head_dim"),
-            (
-                r#"{"addition_embed_type": "text"}"#,
-                "addition_embed_type",
-            ),
+            (r#"{"addition_embed_type": "text"}"#, "addition_embed_type"),
             (
                 r#"{"addition_embed_type": "text_time"}"#,
                 "addition_time_embed_dim",
