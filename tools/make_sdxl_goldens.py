@@ -13,7 +13,8 @@ made by tools/make_sdxl_fixtures.py) for kiln's golden tests:
   encode_prompt.safetensors          StableDiffusionXLPipeline.encode_prompt for PROMPT and NEGATIVE:
       prompt_embeds [1, 77, 80], pooled [1, 40], negative_prompt_embeds, negative_pooled
   pipeline_golden.safetensors + pipeline_cases.json   complete generations (tests/tests/sdxl.rs):
-      <case>/image F32 [N, H, W, 3] (output_type="np"), <case>/latents F32 [N, 4, h, w]
+      <case>/image F32 [N, H, W, 3] (output_type="np"), <case>/latents F32 [N, 4, h, w];
+      img2img and inpainting use tests/fixtures/tiny-sd1/{init,mask}.png (32x32)
 The text encoder goldens are computed in float64 from the saved f32 weights; the UNet and the
 pipelines run in float32 on the CPU, seeds fed to torch.Generator("cpu").manual_seed (seed + i per
 image of a batch).
@@ -39,6 +40,7 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -46,6 +48,7 @@ from diffusers import (
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FX = os.path.join(ROOT, "tests", "fixtures", "tiny-sdxl")
 INIT = os.path.join(ROOT, "tests", "fixtures", "tiny-sd1", "init.png")
+MASK = os.path.join(ROOT, "tests", "fixtures", "tiny-sd1", "mask.png")
 
 PROMPT = "a red circle on a blue background"
 NEGATIVE = "blurry, dark"
@@ -75,6 +78,9 @@ CASES = [
          cfg=5.0, seed=42, strength=0.6),
     dict(name="img2img_dpmpp_2m", mode="img2img", sampler="DPM++ 2M", prompt=PROMPT,
          negative="blurry", cfg=7.5, seed=3, strength=0.75),
+    # The 4-channel UNet: latents blended with the noised image outside the mask.
+    dict(name="inpaint4_euler", mode="inpaint", sampler="Euler", prompt=PROMPT, negative=NEGATIVE,
+         cfg=5.0, seed=12, strength=0.75),
 ]
 
 
@@ -144,7 +150,8 @@ def encode_prompt_golden():
 
 
 def run(case):
-    cls = StableDiffusionXLPipeline if case["mode"] == "txt2img" else StableDiffusionXLImg2ImgPipeline
+    cls = {"txt2img": StableDiffusionXLPipeline, "img2img": StableDiffusionXLImg2ImgPipeline,
+           "inpaint": StableDiffusionXLInpaintPipeline}[case["mode"]]
     pipe = pipeline(cls, case["sampler"])
     batch = case.get("batch", 1)
     width, height = case.get("width", SIZE), case.get("height", SIZE)
@@ -159,6 +166,8 @@ def run(case):
         kwargs.update(height=height, width=width)
     else:
         kwargs.update(image=Image.open(INIT).convert("RGB"), strength=case["strength"])
+    if case["mode"] == "inpaint":
+        kwargs.update(mask_image=Image.open(MASK).convert("L"), height=height, width=width)
 
     def generators():
         if batch == 1:

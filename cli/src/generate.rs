@@ -156,7 +156,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     vae_on_cpu: bool,
 
-    /// Load and run the text encoder on the CPU backend (the UNet stays on --device).
+    /// Load and run the text encoder (SDXL: both) on the CPU backend (the UNet stays on --device).
     #[arg(long)]
     text_encoder_on_cpu: bool,
 }

@@ -275,3 +275,37 @@ fn without_a_model_the_bundled_one_is_used_or_named() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_sdxl_folder_generates_at_its_default_size_and_plans_both_encoders() {
+    let dir = temp_dir("sdxl");
+    let sdxl = tiny().join("../tiny-sdxl");
+    let out = kiln()
+        .args(["--device", "cpu", "generate", "-m"])
+        .arg(&sdxl)
+        .args(["-p", "a red circle", "--steps", "2", "-s", "3", "-o"])
+        .arg(dir.join("out.png"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
+    // unet sample_size 32 x the tiny VAE's factor 2, as diffusers' default.
+    assert_eq!((png.image.width, png.image.height), (64, 64));
+    let info = InfoText::parse(png.text(PNG_KEYWORD).unwrap());
+    assert_eq!(info.get("Model"), Some("tiny-sdxl"));
+    assert_eq!(info.get("Size"), Some("64x64"));
+
+    let plan = kiln()
+        .args(["--device", "cpu", "generate", "-m"])
+        .arg(&sdxl)
+        .args(["-p", "x", "--steps", "2", "--plan", "--weight-type", "q8_0"])
+        .output()
+        .unwrap();
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let report = String::from_utf8_lossy(&plan.stdout).into_owned() + &stderr(&plan);
+    assert!(
+        report.contains("text encoder 2") && report.contains("unet step"),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

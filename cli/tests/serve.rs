@@ -182,3 +182,22 @@ fn image_flags_reach_the_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--remote-image-timeout"));
 }
+
+#[test]
+fn serves_an_sdxl_folder() {
+    let sdxl = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-sdxl");
+    let (mut child, addr) = serve(&["-m", sdxl]);
+    let answer = http_post(
+        &addr,
+        "/sdapi/v1/txt2img",
+        r#"{"prompt": "a red circle", "negative_prompt": "dark", "steps": 2, "seed": 5,
+            "width": 48, "height": 32}"#,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("Size: 48x32") && answer.contains("Model: tiny-sdxl"),
+        "{answer}"
+    );
+}

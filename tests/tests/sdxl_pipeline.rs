@@ -1,5 +1,5 @@
-//! SDXL generations against diffusers' StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline
-//! on the tiny SDXL folder (tests/fixtures/tiny-sdxl; goldens from tools/make_sdxl_goldens.py: 4
+//! SDXL generations against diffusers' StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline /
+//! StableDiffusionXLInpaintPipeline (4-channel UNet, latent blending) on the tiny SDXL folder (tests/fixtures/tiny-sdxl; goldens from tools/make_sdxl_goldens.py: 4
 //! steps, float32 on the CPU, torch.Generator("cpu") seeds), loaded through the public loader.
 //!
 //! Tolerances: images max |error| <= 1e-3 on [0, 1] before 8-bit quantisation (tests/tests/pipeline.rs's
@@ -64,10 +64,15 @@ fn params_for(case: &Value) -> GenerationParams {
     p.batch_size = n("batch");
     p.clip_skip = n("clip_skip");
     p.rng = RngKind::TorchCpu;
-    if s("mode") == "img2img" {
+    let mode = s("mode");
+    if mode != "txt2img" {
         p.init = Some(InitImage {
             image: read_image(&fixtures().join("tiny-sd1/init.png")).unwrap(),
-            mask: None,
+            mask: (mode == "inpaint").then(|| {
+                read_image(&fixtures().join("tiny-sd1/mask.png"))
+                    .unwrap()
+                    .to_gray()
+            }),
             strength: case["strength"].as_f64().unwrap(),
         });
     }
