@@ -64,6 +64,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE")]
     max_vram: Option<String>,
 
+    /// A VAE .safetensors that replaces every image model's VAE, as `kiln generate --vae`.
+    #[arg(long, value_name = "FILE")]
+    vae: Option<PathBuf>,
+
     /// Most denoising steps a request may ask for.
     #[arg(long, default_value_t = 500)]
     max_steps: usize,
@@ -144,6 +148,7 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
     let mut config = ServerConfig::new(models);
     config.weight_type = args.weight_type.parse()?;
     config.max_vram = parse_max_vram(args.max_vram.as_deref())?;
+    config.vae = args.vae.clone();
     config.default_model = args.default_model.clone();
     config.device = device;
     config.listen = SocketAddr::new(args.listen, args.port);

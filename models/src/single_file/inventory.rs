@@ -84,6 +84,20 @@ impl Inventory {
         groups
     }
 
+    /// What the file holds, in a few words for messages: its largest groups of names.
+    pub fn found(&self) -> String {
+        let groups: Vec<String> = self
+            .groups(6)
+            .into_iter()
+            .map(|(group, n)| format!("`{group}*` ({n})"))
+            .collect();
+        if groups.is_empty() {
+            "no tensors at all".to_string()
+        } else {
+            format!("tensors under {}", groups.join(", "))
+        }
+    }
+
     /// How many consecutive indices from 0 `prefix` has (`prefix` + `0.`, `1.`, ...).
     pub fn count(&self, prefix: &str) -> usize {
         let indices = self.indices(prefix);

@@ -133,22 +133,13 @@ impl SingleFile {
             } else {
                 ""
             };
-            let found: Vec<String> = inventory
-                .groups(6)
-                .into_iter()
-                .map(|(group, n)| format!("`{group}*` ({n})"))
-                .collect();
-            let found = if found.is_empty() {
-                "no tensors at all".to_string()
-            } else {
-                format!("tensors under {}", found.join(", "))
-            };
             return Err(Error::load(
                 &inventory.origin,
                 format!(
                     "not a Stable Diffusion 1.x / 2.x or SDXL checkpoint in the original layout: no \
-                     tensors under `{}`; found {found}.{hint}",
+                     tensors under `{}`; found {}.{hint}",
                     KNOWN_PREFIXES.join("`, `"),
+                    inventory.found(),
                 ),
             ));
         }

@@ -57,21 +57,12 @@ impl VaeFile {
         } else if inventory.any_under("encoder.down_blocks.") {
             VaeLayout::Diffusers
         } else {
-            let found: Vec<String> = inventory
-                .groups(6)
-                .into_iter()
-                .map(|(group, n)| format!("`{group}*` ({n})"))
-                .collect();
             return Err(Error::load(
                 &inventory.origin,
                 format!(
                     "not an SD VAE: no `encoder.down.*` (original layout, bare or under \
                      `{VAE_PREFIX}`) or `encoder.down_blocks.*` (diffusers) tensors; found {}",
-                    if found.is_empty() {
-                        "no tensors".to_string()
-                    } else {
-                        found.join(", ")
-                    }
+                    inventory.found()
                 ),
             ));
         };
