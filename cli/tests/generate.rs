@@ -304,7 +304,11 @@ fn a_vae_file_replaces_the_models_vae_and_is_named_in_the_infotext() {
     let missing = dir.join("no-such-vae.safetensors");
     let out = generate(&dir, &["-p", "x", "--vae", missing.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no-such-vae.safetensors"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no-such-vae.safetensors"),
+        "{}",
+        stderr(&out)
+    );
     assert!(files_in(&dir).is_empty());
     std::fs::remove_dir_all(dir).ok();
 }

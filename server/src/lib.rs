@@ -226,8 +226,8 @@ fn vae_choice(config: &ServerConfig) -> Result<Option<worker::VaeChoice>, Server
     let Some(path) = &config.vae else {
         return Ok(None);
     };
-    let hash = kiln_models::pipeline::short_hash(path)
-        .map_err(|e| ServerError(format!("--vae: {e}")))?;
+    let hash =
+        kiln_models::pipeline::short_hash(path).map_err(|e| ServerError(format!("--vae: {e}")))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

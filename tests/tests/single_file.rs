@@ -886,7 +886,10 @@ fn sdxl_unet_only_and_inpainting_files_are_told_apart() {
     let file = SingleFile::from_source(Arc::new(ShapeSource::new("unet", unet_only))).unwrap();
     assert_eq!(file.kind(), ModelKind::SdxlBase);
     // Without bigG's projection the pooled width is SDXL's 1280: (2816 - 1280) / 6 = 256.
-    assert_eq!(file.unet_config_json().unwrap()["addition_time_embed_dim"], 256);
+    assert_eq!(
+        file.unet_config_json().unwrap()["addition_time_embed_dim"],
+        256
+    );
     assert!(file.text_encoder_kind().is_none() && file.text_encoder_2_kind().is_none());
 
     let mut inpaint = all;
@@ -908,8 +911,18 @@ fn a_file_of_other_tensors_names_what_it_holds() {
     write_safetensors(
         &path,
         &[
-            ("transformer.blocks.0.attn.qkv.weight", Dtype::F32, vec![2, 2], zeros.clone()),
-            ("transformer.blocks.1.attn.qkv.weight", Dtype::F32, vec![2, 2], zeros.clone()),
+            (
+                "transformer.blocks.0.attn.qkv.weight",
+                Dtype::F32,
+                vec![2, 2],
+                zeros.clone(),
+            ),
+            (
+                "transformer.blocks.1.attn.qkv.weight",
+                Dtype::F32,
+                vec![2, 2],
+                zeros.clone(),
+            ),
             ("vae.decoder.conv.weight", Dtype::F32, vec![4], zeros),
         ],
     )

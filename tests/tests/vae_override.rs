@@ -38,10 +38,7 @@ fn vae_file(
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors = Vec::new();
     for (stored, view) in st.tensors() {
-        let Some(new) = stored
-            .strip_prefix("first_stage_model.")
-            .and_then(&rename)
-        else {
+        let Some(new) = stored.strip_prefix("first_stage_model.").and_then(&rename) else {
             continue;
         };
         let (mut shape, mut data) = (view.shape().to_vec(), view.data().to_vec());

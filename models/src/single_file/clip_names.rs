@@ -191,7 +191,10 @@ mod tests {
         let s = m.stored("text_projection.weight").unwrap();
         assert_eq!(
             (s.name.as_str(), s.part),
-            ("conditioner.embedders.1.model.text_projection", Part::Transposed)
+            (
+                "conditioner.embedders.1.model.text_projection",
+                Part::Transposed
+            )
         );
         let s = m
             .stored("text_model.encoder.layers.31.self_attn.v_proj.bias")

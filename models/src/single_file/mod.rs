@@ -524,7 +524,11 @@ fn check_all_used(
              checkpoint does not have that architecture: {}{}",
             unused.len(),
             shown.join(", "),
-            if unused.len() > shown.len() { ", ..." } else { "" }
+            if unused.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
         ),
     ))
 }

@@ -120,9 +120,9 @@ impl TensorSource for RenamedSource {
         self.record(&stored.name);
         if stored.part == Part::Transposed {
             // Small (a text projection): read whole on the host, transposed there, then moved.
-            let host = self
-                .inner
-                .load(&stored.name, Some(&stored_shape), &Device::Cpu, DType::F32)?;
+            let host =
+                self.inner
+                    .load(&stored.name, Some(&stored_shape), &Device::Cpu, DType::F32)?;
             let t = kiln_kernels::layout::transpose(&host, 0, 1)?;
             return Tensor::from_f32(device, t.shape(), dtype, &t.to_vec_f32()?);
         }

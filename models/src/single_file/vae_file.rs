@@ -11,9 +11,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use kiln_nn::weights::{FileSource, Tally, TensorSource, Weights};
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Error, QuantFormat, Result};
-use kiln_nn::weights::{FileSource, Tally, TensorSource, Weights};
 
 use super::infer_vae::{vae_config, VaeLayout};
 use super::inventory::Inventory;
@@ -125,8 +125,7 @@ impl VaeFile {
             .quantized(quantization)
             .tallied(tally);
         let vae = AutoencoderKL::new(config, &weights)?;
-        let ignore =
-            |name: &str| name.starts_with("loss.") || name.starts_with("model_ema.");
+        let ignore = |name: &str| name.starts_with("loss.") || name.starts_with("model_ema.");
         check_all_used(&self.inventory, prefix, &used, ignore, "VAE file")?;
         Ok(vae)
     }

@@ -16,8 +16,8 @@ use base64::Engine;
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::pipeline::{
-    add_vae, generate_controlled, infotext, prepare_with, GenerationParams, LoadOptions, PipelineError,
-    Prepared, StableDiffusion, StepControl,
+    add_vae, generate_controlled, infotext, prepare_with, GenerationParams, LoadOptions,
+    PipelineError, Prepared, StableDiffusion, StepControl,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;

@@ -339,11 +339,17 @@ fn a_vae_file_replaces_the_vae_and_is_named_in_the_infotext() {
     assert_eq!(info.get("VAE"), Some("diffusion_pytorch_model.safetensors"));
     let hash = kiln_models::pipeline::short_hash(&vae).unwrap();
     assert_eq!(info.get("VAE hash"), Some(hash.as_str()));
-    assert_eq!(own.text("parameters").map(|t| t.contains("VAE")), Some(false));
+    assert_eq!(
+        own.text("parameters").map(|t| t.contains("VAE")),
+        Some(false)
+    );
 
     // A missing file stops the server before it listens.
     let mut c = config();
     c.vae = Some(bundled().join("no-such-vae.safetensors"));
     let e = kiln_server::Server::start(c).err().unwrap().to_string();
-    assert!(e.contains("--vae") && e.contains("no-such-vae.safetensors"), "{e}");
+    assert!(
+        e.contains("--vae") && e.contains("no-such-vae.safetensors"),
+        "{e}"
+    );
 }
