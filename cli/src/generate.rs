@@ -551,6 +551,13 @@ fn progress_bar() -> ProgressBar {
     bar
 }
 
+/// A file's name with its extension, as A1111 names a VAE in infotexts.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,11 +619,4 @@ mod tests {
         assert!(parse_seed("-2").is_err());
         assert!(parse_seed("x").is_err());
     }
-}
-
-/// A file's name with its extension, as A1111 names a VAE in infotexts.
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

@@ -501,7 +501,8 @@ fn load_single_file(
         (Component::TextEncoder, "text encoder (cond_stage_model.*)"),
     ] {
         // A checkpoint shipped without its VAE runs with one given by --vae.
-        if !file.has(part) && !(part == Component::Vae && options.vae.is_some()) {
+        let from_vae_flag = part == Component::Vae && options.vae.is_some();
+        if !file.has(part) && !from_vae_flag {
             return Err(PipelineError::model(
                 path,
                 format!(
