@@ -429,49 +429,56 @@ fn an_f16_single_file_loads_its_slices_at_two_bytes_per_element() {
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }
 
+/// UNet config fields the weights show.
+const UNET_FIELDS: [&str; 10] = [
+    "in_channels",
+    "out_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "down_block_types",
+    "up_block_types",
+    "cross_attention_dim",
+    "use_linear_projection",
+    "conv_in_kernel",
+    "conv_out_kernel",
+];
+
+/// VAE config fields the weights show.
+const VAE_FIELDS: [&str; 10] = [
+    "in_channels",
+    "out_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "latent_channels",
+    "down_block_types",
+    "up_block_types",
+    "use_quant_conv",
+    "use_post_quant_conv",
+    "mid_block_add_attention",
+];
+
+/// `got[field] == config.json[field]` for each field.
+fn fields_match(what: &str, got: &Value, config: &Path, fields: &[&str]) {
+    let want: Value = serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    for field in fields {
+        assert_eq!(got[field], want[field], "{what} {field}");
+    }
+}
+
 #[test]
 fn inferred_configs_of_the_tiny_files_match_the_fixtures_where_weights_tell() {
     let sd1 = SingleFile::open(single_file("tiny-sd1")).unwrap();
     let sd2 = SingleFile::open(single_file("tiny-sd2")).unwrap();
-    let read = |path: PathBuf| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    };
-    let unet_fields = [
-        "in_channels",
-        "out_channels",
-        "block_out_channels",
-        "layers_per_block",
-        "down_block_types",
-        "up_block_types",
-        "cross_attention_dim",
-        "transformer_layers_per_block",
-        "use_linear_projection",
-        "conv_in_kernel",
-        "conv_out_kernel",
-    ];
     for (variant, file) in [("tiny-sd1", &sd1), ("tiny-sd2", &sd2)] {
-        let want = read(fixtures().join(variant).join("unet/config.json"));
         let got = file.unet_config_json().unwrap();
-        for field in unet_fields {
-            assert_eq!(got[field], want[field], "{variant} unet {field}");
-        }
+        let config = fixtures().join(variant).join("unet/config.json");
+        let what = format!("{variant} unet");
+        fields_match(&what, &got, &config, &UNET_FIELDS);
+        fields_match(&what, &got, &config, &["transformer_layers_per_block"]);
     }
-    let want = read(fixtures().join("tiny-sd1/vae/config.json"));
     let got = sd1.vae_config_json().unwrap();
-    for field in [
-        "in_channels",
-        "out_channels",
-        "block_out_channels",
-        "layers_per_block",
-        "latent_channels",
-        "down_block_types",
-        "up_block_types",
-        "use_quant_conv",
-        "use_post_quant_conv",
-        "mid_block_add_attention",
-    ] {
-        assert_eq!(got[field], want[field], "tiny-sd1 vae {field}");
-    }
+    let config = fixtures().join("tiny-sd1/vae/config.json");
+    fields_match("tiny-sd1 vae", &got, &config, &VAE_FIELDS);
     // What the weights do not show comes from SD's real configs, which these tiny models do not
     // follow: the tiny UNet's 8 channels do not split into SD's 32 GroupNorm groups, and the text
     // encoder's 32-wide hidden states not into 64-wide heads. Both are refused, naming the reason.
@@ -740,51 +747,29 @@ fn tiny_sdxl_views_give_every_diffusers_tensor_exactly() {
 #[test]
 fn tiny_sdxl_inferred_configs_match_the_fixture_where_weights_tell() {
     let file = SingleFile::open(single_file("tiny-sdxl")).unwrap();
-    let read = |path: PathBuf| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    };
-    let want = read(fixtures().join("tiny-sdxl/unet/config.json"));
     let got = file.unet_config_json().unwrap();
-    for field in [
-        "in_channels",
-        "out_channels",
-        "block_out_channels",
-        "layers_per_block",
-        "down_block_types",
+    let config = fixtures().join("tiny-sdxl/unet/config.json");
+    fields_match("tiny-sdxl unet", &got, &config, &UNET_FIELDS);
+    let sdxl = [
         "mid_block_type",
-        "up_block_types",
-        "cross_attention_dim",
-        "use_linear_projection",
-        "conv_in_kernel",
-        "conv_out_kernel",
         "addition_embed_type",
         "addition_embed_type_num_heads",
         "addition_time_embed_dim",
         "projection_class_embeddings_input_dim",
-    ] {
-        assert_eq!(got[field], want[field], "tiny-sdxl unet {field}");
-    }
+    ];
+    fields_match("tiny-sdxl unet", &got, &config, &sdxl);
     // The depth of the one attention level (block 0 has no transformers, so its entry in the
     // fixture's [1, 2] is arbitrary); the 16/32 channels' head counts are not SDXL's 64-wide.
     assert_eq!(got["transformer_layers_per_block"], 2);
-    let want = read(fixtures().join("tiny-sdxl/vae/config.json"));
     let got = file.vae_config_json().unwrap();
-    for field in [
-        "in_channels",
-        "out_channels",
-        "block_out_channels",
-        "layers_per_block",
-        "latent_channels",
-        "down_block_types",
-        "up_block_types",
-        "use_quant_conv",
-        "use_post_quant_conv",
-        "mid_block_add_attention",
-        "scaling_factor",
-        "force_upcast",
-    ] {
-        assert_eq!(got[field], want[field], "tiny-sdxl vae {field}");
-    }
+    let config = fixtures().join("tiny-sdxl/vae/config.json");
+    fields_match("tiny-sdxl vae", &got, &config, &VAE_FIELDS);
+    fields_match(
+        "tiny-sdxl vae",
+        &got,
+        &config,
+        &["scaling_factor", "force_upcast"],
+    );
     // SDXL's scheduler as stable-diffusion-xl-base-1.0 publishes it (the fixture's copy).
     assert_eq!(
         single_file_scheduler(ModelKind::SdxlBase).unwrap(),
