@@ -716,15 +716,22 @@ fn tiny_sdxl_views_give_every_diffusers_tensor_exactly() {
         Some(TextEncoderKind::BigG("conditioner.embedders.1.model."))
     );
     for (component, folder) in SDXL_COMPONENTS {
-        let dir = fixtures().join("tiny-sdxl").join(folder);
-        let stem = if folder.starts_with("text") {
-            "model.safetensors"
-        } else {
-            "diffusion_pytorch_model.safetensors"
-        };
-        let want = golden(&dir.join(stem), &Device::Cpu);
-        let mut compared = 0;
-        file.load_component(component, &Device::Cpu, DType::F32, |w| {
+        check_sdxl_view(&file, component, folder, &Device::Cpu);
+    }
+}
+
+/// Every tensor of tiny-sdxl's `folder` through the single file's view of `component` on `device`.
+fn check_sdxl_view(file: &SingleFile, component: Component, folder: &str, device: &Device) {
+    let dir = fixtures().join("tiny-sdxl").join(folder);
+    let stem = if folder.starts_with("text") {
+        "model.safetensors"
+    } else {
+        "diffusion_pytorch_model.safetensors"
+    };
+    let want = golden(&dir.join(stem), &Device::Cpu);
+    let mut compared = 0;
+    {
+        file.load_component(component, device, DType::F32, |w| {
             for (name, tensor) in &want {
                 let got = w.get(name, tensor.shape())?;
                 // The same f32 bits, renamed, sliced (bigG's fused q/k/v) or transposed (its
@@ -740,8 +747,20 @@ fn tiny_sdxl_views_give_every_diffusers_tensor_exactly() {
         })
         .unwrap_or_else(|e| panic!("tiny-sdxl {folder}: {e}"));
         assert_eq!(compared, want.len());
-        eprintln!("tiny-sdxl {folder}: {compared} tensors equal");
+        eprintln!(
+            "tiny-sdxl {folder} on {}: {compared} tensors equal",
+            device.name()
+        );
     }
+}
+
+#[test]
+fn tiny_sdxl_big_g_view_loads_on_the_gpu() {
+    // The transposed projection and the q/k/v thirds, uploaded.
+    with_gpu(|gpu| {
+        let file = SingleFile::open(single_file("tiny-sdxl")).unwrap();
+        check_sdxl_view(&file, Component::TextEncoder2, "text_encoder_2", gpu);
+    });
 }
 
 #[test]
