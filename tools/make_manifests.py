@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Writes the tensor manifests (names and shapes, no weights) of the real SD 1.5, SD 2.1 and SD-Turbo
-checkpoints in both layouts, for tests/tests/single_file.rs:
+"""Writes the tensor manifests (names and shapes, no weights) of the real SD 1.5, SD 2.1, SD-Turbo, SDXL
+base 1.0 and SDXL refiner 1.0 checkpoints in both layouts, for tests/tests/single_file.rs:
 
-  tests/fixtures/manifests/<model>-diffusers.json.gz   unet/, vae/ and text_encoder/ of the diffusers
-                                                       folder: each component's config.json and tensors
+  tests/fixtures/manifests/<model>-diffusers.json.gz   unet/, vae/ and text_encoder/ (SDXL: text_encoder/
+                                                       and text_encoder_2/; the refiner only the latter)
+                                                       of the diffusers folder: each component's
+                                                       config.json and tensors
   tests/fixtures/manifests/<model>-original.json.gz    the single-file checkpoint (CompVis / Stability
                                                        layout) with every tensor it carries
 
@@ -15,13 +17,15 @@ of diffusers' single-file conversion (tools/sd_original_layout.py) plus the tens
 the DDPM schedule and EMA buffers every CompVis checkpoint carries, the SD 1.x CLIP position_ids buffer,
 and for SD 2.x the 24th OpenCLIP resblock, text_projection and logit_scale (diffusers' CLIPTextModel
 stops at the penultimate layer). Which of these buffers a given published file carries is taken from the
-CompVis/OpenCLIP module structure, not read from the files; kiln's loader ignores all of them.
+CompVis/OpenCLIP module structure, not read from the files; kiln's loader ignores all of them. SDXL
+(Stability's generative-models layout) carries no schedule buffers; its extras are CLIP-L's position_ids
+buffer and bigG's logit_scale (SDXL runs every bigG layer and its text projection).
 
 The script checks the round trip: diffusers' own convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
 convert_ldm_clip_checkpoint and convert_open_clip_checkpoint, run on a meta-tensor state dict of the
 original layout, must give back exactly the diffusers-layout names and shapes.
 
-Usage: /work/main/.venv/bin/python tools/make_manifests.py  (from anywhere)
+Usage: /tmp/venv-vis/bin/python tools/make_manifests.py  (from anywhere)
 """
 import copy
 import gzip
@@ -37,7 +41,7 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_vae_checkpoint,
     convert_open_clip_checkpoint,
 )
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sd_original_layout as layout  # noqa: E402
@@ -139,6 +143,96 @@ MODELS = {
 }
 
 
+# stabilityai/stable-diffusion-xl-base-1.0: unet/, vae/ (sdxl-vae), text_encoder/ (CLIP ViT-L),
+# text_encoder_2/ (OpenCLIP ViT-bigG/14 with its projection) as published.
+SDXL_UNET = {
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64,
+    "addition_time_embed_dim": 256,
+    "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280],
+    "center_input_sample": False,
+    "class_embed_type": None,
+    "class_embeddings_concat": False,
+    "conv_in_kernel": 3,
+    "conv_out_kernel": 3,
+    "cross_attention_dim": 2048,
+    "cross_attention_norm": None,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "encoder_hid_dim": None,
+    "encoder_hid_dim_type": None,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_only_cross_attention": None,
+    "mid_block_scale_factor": 1,
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_attention_heads": None,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "projection_class_embeddings_input_dim": 2816,
+    "resnet_out_scale_factor": 1.0,
+    "resnet_skip_time_act": False,
+    "resnet_time_scale_shift": "default",
+    "sample_size": 128,
+    "time_cond_proj_dim": None,
+    "time_embedding_act_fn": None,
+    "time_embedding_dim": None,
+    "time_embedding_type": "positional",
+    "timestep_post_act": None,
+    "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "upcast_attention": None,
+    "use_linear_projection": True,
+}
+# stabilityai/stable-diffusion-xl-refiner-1.0: four levels of 384 .. 1536, 4 transformer blocks each,
+# bigG context only (1280), 5 time ids (the aesthetic score replaces the target size).
+SDXL_REFINER_UNET = dict(
+    SDXL_UNET,
+    attention_head_dim=[6, 12, 24, 24],
+    block_out_channels=[384, 768, 1536, 1536],
+    cross_attention_dim=1280,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    projection_class_embeddings_input_dim=2560,
+    transformer_layers_per_block=4,
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+)
+SDXL_VAE = dict(SD_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+OPEN_CLIP_BIG_G = dict(
+    CLIP_L,
+    architectures=["CLIPTextModelWithProjection"],
+    hidden_act="gelu",
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_attention_heads=20,
+    num_hidden_layers=32,
+    projection_dim=1280,
+)
+
+SDXL_MODELS = {
+    "sdxl-base": (
+        "SDXL base 1.0 (stable-diffusion-xl-base-1.0, sd_xl_base_1.0.safetensors)",
+        SDXL_UNET,
+        {"text_encoder": CLIP_L, "text_encoder_2": OPEN_CLIP_BIG_G},
+        layout.SDXL_OPEN_CLIP,
+    ),
+    "sdxl-refiner": (
+        "SDXL refiner 1.0 (stable-diffusion-xl-refiner-1.0, sd_xl_refiner_1.0.safetensors)",
+        SDXL_REFINER_UNET,
+        {"text_encoder_2": OPEN_CLIP_BIG_G},
+        layout.REFINER_OPEN_CLIP,
+    ),
+}
+
+
 def model_kwargs(config):
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
@@ -222,8 +316,75 @@ def write(path, manifest):
     print(f"  wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path)} bytes)")
 
 
+def sdxl(key, title, unet_cfg, texts, big_g_prefix):
+    """One SDXL model: the diffusers folder's components and the single file, round-tripped through
+    diffusers' conversion as for SD."""
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**model_kwargs(unet_cfg)).state_dict()
+        vae = AutoencoderKL(**model_kwargs(SDXL_VAE)).state_dict()
+        models = {
+            name: (CLIPTextModelWithProjection if name == "text_encoder_2" else CLIPTextModel)(
+                CLIPTextConfig(**model_kwargs(cfg))
+            )
+            for name, cfg in texts.items()
+        }
+    # Published files name CLIPTextModel's tensors with "text_model."; CLIPTextModelWithProjection's
+    # state dict already has it (and text_projection.weight beside it).
+    text_sds = {
+        name: {
+            (k if name == "text_encoder_2" else "text_model." + k.removeprefix("text_model.")): v
+            for k, v in model.state_dict().items()
+        }
+        for name, model in models.items()
+    }
+    original = {}
+    original.update(layout.to_original(unet, lambda n: layout.unet_name(n, unet_cfg)))
+    original.update(layout.to_original(vae, lambda n: layout.vae_name(n, SDXL_VAE)))
+    extras = {}
+    if "text_encoder" in text_sds:
+        original.update(
+            layout.to_original(text_sds["text_encoder"], lambda n: layout.clip_name(n, layout.SDXL_CLIP))
+        )
+        extras[layout.SDXL_CLIP + "text_model.embeddings.position_ids"] = meta([1, CLIP_L["max_position_embeddings"]])
+    original.update(
+        layout.to_original(text_sds["text_encoder_2"], lambda n: layout.open_clip_name(n, big_g_prefix))
+    )
+    extras[big_g_prefix + "logit_scale"] = meta([])
+    full = dict(original)
+    full.update(extras)
+
+    backs = {
+        "unet": (convert_ldm_unet_checkpoint(copy.copy(full), model_kwargs(unet_cfg)), unet),
+        "vae": (convert_ldm_vae_checkpoint(copy.copy(full), model_kwargs(SDXL_VAE)), vae),
+        "text_encoder_2": (
+            convert_open_clip_checkpoint(models["text_encoder_2"], copy.copy(full), prefix=big_g_prefix),
+            text_sds["text_encoder_2"],
+        ),
+    }
+    if "text_encoder" in text_sds:
+        back = convert_ldm_clip_checkpoint(copy.copy(full), layout.SDXL_CLIP)
+        back.pop("text_model.embeddings.position_ids")
+        backs["text_encoder"] = (back, text_sds["text_encoder"])
+    for what, (got, want) in backs.items():
+        if shapes(got) != shapes(want):
+            raise SystemExit(f"{key} {what}: round trip differs")
+        print(f"  {what}: {len(want)} tensors round-trip through diffusers' conversion")
+    components = {"unet": {"config": unet_cfg, "tensors": shapes(unet)}, "vae": {"config": SDXL_VAE, "tensors": shapes(vae)}}
+    for name, cfg in texts.items():
+        components[name] = {"config": cfg, "tensors": shapes(text_sds[name])}
+    header = {"model": title, "generated_by": "tools/make_manifests.py"}
+    write(os.path.join(OUT, f"{key}-diffusers.json.gz"), dict(header, layout="diffusers", components=components))
+    write(
+        os.path.join(OUT, f"{key}-original.json.gz"),
+        dict(header, layout="original", tensors=shapes(full), not_weights=sorted(extras)),
+    )
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    for key, (title, unet_cfg, texts, big_g_prefix) in SDXL_MODELS.items():
+        print(key)
+        sdxl(key, title, unet_cfg, texts, big_g_prefix)
     for key, (title, unet_cfg, vae_cfg, clip_cfg) in MODELS.items():
         print(key)
         unet_sd, vae_sd, text_sd, text_model = meta_state_dicts(unet_cfg, vae_cfg, clip_cfg)

@@ -6,18 +6,27 @@ for tests/tests/single_file.rs:
                                                    names under cond_stage_model.transformer.text_model.)
   tests/fixtures/single-file/tiny-sd2.safetensors  tiny-sd2's unet/ and text_encoder/ as OpenCLIP (SD 2.x:
                                                    fused q/k/v in_proj, resblocks, ln_final, ...); no VAE
+  tests/fixtures/single-file/tiny-sdxl.safetensors tiny-sdxl's unet/ (label_emb = add_embedding), vae/,
+                                                   text_encoder/ as SDXL's CLIP-L (conditioner.embedders.0.
+                                                   transformer.text_model.) and text_encoder_2 as SDXL's
+                                                   OpenCLIP bigG (conditioner.embedders.1.model.: fused
+                                                   in_proj, text_projection transposed)
 
 The weights are exactly the fixtures' (f32), renamed by the inverse of diffusers' single-file conversion
 (tools/sd_original_layout.py), so kiln must give bit-identical outputs from either layout. Like real
 checkpoints they also carry tensors a loader must skip: alphas_cumprod (the DDPM schedule buffer,
 scaled_linear 0.00085..0.012), and in tiny-sd1 CLIP's int64 position_ids buffer; in tiny-sd2 an extra
 last resblock (SD 2.x conditions on OpenCLIP's penultimate layer, so the diffusers text encoder has one
-layer fewer than the checkpoint), text_projection and logit_scale, all random.
+layer fewer than the checkpoint), text_projection and logit_scale, all random; in tiny-sdxl CLIP-L's
+position_ids buffer and bigG's logit_scale (SDXL uses every bigG layer and its projection).
 
 Checked here with diffusers' own conversion: convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
-convert_ldm_clip_checkpoint and convert_open_clip_checkpoint give back every fixture tensor exactly.
+convert_ldm_clip_checkpoint and convert_open_clip_checkpoint give back every fixture tensor exactly; for
+tiny-sdxl, StableDiffusionXLPipeline.from_single_file (with config= the tiny-sdxl folder, which its tiny
+text encoders need: diffusers recognises SDXL by bigG's 10th resblock) loads every component with exactly
+the fixture's weights.
 
-Usage: /work/main/.venv/bin/python tools/make_single_file_fixtures.py  (from anywhere)
+Usage: /tmp/venv-vis/bin/python tools/make_single_file_fixtures.py  (from anywhere)
 """
 import json
 import os
@@ -125,14 +134,50 @@ def tiny_sd2():
     return out
 
 
+def tiny_sdxl():
+    unet_cfg, unet = component("tiny-sdxl", "unet", "diffusion_pytorch_model.safetensors")
+    vae_cfg, vae = component("tiny-sdxl", "vae", "diffusion_pytorch_model.safetensors")
+    clip_cfg, clip = component("tiny-sdxl", "text_encoder", "model.safetensors")
+    _, big_g = component("tiny-sdxl", "text_encoder_2", "model.safetensors")
+    out = {}
+    out.update(layout.to_original(unet, lambda n: layout.unet_name(n, unet_cfg)))
+    out.update(layout.to_original(vae, lambda n: layout.vae_name(n, vae_cfg)))
+    out.update(layout.to_original(text_prefixed(clip), lambda n: layout.clip_name(n, layout.SDXL_CLIP)))
+    out.update(layout.to_original(big_g, lambda n: layout.open_clip_name(n, layout.SDXL_OPEN_CLIP)))
+    positions = clip_cfg["max_position_embeddings"]
+    out[layout.SDXL_CLIP + "text_model.embeddings.position_ids"] = torch.arange(positions).unsqueeze(0)
+    out[layout.SDXL_OPEN_CLIP + "logit_scale"] = torch.tensor(4.6052)
+    return out
+
+
+def check_sdxl_with_diffusers(path):
+    """diffusers' own single-file loader on the written file gives every tiny-sdxl tensor exactly."""
+    from diffusers import StableDiffusionXLPipeline
+
+    folder = os.path.join(FIXTURES, "tiny-sdxl")
+    pipe = StableDiffusionXLPipeline.from_single_file(path, config=folder, torch_dtype=torch.float32)
+    for name, weights in [
+        ("unet", "diffusion_pytorch_model.safetensors"),
+        ("vae", "diffusion_pytorch_model.safetensors"),
+        ("text_encoder", "model.safetensors"),
+        ("text_encoder_2", "model.safetensors"),
+    ]:
+        _, want = component("tiny-sdxl", name, weights)
+        got = getattr(pipe, name).state_dict()
+        got = {k: v for k, v in got.items() if k in want or not k.endswith("position_ids")}
+        check(f"{name} (StableDiffusionXLPipeline.from_single_file)", got, want)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, build in [("tiny-sd1", tiny_sd1), ("tiny-sd2", tiny_sd2)]:
+    for name, build in [("tiny-sd1", tiny_sd1), ("tiny-sd2", tiny_sd2), ("tiny-sdxl", tiny_sdxl)]:
         print(name)
         tensors = {k: v.contiguous() for k, v in build().items()}
         path = os.path.join(OUT, f"{name}.safetensors")
         save_file(tensors, path, metadata={"format": "pt", "generated_by": "tools/make_single_file_fixtures.py"})
         print(f"  wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path)} bytes, {len(tensors)} tensors)")
+        if name == "tiny-sdxl":
+            check_sdxl_with_diffusers(path)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,23 @@
-"""The original (CompVis / Stability) single-file layout of SD 1.x / 2.x checkpoints, as the inverse of
-diffusers' single-file conversion (diffusers/loaders/single_file_utils.py: convert_ldm_unet_checkpoint,
-convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint, convert_open_clip_checkpoint).
+"""The original (CompVis / Stability) single-file layout of SD 1.x / 2.x and SDXL checkpoints, as the
+inverse of diffusers' single-file conversion (diffusers/loaders/single_file_utils.py:
+convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint,
+convert_open_clip_checkpoint).
+
+SDXL (Stability's generative-models `DiffusionEngine`) keeps the UNet and VAE prefixes and adds the
+text_time embedding as `label_emb.0.0` / `label_emb.0.2`; its text encoders sit under `conditioner.`:
+base: CLIP ViT-L as transformers saved it (`conditioner.embedders.0.transformer.text_model.*`) and
+OpenCLIP ViT-bigG (`conditioner.embedders.1.model.*`, fused in_proj, `text_projection` stored as the
+[width, projection] matrix OpenCLIP multiplies by, x @ P: the transpose of transformers' Linear weight);
+the refiner has only bigG, as `conditioner.embedders.0.model.*`.
 
 Used by tools/make_manifests.py and tools/make_single_file_fixtures.py, which both check the result by
 running diffusers' own conversion on it. kiln's loader (models/src/single_file/) implements the same
 mapping in Rust; tests/tests/single_file.rs checks it against the manifests these tools write.
 
 Every function maps a diffusers / transformers state-dict name to (original name, part), where part is
-None (same tensor), "conv1x1" (a Linear [o, i] stored as a 1x1 conv [o, i, 1, 1]) or 0 / 1 / 2 (the q / k /
-v third, along dim 0, of OpenCLIP's fused in_proj).
+None (same tensor), "conv1x1" (a Linear [o, i] stored as a 1x1 conv [o, i, 1, 1]), "transpose" (a Linear
+weight stored transposed: OpenCLIP's text_projection) or 0 / 1 / 2 (the q / k / v third, along dim 0, of
+OpenCLIP's fused in_proj).
 """
 import re
 
@@ -16,6 +25,9 @@ UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 CLIP = "cond_stage_model.transformer."
 OPEN_CLIP = "cond_stage_model.model."
+SDXL_CLIP = "conditioner.embedders.0.transformer."
+SDXL_OPEN_CLIP = "conditioner.embedders.1.model."
+REFINER_OPEN_CLIP = "conditioner.embedders.0.model."
 
 # Buffers of the CompVis LatentDiffusion module (ldm/models/diffusion/ddpm.py, register_schedule) and of
 # its EMA helper (LitEma), which the published SD 1.x / 2.x checkpoints carry next to the weights.
@@ -50,6 +62,9 @@ UNET_TOP = {
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    # SDXL's text_time embedding MLP (diffusers' "addition_embed_type" map).
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 
 
@@ -154,10 +169,11 @@ def vae_name(name, config):
     raise KeyError(f"no original-layout name for VAE tensor {name}")
 
 
-def clip_name(name):
-    """transformers CLIPTextModel name (with or without "text_model.") -> SD 1.x original name."""
+def clip_name(name, prefix=CLIP):
+    """transformers CLIPTextModel name (with or without "text_model.") -> SD 1.x original name (SDXL's
+    CLIP-L with prefix=SDXL_CLIP)."""
     name = name.removeprefix("text_model.")
-    return f"{CLIP}text_model.{name}", None
+    return f"{prefix}text_model.{name}", None
 
 
 OPEN_CLIP_LAYER = {
@@ -175,16 +191,20 @@ OPEN_CLIP_TOP = {
 }
 
 
-def open_clip_name(name):
-    """transformers CLIPTextModel name -> (SD 2.x OpenCLIP original name, None or q/k/v index)."""
+def open_clip_name(name, prefix=OPEN_CLIP):
+    """transformers CLIPTextModel(WithProjection) name -> (OpenCLIP original name, None, "transpose" or
+    q/k/v index): SD 2.x's under cond_stage_model.model., SDXL's bigG with prefix=SDXL_OPEN_CLIP or
+    REFINER_OPEN_CLIP."""
+    if name == "text_projection.weight":
+        return prefix + "text_projection", "transpose"
     name = name.removeprefix("text_model.")
     if name in OPEN_CLIP_TOP:
-        return OPEN_CLIP + OPEN_CLIP_TOP[name], None
+        return prefix + OPEN_CLIP_TOP[name], None
     m = re.match(r"encoder\.layers\.(\d+)\.(.*)\.(weight|bias)$", name)
     if not m:
         raise KeyError(f"no original-layout name for OpenCLIP tensor {name}")
     i, layer, param = int(m[1]), m[2], m[3]
-    base = f"{OPEN_CLIP}transformer.resblocks.{i}."
+    base = f"{prefix}transformer.resblocks.{i}."
     qkv = {"self_attn.q_proj": 0, "self_attn.k_proj": 1, "self_attn.v_proj": 2}
     if layer in qkv:
         return f"{base}attn.in_proj_{param}", qkv[layer]
@@ -193,7 +213,8 @@ def open_clip_name(name):
 
 def to_original(state_dict, rename):
     """Applies `rename` (name -> (original name, part)) to a diffusers state dict of tensors, fusing the
-    q/k/v thirds and turning Linear weights marked conv1x1 into [o, i, 1, 1]."""
+    q/k/v thirds, turning Linear weights marked conv1x1 into [o, i, 1, 1] and transposing those marked
+    transpose."""
     import torch
 
     out, thirds = {}, {}
@@ -204,6 +225,8 @@ def to_original(state_dict, rename):
             out[original] = tensor
         elif part == "conv1x1":
             out[original] = tensor[:, :, None, None]
+        elif part == "transpose":
+            out[original] = tensor.T.contiguous()
         else:
             thirds.setdefault(original, [None, None, None])[part] = tensor
     for original, parts in thirds.items():

@@ -18,7 +18,7 @@ use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    generate, infotext, plan_with, prepare_with, short_hash, GenerationParams, InitImage,
+    add_vae, generate, infotext, plan_with, prepare_with, short_hash, GenerationParams, InitImage,
     LoadOptions, Offload, StableDiffusion,
 };
 use kiln_models::rng::RngKind;
@@ -156,6 +156,13 @@ pub struct GenerateArgs {
     #[arg(long)]
     vae_on_cpu: bool,
 
+    /// A VAE .safetensors that replaces the model's own (A1111's --vae-path, stable-diffusion.cpp's
+    /// --vae): diffusers' layout, or the original layout bare (`encoder.down.*`, as the sdxl-vae
+    /// and vae-ft-mse single files are) or under `first_stage_model.`. Its sizes come from its
+    /// shapes, the latent scaling from the model's own VAE config.
+    #[arg(long, value_name = "FILE")]
+    vae: Option<PathBuf>,
+
     /// Load and run the text encoder (SDXL: both) on the CPU backend (the UNet stays on --device).
     #[arg(long)]
     text_encoder_on_cpu: bool,
@@ -204,8 +211,14 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         vae_on_cpu: args.vae_on_cpu,
         text_encoder_on_cpu: args.text_encoder_on_cpu,
     };
+    if let Some(vae) = &args.vae {
+        if !vae.is_file() {
+            bail!("--vae {}: no such file", vae.display());
+        }
+    }
     let options = LoadOptions {
         offload,
+        vae: args.vae.clone(),
         ..LoadOptions::weight_type(weight_type)
     };
     // The run's parameters for a model (the plan's zero-weight one or the real one): the size
@@ -241,6 +254,10 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     }
 
     let hash = short_hash(&model.source.hash_file)?;
+    let vae = match &model.source.vae {
+        Some(file) => Some((file_name(file), short_hash(file)?)),
+        None => None,
+    };
     let bar = progress_bar();
     let images = generate(&model, &params, &mut |p| {
         bar.set_length(p.total as u64);
@@ -252,7 +269,11 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     let paths = output_paths(&args.output, images.len());
     let mut files = Vec::with_capacity(images.len());
     for (image, path) in images.iter().zip(&paths) {
-        let info = infotext(&params, image.seed, &model.source.name, Some(&hash)).format();
+        let mut info = infotext(&params, image.seed, &model.source.name, Some(&hash));
+        if let Some((name, hash)) = &vae {
+            add_vae(&mut info, name, Some(hash));
+        }
+        let info = info.format();
         let png = encode_png(&image.to_rgb8(), &[(PNG_KEYWORD, &info)])?;
         files.push((path.clone(), png));
     }
@@ -552,6 +573,13 @@ fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(0).with_style(style);
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+/// A file's name with its extension, as A1111 names a VAE in infotexts.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -67,7 +67,11 @@ pub struct ServeArgs {
     /// Folder of textual-inversion embeddings (.safetensors) that prompts may name, as `kiln
     /// generate --embeddings-dir`; listed by GET /sdapi/v1/embeddings.
     #[arg(long, value_name = "DIR")]
-    embeddings_dir: Option<std::path::PathBuf>,
+    embeddings_dir: Option<PathBuf>,
+
+    /// A VAE .safetensors that replaces every image model's VAE, as `kiln generate --vae`.
+    #[arg(long, value_name = "FILE")]
+    vae: Option<PathBuf>,
 
     /// Most denoising steps a request may ask for.
     #[arg(long, default_value_t = 500)]
@@ -150,6 +154,7 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
     config.weight_type = args.weight_type.parse()?;
     config.max_vram = parse_max_vram(args.max_vram.as_deref())?;
     config.embeddings = read_embeddings(args.embeddings_dir.as_deref())?;
+    config.vae = args.vae.clone();
     config.default_model = args.default_model.clone();
     config.device = device;
     config.listen = SocketAddr::new(args.listen, args.port);

@@ -309,3 +309,40 @@ fn an_sdxl_folder_generates_at_its_default_size_and_plans_both_encoders() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_vae_file_replaces_the_models_vae_and_is_named_in_the_infotext() {
+    let dir = temp_dir("vae");
+    let plain = generate(&dir, &["-p", "a red circle"]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let own = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
+    std::fs::remove_file(dir.join("out.png")).unwrap();
+
+    // The model's own VAE weights as a file of their own: the same image, now with the VAE named.
+    let vae = tiny().join("vae/diffusion_pytorch_model.safetensors");
+    let vae_arg = vae.to_str().unwrap();
+    let out = generate(&dir, &["-p", "a red circle", "--vae", vae_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
+    assert_eq!(png.image.data, own.image.data);
+    let info = InfoText::parse(png.text(PNG_KEYWORD).unwrap());
+    assert_eq!(info.get("VAE"), Some("diffusion_pytorch_model.safetensors"));
+    let hash = kiln_models::pipeline::short_hash(&vae).unwrap();
+    assert_eq!(info.get("VAE hash"), Some(hash.as_str()));
+    let keys: Vec<&str> = info.params.iter().map(|(k, _)| k.as_str()).collect();
+    let model = keys.iter().position(|k| *k == "Model").unwrap();
+    assert_eq!(keys[model + 1..model + 3], ["VAE hash", "VAE"]);
+    std::fs::remove_file(dir.join("out.png")).unwrap();
+
+    // A missing file is refused before the model loads, and nothing is written.
+    let missing = dir.join("no-such-vae.safetensors");
+    let out = generate(&dir, &["-p", "x", "--vae", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no-such-vae.safetensors"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(files_in(&dir).is_empty());
+    std::fs::remove_dir_all(dir).ok();
+}

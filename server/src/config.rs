@@ -37,6 +37,8 @@ pub struct ServerConfig {
     /// model loaded with the UNet's weights streamed and the VAE tiled as needed (as `kiln
     /// generate --max-vram`); a job that cannot fit is refused naming the smallest budget.
     pub max_vram: Option<u64>,
+    /// A VAE file that replaces every image model's VAE (`--vae`).
+    pub vae: Option<PathBuf>,
     pub listen: SocketAddr,
     /// With a key, every route but /health needs `Authorization: Bearer KEY` or HTTP Basic whose
     /// `user:password` (or just password) is the key.
@@ -96,6 +98,7 @@ impl ServerConfig {
             device: DeviceChoice::Auto,
             weight_type: WeightType::F32,
             max_vram: None,
+            vae: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7860)),
             api_key: None,
             queue_size: 16,

@@ -74,6 +74,7 @@ impl Server {
             worker::LoadSettings {
                 weight_type: config.weight_type,
                 max_vram: config.max_vram,
+                vae: vae_choice(&config)?,
             },
             config.llm.clone(),
             config.preview_every,
@@ -217,4 +218,23 @@ fn default_checkpoint(config: &ServerConfig, catalog: &Catalog) -> Result<String
         .find(|m| m.kind == ModelKind::Image)
         .map(|m| m.name.clone())
         .unwrap_or_default())
+}
+
+/// `--vae`: the file's name and A1111 hash for infotexts, read once here, so a missing or
+/// unreadable file stops the server before it listens.
+fn vae_choice(config: &ServerConfig) -> Result<Option<worker::VaeChoice>, ServerError> {
+    let Some(path) = &config.vae else {
+        return Ok(None);
+    };
+    let hash =
+        kiln_models::pipeline::short_hash(path).map_err(|e| ServerError(format!("--vae: {e}")))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Some(worker::VaeChoice {
+        path: path.clone(),
+        name,
+        hash,
+    }))
 }

@@ -78,6 +78,7 @@ fn load(device: &Device, family: &str, unet: &str) -> StableDiffusion {
         ModelSource {
             name: unet.into(),
             hash_file: unet_dir.join("diffusion_pytorch_model.safetensors"),
+            vae: None,
         },
     )
     .unwrap()
@@ -569,6 +570,7 @@ fn a_single_file_checkpoint_generates_the_same_image() {
         ModelSource {
             name: "tiny-sd1".into(),
             hash_file: path.clone(),
+            vae: None,
         },
     )
     .unwrap();

@@ -12,8 +12,13 @@
 //!   the same outputs as from the diffusers-layout fixtures (max |diff| <= 1e-5; the weights are the same
 //!   bits, so measured 0), and match the recorded diffusers/transformers goldens within those tests'
 //!   tolerances.
+//! - SDXL (tools/make_single_file_fixtures.py's tiny-sdxl.safetensors, checked there with diffusers'
+//!   StableDiffusionXLPipeline.from_single_file; manifests of SDXL base 1.0 and the refiner): each
+//!   component's diffusers-named view gives every tensor of the tiny-sdxl folder bit for bit (bigG's
+//!   fused q/k/v sliced, its projection transposed) and uses every stored tensor; at the real sizes
+//!   the inferred configs equal the published ones and every weight has its place.
 //! - Bad input: pickles refused with conversion instructions, missing / unused / wrong-shaped tensors
-//!   named.
+//!   named, a file of other tensors named by what it holds, a truncated file named.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -22,7 +27,9 @@ use std::sync::Arc;
 
 use kiln_kernels::testing::with_gpu;
 use kiln_models::clip::{ClipTextConfig, ClipTextModel};
-use kiln_models::single_file::{ModelKind, SingleFile, TextEncoderKind};
+use kiln_models::pipeline::single_file_scheduler;
+use kiln_models::schedulers::SchedulerConfig;
+use kiln_models::single_file::{Component, ModelKind, SingleFile, TextEncoderKind};
 use kiln_models::unet::{Unet, UnetConfig};
 use kiln_models::vae::{AutoencoderKL, VaeConfig};
 use kiln_nn::weights::{ShapeSource, Weights};
@@ -422,49 +429,56 @@ fn an_f16_single_file_loads_its_slices_at_two_bytes_per_element() {
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }
 
+/// UNet config fields the weights show.
+const UNET_FIELDS: [&str; 10] = [
+    "in_channels",
+    "out_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "down_block_types",
+    "up_block_types",
+    "cross_attention_dim",
+    "use_linear_projection",
+    "conv_in_kernel",
+    "conv_out_kernel",
+];
+
+/// VAE config fields the weights show.
+const VAE_FIELDS: [&str; 10] = [
+    "in_channels",
+    "out_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "latent_channels",
+    "down_block_types",
+    "up_block_types",
+    "use_quant_conv",
+    "use_post_quant_conv",
+    "mid_block_add_attention",
+];
+
+/// `got[field] == config.json[field]` for each field.
+fn fields_match(what: &str, got: &Value, config: &Path, fields: &[&str]) {
+    let want: Value = serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    for field in fields {
+        assert_eq!(got[field], want[field], "{what} {field}");
+    }
+}
+
 #[test]
 fn inferred_configs_of_the_tiny_files_match_the_fixtures_where_weights_tell() {
     let sd1 = SingleFile::open(single_file("tiny-sd1")).unwrap();
     let sd2 = SingleFile::open(single_file("tiny-sd2")).unwrap();
-    let read = |path: PathBuf| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    };
-    let unet_fields = [
-        "in_channels",
-        "out_channels",
-        "block_out_channels",
-        "layers_per_block",
-        "down_block_types",
-        "up_block_types",
-        "cross_attention_dim",
-        "transformer_layers_per_block",
-        "use_linear_projection",
-        "conv_in_kernel",
-        "conv_out_kernel",
-    ];
     for (variant, file) in [("tiny-sd1", &sd1), ("tiny-sd2", &sd2)] {
-        let want = read(fixtures().join(variant).join("unet/config.json"));
         let got = file.unet_config_json().unwrap();
-        for field in unet_fields {
-            assert_eq!(got[field], want[field], "{variant} unet {field}");
-        }
+        let config = fixtures().join(variant).join("unet/config.json");
+        let what = format!("{variant} unet");
+        fields_match(&what, &got, &config, &UNET_FIELDS);
+        fields_match(&what, &got, &config, &["transformer_layers_per_block"]);
     }
-    let want = read(fixtures().join("tiny-sd1/vae/config.json"));
     let got = sd1.vae_config_json().unwrap();
-    for field in [
-        "in_channels",
-        "out_channels",
-        "block_out_channels",
-        "layers_per_block",
-        "latent_channels",
-        "down_block_types",
-        "up_block_types",
-        "use_quant_conv",
-        "use_post_quant_conv",
-        "mid_block_add_attention",
-    ] {
-        assert_eq!(got[field], want[field], "tiny-sd1 vae {field}");
-    }
+    let config = fixtures().join("tiny-sd1/vae/config.json");
+    fields_match("tiny-sd1 vae", &got, &config, &VAE_FIELDS);
     // What the weights do not show comes from SD's real configs, which these tiny models do not
     // follow: the tiny UNet's 8 channels do not split into SD's 32 GroupNorm groups, and the text
     // encoder's 32-wide hidden states not into 64-wide heads. Both are refused, naming the reason.
@@ -661,4 +675,280 @@ fn a_missing_component_is_reported() {
         e.contains("no VAE") && e.contains("first_stage_model."),
         "{e}"
     );
+}
+
+// ---- SDXL ----
+
+const SDXL_MODELS: [(&str, ModelKind); 2] = [
+    ("sdxl-base", ModelKind::SdxlBase),
+    ("sdxl-refiner", ModelKind::SdxlRefiner),
+];
+
+/// The diffusers component that each SingleFile component is.
+const SDXL_COMPONENTS: [(Component, &str); 4] = [
+    (Component::Unet, "unet"),
+    (Component::Vae, "vae"),
+    (Component::TextEncoder, "text_encoder"),
+    (Component::TextEncoder2, "text_encoder_2"),
+];
+
+/// Asks a component's view for every tensor of `want` (diffusers names) at its shape, so the view
+/// must place each one and the single file's unused check must find nothing left over.
+fn ask_for_all(w: &Weights, want: &Shapes) -> kiln_runtime::Result<()> {
+    for (name, shape) in want {
+        drop(w.get(name, shape)?);
+    }
+    Ok(())
+}
+
+#[test]
+fn tiny_sdxl_views_give_every_diffusers_tensor_exactly() {
+    let file = SingleFile::open(single_file("tiny-sdxl")).unwrap();
+    assert_eq!(file.kind(), ModelKind::SdxlBase);
+    assert_eq!(
+        file.text_encoder_kind(),
+        Some(TextEncoderKind::Clip(
+            "conditioner.embedders.0.transformer.text_model."
+        ))
+    );
+    assert_eq!(
+        file.text_encoder_2_kind(),
+        Some(TextEncoderKind::BigG("conditioner.embedders.1.model."))
+    );
+    for (component, folder) in SDXL_COMPONENTS {
+        check_sdxl_view(&file, component, folder, &Device::Cpu);
+    }
+}
+
+/// Every tensor of tiny-sdxl's `folder` through the single file's view of `component` on `device`.
+fn check_sdxl_view(file: &SingleFile, component: Component, folder: &str, device: &Device) {
+    let dir = fixtures().join("tiny-sdxl").join(folder);
+    let stem = if folder.starts_with("text") {
+        "model.safetensors"
+    } else {
+        "diffusion_pytorch_model.safetensors"
+    };
+    let want = golden(&dir.join(stem), &Device::Cpu);
+    let mut compared = 0;
+    {
+        file.load_component(component, device, DType::F32, |w| {
+            for (name, tensor) in &want {
+                let got = w.get(name, tensor.shape())?;
+                // The same f32 bits, renamed, sliced (bigG's fused q/k/v) or transposed (its
+                // projection): nothing is computed, so equal exactly.
+                assert_eq!(
+                    got.to_vec_f32()?,
+                    tensor.to_vec_f32()?,
+                    "tiny-sdxl {folder} {name}"
+                );
+                compared += 1;
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("tiny-sdxl {folder}: {e}"));
+        assert_eq!(compared, want.len());
+        eprintln!(
+            "tiny-sdxl {folder} on {}: {compared} tensors equal",
+            device.name()
+        );
+    }
+}
+
+#[test]
+fn tiny_sdxl_big_g_view_loads_on_the_gpu() {
+    // The transposed projection and the q/k/v thirds, uploaded.
+    with_gpu(|gpu| {
+        let file = SingleFile::open(single_file("tiny-sdxl")).unwrap();
+        check_sdxl_view(&file, Component::TextEncoder2, "text_encoder_2", gpu);
+    });
+}
+
+#[test]
+fn tiny_sdxl_inferred_configs_match_the_fixture_where_weights_tell() {
+    let file = SingleFile::open(single_file("tiny-sdxl")).unwrap();
+    let got = file.unet_config_json().unwrap();
+    let config = fixtures().join("tiny-sdxl/unet/config.json");
+    fields_match("tiny-sdxl unet", &got, &config, &UNET_FIELDS);
+    let sdxl = [
+        "mid_block_type",
+        "addition_embed_type",
+        "addition_embed_type_num_heads",
+        "addition_time_embed_dim",
+        "projection_class_embeddings_input_dim",
+    ];
+    fields_match("tiny-sdxl unet", &got, &config, &sdxl);
+    // The depth of the one attention level (block 0 has no transformers, so its entry in the
+    // fixture's [1, 2] is arbitrary); the 16/32 channels' head counts are not SDXL's 64-wide.
+    assert_eq!(got["transformer_layers_per_block"], 2);
+    let got = file.vae_config_json().unwrap();
+    let config = fixtures().join("tiny-sdxl/vae/config.json");
+    fields_match("tiny-sdxl vae", &got, &config, &VAE_FIELDS);
+    fields_match(
+        "tiny-sdxl vae",
+        &got,
+        &config,
+        &["scaling_factor", "force_upcast"],
+    );
+    // SDXL's scheduler as stable-diffusion-xl-base-1.0 publishes it (the fixture's copy).
+    assert_eq!(
+        single_file_scheduler(ModelKind::SdxlBase).unwrap(),
+        SchedulerConfig::from_file(&fixtures().join("tiny-sdxl/scheduler/scheduler_config.json"))
+            .unwrap()
+    );
+}
+
+/// Published config vs inferred, in every field the inference writes.
+fn same_fields(what: &str, got: &Value, want: &Value) {
+    for (field, value) in got.as_object().unwrap() {
+        if field.starts_with('_') {
+            continue;
+        }
+        // diffusers writes null for "not upcast" where kiln writes false.
+        let want = match &want[field] {
+            Value::Null if field == "upcast_attention" => Value::Bool(false),
+            other => other.clone(),
+        };
+        assert_eq!(value, &want, "{what} {field}");
+    }
+}
+
+#[test]
+fn sdxl_manifests_infer_the_published_configs_and_use_every_weight() {
+    for (model, kind) in SDXL_MODELS {
+        let original = manifest(&format!("{model}-original"));
+        let published = manifest(&format!("{model}-diffusers"));
+        let c = &published["components"];
+        let source = Arc::new(ShapeSource::new(
+            format!("{model}-original"),
+            shapes(&original["tensors"]),
+        ));
+        let file = SingleFile::from_source(source.clone()).unwrap();
+        assert_eq!(file.kind(), kind, "{model}");
+        assert_eq!(
+            (file.kind().prediction_type(), file.kind().image_size()),
+            ("epsilon", 1024)
+        );
+
+        same_fields(
+            &format!("{model} unet"),
+            &file.unet_config_json().unwrap(),
+            &c["unet"]["config"],
+        );
+        let vae = file.vae_config().unwrap();
+        let want = VaeConfig::from_json(&c["vae"]["config"].to_string(), model).unwrap();
+        assert_eq!(vae, want, "{model} vae");
+        assert_eq!(vae.scaling_factor, 0.13025);
+        for (component, name) in SDXL_COMPONENTS {
+            let Some(text) = c.get(name).filter(|_| name.starts_with("text")) else {
+                continue;
+            };
+            let want = ClipTextConfig::from_json(&text["config"].to_string(), model).unwrap();
+            let got = match component {
+                Component::TextEncoder => file.text_encoder_config_json(),
+                _ => file.text_encoder_2_config_json(),
+            }
+            .unwrap();
+            let parsed = ClipTextConfig::from_json(&got.to_string(), model).unwrap();
+            assert_eq!(parsed, want, "{model} {name}");
+            assert_eq!(
+                got["projection_dim"], text["config"]["projection_dim"],
+                "{model} {name}"
+            );
+            assert_eq!(got["architectures"], text["config"]["architectures"]);
+        }
+        if kind == ModelKind::SdxlRefiner {
+            assert!(!file.has(Component::TextEncoder));
+        }
+
+        // Every diffusers tensor of every component has its place at its shape, and nothing of the
+        // file is left over but its non-weight buffers.
+        for (component, name) in SDXL_COMPONENTS {
+            let Some(part) = c.get(name) else { continue };
+            let want = shapes(&part["tensors"]);
+            file.load_component(component, &Device::Cpu, DType::F32, |w| {
+                ask_for_all(w, &want)
+            })
+            .unwrap_or_else(|e| panic!("{model} {name}: {e}"));
+        }
+        let mut want = shapes(&original["tensors"]);
+        for extra in original["not_weights"].as_array().unwrap() {
+            assert!(want.remove(extra.as_str().unwrap()).is_some(), "{extra}");
+        }
+        compare(&format!("{model} original layout"), &source.loaded(), &want);
+    }
+}
+
+#[test]
+fn sdxl_unet_only_and_inpainting_files_are_told_apart() {
+    let m = manifest("sdxl-base-original");
+    let all = shapes(&m["tensors"]);
+    let unet_only: Shapes = all
+        .iter()
+        .filter(|(n, _)| n.starts_with("model.diffusion_model."))
+        .map(|(n, s)| (n.clone(), s.clone()))
+        .collect();
+    let file = SingleFile::from_source(Arc::new(ShapeSource::new("unet", unet_only))).unwrap();
+    assert_eq!(file.kind(), ModelKind::SdxlBase);
+    // Without bigG's projection the pooled width is SDXL's 1280: (2816 - 1280) / 6 = 256.
+    assert_eq!(
+        file.unet_config_json().unwrap()["addition_time_embed_dim"],
+        256
+    );
+    assert!(file.text_encoder_kind().is_none() && file.text_encoder_2_kind().is_none());
+
+    let mut inpaint = all;
+    inpaint.insert(
+        "model.diffusion_model.input_blocks.0.0.weight".into(),
+        vec![320, 9, 3, 3],
+    );
+    let file = SingleFile::from_source(Arc::new(ShapeSource::new("inpaint", inpaint))).unwrap();
+    assert_eq!(file.kind(), ModelKind::SdxlInpainting);
+    assert_eq!(file.kind().diffusers_name(), "xl_inpaint");
+    assert_eq!(file.unet_config_json().unwrap()["in_channels"], 9);
+}
+
+#[test]
+fn a_file_of_other_tensors_names_what_it_holds() {
+    let dir = temp_dir("other");
+    let path = dir.join("model.safetensors");
+    let zeros = vec![0u8; 16];
+    write_safetensors(
+        &path,
+        &[
+            (
+                "transformer.blocks.0.attn.qkv.weight",
+                Dtype::F32,
+                vec![2, 2],
+                zeros.clone(),
+            ),
+            (
+                "transformer.blocks.1.attn.qkv.weight",
+                Dtype::F32,
+                vec![2, 2],
+                zeros.clone(),
+            ),
+            ("vae.decoder.conv.weight", Dtype::F32, vec![4], zeros),
+        ],
+    )
+    .unwrap();
+    let e = SingleFile::open(&path).err().unwrap().to_string();
+    assert!(
+        e.contains("SDXL")
+            && e.contains("`transformer.blocks.*` (2)")
+            && e.contains("`vae.decoder.*` (1)")
+            && e.contains("model.safetensors"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_truncated_file_names_the_file() {
+    let dir = temp_dir("truncated");
+    let path = dir.join("cut.safetensors");
+    let bytes = std::fs::read(single_file("tiny-sdxl")).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let e = SingleFile::open(&path).err().unwrap().to_string();
+    assert!(e.contains("cut.safetensors"), "{e}");
+    std::fs::remove_dir_all(dir).ok();
 }

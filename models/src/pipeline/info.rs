@@ -62,3 +62,21 @@ pub fn infotext(
             .collect(),
     }
 }
+
+/// A1111's fields for a VAE file that replaced the model's own (`--vae`): `VAE hash` (the first 10
+/// hex digits of the file's SHA-256, as for the model) and `VAE` (the file's name with its
+/// extension: A1111's `os.path.basename`), right after `Model`, in the order A1111's
+/// `create_infotext` writes them.
+pub fn add_vae(info: &mut InfoText, name: &str, hash: Option<&str>) {
+    let at = info
+        .params
+        .iter()
+        .position(|(k, _)| k == "Model")
+        .map_or(info.params.len(), |i| i + 1);
+    let mut fields = Vec::new();
+    if let Some(hash) = hash {
+        fields.push(("VAE hash".to_string(), hash.to_string()));
+    }
+    fields.push(("VAE".to_string(), name.to_string()));
+    info.params.splice(at..at, fields);
+}

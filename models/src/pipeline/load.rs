@@ -15,7 +15,7 @@ use super::error::{PipelineError, Result};
 use crate::clip::tokenizer::ClipTokenizer;
 use crate::clip::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection};
 use crate::schedulers::SchedulerConfig;
-use crate::single_file::{refuse_pickles, Component, ModelKind, SingleFile};
+use crate::single_file::{refuse_pickles, Component, ModelKind, SingleFile, VaeFile};
 use crate::tally::ModelTally;
 use crate::unet::{Unet, UnetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
@@ -65,6 +65,8 @@ pub struct LoadOptions {
     pub tally: Option<Arc<ModelTally>>,
     /// Components that load and run on the CPU backend instead of the chosen device.
     pub offload: Offload,
+    /// A VAE file that replaces the model's VAE (`--vae`; see `single_file::VaeFile`).
+    pub vae: Option<PathBuf>,
 }
 
 /// Equal options load the same model (the tally is compared by identity).
@@ -79,6 +81,7 @@ impl PartialEq for LoadOptions {
             && self.stream_unet == other.stream_unet
             && self.zero_weights == other.zero_weights
             && self.offload == other.offload
+            && self.vae == other.vae
             && tally
     }
 }
@@ -99,6 +102,7 @@ impl LoadOptions {
             zero_weights: false,
             tally: None,
             offload: Offload::default(),
+            vae: None,
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct ModelSource {
     pub name: String,
     /// The single-file checkpoint, or the UNet weights file of a diffusers folder.
     pub hash_file: PathBuf,
+    /// The VAE file that replaced the model's own (`--vae`), for A1111's `VAE` / `VAE hash` fields.
+    pub vae: Option<PathBuf>,
 }
 
 /// One loaded model: the three networks, the tokenizer and the scheduler config.
@@ -240,7 +246,7 @@ impl StableDiffusion {
         let file = SingleFile::from_source(with_options(source, options))?
             .quantized(options.quantization)
             .streamed_unet(options.stream_unet, options.tally.clone());
-        load_single_file(file, path, device, dtype)
+        load_single_file(file, path, device, options)
     }
 
     /// Assembles a model from loaded parts, checking that they fit together.
@@ -566,7 +572,6 @@ fn load_diffusers(
 
     let vae_dir = dir.join("vae");
     let vae_config = VaeConfig::from_file(config_file(&vae_dir, "config.json")?)?;
-    let vae_file = weights_file(&vae_dir, "diffusion_pytorch_model")?;
     // diffusers' SDXL pipelines run an f16 VAE in f32 when its config says `force_upcast` (SDXL's
     // VAE overflows to NaN in f16); SD 1.x / 2.x pipelines ignore the flag.
     let vae_dtype = if sdxl && vae_config.force_upcast {
@@ -574,9 +579,23 @@ fn load_diffusers(
     } else {
         dtype
     };
-    let vae_weights =
-        weights(&vae_file, device.vae, vae_dtype, options)?.tallied(tally(|t| &t.vae));
-    let vae = AutoencoderKL::new(&vae_config, &vae_weights)?;
+    let vae = match &options.vae {
+        Some(file) => vae_override(
+            file,
+            &vae_config,
+            &unet_config,
+            dir,
+            device.vae,
+            vae_dtype,
+            options,
+        )?,
+        None => {
+            let vae_file = weights_file(&vae_dir, "diffusion_pytorch_model")?;
+            let vae_weights =
+                weights(&vae_file, device.vae, vae_dtype, options)?.tallied(tally(|t| &t.vae));
+            AutoencoderKL::new(&vae_config, &vae_weights)?
+        }
+    };
 
     let te_dir = dir.join("text_encoder");
     let te_config = ClipTextConfig::from_file(config_file(&te_dir, "config.json")?)?;
@@ -620,6 +639,7 @@ fn load_diffusers(
         source: ModelSource {
             name,
             hash_file: unet_file,
+            vae: options.vae.clone(),
         },
     };
     model.check()?;
@@ -646,6 +666,38 @@ fn load_second_encoder(
     })
 }
 
+/// `--vae FILE`: the file's VAE in place of the model's, configured from its shapes and the model's
+/// own VAE config (`model`), refused when its latents are not the UNet's (`model_path` names the
+/// model in that message).
+fn vae_override(
+    file: &Path,
+    model: &VaeConfig,
+    unet: &UnetConfig,
+    model_path: &Path,
+    device: &Device,
+    dtype: DType,
+    options: &LoadOptions,
+) -> Result<AutoencoderKL> {
+    refuse_pickles(file)?;
+    let source = Arc::new(FileSource::new(vec![WeightFile::open(file)?]));
+    let vae = VaeFile::from_source(with_options(source, options))?;
+    let config = vae.config(model)?;
+    if config.latent_channels != unet.out_channels {
+        return Err(PipelineError::model(
+            file,
+            format!(
+                "this VAE has {} latent channels, but the UNet of {} works on {}: the VAE belongs to \
+                 another model family",
+                config.latent_channels,
+                model_path.display(),
+                unet.out_channels
+            ),
+        ));
+    }
+    let tally = options.tally.as_ref().map(|t| t.vae.clone());
+    Ok(vae.load(&config, device, dtype, options.quantization, tally)?)
+}
+
 /// An original-layout checkpoint: the three components from the file (configs inferred from the
 /// weights), OpenAI's CLIP vocabulary built in (padding with "!" for SD 2.x's OpenCLIP), and the
 /// scheduler config diffusers' `from_single_file` takes from the model kind's reference repository.
@@ -653,23 +705,43 @@ fn load_single_file(
     file: SingleFile,
     path: &Path,
     device: &Placement,
-    dtype: DType,
+    options: &LoadOptions,
 ) -> Result<StableDiffusion> {
+    let dtype = options.dtype;
     for (part, name) in [
         (Component::Unet, "UNet (model.diffusion_model.*)"),
         (Component::Vae, "VAE (first_stage_model.*)"),
         (Component::TextEncoder, "text encoder (cond_stage_model.*)"),
     ] {
-        if !file.has(part) {
+        // A checkpoint shipped without its VAE runs with one given by --vae.
+        let from_vae_flag = part == Component::Vae && options.vae.is_some();
+        if !file.has(part) && !from_vae_flag {
             return Err(PipelineError::model(
                 path,
-                format!("the checkpoint has no {name}; kiln needs all three components in it"),
+                format!(
+                    "the checkpoint has no {name}; kiln needs all three components in it (a VAE \
+                     may come from --vae instead)"
+                ),
             ));
         }
     }
     let kind = file.kind();
-    let unet = file.load_unet(None, device.unet, dtype)?;
-    let vae = file.load_vae(None, device.vae, dtype)?;
+    let unet_config = file.unet_config()?;
+    let unet = file.load_unet(Some(&unet_config), device.unet, dtype)?;
+    let vae = match &options.vae {
+        Some(vae_file) => {
+            let own = if file.has(Component::Vae) {
+                file.vae_config()?
+            } else {
+                VaeConfig {
+                    scaling_factor: kind_scaling_factor(kind),
+                    ..VaeConfig::default()
+                }
+            };
+            vae_override(vae_file, &own, &unet_config, path, device.vae, dtype, options)?
+        }
+        None => file.load_vae(None, device.vae, dtype)?,
+    };
     let text_encoder = file.load_text_encoder(None, device.text_encoder, dtype)?;
     let tokenizer = if kind.is_sd2() {
         ClipTokenizer::builtin_openclip()?
@@ -691,13 +763,44 @@ fn load_single_file(
         ModelSource {
             name,
             hash_file: path.to_path_buf(),
+            vae: options.vae.clone(),
         },
     )
 }
 
-/// SD's training noise schedule (shared by 1.x and 2.x) with the kind's prediction type, as the
-/// reference repositories' scheduler_config.json files have it (SD 1.5: PNDM; SD 2.1: DDIM).
+/// The latent scaling a single file's kind trains with, for a checkpoint without a VAE.
+fn kind_scaling_factor(kind: ModelKind) -> f32 {
+    if kind.is_sdxl() {
+        0.13025
+    } else {
+        0.18215
+    }
+}
+
+/// SD's training noise schedule (shared by 1.x, 2.x and SDXL) with the kind's prediction type, as
+/// the reference repositories' scheduler_config.json files have it (SD 1.5: PNDM; SD 2.1: DDIM;
+/// SDXL base 1.0, refiner 1.0 and inpainting 0.1: Euler with "leading" spacing).
 pub fn single_file_scheduler(kind: ModelKind) -> Result<SchedulerConfig> {
+    if kind.is_sdxl() {
+        let json = serde_json::json!({
+            "_class_name": "EulerDiscreteScheduler",
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "clip_sample": false,
+            "interpolation_type": "linear",
+            "num_train_timesteps": 1000,
+            "prediction_type": kind.prediction_type(),
+            "sample_max_value": 1.0,
+            "set_alpha_to_one": false,
+            "skip_prk_steps": true,
+            "steps_offset": 1,
+            "timestep_spacing": "leading",
+            "trained_betas": null,
+            "use_karras_sigmas": false,
+        });
+        return Ok(SchedulerConfig::from_json(&json)?);
+    }
     let class = if kind.is_sd2() {
         "DDIMScheduler"
     } else {

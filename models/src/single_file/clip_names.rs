@@ -4,6 +4,9 @@
 //! `text_model.` in checkpoints saved by old transformers), so only the prefix changes. SD 2.x stores
 //! OpenCLIP's text tower (`cond_stage_model.model.*`): the inverse of diffusers'
 //! `convert_open_clip_checkpoint`, with q/k/v as thirds of the fused `attn.in_proj_weight` / `_bias`.
+//! SDXL stores CLIP ViT-L the SD 1.x way under `conditioner.embedders.0.transformer.` and OpenCLIP
+//! bigG under `conditioner.embedders.1.model.` (the refiner, bigG only: `conditioner.embedders.0.model.`),
+//! whose `text_projection` is `CLIPTextModelWithProjection`'s, stored transposed.
 
 use super::stored::{split_index, Part, Stored};
 use super::NameMap;
@@ -14,6 +17,12 @@ pub const CLIP_PREFIX: &str = "cond_stage_model.transformer.text_model.";
 pub const CLIP_LEGACY_PREFIX: &str = "cond_stage_model.transformer.";
 /// SD 2.x's OpenCLIP ViT-H text tower.
 pub const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
+/// SDXL base's CLIP ViT-L (its first text encoder).
+pub const SDXL_CLIP_PREFIX: &str = "conditioner.embedders.0.transformer.text_model.";
+/// SDXL base's OpenCLIP ViT-bigG (its second text encoder).
+pub const SDXL_BIG_G_PREFIX: &str = "conditioner.embedders.1.model.";
+/// The SDXL refiner's only text encoder, OpenCLIP ViT-bigG.
+pub const REFINER_BIG_G_PREFIX: &str = "conditioner.embedders.0.model.";
 
 /// transformers' names, with or without `text_model.` (the CLIP builder accepts both).
 fn unprefixed(name: &str) -> &str {
@@ -58,18 +67,43 @@ const OPEN_CLIP_LAYER: [(&str, &str); 5] = [
     ("self_attn.out_proj", "attn.out_proj"),
 ];
 
-/// SD 2.x: OpenCLIP names under `cond_stage_model.model.`.
-pub struct OpenClipNames;
+/// OpenCLIP names under `prefix`: SD 2.x's ViT-H (`cond_stage_model.model.`, no projection: SD 2.x
+/// runs a plain CLIPTextModel) or SDXL's bigG (with `text_projection.weight`).
+pub struct OpenClipNames {
+    pub prefix: &'static str,
+    pub projection: bool,
+}
+
+impl OpenClipNames {
+    pub const SD2: OpenClipNames = OpenClipNames {
+        prefix: OPEN_CLIP_PREFIX,
+        projection: false,
+    };
+
+    pub fn big_g(prefix: &'static str) -> OpenClipNames {
+        OpenClipNames {
+            prefix,
+            projection: true,
+        }
+    }
+}
 
 impl NameMap for OpenClipNames {
     fn stored(&self, name: &str) -> Option<Stored> {
+        let p = self.prefix;
+        if self.projection && name == "text_projection.weight" {
+            return Some(Stored {
+                name: format!("{p}text_projection"),
+                part: Part::Transposed,
+            });
+        }
         let name = unprefixed(name);
         if let Some((_, old)) = OPEN_CLIP_TOP.iter().find(|(new, _)| *new == name) {
-            return Some(Stored::whole(format!("{OPEN_CLIP_PREFIX}{old}")));
+            return Some(Stored::whole(format!("{p}{old}")));
         }
         let (i, rest) = split_index(name.strip_prefix("encoder.layers.")?)?;
         let (layer, param) = rest.rsplit_once('.')?;
-        let block = format!("{OPEN_CLIP_PREFIX}transformer.resblocks.{i}");
+        let block = format!("{p}transformer.resblocks.{i}");
         let third = match layer {
             "self_attn.q_proj" => Some(0),
             "self_attn.k_proj" => Some(1),
@@ -109,7 +143,7 @@ mod tests {
 
     #[test]
     fn open_clip_names_match_diffusers_conversion() {
-        let m = OpenClipNames;
+        let m = OpenClipNames::SD2;
         for (name, stored, part) in [
             (
                 "text_model.embeddings.position_embedding.weight",
@@ -149,5 +183,33 @@ mod tests {
         }
         assert!(m.stored("text_projection.weight").is_none());
         assert!(m.stored("encoder.layers.1.self_attn.qkv.weight").is_none());
+    }
+
+    #[test]
+    fn sdxl_big_g_has_its_projection_transposed() {
+        let m = OpenClipNames::big_g(SDXL_BIG_G_PREFIX);
+        let s = m.stored("text_projection.weight").unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.part),
+            (
+                "conditioner.embedders.1.model.text_projection",
+                Part::Transposed
+            )
+        );
+        let s = m
+            .stored("text_model.encoder.layers.31.self_attn.v_proj.bias")
+            .unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.part),
+            (
+                "conditioner.embedders.1.model.transformer.resblocks.31.attn.in_proj_bias",
+                Part::Third(2)
+            )
+        );
+        let refiner = OpenClipNames::big_g(REFINER_BIG_G_PREFIX);
+        assert_eq!(
+            refiner.stored("final_layer_norm.weight").unwrap().name,
+            "conditioner.embedders.0.model.ln_final.weight"
+        );
     }
 }

@@ -4,20 +4,28 @@
 //! checks the weights against it; kiln reads every size from the weights instead, so fine-tunes with
 //! other widths load too, and gives the same config for the published SD models. What the weights
 //! cannot show is taken per family as diffusers' configs have it: the head count (SD 1.x: 8 heads per
-//! block; SD 2.x: 64-wide heads, so `channels / 64`), 32 GroupNorm groups, the sample size.
+//! block; SD 2.x and SDXL: 64-wide heads, so `channels / 64`), 32 GroupNorm groups, the sample size.
+//!
+//! SDXL's text_time conditioning: `label_emb.0.0` takes the pooled bigG embedding (as wide as bigG's
+//! `text_projection`) followed by each time id's sinusoidal features, so its input width gives
+//! `projection_class_embeddings_input_dim` and, less the pooled width, `addition_time_embed_dim` times
+//! the number of time ids (6 for base, 5 for the refiner).
 
 use serde_json::{json, Value};
 
 use kiln_runtime::{Error, Result};
 
+use super::infer_clip::pooled_width;
 use super::inventory::Inventory;
 use super::kind::ModelKind;
-use super::unet_names::UNET_PREFIX;
+use super::unet_names::{ADD_EMBEDDING, UNET_PREFIX};
 
 /// SD 1.x configs give 8 heads to every block (`attention_head_dim: 8`, really a head count).
 const SD1_HEADS: usize = 8;
-/// SD 2.x's `num_head_channels: 64` in the CompVis config.
-const SD2_HEAD_WIDTH: usize = 64;
+/// SD 2.x's and SDXL's `num_head_channels: 64` in the CompVis config.
+const HEAD_WIDTH_64: usize = 64;
+/// The pooled width SDXL's UNets were trained with (bigG's projection), for a UNet-only file.
+const SDXL_POOLED: usize = 1280;
 
 /// A per-block list, written as one value when all blocks agree (as the published configs do).
 fn per_block(values: &[usize]) -> Value {
@@ -158,9 +166,16 @@ pub fn unet_config(inv: &Inventory, kind: ModelKind) -> Result<Value> {
             t.cross, t.linear
         )));
     }
-    let depth: Vec<usize> = depth.into_iter().map(|d| d.unwrap_or(1)).collect();
-    let heads: Vec<usize> = if kind.is_sd2() {
-        channels.iter().map(|c| c / SD2_HEAD_WIDTH).collect()
+    // Blocks without attention have no depth; they take the depth all others share (one value, as
+    // the published configs write it: SD 1.x 1, the SDXL refiner 4), else 1 (SDXL base [1, 2, 10]).
+    let known: Vec<usize> = depth.iter().flatten().copied().collect();
+    let shared = match known.split_first() {
+        Some((first, rest)) if rest.iter().all(|d| d == first) => *first,
+        _ => 1,
+    };
+    let depth: Vec<usize> = depth.into_iter().map(|d| d.unwrap_or(shared)).collect();
+    let heads: Vec<usize> = if kind.is_sd2() || kind.is_sdxl() {
+        channels.iter().map(|c| c / HEAD_WIDTH_64).collect()
     } else {
         vec![SD1_HEADS; n]
     };
@@ -186,6 +201,22 @@ pub fn unet_config(inv: &Inventory, kind: ModelKind) -> Result<Value> {
     });
     if time[0] != 4 * c0 {
         config["time_embedding_dim"] = json!(time[0]);
+    }
+    let label = format!("{p}{ADD_EMBEDDING}0.weight");
+    if inv.has(&label) {
+        let input = inv.shape(&label, 2, "projection_class_embeddings_input_dim")?[1];
+        let ids = kind.time_ids().unwrap_or(6);
+        let pooled = pooled_width(inv, kind)?.unwrap_or(SDXL_POOLED);
+        if input <= pooled || !(input - pooled).is_multiple_of(ids) {
+            return Err(bad(format!(
+                "`{label}` takes {input} features, which is not the pooled text embedding ({pooled}) \
+                 plus {ids} time ids of equal width (SDXL's text_time conditioning)"
+            )));
+        }
+        config["addition_embed_type"] = json!("text_time");
+        config["addition_embed_type_num_heads"] = json!(64);
+        config["addition_time_embed_dim"] = json!((input - pooled) / ids);
+        config["projection_class_embeddings_input_dim"] = json!(input);
     }
     Ok(config)
 }

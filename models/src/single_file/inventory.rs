@@ -13,6 +13,19 @@ pub struct Inventory {
 }
 
 impl Inventory {
+    /// Every name and shape of `source`.
+    pub fn of(source: &dyn kiln_nn::weights::TensorSource) -> Inventory {
+        let shapes = source
+            .names()
+            .into_iter()
+            .filter_map(|n| source.shape_of(&n).map(|s| (n, s)))
+            .collect();
+        Inventory {
+            origin: source.origin(),
+            shapes,
+        }
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.shapes.contains_key(name)
     }
@@ -57,6 +70,34 @@ impl Inventory {
             .collect()
     }
 
+    /// The `n` largest groups of names by their first two dotted parts (`model.diffusion_model.`),
+    /// with their sizes: what a file holds, for messages.
+    pub fn groups(&self, n: usize) -> Vec<(String, usize)> {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for name in self.shapes.keys() {
+            let group: String = name.split_inclusive('.').take(2).collect();
+            *counts.entry(group).or_default() += 1;
+        }
+        let mut groups: Vec<(String, usize)> = counts.into_iter().collect();
+        groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        groups.truncate(n);
+        groups
+    }
+
+    /// What the file holds, in a few words for messages: its largest groups of names.
+    pub fn found(&self) -> String {
+        let groups: Vec<String> = self
+            .groups(6)
+            .into_iter()
+            .map(|(group, n)| format!("`{group}*` ({n})"))
+            .collect();
+        if groups.is_empty() {
+            "no tensors at all".to_string()
+        } else {
+            format!("tensors under {}", groups.join(", "))
+        }
+    }
+
     /// How many consecutive indices from 0 `prefix` has (`prefix` + `0.`, `1.`, ...).
     pub fn count(&self, prefix: &str) -> usize {
         let indices = self.indices(prefix);
@@ -92,6 +133,10 @@ mod tests {
         );
         assert_eq!(inv.under("a.").count(), 5);
         assert!(!inv.any_under("c."));
+        assert_eq!(
+            inv.groups(2),
+            [("a.blocks.".to_string(), 4), ("a.blocksx.".to_string(), 1)]
+        );
         let e = inv.shape("b.w", 2, "the thing").unwrap_err().to_string();
         assert!(
             e.contains("b.w") && e.contains("[1]") && e.contains("the thing"),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use kiln_runtime::loader::close_names;
 use kiln_runtime::{DType, Device, Error, QTensor, QuantFormat, Result, Tensor};
 
-use super::stored::Stored;
+use super::stored::{Part, Stored};
 use super::NameMap;
 use kiln_nn::weights::{wrong_shape, TensorSource};
 
@@ -66,7 +66,7 @@ impl RenamedSource {
     fn whole(&self, name: &str, expected: &[usize]) -> Result<Option<(String, Vec<usize>)>> {
         let (stored, stored_shape) = self.find(name)?;
         let shape = stored.part.shape(&stored_shape);
-        if shape != expected {
+        if shape != expected || !stored.part.is_stored_bytes() {
             return Ok(None);
         }
         let same = stored.part.offset(&shape) == 0
@@ -118,6 +118,14 @@ impl TensorSource for RenamedSource {
             }
         }
         self.record(&stored.name);
+        if stored.part == Part::Transposed {
+            // Small (a text projection): read whole on the host, transposed there, then moved.
+            let host =
+                self.inner
+                    .load(&stored.name, Some(&stored_shape), &Device::Cpu, DType::F32)?;
+            let t = kiln_kernels::layout::transpose(&host, 0, 1)?;
+            return Tensor::from_f32(device, t.shape(), dtype, &t.to_vec_f32()?);
+        }
         self.inner.load_part(
             &stored.name,
             stored.part.offset(&shape),
@@ -136,6 +144,15 @@ impl TensorSource for RenamedSource {
         dtype: DType,
     ) -> Result<Tensor> {
         let (stored, stored_shape) = self.find(name)?;
+        if stored.part == Part::Transposed {
+            return Err(Error::load(
+                self.origin(),
+                format!(
+                    "`{name}` is stored transposed as `{}`; it loads only whole",
+                    stored.name
+                ),
+            ));
+        }
         let whole = stored.part.shape(&stored_shape);
         self.record(&stored.name);
         self.inner.load_part(
@@ -177,7 +194,8 @@ impl TensorSource for RenamedSource {
                 self.inner
                     .load_quantized(&stored, &stored_shape, matrix, format, device)
             }
-            // A slice (one of OpenCLIP's fused q/k/v thirds): packed from its floats.
+            // A slice (one of OpenCLIP's fused q/k/v thirds) or a transposed matrix: packed from
+            // its floats.
             None => {
                 let host = self.load(name, Some(expected), &Device::Cpu, DType::F32)?;
                 kiln_kernels::quant::quantize_tensor(&host.reshape(&matrix)?, format, device)

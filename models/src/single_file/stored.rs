@@ -19,6 +19,9 @@ pub enum Part {
     /// Third k (q, k, v) along dim 0 of a fused projection (OpenCLIP's `attn.in_proj_weight` [3d, d]
     /// and `in_proj_bias` [3d]).
     Third(usize),
+    /// A Linear weight [o, i] stored as the [i, o] matrix the input is multiplied by (OpenCLIP's
+    /// `text_projection`, used as x @ P).
+    Transposed,
 }
 
 impl Stored {
@@ -43,6 +46,7 @@ impl Part {
                 shape[0] /= 3;
                 shape
             }
+            Part::Transposed if stored.len() == 2 => vec![stored[1], stored[0]],
             _ => stored.to_vec(),
         }
     }
@@ -63,7 +67,13 @@ impl Part {
             Part::Third(0) => ", q third",
             Part::Third(1) => ", k third",
             Part::Third(_) => ", v third",
+            Part::Transposed => ", transposed",
         }
+    }
+
+    /// Whether the diffusers tensor is the stored bytes as they are (so packed forms carry over).
+    pub fn is_stored_bytes(self) -> bool {
+        matches!(self, Part::Whole | Part::Conv1x1)
     }
 }
 
@@ -87,6 +97,9 @@ mod tests {
         assert_eq!(Part::Third(2).offset(&[1024, 1024]), 2 * 1024 * 1024);
         assert_eq!(Part::Third(2).shape(&[3073]), [3073]);
         assert_eq!(Part::Whole.offset(&[4]), 0);
+        assert_eq!(Part::Transposed.shape(&[1280, 640]), [640, 1280]);
+        assert_eq!(Part::Transposed.shape(&[7]), [7]);
+        assert!(!Part::Transposed.is_stored_bytes() && !Part::Third(0).is_stored_bytes());
     }
 
     #[test]

@@ -6,19 +6,25 @@
 //! (`input_blocks.i.0.op`); `middle_block.0/1/2` is resnet, transformer, resnet; `output_blocks`
 //! holds each up block's resnets (`.0`), transformers (`.1`) and, on the last one of a block, the
 //! upsampler (`.1.conv`, or `.2.conv` after a transformer). Inside a transformer the names are the same
-//! in both layouts.
+//! in both layouts. SDXL's text_time embedding MLP (`add_embedding`) is CompVis' `label_emb.0`.
+
+use serde_json::Value;
 
 use super::stored::{split_index, Stored};
 use super::NameMap;
 use crate::unet::UnetConfig;
-use kiln_runtime::Result;
+use kiln_runtime::{Error, Result};
 
 pub const UNET_PREFIX: &str = "model.diffusion_model.";
+/// SDXL's added-conditioning MLP, under the UNet prefix.
+pub const ADD_EMBEDDING: &str = "label_emb.0.";
 
 /// Top-level layers: (diffusers, CompVis).
-const TOP: [(&str, &str); 5] = [
+const TOP: [(&str, &str); 7] = [
     ("time_embedding.linear_1", "time_embed.0"),
     ("time_embedding.linear_2", "time_embed.2"),
+    ("add_embedding.linear_1", "label_emb.0.0"),
+    ("add_embedding.linear_2", "label_emb.0.2"),
     ("conv_in", "input_blocks.0.0"),
     ("conv_norm_out", "out.0"),
     ("conv_out", "out.2"),
@@ -44,10 +50,25 @@ pub struct UnetNames {
 }
 
 impl UnetNames {
+    /// Only the block layout is read (resnets per level, which up blocks have attention), so configs
+    /// with features kiln's UNet does not build yet (SDXL's `addition_embed_type`) name tensors too.
     pub fn new(config: &UnetConfig) -> Result<UnetNames> {
-        let resolved = config.resolve()?;
-        let layers: Vec<usize> = resolved.levels.iter().map(|l| l.layers).collect();
-        let n = layers.len();
+        let n = config.down_block_types.len();
+        let layers = config.layers_per_block.expand(n, "layers_per_block")?;
+        if config.up_block_types.len() != n {
+            return Err(Error::shape(
+                "unet names",
+                format!(
+                    "{} up_block_types for {n} down_block_types",
+                    config.up_block_types.len()
+                ),
+            ));
+        }
+        let up_attention: Vec<bool> = config
+            .up_block_types
+            .iter()
+            .map(|t| t.starts_with("CrossAttn"))
+            .collect();
         let mut down = Vec::with_capacity(n);
         let mut first = 1;
         for &l in &layers {
@@ -56,13 +77,20 @@ impl UnetNames {
         }
         let mut up = Vec::with_capacity(n);
         let mut first = 0;
-        for (i, &attention) in resolved.up_attention.iter().enumerate() {
+        for (i, &attention) in up_attention.iter().enumerate() {
             // Up block i works at level n-1-i and has one resnet more than its down block.
             let count = layers[n - 1 - i] + 1;
             up.push((first, count, attention));
             first += count;
         }
         Ok(UnetNames { down, up })
+    }
+
+    /// From a diffusers config.json value, unvalidated (see `new`).
+    pub fn from_json(config: &Value) -> Result<UnetNames> {
+        let config: UnetConfig = serde_json::from_value(config.clone())
+            .map_err(|e| Error::shape("unet names", format!("UNet config: {e}")))?;
+        UnetNames::new(&config)
     }
 }
 
@@ -203,6 +231,41 @@ mod tests {
     }
 
     #[test]
+    fn sdxl_names_match_diffusers_conversion() {
+        // stable-diffusion-xl-base-1.0: three levels, no attention in the first.
+        let m = UnetNames::from_json(&serde_json::json!({
+            "block_out_channels": [320, 640, 1280],
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            "addition_embed_type": "text_time",
+            "transformer_layers_per_block": [1, 2, 10],
+        }))
+        .unwrap();
+        for (diffusers, compvis) in [
+            ("add_embedding.linear_1.weight", "label_emb.0.0.weight"),
+            ("add_embedding.linear_2.bias", "label_emb.0.2.bias"),
+            (
+                "down_blocks.2.attentions.1.transformer_blocks.9.ff.net.2.weight",
+                "input_blocks.8.1.transformer_blocks.9.ff.net.2.weight",
+            ),
+            (
+                "up_blocks.0.upsamplers.0.conv.weight",
+                "output_blocks.2.2.conv.weight",
+            ),
+            (
+                "up_blocks.2.resnets.2.conv2.bias",
+                "output_blocks.8.0.out_layers.3.bias",
+            ),
+        ] {
+            assert_eq!(
+                name(&m, diffusers),
+                format!("{UNET_PREFIX}{compvis}"),
+                "{diffusers}"
+            );
+        }
+    }
+
+    #[test]
     fn names_outside_the_layout_have_no_place() {
         let m = sd15();
         for bad in [
@@ -211,7 +274,7 @@ mod tests {
             "down_blocks.0.resnets.0.bogus.weight",
             "up_blocks.0.upsamplers.1.conv.weight",
             "mid_block.resnets.2.conv1.weight",
-            "add_embedding.linear_1.weight",
+            "add_embedding.linear_3.weight",
         ] {
             assert!(m.stored(bad).is_none(), "{bad}");
         }

@@ -22,18 +22,25 @@ const ATTENTION: [(&str, &str); 5] = [
 
 pub struct VaeNames {
     levels: usize,
+    /// `first_stage_model.` in a checkpoint; nothing in a VAE file of its own (`--vae`).
+    prefix: &'static str,
 }
 
 impl VaeNames {
     pub fn new(config: &VaeConfig) -> VaeNames {
+        VaeNames::with_prefix(config, VAE_PREFIX)
+    }
+
+    pub fn with_prefix(config: &VaeConfig, prefix: &'static str) -> VaeNames {
         VaeNames {
             levels: config.block_out_channels.len(),
+            prefix,
         }
     }
-}
 
-fn stored(name: String) -> Option<Stored> {
-    Some(Stored::whole(format!("{VAE_PREFIX}{name}")))
+    fn at(&self, name: String) -> Option<Stored> {
+        Some(Stored::whole(format!("{}{name}", self.prefix)))
+    }
 }
 
 /// ResnetBlock2D: only the shortcut is renamed.
@@ -46,6 +53,7 @@ fn resnet(rest: &str) -> String {
 
 impl NameMap for VaeNames {
     fn stored(&self, name: &str) -> Option<Stored> {
+        let stored = |name: String| self.at(name);
         if name.starts_with("quant_conv.") || name.starts_with("post_quant_conv.") {
             return stored(name.to_string());
         }
@@ -73,7 +81,7 @@ impl NameMap for VaeNames {
                 Part::Whole
             };
             return Some(Stored {
-                name: format!("{VAE_PREFIX}{side}.mid.attn_1.{old}.{param}"),
+                name: format!("{}{side}.mid.attn_1.{old}.{param}", self.prefix),
                 part,
             });
         }
@@ -171,6 +179,14 @@ mod tests {
             assert_eq!(s.name, format!("{VAE_PREFIX}{compvis}"), "{diffusers}");
             assert_eq!(s.part, part, "{diffusers}");
         }
+        // A VAE file of its own (sdxl-vae's single file) has the same names without the prefix.
+        let bare = VaeNames::with_prefix(&cfg, "");
+        assert_eq!(
+            bare.stored("decoder.up_blocks.0.resnets.2.conv2.weight")
+                .unwrap()
+                .name,
+            "decoder.up.3.block.2.conv2.weight"
+        );
         for bad in [
             "encoder.up_blocks.0.resnets.0.conv1.weight",
             "decoder.up_blocks.4.resnets.0.conv1.weight",

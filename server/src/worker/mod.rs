@@ -16,8 +16,8 @@ use base64::Engine;
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::pipeline::{
-    generate_controlled, infotext, prepare_with, GenerationParams, LoadOptions, PipelineError,
-    Prepared, StableDiffusion, StepControl,
+    add_vae, generate_controlled, infotext, prepare_with, GenerationParams, LoadOptions,
+    PipelineError, Prepared, StableDiffusion, StepControl,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
@@ -49,11 +49,21 @@ pub struct Worker {
     metrics: Arc<Metrics>,
 }
 
-/// How models are loaded: `--weight-type` and `--max-vram`.
-#[derive(Clone, Copy, Debug)]
+/// How models are loaded: `--weight-type`, `--max-vram` and `--vae`.
+#[derive(Clone, Debug)]
 pub struct LoadSettings {
     pub weight_type: WeightType,
     pub max_vram: Option<u64>,
+    pub vae: Option<VaeChoice>,
+}
+
+/// `--vae FILE`, with what the infotext says of it (A1111's `VAE` and `VAE hash`), hashed once at
+/// start-up.
+#[derive(Clone, Debug)]
+pub struct VaeChoice {
+    pub path: PathBuf,
+    pub name: String,
+    pub hash: String,
 }
 
 /// The model in memory and how it was loaded.
@@ -161,7 +171,10 @@ impl Worker {
     /// How to load the model at `path` and run `params`: as `--weight-type` says, fitted to the
     /// budget when there is one. A job too big for the budget is refused here, before any load.
     fn prepare(&mut self, path: &Path, params: &GenerationParams) -> ApiResult<Prepared> {
-        let options = LoadOptions::weight_type(self.settings.weight_type);
+        let options = LoadOptions {
+            vae: self.settings.vae.as_ref().map(|v| v.path.clone()),
+            ..LoadOptions::weight_type(self.settings.weight_type)
+        };
         let Some(budget) = self.settings.max_vram else {
             return Ok(Prepared::unbudgeted(options));
         };
@@ -276,7 +289,11 @@ impl Worker {
         }
         let mut out = Vec::with_capacity(images.len());
         for image in &images {
-            let text = infotext(params, image.seed, &entry.model_name, hash.as_deref()).format();
+            let mut info = infotext(params, image.seed, &entry.model_name, hash.as_deref());
+            if let Some(vae) = &self.settings.vae {
+                add_vae(&mut info, &vae.name, Some(&vae.hash));
+            }
+            let text = info.format();
             let png = encode_png(&image.to_rgb8(), &[(PNG_KEYWORD, &text)])
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             out.push(OutputImage {

@@ -383,3 +383,36 @@ fn textual_inversion_embeddings_through_the_api() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_vae_file_replaces_the_vae_and_is_named_in_the_infotext() {
+    let image = |server: &kiln_server::Server| {
+        let (status, body) = post_json(server, "/sdapi/v1/txt2img", &small("a red circle", 2));
+        assert_eq!(status, 200, "{body}");
+        decode_png(&b64decode(body["images"][0].as_str().unwrap())).unwrap()
+    };
+    let own = image(&start(config()));
+    // The bundled model's own VAE weights as a file of their own: the same pixels.
+    let vae = bundled().join("vae/diffusion_pytorch_model.safetensors");
+    let mut c = config();
+    c.vae = Some(vae.clone());
+    let png = image(&start(c));
+    assert_eq!(png.image.data, own.image.data);
+    let info = InfoText::parse(png.text("parameters").unwrap());
+    assert_eq!(info.get("VAE"), Some("diffusion_pytorch_model.safetensors"));
+    let hash = kiln_models::pipeline::short_hash(&vae).unwrap();
+    assert_eq!(info.get("VAE hash"), Some(hash.as_str()));
+    assert_eq!(
+        own.text("parameters").map(|t| t.contains("VAE")),
+        Some(false)
+    );
+
+    // A missing file stops the server before it listens.
+    let mut c = config();
+    c.vae = Some(bundled().join("no-such-vae.safetensors"));
+    let e = kiln_server::Server::start(c).err().unwrap().to_string();
+    assert!(
+        e.contains("--vae") && e.contains("no-such-vae.safetensors"),
+        "{e}"
+    );
+}
