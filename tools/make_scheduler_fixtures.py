@@ -19,6 +19,7 @@ Outputs (default tests/fixtures/schedulers/):
   sweep.json      timesteps/sigmas for many step counts, or the error diffusers raises.
 """
 
+import inspect
 import json
 import math
 import os
@@ -34,7 +35,10 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    KDPM2DiscreteScheduler,
     LCMScheduler,
+    UniPCMultistepScheduler,
 )
 
 LATENT_SHAPE = (1, 4, 8, 8)
@@ -74,6 +78,29 @@ SAMPLERS = {
     "DPM++ 2M SDE Karras": (DPMSolverMultistepScheduler,
                             {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
     "LCM": (LCMScheduler, {}),
+    # Schedule types as diffusers' scheduler overview maps A1111's: "Exponential" is
+    # use_exponential_sigmas with linspace spacing, "SGM Uniform" is trailing spacing.
+    "Euler Exponential": (EulerDiscreteScheduler,
+                          {"use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
+    "Euler SGM Uniform": (EulerDiscreteScheduler, {"timestep_spacing": "trailing"}),
+    "Euler a SGM Uniform": (EulerAncestralDiscreteScheduler, {"timestep_spacing": "trailing"}),
+    "DDIM SGM Uniform": (DDIMScheduler, {"timestep_spacing": "trailing"}),
+    "DPM++ 2M Exponential": (DPMSolverMultistepScheduler,
+                             {"use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
+    "DPM++ 2M SGM Uniform": (DPMSolverMultistepScheduler, {"timestep_spacing": "trailing"}),
+    "DPM++ 2M SDE Exponential": (DPMSolverMultistepScheduler,
+                                 {"algorithm_type": "sde-dpmsolver++",
+                                  "use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
+    # Two model evaluations per step (scheduler.order = 2): 2N-1 timesteps.
+    "Heun": (HeunDiscreteScheduler, {}),
+    "Heun Karras": (HeunDiscreteScheduler, {"use_karras_sigmas": True}),
+    "DPM2": (KDPM2DiscreteScheduler, {}),
+    "DPM2 Karras": (KDPM2DiscreteScheduler, {"use_karras_sigmas": True}),
+    "DPM2 Exponential": (KDPM2DiscreteScheduler,
+                         {"use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
+    "UniPC": (UniPCMultistepScheduler, {}),
+    "UniPC Karras": (UniPCMultistepScheduler, {"use_karras_sigmas": True}),
+    "UniPC SGM Uniform": (UniPCMultistepScheduler, {"timestep_spacing": "trailing"}),
 }
 
 
@@ -211,15 +238,19 @@ def describe(s):
     out = {"timesteps": [float(t) for t in s.timesteps.tolist()],
            "init_noise_sigma": float(s.init_noise_sigma)}
     if isinstance(s, (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
-                      DPMSolverMultistepScheduler)):
+                      DPMSolverMultistepScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler,
+                      UniPCMultistepScheduler)):
         out["sigmas"] = f32s(s.sigmas)
     return out
 
 
 def denoise(s, latents, timesteps, g, **step_kwargs):
+    # As diffusers' pipelines do: the generator only goes to samplers whose step takes one.
+    if "generator" in inspect.signature(s.step).parameters:
+        step_kwargs["generator"] = g
     for t in timesteps:
         x = s.scale_model_input(latents, t)
-        latents = s.step(fake_model(x, t), t, latents, generator=g, **step_kwargs).prev_sample
+        latents = s.step(fake_model(x, t), t, latents, **step_kwargs).prev_sample
     return latents
 
 
