@@ -44,6 +44,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
@@ -105,6 +106,7 @@ SAMPLERS = {
     "Euler": EulerDiscreteScheduler,
     "Euler a": EulerAncestralDiscreteScheduler,
     "DPM++ 2M": DPMSolverMultistepScheduler,
+    "Heun": HeunDiscreteScheduler,
 }
 
 SIZE = 32
@@ -128,6 +130,12 @@ CASES = [
          negative="", cfg=7.5, seed=42, strength=0.6),
     dict(name="img2img_dpmpp_2m", mode="img2img", sampler="DPM++ 2M", prompt=PROMPT,
          negative="blurry", cfg=7.5, seed=3, strength=0.6),
+    # Two model evaluations per step (scheduler.order = 2, 7 timesteps for 4 steps): img2img
+    # skips 2 entries per skipped step, and inpainting blends after each of them.
+    dict(name="img2img_heun", mode="img2img", sampler="Heun", prompt=PROMPT,
+         negative="", cfg=7.5, seed=5, strength=0.6),
+    dict(name="inpaint4_heun", mode="inpaint", sampler="Heun", prompt=PROMPT,
+         negative="", cfg=7.5, seed=15, strength=0.75),
     # The 9-channel inpainting UNet (latents + mask + masked-image latents).
     # Euler a: its step noise comes after the initial noise and the masked image's VAE sample.
     dict(name="inpaint9_euler_a", mode="inpaint", unet="tiny-sd1-inpaint", sampler="Euler a",
