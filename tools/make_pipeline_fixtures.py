@@ -42,6 +42,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from diffusers import (
     AutoencoderKL,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
@@ -107,6 +108,7 @@ SAMPLERS = {
     "Euler a": EulerAncestralDiscreteScheduler,
     "DPM++ 2M": DPMSolverMultistepScheduler,
     "Heun": HeunDiscreteScheduler,
+    "DPM++ SDE": DPMSolverSDEScheduler,
 }
 
 SIZE = 32
@@ -136,6 +138,9 @@ CASES = [
          negative="", cfg=7.5, seed=5, strength=0.6),
     dict(name="inpaint4_heun", mode="inpaint", sampler="Heun", prompt=PROMPT,
          negative="", cfg=7.5, seed=15, strength=0.75),
+    # Brownian-tree noise seeded with the image's seed (diffusers' noise_sampler_seed).
+    dict(name="img2img_dpmpp_sde", mode="img2img", sampler="DPM++ SDE", prompt=PROMPT,
+         negative="", cfg=7.5, seed=9, strength=0.8),
     # The 9-channel inpainting UNet (latents + mask + masked-image latents).
     # Euler a: its step noise comes after the initial noise and the masked image's VAE sample.
     dict(name="inpaint9_euler_a", mode="inpaint", unet="tiny-sd1-inpaint", sampler="Euler a",
@@ -280,7 +285,13 @@ def run(case, init, mask):
         "inpaint": StableDiffusionInpaintPipeline,
     }[case["mode"]]
     pipe = cls(**components(family, case.get("unet", family)))
-    pipe.scheduler = SAMPLERS[case["sampler"]].from_config(SCHEDULERS[family])
+    sampler_cls = SAMPLERS[case["sampler"]]
+    extra = {}
+    if sampler_cls is DPMSolverSDEScheduler:
+        # Its Brownian tree is seeded by the scheduler, not the generator; kiln seeds it with
+        # the image's seed.
+        extra["noise_sampler_seed"] = case["seed"]
+    pipe.scheduler = sampler_cls.from_config(SCHEDULERS[family], **extra)
     pipe.set_progress_bar_config(disable=True)
     batch = case.get("batch", 1)
     clip_skip = case.get("clip_skip", 1)

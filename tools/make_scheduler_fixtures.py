@@ -33,6 +33,7 @@ from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
@@ -101,6 +102,10 @@ SAMPLERS = {
     "UniPC": (UniPCMultistepScheduler, {}),
     "UniPC Karras": (UniPCMultistepScheduler, {"use_karras_sigmas": True}),
     "UniPC SGM Uniform": (UniPCMultistepScheduler, {"timestep_spacing": "trailing"}),
+    # Brownian-tree noise (torchsde) seeded with the run's seed, as kiln seeds it per image.
+    "DPM++ SDE": (DPMSolverSDEScheduler, {"noise_sampler_seed": RUN_SEED}),
+    "DPM++ SDE Karras": (DPMSolverSDEScheduler,
+                         {"noise_sampler_seed": RUN_SEED, "use_karras_sigmas": True}),
 }
 
 
@@ -224,8 +229,10 @@ def rng_fixture():
 
 
 def fake_model(x, t):
-    """model_output = 0.1 * x + float32(cos(t / 100)), the cosine taken in double."""
-    c = float(np.float32(math.cos(float(t) / 100.0)))
+    """model_output = 0.1 * x + float32(cos(t / 100)), the cosine taken in double of the float32
+    timestep (a UNet's timestep projection casts to float32; only DPMSolverSDE keeps float64
+    timesteps, and for the others this cast changes nothing)."""
+    c = float(np.float32(math.cos(float(np.float32(t)) / 100.0)))
     return x * 0.1 + c
 
 
@@ -239,7 +246,7 @@ def describe(s):
            "init_noise_sigma": float(s.init_noise_sigma)}
     if isinstance(s, (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
                       DPMSolverMultistepScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler,
-                      UniPCMultistepScheduler)):
+                      UniPCMultistepScheduler, DPMSolverSDEScheduler)):
         out["sigmas"] = f32s(s.sigmas)
     return out
 

@@ -66,8 +66,8 @@ pub struct GenerateArgs {
     seed: String,
 
     /// Sampler, as A1111 or stable-diffusion.cpp names it: Euler, "Euler a", Heun, DPM2, DDIM,
-    /// DDPM, "DPM++ 2M", "DPM++ 2M SDE", UniPC, LCM, euler_a, heun, dpm2, dpm++2m, dpm++2m_sde,
-    /// ... ("DPM++ 2M Karras" or "DPM++ 2M Exponential" also sets the schedule).
+    /// DDPM, "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", UniPC, LCM, euler_a, heun, dpm2, dpm++2m,
+    /// dpm++2m_sde, ... ("DPM++ 2M Karras" or "DPM++ 2M Exponential" also sets the schedule).
     #[arg(long, default_value = "Euler")]
     sampler: String,
 

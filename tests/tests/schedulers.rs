@@ -8,7 +8,9 @@
 //! - sigmas and init_noise_sigma: relative 1e-6 (measured: bit-identical but one value, 1.1e-7);
 //! - latents after a whole 4- or 20-step loop and for img2img (fake model; initial and ancestral
 //!   noise from one seeded torch CPU generator, itself bit-exact): absolute 1e-5 on latents of
-//!   magnitude 1-40 (measured: 3.6e-7 at most, most runs bit-identical).
+//!   magnitude 1-40 (measured: 3.6e-7 at most, most runs bit-identical). DPM++ SDE's noise is
+//!   torchsde's Brownian tree seeded with the run's seed (diffusers' `noise_sampler_seed`),
+//!   reproduced here bit for bit.
 
 use kiln_models::rng::{NoiseSource, TorchCpuRng};
 use kiln_models::schedulers::{
@@ -119,7 +121,7 @@ fn txt2img_loops_match_diffusers() {
         .map(|d| d.as_u64().unwrap() as usize)
         .product();
     let runs = fx["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 150);
+    assert_eq!(runs.len(), 162);
     for run in runs {
         let (config, sampler) = (
             run["config"].as_str().unwrap(),
@@ -129,6 +131,8 @@ fn txt2img_loops_match_diffusers() {
         let label = format!("{config} {sampler} {steps} steps");
         let mut s = scheduler(&fx["configs"][config], sampler, steps).unwrap();
         check_schedule(&label, s.as_ref(), run);
+        // DPM++ SDE's Brownian tree is seeded with the run's seed (diffusers' noise_sampler_seed).
+        s.set_noise_seeds(&[seed]);
         let mut rng = TorchCpuRng::new(seed);
         let init = s.init_noise_sigma();
         let latents: Vec<f32> = rng.randn(len).iter().map(|v| v * init).collect();
@@ -176,6 +180,7 @@ fn img2img_matches_diffusers() {
     for run in fx["runs"].as_array().unwrap() {
         let sampler = run["sampler"].as_str().unwrap();
         let mut s = scheduler(&fx["config"], sampler, steps).unwrap();
+        s.set_noise_seeds(&[seed]);
         let start = img2img_start(steps, strength).unwrap();
         assert_eq!(
             start as u64,
@@ -319,6 +324,13 @@ fn sampler_names_parse() {
         ("DPM2 Karras", SamplerKind::Dpm2, SigmaSchedule::Karras),
         ("k_dpm_2_ka", SamplerKind::Dpm2, SigmaSchedule::Karras),
         ("UniPC", SamplerKind::UniPc, SigmaSchedule::Default),
+        ("DPM++ SDE", SamplerKind::DpmPpSde, SigmaSchedule::Default),
+        ("k_dpmpp_sde", SamplerKind::DpmPpSde, SigmaSchedule::Default),
+        (
+            "DPM++ SDE Karras",
+            SamplerKind::DpmPpSde,
+            SigmaSchedule::Karras,
+        ),
         ("unipc", SamplerKind::UniPc, SigmaSchedule::Default),
         (
             "UniPC SGM Uniform",
@@ -556,8 +568,9 @@ fn dpm_solver_refuses_steps_out_of_order() {
 #[test]
 fn two_stage_samplers_take_whole_steps_in_order() {
     let cfg = SchedulerConfig::from_json_str("{}").unwrap();
-    for name in ["Heun", "DPM2", "UniPC"] {
+    for name in ["Heun", "DPM2", "UniPC", "DPM++ SDE"] {
         let mut s = build_scheduler(&cfg, &SamplerSpec::parse(name).unwrap(), 10).unwrap();
+        s.set_noise_seeds(&[0]);
         let mut rng = TorchCpuRng::new(0);
         let x = vec![0.1f32; 4];
         if s.order() == 2 {
@@ -572,6 +585,37 @@ fn two_stage_samplers_take_whole_steps_in_order() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn dpm_sde_needs_its_noise_seeds() {
+    let cfg = SchedulerConfig::from_json_str("{}").unwrap();
+    let spec = SamplerSpec::parse("DPM++ SDE").unwrap();
+    let x = vec![0.1f32; 4];
+    let mut s = build_scheduler(&cfg, &spec, 4).unwrap();
+    let err = s
+        .step(&x, 0, &x, &mut TorchCpuRng::new(0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("set_noise_seeds"), "{err}");
+    // One tree per image: a sample that the seeds do not divide is refused.
+    let mut s = build_scheduler(&cfg, &spec, 4).unwrap();
+    s.set_noise_seeds(&[1, 2, 3]);
+    let err = s
+        .step(&x, 0, &x, &mut TorchCpuRng::new(0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("noise seed"), "{err}");
+    // Different seeds, different noise.
+    let mut a = build_scheduler(&cfg, &spec, 4).unwrap();
+    a.set_noise_seeds(&[1]);
+    let mut b = build_scheduler(&cfg, &spec, 4).unwrap();
+    b.set_noise_seeds(&[2]);
+    let mut rng = TorchCpuRng::new(0);
+    assert_ne!(
+        a.step(&x, 0, &x, &mut rng).unwrap(),
+        b.step(&x, 0, &x, &mut rng).unwrap()
+    );
 }
 
 #[test]

@@ -65,6 +65,7 @@ pub fn generate_controlled(
     for (k, batch_seeds) in seeds.chunks(params.batch_size).enumerate() {
         let mut noise = BatchNoise::new(params.rng, batch_seeds);
         let mut scheduler = build_scheduler(&model.scheduler_config, &params.sampler, steps)?;
+        scheduler.set_noise_seeds(batch_seeds);
         let f = model.vae_scale_factor();
         let shape = [
             batch_seeds.len(),

@@ -72,6 +72,12 @@ pub(crate) const DPM2: ClassDefaults = ClassDefaults {
     ..HEUN
 };
 
+/// DPMSolverSDEScheduler's defaults are Heun's.
+pub(crate) const DPM_SDE: ClassDefaults = ClassDefaults {
+    sampler: "DPM++ SDE",
+    ..HEUN
+};
+
 /// UniPCMultistepScheduler's defaults are DPM-Solver's.
 pub(crate) const UNIPC: ClassDefaults = ClassDefaults {
     sampler: "UniPC",

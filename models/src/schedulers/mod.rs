@@ -1,5 +1,5 @@
 //! Samplers that reproduce diffusers' schedulers step for step on host `f32` latents:
-//! Euler, Euler a, Heun, DPM2, DDIM, DDPM, DPM++ 2M (SDE), UniPC and LCM, with the Karras,
+//! Euler, Euler a, Heun, DPM2, DDIM, DDPM, DPM++ 2M (SDE), DPM++ SDE, UniPC and LCM, with the Karras,
 //! exponential and SGM Uniform schedules where diffusers' class offers them.
 //!
 //! A scheduler is built from a `scheduler_config.json` ([`SchedulerConfig`]), a sampler name
@@ -18,11 +18,13 @@
 //! numerics follow diffusers' float32/float64 choices operation by operation (see each module),
 //! so results agree with diffusers to float32 rounding.
 
+mod brownian;
 mod common;
 mod config;
 mod ddim;
 mod ddpm;
 mod defaults;
+mod dpm_sde;
 mod dpm_solver;
 mod error;
 mod euler;
@@ -45,6 +47,7 @@ pub use config::{
 };
 pub use ddim::Ddim;
 pub use ddpm::Ddpm;
+pub use dpm_sde::{BrownianNoise, BrownianTrees, DpmSde};
 pub use dpm_solver::DpmSolverMultistep;
 pub use error::SchedulerError;
 pub use euler::Euler;
@@ -78,6 +81,10 @@ pub trait Scheduler: Send + std::fmt::Debug {
     fn order(&self) -> usize {
         1
     }
+
+    /// The images' seeds, for samplers whose noise is not the run's generator (DPM++ SDE seeds
+    /// a Brownian tree per image with them); the sample's images are in seed order.
+    fn set_noise_seeds(&mut self, _seeds: &[u64]) {}
 
     /// The factor for unit-variance initial noise in txt2img.
     fn init_noise_sigma(&self) -> f32;
@@ -153,5 +160,6 @@ pub fn build_scheduler(
         SamplerKind::Heun => Box::new(Heun::new(&cfg, steps)?),
         SamplerKind::Dpm2 => Box::new(Dpm2::new(&cfg, steps)?),
         SamplerKind::UniPc => Box::new(UniPc::new(&cfg, steps)?),
+        SamplerKind::DpmPpSde => Box::new(DpmSde::new(&cfg, steps)?),
     })
 }

@@ -28,10 +28,12 @@ pub enum SamplerKind {
     Dpm2,
     /// UniPCMultistepScheduler (bh2, order 2 unless the config says otherwise).
     UniPc,
+    /// DPMSolverSDEScheduler: two model evaluations per step but the last, Brownian noise.
+    DpmPpSde,
 }
 
 impl SamplerKind {
-    pub const ALL: [SamplerKind; 10] = [
+    pub const ALL: [SamplerKind; 11] = [
         SamplerKind::Euler,
         SamplerKind::EulerAncestral,
         SamplerKind::Heun,
@@ -40,6 +42,7 @@ impl SamplerKind {
         SamplerKind::Ddpm,
         SamplerKind::DpmPp2m,
         SamplerKind::DpmPp2mSde,
+        SamplerKind::DpmPpSde,
         SamplerKind::UniPc,
         SamplerKind::Lcm,
     ];
@@ -57,6 +60,7 @@ impl SamplerKind {
             SamplerKind::Heun => "Heun",
             SamplerKind::Dpm2 => "DPM2",
             SamplerKind::UniPc => "UniPC",
+            SamplerKind::DpmPpSde => "DPM++ SDE",
         }
     }
 
@@ -72,6 +76,7 @@ impl SamplerKind {
             SamplerKind::Heun => "HeunDiscreteScheduler",
             SamplerKind::Dpm2 => "KDPM2DiscreteScheduler",
             SamplerKind::UniPc => "UniPCMultistepScheduler",
+            SamplerKind::DpmPpSde => "DPMSolverSDEScheduler",
         }
     }
 
@@ -83,7 +88,10 @@ impl SamplerKind {
         match schedule {
             SigmaSchedule::Default => true,
             SigmaSchedule::Karras | SigmaSchedule::Exponential => {
-                matches!(self, Euler | DpmPp2m | DpmPp2mSde | Heun | Dpm2 | UniPc)
+                matches!(
+                    self,
+                    Euler | DpmPp2m | DpmPp2mSde | DpmPpSde | Heun | Dpm2 | UniPc
+                )
             }
             SigmaSchedule::SgmUniform => !matches!(self, Lcm),
         }
@@ -198,6 +206,9 @@ impl SamplerSpec {
             "heun" | "k_heun" => (SamplerKind::Heun, None),
             "dpm2" | "k_dpm_2" => (SamplerKind::Dpm2, None),
             "unipc" | "uni_pc" | "uni-pc" => (SamplerKind::UniPc, None),
+            "dpm++ sde" | "dpm++_sde" | "dpmpp_sde" | "k_dpmpp_sde" => {
+                (SamplerKind::DpmPpSde, None)
+            }
             _ => {
                 return Err(SchedulerError::UnknownSampler {
                     given: name.to_string(),
@@ -225,10 +236,10 @@ impl SamplerSpec {
 }
 
 const VALID_SAMPLERS: &str = "Euler, Euler a, Heun, DPM2, DDIM, DDPM, DPM++ 2M, DPM++ 2M SDE, \
-UniPC, LCM (A1111 names, optionally followed by ' Karras', ' Exponential' or ' SGM Uniform'), \
+DPM++ SDE, UniPC, LCM (A1111 names, optionally followed by ' Karras', ' Exponential' or ' SGM Uniform'), \
 euler, euler_a, heun, dpm2, ddim, ddim_trailing, ddpm, dpm++2m, dpm++2m_sde, lcm \
 (stable-diffusion.cpp names), k_euler, k_euler_a, k_heun, k_dpm_2, k_dpmpp_2m, k_dpmpp_2m_ka, \
-k_dpmpp_2m_sde";
+k_dpmpp_2m_sde, k_dpmpp_sde";
 
 /// Parses an A1111 "Schedule type" or an sd.cpp `--schedule` value.
 pub fn parse_schedule(name: &str) -> Result<SigmaSchedule, SchedulerError> {

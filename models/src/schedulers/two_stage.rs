@@ -1,4 +1,5 @@
-//! What Heun and DPM2 (diffusers' `HeunDiscreteScheduler`, `KDPM2DiscreteScheduler`) share: two
+//! What Heun, DPM2 and DPM++ SDE (diffusers' `HeunDiscreteScheduler`, `KDPM2DiscreteScheduler`,
+//! `DPMSolverSDEScheduler`) share: two
 //! model evaluations per step except the last, which diffusers lays out as a schedule of 2N-1
 //! timesteps (`scheduler.order` = 2), each step's sigmas repeated; and the stage state kept
 //! between the two evaluations.
@@ -15,6 +16,8 @@ pub(crate) struct StepGrid {
     /// float32 timesteps, widened (f64 where diffusers keeps Karras/exponential ones in f64).
     pub timesteps: Vec<f64>,
     pub sigmas: Vec<f32>,
+    /// The step sigmas in float64, before the float32 cast (no final 0).
+    pub sigmas64: Vec<f64>,
     pub init_noise_sigma: f32,
     pub prediction: PredictionType,
     pub respacing: Option<Respacing>,
@@ -42,6 +45,7 @@ impl StepGrid {
         Ok(StepGrid {
             log_sigmas: grid.table.sigmas.iter().map(|s| s.ln()).collect(),
             timesteps: grid.timesteps,
+            sigmas64: grid.sigmas,
             sigmas,
             init_noise_sigma,
             prediction: cfg.prediction_type.unwrap_or(PredictionType::Epsilon),

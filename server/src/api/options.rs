@@ -63,17 +63,24 @@ pub async fn samplers() -> Json<Value> {
                 SamplerKind::DpmPp2m => &["k_dpmpp_2m", "dpm++2m"],
                 SamplerKind::DpmPp2mSde => &["k_dpmpp_2m_sde", "dpm++2m_sde"],
                 SamplerKind::UniPc => &["unipc"],
+                SamplerKind::DpmPpSde => &["k_dpmpp_sde"],
                 SamplerKind::Lcm => &["lcm"],
             };
             // A1111's options: the schedule its menu suggests, and the two-evaluation samplers.
             let mut options = Map::new();
             if matches!(
                 k,
-                SamplerKind::Euler | SamplerKind::DpmPp2m | SamplerKind::DpmPp2mSde
+                SamplerKind::Euler
+                    | SamplerKind::DpmPp2m
+                    | SamplerKind::DpmPp2mSde
+                    | SamplerKind::DpmPpSde
             ) {
                 options.insert("scheduler".into(), "karras".into());
             }
-            if matches!(k, SamplerKind::Heun | SamplerKind::Dpm2) {
+            if matches!(
+                k,
+                SamplerKind::Heun | SamplerKind::Dpm2 | SamplerKind::DpmPpSde
+            ) {
                 options.insert("second_order".into(), true.into());
             }
             json!({"name": k.name(), "aliases": aliases, "options": options})

@@ -144,6 +144,7 @@ fn info_routes() {
             "DDPM",
             "DPM++ 2M",
             "DPM++ 2M SDE",
+            "DPM++ SDE",
             "UniPC",
             "LCM"
         ]
