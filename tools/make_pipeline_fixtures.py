@@ -42,8 +42,10 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from diffusers import (
     AutoencoderKL,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
@@ -105,6 +107,8 @@ SAMPLERS = {
     "Euler": EulerDiscreteScheduler,
     "Euler a": EulerAncestralDiscreteScheduler,
     "DPM++ 2M": DPMSolverMultistepScheduler,
+    "Heun": HeunDiscreteScheduler,
+    "DPM++ SDE": DPMSolverSDEScheduler,
 }
 
 SIZE = 32
@@ -128,6 +132,15 @@ CASES = [
          negative="", cfg=7.5, seed=42, strength=0.6),
     dict(name="img2img_dpmpp_2m", mode="img2img", sampler="DPM++ 2M", prompt=PROMPT,
          negative="blurry", cfg=7.5, seed=3, strength=0.6),
+    # Two model evaluations per step (scheduler.order = 2, 7 timesteps for 4 steps): img2img
+    # skips 2 entries per skipped step, and inpainting blends after each of them.
+    dict(name="img2img_heun", mode="img2img", sampler="Heun", prompt=PROMPT,
+         negative="", cfg=7.5, seed=5, strength=0.6),
+    dict(name="inpaint4_heun", mode="inpaint", sampler="Heun", prompt=PROMPT,
+         negative="", cfg=7.5, seed=15, strength=0.75),
+    # Brownian-tree noise seeded with the image's seed (diffusers' noise_sampler_seed).
+    dict(name="img2img_dpmpp_sde", mode="img2img", sampler="DPM++ SDE", prompt=PROMPT,
+         negative="", cfg=7.5, seed=9, strength=0.8),
     # The 9-channel inpainting UNet (latents + mask + masked-image latents).
     # Euler a: its step noise comes after the initial noise and the masked image's VAE sample.
     dict(name="inpaint9_euler_a", mode="inpaint", unet="tiny-sd1-inpaint", sampler="Euler a",
@@ -300,7 +313,13 @@ def run(case, init, mask):
         "inpaint": StableDiffusionInpaintPipeline,
     }[case["mode"]]
     pipe = cls(**components(family, case.get("unet", family)))
-    pipe.scheduler = SAMPLERS[case["sampler"]].from_config(SCHEDULERS[family])
+    sampler_cls = SAMPLERS[case["sampler"]]
+    extra = {}
+    if sampler_cls is DPMSolverSDEScheduler:
+        # Its Brownian tree is seeded by the scheduler, not the generator; kiln seeds it with
+        # the image's seed.
+        extra["noise_sampler_seed"] = case["seed"]
+    pipe.scheduler = sampler_cls.from_config(SCHEDULERS[family], **extra)
     pipe.set_progress_bar_config(disable=True)
     for name in case.get("embeddings", []):
         pipe.load_textual_inversion(embedding_vectors(name), token=name)

@@ -19,6 +19,7 @@ Outputs (default tests/fixtures/schedulers/):
   sweep.json      timesteps/sigmas for many step counts, or the error diffusers raises.
 """
 
+import inspect
 import json
 import math
 import os
@@ -32,9 +33,13 @@ from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    KDPM2DiscreteScheduler,
     LCMScheduler,
+    UniPCMultistepScheduler,
 )
 
 LATENT_SHAPE = (1, 4, 8, 8)
@@ -74,6 +79,33 @@ SAMPLERS = {
     "DPM++ 2M SDE Karras": (DPMSolverMultistepScheduler,
                             {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
     "LCM": (LCMScheduler, {}),
+    # Schedule types as diffusers' scheduler overview maps A1111's: "Exponential" is
+    # use_exponential_sigmas with linspace spacing, "SGM Uniform" is trailing spacing.
+    "Euler Exponential": (EulerDiscreteScheduler,
+                          {"use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
+    "Euler SGM Uniform": (EulerDiscreteScheduler, {"timestep_spacing": "trailing"}),
+    "Euler a SGM Uniform": (EulerAncestralDiscreteScheduler, {"timestep_spacing": "trailing"}),
+    "DDIM SGM Uniform": (DDIMScheduler, {"timestep_spacing": "trailing"}),
+    "DPM++ 2M Exponential": (DPMSolverMultistepScheduler,
+                             {"use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
+    "DPM++ 2M SGM Uniform": (DPMSolverMultistepScheduler, {"timestep_spacing": "trailing"}),
+    "DPM++ 2M SDE Exponential": (DPMSolverMultistepScheduler,
+                                 {"algorithm_type": "sde-dpmsolver++",
+                                  "use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
+    # Two model evaluations per step (scheduler.order = 2): 2N-1 timesteps.
+    "Heun": (HeunDiscreteScheduler, {}),
+    "Heun Karras": (HeunDiscreteScheduler, {"use_karras_sigmas": True}),
+    "DPM2": (KDPM2DiscreteScheduler, {}),
+    "DPM2 Karras": (KDPM2DiscreteScheduler, {"use_karras_sigmas": True}),
+    "DPM2 Exponential": (KDPM2DiscreteScheduler,
+                         {"use_exponential_sigmas": True, "timestep_spacing": "linspace"}),
+    "UniPC": (UniPCMultistepScheduler, {}),
+    "UniPC Karras": (UniPCMultistepScheduler, {"use_karras_sigmas": True}),
+    "UniPC SGM Uniform": (UniPCMultistepScheduler, {"timestep_spacing": "trailing"}),
+    # Brownian-tree noise (torchsde) seeded with the run's seed, as kiln seeds it per image.
+    "DPM++ SDE": (DPMSolverSDEScheduler, {"noise_sampler_seed": RUN_SEED}),
+    "DPM++ SDE Karras": (DPMSolverSDEScheduler,
+                         {"noise_sampler_seed": RUN_SEED, "use_karras_sigmas": True}),
 }
 
 
@@ -197,8 +229,10 @@ def rng_fixture():
 
 
 def fake_model(x, t):
-    """model_output = 0.1 * x + float32(cos(t / 100)), the cosine taken in double."""
-    c = float(np.float32(math.cos(float(t) / 100.0)))
+    """model_output = 0.1 * x + float32(cos(t / 100)), the cosine taken in double of the float32
+    timestep (a UNet's timestep projection casts to float32; only DPMSolverSDE keeps float64
+    timesteps, and for the others this cast changes nothing)."""
+    c = float(np.float32(math.cos(float(np.float32(t)) / 100.0)))
     return x * 0.1 + c
 
 
@@ -211,15 +245,19 @@ def describe(s):
     out = {"timesteps": [float(t) for t in s.timesteps.tolist()],
            "init_noise_sigma": float(s.init_noise_sigma)}
     if isinstance(s, (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
-                      DPMSolverMultistepScheduler)):
+                      DPMSolverMultistepScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler,
+                      UniPCMultistepScheduler, DPMSolverSDEScheduler)):
         out["sigmas"] = f32s(s.sigmas)
     return out
 
 
 def denoise(s, latents, timesteps, g, **step_kwargs):
+    # As diffusers' pipelines do: the generator only goes to samplers whose step takes one.
+    if "generator" in inspect.signature(s.step).parameters:
+        step_kwargs["generator"] = g
     for t in timesteps:
         x = s.scale_model_input(latents, t)
-        latents = s.step(fake_model(x, t), t, latents, generator=g, **step_kwargs).prev_sample
+        latents = s.step(fake_model(x, t), t, latents, **step_kwargs).prev_sample
     return latents
 
 

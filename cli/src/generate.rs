@@ -67,13 +67,14 @@ pub struct GenerateArgs {
     #[arg(short = 's', long, default_value = "-1", allow_negative_numbers = true)]
     seed: String,
 
-    /// Sampler, as A1111 or stable-diffusion.cpp names it: Euler, "Euler a", DDIM, DDPM,
-    /// "DPM++ 2M", "DPM++ 2M SDE", LCM, euler_a, dpm++2m, dpm++2m_sde, ... ("DPM++ 2M Karras" also sets the
-    /// schedule).
+    /// Sampler, as A1111 or stable-diffusion.cpp names it: Euler, "Euler a", Heun, DPM2, DDIM,
+    /// DDPM, "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", UniPC, LCM, euler_a, heun, dpm2, dpm++2m,
+    /// dpm++2m_sde, ... ("DPM++ 2M Karras" or "DPM++ 2M Exponential" also sets the schedule).
     #[arg(long, default_value = "Euler")]
     sampler: String,
 
-    /// Sigma schedule (A1111's "Schedule type"): automatic or karras.
+    /// Sigma schedule (A1111's "Schedule type"): automatic, karras, exponential or sgm_uniform
+    /// (each where the sampler's diffusers class has it).
     #[arg(long)]
     schedule: Option<String>,
 

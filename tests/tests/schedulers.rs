@@ -2,13 +2,15 @@
 //! tools/make_scheduler_fixtures.py with torch 2.15 on CPU).
 //!
 //! Tolerances (and what was measured when they were set):
-//! - timesteps: exact, except Euler with Karras sigmas, whose fractional timesteps come from
+//! - timesteps: exact, except the fractional ones (Euler with Karras or exponential sigmas), which come from
 //!   numpy's float32 log of the sigma table (numpy's own SIMD log may differ from the C library's
 //!   by an ulp): within 2e-4 (measured: at most 1 ulp of 999, 6.1e-5);
 //! - sigmas and init_noise_sigma: relative 1e-6 (measured: bit-identical but one value, 1.1e-7);
 //! - latents after a whole 4- or 20-step loop and for img2img (fake model; initial and ancestral
 //!   noise from one seeded torch CPU generator, itself bit-exact): absolute 1e-5 on latents of
-//!   magnitude 1-40 (measured: 3.6e-7 at most, most runs bit-identical).
+//!   magnitude 1-40 (measured: 3.6e-7 at most, most runs bit-identical). DPM++ SDE's noise is
+//!   torchsde's Brownian tree seeded with the run's seed (diffusers' `noise_sampler_seed`),
+//!   reproduced here bit for bit.
 
 use kiln_models::rng::{NoiseSource, TorchCpuRng};
 use kiln_models::schedulers::{
@@ -73,15 +75,17 @@ fn assert_close(label: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
 }
 
 fn check_schedule(label: &str, s: &dyn Scheduler, case: &Value) {
-    let ts_tol = if case["sampler"] == "Euler Karras" {
-        2e-4
-    } else {
+    let want_ts = f32s(&case["timesteps"]);
+    // Fractional timesteps come from numpy's float32 log of the sigma table (see the header).
+    let ts_tol = if want_ts.iter().all(|t| t.fract() == 0.0) {
         0.0
+    } else {
+        2e-4
     };
     assert_close(
         &format!("{label} timesteps"),
         s.timesteps(),
-        &f32s(&case["timesteps"]),
+        &want_ts,
         ts_tol,
         0.0,
     );
@@ -117,7 +121,7 @@ fn txt2img_loops_match_diffusers() {
         .map(|d| d.as_u64().unwrap() as usize)
         .product();
     let runs = fx["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 60);
+    assert_eq!(runs.len(), 162);
     for run in runs {
         let (config, sampler) = (
             run["config"].as_str().unwrap(),
@@ -127,6 +131,8 @@ fn txt2img_loops_match_diffusers() {
         let label = format!("{config} {sampler} {steps} steps");
         let mut s = scheduler(&fx["configs"][config], sampler, steps).unwrap();
         check_schedule(&label, s.as_ref(), run);
+        // DPM++ SDE's Brownian tree is seeded with the run's seed (diffusers' noise_sampler_seed).
+        s.set_noise_seeds(&[seed]);
         let mut rng = TorchCpuRng::new(seed);
         let init = s.init_noise_sigma();
         let latents: Vec<f32> = rng.randn(len).iter().map(|v| v * init).collect();
@@ -174,6 +180,7 @@ fn img2img_matches_diffusers() {
     for run in fx["runs"].as_array().unwrap() {
         let sampler = run["sampler"].as_str().unwrap();
         let mut s = scheduler(&fx["config"], sampler, steps).unwrap();
+        s.set_noise_seeds(&[seed]);
         let start = img2img_start(steps, strength).unwrap();
         assert_eq!(
             start as u64,
@@ -182,7 +189,9 @@ fn img2img_matches_diffusers() {
         );
         let mut rng = TorchCpuRng::new(seed);
         let noise = rng.randn(len);
-        let noised = s.add_noise(&image, &noise, start).unwrap();
+        // Heun and DPM2 hold two entries per step.
+        let first = start * s.order();
+        let noised = s.add_noise(&image, &noise, first).unwrap();
         assert_close(
             &format!("{sampler} noised"),
             &noised,
@@ -190,7 +199,7 @@ fn img2img_matches_diffusers() {
             1e-6,
             1e-6,
         );
-        let out = denoise(s.as_mut(), noised, start, &mut rng);
+        let out = denoise(s.as_mut(), noised, first, &mut rng);
         assert_close(
             &format!("{sampler} img2img latents"),
             &out,
@@ -278,9 +287,61 @@ fn sampler_names_parse() {
             SigmaSchedule::Karras,
         ),
         ("Euler Karras", SamplerKind::Euler, SigmaSchedule::Karras),
+        (
+            "Euler Exponential",
+            SamplerKind::Euler,
+            SigmaSchedule::Exponential,
+        ),
+        (
+            "DPM++ 2M SDE Exponential",
+            SamplerKind::DpmPp2mSde,
+            SigmaSchedule::Exponential,
+        ),
+        (
+            "dpm++2m_exponential",
+            SamplerKind::DpmPp2m,
+            SigmaSchedule::Exponential,
+        ),
+        (
+            "Euler a SGM Uniform",
+            SamplerKind::EulerAncestral,
+            SigmaSchedule::SgmUniform,
+        ),
+        (
+            "ddim_sgm_uniform",
+            SamplerKind::Ddim,
+            SigmaSchedule::SgmUniform,
+        ),
         ("LCM", SamplerKind::Lcm, SigmaSchedule::Default),
         ("lcm", SamplerKind::Lcm, SigmaSchedule::Default),
+        ("Heun", SamplerKind::Heun, SigmaSchedule::Default),
+        ("heun", SamplerKind::Heun, SigmaSchedule::Default),
+        ("k_heun", SamplerKind::Heun, SigmaSchedule::Default),
+        ("Heun Karras", SamplerKind::Heun, SigmaSchedule::Karras),
+        ("DPM2", SamplerKind::Dpm2, SigmaSchedule::Default),
+        ("dpm2", SamplerKind::Dpm2, SigmaSchedule::Default),
+        ("k_dpm_2", SamplerKind::Dpm2, SigmaSchedule::Default),
+        ("DPM2 Karras", SamplerKind::Dpm2, SigmaSchedule::Karras),
+        ("k_dpm_2_ka", SamplerKind::Dpm2, SigmaSchedule::Karras),
+        ("UniPC", SamplerKind::UniPc, SigmaSchedule::Default),
+        ("DPM++ SDE", SamplerKind::DpmPpSde, SigmaSchedule::Default),
+        ("k_dpmpp_sde", SamplerKind::DpmPpSde, SigmaSchedule::Default),
+        (
+            "DPM++ SDE Karras",
+            SamplerKind::DpmPpSde,
+            SigmaSchedule::Karras,
+        ),
+        ("unipc", SamplerKind::UniPc, SigmaSchedule::Default),
+        (
+            "UniPC SGM Uniform",
+            SamplerKind::UniPc,
+            SigmaSchedule::SgmUniform,
+        ),
     ];
+    // Every display name parses back to its sampler.
+    for kind in SamplerKind::ALL {
+        assert_eq!(SamplerSpec::parse(kind.name()).unwrap().kind, kind);
+    }
     for (name, kind, schedule) in cases {
         let spec = SamplerSpec::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!((spec.kind, spec.schedule), (kind, schedule), "{name}");
@@ -292,9 +353,13 @@ fn sampler_names_parse() {
         (SamplerKind::Ddim, Some(TimestepSpacing::Trailing))
     );
 
-    let err = SamplerSpec::parse("Heun").unwrap_err().to_string();
+    let err = SamplerSpec::parse("LMS").unwrap_err().to_string();
     for valid in [
-        "'Heun'",
+        "'LMS'",
+        "Heun",
+        "DPM2",
+        "UniPC",
+        "k_dpm_2",
         "Euler a",
         "DPM++ 2M",
         "LCM",
@@ -309,15 +374,54 @@ fn sampler_names_parse() {
         .to_string();
     assert!(err.contains("Euler a") && err.contains("Karras"), "{err}");
 
-    assert_eq!(parse_schedule("Karras").unwrap(), SigmaSchedule::Karras);
-    assert_eq!(parse_schedule("Automatic").unwrap(), SigmaSchedule::Default);
-    let err = parse_schedule("Exponential").unwrap_err().to_string();
+    let err = SamplerSpec::parse("Euler a Exponential")
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("Exponential") && err.contains("Karras"),
+        err.contains("Euler a") && err.contains("Exponential"),
         "{err}"
     );
+
+    for (name, schedule) in [
+        ("Karras", SigmaSchedule::Karras),
+        ("Automatic", SigmaSchedule::Default),
+        ("exponential", SigmaSchedule::Exponential),
+        ("Exponential", SigmaSchedule::Exponential),
+        ("sgm_uniform", SigmaSchedule::SgmUniform),
+        ("SGM Uniform", SigmaSchedule::SgmUniform),
+        ("SGMUniform", SigmaSchedule::SgmUniform),
+    ] {
+        assert_eq!(parse_schedule(name).unwrap(), schedule, "{name}");
+    }
+    for schedule in SigmaSchedule::ALL {
+        assert_eq!(parse_schedule(schedule.api_name()).unwrap(), schedule);
+        assert_eq!(parse_schedule(schedule.label()).unwrap(), schedule);
+    }
+    let err = parse_schedule("Beta").unwrap_err().to_string();
+    for valid in [
+        "'Beta'",
+        "Karras",
+        "Exponential",
+        "SGM Uniform",
+        "sgm_uniform",
+    ] {
+        assert!(err.contains(valid), "{err} should mention {valid}");
+    }
     let spec = SamplerSpec::new(SamplerKind::Lcm);
-    assert!(spec.with_schedule(SigmaSchedule::Karras).is_err());
+    for schedule in [
+        SigmaSchedule::Karras,
+        SigmaSchedule::Exponential,
+        SigmaSchedule::SgmUniform,
+    ] {
+        let err = spec.with_schedule(schedule).unwrap_err().to_string();
+        assert!(
+            err.contains("LCM") && err.contains(schedule.label()),
+            "{err}"
+        );
+    }
+    let ddpm = SamplerSpec::new(SamplerKind::Ddpm);
+    assert!(ddpm.with_schedule(SigmaSchedule::SgmUniform).is_ok());
+    assert!(ddpm.with_schedule(SigmaSchedule::Exponential).is_err());
 }
 
 #[test]
@@ -366,9 +470,10 @@ fn bad_configs_name_the_field() {
             r#"{"trained_betas": [0.1, 0.2]}"#,
             ["trained_betas", "num_train_timesteps"],
         ),
+        (r#"{"use_beta_sigmas": true}"#, ["use_beta_sigmas", "Euler"]),
         (
-            r#"{"use_exponential_sigmas": true}"#,
-            ["use_exponential_sigmas", "Euler"],
+            r#"{"use_karras_sigmas": true, "use_exponential_sigmas": true}"#,
+            ["use_exponential_sigmas", "use_karras_sigmas"],
         ),
         (
             r#"{"interpolation_type": "log_linear"}"#,
@@ -428,13 +533,16 @@ fn bad_arguments_are_errors_not_panics() {
             "{kind:?} with 5000 steps"
         );
         let mut s = build_scheduler(&cfg, &spec, 4).unwrap();
+        // 4 steps are 4 entries, or 7 for the two-evaluation samplers.
+        let len = s.timesteps().len();
+        assert_eq!(len, 4 * s.order() - (s.order() - 1), "{kind:?}");
         let mut rng = TorchCpuRng::new(0);
         let x = vec![0.5f32; 8];
-        assert!(s.scale_model_input(&x, 4).is_err());
-        assert!(s.step(&x, 4, &x, &mut rng).is_err());
+        assert!(s.scale_model_input(&x, len).is_err());
+        assert!(s.step(&x, len, &x, &mut rng).is_err());
         assert!(s.step(&x[..7], 0, &x, &mut rng).is_err());
         assert!(s.add_noise(&x, &x[..3], 0).is_err());
-        assert!(s.add_noise(&x, &x, 9).is_err());
+        assert!(s.add_noise(&x, &x, len + 5).is_err());
     }
     assert!(img2img_start(10, 0.0).is_err());
     assert!(img2img_start(10, 1.5).is_err());
@@ -454,6 +562,59 @@ fn dpm_solver_refuses_steps_out_of_order() {
     assert!(
         err.contains("expected step 4") && err.contains("got 5"),
         "{err}"
+    );
+}
+
+#[test]
+fn two_stage_samplers_take_whole_steps_in_order() {
+    let cfg = SchedulerConfig::from_json_str("{}").unwrap();
+    for name in ["Heun", "DPM2", "UniPC", "DPM++ SDE"] {
+        let mut s = build_scheduler(&cfg, &SamplerSpec::parse(name).unwrap(), 10).unwrap();
+        s.set_noise_seeds(&[0]);
+        let mut rng = TorchCpuRng::new(0);
+        let x = vec![0.1f32; 4];
+        if s.order() == 2 {
+            // A step begins at an even entry (img2img too); its second stage follows it.
+            let err = s.step(&x, 3, &x, &mut rng).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("got 3"), "{err}");
+        }
+        s.step(&x, 2, &x, &mut rng).unwrap();
+        let err = s.step(&x, 4, &x, &mut rng).unwrap_err().to_string();
+        assert!(
+            err.contains("expected step 3") && err.contains("got 4"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn dpm_sde_needs_its_noise_seeds() {
+    let cfg = SchedulerConfig::from_json_str("{}").unwrap();
+    let spec = SamplerSpec::parse("DPM++ SDE").unwrap();
+    let x = vec![0.1f32; 4];
+    let mut s = build_scheduler(&cfg, &spec, 4).unwrap();
+    let err = s
+        .step(&x, 0, &x, &mut TorchCpuRng::new(0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("set_noise_seeds"), "{err}");
+    // One tree per image: a sample that the seeds do not divide is refused.
+    let mut s = build_scheduler(&cfg, &spec, 4).unwrap();
+    s.set_noise_seeds(&[1, 2, 3]);
+    let err = s
+        .step(&x, 0, &x, &mut TorchCpuRng::new(0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("noise seed"), "{err}");
+    // Different seeds, different noise.
+    let mut a = build_scheduler(&cfg, &spec, 4).unwrap();
+    a.set_noise_seeds(&[1]);
+    let mut b = build_scheduler(&cfg, &spec, 4).unwrap();
+    b.set_noise_seeds(&[2]);
+    let mut rng = TorchCpuRng::new(0);
+    assert_ne!(
+        a.step(&x, 0, &x, &mut rng).unwrap(),
+        b.step(&x, 0, &x, &mut rng).unwrap()
     );
 }
 

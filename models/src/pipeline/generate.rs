@@ -66,6 +66,7 @@ pub fn generate_controlled(
     for (k, batch_seeds) in seeds.chunks(params.batch_size).enumerate() {
         let mut noise = BatchNoise::new(params.rng, batch_seeds);
         let mut scheduler = build_scheduler(&model.scheduler_config, &params.sampler, steps)?;
+        scheduler.set_noise_seeds(batch_seeds);
         let f = model.vae_scale_factor();
         let shape = [
             batch_seeds.len(),
@@ -77,7 +78,10 @@ pub fn generate_controlled(
             enter_phase(model, PHASE_VAE_ENCODE);
         }
         let tiling = params.vae_tiling.as_ref();
-        let init = inputs.initial(model, scheduler.as_ref(), start, shape, &mut noise, tiling)?;
+        // Heun and DPM2 lay out two entries per step: img2img skips `order` entries per step.
+        let order = scheduler.order();
+        let first = start * order;
+        let init = inputs.initial(model, scheduler.as_ref(), first, shape, &mut noise, tiling)?;
         enter_phase(model, PHASE_UNET);
         let denoiser = Denoiser::new(
             model,
@@ -90,7 +94,7 @@ pub fn generate_controlled(
         let mut latents = init.latents;
         let mut stop = StepControl::Continue;
         let n = scheduler.timesteps().len();
-        for i in start..n {
+        for i in first..n {
             let t = scheduler.timesteps()[i];
             let x = scheduler.scale_model_input(&latents, i)?;
             let eps = denoiser.predict(&x, t)?;
@@ -98,9 +102,14 @@ pub fn generate_controlled(
             if let Some(blend) = &init.blend {
                 latents = blend.apply(scheduler.as_ref(), &latents, i)?;
             }
+            // Progress, previews and interrupts come at whole steps, not between a step's stages.
+            let done = i + 1 - first;
+            if done % order != 0 && i + 1 != n {
+                continue;
+            }
             stop = control(&Step {
                 progress: Progress {
-                    step: k * (steps - start) + (i - start + 1),
+                    step: k * (steps - start) + done.div_ceil(order),
                     total,
                 },
                 latents: &latents,

@@ -4,7 +4,6 @@
 use super::params::GenerationParams;
 use crate::image::infotext::InfoText;
 use crate::rng::RngKind;
-use crate::schedulers::SigmaSchedule;
 
 /// The parameters of the image seeded `seed`, in A1111's field order: Steps, Sampler, Schedule
 /// type, CFG scale, Seed, Size, Model hash, Model, Denoising strength (img2img), Clip skip (when
@@ -16,10 +15,7 @@ pub fn infotext(
     model_name: &str,
     model_hash: Option<&str>,
 ) -> InfoText {
-    let schedule = match params.sampler.schedule {
-        SigmaSchedule::Karras => "Karras",
-        SigmaSchedule::Default => "Automatic",
-    };
+    let schedule = params.sampler.schedule.label();
     let mut fields: Vec<(&str, String)> = vec![
         ("Steps", params.steps.to_string()),
         ("Sampler", params.sampler.kind.name().to_string()),

@@ -41,11 +41,14 @@ pub enum FinalSigmas {
     SigmaMin,
 }
 
-/// DPM-Solver's second-order correction.
+/// DPM-Solver's second-order correction (midpoint, heun) or UniPC's B(h) (bh1, bh2). Each
+/// class maps the other's values to its default, as diffusers does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SolverType {
     Midpoint,
     Heun,
+    Bh1,
+    Bh2,
 }
 
 /// A parsed `scheduler_config.json`. Fields kiln does not use are ignored; fields that would change
@@ -165,6 +168,8 @@ impl SchedulerConfig {
                 &[
                     ("midpoint", SolverType::Midpoint),
                     ("heun", SolverType::Heun),
+                    ("bh1", SolverType::Bh1),
+                    ("bh2", SolverType::Bh2),
                 ],
             )?,
             lower_order_final: r.boolean("lower_order_final")?,

@@ -55,6 +55,35 @@ pub(crate) const DPM_SOLVER: ClassDefaults = ClassDefaults {
     ..EULER
 };
 
+/// HeunDiscreteScheduler's "sensible defaults" (linear betas between SD's end points).
+pub(crate) const HEUN: ClassDefaults = ClassDefaults {
+    sampler: "Heun",
+    beta_start: 0.00085,
+    beta_end: 0.012,
+    beta_schedule: BetaSchedule::Linear,
+    timestep_spacing: TimestepSpacing::Linspace,
+    clip_sample: false,
+    pin_zero_snr: true,
+};
+
+/// KDPM2DiscreteScheduler's defaults are Heun's.
+pub(crate) const DPM2: ClassDefaults = ClassDefaults {
+    sampler: "DPM2",
+    ..HEUN
+};
+
+/// DPMSolverSDEScheduler's defaults are Heun's.
+pub(crate) const DPM_SDE: ClassDefaults = ClassDefaults {
+    sampler: "DPM++ SDE",
+    ..HEUN
+};
+
+/// UniPCMultistepScheduler's defaults are DPM-Solver's.
+pub(crate) const UNIPC: ClassDefaults = ClassDefaults {
+    sampler: "UniPC",
+    ..EULER
+};
+
 pub(crate) const LCM: ClassDefaults = ClassDefaults {
     sampler: "LCM",
     beta_start: 0.00085,

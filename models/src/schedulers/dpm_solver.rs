@@ -12,7 +12,7 @@ use super::common::{check_len, check_step};
 use super::config::{FinalSigmas, PredictionType, SchedulerConfig, SolverType};
 use super::defaults::DPM_SOLVER;
 use super::error::SchedulerError;
-use super::karras::{karras_sigmas, sigma_to_t};
+use super::karras::{sigma_to_t, Respacing};
 use super::names::SamplerKind;
 use super::noise_schedule::{sigma_of, NoiseSchedule};
 use super::{numpy, timesteps, BetaSchedule, Scheduler};
@@ -45,7 +45,6 @@ impl DpmSolverMultistep {
     pub fn new(cfg: &SchedulerConfig, steps: usize) -> Result<Self, SchedulerError> {
         let d = &DPM_SOLVER;
         d.reject_enabled("thresholding", cfg.thresholding)?;
-        d.reject_enabled("use_exponential_sigmas", cfg.use_exponential_sigmas)?;
         d.reject_enabled("use_beta_sigmas", cfg.use_beta_sigmas)?;
         d.reject_enabled("use_lu_lambdas", cfg.use_lu_lambdas)?;
         d.reject_enabled("use_flow_sigmas", cfg.use_flow_sigmas)?;
@@ -70,29 +69,20 @@ impl DpmSolverMultistep {
         let offset = cfg.steps_offset.unwrap_or(0);
         let mut ts = timesteps::dpm_solver(d.spacing(cfg), num_train, last_timestep, steps, offset);
 
-        let sigmas: Vec<f64> = if cfg.use_karras_sigmas == Some(true) {
-            let first = table.sigmas[0] as f64;
-            let last = table.sigmas[num_train - 1] as f64;
-            let sig = karras_sigmas(first, last, steps);
-            let log_sigmas: Vec<f32> = table.sigmas.iter().map(|s| s.ln()).collect();
-            let round = cfg.beta_schedule != Some(BetaSchedule::SquaredCosCapV2);
-            ts = sig
-                .iter()
-                .map(|&s| {
-                    let t = sigma_to_t(s, &log_sigmas);
-                    if round {
-                        t.round_ties_even()
-                    } else {
-                        t
-                    }
-                })
-                .collect();
-            sig
-        } else {
-            let train: Vec<f64> = table.sigmas.iter().map(|&s| s as f64).collect();
-            ts.iter()
-                .map(|&t| numpy::interp_on_grid(t, &train))
-                .collect()
+        let sigmas: Vec<f64> = match Respacing::from_config(cfg)? {
+            Some(respacing) => {
+                // Karras timesteps are rounded (except for the cosine schedule); exponential
+                // ones stay fractional until the int64 cast below.
+                let round = respacing == Respacing::Karras
+                    && cfg.beta_schedule != Some(BetaSchedule::SquaredCosCapV2);
+                respaced(&table, respacing, (None, None), steps, &mut ts, round)
+            }
+            None => {
+                let train: Vec<f64> = table.sigmas.iter().map(|&s| s as f64).collect();
+                ts.iter()
+                    .map(|&t| numpy::interp_on_grid(t, &train))
+                    .collect()
+            }
         };
         let final_sigmas = cfg.final_sigmas_type.unwrap_or(FinalSigmas::Zero);
         let last = match final_sigmas {
@@ -101,22 +91,17 @@ impl DpmSolverMultistep {
         };
         let mut sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).collect();
         sigmas.push(last);
-        // diffusers stores these timesteps as int64 (truncating any fraction).
-        let timesteps: Vec<f32> = ts.iter().map(|&t| t as i64 as f32).collect();
-        for &t in &timesteps {
-            if !(0.0..num_train as f32).contains(&t) {
-                return Err(SchedulerError::FieldValue {
-                    field: "steps_offset",
-                    message: format!("timestep {t} falls outside the {num_train} train timesteps"),
-                });
-            }
-        }
+        let timesteps = int_timesteps(&ts, num_train)?;
         Ok(DpmSolverMultistep {
             timesteps,
             sigmas,
             prediction: cfg.prediction_type.unwrap_or(PredictionType::Epsilon),
             order,
-            solver: cfg.solver_type.unwrap_or(SolverType::Midpoint),
+            // UniPC's bh1 / bh2 mean midpoint here, as in diffusers.
+            solver: match cfg.solver_type {
+                Some(SolverType::Heun) => SolverType::Heun,
+                _ => SolverType::Midpoint,
+            },
             lower_order_final: cfg.lower_order_final.unwrap_or(true),
             euler_at_final: cfg.euler_at_final.unwrap_or(false),
             final_zero: final_sigmas == FinalSigmas::Zero,
@@ -126,6 +111,52 @@ impl DpmSolverMultistep {
             next_step: None,
         })
     }
+}
+
+/// Karras or exponential sigmas over the whole train range (or between `range`'s ends, where a
+/// class reads them from its config) and their train timesteps (written to `ts`, rounded when
+/// `round`), as the multistep solvers (DPM-Solver, UniPC) compute them.
+pub(crate) fn respaced(
+    table: &NoiseSchedule,
+    respacing: Respacing,
+    range: (Option<f64>, Option<f64>),
+    steps: usize,
+    ts: &mut Vec<f64>,
+    round: bool,
+) -> Vec<f64> {
+    let (Some(&min), Some(&max)) = (table.sigmas.first(), table.sigmas.last()) else {
+        return Vec::new();
+    };
+    let (min, max) = (range.0.unwrap_or(min as f64), range.1.unwrap_or(max as f64));
+    let sig = respacing.sigmas(min, max, steps);
+    let log_sigmas: Vec<f32> = table.sigmas.iter().map(|s| s.ln()).collect();
+    *ts = sig
+        .iter()
+        .map(|&s| {
+            let t = sigma_to_t(s, &log_sigmas);
+            if round {
+                t.round_ties_even()
+            } else {
+                t
+            }
+        })
+        .collect();
+    sig
+}
+
+/// The timesteps as diffusers' multistep solvers store them, int64 (truncating any fraction),
+/// each checked to be a train timestep.
+pub(crate) fn int_timesteps(ts: &[f64], num_train: usize) -> Result<Vec<f32>, SchedulerError> {
+    let timesteps: Vec<f32> = ts.iter().map(|&t| t as i64 as f32).collect();
+    for &t in &timesteps {
+        if !(0.0..num_train as f32).contains(&t) {
+            return Err(SchedulerError::FieldValue {
+                field: "steps_offset",
+                message: format!("timestep {t} falls outside the {num_train} train timesteps"),
+            });
+        }
+    }
+    Ok(timesteps)
 }
 
 /// How many of the noisiest train timesteps have log-SNR below `lambda_min_clipped`
@@ -145,7 +176,7 @@ fn clipped_count(table: &NoiseSchedule, lambda_min_clipped: Option<f64>) -> usiz
 
 /// (alpha_t, sigma_t) of the variance-preserving process whose noise-to-signal ratio is `sigma`,
 /// and its log-SNR lambda, in float32 as diffusers computes them.
-fn alpha_sigma_lambda(sigma: f32) -> (f32, f32, f32) {
+pub(crate) fn alpha_sigma_lambda(sigma: f32) -> (f32, f32, f32) {
     let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
     let sigma_t = sigma * alpha;
     // At sigma = 0 this is +inf; the first-order update below is then exactly the denoised value.
@@ -187,8 +218,8 @@ impl DpmSolverMultistep {
                 let (_, _, lambda_s1) = alpha_sigma_lambda(self.sigmas[step - 1]);
                 let inv_r0 = 1.0 / ((lambda_s0 - lambda_s1) / h);
                 let slope = match self.solver {
-                    SolverType::Midpoint => 0.5 * pull,
                     SolverType::Heun => alpha_t * ((1.0 - (-2.0 * h).exp()) / (-2.0 * h) + 1.0),
+                    _ => 0.5 * pull,
                 };
                 sample
                     .iter()
@@ -296,8 +327,8 @@ impl Scheduler for DpmSolverMultistep {
                     .map(|((&x, &d0), &d_prev)| {
                         let d1 = inv_r0 * (d0 - d_prev);
                         match self.solver {
-                            SolverType::Midpoint => ratio * x - phi * d0 - 0.5 * phi * d1,
                             SolverType::Heun => ratio * x - phi * d0 + heun * d1,
+                            _ => ratio * x - phi * d0 - 0.5 * phi * d1,
                         }
                     })
                     .collect()

@@ -1,11 +1,12 @@
 //! Euler (diffusers' `EulerDiscreteScheduler`, A1111 "Euler"): one explicit Euler step of the
-//! probability-flow ODE per model call, in sigma space.
+//! probability-flow ODE per model call, in sigma space, with Karras or exponential sigmas when
+//! the config asks for them.
 
 use super::common::{check_len, check_step, denoised_in_sigma_space, scale_by_sigma};
 use super::config::{FinalSigmas, PredictionType, SchedulerConfig};
 use super::defaults::EULER;
 use super::error::SchedulerError;
-use super::karras::{karras_sigmas, sigma_to_t};
+use super::karras::Respacing;
 use super::names::SamplerKind;
 use super::noise_schedule::sigma_of;
 use super::sigma_grid::SigmaGrid;
@@ -23,7 +24,6 @@ pub struct Euler {
 impl Euler {
     pub fn new(cfg: &SchedulerConfig, steps: usize) -> Result<Self, SchedulerError> {
         let d = &EULER;
-        d.reject_enabled("use_exponential_sigmas", cfg.use_exponential_sigmas)?;
         d.reject_enabled("use_beta_sigmas", cfg.use_beta_sigmas)?;
         match cfg.interpolation_type.as_deref() {
             None | Some("linear") => {}
@@ -49,26 +49,16 @@ impl Euler {
             }
         }
 
+        let mut grid = SigmaGrid::new(cfg, d, steps)?;
+        if let Some(respacing) = Respacing::from_config(cfg)? {
+            grid.respace(respacing, cfg.sigma_min, cfg.sigma_max, steps)?;
+        }
         let SigmaGrid {
             table,
             spacing,
-            timesteps: mut ts,
-            mut sigmas,
-        } = SigmaGrid::new(cfg, d, steps)?;
-
-        if cfg.use_karras_sigmas == Some(true) {
-            let (Some(&first), Some(&last)) = (sigmas.first(), sigmas.last()) else {
-                return Err(SchedulerError::Steps {
-                    steps,
-                    reason: "the spacing produced no timesteps".into(),
-                });
-            };
-            let smin = cfg.sigma_min.unwrap_or(last);
-            let smax = cfg.sigma_max.unwrap_or(first);
-            sigmas = karras_sigmas(smin, smax, steps);
-            let log_sigmas: Vec<f32> = table.sigmas.iter().map(|s| s.ln()).collect();
-            ts = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas)).collect();
-        }
+            timesteps: ts,
+            sigmas,
+        } = grid;
 
         let last = match cfg.final_sigmas_type.unwrap_or(FinalSigmas::Zero) {
             FinalSigmas::Zero => 0.0,

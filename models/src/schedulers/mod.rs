@@ -1,5 +1,6 @@
 //! Samplers that reproduce diffusers' schedulers step for step on host `f32` latents:
-//! Euler, Euler a, DDIM, DPM++ 2M and LCM, with Karras sigmas where diffusers offers them.
+//! Euler, Euler a, Heun, DPM2, DDIM, DDPM, DPM++ 2M (SDE), DPM++ SDE, UniPC and LCM, with the Karras,
+//! exponential and SGM Uniform schedules where diffusers' class offers them.
 //!
 //! A scheduler is built from a `scheduler_config.json` ([`SchedulerConfig`]), a sampler name
 //! ([`SamplerSpec::parse`]) and a step count ([`build_scheduler`]). A txt2img loop is
@@ -12,40 +13,51 @@
 //!     latents = step(eps, i, latents, noise)
 //! ```
 //!
-//! and img2img starts at [`img2img_start`] with `add_noise` applied to the encoded image. The
+//! and img2img starts at [`img2img_start`] times [`Scheduler::order`] with `add_noise` applied to
+//! the encoded image. The
 //! numerics follow diffusers' float32/float64 choices operation by operation (see each module),
 //! so results agree with diffusers to float32 rounding.
 
+mod brownian;
 mod common;
 mod config;
 mod ddim;
 mod ddpm;
 mod defaults;
+mod dpm_sde;
 mod dpm_solver;
 mod error;
 mod euler;
 mod euler_ancestral;
+mod heun;
 mod img2img;
 mod karras;
+mod kdpm2;
 mod lcm;
 mod names;
 mod noise_schedule;
 mod numpy;
 mod sigma_grid;
 mod timesteps;
+mod two_stage;
+mod unipc;
 
 pub use config::{
     BetaSchedule, FinalSigmas, PredictionType, SchedulerConfig, SolverType, TimestepSpacing,
 };
 pub use ddim::Ddim;
 pub use ddpm::Ddpm;
+pub use dpm_sde::{BrownianNoise, BrownianTrees, DpmSde};
 pub use dpm_solver::DpmSolverMultistep;
 pub use error::SchedulerError;
 pub use euler::Euler;
 pub use euler_ancestral::EulerAncestral;
+pub use heun::Heun;
 pub use img2img::img2img_start;
+pub use kdpm2::Dpm2;
 pub use lcm::Lcm;
 pub use names::{parse_schedule, SamplerKind, SamplerSpec, SigmaSchedule};
+pub use unipc::UniPc;
 
 use crate::rng::NoiseSource;
 
@@ -58,9 +70,21 @@ pub trait Scheduler: Send + std::fmt::Debug {
     /// sigmas or "linspace" spacing, as in diffusers.
     fn timesteps(&self) -> &[f32];
 
-    /// The noise level before each step, plus the final one (length `timesteps().len() + 1`), for
-    /// the samplers that work in sigma space (Euler, Euler a, DPM++ 2M).
+    /// diffusers' `scheduler.sigmas` for the samplers that work in sigma space (Euler, Euler a,
+    /// Heun, DPM2, DPM++ 2M, UniPC): the noise level before each entry of `timesteps()` plus the
+    /// final one; DPM2's repeats each step's sigma as diffusers' does (2N+2 entries).
     fn sigmas(&self) -> Option<&[f32]>;
+
+    /// Model evaluations per step as diffusers counts them (`scheduler.order`): 2 for Heun and
+    /// DPM2, whose `timesteps()` hold 2N-1 entries for N steps (the last step is a single
+    /// evaluation). img2img starts at entry `img2img_start(..) * order()`.
+    fn order(&self) -> usize {
+        1
+    }
+
+    /// The images' seeds, for samplers whose noise is not the run's generator (DPM++ SDE seeds
+    /// a Brownian tree per image with them); the sample's images are in seed order.
+    fn set_noise_seeds(&mut self, _seeds: &[u64]) {}
 
     /// The factor for unit-variance initial noise in txt2img.
     fn init_noise_sigma(&self) -> f32;
@@ -95,15 +119,24 @@ pub fn build_scheduler(
     steps: usize,
 ) -> Result<Box<dyn Scheduler>, SchedulerError> {
     let mut cfg = config.clone();
-    if spec.schedule == SigmaSchedule::Karras {
-        if !spec.kind.supports_karras() {
-            return Err(SchedulerError::ScheduleNotSupported {
-                sampler: spec.kind.name(),
-                schedule: "Karras",
-                class: spec.kind.diffusers_class(),
-            });
-        }
-        cfg.use_karras_sigmas = Some(true);
+    if !spec.kind.supports(spec.schedule) {
+        return Err(SchedulerError::ScheduleNotSupported {
+            sampler: spec.kind.name(),
+            schedule: spec.schedule.label(),
+            class: spec.kind.diffusers_class(),
+        });
+    }
+    // A schedule chosen by name replaces whichever the config turned on.
+    let (karras, exponential, spacing) = match spec.schedule {
+        SigmaSchedule::Default => (cfg.use_karras_sigmas, cfg.use_exponential_sigmas, None),
+        SigmaSchedule::Karras => (Some(true), None, None),
+        SigmaSchedule::Exponential => (None, Some(true), Some(TimestepSpacing::Linspace)),
+        SigmaSchedule::SgmUniform => (None, None, Some(TimestepSpacing::Trailing)),
+    };
+    cfg.use_karras_sigmas = karras;
+    cfg.use_exponential_sigmas = exponential;
+    if spacing.is_some() {
+        cfg.timestep_spacing = spacing;
     }
     if let Some(spacing) = spec.timestep_spacing {
         cfg.timestep_spacing = Some(spacing);
@@ -124,5 +157,9 @@ pub fn build_scheduler(
             Box::new(DpmSolverMultistep::new(&cfg, steps)?)
         }
         SamplerKind::Lcm => Box::new(Lcm::new(&cfg, steps)?),
+        SamplerKind::Heun => Box::new(Heun::new(&cfg, steps)?),
+        SamplerKind::Dpm2 => Box::new(Dpm2::new(&cfg, steps)?),
+        SamplerKind::UniPc => Box::new(UniPc::new(&cfg, steps)?),
+        SamplerKind::DpmPpSde => Box::new(DpmSde::new(&cfg, steps)?),
     })
 }

@@ -4,6 +4,7 @@
 use super::config::{SchedulerConfig, TimestepSpacing};
 use super::defaults::ClassDefaults;
 use super::error::SchedulerError;
+use super::karras::{sigma_to_t, Respacing};
 use super::noise_schedule::NoiseSchedule;
 use super::{numpy, timesteps};
 
@@ -42,6 +43,33 @@ impl SigmaGrid {
             timesteps,
             sigmas,
         })
+    }
+
+    /// Replaces the interpolated sigmas by `respacing`'s between the ends of the current ones (or
+    /// `sigma_min` / `sigma_max` where the class reads them from its config), and the timesteps
+    /// by the fractional train timesteps of those sigmas.
+    pub fn respace(
+        &mut self,
+        respacing: Respacing,
+        sigma_min: Option<f64>,
+        sigma_max: Option<f64>,
+        steps: usize,
+    ) -> Result<(), SchedulerError> {
+        let (Some(&first), Some(&last)) = (self.sigmas.first(), self.sigmas.last()) else {
+            return Err(SchedulerError::Steps {
+                steps,
+                reason: "the spacing produced no timesteps".into(),
+            });
+        };
+        self.sigmas =
+            respacing.sigmas(sigma_min.unwrap_or(last), sigma_max.unwrap_or(first), steps);
+        let log_sigmas: Vec<f32> = self.table.sigmas.iter().map(|s| s.ln()).collect();
+        self.timesteps = self
+            .sigmas
+            .iter()
+            .map(|&s| sigma_to_t(s, &log_sigmas))
+            .collect();
+        Ok(())
     }
 
     /// The sampler's sigmas as float32 with `last` appended, and `init_noise_sigma` from them.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use kiln_models::rng::RngKind;
-use kiln_models::schedulers::SamplerKind;
+use kiln_models::schedulers::{SamplerKind, SigmaSchedule};
 use serde_json::{json, Map, Value};
 
 use super::body::{parse_json, Body};
@@ -53,18 +53,35 @@ pub async fn samplers() -> Json<Value> {
     let list: Vec<Value> = SamplerKind::ALL
         .iter()
         .map(|k| {
-            let (aliases, karras): (&[&str], bool) = match k {
-                SamplerKind::Euler => (&["k_euler", "euler"], true),
-                SamplerKind::EulerAncestral => (&["k_euler_a", "euler_a"], false),
-                SamplerKind::Ddim => (&["ddim", "ddim_trailing"], false),
-                SamplerKind::Ddpm => (&["ddpm"], false),
-                SamplerKind::DpmPp2m => (&["k_dpmpp_2m", "dpm++2m"], true),
-                SamplerKind::DpmPp2mSde => (&["k_dpmpp_2m_sde", "dpm++2m_sde"], true),
-                SamplerKind::Lcm => (&["lcm"], false),
+            let aliases: &[&str] = match k {
+                SamplerKind::Euler => &["k_euler", "euler"],
+                SamplerKind::EulerAncestral => &["k_euler_a", "euler_a"],
+                SamplerKind::Heun => &["k_heun", "heun"],
+                SamplerKind::Dpm2 => &["k_dpm_2", "dpm2"],
+                SamplerKind::Ddim => &["ddim", "ddim_trailing"],
+                SamplerKind::Ddpm => &["ddpm"],
+                SamplerKind::DpmPp2m => &["k_dpmpp_2m", "dpm++2m"],
+                SamplerKind::DpmPp2mSde => &["k_dpmpp_2m_sde", "dpm++2m_sde"],
+                SamplerKind::UniPc => &["unipc"],
+                SamplerKind::DpmPpSde => &["k_dpmpp_sde"],
+                SamplerKind::Lcm => &["lcm"],
             };
+            // A1111's options: the schedule its menu suggests, and the two-evaluation samplers.
             let mut options = Map::new();
-            if karras {
+            if matches!(
+                k,
+                SamplerKind::Euler
+                    | SamplerKind::DpmPp2m
+                    | SamplerKind::DpmPp2mSde
+                    | SamplerKind::DpmPpSde
+            ) {
                 options.insert("scheduler".into(), "karras".into());
+            }
+            if matches!(
+                k,
+                SamplerKind::Heun | SamplerKind::Dpm2 | SamplerKind::DpmPpSde
+            ) {
+                options.insert("second_order".into(), true.into());
             }
             json!({"name": k.name(), "aliases": aliases, "options": options})
         })
@@ -95,12 +112,20 @@ pub async fn embeddings(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 pub async fn schedulers() -> Json<Value> {
-    Json(json!([
-        {"name": "automatic", "label": "Automatic", "aliases": null, "default_rho": -1,
-         "need_inner_model": false},
-        {"name": "karras", "label": "Karras", "aliases": null, "default_rho": 7.0,
-         "need_inner_model": false},
-    ]))
+    // A1111's fields; rho is Karras's, and SGM Uniform needs the model's own sigmas in A1111.
+    let list: Vec<Value> = SigmaSchedule::ALL
+        .iter()
+        .map(|s| {
+            let (rho, inner, aliases) = match s {
+                SigmaSchedule::Karras => (json!(7.0), false, Value::Null),
+                SigmaSchedule::SgmUniform => (json!(-1), true, json!(["SGMUniform"])),
+                _ => (json!(-1), false, Value::Null),
+            };
+            json!({"name": s.api_name(), "label": s.label(), "aliases": aliases,
+                   "default_rho": rho, "need_inner_model": inner})
+        })
+        .collect();
+    Json(Value::Array(list))
 }
 
 pub async fn get_options(State(state): State<Arc<AppState>>) -> Json<Value> {

@@ -138,16 +138,32 @@ fn info_routes() {
         [
             "Euler",
             "Euler a",
+            "Heun",
+            "DPM2",
             "DDIM",
             "DDPM",
             "DPM++ 2M",
             "DPM++ 2M SDE",
+            "DPM++ SDE",
+            "UniPC",
             "LCM"
         ]
     );
     assert!(samplers[0]["aliases"].is_array() && samplers[0]["options"].is_object());
+    assert_eq!(samplers[2]["aliases"][0], "k_heun");
+    assert_eq!(samplers[3]["options"]["second_order"], true);
     let (_, schedulers) = get_json(&server, "/sdapi/v1/schedulers");
-    assert_eq!(schedulers[1]["label"], "Karras");
+    let labels: Vec<&str> = schedulers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["Automatic", "Karras", "Exponential", "SGM Uniform"]
+    );
+    assert_eq!(schedulers[3]["name"], "sgm_uniform");
 
     let (_, options) = get_json(&server, "/sdapi/v1/options");
     assert_eq!(options["sd_model_checkpoint"], format!("bundled [{hash}]"));

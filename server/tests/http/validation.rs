@@ -150,7 +150,16 @@ fn every_validation_case() {
     rejects(
         &server,
         t2i,
-        &with(base.clone(), "scheduler", json!("exponential")),
+        &with(base.clone(), "scheduler", json!("beta")),
+        400,
+        "scheduler",
+    );
+    // A schedule the sampler's diffusers class lacks.
+    let lcm = with(base.clone(), "sampler_name", json!("LCM"));
+    rejects(
+        &server,
+        t2i,
+        &with(lcm, "scheduler", json!("sgm_uniform")),
         400,
         "scheduler",
     );
