@@ -3,6 +3,7 @@
 
 pub mod clip;
 pub mod image;
+pub mod lora;
 pub mod pipeline;
 pub mod prompt;
 pub mod rng;

@@ -5,8 +5,8 @@ use kiln_runtime::{Result, Tensor};
 
 use super::LayerWeight;
 use crate::lora::{LoraSlot, LoraTarget};
-use std::sync::Arc;
 use crate::weights::Weights;
+use std::sync::Arc;
 
 /// A 2-D convolution with PyTorch's [out, in, kh, kw] weight layout and a bias. The weight may be
 /// packed (`--weight-type`) as [out, in * kh * kw] blocks when that row length is a whole number of

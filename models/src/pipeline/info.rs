@@ -3,6 +3,7 @@
 
 use super::params::GenerationParams;
 use crate::image::infotext::InfoText;
+use crate::lora::infotext_hashes;
 use crate::rng::RngKind;
 use crate::schedulers::SigmaSchedule;
 
@@ -43,6 +44,10 @@ pub fn infotext(
         RngKind::Philox => "NV",
     };
     fields.push(("RNG", rng.to_string()));
+    // A1111 adds its extra networks' fields after RNG.
+    if let Some(hashes) = infotext_hashes(&params.loras) {
+        fields.push(("Lora hashes", hashes));
+    }
     InfoText {
         prompt: params.prompt.clone(),
         negative_prompt: params.negative_prompt.clone(),

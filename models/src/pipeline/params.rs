@@ -1,6 +1,7 @@
 //! What to generate: the settings of one `kiln generate` run (A1111's txt2img / img2img request).
 
 use crate::image::{GrayImage, RgbImage};
+use crate::lora::ActiveLora;
 use crate::rng::RngKind;
 use crate::schedulers::{SamplerKind, SamplerSpec};
 use crate::vae::VaeTiling;
@@ -41,6 +42,9 @@ pub struct GenerationParams {
     /// VAE decode (and img2img / inpainting encode) in overlapping tiles, one at a time; `None`
     /// runs the VAE on the whole image.
     pub vae_tiling: Option<VaeTiling>,
+    /// LoRA adapters for this generation: `--lora` files and those the prompts' `<lora:...>` tags
+    /// name (`LoraLibrary::resolve`). Every tag in the prompts must have its file here.
+    pub loras: Vec<ActiveLora>,
 }
 
 impl GenerationParams {
@@ -61,6 +65,7 @@ impl GenerationParams {
             rng: RngKind::TorchCpu,
             init: None,
             vae_tiling: None,
+            loras: Vec::new(),
         }
     }
 

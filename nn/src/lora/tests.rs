@@ -124,13 +124,17 @@ fn misfit_adapters_are_refused() {
     ] {
         let err = slot.push(&delta(&mut rng, &down, &up, 1.0)).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("`q`") && msg.contains(&format!("{down:?}")), "{msg}");
+        assert!(
+            msg.contains("`q`") && msg.contains(&format!("{down:?}")),
+            "{msg}"
+        );
     }
     assert!(slot.is_empty());
     let conv = registry.slot("c").unwrap();
     let err = conv.push(&delta(&mut rng, &[2, 2, 1, 1], &[4, 2, 1, 1], 1.0));
     assert!(err.unwrap_err().to_string().contains("kernel 3"));
-    conv.push(&delta(&mut rng, &[2, 2, 3, 3], &[4, 2, 1, 1], 1.0)).unwrap();
+    conv.push(&delta(&mut rng, &[2, 2, 3, 3], &[4, 2, 1, 1], 1.0))
+        .unwrap();
 }
 
 /// A layer built twice (a streamed UNet block) keeps one slot, so adapters set once reach both.
@@ -140,8 +144,15 @@ fn rebuilt_layer_shares_its_slot() {
     let w = weights(&Device::Cpu, &registry).pp("blk");
     let a = Linear::new(&w, 4, 4, false).unwrap();
     let b = Linear::new(&w, 4, 4, false).unwrap();
-    assert!(Arc::ptr_eq(a.lora.as_ref().unwrap(), b.lora.as_ref().unwrap()));
+    assert!(Arc::ptr_eq(
+        a.lora.as_ref().unwrap(),
+        b.lora.as_ref().unwrap()
+    ));
     assert_eq!(registry.names(), ["blk"]);
-    let plain = Weights::from_source(Arc::new(RandomSource::new("x", 1)), &Device::Cpu, DType::F32);
+    let plain = Weights::from_source(
+        Arc::new(RandomSource::new("x", 1)),
+        &Device::Cpu,
+        DType::F32,
+    );
     assert!(Linear::new(&plain, 4, 4, false).unwrap().lora.is_none());
 }
