@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub timeout: Option<Duration>,
     /// Images in chat requests: how many, and whether URLs are fetched.
     pub chat_images: ChatImageSettings,
+    /// The folder `<lora:NAME:WEIGHT>` prompt tags find NAME.safetensors in (`--lora-dir`);
+    /// GET /sdapi/v1/loras lists it.
+    pub lora_dir: Option<PathBuf>,
 }
 
 /// Images in chat requests (OpenAI's `image_url` content parts).
@@ -103,6 +106,7 @@ impl ServerConfig {
             llm: LlmSettings::default(),
             timeout: None,
             chat_images: ChatImageSettings::default(),
+            lora_dir: None,
         }
     }
 }

@@ -105,10 +105,9 @@ fn parse_tag(tag: &str, args: &str) -> Result<LoraTag, LoraError> {
 /// `--lora FILE[:WEIGHT]`: the file and its weight (both parts), 1 when absent.
 pub fn parse_cli_lora(arg: &str) -> Result<(String, f32), LoraError> {
     if let Some((file, w)) = arg.rsplit_once(':') {
-        if let Ok(w) = w.trim().parse::<f32>() {
-            if w.is_finite() && !file.is_empty() {
-                return Ok((file.to_string(), w));
-            }
+        let weight = w.trim().parse::<f32>().ok().filter(|w| w.is_finite());
+        if let Some(weight) = weight.filter(|_| !file.is_empty()) {
+            return Ok((file.to_string(), weight));
         }
         // `C:\x.safetensors` or a name with a colon: only a number after the last colon is a weight.
         if !w.contains(['/', '\\', '.']) && !w.is_empty() {
