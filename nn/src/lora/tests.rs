@@ -156,3 +156,27 @@ fn rebuilt_layer_shares_its_slot() {
     );
     assert!(Linear::new(&plain, 4, 4, false).unwrap().lora.is_none());
 }
+
+/// On a packed (q8_0) Linear the weight stays packed and the adapter adds exactly its own
+/// product: (packed + adapter) - packed = x (scale up down)^T, computed apart in f32.
+#[test]
+fn packed_linear_keeps_its_blocks_and_adds_the_delta() {
+    for device in devices() {
+        let registry = LoraRegistry::new();
+        let w = weights(&device, &registry).quantized(Some(kiln_runtime::QuantFormat::Q8_0));
+        let layer = Linear::new(&w.pp("q"), 64, 6, true).unwrap();
+        assert!(matches!(layer.weight, LayerWeight::Packed(_)));
+        let mut rng = Rng::new(5);
+        let d = delta(&mut rng, &[3, 64], &[6, 3], 0.8);
+        let x = Tensor::from_f32(&device, &[4, 64], DType::F32, &rng.normals(256)).unwrap();
+        let base = layer.forward(&x).unwrap().to_vec_f32().unwrap();
+        registry.slot("q").unwrap().push(&d).unwrap();
+        let got = layer.forward(&x).unwrap().to_vec_f32().unwrap();
+        let zero = vec![0.0; 6 * 64];
+        let m = Tensor::from_f32(&device, &[6, 64], DType::F32, &merged(&zero, 6, &[&d])).unwrap();
+        let want = linear(&x, &m, None).unwrap().to_vec_f32().unwrap();
+        let added: Vec<f32> = got.iter().zip(&base).map(|(g, b)| g - b).collect();
+        let name = format!("{} packed linear lora", device.name());
+        assert_close(&name, &added, &want, 1e-4, 1e-4);
+    }
+}
