@@ -17,6 +17,7 @@ use kiln_models::embeddings::EmbeddingDb;
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::image::read_image;
+use kiln_models::lora::{parse_cli_lora, prompt_tags, ActiveLora, LoraFile, LoraLibrary};
 use kiln_models::pipeline::{
     add_vae, generate, infotext, plan_with, prepare_with, short_hash, GenerationParams, InitImage,
     LoadOptions, Offload, StableDiffusion,
@@ -167,6 +168,15 @@ pub struct GenerateArgs {
     /// Load and run the text encoder (SDXL: both) on the CPU backend (the UNet stays on --device).
     #[arg(long)]
     text_encoder_on_cpu: bool,
+
+    /// A LoRA file and its weight for the UNet and the text encoder (repeatable).
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
+    lora: Vec<String>,
+
+    /// The folder the prompts' A1111 tags `<lora:NAME:WEIGHT>` (or `<lora:NAME:TE:UNET>`) find
+    /// NAME.safetensors in; the tags are removed from the text.
+    #[arg(long = "lora-dir", value_name = "DIR")]
+    lora_dir: Option<PathBuf>,
 }
 
 /// Images with more pixels than this get a tiled VAE unless --no-vae-tiling: an SD VAE decode of
@@ -201,6 +211,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         .map_err(|e| anyhow!("--vae-tile-size / --vae-tile-overlap: {e}"))?;
     let init = read_init(args)?;
     let embeddings = read_embeddings(args.embeddings_dir.as_deref())?;
+    let loras = read_loras(args)?;
     check_output_folder(&args.output)?;
 
     let model_path = match &args.model {
@@ -228,6 +239,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         let size = size(args, init.as_ref(), model)?;
         let mut params = params(args, sampler, rng, seed, init.clone(), size, tiling);
         params.embeddings = embeddings.clone();
+        params.loras = loras.clone();
         Ok(params)
     };
     if args.plan {
@@ -286,6 +298,34 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         eprintln!("{}", memory_report(device, weight_bytes, offload));
     }
     Ok(())
+}
+
+/// `--lora` files and the files the prompts' tags name in `--lora-dir`, read (and their names
+/// checked) before the model loads.
+fn read_loras(args: &GenerateArgs) -> Result<Vec<ActiveLora>> {
+    let mut loras = Vec::new();
+    for arg in &args.lora {
+        let (file, weight) = parse_cli_lora(arg)?;
+        let file = LoraFile::open(Path::new(&file)).with_context(|| format!("--lora {arg}"))?;
+        loras.push(ActiveLora {
+            file: Arc::new(file),
+            te_weight: weight,
+            unet_weight: weight,
+        });
+    }
+    match &args.lora_dir {
+        Some(dir) => loras.extend(LoraLibrary::new(dir)?.resolve(&args.prompt, &args.negative)?),
+        None => {
+            if let Some(tag) = prompt_tags(&args.prompt, &args.negative)?.first() {
+                bail!(
+                    "the prompt names LoRA `{}`: give --lora-dir DIR with {}.safetensors in it",
+                    tag.name,
+                    tag.name
+                );
+            }
+        }
+    }
+    Ok(loras)
 }
 
 fn params(

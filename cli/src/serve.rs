@@ -119,6 +119,11 @@ pub struct ServeArgs {
     /// may carry images (as llama-server's --mmproj).
     #[arg(long, value_name = "FILE")]
     mmproj: Option<PathBuf>,
+
+    /// The folder of LoRA files (`NAME.safetensors`, subfolders too) that prompts' A1111 tags
+    /// `<lora:NAME:WEIGHT>` pick from; GET /sdapi/v1/loras lists it.
+    #[arg(long = "lora-dir", value_name = "DIR")]
+    lora_dir: Option<PathBuf>,
 }
 
 /// `--mmproj`, checked against the one GGUF model before the server starts, so a projector
@@ -178,6 +183,12 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
         remote_timeout: std::time::Duration::from_secs_f64(args.remote_image_timeout),
         ..ChatImageSettings::default()
     };
+    if let Some(dir) = &args.lora_dir {
+        if !dir.is_dir() {
+            bail!("--lora-dir {}: not a folder", dir.display());
+        }
+    }
+    config.lora_dir = args.lora_dir.clone();
     let server = Server::start(config)?;
     eprintln!(
         "kiln serve: {} on {} (web page at {}/, API docs at {}/docs)",

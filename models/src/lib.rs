@@ -4,6 +4,7 @@
 pub mod clip;
 pub mod embeddings;
 pub mod image;
+pub mod lora;
 pub mod pipeline;
 pub mod prompt;
 pub mod rng;

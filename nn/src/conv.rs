@@ -4,7 +4,9 @@ use kiln_kernels::quant::qlinear;
 use kiln_runtime::{Result, Tensor};
 
 use super::LayerWeight;
+use crate::lora::{LoraSlot, LoraTarget};
 use crate::weights::Weights;
+use std::sync::Arc;
 
 /// A 2-D convolution with PyTorch's [out, in, kh, kw] weight layout and a bias. The weight may be
 /// packed (`--weight-type`) as [out, in * kh * kw] blocks when that row length is a whole number of
@@ -15,6 +17,8 @@ pub struct Conv2d {
     pub bias: Option<Tensor>,
     pub kernel: usize,
     pub options: Conv2dOptions,
+    /// Adapters added to the output, when the model registers its layers (`Weights::with_lora`).
+    pub lora: Option<Arc<LoraSlot>>,
 }
 
 impl Conv2d {
@@ -34,23 +38,38 @@ impl Conv2d {
             bias,
             kernel,
             options: Conv2dOptions { stride, padding },
+            lora: w.lora_slot(LoraTarget::Conv { cin, cout, kernel }),
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let Conv2dOptions { stride, padding } = self.options;
         let pointwise = self.kernel == 1 && stride == 1 && padding == 0;
-        match &self.weight {
+        let pad = Padding2d::symmetric(padding, padding);
+        let y = match &self.weight {
             LayerWeight::Packed(weight) if pointwise => {
                 let y = qlinear(&permute(x, &[0, 2, 3, 1])?, weight, self.bias.as_ref())?;
-                permute(&y, &[0, 3, 1, 2])
+                permute(&y, &[0, 3, 1, 2])?
             }
-            _ => self.forward_padded(x, Padding2d::symmetric(padding, padding)),
-        }
+            _ => self.base_padded(x, pad)?,
+        };
+        self.with_lora(x, y, pad)
     }
 
     /// The convolution with its own stride and the given padding of each side (as `F.pad` first).
     pub fn forward_padded(&self, x: &Tensor, padding: Padding2d) -> Result<Tensor> {
+        let y = self.base_padded(x, padding)?;
+        self.with_lora(x, y, padding)
+    }
+
+    fn with_lora(&self, x: &Tensor, y: Tensor, padding: Padding2d) -> Result<Tensor> {
+        match &self.lora {
+            Some(slot) if !slot.is_empty() => slot.apply_conv(x, y, self.options.stride, padding),
+            _ => Ok(y),
+        }
+    }
+
+    fn base_padded(&self, x: &Tensor, padding: Padding2d) -> Result<Tensor> {
         let stride = [self.options.stride; 2];
         let bias = self.bias.as_ref();
         match &self.weight {

@@ -7,6 +7,7 @@ mod attention;
 mod conv;
 mod embedding;
 mod linear;
+pub mod lora;
 mod norm;
 mod weight;
 pub mod weights;

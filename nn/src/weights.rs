@@ -33,6 +33,7 @@ pub use source::{wrong_shape, FileSource, TensorSource};
 pub use weight_type::WeightType;
 pub use zeros::ZeroSource;
 
+use crate::lora::{LoraRegistry, LoraSlot, LoraTarget};
 use crate::LayerWeight;
 
 /// A view of a tensor source under a name prefix, loading onto one device in one float dtype.
@@ -52,6 +53,8 @@ pub struct Weights {
     stream: bool,
     /// Tensors of this view live in host memory (the CPU backend) whatever the model's device.
     host: bool,
+    /// Layers built from this view register a LoRA slot here (`with_lora`).
+    lora: Option<Arc<LoraRegistry>>,
 }
 
 /// Bytes of each weight loaded through a view, by full name: those on the model's device, and
@@ -100,6 +103,7 @@ impl Weights {
             tally: None,
             stream: false,
             host: false,
+            lora: None,
         }
     }
 
@@ -116,6 +120,22 @@ impl Weights {
             stream: true,
             ..self
         }
+    }
+
+    /// The same view whose Linear / Conv2d layers register LoRA slots in `registry`, named by
+    /// their module path below this view's prefix.
+    pub fn with_lora(&self, registry: Arc<LoraRegistry>) -> Weights {
+        registry.set_root(&self.prefix);
+        Weights {
+            lora: Some(registry),
+            ..self.clone()
+        }
+    }
+
+    /// The LoRA slot of the layer at this view's prefix, when the view has a registry.
+    pub fn lora_slot(&self, target: LoraTarget) -> Option<Arc<LoraSlot>> {
+        let registry = self.lora.as_ref()?;
+        registry.register(&self.prefix, target, &self.device, self.dtype)
     }
 
     pub fn is_streamed(&self) -> bool {

@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub chat_images: ChatImageSettings,
     /// Textual-inversion embeddings prompts may name (`--embeddings-dir`), read at start.
     pub embeddings: Option<Arc<EmbeddingDb>>,
+    /// The folder `<lora:NAME:WEIGHT>` prompt tags find NAME.safetensors in (`--lora-dir`);
+    /// GET /sdapi/v1/loras lists it.
+    pub lora_dir: Option<PathBuf>,
 }
 
 /// Images in chat requests (OpenAI's `image_url` content parts).
@@ -111,6 +114,7 @@ impl ServerConfig {
             timeout: None,
             chat_images: ChatImageSettings::default(),
             embeddings: None,
+            lora_dir: None,
         }
     }
 }

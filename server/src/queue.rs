@@ -89,7 +89,11 @@ pub type Reply = oneshot::Sender<ApiResult<JobOutput>>;
 /// What a job is: an image generation answered once, or a chat completion answered as a stream
 /// of events.
 pub enum Work {
-    Image { request: JobRequest, reply: Reply },
+    /// Boxed: a request (its generation parameters) is several times a chat job's size.
+    Image {
+        request: Box<JobRequest>,
+        reply: Reply,
+    },
     Chat(ChatJob),
 }
 
@@ -227,7 +231,7 @@ mod tests {
 
     fn request(reply: Reply) -> Work {
         Work::Image {
-            request: JobRequest {
+            request: Box::new(JobRequest {
                 params: GenerationParams::new("p"),
                 model: ModelEntry {
                     name: "m".into(),
@@ -235,7 +239,7 @@ mod tests {
                     path: "m".into(),
                     kind: crate::catalog::ModelKind::Image,
                 },
-            },
+            }),
             reply,
         }
     }

@@ -44,6 +44,7 @@ impl PixtralEncoder {
         let patch_embed = Linear {
             weight: LayerWeight::Float(conv.reshape(&[c.hidden_size, c.num_channels * p * p])?),
             bias: None,
+            lora: None,
         };
         let attention = AttentionConfig {
             hidden: c.hidden_size,

@@ -8,6 +8,9 @@ use kiln_runtime::{DType, Device, Error, Result, Tensor};
 use super::config::ClipTextConfig;
 use super::layer::ClipEncoderLayer;
 use super::pooling::eos_positions;
+use std::sync::Arc;
+
+use kiln_nn::lora::LoraRegistry;
 use kiln_nn::weights::Weights;
 use kiln_nn::LayerNorm;
 
@@ -38,6 +41,8 @@ pub struct ClipTextModel {
     layers: Vec<ClipEncoderLayer>,
     final_layer_norm: LayerNorm,
     device: Device,
+    /// Every Linear by module name below `text_model`, for LoRA adapters.
+    lora: Arc<LoraRegistry>,
 }
 
 impl ClipTextModel {
@@ -53,6 +58,9 @@ impl ClipTextModel {
         } else {
             weights.clone()
         };
+        // Module names below `text_model` (transformers 5 dropped that level; LoRA files have both).
+        let lora = LoraRegistry::new();
+        let w = w.with_lora(lora.clone());
         let d = cfg.hidden_size;
         let emb = w.pp("embeddings");
         let token_embedding = emb
@@ -74,7 +82,14 @@ impl ClipTextModel {
             layers,
             final_layer_norm,
             device: weights.device().clone(),
+            lora,
         })
+    }
+
+    /// The encoder's Linears by module name below `text_model` (`encoder.layers.0.self_attn.q_proj`),
+    /// where LoRA adapters are set per generation.
+    pub fn lora(&self) -> &Arc<LoraRegistry> {
+        &self.lora
     }
 
     pub fn config(&self) -> &ClipTextConfig {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::clip::tokenizer::TokenizerError;
 use crate::image::ImageError;
+use crate::lora::LoraError;
 use crate::prompt::PromptError;
 use crate::schedulers::SchedulerError;
 
@@ -30,6 +31,8 @@ pub enum PipelineError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Lora(#[from] LoraError),
 }
 
 impl PipelineError {

@@ -18,6 +18,7 @@ use super::params::{GeneratedImage, GenerationParams, Progress, Step, StepContro
 use super::plan::{PHASE_TEXT, PHASE_UNET, PHASE_VAE_DECODE, PHASE_VAE_ENCODE};
 use super::text::encode_pair;
 use crate::image::resize;
+use crate::lora::with_loras;
 use crate::rng::NoiseSource;
 use crate::schedulers::{build_scheduler, img2img_start, Scheduler};
 use crate::vae::VaeTiling;
@@ -44,12 +45,14 @@ pub fn generate_controlled(
     control: &mut dyn FnMut(&Step) -> StepControl,
 ) -> Result<Vec<GeneratedImage>> {
     check(model, params)?;
+    // Set for this generation only: the guard clears the adapters however it ends.
+    let (_loras, prompt, negative) = with_loras(model, params)?;
     enter_phase(model, PHASE_TEXT);
     let guidance = params.cfg_scale > 1.0;
     let (cond, uncond) = encode_pair(
         model,
-        &params.prompt,
-        guidance.then_some(params.negative_prompt.as_str()),
+        &prompt,
+        guidance.then_some(negative.as_str()),
         params.clip_skip,
         params.embeddings.as_deref(),
     )?;

@@ -3,6 +3,7 @@
 
 use super::params::GenerationParams;
 use crate::image::infotext::InfoText;
+use crate::lora::infotext_hashes;
 use crate::rng::RngKind;
 
 /// The parameters of the image seeded `seed`, in A1111's field order: Steps, Sampler, Schedule
@@ -39,6 +40,10 @@ pub fn infotext(
         RngKind::Philox => "NV",
     };
     fields.push(("RNG", rng.to_string()));
+    // A1111 adds its extra networks' fields after RNG.
+    if let Some(hashes) = infotext_hashes(&params.loras) {
+        fields.push(("Lora hashes", hashes));
+    }
     if let Some(db) = &params.embeddings {
         let used = db.used_in(&[&params.prompt, &params.negative_prompt]);
         if !used.is_empty() {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::embeddings::EmbeddingDb;
 use crate::image::{GrayImage, RgbImage};
+use crate::lora::ActiveLora;
 use crate::rng::RngKind;
 use crate::schedulers::{SamplerKind, SamplerSpec};
 use crate::vae::VaeTiling;
@@ -46,6 +47,9 @@ pub struct GenerationParams {
     pub vae_tiling: Option<VaeTiling>,
     /// Textual-inversion embeddings the prompts may name (`--embeddings-dir`).
     pub embeddings: Option<Arc<EmbeddingDb>>,
+    /// LoRA adapters for this generation: `--lora` files and those the prompts' `<lora:...>` tags
+    /// name (`LoraLibrary::resolve`). Every tag in the prompts must have its file here.
+    pub loras: Vec<ActiveLora>,
 }
 
 impl GenerationParams {
@@ -67,6 +71,7 @@ impl GenerationParams {
             init: None,
             vae_tiling: None,
             embeddings: None,
+            loras: Vec::new(),
         }
     }
 

@@ -17,6 +17,7 @@ mod time;
 mod transformer;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kiln_kernels::elementwise::{add, cast, silu, unary, Unary};
 use kiln_runtime::loader::WeightFile;
@@ -24,6 +25,7 @@ use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
 use added::AddedEmbedding;
 use blocks::{Common, DownBlock, MidBlock, UpBlock, UpChannels};
+use kiln_nn::lora::LoraRegistry;
 use kiln_nn::weights::Weights;
 use kiln_nn::{Conv2d, GroupNorm};
 use time::TimeEmbedding;
@@ -55,15 +57,24 @@ pub struct Unet {
     conv_out: Conv2d,
     dtype: DType,
     device: Device,
+    /// Every Linear / Conv2d by diffusers module name, for LoRA adapters.
+    lora: Arc<LoraRegistry>,
 }
 
 impl Unet {
+    /// The UNet's layers by diffusers module name, where LoRA adapters are set per generation.
+    pub fn lora(&self) -> &Arc<LoraRegistry> {
+        &self.lora
+    }
+
     /// Builds the model from `config` and the weights under `w` (diffusers names, no prefix for a
     /// `unet/diffusion_pytorch_model.safetensors`), checking every tensor's shape. From a streamed
     /// view (`Weights::streamed`), every resnet, transformer and resampling conv of the down, mid
     /// and up blocks is streamed on its own (`Slot`); conv_in, the time embedding and the output
     /// layers stay resident.
     pub fn new(config: &UnetConfig, w: &Weights) -> Result<Unet> {
+        let lora = LoraRegistry::new();
+        let w = &w.with_lora(lora.clone());
         let resolved = config.resolve()?;
         let levels = &resolved.levels;
         let n = levels.len();
@@ -167,6 +178,7 @@ impl Unet {
             streamed: w.is_streamed(),
             dtype: w.dtype(),
             device: w.device().clone(),
+            lora,
         })
     }
 

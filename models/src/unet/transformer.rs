@@ -51,7 +51,8 @@ fn projection(w: &Weights, cin: usize, cout: usize, linear: bool) -> Result<Line
         packed => packed,
     };
     let bias = Some(w.get("bias", &[cout])?);
-    Ok(Linear { weight, bias })
+    let lora = Linear::lora_slot(w, cin, cout);
+    Ok(Linear { weight, bias, lora })
 }
 
 impl SpatialTransformer {

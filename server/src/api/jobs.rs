@@ -94,7 +94,7 @@ pub async fn run(
     let id = state
         .queue
         .submit(Work::Image {
-            request: JobRequest { params, model },
+            request: Box::new(JobRequest { params, model }),
             reply,
         })
         .map_err(|e| queue_full(state, e))?;

@@ -8,6 +8,7 @@ mod events;
 mod images;
 mod info;
 mod jobs;
+mod loras;
 mod openai;
 mod openapi;
 mod options;
@@ -31,6 +32,7 @@ use crate::llm_models::LlmInfos;
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::queue::Queue;
+use kiln_models::lora::LoraLibrary;
 pub use openapi::ROUTES;
 use request::Settings;
 
@@ -46,6 +48,8 @@ pub struct AppState {
     pub image_client: OnceLock<reqwest::Client>,
     /// Server-wide settings (POST /sdapi/v1/options) and every other option a client stored.
     options: Mutex<(Settings, Map<String, Value>)>,
+    /// `--lora-dir`, with the LoRA files read so far.
+    pub loras: Option<Arc<LoraLibrary>>,
 }
 
 impl AppState {
@@ -67,7 +71,14 @@ impl AppState {
             clip_skip: 1,
             rng: kiln_models::rng::RngKind::TorchCpu,
         };
+        // `kiln serve` checks the folder before starting; one that vanished since lists nothing.
+        let loras = config
+            .lora_dir
+            .as_deref()
+            .and_then(|d| LoraLibrary::new(d).ok())
+            .map(Arc::new);
         AppState {
+            loras,
             config,
             catalog,
             queue,
@@ -105,6 +116,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sdapi/v1/sd-models", get(options::sd_models))
         .route("/sdapi/v1/refresh-checkpoints", post(options::refresh))
         .route("/sdapi/v1/samplers", get(options::samplers))
+        .route("/sdapi/v1/loras", get(loras::list))
+        .route("/sdapi/v1/refresh-loras", post(options::refresh))
         .route("/sdapi/v1/schedulers", get(options::schedulers))
         .route("/sdapi/v1/embeddings", get(options::embeddings))
         .route(

@@ -80,6 +80,18 @@ pub const ROUTES: &[RouteDoc] = &[
         None,
     ),
     r(
+        "get",
+        "/sdapi/v1/loras",
+        "LoRA files in --lora-dir: name, alias, path, metadata",
+        None,
+    ),
+    r(
+        "post",
+        "/sdapi/v1/refresh-loras",
+        "Re-read the LoRA folder (always live)",
+        None,
+    ),
+    r(
         "post",
         "/sdapi/v1/refresh-checkpoints",
         "Re-read the models folder (always live)",

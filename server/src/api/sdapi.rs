@@ -14,7 +14,7 @@ use super::images::decode_base64;
 use super::info::a1111_response;
 use super::jobs::{resolve_model, run};
 use super::request::GenerationRequest;
-use super::{random_seed, AppState};
+use super::{loras, random_seed, AppState};
 use crate::error::{ApiError, ApiResult};
 
 pub async fn txt2img(State(state): State<Arc<AppState>>, body: Body) -> ApiResult<Json<Value>> {
@@ -39,6 +39,8 @@ async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResul
         "sd_model_checkpoint"
     };
     let model = resolve_model(&state, &checked.model, field)?;
+    let mut checked = checked;
+    checked.params.loras = loras::resolve(&state, &checked.params).await?;
     let params = checked.params.clone();
     let out = run(&state, checked.params, model).await?;
     // A1111 leaves the (large) input images out of the echo unless asked to include them.

@@ -387,6 +387,8 @@ fn pipeline_error(e: PipelineError) -> ApiError {
         // the model was trained with).
         PipelineError::Scheduler(e) => ApiError::invalid("steps", e.to_string()),
         PipelineError::Prompt(e) => ApiError::invalid("prompt", e.to_string()),
+        // A LoRA the prompt chose that does not fit the model.
+        PipelineError::Lora(e) => ApiError::invalid("prompt", e.to_string()),
         other => ApiError::internal(other.to_string()),
     }
 }

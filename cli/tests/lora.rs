@@ -1,0 +1,145 @@
+//! `kiln generate --lora FILE:WEIGHT` and `--lora-dir` with prompt tags on the tiny fixture model
+//! and its LoRA fixtures (tools/make_lora_fixtures.py): the diffusers image at 8-bit, the
+//! infotext's `Lora hashes`, and bad input (clear error, non-zero exit, no output file).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
+use kiln_models::image::png::decode_png;
+use kiln_runtime::loader::WeightFile;
+use kiln_runtime::{DType, Device};
+
+fn tiny() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-lora-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The fixture's case settings: Euler, 4 steps, CFG 7.5, seed 42, 32x32.
+fn generate(dir: &Path, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env_remove("KILN_DEVICE")
+        .args(["--device", "cpu", "generate", "-m"])
+        .arg(tiny())
+        .args([
+            "--steps",
+            "4",
+            "--cfg-scale",
+            "7.5",
+            "-s",
+            "42",
+            "-W",
+            "32",
+            "-H",
+            "32",
+        ])
+        .arg("-o")
+        .arg(dir.join("out.png"))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `name/image` of lora_golden.safetensors rounded to 8 bits as diffusers' `numpy_to_pil` does.
+fn golden_rgb8(name: &str) -> Vec<u8> {
+    let file = WeightFile::open(tiny().join("lora_golden.safetensors")).unwrap();
+    let t = file.load(&format!("{name}/image"), &Device::Cpu, Some(DType::F32));
+    let values = t.unwrap().to_vec_f32().unwrap();
+    values.iter().map(|v| (v * 255.0).round() as u8).collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `--lora FILE:0.5` and `<lora:kohya:1>` in the negative prompt via `--lora-dir` together
+/// (the fixture's `peft_kohya` case), within one 8-bit level of diffusers' image.
+#[test]
+fn lora_flags_and_tags_give_diffusers_image() {
+    let dir = temp_dir("ok");
+    let peft = tiny().join("loras/peft.safetensors");
+    let out = generate(
+        &dir,
+        &[
+            "-p",
+            "a red circle on a blue background",
+            "-n",
+            "blurry <lora:kohya:1>",
+            "--lora",
+            &format!("{}:0.5", peft.display()),
+            "--lora-dir",
+            tiny().join("loras").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
+    let want = golden_rgb8("peft_kohya");
+    let worst = png
+        .image
+        .data
+        .iter()
+        .zip(&want)
+        .map(|(&g, &w)| g.abs_diff(w))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "8-bit pixels differ by {worst}");
+    let info = InfoText::parse(png.text(PNG_KEYWORD).unwrap());
+    assert_eq!(info.negative_prompt, "blurry <lora:kohya:1>");
+    let hashes = info.get("Lora hashes").unwrap();
+    assert!(
+        hashes.starts_with("peft: bc0cb7eac307, kohya: "),
+        "{hashes}"
+    );
+}
+
+#[test]
+fn bad_lora_input_fails_before_writing() {
+    let dir = temp_dir("bad");
+    let loras = tiny().join("loras");
+    let cases: [(Vec<String>, &str); 4] = [
+        (
+            vec!["-p".into(), "x <lora:peft:1>".into()],
+            "give --lora-dir",
+        ),
+        (
+            vec![
+                "-p".into(),
+                "x <lora:nope>".into(),
+                "--lora-dir".into(),
+                loras.display().to_string(),
+            ],
+            "LoRA `nope` is not in",
+        ),
+        (
+            vec![
+                "-p".into(),
+                "x <lora:peft:big>".into(),
+                "--lora-dir".into(),
+                loras.display().to_string(),
+            ],
+            "`big` is not a number",
+        ),
+        (
+            vec![
+                "-p".into(),
+                "x".into(),
+                "--lora".into(),
+                "missing.safetensors:0.5".into(),
+            ],
+            "missing.safetensors",
+        ),
+    ];
+    for (args, says) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = generate(&dir, &args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(!dir.join("out.png").exists(), "{args:?}: no output");
+    }
+}

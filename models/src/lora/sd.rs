@@ -1,0 +1,39 @@
+//! The parts of an SD 1.x / 2.x model that take adapters: the UNet and the one text encoder.
+
+use super::apply::{apply, AppliedLoras, LoraPart, LoraTargets};
+use super::keys::Part;
+use super::library::prompt_tags;
+use super::tags::parse_tags;
+use crate::pipeline::{GenerationParams, PipelineError, StableDiffusion};
+
+impl StableDiffusion {
+    pub fn lora_targets(&self) -> LoraTargets {
+        LoraTargets {
+            parts: vec![
+                LoraPart::new(Part::Unet, self.unet.lora().clone()),
+                LoraPart::new(Part::TextEncoder, self.text_encoder.lora().clone()),
+            ],
+            model: format!("this SD 1.x / 2.x model ({})", self.source.name),
+        }
+    }
+}
+
+/// Sets `params.loras` on `model` for one generation and returns the guard with both prompts
+/// without their tags. A tag whose file the caller did not resolve is an error, not ignored.
+pub(crate) fn with_loras(
+    model: &StableDiffusion,
+    params: &GenerationParams,
+) -> Result<(AppliedLoras, String, String), PipelineError> {
+    for tag in prompt_tags(&params.prompt, &params.negative_prompt)? {
+        if !params.loras.iter().any(|l| l.file.name == tag.name) {
+            return Err(PipelineError::invalid(format!(
+                "the prompt names LoRA `{}`, which was not loaded (give --lora-dir)",
+                tag.name
+            )));
+        }
+    }
+    let applied = apply(&model.lora_targets(), &params.loras)?;
+    let prompt = parse_tags(&params.prompt)?.0;
+    let negative = parse_tags(&params.negative_prompt)?.0;
+    Ok((applied, prompt, negative))
+}
