@@ -94,9 +94,9 @@ fn check(name: &str, device: &Device, dtype: DType, (atol, rtol): (f32, f32)) {
     let ids = Tensor::from_u32(&Device::Cpu, &g.shape, &g.ids).unwrap();
     let hidden = model.config().hidden_size;
 
-    let last = model.forward(&ids, 1).unwrap();
+    let last = model.forward(&ids, &[], 1).unwrap();
     assert_eq!(last.shape(), [g.shape[0], g.shape[1], hidden]);
-    let penultimate = model.forward(&ids, 2).unwrap();
+    let penultimate = model.forward(&ids, &[], 2).unwrap();
     let out = model.forward_with_pooled(&ids, &[], 2).unwrap();
     assert_eq!(out.pooled.shape(), [g.shape[0], hidden]);
     let pooled_last = model.forward_with_pooled(&ids, &[], 1).unwrap();
@@ -264,7 +264,11 @@ fn bad_ids_and_clip_skip_are_errors() {
         Tensor::from_u32(&cpu, shape, &vec![5; n]).unwrap()
     };
     for shape in [&[77][..], &[1, 78], &[2, 1, 77], &[0, 77]] {
-        let err = model.forward(&ids(shape), 1).err().unwrap().to_string();
+        let err = model
+            .forward(&ids(shape), &[], 1)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains(&format!("{shape:?}")) && err.contains("[B, L]"),
             "{err}"
@@ -272,18 +276,18 @@ fn bad_ids_and_clip_skip_are_errors() {
     }
     // Shorter than 77 is fine (transformers allows any length up to max_position_embeddings).
     assert_eq!(
-        model.forward(&ids(&[1, 10]), 1).unwrap().shape(),
+        model.forward(&ids(&[1, 10]), &[], 1).unwrap().shape(),
         [1, 10, 32]
     );
 
     let floats = Tensor::from_f32(&cpu, &[1, 77], DType::F32, &[0.0; 77]).unwrap();
-    let err = model.forward(&floats, 1).err().unwrap().to_string();
+    let err = model.forward(&floats, &[], 1).err().unwrap().to_string();
     assert!(err.contains("u32"), "{err}");
 
     let mut out_of_vocab = vec![5u32; 77];
     out_of_vocab[3] = 1000;
     let t = Tensor::from_u32(&cpu, &[1, 77], &out_of_vocab).unwrap();
-    let err = model.forward(&t, 1).err().unwrap().to_string();
+    let err = model.forward(&t, &[], 1).err().unwrap().to_string();
     assert!(
         err.contains("ids[0][3] = 1000") && err.contains("vocab_size"),
         "{err}"
@@ -291,7 +295,7 @@ fn bad_ids_and_clip_skip_are_errors() {
 
     for skip in [0, 4] {
         let err = model
-            .forward(&ids(&[1, 77]), skip)
+            .forward(&ids(&[1, 77]), &[], skip)
             .err()
             .unwrap()
             .to_string();

@@ -114,7 +114,10 @@ fn sd_cpp_style_gguf_builds_the_same_models_as_packing_at_load() {
         let b = st
             .load_text_encoder(Some(&te_cfg), &cpu, DType::F32)
             .unwrap();
-        let (a, b) = (a.forward(&ids, 1).unwrap(), b.forward(&ids, 1).unwrap());
+        let (a, b) = (
+            a.forward(&ids, &[], 1).unwrap(),
+            b.forward(&ids, &[], 1).unwrap(),
+        );
         assert!(
             a.to_vec_f32().unwrap() == b.to_vec_f32().unwrap(),
             "{variant} {format} text encoder"

@@ -183,15 +183,15 @@ fn single_file_text_encoders_pack_like_their_folders() {
         let folder = ClipTextModel::new(&cfg, &w).unwrap();
         assert!(w.packed_count() > 0, "{variant}: nothing packed");
         let plain = ClipTextModel::new(&cfg, &weights(None)).unwrap();
-        let got = single.forward(&ids, 1).unwrap().to_vec_f32().unwrap();
+        let got = single.forward(&ids, &[], 1).unwrap().to_vec_f32().unwrap();
         assert_eq!(
             got,
-            folder.forward(&ids, 1).unwrap().to_vec_f32().unwrap(),
+            folder.forward(&ids, &[], 1).unwrap().to_vec_f32().unwrap(),
             "{variant}"
         );
         assert_ne!(
             got,
-            plain.forward(&ids, 1).unwrap().to_vec_f32().unwrap(),
+            plain.forward(&ids, &[], 1).unwrap().to_vec_f32().unwrap(),
             "{variant}"
         );
     }

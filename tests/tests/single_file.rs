@@ -329,8 +329,8 @@ fn check_text(variant: &str, file: &SingleFile, device: &Device) {
     let what = format!("{variant} text encoder on {}", device.name());
     // clip.rs's tolerance: 1e-4 + 1e-4 |want| with |want| up to ~4.
     for (skip, want) in [(1, "last_hidden_state"), (2, "penultimate")] {
-        let got = single.forward(ids, skip).unwrap();
-        let folder = folder.forward(ids, skip).unwrap();
+        let got = single.forward(ids, &[], skip).unwrap();
+        let folder = folder.forward(ids, &[], skip).unwrap();
         check(
             &format!("{what}, clip skip {skip}"),
             &got,
@@ -420,7 +420,7 @@ fn an_f16_single_file_loads_its_slices_at_two_bytes_per_element() {
             .unwrap()
             .load_text_encoder(Some(&cfg), &Device::Cpu, DType::F32)
             .unwrap()
-            .forward(&ids, 1)
+            .forward(&ids, &[], 1)
             .unwrap()
     };
     let diff = max_diff(&run(&path), &run(&single_file("tiny-sd2")));

@@ -274,6 +274,12 @@ impl StableDiffusion {
     }
 
     /// Adds SDXL's second text encoder to a model from `from_parts`, checking that it fits.
+    /// A model assembled field by field (an SDXL one from parts), checked as `from_parts` checks.
+    pub fn checked(self) -> Result<StableDiffusion> {
+        self.check()?;
+        Ok(self)
+    }
+
     pub fn with_sdxl(mut self, sdxl: Sdxl) -> Result<StableDiffusion> {
         self.sdxl = Some(sdxl);
         self.check()?;
@@ -726,6 +732,14 @@ fn load_single_file(
         }
     }
     let kind = file.kind();
+    if kind == ModelKind::SdxlRefiner {
+        // The refiner has no CLIP-L and conditions on aesthetic scores; kiln runs it from neither
+        // layout yet.
+        return Err(PipelineError::model(
+            path,
+            "an SDXL refiner checkpoint: kiln does not run the refiner yet (use an SDXL base model)",
+        ));
+    }
     let unet_config = file.unet_config()?;
     let unet = file.load_unet(Some(&unet_config), device.unet, dtype)?;
     let vae = match &options.vae {
@@ -738,9 +752,27 @@ fn load_single_file(
                     ..VaeConfig::default()
                 }
             };
-            vae_override(vae_file, &own, &unet_config, path, device.vae, dtype, options)?
+            vae_override(
+                vae_file,
+                &own,
+                &unet_config,
+                path,
+                device.vae,
+                dtype,
+                options,
+            )?
         }
-        None => file.load_vae(None, device.vae, dtype)?,
+        None => {
+            // SDXL's VAE overflows in f16: decoded in f32 when its config says force_upcast, as
+            // for a diffusers folder.
+            let config = file.vae_config()?;
+            let vae_dtype = if kind.is_sdxl() && config.force_upcast {
+                DType::F32
+            } else {
+                dtype
+            };
+            file.load_vae(Some(&config), device.vae, vae_dtype)?
+        }
     };
     let text_encoder = file.load_text_encoder(None, device.text_encoder, dtype)?;
     let tokenizer = if kind.is_sd2() {
@@ -753,19 +785,52 @@ fn load_single_file(
         .file_stem()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    StableDiffusion::from_parts(
+    let sdxl = if kind.is_sdxl() {
+        Some(single_file_sdxl(&file, path, device, dtype)?)
+    } else {
+        None
+    };
+    let model = StableDiffusion {
         unet,
         vae,
         text_encoder,
         tokenizer,
-        single_file_scheduler(kind)?,
-        Some(sample_size),
-        ModelSource {
+        sdxl,
+        scheduler_config: single_file_scheduler(kind)?,
+        sample_size: Some(sample_size),
+        source: ModelSource {
             name,
             hash_file: path.to_path_buf(),
             vae: options.vae.clone(),
         },
-    )
+    };
+    model.checked()
+}
+
+/// SDXL's second encoder from a single file: OpenCLIP bigG with its projection
+/// (`conditioner.embedders.1`), and a tokenizer padding with "!" as SDXL's tokenizer_2 does.
+fn single_file_sdxl(
+    file: &SingleFile,
+    path: &Path,
+    device: &Placement,
+    dtype: DType,
+) -> Result<Sdxl> {
+    if !file.has(Component::TextEncoder2) {
+        return Err(PipelineError::model(
+            path,
+            "an SDXL checkpoint without its second text encoder (conditioner.embedders.1.model.*)",
+        ));
+    }
+    let config = ClipTextConfig::from_json(&file.text_encoder_2_config_json()?.to_string(), path)?;
+    let text_encoder_2 =
+        file.load_component(Component::TextEncoder2, device.text_encoder, dtype, |w| {
+            ClipTextModelWithProjection::new(&config, w)
+        })?;
+    Ok(Sdxl {
+        text_encoder_2,
+        tokenizer_2: ClipTokenizer::builtin_openclip()?,
+        requires_aesthetics_score: false,
+    })
 }
 
 /// The latent scaling a single file's kind trains with, for a checkpoint without a VAE.
