@@ -32,6 +32,16 @@ pub(crate) fn with_loras(
             )));
         }
     }
+    if model.sdxl.is_some() && !params.loras.is_empty() {
+        // SDXL's second text encoder and kohya's SGM-named UNet keys are not mapped yet: refused
+        // rather than applied in part.
+        let names: Vec<&str> = params.loras.iter().map(|l| l.file.name.as_str()).collect();
+        return Err(PipelineError::invalid(format!(
+            "LoRAs on SDXL models are not supported yet ({} given for {})",
+            names.join(", "),
+            model.source.name
+        )));
+    }
     let applied = apply(&model.lora_targets(), &params.loras)?;
     let prompt = parse_tags(&params.prompt)?.0;
     let negative = parse_tags(&params.negative_prompt)?.0;
