@@ -78,6 +78,12 @@ CASES = [
          cfg=5.0, seed=42, strength=0.6),
     dict(name="img2img_dpmpp_2m", mode="img2img", sampler="DPM++ 2M", prompt=PROMPT,
          negative="blurry", cfg=7.5, seed=3, strength=0.75),
+    # Textual inversion (tiny-sdxl/embeddings, written by write_embeddings): an SDXL file's clip_l
+    # vectors go to text_encoder and its clip_g vectors to text_encoder_2, as diffusers loads them
+    # with load_textual_inversion(..., text_encoder=..., tokenizer=...) once per encoder.
+    dict(name="ti_txt2img_euler", mode="txt2img", sampler="Euler",
+         prompt="a kilnxl circle on a blue background", negative="blurry kilnxl", cfg=5.0, seed=77,
+         embeddings=["kilnxl"]),
     # The 4-channel UNet: latents blended with the noised image outside the mask.
     dict(name="inpaint4_euler", mode="inpaint", sampler="Euler", prompt=PROMPT, negative=NEGATIVE,
          cfg=5.0, seed=12, strength=0.75),
@@ -130,6 +136,34 @@ def text_encoder_goldens():
         print(folder, {k: tuple(v.shape) for k, v in golden.items()}, "pad", ids[0, -1].item())
 
 
+def write_embeddings():
+    """kilnxl.safetensors: SDXL's layout, 2 vectors for each encoder (32 and 48 wide)."""
+    out = os.path.join(FX, "embeddings")
+    os.makedirs(out, exist_ok=True)
+    g = torch.Generator().manual_seed(5151)
+    save_file({"clip_l": torch.randn(2, 32, generator=g), "clip_g": torch.randn(2, 48, generator=g)},
+              os.path.join(out, "kilnxl.safetensors"))
+
+
+def load_embeddings(pipe, names):
+    """Adds each embedding's tokens to both tokenizers and encoders. transformers' CLIP with the
+    legacy eos_token_id 2 (SDXL's published configs, and this fixture's) pools at the HIGHEST token
+    id, which is then an added embedding token rather than EOS; A1111 (placeholder ids 0) and kiln
+    pool at EOS. So that the golden shows the embedding's effect and not that quirk, the encoders
+    are told the real EOS id, which makes transformers pool at the first EOS."""
+    from safetensors.torch import load_file
+    if names:
+        for tokenizer, encoder in [(pipe.tokenizer, pipe.text_encoder),
+                                   (pipe.tokenizer_2, pipe.text_encoder_2)]:
+            getattr(encoder, "text_model", encoder).eos_token_id = tokenizer.eos_token_id
+    for name in names:
+        tensors = load_file(os.path.join(FX, "embeddings", f"{name}.safetensors"))
+        pipe.load_textual_inversion(tensors["clip_l"], token=name, text_encoder=pipe.text_encoder,
+                                    tokenizer=pipe.tokenizer)
+        pipe.load_textual_inversion(tensors["clip_g"], token=name, text_encoder=pipe.text_encoder_2,
+                                    tokenizer=pipe.tokenizer_2)
+
+
 def pipeline(cls, sampler):
     pipe = cls.from_pretrained(FX, add_watermarker=False)
     pipe.scheduler = SAMPLERS[sampler].from_config(pipe.scheduler.config)
@@ -153,6 +187,7 @@ def run(case):
     cls = {"txt2img": StableDiffusionXLPipeline, "img2img": StableDiffusionXLImg2ImgPipeline,
            "inpaint": StableDiffusionXLInpaintPipeline}[case["mode"]]
     pipe = pipeline(cls, case["sampler"])
+    load_embeddings(pipe, case.get("embeddings", []))
     batch = case.get("batch", 1)
     width, height = case.get("width", SIZE), case.get("height", SIZE)
     kwargs = dict(prompt=case["prompt"], num_inference_steps=STEPS, guidance_scale=case["cfg"],
@@ -187,11 +222,13 @@ def main():
     unet_golden()
     text_encoder_goldens()
     encode_prompt_golden()
+    write_embeddings()
     golden = {}
     for case in CASES:
         golden.update(run(case))
     save_file(golden, os.path.join(FX, "pipeline_golden.safetensors"))
-    defaults = dict(steps=STEPS, width=SIZE, height=SIZE, batch=1, clip_skip=1, strength=1.0)
+    defaults = dict(steps=STEPS, width=SIZE, height=SIZE, batch=1, clip_skip=1, strength=1.0,
+                    embeddings=[])
     write_json(os.path.join(FX, "pipeline_cases.json"), {"cases": [{**defaults, **c} for c in CASES]})
 
 

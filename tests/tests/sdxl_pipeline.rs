@@ -1,14 +1,17 @@
 //! SDXL generations against diffusers' StableDiffusionXLPipeline / StableDiffusionXLImg2ImgPipeline /
-//! StableDiffusionXLInpaintPipeline (4-channel UNet, latent blending) on the tiny SDXL folder (tests/fixtures/tiny-sdxl; goldens from tools/make_sdxl_goldens.py: 4
+//! StableDiffusionXLInpaintPipeline (4-channel UNet, latent blending; one case with an SDXL
+//! textual-inversion file loaded into both encoders) on the tiny SDXL folder (tests/fixtures/tiny-sdxl; goldens from tools/make_sdxl_goldens.py: 4
 //! steps, float32 on the CPU, torch.Generator("cpu") seeds), loaded through the public loader.
 //!
 //! Tolerances: images max |error| <= 1e-3 on [0, 1] before 8-bit quantisation (tests/tests/pipeline.rs's
 //! bound), CPU backend and GPU under test in f32; prompt embeddings <= 1e-4 + 1e-4 |want|.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kiln_kernels::testing::{assert_close, with_gpu};
 use kiln_models::clip::ClipTextModelWithProjection;
+use kiln_models::embeddings::EmbeddingDb;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
     encode_pair, encode_prompt, generate, GenerationParams, InitImage, ModelSource, Sdxl,
@@ -67,6 +70,11 @@ fn params_for(case: &Value) -> GenerationParams {
     p.batch_size = n("batch");
     p.clip_skip = n("clip_skip");
     p.rng = RngKind::TorchCpu;
+    if !case["embeddings"].as_array().unwrap().is_empty() {
+        p.embeddings = Some(Arc::new(
+            EmbeddingDb::load_dir(&tiny().join("embeddings")).unwrap(),
+        ));
+    }
     let mode = s("mode");
     if mode != "txt2img" {
         p.init = Some(InitImage {
