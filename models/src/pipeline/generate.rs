@@ -11,13 +11,13 @@ use kiln_runtime::{trace, DType, Tensor};
 use super::denoise::{Denoiser, InpaintInputs};
 use super::error::{PipelineError, Result};
 use super::inpaint::{binarize, fit_mask, masked_image, nearest};
-use super::latents::{encode_sampled, image_to_tensor, unscale};
+use super::latents::{encode_each, encode_sampled, image_to_tensor, unscale};
 use super::load::StableDiffusion;
 use super::noise::BatchNoise;
 use super::params::{GeneratedImage, GenerationParams, Progress, Step, StepControl};
 use super::plan::{PHASE_TEXT, PHASE_UNET, PHASE_VAE_DECODE, PHASE_VAE_ENCODE};
 use super::text::encode_pair;
-use crate::image::resize;
+use crate::image::{resize, RgbImage};
 use crate::lora::with_loras;
 use crate::rng::NoiseSource;
 use crate::schedulers::{build_scheduler, img2img_start, Scheduler};
@@ -44,6 +44,60 @@ pub fn generate_controlled(
     params: &GenerationParams,
     control: &mut dyn FnMut(&Step) -> StepControl,
 ) -> Result<Vec<GeneratedImage>> {
+    if let Some(hires) = &params.hires {
+        return super::hires::generate(model, params, hires, control);
+    }
+    let mut images = Vec::new();
+    sample(model, params, None, control, &mut |batch| {
+        images.extend(batch.decode(model, params.vae_tiling.as_ref())?);
+        Ok(())
+    })?;
+    Ok(images)
+}
+
+/// One batch's latents when its sampling ended.
+pub(crate) struct Sampled<'a> {
+    pub latents: Vec<f32>,
+    pub shape: [usize; 4],
+    pub seeds: &'a [u64],
+    /// `Continue` when every step ran.
+    pub stop: StepControl,
+}
+
+impl Sampled<'_> {
+    pub fn decode(
+        &self,
+        model: &StableDiffusion,
+        tiling: Option<&VaeTiling>,
+    ) -> Result<Vec<GeneratedImage>> {
+        enter_phase(model, PHASE_VAE_DECODE);
+        decode(model, &self.latents, self.shape, self.seeds, tiling)
+    }
+}
+
+/// Where a hires-fix second pass starts: its own starting point (upscaled latents, or the
+/// upscaled images to encode) and the schedule steps it skips.
+pub(crate) struct SecondPass {
+    pub from: SecondPassInput,
+    pub start: usize,
+}
+
+pub(crate) enum SecondPassInput {
+    /// UNet-scale latents, `[B, C, h, w]` for the batch.
+    Latents(Vec<f32>),
+    /// One image per seed, already at the output size.
+    Images(Vec<RgbImage>),
+}
+
+/// Samples every batch of `params` and hands each batch's latents to `on_batch`; stops after a
+/// batch that was interrupted. `second` replaces `params.init` as the starting point.
+pub(crate) fn sample(
+    model: &StableDiffusion,
+    params: &GenerationParams,
+    second: Option<SecondPass>,
+    control: &mut dyn FnMut(&Step) -> StepControl,
+    on_batch: &mut dyn FnMut(Sampled) -> Result<()>,
+) -> Result<()> {
     check(model, params)?;
     // Set for this generation only: the guard clears the adapters however it ends.
     let (_loras, prompt, negative) = with_loras(model, params)?;
@@ -56,16 +110,20 @@ pub fn generate_controlled(
         params.clip_skip,
         params.embeddings.as_deref(),
     )?;
-    let inputs = Inputs::prepare(model, params)?;
+    let (inputs, start) = match second {
+        Some(SecondPass { from, start }) => (Inputs::second_pass(model, from)?, start),
+        None => {
+            let start = match &params.init {
+                Some(init) => img2img_start(params.steps, init.strength)?,
+                None => 0,
+            };
+            (Inputs::prepare(model, params)?, start)
+        }
+    };
 
     let steps = params.steps;
-    let start = match &params.init {
-        Some(init) => img2img_start(steps, init.strength)?,
-        None => 0,
-    };
     let total = params.batch_count * (steps - start);
     let seeds = params.seeds();
-    let mut images = Vec::with_capacity(seeds.len());
     for (k, batch_seeds) in seeds.chunks(params.batch_size).enumerate() {
         let mut noise = BatchNoise::new(params.rng, batch_seeds);
         let mut scheduler = build_scheduler(&model.scheduler_config, &params.sampler, steps)?;
@@ -84,7 +142,15 @@ pub fn generate_controlled(
         // Heun and DPM2 lay out two entries per step: img2img skips `order` entries per step.
         let order = scheduler.order();
         let first = start * order;
-        let init = inputs.initial(model, scheduler.as_ref(), first, shape, &mut noise, tiling)?;
+        let init = inputs.initial(
+            model,
+            scheduler.as_ref(),
+            first,
+            shape,
+            &mut noise,
+            tiling,
+            k,
+        )?;
         enter_phase(model, PHASE_UNET);
         let denoiser = Denoiser::new(
             model,
@@ -122,13 +188,17 @@ pub fn generate_controlled(
                 break;
             }
         }
-        enter_phase(model, PHASE_VAE_DECODE);
-        images.extend(decode(model, &latents, shape, batch_seeds, tiling)?);
+        on_batch(Sampled {
+            latents,
+            shape,
+            seeds: batch_seeds,
+            stop,
+        })?;
         if stop == StepControl::Interrupt {
             break;
         }
     }
-    Ok(images)
+    Ok(())
 }
 
 fn check(model: &StableDiffusion, p: &GenerationParams) -> Result<()> {
@@ -177,6 +247,10 @@ enum Inputs {
     Img2Img {
         image: Tensor,
     },
+    /// A hires-fix second pass from upscaled latents: `[B, C, h, w]`, one batch.
+    Latents(Vec<f32>),
+    /// A hires-fix second pass from upscaled images, one `[1, 3, H, W]` tensor per image.
+    Images(Vec<Tensor>),
     Inpaint {
         image: Tensor,
         /// Latent-resolution mask, 1 = repaint.
@@ -221,7 +295,20 @@ impl Inputs {
         })
     }
 
+    fn second_pass(model: &StableDiffusion, from: SecondPassInput) -> Result<Inputs> {
+        Ok(match from {
+            SecondPassInput::Latents(latents) => Inputs::Latents(latents),
+            SecondPassInput::Images(images) => Inputs::Images(
+                images
+                    .iter()
+                    .map(|img| image_to_tensor(model, img))
+                    .collect::<Result<_>>()?,
+            ),
+        })
+    }
+
     /// Each batch's starting latents (and inpainting inputs), drawing noise in diffusers' order.
+    #[allow(clippy::too_many_arguments)]
     fn initial(
         &self,
         model: &StableDiffusion,
@@ -230,6 +317,7 @@ impl Inputs {
         [b, c, h, w]: [usize; 4],
         noise: &mut dyn NoiseSource,
         tiling: Option<&VaeTiling>,
+        batch: usize,
     ) -> Result<Initial> {
         let len = b * c * h * w;
         let sigma = scheduler.init_noise_sigma();
@@ -239,6 +327,36 @@ impl Inputs {
                 inpaint: None,
                 blend: None,
             }),
+            Inputs::Latents(latents) => {
+                if latents.len() != len || batch > 0 {
+                    return Err(PipelineError::invalid(format!(
+                        "second pass: {} latent values for a batch of shape {:?}",
+                        latents.len(),
+                        [b, c, h, w]
+                    )));
+                }
+                let eps = noise.randn(len);
+                Ok(Initial {
+                    latents: scheduler.add_noise(latents, &eps, start)?,
+                    inpaint: None,
+                    blend: None,
+                })
+            }
+            Inputs::Images(images) => {
+                if images.len() != b || batch > 0 {
+                    return Err(PipelineError::invalid(format!(
+                        "second pass: {} images for a batch of {b}",
+                        images.len()
+                    )));
+                }
+                let image_latents = encode_each(model, images, noise, tiling)?;
+                let eps = noise.randn(len);
+                Ok(Initial {
+                    latents: scheduler.add_noise(&image_latents, &eps, start)?,
+                    inpaint: None,
+                    blend: None,
+                })
+            }
             Inputs::Img2Img { image } => {
                 let image_latents = encode_sampled(model, image, b, noise, tiling)?;
                 let eps = noise.randn(len);

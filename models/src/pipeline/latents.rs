@@ -57,6 +57,34 @@ pub fn encode_sampled(
     Ok(scale(model, z))
 }
 
+/// [`encode_sampled`] for a batch of different images (a hires-fix second pass from upscaled
+/// images): each through the VAE, then one batch draw samples them all, image i's share from its
+/// own noise stream, as for one image repeated.
+pub fn encode_each(
+    model: &StableDiffusion,
+    images: &[Tensor],
+    noise: &mut dyn NoiseSource,
+    tiling: Option<&VaeTiling>,
+) -> Result<Vec<f32>> {
+    let (mut mean, mut logvar) = (Vec::new(), Vec::new());
+    for image in images {
+        let dist = match tiling {
+            Some(t) => model.vae.encode_tiled(image, t)?,
+            None => model.vae.encode(image)?,
+        };
+        mean.extend(dist.mean.to_vec_f32()?);
+        logvar.extend(dist.logvar.to_vec_f32()?);
+    }
+    let eps = noise.randn(mean.len());
+    let z = mean
+        .iter()
+        .zip(&logvar)
+        .zip(&eps)
+        .map(|((&m, &lv), &e)| m + (0.5 * lv).exp() * e)
+        .collect();
+    Ok(scale(model, z))
+}
+
 /// VAE latents -> the UNet's: `scaling_factor * z` (after subtracting `shift_factor`, if any).
 pub fn scale(model: &StableDiffusion, mut z: Vec<f32>) -> Vec<f32> {
     let cfg = model.vae.config();

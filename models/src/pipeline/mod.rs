@@ -14,8 +14,10 @@ mod denoise;
 mod error;
 mod generate;
 mod hash;
+mod hires;
 mod info;
 mod inpaint;
+mod latent_upscale;
 mod latents;
 mod load;
 mod noise;
@@ -30,7 +32,12 @@ pub use budget::{fit_budget, fit_budget_from, BudgetFit};
 pub use error::PipelineError;
 pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};
+pub use hires::{
+    hires_fields, hires_size, HiresFix, HiresSize, HiresUpscaler, ImageUpscaler, LanczosUpscaler,
+    NearestUpscaler,
+};
 pub use info::{add_vae, infotext};
+pub use latent_upscale::LatentUpscale;
 pub use load::{
     model_hash_file, single_file_scheduler, LoadOptions, ModelSource, Offload, Sdxl,
     StableDiffusion, SUPPORTED_PIPELINES,
