@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::hires::HiresArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
@@ -177,6 +178,9 @@ pub struct GenerateArgs {
     /// NAME.safetensors in; the tags are removed from the text.
     #[arg(long = "lora-dir", value_name = "DIR")]
     lora_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    hires: HiresArgs,
 }
 
 /// Images with more pixels than this get a tiled VAE unless --no-vae-tiling: an SD VAE decode of
@@ -206,6 +210,9 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     }
     if args.strength.is_some() && args.init.is_none() {
         bail!("--strength applies to img2img: give an init image (--init)");
+    }
+    if args.hires.requested()?.is_some() && args.init.is_some() {
+        bail!("hires fix (--hr-scale / --hr-resize) is for txt2img: it cannot take --init");
     }
     let tiling = VaeTiling::new(args.vae_tile_size, args.vae_tile_overlap)
         .map_err(|e| anyhow!("--vae-tile-size / --vae-tile-overlap: {e}"))?;
@@ -240,6 +247,11 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         let mut params = params(args, sampler, rng, seed, init.clone(), size, tiling);
         params.embeddings = embeddings.clone();
         params.loras = loras.clone();
+        params.hires = args.hires.hires(size, model.size_multiple())?;
+        if let Some(h) = &params.hires {
+            // Tiling is decided by the largest image the VAE sees: the second pass's.
+            params.vae_tiling = vae_tiling(args, tiling, h.width, h.height);
+        }
         Ok(params)
     };
     if args.plan {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use kiln_kernels::testing::with_gpu;
 use kiln_models::pipeline::{
-    generate, generate_controlled, hires_fields, GenerationParams, HiresFix, HiresSize,
+    generate, generate_controlled, hires_fields, infotext, GenerationParams, HiresFix, HiresSize,
     HiresUpscaler, LatentUpscale, NearestUpscaler, StableDiffusion, StepControl,
 };
 use kiln_models::rng::RngKind;
@@ -151,7 +151,6 @@ fn infotext_fields_follow_a1111() {
     assert_eq!(
         keys,
         [
-            "Denoising strength",
             "Hires resize",
             "Hires steps",
             "Hires upscaler",
@@ -159,5 +158,13 @@ fn infotext_fields_follow_a1111() {
             "Hires prompt"
         ]
     );
-    assert_eq!(fields[3].1, "Latent (bicubic antialiased)");
+    assert_eq!(fields[2].1, "Latent (bicubic antialiased)");
+    let info = infotext(&params, 11, "tiny", None).format();
+    let last = info.lines().last().unwrap();
+    assert!(
+        last.contains("Size: 32x24")
+            && last.contains("Denoising strength: 0.7")
+            && last.contains("RNG: CPU, Hires resize: 48x40, Hires steps: 3"),
+        "{last}"
+    );
 }

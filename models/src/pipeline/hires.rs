@@ -286,12 +286,10 @@ fn upscale(
     }
 }
 
-/// A1111's infotext fields for a hires fix, after `Denoising strength`.
+/// A1111's infotext fields for a hires fix (its `extra_generation_params`, written after `RNG`;
+/// `Denoising strength` goes in its usual place).
 pub fn hires_fields(hires: &HiresFix, first_pass: &GenerationParams) -> Vec<(String, String)> {
-    let mut fields = vec![(
-        "Denoising strength".to_string(),
-        hires.denoising_strength.to_string(),
-    )];
+    let mut fields = Vec::new();
     match hires.size_label {
         HiresSize::Scale(s) => fields.push(("Hires upscale".into(), s.to_string())),
         HiresSize::Resize(x, y) => fields.push(("Hires resize".into(), format!("{x}x{y}"))),

@@ -1,6 +1,7 @@
 //! The A1111 infotext of a generated image: what to type (or paste into A1111's PNG Info) to make
 //! it again.
 
+use super::hires::hires_fields;
 use super::params::GenerationParams;
 use crate::image::infotext::InfoText;
 use crate::lora::infotext_hashes;
@@ -32,6 +33,9 @@ pub fn infotext(
     if let Some(init) = &params.init {
         fields.push(("Denoising strength", init.strength.to_string()));
     }
+    if let Some(hires) = &params.hires {
+        fields.push(("Denoising strength", hires.denoising_strength.to_string()));
+    }
     if params.clip_skip != 1 {
         fields.push(("Clip skip", params.clip_skip.to_string()));
     }
@@ -40,6 +44,12 @@ pub fn infotext(
         RngKind::Philox => "NV",
     };
     fields.push(("RNG", rng.to_string()));
+    let hires = params
+        .hires
+        .as_ref()
+        .map(|h| hires_fields(h, params))
+        .unwrap_or_default();
+    fields.extend(hires.iter().map(|(k, v)| (k.as_str(), v.clone())));
     // A1111 adds its extra networks' fields after RNG.
     if let Some(hashes) = infotext_hashes(&params.loras) {
         fields.push(("Lora hashes", hashes));
