@@ -100,18 +100,10 @@ impl HiresArgs {
 
 /// A1111's upscaler names for `hr_upscaler`.
 pub fn upscaler(name: &str) -> Result<HiresUpscaler> {
-    if let Some(mode) = LatentUpscale::from_name(name) {
-        return Ok(HiresUpscaler::Latent(mode));
-    }
-    Ok(match name.trim().to_ascii_lowercase().as_str() {
-        "lanczos" | "none" => HiresUpscaler::Image(Arc::new(LanczosUpscaler)),
-        "nearest" => HiresUpscaler::Image(Arc::new(NearestUpscaler)),
-        _ => {
-            let latent: Vec<&str> = LatentUpscale::names().collect();
-            bail!(
-                "--hr-upscaler {name:?} is not one of: {}, Lanczos, Nearest, None",
-                latent.join(", ")
-            )
-        }
+    HiresUpscaler::builtin(name).ok_or_else(|| {
+        anyhow!(
+            "--hr-upscaler {name:?} is not one of: {}",
+            HiresUpscaler::builtin_names().join(", ")
+        )
     })
 }

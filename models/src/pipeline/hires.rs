@@ -67,6 +67,26 @@ pub enum HiresUpscaler {
 }
 
 impl HiresUpscaler {
+    /// The upscalers kiln has without a model file, by A1111's names (case-insensitive): the
+    /// latent modes, "Lanczos", "Nearest", and "None" (which A1111 resizes with Lanczos).
+    pub fn builtin(name: &str) -> Option<HiresUpscaler> {
+        if let Some(mode) = LatentUpscale::from_name(name) {
+            return Some(HiresUpscaler::Latent(mode));
+        }
+        match name.trim().to_ascii_lowercase().as_str() {
+            "lanczos" | "none" => Some(HiresUpscaler::Image(Arc::new(LanczosUpscaler))),
+            "nearest" => Some(HiresUpscaler::Image(Arc::new(NearestUpscaler))),
+            _ => None,
+        }
+    }
+
+    /// The names [`HiresUpscaler::builtin`] knows, in A1111's list order.
+    pub fn builtin_names() -> Vec<&'static str> {
+        let mut names: Vec<&str> = LatentUpscale::names().collect();
+        names.extend(["None", "Lanczos", "Nearest"]);
+        names
+    }
+
     pub fn name(&self) -> &str {
         match self {
             HiresUpscaler::Latent(m) => m.name(),

@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod chat;
 mod events;
+mod hires;
 mod images;
 mod info;
 mod jobs;

@@ -36,6 +36,14 @@ pub struct GenerationRequest {
     pub restore_faces: Option<bool>,
     pub tiling: Option<bool>,
     pub enable_hr: Option<bool>,
+    pub hr_scale: Option<f64>,
+    pub hr_upscaler: Option<String>,
+    pub hr_second_pass_steps: Option<i64>,
+    pub hr_resize_x: Option<i64>,
+    pub hr_resize_y: Option<i64>,
+    pub hr_sampler_name: Option<String>,
+    pub hr_prompt: Option<String>,
+    pub hr_negative_prompt: Option<String>,
     pub override_settings: Option<Map<String, Value>>,
     pub override_settings_restore_afterwards: Option<bool>,
     pub send_images: Option<bool>,
@@ -179,6 +187,7 @@ impl GenerationRequest {
         let (w, h) = self.size(config, params.init.as_ref())?;
         params.width = w;
         params.height = h;
+        params.hires = super::hires::hires(self, &params, config)?;
         Ok(Checked {
             params,
             model: settings.checkpoint,
@@ -188,7 +197,6 @@ impl GenerationRequest {
 
     fn refuse_unsupported(&self) -> ApiResult<()> {
         let flags = [
-            ("enable_hr", self.enable_hr, "hires fix"),
             ("restore_faces", self.restore_faces, "face restoration"),
             ("tiling", self.tiling, "tiling"),
         ];
@@ -419,11 +427,46 @@ mod tests {
         assert_eq!(field_of(r#"{"cfg_scale": 1000}"#), "cfg_scale");
         assert_eq!(field_of(r#"{"batch_size": 0}"#), "batch_size");
         assert_eq!(field_of(r#"{"batch_size": 64, "n_iter": 2}"#), "batch_size");
-        assert_eq!(field_of(r#"{"enable_hr": true}"#), "enable_hr");
+        assert_eq!(field_of(r#"{"restore_faces": true}"#), "restore_faces");
+        let hr = |extra: &str| field_of(&format!(r#"{{"enable_hr": true, {extra}}}"#));
+        assert_eq!(hr(r#""hr_scale": -1"#), "hr_scale");
+        assert_eq!(hr(r#""hr_scale": 8"#), "hr_scale");
+        assert_eq!(hr(r#""hr_resize_x": -8"#), "hr_resize_x");
+        assert_eq!(hr(r#""hr_upscaler": "4x-Magic""#), "hr_upscaler");
+        assert_eq!(hr(r#""hr_second_pass_steps": -1"#), "hr_second_pass_steps");
+        assert_eq!(hr(r#""denoising_strength": 1.5"#), "denoising_strength");
+        assert_eq!(hr(r#""hr_sampler_name": "nope""#), "hr_sampler_name");
         assert_eq!(
             field_of(r#"{"override_settings": {"randn_source": "TPU"}}"#),
             "override_settings.randn_source"
         );
+    }
+
+    #[test]
+    fn hires_fields_become_the_second_pass() {
+        let req: GenerationRequest = serde_json::from_str(
+            r#"{"enable_hr": true, "width": 256, "height": 192, "hr_scale": 1.5,
+                "hr_upscaler": "Latent (bicubic)", "hr_second_pass_steps": 7,
+                "denoising_strength": 0.4, "hr_prompt": "", "hr_sampler_name": "DPM++ 2M"}"#,
+        )
+        .unwrap();
+        let checked = req.check(&config(), &settings(), false, 5).unwrap();
+        let h = checked.params.hires.unwrap();
+        assert_eq!((h.width, h.height, h.steps), (384, 288, 7));
+        assert_eq!(h.upscaler.name(), "Latent (bicubic)");
+        assert_eq!(h.denoising_strength, 0.4);
+        assert_eq!(h.prompt, None);
+        assert!(h.sampler.is_some());
+        let resize: GenerationRequest =
+            serde_json::from_str(r#"{"enable_hr": true, "hr_resize_x": 1024}"#).unwrap();
+        let h = resize
+            .check(&config(), &settings(), false, 5)
+            .unwrap()
+            .params
+            .hires
+            .unwrap();
+        assert_eq!((h.width, h.height), (1024, 1024));
+        assert_eq!(h.denoising_strength, 0.7);
     }
 
     #[test]

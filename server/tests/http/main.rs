@@ -4,6 +4,7 @@
 mod browser;
 mod common;
 mod control;
+mod hires;
 mod loras;
 mod routes;
 mod scale_out;
