@@ -1,11 +1,7 @@
 //! `kiln generate`'s hires-fix flags (A1111's txt2img `enable_hr` fields).
 
-use std::sync::Arc;
-
 use anyhow::{anyhow, bail, Result};
-use kiln_models::pipeline::{
-    hires_size, HiresFix, HiresSize, HiresUpscaler, LanczosUpscaler, LatentUpscale, NearestUpscaler,
-};
+use kiln_models::pipeline::{hires_size, HiresFix, HiresSize, HiresUpscaler};
 use kiln_models::schedulers::SamplerSpec;
 
 #[derive(clap::Args, Clone, Debug, Default)]

@@ -184,7 +184,11 @@ pub(crate) fn generate(
         )));
     }
     let m = model.size_multiple();
-    if hires.width % m != 0 || hires.height % m != 0 || hires.width == 0 || hires.height == 0 {
+    if !hires.width.is_multiple_of(m)
+        || !hires.height.is_multiple_of(m)
+        || hires.width == 0
+        || hires.height == 0
+    {
         return Err(PipelineError::invalid(format!(
             "hires fix: the second pass size {}x{} must be a positive multiple of {m}",
             hires.width, hires.height
@@ -215,7 +219,7 @@ pub(crate) fn generate(
             second.negative_prompt = n.clone();
         }
         if let Some(s) = &hires.sampler {
-            second.sampler = s.clone();
+            second.sampler = *s;
         }
 
         let offset = k * per_batch;
