@@ -111,7 +111,7 @@ fn hires_fix_matches_diffusers_two_passes_on_cpu() {
 
 #[test]
 fn hires_fix_matches_diffusers_two_passes_on_gpu() {
-    with_gpu(|device| check_all(device));
+    with_gpu(check_all);
 }
 
 #[test]
