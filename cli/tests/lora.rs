@@ -143,3 +143,80 @@ fn bad_lora_input_fails_before_writing() {
         assert!(!dir.join("out.png").exists(), "{args:?}: no output");
     }
 }
+
+/// SDXL from the command line: kohya's SDXL file through `--lora-dir` gives diffusers' image
+/// (tiny-sdxl's `kohya_w1` case, tools/make_sdxl_lora_fixtures.py) within one 8-bit level; an
+/// SD 1.x LoRA on it fails naming the file and the model, with no output file.
+#[test]
+fn sdxl_loras_from_the_command_line() {
+    let sdxl = tiny().parent().unwrap().join("tiny-sdxl");
+    let dir = temp_dir("sdxl");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env_remove("KILN_DEVICE")
+            .args(["--device", "cpu", "generate", "-m"])
+            .arg(&sdxl)
+            .args([
+                "--steps",
+                "4",
+                "--cfg-scale",
+                "5",
+                "-s",
+                "42",
+                "-W",
+                "32",
+                "-H",
+                "32",
+            ])
+            .args(["-n", "blurry, dark", "-o"])
+            .arg(dir.join("out.png"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "-p",
+        "a red circle on a blue background <lora:kohya:1.0>",
+        "--lora-dir",
+        sdxl.join("loras").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
+    let file = WeightFile::open(sdxl.join("lora_golden.safetensors")).unwrap();
+    let t = file.load("kohya_w1/image", &Device::Cpu, Some(DType::F32));
+    let want: Vec<u8> = t
+        .unwrap()
+        .to_vec_f32()
+        .unwrap()
+        .iter()
+        .map(|v| (v * 255.0).round() as u8)
+        .collect();
+    let worst = png
+        .image
+        .data
+        .iter()
+        .zip(&want)
+        .map(|(&g, &w)| g.abs_diff(w))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "8-bit pixels differ by {worst}");
+    std::fs::remove_file(dir.join("out.png")).unwrap();
+
+    let sd1 = tiny().join("loras/kohya.safetensors");
+    let out = run(&[
+        "-p",
+        "a red circle",
+        "--lora",
+        &format!("{}:0.5", sd1.display()),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("kohya.safetensors")
+            && err.contains("this SDXL model (tiny-sdxl)")
+            && err.contains("another architecture"),
+        "{err}"
+    );
+    assert!(!dir.join("out.png").exists(), "no output");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -260,17 +260,3 @@ fn bad_loras_are_refused_by_name() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
-
-#[test]
-fn loras_on_sdxl_are_refused_until_supported() {
-    let sdxl = tiny().parent().unwrap().join("tiny-sdxl");
-    let model = StableDiffusion::load(&sdxl, &Device::Cpu, DType::F32).unwrap();
-    let mut p = params(&fixture()["cases"][0]);
-    p.prompt = "a red circle <lora:peft:1>".into();
-    p.loras = loras().resolve(&p.prompt, "").unwrap();
-    let err = generate(&model, &p, &mut |_| {}).unwrap_err().to_string();
-    assert!(
-        err.contains("SDXL") && err.contains("peft") && err.contains("not supported"),
-        "{err}"
-    );
-}

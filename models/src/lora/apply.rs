@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use kiln_nn::lora::{LoraDelta, LoraRegistry, LoraSlot};
 
+use super::arch::{describe, mismatch};
 use super::file::{listed, LoraFile, LoraModule};
 use super::keys::{ModuleName, Part};
 use super::LoraError;
@@ -113,6 +114,12 @@ fn plan_file(
                 .collect()
         })
         .collect();
+    if let Some(unet) = targets.parts.iter().find(|p| p.part == Part::Unet) {
+        if let Some(msg) = mismatch(file, &unet.registry, &targets.model) {
+            return Err(fail(msg));
+        }
+    }
+    let is = describe(file).map(|d| format!(" (the file is {d})"));
     let two_encoders = targets.parts.iter().any(|p| p.part == Part::TextEncoder2);
     let mut unknown = Vec::new();
     let mut out = Vec::new();
@@ -143,18 +150,19 @@ fn plan_file(
             .ok_or_else(|| fail(format!("layer `{name}` vanished")))?;
         let delta = delta(m, lora);
         slot.check(&delta).map_err(|e| {
-            fail(format!(
-                "does not fit {} (a LoRA for another architecture?): {e}",
-                targets.model
-            ))
+            let is = is
+                .as_deref()
+                .unwrap_or(" (a LoRA for another architecture?)");
+            fail(format!("does not fit {}{is}: {e}", targets.model))
         })?;
         out.push((slot, delta));
     }
     if !unknown.is_empty() {
         return Err(fail(format!(
-            "{} module(s) match no layer of {}: {}",
+            "{} module(s) match no layer of {}{}: {}",
             unknown.len(),
             targets.model,
+            is.as_deref().unwrap_or_default(),
             listed(&unknown)
         )));
     }

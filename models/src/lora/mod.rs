@@ -4,16 +4,19 @@
 //! A1111's `<lora:NAME:WEIGHT>` prompt tags (`tags.rs`), the `--lora-dir` folder (`library.rs`)
 //! and A1111's hash for infotexts (`hash.rs`).
 //!
-//! A model of another family takes adapters by listing its parts in a `LoraTargets` (SDXL: two
-//! text encoders, `Part::TextEncoder2`) and, where its files name modules in another layout,
-//! adding `LoraPart::aliases`.
+//! A model lists its parts in a `LoraTargets` (`sd.rs`; SDXL's second text encoder is
+//! `Part::TextEncoder2`); the UNet's modules also answer to the CompVis names kohya's SDXL files use
+//! (`sgm.rs`, as `LoraPart::aliases`). A file for another family is refused saying which it is
+//! (`arch.rs`).
 
 mod apply;
+mod arch;
 mod file;
 mod hash;
 mod keys;
 mod library;
 mod sd;
+mod sgm;
 mod tags;
 
 use std::path::{Path, PathBuf};

@@ -1,19 +1,33 @@
-//! The parts of an SD 1.x / 2.x model that take adapters: the UNet and the one text encoder.
+//! The parts of an SD 1.x / 2.x / XL model that take adapters: the UNet (its modules also under
+//! their CompVis names, `sgm.rs`), the text encoder and SDXL's second one.
 
 use super::apply::{apply, AppliedLoras, LoraPart, LoraTargets};
 use super::keys::Part;
 use super::library::prompt_tags;
+use super::sgm::sgm_aliases;
 use super::tags::parse_tags;
 use crate::pipeline::{GenerationParams, PipelineError, StableDiffusion};
 
 impl StableDiffusion {
     pub fn lora_targets(&self) -> LoraTargets {
+        let registry = self.unet.lora().clone();
+        let mut unet = LoraPart::new(Part::Unet, registry.clone());
+        unet.aliases = sgm_aliases(self.unet.config(), &registry.names());
+        let mut parts = vec![
+            unet,
+            LoraPart::new(Part::TextEncoder, self.text_encoder.lora().clone()),
+        ];
+        let family = match &self.sdxl {
+            Some(x) => {
+                let te2 = x.text_encoder_2.text_model().lora().clone();
+                parts.push(LoraPart::new(Part::TextEncoder2, te2));
+                "SDXL"
+            }
+            None => "SD 1.x / 2.x",
+        };
         LoraTargets {
-            parts: vec![
-                LoraPart::new(Part::Unet, self.unet.lora().clone()),
-                LoraPart::new(Part::TextEncoder, self.text_encoder.lora().clone()),
-            ],
-            model: format!("this SD 1.x / 2.x model ({})", self.source.name),
+            parts,
+            model: format!("this {family} model ({})", self.source.name),
         }
     }
 }
@@ -31,16 +45,6 @@ pub(crate) fn with_loras(
                 tag.name
             )));
         }
-    }
-    if model.sdxl.is_some() && !params.loras.is_empty() {
-        // SDXL's second text encoder and kohya's SGM-named UNet keys are not mapped yet: refused
-        // rather than applied in part.
-        let names: Vec<&str> = params.loras.iter().map(|l| l.file.name.as_str()).collect();
-        return Err(PipelineError::invalid(format!(
-            "LoRAs on SDXL models are not supported yet ({} given for {})",
-            names.join(", "),
-            model.source.name
-        )));
     }
     let applied = apply(&model.lora_targets(), &params.loras)?;
     let prompt = parse_tags(&params.prompt)?.0;

@@ -351,3 +351,122 @@ fn scales_and_hashes() {
     assert_eq!(field, "style: 0123456789ab, bcd: 0123456789ab");
     assert_eq!(infotext_hashes(&[]), None);
 }
+
+/// kohya's SDXL keys (the original UNet's block names) name the modules diffusers'
+/// `_maybe_map_sgm_blocks_to_diffusers` + `_convert_non_diffusers_lora_to_diffusers` give them
+/// (each pair below printed by diffusers 0.42.1 with `layers_per_block=2`), on SDXL base's layout.
+#[test]
+fn kohya_sdxl_names_map_as_diffusers_maps_them() {
+    let config = crate::unet::UnetConfig::from_json(
+        r#"{"block_out_channels": [320, 640, 1280],
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+            "projection_class_embeddings_input_dim": 2816, "transformer_layers_per_block": [1, 2, 10],
+            "cross_attention_dim": 2048}"#,
+    )
+    .unwrap();
+    let pairs = [
+        (
+            "input_blocks_1_0_in_layers_2",
+            "down_blocks.0.resnets.0.conv1",
+        ),
+        (
+            "input_blocks_2_0_emb_layers_1",
+            "down_blocks.0.resnets.1.time_emb_proj",
+        ),
+        ("input_blocks_3_0_op", "down_blocks.0.downsamplers.0.conv"),
+        (
+            "input_blocks_4_0_skip_connection",
+            "down_blocks.1.resnets.0.conv_shortcut",
+        ),
+        (
+            "input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+            "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+        ),
+        (
+            "input_blocks_5_1_transformer_blocks_0_attn1_to_q",
+            "down_blocks.1.attentions.1.transformer_blocks.0.attn1.to_q",
+        ),
+        (
+            "input_blocks_7_1_proj_in",
+            "down_blocks.2.attentions.0.proj_in",
+        ),
+        (
+            "input_blocks_8_1_transformer_blocks_9_ff_net_2",
+            "down_blocks.2.attentions.1.transformer_blocks.9.ff.net.2",
+        ),
+        (
+            "middle_block_1_transformer_blocks_0_attn2_to_k",
+            "mid_block.attentions.0.transformer_blocks.0.attn2.to_k",
+        ),
+        ("middle_block_2_out_layers_3", "mid_block.resnets.1.conv2"),
+        (
+            "output_blocks_2_1_proj_out",
+            "up_blocks.0.attentions.2.proj_out",
+        ),
+        ("output_blocks_2_2_conv", "up_blocks.0.upsamplers.0.conv"),
+        (
+            "output_blocks_3_0_skip_connection",
+            "up_blocks.1.resnets.0.conv_shortcut",
+        ),
+        ("output_blocks_5_2_conv", "up_blocks.1.upsamplers.0.conv"),
+        (
+            "output_blocks_8_0_in_layers_2",
+            "up_blocks.2.resnets.2.conv1",
+        ),
+        ("input_blocks_0_0", "conv_in"),
+        ("out_2", "conv_out"),
+        ("time_embed_0", "time_embedding.linear_1"),
+        ("label_emb_0_2", "add_embedding.linear_2"),
+    ];
+    let names: Vec<String> = pairs.iter().map(|(_, d)| d.to_string()).collect();
+    let aliases = super::sgm::sgm_aliases(&config, &names);
+    for (kohya, diffusers) in pairs {
+        assert_eq!(
+            aliases.get(kohya).map(String::as_str),
+            Some(diffusers),
+            "{kohya}"
+        );
+    }
+    assert_eq!(aliases.len(), pairs.len());
+}
+
+/// A file whose cross-attention reads another width than the model's is refused up front saying
+/// which family it is for, before any module is matched.
+#[test]
+fn a_lora_for_another_family_is_refused_naming_it() {
+    let unet = LoraRegistry::new();
+    let src = Arc::new(RandomSource::new("t", 1));
+    let w = Weights::from_source(src, &Device::Cpu, DType::F32).with_lora(unet.clone());
+    let name = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k";
+    Linear::new(&w.pp(name), 2048, 8, false).unwrap();
+    let t = LoraTargets {
+        parts: vec![LoraPart::new(Part::Unet, unet)],
+        model: "this SDXL model (xl)".into(),
+    };
+    let sd1 = module(
+        Part::Unet,
+        ModuleName::Underscored(
+            "down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k".into(),
+        ),
+        &[4, 768],
+        &[8, 4],
+    );
+    let msg = apply(&t, &[active(vec![sd1])]).err().unwrap().to_string();
+    assert!(
+        msg.contains(
+            "/loras/style.safetensors: is an SD 1.x LoRA (its UNet's cross-attention \
+                      reads 768-wide text), but this SDXL model (xl) reads 2048-wide text: a \
+                      LoRA for another architecture"
+        ),
+        "{msg}"
+    );
+    let fits = module(
+        Part::Unet,
+        ModuleName::Dotted(name.into()),
+        &[4, 2048],
+        &[8, 4],
+    );
+    apply(&t, &[active(vec![fits])]).unwrap();
+}

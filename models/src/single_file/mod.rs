@@ -51,7 +51,8 @@ pub use infer_vae::VaeLayout;
 use inventory::Inventory;
 use kiln_nn::weights::{FileSource, TensorSource, Weights};
 use renamed::{RenamedSource, UsedNames};
-use unet_names::{UnetNames, UNET_PREFIX};
+use unet_names::UNET_PREFIX;
+pub(crate) use unet_names::{compvis_module, UnetNames};
 use vae_names::{VaeNames, VAE_PREFIX};
 
 pub use format::refuse_pickles;

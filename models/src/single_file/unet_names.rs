@@ -94,6 +94,18 @@ impl UnetNames {
     }
 }
 
+/// CompVis' name (without `model.diffusion_model.`) of diffusers UNet module `module`
+/// (`down_blocks.1.attentions.0.proj_in` -> `input_blocks.4.1.proj_in`): the names kohya's SDXL
+/// LoRAs use, since its trainer runs this layout.
+pub(crate) fn compvis_module(names: &UnetNames, module: &str) -> Option<String> {
+    let stored = names.stored(&format!("{module}.weight"))?;
+    let name = stored
+        .name
+        .strip_prefix(UNET_PREFIX)?
+        .strip_suffix(".weight")?;
+    Some(name.to_string())
+}
+
 fn resnet(rest: &str) -> Option<String> {
     let (layer, param) = rest.split_once('.')?;
     let (_, old) = RESNET.iter().find(|(new, _)| *new == layer)?;
