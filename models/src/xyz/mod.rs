@@ -10,7 +10,9 @@ pub mod values;
 
 pub use axis::{axis_labels, AxisKind, ValueType};
 pub use plot::{Axis, AxisValue, Cell, CellSettings, XyzPlot};
-pub use run::{check_grid_size, grid_size, run_plot, CellOutput, CellRunner, XyzOutput};
+pub use run::{
+    assemble, check_grid_size, grid_size, plan_cells, run_plot, CellOutput, CellRunner, XyzOutput,
+};
 
 /// A1111's script title; `script_name` matches it in any case.
 pub const SCRIPT_TITLE: &str = "X/Y/Z plot";

@@ -1,7 +1,7 @@
 //! Running a plot: every cell through the caller's [`CellRunner`], then A1111's grids (one per
 //! z value, and the grid of those with the z labels on top).
 
-use super::plot::{CellSettings, XyzPlot};
+use super::plot::{Cell, CellSettings, XyzPlot};
 use super::{AxisKind, XyzError};
 use crate::image::grid::{image_grid, Annotations};
 use crate::image::infotext::InfoText;
@@ -109,7 +109,6 @@ pub fn run_plot(
     max_pixels: usize,
     limit_name: &str,
 ) -> Result<XyzOutput, XyzError> {
-    plot.check(base)?;
     for axis in [&plot.x, &plot.y, &plot.z] {
         if axis.kind == AxisKind::CheckpointName {
             for v in axis.value_texts() {
@@ -119,28 +118,46 @@ pub fn run_plot(
             }
         }
     }
-    check_grid_size(plot, base.width, base.height, max_pixels, limit_name)?;
-    let cells = plot.cells();
-    // Every cell's settings first, so a value that cannot apply stops the plot before it starts.
-    let settings = cells
-        .iter()
-        .map(|&c| plot.cell_settings(base, c))
-        .collect::<Result<Vec<_>, _>>()?;
+    let cells = plan_cells(plot, base, max_pixels, limit_name)?;
     let mut outputs: Vec<Option<CellOutput>> = vec![None; cells.len()];
-    for (cell, s) in cells.iter().zip(&settings) {
+    for (cell, s) in &cells {
         let out = runner.generate(s).map_err(|message| XyzError::Cell {
             cell: format!("x {} y {} z {}", cell.ix + 1, cell.iy + 1, cell.iz + 1),
             message,
         })?;
         outputs[cell.index] = Some(out);
     }
-    let outputs: Vec<CellOutput> = outputs.into_iter().flatten().collect();
-    assemble(plot, outputs)
+    assemble(plot, outputs.into_iter().flatten().collect())
 }
 
-/// The grids of finished cells (index order).
-fn assemble(plot: &XyzPlot, cells: Vec<CellOutput>) -> Result<XyzOutput, XyzError> {
+/// Everything [`run_plot`] checks before its first cell (the axes against `base`, the grid's
+/// size), then every cell with its settings in the order to run them. For a caller that runs
+/// the cells itself (the server queues each one) and then calls [`assemble`].
+pub fn plan_cells(
+    plot: &XyzPlot,
+    base: &GenerationParams,
+    max_pixels: usize,
+    limit_name: &str,
+) -> Result<Vec<(Cell, CellSettings)>, XyzError> {
+    plot.check(base)?;
+    check_grid_size(plot, base.width, base.height, max_pixels, limit_name)?;
+    // Every cell's settings first, so a value that cannot apply stops the plot before it starts.
+    plot.cells()
+        .into_iter()
+        .map(|c| Ok((c, plot.cell_settings(base, c)?)))
+        .collect()
+}
+
+/// The grids of every cell's output, given in index order (x fastest, then y, then z).
+pub fn assemble(plot: &XyzPlot, cells: Vec<CellOutput>) -> Result<XyzOutput, XyzError> {
     let (nx, ny) = (plot.x.values.len(), plot.y.values.len());
+    if cells.len() != plot.cell_count() {
+        return Err(XyzError::Unavailable(format!(
+            "{} images for {} cells",
+            cells.len(),
+            plot.cell_count()
+        )));
+    }
     let first = &cells[0].image;
     let layout = layouts(plot, first.width, first.height)?;
     let mut sub_grids = Vec::new();

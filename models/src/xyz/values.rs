@@ -128,7 +128,11 @@ pub fn parse_ints(axis: &str, text: &str) -> Result<Vec<i64>, XyzError> {
                 (i128::from(start) - i128::from(end), -i128::from(step))
             };
             let n = (span.max(0) + stride - 1) / stride;
-            check_count(axis, &field, out.len().saturating_add(n.min(1 << 40) as usize))?;
+            check_count(
+                axis,
+                &field,
+                out.len().saturating_add(n.min(1 << 40) as usize),
+            )?;
             let n = n as usize;
             out.extend((0..n as i64).map(|i| start + i * step));
         } else if let Some(m) = RANGE_COUNT.captures(&field) {

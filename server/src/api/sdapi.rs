@@ -14,7 +14,7 @@ use super::images::decode_base64;
 use super::info::a1111_response;
 use super::jobs::{resolve_model, run};
 use super::request::GenerationRequest;
-use super::{loras, random_seed, AppState};
+use super::{loras, random_seed, xyz, AppState};
 use crate::error::{ApiError, ApiResult};
 
 pub async fn txt2img(State(state): State<Arc<AppState>>, body: Body) -> ApiResult<Json<Value>> {
@@ -42,7 +42,14 @@ async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResul
     let mut checked = checked;
     checked.params.loras = loras::resolve(&state, &checked.params).await?;
     let params = checked.params.clone();
-    let out = run(&state, checked.params, model).await?;
+    let out = match req.script_name.as_deref().filter(|s| xyz::is_xyz(s)) {
+        Some(_) => {
+            let args = req.script_args.clone().unwrap_or_default();
+            let plot = xyz::parse_script_args(&args, img2img, &mut random_seed)?;
+            xyz::run_xyz(&state, plot, checked.params, model).await?
+        }
+        None => run(&state, checked.params, model).await?,
+    };
     // A1111 leaves the (large) input images out of the echo unless asked to include them.
     if img2img && !req.include_init_images.unwrap_or(false) {
         req.init_images = None;
@@ -55,6 +62,12 @@ async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResul
         &out,
         checked.send_images,
     )))
+}
+
+/// GET /sdapi/v1/scripts: the scripts `script_name` may name, as A1111 lists them (lower case).
+pub async fn scripts() -> Json<Value> {
+    let name = xyz::SCRIPT_NAME;
+    Json(json!({"txt2img": [name], "img2img": [name]}))
 }
 
 #[derive(Deserialize)]

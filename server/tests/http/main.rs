@@ -8,3 +8,4 @@ mod loras;
 mod routes;
 mod scale_out;
 mod validation;
+mod xyz;
