@@ -5,11 +5,11 @@
 
 use kiln_models::image::grid::Annotations;
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
-use kiln_models::image::png::{decode_png, DecodedPng};
+use kiln_models::image::png::{decode_png, encode_png, DecodedPng};
 use kiln_models::image::RgbImage;
 use serde_json::{json, Value};
 
-use super::common::{b64decode, config, get_json, post_json, small, start};
+use super::common::{b64decode, b64encode, config, get_json, post_json, small, start};
 
 fn png(v: &Value) -> DecodedPng {
     decode_png(&b64decode(v.as_str().unwrap())).unwrap()
@@ -109,6 +109,52 @@ fn xyz_plot_returns_the_grid_then_each_single_generation() {
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["images"].as_array().unwrap().len(), 1);
     assert_eq!(png(&body["images"][0]).image, grid.image);
+}
+
+#[test]
+fn img2img_plots_denoising_at_its_img2img_index() {
+    let server = start(config());
+    let data = (0..64 * 64).flat_map(|_| [200, 30, 30]).collect();
+    let init = b64encode(&encode_png(&RgbImage::new(64, 64, data).unwrap(), &[]).unwrap());
+    let mut req = small("a blue square", 2);
+    req["init_images"] = json!([init]);
+    let mut plot = req.clone();
+    plot["script_name"] = json!("x/y/z plot");
+    // img2img's list has Image CFG Scale and no hires entries: Denoising is index 22 there.
+    plot["script_args"] = json!([22, "0.5, 1", [], 0, "", [], 0, "", [], true, true]);
+    let (s, body) = post_json(&server, "/sdapi/v1/img2img", &plot);
+    assert_eq!(s, 200, "{body}");
+    let images = body["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3);
+    let grid = png(&images[0]);
+    // No row labels: no label column.
+    assert_eq!(grid.image.width, 2 * 64);
+    for (i, strength) in [0.5, 1.0].into_iter().enumerate() {
+        let cell = png(&images[1 + i]);
+        let mut single = req.clone();
+        single["denoising_strength"] = json!(strength);
+        let (s, alone) = post_json(&server, "/sdapi/v1/img2img", &single);
+        assert_eq!(s, 200, "{alone}");
+        assert_eq!(
+            png(&alone["images"][0]).image,
+            cell.image,
+            "strength {strength}"
+        );
+    }
+    assert_ne!(png(&images[1]).image, png(&images[2]).image);
+    // On txt2img, Denoising belongs to hires fix.
+    let mut t = small("a blue square", 1);
+    t["script_name"] = json!("x/y/z plot");
+    t["script_args"] = json!([23, "0.5"]);
+    let (s, err) = post_json(&server, "/sdapi/v1/txt2img", &t);
+    assert_eq!(s, 400, "{err}");
+    assert!(
+        err["detail"]
+            .as_str()
+            .unwrap()
+            .contains("hires fix is not available"),
+        "{err}"
+    );
 }
 
 #[test]
