@@ -59,7 +59,7 @@ impl Axis {
     /// bad value stops the plot before anything is generated.
     fn check_values(&self) -> Result<(), XyzError> {
         let label = self.kind.label();
-        for v in &self.values {
+        for (i, v) in self.values.iter().enumerate() {
             let bad = |why: &str| Err(XyzError::value(label, &display(v), why));
             match (self.kind, v) {
                 (AxisKind::Seed, AxisValue::Int(s)) if *s < -1 || *s > u32::MAX as i64 => {
@@ -82,9 +82,11 @@ impl Axis {
                         return bad(&e.to_string());
                     }
                 }
-                (AxisKind::PromptSr | AxisKind::CheckpointName, AxisValue::Text(t))
-                    if t.is_empty() =>
-                {
+                // Prompt S/R may replace with nothing, but must search for something.
+                (AxisKind::PromptSr, AxisValue::Text(t)) if t.is_empty() && i == 0 => {
+                    return bad("the first value (the text to search for) is empty")
+                }
+                (AxisKind::CheckpointName, AxisValue::Text(t)) if t.is_empty() => {
                     return bad("empty value")
                 }
                 _ => {}
@@ -251,17 +253,9 @@ impl XyzPlot {
     /// Prompt S/R must be in the prompt or negative prompt, hires-fix axes are refused, and
     /// each cell's settings must be valid.
     pub fn check(&self, base: &GenerationParams) -> Result<(), XyzError> {
-        let mut seen = Vec::new();
+        // An axis type may be given twice, as in A1111 (two Prompt S/R axes search for two
+        // strings); the later axis's value wins where they set the same thing.
         for axis in self.axes() {
-            if axis.kind != AxisKind::Nothing {
-                if seen.contains(&axis.kind) {
-                    return Err(XyzError::Unavailable(format!(
-                        "the {} axis is given twice",
-                        axis.kind.label()
-                    )));
-                }
-                seen.push(axis.kind);
-            }
             match axis.kind {
                 AxisKind::HiresUpscaler => return Err(hires_fix_unavailable(axis.kind)),
                 AxisKind::Denoising if base.init.is_none() => {
@@ -406,6 +400,23 @@ mod tests {
         let first = plot.cell_settings(&base, plot.cells()[0]).unwrap();
         assert_eq!(first.params.prompt, "a red circle");
         assert_eq!(first.params.seed, 3);
+    }
+
+    #[test]
+    fn two_prompt_sr_axes_and_an_empty_replacement() {
+        let base = GenerationParams::new("a red circle");
+        let plot = XyzPlot::new(
+            axis(AxisKind::PromptSr, "red,"),
+            axis(AxisKind::PromptSr, "circle,square"),
+            axis(AxisKind::Nothing, ""),
+        );
+        plot.check(&base).unwrap();
+        let last = plot.cells()[3];
+        assert_eq!(
+            plot.cell_settings(&base, last).unwrap().params.prompt,
+            "a  square"
+        );
+        assert!(Axis::parse(AxisKind::PromptSr, ",red").is_err());
     }
 
     #[test]
