@@ -65,8 +65,9 @@ impl Axis {
                 (AxisKind::Seed, AxisValue::Int(s)) if *s < -1 || *s > u32::MAX as i64 => {
                     return bad("a seed is -1 (random) or 0 ..= 4294967295")
                 }
-                (AxisKind::Steps, AxisValue::Int(s)) if *s < 1 || *s > 1000 => {
-                    return bad("steps must be 1 ..= 1000")
+                // The server holds steps to its --max-steps; the library only to >= 1.
+                (AxisKind::Steps, AxisValue::Int(s)) if *s < 1 => {
+                    return bad("steps must be at least 1")
                 }
                 (AxisKind::ClipSkip, AxisValue::Int(s)) if *s < 1 || *s > 12 => {
                     return bad("clip skip must be 1 ..= 12")

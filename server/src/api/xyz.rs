@@ -170,7 +170,8 @@ fn csv_row(fields: &[String]) -> String {
 }
 
 /// Checks the plot against the request, runs each cell through the queue and returns the
-/// images (grid first) as one job's output.
+/// images (grid first) as one job's output. An interrupt stops the plot: its cells not yet run
+/// are black and the answer says `interrupted`.
 pub async fn run_xyz(
     state: &Arc<AppState>,
     req: XyzRequest,
@@ -216,6 +217,7 @@ pub async fn run_xyz(
     }
     let mut outputs: Vec<Option<(CellOutput, u64)>> = vec![None; jobs.len()];
     let mut first: Option<JobOutput> = None;
+    let mut stopped = false;
     for (cell, params, model) in jobs {
         let out = run(state, params, model).await?;
         let image = out.images.first().ok_or_else(|| {
@@ -241,16 +243,25 @@ pub async fn run_xyz(
             });
         }
         if interrupted {
-            // A1111 stops the plot on interrupt and returns nothing more.
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "interrupted",
-                "the X/Y/Z plot was interrupted",
-            ));
+            // As A1111: the plot stops, the cells not run are black, the grid is still drawn.
+            stopped = true;
+            break;
         }
     }
     let mut meta = first.ok_or_else(|| ApiError::invalid(FIELD, "the plot has no cells"))?;
-    let (cells, seeds): (Vec<CellOutput>, Vec<u64>) = outputs.into_iter().flatten().unzip();
+    meta.interrupted = stopped;
+    let black = CellOutput {
+        image: RgbImage {
+            width: base.width,
+            height: base.height,
+            data: vec![0; base.width * base.height * 3],
+        },
+        info: InfoText::default(),
+    };
+    let outputs = outputs
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| (black.clone(), 0)));
+    let (cells, seeds): (Vec<CellOutput>, Vec<u64>) = outputs.unzip();
     let plot = req.plot;
     let (lone, subs) = (req.include_lone_images, req.include_sub_grids);
     // Drawing and PNG encoding are CPU work: off the async threads.

@@ -9,7 +9,11 @@ use kiln_models::image::png::{decode_png, encode_png, DecodedPng};
 use kiln_models::image::RgbImage;
 use serde_json::{json, Value};
 
-use super::common::{b64decode, b64encode, config, get_json, post_json, small, start};
+use std::sync::Arc;
+
+use super::common::{
+    b64decode, b64encode, config, get_json, post_json, small, start, step, wait_for,
+};
 
 fn png(v: &Value) -> DecodedPng {
     decode_png(&b64decode(v.as_str().unwrap())).unwrap()
@@ -190,4 +194,33 @@ fn bad_script_args_and_large_grids_are_refused() {
         (400, Some("script_name")),
         "{err}"
     );
+}
+
+#[test]
+fn an_interrupt_stops_the_plot_and_the_cells_not_run_are_black() {
+    let mut c = config();
+    c.max_steps = 10_000;
+    let server = Arc::new(start(c));
+    let mut body = small("a red circle", 1);
+    body["script_name"] = json!("x/y/z plot");
+    body["script_args"] = json!([4, "2, 1000, 2", [], 0, "", [], 0, "", [], true, true]);
+    let s = server.clone();
+    let job = std::thread::spawn(move || post_json(&s, "/sdapi/v1/txt2img", &body));
+    // The first cell has 2 steps: a step past 2 is the long second cell.
+    wait_for(120, "the second cell to step", || {
+        job.is_finished() || step(&server) >= 3
+    });
+    if job.is_finished() {
+        panic!("the plot ended early: {:?}", job.join().unwrap());
+    }
+    post_json(&server, "/sdapi/v1/interrupt", &json!({}));
+    let (s, body) = job.join().unwrap();
+    assert_eq!(s, 200, "{body}");
+    let info: Value = serde_json::from_str(body["info"].as_str().unwrap()).unwrap();
+    assert_eq!(info["interrupted"], true);
+    let images = body["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1 + 3);
+    assert_eq!(png(&images[0]).image.width, 3 * 64);
+    assert!(png(&images[1]).image.data.iter().any(|&v| v != 0));
+    assert!(png(&images[3]).image.data.iter().all(|&v| v == 0));
 }
