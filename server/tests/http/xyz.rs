@@ -67,6 +67,7 @@ fn xyz_plot_returns_the_grid_then_each_single_generation() {
     assert_eq!(images.len(), 1 + 6);
     let info: Value = serde_json::from_str(body["info"].as_str().unwrap()).unwrap();
     assert_eq!(info["infotexts"].as_array().unwrap().len(), 7);
+    assert_eq!(info["index_of_first_image"], 1);
 
     let grid = png(&images[0]);
     let labels = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
