@@ -30,6 +30,8 @@ use kiln_nn::weights::WeightType;
 use kiln_runtime::memory::{format_bytes, parse_bytes, MemoryStats};
 use kiln_runtime::Device;
 
+use crate::generate_xyz;
+
 /// Where the bundled default model lives in a checkout, relative to the workspace root.
 const BUNDLED_MODEL: &str = "models/bundled";
 
@@ -181,6 +183,20 @@ pub struct GenerateArgs {
 
     #[command(flatten)]
     hires: HiresArgs,
+
+    /// An X/Y/Z plot axis, A1111's script: TYPE=VALUES, the first X, the second Y, the third
+    /// Z. TYPE: seed, steps, cfg, sampler, prompt (Prompt S/R: the first value is searched for
+    /// and each value replaces it), denoising, checkpoint (a model path per value), clip-skip,
+    /// or an A1111 axis label. VALUES: a comma list ("quoted, with commas"), and for numbers
+    /// ranges 1-5, 1-5 (+2), 1-10 [5]. Writes the labelled grid to -o and each image beside it
+    /// (OUT-0001.png, ...).
+    #[arg(long = "xyz", value_name = "TYPE=VALUES")]
+    xyz: Vec<String>,
+
+    /// The largest X/Y/Z grid, in pixels (labels included); a larger one is refused before
+    /// anything is generated. Default: A1111's 200 megapixels.
+    #[arg(long, default_value_t = 200_000_000)]
+    max_pixels: usize,
 }
 
 /// Images with more pixels than this get a tiled VAE unless --no-vae-tiling: an SD VAE decode of
@@ -198,6 +214,10 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     let rng: RngKind = args.rng.parse()?;
     let weight_type: WeightType = args.weight_type.parse()?;
     let seed = parse_seed(&args.seed)?;
+    let plot = generate_xyz::parse_axes(&args.xyz)?;
+    if plot.is_some() && (args.batch_size != 1 || args.batch_count != 1) {
+        bail!("--xyz makes one image per cell: leave -b / --batch-count at 1");
+    }
     for (name, value) in [("width", args.width), ("height", args.height)] {
         if let Some(v) = value {
             if v == 0 || !v.is_multiple_of(8) {
@@ -262,6 +282,12 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         return Ok(());
     }
     let may_tile = !args.vae_tiling && !args.no_vae_tiling;
+    let loader = generate_xyz::Loader {
+        device,
+        options: options.clone(),
+        budget,
+        may_tile,
+    };
     let prepared = prepare_with(&model_path, device, options, budget, may_tile, params_for)?;
     if let Some(line) = prepared.describe() {
         eprintln!("{line}");
@@ -276,6 +302,14 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     if let Some(note) = single_tile_note(params.vae_tiling, width, height, model.vae_scale_factor())
     {
         eprintln!("{note}");
+    }
+
+    if let Some(plot) = &plot {
+        generate_xyz::run(plot, model, &params, loader, &args.output, args.max_pixels)?;
+        if report_memory || std::io::stderr().is_terminal() {
+            eprintln!("{}", memory_report(device, weight_bytes, offload));
+        }
+        return Ok(());
     }
 
     let hash = short_hash(&model.source.hash_file)?;
@@ -458,7 +492,7 @@ fn parse_seed(text: &str) -> Result<u64> {
 }
 
 /// A seed in A1111's range (below 2^32), from the standard library's per-process random keys.
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -568,7 +602,7 @@ fn output_paths(output: &Path, count: usize) -> Vec<PathBuf> {
 
 /// Writes every file to a temporary name beside it, then renames them all into place; on any
 /// failure removes whatever it created.
-fn write_all_or_nothing(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+pub(crate) fn write_all_or_nothing(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
     let temps: Vec<PathBuf> = files
         .iter()
         .map(|(path, _)| {
@@ -607,12 +641,12 @@ fn write_all_or_nothing(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
 }
 
 /// Steps, it/s and ETA on a terminal; nothing when stderr is not one.
-fn progress_bar() -> ProgressBar {
+pub(crate) fn progress_bar() -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let style = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps, {its}, ETA {eta}",
+        "{spinner} {msg} [{elapsed_precise}] {wide_bar} {pos}/{len} steps, {its}, ETA {eta}",
     )
     .map(|s| {
         s.with_key(
@@ -629,7 +663,7 @@ fn progress_bar() -> ProgressBar {
 }
 
 /// A file's name with its extension, as A1111 names a VAE in infotexts.
-fn file_name(path: &Path) -> String {
+pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()

@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod devices;
 mod generate;
+mod generate_xyz;
 mod hires;
 mod quantize;
 mod serve;

@@ -14,3 +14,4 @@ pub mod single_file;
 pub mod tally;
 pub mod unet;
 pub mod vae;
+pub mod xyz;

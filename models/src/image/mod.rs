@@ -1,6 +1,7 @@
 //! Images in and out of the pipelines: 8-bit RGB and grayscale buffers, reading init images and
 //! masks, PNG output with text chunks, and A1111's "infotext" (the `parameters` chunk).
 
+pub mod grid;
 pub mod infotext;
 pub mod png;
 mod read;

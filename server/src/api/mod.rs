@@ -17,6 +17,7 @@ mod request;
 mod sdapi;
 mod status;
 mod web;
+mod xyz;
 
 pub use chat::install_tls_provider;
 
@@ -126,6 +127,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(options::get_options).post(options::set_options),
         )
         .route("/sdapi/v1/png-info", post(sdapi::png_info))
+        .route("/sdapi/v1/scripts", get(sdapi::scripts))
         .route("/v1/images/generations", post(openai::generations))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(chat::chat_completions))

@@ -124,6 +124,12 @@ pub const ROUTES: &[RouteDoc] = &[
         Some("PngInfoRequest"),
     ),
     r(
+        "get",
+        "/sdapi/v1/scripts",
+        "Scripts script_name may name (x/y/z plot)",
+        None,
+    ),
+    r(
         "post",
         "/v1/images/generations",
         "OpenAI images API (b64_json)",

@@ -49,6 +49,8 @@ pub struct GenerationRequest {
     pub send_images: Option<bool>,
     pub save_images: Option<bool>,
     pub script_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_args: Option<Vec<Value>>,
     pub alwayson_scripts: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_images: Option<Vec<String>>,
@@ -214,11 +216,13 @@ impl GenerationRequest {
                 "variation seeds (subseed_strength > 0) are not supported by kiln",
             ));
         }
-        if self.script_name.as_deref().is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::invalid(
-                "script_name",
-                "scripts are not supported by kiln",
-            ));
+        if let Some(name) = self.script_name.as_deref().filter(|s| !s.is_empty()) {
+            if !super::xyz::is_xyz(name) {
+                return Err(ApiError::invalid(
+                    "script_name",
+                    format!("script {name:?} is not supported by kiln (it has \"x/y/z plot\")"),
+                ));
+            }
         }
         if self
             .alwayson_scripts

@@ -14,7 +14,7 @@ use super::images::decode_base64;
 use super::info::a1111_response;
 use super::jobs::{resolve_model, run};
 use super::request::GenerationRequest;
-use super::{loras, random_seed, AppState};
+use super::{loras, random_seed, xyz, AppState};
 use crate::error::{ApiError, ApiResult};
 
 pub async fn txt2img(State(state): State<Arc<AppState>>, body: Body) -> ApiResult<Json<Value>> {
@@ -42,19 +42,35 @@ async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResul
     let mut checked = checked;
     checked.params.loras = loras::resolve(&state, &checked.params).await?;
     let params = checked.params.clone();
-    let out = run(&state, checked.params, model).await?;
+    let plot = req.script_name.as_deref().is_some_and(xyz::is_xyz);
+    let out = if plot {
+        let args = req.script_args.clone().unwrap_or_default();
+        let plot = xyz::parse_script_args(&args, img2img, &mut random_seed)?;
+        xyz::run_xyz(&state, plot, checked.params, model).await?
+    } else {
+        run(&state, checked.params, model).await?
+    };
     // A1111 leaves the (large) input images out of the echo unless asked to include them.
     if img2img && !req.include_init_images.unwrap_or(false) {
         req.init_images = None;
         req.mask = None;
     }
     let parameters = serde_json::to_value(&req).unwrap_or(Value::Null);
-    Ok(Json(a1111_response(
-        parameters,
-        &params,
-        &out,
-        checked.send_images,
-    )))
+    let mut response = a1111_response(parameters, &params, &out, checked.send_images);
+    if plot {
+        // A1111's plot answers put the grid first and say the images start after it.
+        let info = response["info"].as_str().unwrap_or("{}");
+        let mut info: Value = serde_json::from_str(info).unwrap_or(Value::Null);
+        info["index_of_first_image"] = json!(1);
+        response["info"] = Value::from(info.to_string());
+    }
+    Ok(Json(response))
+}
+
+/// GET /sdapi/v1/scripts: the scripts `script_name` may name, as A1111 lists them (lower case).
+pub async fn scripts() -> Json<Value> {
+    let name = xyz::SCRIPT_NAME;
+    Json(json!({"txt2img": [name], "img2img": [name]}))
 }
 
 #[derive(Deserialize)]

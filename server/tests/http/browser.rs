@@ -223,6 +223,44 @@ fn web_page_generates_into_the_gallery_and_reads_dropped_pngs() {
     );
     assert_eq!(d.js("return document.querySelector('#steps').value"), "3");
     assert_eq!(d.js("return document.querySelector('#seed').value"), "7");
+
+    xyz_plot_into_gallery(&d);
+}
+
+/// The X/Y/Z plot section: Steps 1,2 on X and CFG Scale 3,5 on Y give one labelled grid of 2x2
+/// 64-pixel cells (a 48-pixel label column on the left, a label row on top) in the gallery.
+fn xyz_plot_into_gallery(d: &Driver) {
+    let before = d.js("return document.querySelectorAll('#gallery figure').length");
+    d.click("#xyz summary");
+    d.js("document.querySelector('#xyz-x-type').value = '4';
+          document.querySelector('#xyz-y-type').value = '6'; return true;");
+    d.type_into("#xyz-x-values", "1,2");
+    d.type_into("#xyz-y-values", "3, 5");
+    d.click("#generate");
+    let count = format!(
+        "return document.querySelectorAll('#gallery figure').length > {before}
+           && document.querySelector('#gallery img').naturalWidth"
+    );
+    let width = d.wait_js(60, "the grid in the gallery", &count);
+    assert_eq!(width, 48 + 2 * 64, "grid width");
+    let height = d.js("return document.querySelector('#gallery img').naturalHeight");
+    let height = height.as_u64().unwrap();
+    assert!(
+        height > 2 * 64 && height < 2 * 64 + 40,
+        "grid height {height}"
+    );
+    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
+    let caption = caption.as_str().unwrap();
+    assert!(
+        caption.contains("Script: X/Y/Z plot, X Type: Steps, X Values: \"1,2\"")
+            && caption.contains("Y Type: CFG Scale"),
+        "{caption}"
+    );
+    // Only the grid was added (the cells are not asked for).
+    assert_eq!(
+        d.js("return document.querySelectorAll('#gallery figure').length"),
+        before.as_u64().unwrap() + 1
+    );
 }
 
 /// Records what the page sends to /v1/chat/completions (`window.sent`) and every text the last

@@ -9,3 +9,4 @@ mod loras;
 mod routes;
 mod scale_out;
 mod validation;
+mod xyz;

@@ -1,0 +1,227 @@
+//! A1111's X/Y/Z plot over the API: `script_name: "x/y/z plot"` with the script's positional
+//! `script_args` (axis types as indices into A1111's txt2img list), the grid first and then
+//! each cell, each cell equal to the plain txt2img with its settings; bad axes and grids over
+//! `--max-pixels` are 400s naming `script_args`.
+
+use kiln_models::image::grid::Annotations;
+use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
+use kiln_models::image::png::{decode_png, encode_png, DecodedPng};
+use kiln_models::image::RgbImage;
+use serde_json::{json, Value};
+
+use std::sync::Arc;
+
+use super::common::{
+    b64decode, b64encode, config, get_json, post_json, small, start, step, wait_for,
+};
+
+fn png(v: &Value) -> DecodedPng {
+    decode_png(&b64decode(v.as_str().unwrap())).unwrap()
+}
+
+fn crop(im: &RgbImage, x: usize, y: usize, w: usize, h: usize) -> Vec<u8> {
+    (y..y + h)
+        .flat_map(|row| {
+            let s = (row * im.width + x) * 3;
+            im.data[s..s + w * 3].to_vec()
+        })
+        .collect()
+}
+
+/// Steps (index 4) "1,2" on X, CFG Scale (index 6) "3,5,7" on Y, include_lone_images.
+fn plot_body() -> Value {
+    let mut body = small("a red circle", 1);
+    body["script_name"] = json!("X/Y/Z plot");
+    body["script_args"] = json!([
+        4,
+        "1,2",
+        [],
+        6,
+        "3,5,7",
+        [],
+        0,
+        "",
+        [],
+        true,
+        true,
+        false,
+        false,
+        0,
+        false,
+        false
+    ]);
+    body
+}
+
+#[test]
+fn xyz_plot_returns_the_grid_then_each_single_generation() {
+    let server = start(config());
+    let (s, scripts) = get_json(&server, "/sdapi/v1/scripts");
+    assert_eq!(s, 200);
+    assert_eq!(scripts["txt2img"], json!(["x/y/z plot"]));
+    assert_eq!(scripts["img2img"], json!(["x/y/z plot"]));
+
+    let (s, body) = post_json(&server, "/sdapi/v1/txt2img", &plot_body());
+    assert_eq!(s, 200, "{body}");
+    let images = body["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1 + 6);
+    let info: Value = serde_json::from_str(body["info"].as_str().unwrap()).unwrap();
+    assert_eq!(info["infotexts"].as_array().unwrap().len(), 7);
+    assert_eq!(info["index_of_first_image"], 1);
+
+    let grid = png(&images[0]);
+    let labels = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let layout = Annotations::layout(
+        64,
+        64,
+        &labels(&["Steps: 1", "Steps: 2"]),
+        &labels(&["CFG Scale: 3.0", "CFG Scale: 5.0", "CFG Scale: 7.0"]),
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        (grid.image.width, grid.image.height),
+        (48 + 2 * 64, layout.pad_top + 3 * 64)
+    );
+    let grid_info = InfoText::parse(grid.text(PNG_KEYWORD).unwrap());
+    assert_eq!(grid_info.get("Script"), Some("X/Y/Z plot"));
+    assert_eq!(grid_info.get("X Type"), Some("Steps"));
+    assert_eq!(grid_info.get("Y Values"), Some("3,5,7"));
+
+    for (i, image) in images[1..].iter().enumerate() {
+        let cell = png(image);
+        let (ix, iy) = (i % 2, i / 2);
+        let cell_info = InfoText::parse(cell.text(PNG_KEYWORD).unwrap());
+        assert_eq!(cell_info.get("Steps"), Some(["1", "2"][ix]));
+        assert_eq!(cell_info.get("CFG scale"), Some(["3", "5", "7"][iy]));
+        assert_eq!(
+            crop(&grid.image, 48 + ix * 64, layout.pad_top + iy * 64, 64, 64),
+            cell.image.data,
+            "cell {i} in the grid"
+        );
+    }
+    // The last cell (steps 2, CFG 7) is the plain request with those settings.
+    let mut single = small("a red circle", 2);
+    single["cfg_scale"] = json!(7);
+    let (s, alone) = post_json(&server, "/sdapi/v1/txt2img", &single);
+    assert_eq!(s, 200, "{alone}");
+    assert_eq!(png(&alone["images"][0]).image, png(&images[6]).image);
+
+    // Without include_lone_images: the grid alone.
+    let mut body = plot_body();
+    body["script_args"][10] = json!(false);
+    let (s, body) = post_json(&server, "/sdapi/v1/txt2img", &body);
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["images"].as_array().unwrap().len(), 1);
+    assert_eq!(png(&body["images"][0]).image, grid.image);
+}
+
+#[test]
+fn img2img_plots_denoising_at_its_img2img_index() {
+    let server = start(config());
+    let data = (0..64 * 64).flat_map(|_| [200, 30, 30]).collect();
+    let init = b64encode(&encode_png(&RgbImage::new(64, 64, data).unwrap(), &[]).unwrap());
+    let mut req = small("a blue square", 2);
+    req["init_images"] = json!([init]);
+    let mut plot = req.clone();
+    plot["script_name"] = json!("x/y/z plot");
+    // img2img's list has Image CFG Scale and no hires entries: Denoising is index 22 there.
+    plot["script_args"] = json!([22, "0.5, 1", [], 0, "", [], 0, "", [], true, true]);
+    let (s, body) = post_json(&server, "/sdapi/v1/img2img", &plot);
+    assert_eq!(s, 200, "{body}");
+    let images = body["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3);
+    let grid = png(&images[0]);
+    // No row labels: no label column.
+    assert_eq!(grid.image.width, 2 * 64);
+    for (i, strength) in [0.5, 1.0].into_iter().enumerate() {
+        let cell = png(&images[1 + i]);
+        let mut single = req.clone();
+        single["denoising_strength"] = json!(strength);
+        let (s, alone) = post_json(&server, "/sdapi/v1/img2img", &single);
+        assert_eq!(s, 200, "{alone}");
+        assert_eq!(
+            png(&alone["images"][0]).image,
+            cell.image,
+            "strength {strength}"
+        );
+    }
+    assert_ne!(png(&images[1]).image, png(&images[2]).image);
+    // On txt2img, Denoising belongs to hires fix.
+    let mut t = small("a blue square", 1);
+    t["script_name"] = json!("x/y/z plot");
+    t["script_args"] = json!([23, "0.5"]);
+    let (s, err) = post_json(&server, "/sdapi/v1/txt2img", &t);
+    assert_eq!(s, 400, "{err}");
+    assert!(
+        err["detail"]
+            .as_str()
+            .unwrap()
+            .contains("varies the hires fix"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_script_args_and_large_grids_are_refused() {
+    let mut c = config();
+    c.max_pixels = 64 * 64 * 4;
+    let server = start(c);
+    let cases = [
+        (json!([2, "1,2"]), "Var. seed"),
+        (json!([4, "1,two"]), "Steps value \"two\""),
+        (json!([26, "Latent"]), "varies the hires fix"),
+        (
+            json!([11, "no-such-model", ["no-such-model"]]),
+            "no-such-model",
+        ),
+        (json!([4, "1,2", [], 6, "3,5,7"]), "over the limit"),
+    ];
+    for (args, expect) in cases {
+        let mut body = small("a red circle", 1);
+        body["script_name"] = json!("x/y/z plot");
+        body["script_args"] = args.clone();
+        let (s, err) = post_json(&server, "/sdapi/v1/txt2img", &body);
+        assert_eq!(s, 400, "{args}: {err}");
+        assert_eq!(err["field"], "script_args", "{args}: {err}");
+        let detail = err["detail"].as_str().unwrap();
+        assert!(detail.contains(expect), "{args}: {detail}");
+    }
+    let mut body = small("a red circle", 1);
+    body["script_name"] = json!("prompt matrix");
+    let (s, err) = post_json(&server, "/sdapi/v1/txt2img", &body);
+    assert_eq!(
+        (s, err["field"].as_str()),
+        (400, Some("script_name")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_interrupt_stops_the_plot_and_the_cells_not_run_are_black() {
+    let mut c = config();
+    c.max_steps = 10_000;
+    let server = Arc::new(start(c));
+    let mut body = small("a red circle", 1);
+    body["script_name"] = json!("x/y/z plot");
+    body["script_args"] = json!([4, "2, 1000, 2", [], 0, "", [], 0, "", [], true, true]);
+    let s = server.clone();
+    let job = std::thread::spawn(move || post_json(&s, "/sdapi/v1/txt2img", &body));
+    // The first cell has 2 steps: a step past 2 is the long second cell.
+    wait_for(120, "the second cell to step", || {
+        job.is_finished() || step(&server) >= 3
+    });
+    if job.is_finished() {
+        panic!("the plot ended early: {:?}", job.join().unwrap());
+    }
+    post_json(&server, "/sdapi/v1/interrupt", &json!({}));
+    let (s, body) = job.join().unwrap();
+    assert_eq!(s, 200, "{body}");
+    let info: Value = serde_json::from_str(body["info"].as_str().unwrap()).unwrap();
+    assert_eq!(info["interrupted"], true);
+    let images = body["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1 + 3);
+    assert_eq!(png(&images[0]).image.width, 3 * 64);
+    assert!(png(&images[1]).image.data.iter().any(|&v| v != 0));
+    assert!(png(&images[3]).image.data.iter().all(|&v| v == 0));
+}
