@@ -9,10 +9,13 @@ use crate::pipeline::{GenerationParams, PipelineError, StableDiffusion};
 impl StableDiffusion {
     pub fn lora_targets(&self) -> LoraTargets {
         LoraTargets {
-            parts: vec![
-                LoraPart::new(Part::Unet, self.unet.lora().clone()),
-                LoraPart::new(Part::TextEncoder, self.text_encoder.lora().clone()),
-            ],
+            parts: std::iter::once(LoraPart::new(Part::Unet, self.unet.lora().clone()))
+                .chain(
+                    self.text_encoder
+                        .as_ref()
+                        .map(|t| LoraPart::new(Part::TextEncoder, t.lora().clone())),
+                )
+                .collect(),
             model: format!("this SD 1.x / 2.x model ({})", self.source.name),
         }
     }

@@ -23,6 +23,7 @@ mod params;
 mod plan;
 mod prepare;
 mod quantize;
+mod refiner;
 mod sdxl;
 mod text;
 
@@ -36,9 +37,12 @@ pub use load::{
     StableDiffusion, SUPPORTED_PIPELINES,
 };
 pub use noise::BatchNoise;
-pub use params::{GeneratedImage, GenerationParams, InitImage, Progress, Step, StepControl};
+pub use params::{
+    GeneratedImage, GenerationParams, InitImage, Progress, Refiner, Step, StepControl,
+};
 pub use plan::{plan, ComponentWeights, MemoryPlan, PhaseNeed, Planner, Residency};
 pub use prepare::{plan_with, prepare, prepare_with, Prepared};
 pub use quantize::{quantize_model, QuantizeReport};
+pub use refiner::check_switch as check_refiner_switch;
 pub use sdxl::{time_ids, AESTHETIC_SCORE, NEGATIVE_AESTHETIC_SCORE};
 pub use text::{encode_pair, encode_prompt, encode_prompt_with, Conditioning};

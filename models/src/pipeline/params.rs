@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::load::StableDiffusion;
 use crate::embeddings::EmbeddingDb;
 use crate::image::{GrayImage, RgbImage};
 use crate::lora::ActiveLora;
@@ -50,6 +51,28 @@ pub struct GenerationParams {
     /// LoRA adapters for this generation: `--lora` files and those the prompts' `<lora:...>` tags
     /// name (`LoraLibrary::resolve`). Every tag in the prompts must have its file here.
     pub loras: Vec<ActiveLora>,
+    /// A second model that finishes the sampling (A1111's "Refiner"; see `refiner.rs`).
+    pub refiner: Option<Refiner>,
+}
+
+/// A1111's "Refiner" / "Switch at": the main model samples the start of the schedule, then
+/// `model` (an SDXL refiner, or any SDXL model) continues from the same latents with its own
+/// conditioning.
+#[derive(Clone)]
+pub struct Refiner {
+    pub model: Arc<StableDiffusion>,
+    /// The fraction of the schedule the main model runs, in (0, 1): diffusers' `denoising_end` of
+    /// the first pipeline and `denoising_start` of the refiner's.
+    pub switch_at: f64,
+}
+
+impl std::fmt::Debug for Refiner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refiner")
+            .field("model", &self.model.source.name)
+            .field("switch_at", &self.switch_at)
+            .finish()
+    }
 }
 
 impl GenerationParams {
@@ -72,6 +95,7 @@ impl GenerationParams {
             vae_tiling: None,
             embeddings: None,
             loras: Vec::new(),
+            refiner: None,
         }
     }
 
