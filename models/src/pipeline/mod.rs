@@ -31,7 +31,7 @@ pub use budget::{fit_budget, fit_budget_from, BudgetFit};
 pub use error::PipelineError;
 pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};
-pub use info::{add_vae, infotext};
+pub use info::{add_refiner, add_vae, infotext};
 pub use load::{
     model_hash_file, single_file_scheduler, LoadOptions, ModelSource, Offload, Sdxl,
     StableDiffusion, SUPPORTED_PIPELINES,
