@@ -12,12 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_kernels::testing::with_gpu;
+use kiln_models::clip::ClipTextModelWithProjection;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    generate, GenerationParams, InitImage, PipelineError, Refiner, StableDiffusion,
+    generate, GenerationParams, InitImage, ModelSource, PipelineError, Refiner, Sdxl,
+    StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
+use kiln_models::single_file::{Component, ModelKind, SingleFile};
 use kiln_runtime::{DType, Device};
 use safetensors::SafeTensors;
 use serde_json::Value;
@@ -246,4 +249,78 @@ fn the_refiner_alone_needs_an_init_image() {
     let mut p = small(None);
     p.init = Some(init(0.5));
     assert_eq!(generate(&refiner, &p, &mut |_| {}).unwrap().len(), 1);
+}
+
+/// The refiner as a single file (tests/fixtures/single-file/tiny-sdxl-refiner.safetensors, the
+/// folder's weights in the original layout, bigG under `conditioner.embedders.0.model.`): told
+/// apart as the refiner, its bigG read from `embedders.0`, it gives the folder's images. As in
+/// sdxl_pipeline.rs's single-file test the configs come from the folder (the tiny weights do not
+/// fit the configs inferred for a real checkpoint); the public loader gets as far as those.
+#[test]
+fn a_refiner_single_file_gives_the_folders_result() {
+    let path = fixtures().join("single-file/tiny-sdxl-refiner.safetensors");
+    let file = SingleFile::open(&path).unwrap();
+    assert_eq!(file.kind(), ModelKind::SdxlRefiner);
+    assert!(!file.has(Component::TextEncoder));
+    let run = |dev: &Device| {
+        let base = load(dev, "tiny-sdxl");
+        let folder = load(dev, "tiny-sdxl-refiner");
+        let x = folder.sdxl.as_ref().unwrap();
+        let te2_config = x.text_encoder_2.config().clone();
+        let text_encoder_2 = file
+            .load_component(Component::TextEncoder2, dev, DType::F32, |w| {
+                ClipTextModelWithProjection::new(&te2_config, w)
+            })
+            .unwrap();
+        let from_file = Arc::new(
+            StableDiffusion {
+                unet: file
+                    .load_unet(Some(folder.unet.config()), dev, DType::F32)
+                    .unwrap(),
+                vae: file
+                    .load_vae(Some(folder.vae.config()), dev, DType::F32)
+                    .unwrap(),
+                text_encoder: None,
+                tokenizer: None,
+                sdxl: Some(Sdxl {
+                    text_encoder_2,
+                    tokenizer_2: x.tokenizer_2.clone(),
+                    requires_aesthetics_score: file.kind() == ModelKind::SdxlRefiner,
+                }),
+                scheduler_config: folder.scheduler_config.clone(),
+                sample_size: folder.sample_size,
+                source: ModelSource {
+                    name: "tiny-sdxl-refiner".into(),
+                    hash_file: path.clone(),
+                    vae: None,
+                },
+            }
+            .checked()
+            .unwrap(),
+        );
+        assert!(from_file.is_refiner());
+        for name in ["two_stage_euler", "img2img_refiner_only"] {
+            let case = cases().into_iter().find(|c| c["name"] == name).unwrap();
+            let run_with = |r: &Arc<StableDiffusion>| {
+                let main = if name == "img2img_refiner_only" {
+                    r
+                } else {
+                    &base
+                };
+                pixels(&generate(main, &params_for(&case, r), &mut |_| {}).unwrap())
+            };
+            let err = max_err(&run_with(&from_file), &run_with(&folder));
+            eprintln!("{} {name}: file vs folder max |err| {err:e}", dev.name());
+            assert!(err <= 1e-6, "{name}: file vs folder {err}");
+        }
+    };
+    run(&Device::Cpu);
+    with_gpu(run);
+
+    // The loader takes the refiner (no "no text encoder" refusal) up to the inferred configs.
+    let msg = match StableDiffusion::load(&path, &Device::Cpu, DType::F32) {
+        Ok(_) => panic!("the tiny file loaded with inferred configs"),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("inferred UNet config"), "{msg}");
 }
