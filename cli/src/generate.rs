@@ -237,6 +237,10 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
                 bail!("--refiner {}: no such file or folder", path.display());
             }
             check_refiner_switch(refiner_switch).map_err(|e| anyhow!("--refiner-switch: {e}"))?;
+            if args.max_vram.is_some() {
+                // The fit plans one model; the refiner's UNet would come on top of it.
+                bail!("--refiner with --max-vram is not supported yet: the budget covers the main model only");
+            }
         }
     }
     check_output_folder(&args.output)?;

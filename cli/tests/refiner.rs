@@ -123,6 +123,11 @@ fn bad_refiner_input_is_a_clear_error_with_no_output() {
             vec!["--refiner", "/no/such/refiner"],
             "--refiner /no/such/refiner: no such file or folder",
         ),
+        (
+            "tiny-sdxl",
+            vec!["--refiner", refiner, "--max-vram", "4G"],
+            "--refiner with --max-vram is not supported yet",
+        ),
         // The refiner on its own draws nothing from noise (diffusers runs it only as img2img).
         ("tiny-sdxl-refiner", vec![], "is an SDXL refiner"),
     ];
