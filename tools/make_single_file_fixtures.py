@@ -11,6 +11,9 @@ for tests/tests/single_file.rs:
                                                    transformer.text_model.) and text_encoder_2 as SDXL's
                                                    OpenCLIP bigG (conditioner.embedders.1.model.: fused
                                                    in_proj, text_projection transposed)
+  tests/fixtures/single-file/tiny-sdxl-refiner.safetensors  tiny-sdxl-refiner's unet/ and vae/, and its
+                                                   text_encoder_2 as the refiner's only encoder, bigG
+                                                   under conditioner.embedders.0.model.
 
 The weights are exactly the fixtures' (f32), renamed by the inverse of diffusers' single-file conversion
 (tools/sd_original_layout.py), so kiln must give bit-identical outputs from either layout. Like real
@@ -26,7 +29,8 @@ tiny-sdxl, StableDiffusionXLPipeline.from_single_file (with config= the tiny-sdx
 text encoders need: diffusers recognises SDXL by bigG's 10th resblock) loads every component with exactly
 the fixture's weights.
 
-Usage: /tmp/venv-vis/bin/python tools/make_single_file_fixtures.py  (from anywhere)
+Usage: /tmp/venv-vis/bin/python tools/make_single_file_fixtures.py [NAME ...]  (from anywhere; the
+names, e.g. tiny-sdxl-refiner, build only those files)
 """
 import json
 import os
@@ -150,6 +154,18 @@ def tiny_sdxl():
     return out
 
 
+def tiny_sdxl_refiner():
+    unet_cfg, unet = component("tiny-sdxl-refiner", "unet", "diffusion_pytorch_model.safetensors")
+    vae_cfg, vae = component("tiny-sdxl-refiner", "vae", "diffusion_pytorch_model.safetensors")
+    _, big_g = component("tiny-sdxl-refiner", "text_encoder_2", "model.safetensors")
+    out = {}
+    out.update(layout.to_original(unet, lambda n: layout.unet_name(n, unet_cfg)))
+    out.update(layout.to_original(vae, lambda n: layout.vae_name(n, vae_cfg)))
+    out.update(layout.to_original(big_g, lambda n: layout.open_clip_name(n, layout.REFINER_OPEN_CLIP)))
+    out[layout.REFINER_OPEN_CLIP + "logit_scale"] = torch.tensor(4.6052)
+    return out
+
+
 def check_sdxl_with_diffusers(path):
     """diffusers' own single-file loader on the written file gives every tiny-sdxl tensor exactly."""
     from diffusers import StableDiffusionXLPipeline
@@ -170,7 +186,13 @@ def check_sdxl_with_diffusers(path):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, build in [("tiny-sd1", tiny_sd1), ("tiny-sd2", tiny_sd2), ("tiny-sdxl", tiny_sdxl)]:
+    builds = [("tiny-sd1", tiny_sd1), ("tiny-sd2", tiny_sd2), ("tiny-sdxl", tiny_sdxl),
+              ("tiny-sdxl-refiner", tiny_sdxl_refiner)]
+    # Names on the command line build only those.
+    wanted = sys.argv[1:]
+    for name, build in builds:
+        if wanted and name not in wanted:
+            continue
         print(name)
         tensors = {k: v.contiguous() for k, v in build().items()}
         path = os.path.join(OUT, f"{name}.safetensors")

@@ -20,8 +20,8 @@ use kiln_models::image::png::encode_png;
 use kiln_models::image::read_image;
 use kiln_models::lora::{parse_cli_lora, prompt_tags, ActiveLora, LoraFile, LoraLibrary};
 use kiln_models::pipeline::{
-    add_vae, generate, infotext, plan_with, prepare_with, short_hash, GenerationParams, InitImage,
-    LoadOptions, Offload, StableDiffusion,
+    add_refiner, add_vae, check_refiner_switch, generate, infotext, plan_with, prepare_with,
+    short_hash, GenerationParams, InitImage, LoadOptions, Offload, Refiner, StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
@@ -197,7 +197,21 @@ pub struct GenerateArgs {
     /// anything is generated. Default: A1111's 200 megapixels.
     #[arg(long, default_value_t = 200_000_000)]
     max_pixels: usize,
+
+    /// An SDXL refiner (diffusers folder or single file) that samples the last steps on the main
+    /// model's latents, as A1111's "Refiner" does; loaded with the same --weight-type, --vae and
+    /// offload flags.
+    #[arg(long, value_name = "MODEL")]
+    refiner: Option<PathBuf>,
+
+    /// The fraction of the steps the main model runs before the refiner takes over (A1111's
+    /// "Switch at"), between 0 and 1.
+    #[arg(long = "refiner-switch", value_name = "FRACTION")]
+    refiner_switch: Option<f64>,
 }
+
+/// A1111's default "Switch at".
+const DEFAULT_REFINER_SWITCH: f64 = 0.8;
 
 /// Images with more pixels than this get a tiled VAE unless --no-vae-tiling: an SD VAE decode of
 /// a whole 1024x1024 image already holds about 3 GiB of f32 activations.
@@ -239,6 +253,23 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     let init = read_init(args)?;
     let embeddings = read_embeddings(args.embeddings_dir.as_deref())?;
     let loras = read_loras(args)?;
+    let refiner_switch = args.refiner_switch.unwrap_or(DEFAULT_REFINER_SWITCH);
+    match &args.refiner {
+        None if args.refiner_switch.is_some() => {
+            bail!("--refiner-switch needs a refiner model (--refiner)")
+        }
+        None => {}
+        Some(path) => {
+            if !path.exists() {
+                bail!("--refiner {}: no such file or folder", path.display());
+            }
+            check_refiner_switch(refiner_switch).map_err(|e| anyhow!("--refiner-switch: {e}"))?;
+            if args.max_vram.is_some() {
+                // The fit plans one model; the refiner's UNet would come on top of it.
+                bail!("--refiner with --max-vram is not supported yet: the budget covers the main model only");
+            }
+        }
+    }
     check_output_folder(&args.output)?;
 
     let model_path = match &args.model {
@@ -274,7 +305,11 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         }
         Ok(params)
     };
+    let refiner_options = options.clone();
     if args.plan {
+        if args.refiner.is_some() {
+            eprintln!("note: the plan covers the main model only, not the refiner");
+        }
         print!(
             "{}",
             plan_with(&model_path, device, &options, params_for)?.report()
@@ -298,6 +333,19 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     let weight_bytes = device.memory_stats().live;
     let mut params = params_for(&model)?;
     prepared.apply(&mut params);
+    let refiner = match &args.refiner {
+        Some(path) => {
+            let model = StableDiffusion::load_with(path, device, &refiner_options)
+                .with_context(|| format!("--refiner {}", path.display()))?;
+            let hash = short_hash(&model.source.hash_file)?;
+            params.refiner = Some(Refiner {
+                model: Arc::new(model),
+                switch_at: refiner_switch,
+            });
+            Some(hash)
+        }
+        None => None,
+    };
     let (width, height) = (params.width, params.height);
     if let Some(note) = single_tile_note(params.vae_tiling, width, height, model.vae_scale_factor())
     {
@@ -331,6 +379,9 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         let mut info = infotext(&params, image.seed, &model.source.name, Some(&hash));
         if let Some((name, hash)) = &vae {
             add_vae(&mut info, name, Some(hash));
+        }
+        if let (Some(r), Some(hash)) = (&params.refiner, &refiner) {
+            add_refiner(&mut info, &r.model.source.name, hash, r.switch_at);
         }
         let info = info.format();
         let png = encode_png(&image.to_rgb8(), &[(PNG_KEYWORD, &info)])?;

@@ -201,3 +201,60 @@ fn serves_an_sdxl_folder() {
         "{answer}"
     );
 }
+
+/// A1111's `refiner_checkpoint` / `refiner_switch_at`: the refiner is a listed model (`-m` given
+/// twice), named in the infotext; an unknown name or a switch outside (0, 1) is a 400 naming the
+/// field.
+#[test]
+fn txt2img_takes_a1111s_refiner_fields() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
+    let base = format!("{fixtures}/tiny-sdxl");
+    let refiner = format!("{fixtures}/tiny-sdxl-refiner");
+    let (mut child, addr) = serve(&["-m", &base, "-m", &refiner]);
+    let body = |extra: &str| {
+        format!(
+            r#"{{"prompt": "a red circle", "negative_prompt": "dark", "steps": 4, "seed": 5,
+                "width": 32, "height": 32, "override_settings": {{"sd_model_checkpoint":
+                "tiny-sdxl"}}{extra}}}"#
+        )
+    };
+    let ok = http_post(
+        &addr,
+        "/sdapi/v1/txt2img",
+        &body(r#", "refiner_checkpoint": "tiny-sdxl-refiner", "refiner_switch_at": 0.5"#),
+    );
+    let unknown = http_post(
+        &addr,
+        "/sdapi/v1/txt2img",
+        &body(r#", "refiner_checkpoint": "no-such-refiner""#),
+    );
+    let bad_switch = http_post(
+        &addr,
+        "/sdapi/v1/txt2img",
+        &body(r#", "refiner_checkpoint": "tiny-sdxl-refiner", "refiner_switch_at": 1.5"#),
+    );
+    let none = http_post(
+        &addr,
+        "/sdapi/v1/txt2img",
+        &body(r#", "refiner_checkpoint": "None""#),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(
+        ok.contains("Refiner: tiny-sdxl-refiner [") && ok.contains("Refiner switch at: 0.5"),
+        "{ok}"
+    );
+    assert!(unknown.starts_with("HTTP/1.1 400"), "{unknown}");
+    assert!(
+        unknown.contains("refiner_checkpoint") && unknown.contains("no-such-refiner"),
+        "{unknown}"
+    );
+    assert!(bad_switch.starts_with("HTTP/1.1 400"), "{bad_switch}");
+    assert!(
+        bad_switch.contains("refiner_switch_at") && bad_switch.contains("between 0 and 1"),
+        "{bad_switch}"
+    );
+    assert!(none.starts_with("HTTP/1.1 200"), "{none}");
+    assert!(!none.contains("Refiner:"), "{none}");
+}

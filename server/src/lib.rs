@@ -10,6 +10,10 @@
 //! println!("{}", server.url());
 //! ```
 
+// A job's GenerationParams can hold a loaded refiner model (Arc<StableDiffusion>, down to wgpu's
+// types); proving the SSE streams Send then needs more than the default 128 levels.
+#![recursion_limit = "256"]
+
 mod api;
 mod catalog;
 mod chat_job;

@@ -64,6 +64,8 @@ impl JobControl {
 pub struct JobRequest {
     pub params: GenerationParams,
     pub model: ModelEntry,
+    /// A1111's refiner: the listed model that samples the steps after the switch, and the switch.
+    pub refiner: Option<(ModelEntry, f64)>,
 }
 
 /// One finished image.
@@ -239,6 +241,7 @@ mod tests {
                     path: "m".into(),
                     kind: crate::catalog::ModelKind::Image,
                 },
+                refiner: None,
             }),
             reply,
         }

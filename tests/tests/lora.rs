@@ -103,7 +103,10 @@ fn check_all(device: &Device) {
             0,
             "{name}: cleared after"
         );
-        assert_eq!(model.text_encoder.lora().active_layers(), 0);
+        assert_eq!(
+            model.text_encoder.as_ref().unwrap().lora().active_layers(),
+            0
+        );
     }
     let plain = params(&fixture()["cases"][0]);
     let plain = GenerationParams {
@@ -256,7 +259,10 @@ fn bad_loras_are_refused_by_name() {
             "{err}"
         );
         assert_eq!(model.unet.lora().active_layers(), 0);
-        assert_eq!(model.text_encoder.lora().active_layers(), 0);
+        assert_eq!(
+            model.text_encoder.as_ref().unwrap().lora().active_layers(),
+            0
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }

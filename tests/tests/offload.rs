@@ -39,7 +39,7 @@ fn run(device: &Device, offload: Offload) -> (Vec<f32>, u64) {
     };
     assert_eq!(model.vae.device().name(), on_cpu(offload.vae_on_cpu));
     assert_eq!(
-        model.text_encoder.device().name(),
+        model.text_encoder.as_ref().unwrap().device().name(),
         on_cpu(offload.text_encoder_on_cpu)
     );
     let mut params = GenerationParams::new("a red circle on a blue background");

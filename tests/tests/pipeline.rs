@@ -564,9 +564,13 @@ fn a_single_file_checkpoint_generates_the_same_image() {
             .unwrap(),
         file.load_vae(Some(folder.vae.config()), &dev, DType::F32)
             .unwrap(),
-        file.load_text_encoder(Some(folder.text_encoder.config()), &dev, DType::F32)
-            .unwrap(),
-        folder.tokenizer.clone(),
+        file.load_text_encoder(
+            folder.text_encoder.as_ref().map(|t| t.config()),
+            &dev,
+            DType::F32,
+        )
+        .unwrap(),
+        folder.tokenizer.clone().unwrap(),
         folder.scheduler_config.clone(),
         folder.sample_size,
         ModelSource {

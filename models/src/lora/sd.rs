@@ -13,10 +13,13 @@ impl StableDiffusion {
         let registry = self.unet.lora().clone();
         let mut unet = LoraPart::new(Part::Unet, registry.clone());
         unet.aliases = sgm_aliases(self.unet.config(), &registry.names());
-        let mut parts = vec![
-            unet,
-            LoraPart::new(Part::TextEncoder, self.text_encoder.lora().clone()),
-        ];
+        // A refiner has no CLIP-L: its only text encoder is text_encoder_2.
+        let mut parts = vec![unet];
+        parts.extend(
+            self.text_encoder
+                .as_ref()
+                .map(|t| LoraPart::new(Part::TextEncoder, t.lora().clone())),
+        );
         let family = match &self.sdxl {
             Some(x) => {
                 let te2 = x.text_encoder_2.text_model().lora().clone();

@@ -4,7 +4,8 @@
 //! Noise is drawn on the host from one stream per image (see `noise`), in diffusers' order:
 //! img2img: VAE sample of the init image, then the initial noise, then any ancestral step noise;
 //! inpainting: VAE sample of the init image (4-channel UNet, or strength < 1), the initial noise,
-//! the VAE sample of the masked image, then step noise.
+//! the VAE sample of the masked image, then step noise. With a refiner (`refiner.rs`) the main
+//! model runs the first part of the schedule and the refiner the rest, on the same latents.
 
 use kiln_runtime::{trace, DType, Tensor};
 
@@ -16,6 +17,7 @@ use super::load::StableDiffusion;
 use super::noise::BatchNoise;
 use super::params::{GeneratedImage, GenerationParams, Progress, Step, StepControl};
 use super::plan::{PHASE_TEXT, PHASE_UNET, PHASE_VAE_DECODE, PHASE_VAE_ENCODE};
+use super::refiner;
 use super::text::encode_pair;
 use crate::image::{resize, RgbImage};
 use crate::lora::with_loras;
@@ -49,7 +51,7 @@ pub fn generate_controlled(
     }
     let mut images = Vec::new();
     sample(model, params, None, control, &mut |batch| {
-        images.extend(batch.decode(model, params.vae_tiling.as_ref())?);
+        images.extend(batch.decode(params.vae_tiling.as_ref())?);
         Ok(())
     })?;
     Ok(images)
@@ -62,16 +64,15 @@ pub(crate) struct Sampled<'a> {
     pub seeds: &'a [u64],
     /// `Continue` when every step ran.
     pub stop: StepControl,
+    /// The model whose VAE decodes: the refiner's once it ran, as in diffusers' second pipeline
+    /// and in A1111, which has the refiner loaded at the end (for SDXL both share one VAE).
+    pub decoder: &'a StableDiffusion,
 }
 
 impl Sampled<'_> {
-    pub fn decode(
-        &self,
-        model: &StableDiffusion,
-        tiling: Option<&VaeTiling>,
-    ) -> Result<Vec<GeneratedImage>> {
-        enter_phase(model, PHASE_VAE_DECODE);
-        decode(model, &self.latents, self.shape, self.seeds, tiling)
+    pub fn decode(&self, tiling: Option<&VaeTiling>) -> Result<Vec<GeneratedImage>> {
+        enter_phase(self.decoder, PHASE_VAE_DECODE);
+        decode(self.decoder, &self.latents, self.shape, self.seeds, tiling)
     }
 }
 
@@ -91,9 +92,9 @@ pub(crate) enum SecondPassInput {
 
 /// Samples every batch of `params` and hands each batch's latents to `on_batch`; stops after a
 /// batch that was interrupted. `second` replaces `params.init` as the starting point.
-pub(crate) fn sample(
-    model: &StableDiffusion,
-    params: &GenerationParams,
+pub(crate) fn sample<'m>(
+    model: &'m StableDiffusion,
+    params: &'m GenerationParams,
     second: Option<SecondPass>,
     control: &mut dyn FnMut(&Step) -> StepControl,
     on_batch: &mut dyn FnMut(Sampled) -> Result<()>,
@@ -103,13 +104,17 @@ pub(crate) fn sample(
     let (_loras, prompt, negative) = with_loras(model, params)?;
     enter_phase(model, PHASE_TEXT);
     let guidance = params.cfg_scale > 1.0;
-    let (cond, uncond) = encode_pair(
-        model,
-        &prompt,
-        guidance.then_some(negative.as_str()),
-        params.clip_skip,
-        params.embeddings.as_deref(),
-    )?;
+    let embeddings = params.embeddings.as_deref();
+    let negative = guidance.then_some(negative.as_str());
+    let (cond, uncond) = encode_pair(model, &prompt, negative, params.clip_skip, embeddings)?;
+    // The refiner's own conditioning (bigG alone, aesthetic-score time ids).
+    let refiner = match &params.refiner {
+        Some(r) => {
+            let (c, u) = encode_pair(&r.model, &prompt, negative, params.clip_skip, embeddings)?;
+            Some((r, c, u))
+        }
+        None => None,
+    };
     let (inputs, start) = match second {
         Some(SecondPass { from, start }) => (Inputs::second_pass(model, from)?, start),
         None => {
@@ -122,7 +127,9 @@ pub(crate) fn sample(
     };
 
     let steps = params.steps;
-    let total = params.batch_count * (steps - start);
+    let stages = Stages::new(model, params, start)?;
+    let per_batch = stages.steps();
+    let total = params.batch_count * per_batch;
     let seeds = params.seeds();
     for (k, batch_seeds) in seeds.chunks(params.batch_size).enumerate() {
         let mut noise = BatchNoise::new(params.rng, batch_seeds);
@@ -139,9 +146,7 @@ pub(crate) fn sample(
             enter_phase(model, PHASE_VAE_ENCODE);
         }
         let tiling = params.vae_tiling.as_ref();
-        // Heun and DPM2 lay out two entries per step: img2img skips `order` entries per step.
-        let order = scheduler.order();
-        let first = start * order;
+        let first = stages.main.0;
         let init = inputs.initial(
             model,
             scheduler.as_ref(),
@@ -161,44 +166,148 @@ pub(crate) fn sample(
             init.inpaint,
         )?;
         let mut latents = init.latents;
-        let mut stop = StepControl::Continue;
-        let n = scheduler.timesteps().len();
-        for i in first..n {
-            let t = scheduler.timesteps()[i];
-            let x = scheduler.scale_model_input(&latents, i)?;
-            let eps = denoiser.predict(&x, t)?;
-            latents = scheduler.step(&eps, i, &latents, &mut noise)?;
-            if let Some(blend) = &init.blend {
-                latents = blend.apply(scheduler.as_ref(), &latents, i)?;
-            }
-            // Progress, previews and interrupts come at whole steps, not between a step's stages.
-            let done = i + 1 - first;
-            if done % order != 0 && i + 1 != n {
-                continue;
-            }
-            stop = control(&Step {
-                progress: Progress {
-                    step: k * (steps - start) + done.div_ceil(order),
-                    total,
-                },
-                latents: &latents,
+        let mut run = Run {
+            control: &mut *control,
+            noise: &mut noise,
+            shape,
+            batch_done: k * per_batch,
+            done: 0,
+            total,
+        };
+        let mut stop = run.stage(
+            scheduler.as_mut(),
+            &denoiser,
+            stages.main,
+            init.blend.as_ref(),
+            &mut latents,
+        )?;
+        drop(denoiser);
+        let mut decoder = model;
+        if let (Some((r, c, u)), Some(range), StepControl::Continue) =
+            (&refiner, stages.refiner, stop)
+        {
+            decoder = &r.model;
+            // The refiner's sampler, a fresh one over the same schedule, as diffusers' second
+            // pipeline builds it.
+            let mut scheduler = build_scheduler(&r.model.scheduler_config, &params.sampler, steps)?;
+            scheduler.set_noise_seeds(batch_seeds);
+            let denoiser = Denoiser::new(
+                &r.model,
+                c,
+                u.as_ref().map(|u| (u, params.cfg_scale)),
                 shape,
-            });
-            if stop != StepControl::Continue {
-                break;
-            }
+                (params.height, params.width),
+                None,
+            )?;
+            stop = run.stage(scheduler.as_mut(), &denoiser, range, None, &mut latents)?;
         }
         on_batch(Sampled {
             latents,
             shape,
             seeds: batch_seeds,
             stop,
+            decoder,
         })?;
         if stop == StepControl::Interrupt {
             break;
         }
     }
     Ok(())
+}
+
+/// Which schedule entries each model runs, `[from, to)`: all of them for the main model alone,
+/// else split at the refiner switch (`refiner.rs`).
+struct Stages {
+    main: (usize, usize),
+    refiner: Option<(usize, usize)>,
+    order: usize,
+}
+
+impl Stages {
+    /// `start`: the first step (img2img's strength skips some).
+    fn new(model: &StableDiffusion, p: &GenerationParams, start: usize) -> Result<Stages> {
+        // A throwaway scheduler: the schedule depends on the settings, not the seeds.
+        let s = build_scheduler(&model.scheduler_config, &p.sampler, p.steps)?;
+        // Heun and DPM2 lay out two entries per step: img2img skips `order` entries per step.
+        let order = s.order();
+        let first = start * order;
+        let n = s.timesteps().len();
+        let Some(r) = &p.refiner else {
+            return Ok(Stages {
+                main: (first, n),
+                refiner: None,
+                order,
+            });
+        };
+        let end = refiner::main_end(model, s.as_ref(), r.switch_at).max(first);
+        let rs = build_scheduler(&r.model.scheduler_config, &p.sampler, p.steps)?;
+        let from = refiner::refiner_start(&r.model, rs.as_ref(), r.switch_at).max(first);
+        let rn = rs.timesteps().len();
+        Ok(Stages {
+            main: (first, end.min(n)),
+            refiner: (from < rn).then_some((from, rn)),
+            order,
+        })
+    }
+
+    /// Whole steps per batch, as progress counts them.
+    fn steps(&self) -> usize {
+        let len = |(a, b): (usize, usize)| (b - a).div_ceil(self.order);
+        len(self.main) + self.refiner.map_or(0, len)
+    }
+}
+
+/// One batch's sampling state shared by its stages.
+struct Run<'a> {
+    control: &'a mut dyn FnMut(&Step) -> StepControl,
+    noise: &'a mut BatchNoise,
+    shape: [usize; 4],
+    /// Steps of the batches before this one.
+    batch_done: usize,
+    /// Whole steps of this batch so far.
+    done: usize,
+    total: usize,
+}
+
+impl Run<'_> {
+    /// Steps `latents` through schedule entries `[from, to)` with one model.
+    fn stage(
+        &mut self,
+        scheduler: &mut dyn Scheduler,
+        denoiser: &Denoiser,
+        (from, to): (usize, usize),
+        blend: Option<&Blend>,
+        latents: &mut Vec<f32>,
+    ) -> Result<StepControl> {
+        let order = scheduler.order();
+        for i in from..to {
+            let t = scheduler.timesteps()[i];
+            let x = scheduler.scale_model_input(latents, i)?;
+            let eps = denoiser.predict(&x, t)?;
+            *latents = scheduler.step(&eps, i, latents, &mut *self.noise)?;
+            if let Some(blend) = blend {
+                *latents = blend.apply(scheduler, latents, i)?;
+            }
+            // Progress, previews and interrupts come at whole steps, not between a step's stages.
+            let done = i + 1 - from;
+            if done % order != 0 && i + 1 != to {
+                continue;
+            }
+            let stop = (self.control)(&Step {
+                progress: Progress {
+                    step: self.batch_done + self.done + done.div_ceil(order),
+                    total: self.total,
+                },
+                latents,
+                shape: self.shape,
+            });
+            if stop != StepControl::Continue {
+                return Ok(stop);
+            }
+        }
+        self.done += (to.saturating_sub(from)).div_ceil(order);
+        Ok(StepControl::Continue)
+    }
 }
 
 fn check(model: &StableDiffusion, p: &GenerationParams) -> Result<()> {
@@ -232,6 +341,29 @@ fn check(model: &StableDiffusion, p: &GenerationParams) -> Result<()> {
         )));
     }
     let has_mask = p.init.as_ref().is_some_and(|i| i.mask.is_some());
+    if model.is_refiner() && p.init.is_none() {
+        return Err(PipelineError::invalid(format!(
+            "{} is an SDXL refiner: it refines an image rather than drawing one from noise. Give \
+             it an init image (img2img), or give it as the refiner of an SDXL base model \
+             (--refiner)",
+            model.source.name
+        )));
+    }
+    if let Some(r) = &p.refiner {
+        refiner::check(model, r)?;
+        if has_mask {
+            return Err(PipelineError::invalid(
+                "inpainting with a refiner is not supported yet: run the refiner without a mask",
+            ));
+        }
+        let max = r.model.max_clip_skip();
+        if p.clip_skip > max {
+            return Err(PipelineError::invalid(format!(
+                "clip skip {} must be at most {max} for the refiner {}",
+                p.clip_skip, r.model.source.name
+            )));
+        }
+    }
     if model.is_inpainting() && !has_mask {
         return Err(PipelineError::invalid(
             "this is an inpainting model (its UNet takes latents, mask and masked image): give \
@@ -484,11 +616,11 @@ fn decode(
 /// does the same at each mark.
 fn enter_phase(model: &StableDiffusion, name: &str) {
     trace::phase(name);
-    for device in [
-        model.unet.device(),
-        model.vae.device(),
-        model.text_encoder.device(),
-    ] {
+    let text = model.text_encoder.as_ref().map(|t| t.device());
+    for device in [model.unet.device(), model.vae.device()]
+        .into_iter()
+        .chain(text)
+    {
         device.release_cached_memory();
     }
 }

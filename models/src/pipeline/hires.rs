@@ -177,6 +177,11 @@ pub(crate) fn generate(
             "hires fix is for txt2img: it cannot be combined with an init image",
         ));
     }
+    if params.refiner.is_some() {
+        return Err(PipelineError::invalid(
+            "hires fix with a refiner is not supported yet: use one or the other",
+        ));
+    }
     let d = hires.denoising_strength;
     if !(d > 0.0 && d <= 1.0) {
         return Err(PipelineError::invalid(format!(
@@ -233,7 +238,7 @@ pub(crate) fn generate(
             &mut |batch| {
                 stop = batch.stop;
                 if batch.stop != StepControl::Continue {
-                    images.extend(batch.decode(model, params.vae_tiling.as_ref())?);
+                    images.extend(batch.decode(params.vae_tiling.as_ref())?);
                     return Ok(());
                 }
                 upscaled = Some(upscale(model, params, hires, &batch)?);
@@ -256,7 +261,7 @@ pub(crate) fn generate(
             &mut |step| relabel(control, step, offset + params.steps, total),
             &mut |batch| {
                 stop = batch.stop;
-                images.extend(batch.decode(model, params.vae_tiling.as_ref())?);
+                images.extend(batch.decode(params.vae_tiling.as_ref())?);
                 Ok(())
             },
         )?;
@@ -300,7 +305,7 @@ fn upscale(
         )?)),
         HiresUpscaler::Image(upscaler) => {
             // A1111 hands the upscaler the 8-bit image, as it would save it.
-            let images = batch.decode(model, params.vae_tiling.as_ref())?;
+            let images = batch.decode(params.vae_tiling.as_ref())?;
             let upscaled = images
                 .iter()
                 .map(|img| upscaler.upscale_to(&img.to_rgb8(), hires.width, hires.height))

@@ -91,3 +91,47 @@ pub fn add_vae(info: &mut InfoText, name: &str, hash: Option<&str>) {
     fields.push(("VAE".to_string(), name.to_string()));
     info.params.splice(at..at, fields);
 }
+
+/// A1111's refiner fields (`--refiner`): `Refiner: <name> [<short hash>]` (its checkpoint's
+/// short title) and `Refiner switch at`, right after `RNG`, before the extra networks' hashes, in
+/// the order A1111's `process_images` sets them.
+pub fn add_refiner(info: &mut InfoText, name: &str, hash: &str, switch_at: f64) {
+    let at = info
+        .params
+        .iter()
+        .position(|(k, _)| k == "RNG")
+        .map_or(info.params.len(), |i| i + 1);
+    let fields = [
+        ("Refiner".to_string(), format!("{name} [{hash}]")),
+        ("Refiner switch at".to_string(), switch_at.to_string()),
+    ];
+    info.params.splice(at..at, fields);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refiner_fields_follow_rng() {
+        let mut p = GenerationParams::new("x");
+        p.seed = 1;
+        let mut info = infotext(&p, 1, "base", Some("0123456789"));
+        info.params
+            .push(("Lora hashes".into(), "a: 0123456789ab".into()));
+        add_refiner(&mut info, "sd_xl_refiner_1.0", "7440042bbd", 0.8);
+        let keys: Vec<&str> = info.params.iter().map(|(k, _)| k.as_str()).collect();
+        let rng = keys.iter().position(|k| *k == "RNG").unwrap();
+        assert_eq!(
+            keys[rng + 1..],
+            ["Refiner", "Refiner switch at", "Lora hashes"]
+        );
+        let text = info.format();
+        assert!(
+            text.contains(
+                "RNG: CPU, Refiner: sd_xl_refiner_1.0 [7440042bbd], Refiner switch at: 0.8"
+            ),
+            "{text}"
+        );
+    }
+}

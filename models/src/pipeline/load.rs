@@ -154,8 +154,11 @@ pub struct ModelSource {
 pub struct StableDiffusion {
     pub unet: Unet,
     pub vae: AutoencoderKL,
-    pub text_encoder: ClipTextModel,
-    pub tokenizer: ClipTokenizer,
+    /// SD's text encoder, SDXL base's CLIP ViT-L; `None` only for the SDXL refiner, which
+    /// conditions on bigG alone (`sdxl.text_encoder_2`).
+    pub text_encoder: Option<ClipTextModel>,
+    /// `tokenizer/`, present exactly when `text_encoder` is.
+    pub tokenizer: Option<ClipTokenizer>,
     /// SDXL's second text encoder (None for SD 1.x / 2.x).
     pub sdxl: Option<Sdxl>,
     pub scheduler_config: SchedulerConfig,
@@ -262,8 +265,8 @@ impl StableDiffusion {
         let model = StableDiffusion {
             unet,
             vae,
-            text_encoder,
-            tokenizer,
+            text_encoder: Some(text_encoder),
+            tokenizer: Some(tokenizer),
             sdxl: None,
             scheduler_config,
             sample_size,
@@ -288,7 +291,10 @@ impl StableDiffusion {
 
     /// Width of the text conditioning: CLIP-L's and bigG's hidden sizes side by side for SDXL.
     pub fn context_dim(&self) -> usize {
-        let first = self.text_encoder.config().hidden_size;
+        let first = self
+            .text_encoder
+            .as_ref()
+            .map_or(0, |t| t.config().hidden_size);
         first
             + self
                 .sdxl
@@ -300,10 +306,32 @@ impl StableDiffusion {
     /// `-(clip_skip + 1)` of both encoders (its default, clip skip 1, is the penultimate layer), so
     /// one layer less there.
     pub fn max_clip_skip(&self) -> usize {
-        let layers = self.text_encoder.config().num_hidden_layers;
+        let layers = self
+            .text_encoder
+            .as_ref()
+            .map_or(usize::MAX, |t| t.config().num_hidden_layers);
         match &self.sdxl {
             None => layers,
             Some(x) => layers.min(x.text_encoder_2.config().num_hidden_layers) - 1,
+        }
+    }
+
+    /// The SDXL refiner: bigG is its only text encoder and its time ids carry aesthetic scores.
+    /// It continues another model's latents (`--refiner`) or runs img2img; it has no txt2img of
+    /// its own (diffusers runs it only as `StableDiffusionXLImg2ImgPipeline`).
+    pub fn is_refiner(&self) -> bool {
+        self.text_encoder.is_none() && self.sdxl.is_some()
+    }
+
+    /// CLIP's tokenizer and text encoder: SD's only one, SDXL base's CLIP-L; an error naming the
+    /// model for the refiner, which has none.
+    pub fn clip(&self) -> Result<(&ClipTokenizer, &ClipTextModel)> {
+        match (&self.tokenizer, &self.text_encoder) {
+            (Some(t), Some(e)) => Ok((t, e)),
+            _ => Err(PipelineError::model(
+                &self.source.hash_file,
+                "the model has no text_encoder/ (CLIP) and tokenizer/",
+            )),
         }
     }
 
@@ -360,9 +388,22 @@ impl StableDiffusion {
                 ),
             ));
         }
-        let hidden = self.text_encoder.config().hidden_size;
         let resolved = unet.resolve()?;
         let cross = resolved.levels[0].cross_attention_dim;
+        if self.text_encoder.is_some() != self.tokenizer.is_some() {
+            return Err(PipelineError::model(
+                path,
+                "a text encoder without its tokenizer (or a tokenizer without its encoder)",
+            ));
+        }
+        let Some(te) = &self.text_encoder else {
+            // The refiner: bigG alone.
+            return match &self.sdxl {
+                Some(x) => self.check_sdxl(x, &resolved),
+                None => Err(PipelineError::model(path, "the model has no text encoder")),
+            };
+        };
+        let hidden = te.config().hidden_size;
         match &self.sdxl {
             None if resolved.added.is_some() => {
                 return Err(PipelineError::model(
@@ -383,13 +424,13 @@ impl StableDiffusion {
             None => {}
             Some(x) => self.check_sdxl(x, &resolved)?,
         }
-        let vocab = self.text_encoder.config().vocab_size;
-        if self.tokenizer.vocab_size() > vocab {
+        let vocab = te.config().vocab_size;
+        let tokens = self.tokenizer.as_ref().map_or(0, |t| t.vocab_size());
+        if tokens > vocab {
             return Err(PipelineError::model(
                 path,
                 format!(
-                    "the tokenizer has {} tokens but the text encoder's vocab_size is {vocab}",
-                    self.tokenizer.vocab_size()
+                    "the tokenizer has {tokens} tokens but the text encoder's vocab_size is {vocab}"
                 ),
             ));
         }
@@ -405,7 +446,7 @@ impl StableDiffusion {
         check_sdxl_configs(
             path,
             unet,
-            self.text_encoder.config(),
+            self.text_encoder.as_ref().map(|t| t.config()),
             cfg2,
             x.requires_aesthetics_score,
         )?;
@@ -429,21 +470,34 @@ impl StableDiffusion {
 fn check_sdxl_configs(
     path: &Path,
     unet: &crate::unet::Resolved,
-    cfg1: &ClipTextConfig,
+    cfg1: Option<&ClipTextConfig>,
     cfg2: &ClipTextConfig,
     requires_aesthetics_score: bool,
 ) -> Result<()> {
-    let (h1, h2) = (cfg1.hidden_size, cfg2.hidden_size);
+    let h2 = cfg2.hidden_size;
     let cross = unet.levels[0].cross_attention_dim;
-    if cross != h1 + h2 {
-        return Err(PipelineError::model(
-            path,
-            format!(
-                "unet cross_attention_dim {cross} differs from text_encoder hidden_size {h1} + \
-                 text_encoder_2 hidden_size {h2} = {}",
-                h1 + h2
-            ),
-        ));
+    match cfg1 {
+        Some(cfg1) if cross != cfg1.hidden_size + h2 => {
+            let h1 = cfg1.hidden_size;
+            return Err(PipelineError::model(
+                path,
+                format!(
+                    "unet cross_attention_dim {cross} differs from text_encoder hidden_size {h1} + \
+                     text_encoder_2 hidden_size {h2} = {}",
+                    h1 + h2
+                ),
+            ));
+        }
+        None if cross != h2 => {
+            return Err(PipelineError::model(
+                path,
+                format!(
+                    "unet cross_attention_dim {cross} differs from text_encoder_2 hidden_size {h2} \
+                     (a refiner conditions on text_encoder_2 alone)"
+                ),
+            ));
+        }
+        _ => {}
     }
     let Some(added) = unet.added else {
         return Err(PipelineError::model(
@@ -531,8 +585,21 @@ fn load_diffusers(
     } else {
         &[]
     };
-    let parts = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
-    for part in parts.iter().chain(sdxl_parts) {
+    // The SDXL refiner's model_index.json has `"text_encoder": [null, null]` (and the same for
+    // tokenizer): it conditions on text_encoder_2 alone.
+    let absent = |part: &str| {
+        index
+            .get(part)
+            .is_none_or(|v| v.get(1).is_some_and(Value::is_null))
+    };
+    let clip_l = !(class.starts_with("StableDiffusionXL") && absent("text_encoder"));
+    let clip_parts: &[&str] = if clip_l {
+        &["text_encoder", "tokenizer"]
+    } else {
+        &[]
+    };
+    let parts = ["unet", "vae", "scheduler"];
+    for part in parts.iter().chain(clip_parts).chain(sdxl_parts) {
         if !dir.join(part).is_dir() {
             return Err(PipelineError::model(
                 dir,
@@ -563,7 +630,7 @@ fn load_diffusers(
         check_sdxl_configs(
             &unet_dir.join("config.json"),
             &unet_config.resolve()?,
-            &config("text_encoder")?,
+            clip_l.then(|| config("text_encoder")).transpose()?.as_ref(),
             &config("text_encoder_2")?,
             requires_aesthetics_score,
         )?;
@@ -603,14 +670,19 @@ fn load_diffusers(
         }
     };
 
-    let te_dir = dir.join("text_encoder");
-    let te_config = ClipTextConfig::from_file(config_file(&te_dir, "config.json")?)?;
-    let te_file = weights_file(&te_dir, "model")?;
-    let te_weights =
-        weights(&te_file, device.text_encoder, dtype, options)?.tallied(tally(|t| &t.text_encoder));
-    let text_encoder = ClipTextModel::new(&te_config, &te_weights)?;
-
-    let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
+    let (text_encoder, tokenizer) = if clip_l {
+        let te_dir = dir.join("text_encoder");
+        let te_config = ClipTextConfig::from_file(config_file(&te_dir, "config.json")?)?;
+        let te_file = weights_file(&te_dir, "model")?;
+        let te_weights = weights(&te_file, device.text_encoder, dtype, options)?
+            .tallied(tally(|t| &t.text_encoder));
+        (
+            Some(ClipTextModel::new(&te_config, &te_weights)?),
+            Some(ClipTokenizer::from_dir(&dir.join("tokenizer"))?),
+        )
+    } else {
+        (None, None)
+    };
     let scheduler_config = SchedulerConfig::from_file(&config_file(
         &dir.join("scheduler"),
         "scheduler_config.json",
@@ -714,6 +786,8 @@ fn load_single_file(
     options: &LoadOptions,
 ) -> Result<StableDiffusion> {
     let dtype = options.dtype;
+    // The refiner's only text encoder is bigG, checked with the SDXL parts.
+    let refiner = file.kind() == ModelKind::SdxlRefiner;
     for (part, name) in [
         (Component::Unet, "UNet (model.diffusion_model.*)"),
         (Component::Vae, "VAE (first_stage_model.*)"),
@@ -721,7 +795,8 @@ fn load_single_file(
     ] {
         // A checkpoint shipped without its VAE runs with one given by --vae.
         let from_vae_flag = part == Component::Vae && options.vae.is_some();
-        if !file.has(part) && !from_vae_flag {
+        let refiner_text = part == Component::TextEncoder && refiner;
+        if !file.has(part) && !from_vae_flag && !refiner_text {
             return Err(PipelineError::model(
                 path,
                 format!(
@@ -732,14 +807,6 @@ fn load_single_file(
         }
     }
     let kind = file.kind();
-    if kind == ModelKind::SdxlRefiner {
-        // The refiner has no CLIP-L and conditions on aesthetic scores; kiln runs it from neither
-        // layout yet.
-        return Err(PipelineError::model(
-            path,
-            "an SDXL refiner checkpoint: kiln does not run the refiner yet (use an SDXL base model)",
-        ));
-    }
     let unet_config = file.unet_config()?;
     let unet = file.load_unet(Some(&unet_config), device.unet, dtype)?;
     let vae = match &options.vae {
@@ -774,11 +841,16 @@ fn load_single_file(
             file.load_vae(Some(&config), device.vae, vae_dtype)?
         }
     };
-    let text_encoder = file.load_text_encoder(None, device.text_encoder, dtype)?;
-    let tokenizer = if kind.is_sd2() {
-        ClipTokenizer::builtin_openclip()?
+    let (text_encoder, tokenizer) = if refiner {
+        (None, None)
     } else {
-        ClipTokenizer::builtin()?
+        let tokenizer = if kind.is_sd2() {
+            ClipTokenizer::builtin_openclip()?
+        } else {
+            ClipTokenizer::builtin()?
+        };
+        let encoder = file.load_text_encoder(None, device.text_encoder, dtype)?;
+        (Some(encoder), Some(tokenizer))
     };
     let sample_size = kind.image_size() / vae.config().downsample_factor();
     let name = path
@@ -829,7 +901,7 @@ fn single_file_sdxl(
     Ok(Sdxl {
         text_encoder_2,
         tokenizer_2: ClipTokenizer::builtin_openclip()?,
-        requires_aesthetics_score: false,
+        requires_aesthetics_score: file.kind() == ModelKind::SdxlRefiner,
     })
 }
 

@@ -25,6 +25,7 @@ mod params;
 mod plan;
 mod prepare;
 mod quantize;
+mod refiner;
 mod sdxl;
 mod text;
 
@@ -36,16 +37,19 @@ pub use hires::{
     hires_fields, hires_size, HiresFix, HiresSize, HiresUpscaler, ImageUpscaler, LanczosUpscaler,
     NearestUpscaler,
 };
-pub use info::{add_vae, infotext};
+pub use info::{add_refiner, add_vae, infotext};
 pub use latent_upscale::LatentUpscale;
 pub use load::{
     model_hash_file, single_file_scheduler, LoadOptions, ModelSource, Offload, Sdxl,
     StableDiffusion, SUPPORTED_PIPELINES,
 };
 pub use noise::BatchNoise;
-pub use params::{GeneratedImage, GenerationParams, InitImage, Progress, Step, StepControl};
+pub use params::{
+    GeneratedImage, GenerationParams, InitImage, Progress, Refiner, Step, StepControl,
+};
 pub use plan::{plan, ComponentWeights, MemoryPlan, PhaseNeed, Planner, Residency};
 pub use prepare::{plan_with, prepare, prepare_with, Prepared};
 pub use quantize::{quantize_model, QuantizeReport};
+pub use refiner::check_switch as check_refiner_switch;
 pub use sdxl::{time_ids, AESTHETIC_SCORE, NEGATIVE_AESTHETIC_SCORE};
 pub use text::{encode_pair, encode_prompt, encode_prompt_with, Conditioning};

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::hires::HiresFix;
+use super::load::StableDiffusion;
 use crate::embeddings::EmbeddingDb;
 use crate::image::{GrayImage, RgbImage};
 use crate::lora::ActiveLora;
@@ -53,6 +54,28 @@ pub struct GenerationParams {
     pub loras: Vec<ActiveLora>,
     /// A1111's hires fix: a second, larger img2img pass (txt2img only).
     pub hires: Option<HiresFix>,
+    /// A second model that finishes the sampling (A1111's "Refiner"; see `refiner.rs`).
+    pub refiner: Option<Refiner>,
+}
+
+/// A1111's "Refiner" / "Switch at": the main model samples the start of the schedule, then
+/// `model` (an SDXL refiner, or any SDXL model) continues from the same latents with its own
+/// conditioning.
+#[derive(Clone)]
+pub struct Refiner {
+    pub model: Arc<StableDiffusion>,
+    /// The fraction of the schedule the main model runs, in (0, 1): diffusers' `denoising_end` of
+    /// the first pipeline and `denoising_start` of the refiner's.
+    pub switch_at: f64,
+}
+
+impl std::fmt::Debug for Refiner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refiner")
+            .field("model", &self.model.source.name)
+            .field("switch_at", &self.switch_at)
+            .finish()
+    }
 }
 
 impl GenerationParams {
@@ -76,6 +99,7 @@ impl GenerationParams {
             embeddings: None,
             loras: Vec::new(),
             hires: None,
+            refiner: None,
         }
     }
 

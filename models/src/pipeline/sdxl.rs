@@ -8,7 +8,9 @@
 //! for SDXL). The pooled embedding is bigG's projected EOS output of the first chunk, as A1111
 //! takes it. Clip skip counts from that default on both encoders: clip skip N uses hidden state
 //! `-(N + 1)`, as diffusers' `clip_skip = N - 1` does (A1111 applies its clip skip to SDXL's CLIP-L
-//! only behind an option, and never to bigG).
+//! only behind an option, and never to bigG). The refiner has bigG alone: its rows are bigG's
+//! (1280 wide), as diffusers' Img2ImgPipeline with `text_encoder=None` and A1111's refiner
+//! conditioner give them.
 
 use super::error::{PipelineError, Result};
 use super::load::{Sdxl, StableDiffusion};
@@ -29,22 +31,27 @@ pub(super) fn encode_prompt(
     embeddings: Option<&EmbeddingDb>,
 ) -> Result<Conditioning> {
     let layer = clip_skip + 1;
-    let chunks_1 = prompt_chunks(&model.tokenizer, prompt, embeddings)?;
     let chunks_2 = prompt_chunks(&x.tokenizer_2, prompt, embeddings)?;
-    let n = chunks_1.len();
-    if chunks_2.len() != n {
-        return Err(PipelineError::invalid(format!(
-            "the prompt splits into {n} chunks with tokenizer/ but {} with tokenizer_2/: the two \
-             tokenizers must share one vocabulary",
-            chunks_2.len()
-        )));
-    }
-    let ids_1 = chunk_ids(&chunks_1, model.text_encoder.device())?;
-    let width_1 = model.text_encoder.config().hidden_size;
-    let rows_1 = embedding_rows(embeddings, &chunks_1, EncoderSlot::First, width_1)?;
-    let hidden_1 = model.text_encoder.hidden_state(&ids_1, &rows_1, layer)?;
-    let (values_1, d1) = weighted(&hidden_1, &chunks_1)?;
-    drop(hidden_1);
+    let n = chunks_2.len();
+    // The refiner has no CLIP-L: its rows are bigG's alone.
+    let (values_1, d1) = match (&model.tokenizer, &model.text_encoder) {
+        (Some(tokenizer), Some(encoder)) => {
+            let chunks_1 = prompt_chunks(tokenizer, prompt, embeddings)?;
+            if chunks_1.len() != n {
+                return Err(PipelineError::invalid(format!(
+                    "the prompt splits into {} chunks with tokenizer/ but {n} with tokenizer_2/: \
+                     the two tokenizers must share one vocabulary",
+                    chunks_1.len()
+                )));
+            }
+            let ids_1 = chunk_ids(&chunks_1, encoder.device())?;
+            let width_1 = encoder.config().hidden_size;
+            let rows_1 = embedding_rows(embeddings, &chunks_1, EncoderSlot::First, width_1)?;
+            let hidden_1 = encoder.hidden_state(&ids_1, &rows_1, layer)?;
+            weighted(&hidden_1, &chunks_1)?
+        }
+        _ => (Vec::new(), 0),
+    };
 
     let te2 = &x.text_encoder_2;
     let ids_2 = chunk_ids(&chunks_2, te2.text_model().device())?;
@@ -55,11 +62,16 @@ pub(super) fn encode_prompt(
     let pooled_all = out.text_embeds.to_vec_f32()?;
     let p = pooled_all.len() / n;
 
-    let mut values = Vec::with_capacity(values_1.len() + values_2.len());
-    for (r1, r2) in values_1.chunks_exact(d1).zip(values_2.chunks_exact(d2)) {
-        values.extend_from_slice(r1);
-        values.extend_from_slice(r2);
-    }
+    let values = if d1 == 0 {
+        values_2
+    } else {
+        let mut values = Vec::with_capacity(values_1.len() + values_2.len());
+        for (r1, r2) in values_1.chunks_exact(d1).zip(values_2.chunks_exact(d2)) {
+            values.extend_from_slice(r1);
+            values.extend_from_slice(r2);
+        }
+        values
+    };
     debug_assert_eq!(values.len(), n * CLIP_MAX_LEN * (d1 + d2));
     Ok(Conditioning {
         values,

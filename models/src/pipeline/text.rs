@@ -73,11 +73,12 @@ pub fn encode_prompt_with(
     if let Some(x) = &model.sdxl {
         return sdxl::encode_prompt(model, x, prompt, clip_skip, embeddings);
     }
-    let chunks = prompt_chunks(&model.tokenizer, prompt, embeddings)?;
-    let ids = chunk_ids(&chunks, model.text_encoder.device())?;
-    let width = model.text_encoder.config().hidden_size;
+    let (tokenizer, encoder) = model.clip()?;
+    let chunks = prompt_chunks(tokenizer, prompt, embeddings)?;
+    let ids = chunk_ids(&chunks, encoder.device())?;
+    let width = encoder.config().hidden_size;
     let overrides = embedding_rows(embeddings, &chunks, EncoderSlot::First, width)?;
-    let hidden = model.text_encoder.forward(&ids, &overrides, clip_skip)?;
+    let hidden = encoder.forward(&ids, &overrides, clip_skip)?;
     let (values, dim) = weighted(&hidden, &chunks)?;
     Ok(Conditioning {
         values,

@@ -89,12 +89,17 @@ pub async fn run(
     state: &AppState,
     params: GenerationParams,
     model: ModelEntry,
+    refiner: Option<(ModelEntry, f64)>,
 ) -> ApiResult<JobOutput> {
     let (reply, result) = oneshot::channel();
     let id = state
         .queue
         .submit(Work::Image {
-            request: Box::new(JobRequest { params, model }),
+            request: Box::new(JobRequest {
+                params,
+                model,
+                refiner,
+            }),
             reply,
         })
         .map_err(|e| queue_full(state, e))?;

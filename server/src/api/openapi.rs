@@ -185,7 +185,8 @@ fn schemas() -> Value {
             "clip_skip": n("integer"), "override_settings": n("object"), "send_images": n("boolean"),
             "init_images": {"type": ["array", "null"], "items": s("string")},
             "mask": n("string"), "denoising_strength": n("number"),
-            "inpainting_mask_invert": n("integer"), "include_init_images": n("boolean")}},
+            "inpainting_mask_invert": n("integer"), "include_init_images": n("boolean"),
+            "refiner_checkpoint": n("string"), "refiner_switch_at": n("number")}},
         "Options": {"type": "object", "properties": {
             "sd_model_checkpoint": s("string"), "CLIP_stop_at_last_layers": s("integer"),
             "randn_source": {"enum": ["CPU", "GPU", "NV"]}}},

@@ -2,7 +2,7 @@
 //! `modules/api/models.py`; every field may be omitted or null), and its translation into the
 //! pipeline's `GenerationParams`, naming the field at fault when a value cannot be used.
 
-use kiln_models::pipeline::{GenerationParams, InitImage};
+use kiln_models::pipeline::{check_refiner_switch, GenerationParams, InitImage};
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,9 @@ pub struct GenerationRequest {
     pub hr_sampler_name: Option<String>,
     pub hr_prompt: Option<String>,
     pub hr_negative_prompt: Option<String>,
+    /// A1111's refiner (txt2img and img2img): a listed model's name, or null / "" / "None" for none.
+    pub refiner_checkpoint: Option<String>,
+    pub refiner_switch_at: Option<f64>,
     pub override_settings: Option<Map<String, Value>>,
     pub override_settings_restore_afterwards: Option<bool>,
     pub send_images: Option<bool>,
@@ -87,6 +90,9 @@ pub struct Settings {
 pub struct Checked {
     pub params: GenerationParams,
     pub model: String,
+    /// The refiner's name as requested (resolved against the catalog by the caller) and the
+    /// switch, checked in (0, 1).
+    pub refiner: Option<(String, f64)>,
     pub send_images: bool,
 }
 
@@ -193,8 +199,21 @@ impl GenerationRequest {
         Ok(Checked {
             params,
             model: settings.checkpoint,
+            refiner: self.refiner()?,
             send_images: self.send_images.unwrap_or(true),
         })
+    }
+
+    /// `refiner_checkpoint` and `refiner_switch_at` (A1111's default switch 0.8 when omitted).
+    fn refiner(&self) -> ApiResult<Option<(String, f64)>> {
+        let name = match self.refiner_checkpoint.as_deref() {
+            None | Some("" | "None" | "none") => return Ok(None),
+            Some(name) => name.to_string(),
+        };
+        let switch = self.refiner_switch_at.unwrap_or(0.8);
+        check_refiner_switch(switch)
+            .map_err(|e| ApiError::invalid("refiner_switch_at", e.to_string()))?;
+        Ok(Some((name, switch)))
     }
 
     fn refuse_unsupported(&self) -> ApiResult<()> {

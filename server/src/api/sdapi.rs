@@ -39,16 +39,26 @@ async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResul
         "sd_model_checkpoint"
     };
     let model = resolve_model(&state, &checked.model, field)?;
+    let refiner = match &checked.refiner {
+        Some((name, switch)) => Some((resolve_model(&state, name, "refiner_checkpoint")?, *switch)),
+        None => None,
+    };
     let mut checked = checked;
     checked.params.loras = loras::resolve(&state, &checked.params).await?;
     let params = checked.params.clone();
     let plot = req.script_name.as_deref().is_some_and(xyz::is_xyz);
     let out = if plot {
+        if refiner.is_some() {
+            return Err(ApiError::invalid(
+                "refiner_checkpoint",
+                "a refiner with the X/Y/Z plot is not supported yet",
+            ));
+        }
         let args = req.script_args.clone().unwrap_or_default();
         let plot = xyz::parse_script_args(&args, img2img, &mut random_seed)?;
         xyz::run_xyz(&state, plot, checked.params, model).await?
     } else {
-        run(&state, checked.params, model).await?
+        run(&state, checked.params, model, refiner).await?
     };
     // A1111 leaves the (large) input images out of the echo unless asked to include them.
     if img2img && !req.include_init_images.unwrap_or(false) {

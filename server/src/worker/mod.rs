@@ -16,8 +16,8 @@ use base64::Engine;
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::pipeline::{
-    add_vae, generate_controlled, infotext, prepare_with, GenerationParams, LoadOptions,
-    PipelineError, Prepared, StableDiffusion, StepControl,
+    add_refiner, add_vae, generate_controlled, infotext, prepare_with, GenerationParams,
+    LoadOptions, PipelineError, Prepared, Refiner, StableDiffusion, StepControl,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
@@ -25,7 +25,7 @@ use kiln_models::vae::VaeTiling;
 use kiln_nn::weights::WeightType;
 use kiln_runtime::{Device, DeviceChoice};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, ModelEntry};
 use crate::error::{ApiError, ApiResult};
 use crate::llm_models::LlmSettings;
 use crate::metrics::Metrics;
@@ -41,6 +41,8 @@ pub struct Worker {
     preview_every: usize,
     settings: LoadSettings,
     loaded: Option<Loaded>,
+    /// The refiner the last job asked for (`refiner_checkpoint`), kept while jobs ask for it.
+    refiner: Option<(PathBuf, Arc<StableDiffusion>)>,
     /// The last budget fit and the job shape it was made for: a job of the same shape reuses it
     /// (a plan runs the model once on the CPU backend).
     last_fit: Option<(PlanKey, Prepared)>,
@@ -116,6 +118,7 @@ pub fn spawn(
                 preview_every: preview_every.max(1),
                 settings,
                 loaded: None,
+                refiner: None,
                 last_fit: None,
                 llm_settings,
                 llm: None,
@@ -239,6 +242,40 @@ impl Worker {
         }
     }
 
+    /// The job's refiner, loaded with the main model's load options (the one in memory when it is
+    /// the same model); none frees the one held. Under --max-vram the plan would have to cover
+    /// two models, so a refiner is refused there for now.
+    fn refiner(
+        &mut self,
+        wanted: Option<&(ModelEntry, f64)>,
+        prepared: &Prepared,
+    ) -> ApiResult<Option<(Arc<StableDiffusion>, f64)>> {
+        let Some((entry, switch_at)) = wanted else {
+            self.refiner = None;
+            return Ok(None);
+        };
+        if self.settings.max_vram.is_some() {
+            return Err(ApiError::invalid(
+                "refiner_checkpoint",
+                "a refiner is not supported with --max-vram yet",
+            ));
+        }
+        let held = self.refiner.as_ref().filter(|(p, _)| *p == entry.path);
+        let model = match held {
+            Some((_, m)) => m.clone(),
+            None => {
+                self.refiner = None;
+                let model =
+                    StableDiffusion::load_with(&entry.path, &self.device, &prepared.options)
+                        .map_err(|e| ApiError::internal(format!("cannot load the refiner: {e}")))?;
+                let model = Arc::new(model);
+                self.refiner = Some((entry.path.clone(), model.clone()));
+                model
+            }
+        };
+        Ok(Some((model, *switch_at)))
+    }
+
     fn generate(
         &mut self,
         id: u64,
@@ -256,6 +293,13 @@ impl Worker {
         let prepared = self.prepare(&entry.path, &request.params)?;
         let mut params = request.params.clone();
         prepared.apply(&mut params);
+        let refiner = self.refiner(request.refiner.as_ref(), &prepared)?;
+        if let Some((r, switch_at)) = &refiner {
+            params.refiner = Some(Refiner {
+                model: r.clone(),
+                switch_at: *switch_at,
+            });
+        }
         let params = &params;
         let model = self.model(&entry.path, &prepared)?;
         let scale = model.vae_scale_factor();
@@ -292,6 +336,15 @@ impl Worker {
             let mut info = infotext(params, image.seed, &entry.model_name, hash.as_deref());
             if let Some(vae) = &self.settings.vae {
                 add_vae(&mut info, &vae.name, Some(&vae.hash));
+            }
+            if let (Some((entry, _)), Some(r)) = (&request.refiner, &params.refiner) {
+                let hash = self.catalog.sha256(entry).unwrap_or_default();
+                add_refiner(
+                    &mut info,
+                    &entry.model_name,
+                    &hash[..hash.len().min(10)],
+                    r.switch_at,
+                );
             }
             let text = info.format();
             let png = encode_png(&image.to_rgb8(), &[(PNG_KEYWORD, &text)])

@@ -1,0 +1,145 @@
+//! `kiln generate --refiner MODEL --refiner-switch F` on the tiny SDXL base and refiner folders:
+//! A1111's infotext fields, and bad input (clear error, non-zero exit, no output file).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
+use kiln_models::image::png::decode_png;
+use kiln_models::pipeline::short_hash;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `kiln --device cpu generate -m MODEL -p "a red circle" -W 32 -H 32 --steps 4 -o DIR/out.png`
+/// + `extra`.
+fn generate(dir: &Path, model: &str, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env_remove("KILN_DEVICE")
+        .args(["--device", "cpu", "generate", "-m"])
+        .arg(fixture(model))
+        .args([
+            "-p",
+            "a red circle",
+            "-W",
+            "32",
+            "-H",
+            "32",
+            "--steps",
+            "4",
+            "-o",
+        ])
+        .arg(dir.join("out.png"))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_refiner_is_named_in_the_infotext() {
+    let dir = temp_dir("refiner");
+    let refiner = fixture("tiny-sdxl-refiner");
+    let out = generate(
+        &dir,
+        "tiny-sdxl",
+        &[
+            "--refiner",
+            refiner.to_str().unwrap(),
+            "--refiner-switch",
+            "0.5",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
+    let info = InfoText::parse(png.text(PNG_KEYWORD).unwrap());
+    let hash = short_hash(&refiner.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    assert_eq!(
+        info.get("Refiner"),
+        Some(format!("tiny-sdxl-refiner [{hash}]").as_str())
+    );
+    assert_eq!(info.get("Refiner switch at"), Some("0.5"));
+    assert_eq!(info.get("Model"), Some("tiny-sdxl"));
+
+    // Without --refiner-switch: A1111's 0.8.
+    std::fs::remove_file(dir.join("out.png")).unwrap();
+    let out = generate(&dir, "tiny-sdxl", &["--refiner", refiner.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
+    let info = InfoText::parse(png.text(PNG_KEYWORD).unwrap());
+    assert_eq!(info.get("Refiner switch at"), Some("0.8"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_refiner_input_is_a_clear_error_with_no_output() {
+    let dir = temp_dir("refiner-bad");
+    let refiner = fixture("tiny-sdxl-refiner");
+    let refiner = refiner.to_str().unwrap();
+    let sd1 = fixture("tiny-sd1");
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "tiny-sdxl",
+            vec!["--refiner", refiner, "--refiner-switch", "1.5"],
+            "--refiner-switch: refiner switch 1.5 must be between 0 and 1",
+        ),
+        (
+            "tiny-sdxl",
+            vec!["--refiner", refiner, "--refiner-switch", "0"],
+            "must be between 0 and 1",
+        ),
+        (
+            "tiny-sdxl",
+            vec!["--refiner-switch", "0.5"],
+            "--refiner-switch needs a refiner model (--refiner)",
+        ),
+        (
+            "tiny-sdxl",
+            vec!["--refiner", sd1.to_str().unwrap()],
+            "refiner tiny-sd1 is not an SDXL model",
+        ),
+        (
+            "tiny-sdxl",
+            vec!["--refiner", "/no/such/refiner"],
+            "--refiner /no/such/refiner: no such file or folder",
+        ),
+        (
+            "tiny-sdxl",
+            vec!["--refiner", refiner, "--max-vram", "4G"],
+            "--refiner with --max-vram is not supported yet",
+        ),
+        // The refiner on its own draws nothing from noise (diffusers runs it only as img2img).
+        ("tiny-sdxl-refiner", vec![], "is an SDXL refiner"),
+    ];
+    for (model, extra, expect) in cases {
+        let out = generate(&dir, model, &extra);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{extra:?} succeeded");
+        assert!(
+            err.contains(expect),
+            "{extra:?}: expected {expect:?} in: {err}"
+        );
+        assert!(files_in(&dir).is_empty(), "{extra:?} left files");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
