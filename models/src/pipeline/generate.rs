@@ -8,6 +8,7 @@
 
 use kiln_runtime::{trace, DType, Tensor};
 
+use super::control::{check_units, Controls};
 use super::denoise::{Denoiser, InpaintInputs};
 use super::error::{PipelineError, Result};
 use super::inpaint::{binarize, fit_mask, masked_image, nearest};
@@ -94,13 +95,25 @@ pub fn generate_controlled(
             (params.height, params.width),
             init.inpaint,
         )?;
+        let denoiser = if params.controls.is_empty() {
+            denoiser
+        } else {
+            denoiser.with_controls(Controls::prepare(
+                &params.controls,
+                model.unet.device(),
+                params.width,
+                params.height,
+                shape[0],
+                guidance,
+            )?)
+        };
         let mut latents = init.latents;
         let mut stop = StepControl::Continue;
         let n = scheduler.timesteps().len();
         for i in first..n {
             let t = scheduler.timesteps()[i];
             let x = scheduler.scale_model_input(&latents, i)?;
-            let eps = denoiser.predict(&x, t)?;
+            let eps = denoiser.predict(&x, t, i - first, n - first)?;
             latents = scheduler.step(&eps, i, &latents, &mut noise)?;
             if let Some(blend) = &init.blend {
                 latents = blend.apply(scheduler.as_ref(), &latents, i)?;
@@ -160,6 +173,10 @@ fn check(model: &StableDiffusion, p: &GenerationParams) -> Result<()> {
             p.clip_skip,
             if model.sdxl.is_some() { "s" } else { "" }
         )));
+    }
+    check_units(&p.controls)?;
+    for u in &p.controls {
+        crate::controlnet::check_base(&u.name, u.model.model(), model.unet.resolved())?;
     }
     let has_mask = p.init.as_ref().is_some_and(|i| i.mask.is_some());
     if model.is_inpainting() && !has_mask {

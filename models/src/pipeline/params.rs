@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::control::ControlUnit;
 use crate::embeddings::EmbeddingDb;
 use crate::image::{GrayImage, RgbImage};
 use crate::lora::ActiveLora;
@@ -50,6 +51,8 @@ pub struct GenerationParams {
     /// LoRA adapters for this generation: `--lora` files and those the prompts' `<lora:...>` tags
     /// name (`LoraLibrary::resolve`). Every tag in the prompts must have its file here.
     pub loras: Vec<ActiveLora>,
+    /// ControlNet units, their residuals summed (diffusers' MultiControlNet).
+    pub controls: Vec<ControlUnit>,
 }
 
 impl GenerationParams {
@@ -72,6 +75,7 @@ impl GenerationParams {
             vae_tiling: None,
             embeddings: None,
             loras: Vec::new(),
+            controls: Vec::new(),
         }
     }
 
