@@ -8,6 +8,9 @@ for tests/tests/controlnet.rs. Everything goes to tests/fixtures/controlnet/:
                    zero; zeros would make every residual vanish and the test prove nothing)
   sdxl/            the same for tests/fixtures/tiny-sdxl (a fresh ControlNetModel with the UNet's levels,
                    one transformer layer per block, to stay small)
+  sd1-a.safetensors   sd1-a in lllyasviel's original single-file layout (under `control_model.`),
+                   checked to convert back exactly with diffusers' convert_controlnet_checkpoint
+                   (but for the hint encoder's last conv: see write_single_file)
   control.png      the 32x32 control image (a ring and a bar, like canny edges), at the generation size
                    so no resampling enters the comparison
   residuals.safetensors   ControlNetModel(sd1-a) on random inputs: sample [2, 4, 16, 16], timesteps [2],
@@ -118,6 +121,64 @@ def make_controlnets():
     return nets
 
 
+RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+          "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+
+
+def original_name(key, layers, n_hint_blocks):
+    """diffusers ControlNetModel name -> lllyasviel's (without the control_model. prefix)."""
+    parts = key.split(".")
+    if parts[0] == "time_embedding":
+        return f"time_embed.{0 if parts[1] == 'linear_1' else 2}.{parts[2]}"
+    if parts[0] == "conv_in":
+        return f"input_blocks.0.0.{parts[1]}"
+    if parts[0] == "controlnet_cond_embedding":
+        if parts[1] == "conv_in":
+            return f"input_hint_block.0.{parts[2]}"
+        if parts[1] == "conv_out":
+            return f"input_hint_block.{2 * (n_hint_blocks + 1)}.{parts[2]}"
+        return f"input_hint_block.{2 * (int(parts[2]) + 1)}.{parts[3]}"
+    if parts[0] == "controlnet_down_blocks":
+        return f"zero_convs.{parts[1]}.0.{parts[2]}"
+    if parts[0] == "controlnet_mid_block":
+        return f"middle_block_out.0.{parts[1]}"
+    if parts[0] == "mid_block":
+        kind, j, rest = parts[1], int(parts[2]), parts[3:]
+        if kind == "attentions":
+            return "middle_block.1." + ".".join(rest)
+        return f"middle_block.{2 * j}.{RESNET[rest[0]]}.{rest[1]}"
+    if parts[0] == "down_blocks":
+        b, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), parts[4:]
+        first = 1 + b * (layers + 1)
+        if kind == "downsamplers":
+            return f"input_blocks.{first + layers}.0.op.{rest[1]}"
+        if kind == "attentions":
+            return f"input_blocks.{first + j}.1." + ".".join(rest)
+        return f"input_blocks.{first + j}.0.{RESNET[rest[0]]}.{rest[1]}"
+    raise ValueError(key)
+
+
+def write_single_file(net, name):
+    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+    state = net.state_dict()
+    layers = net.config.layers_per_block
+    n_hint = len(net.controlnet_cond_embedding.blocks)
+    original = {"control_model." + original_name(k, layers, n_hint): v.half().contiguous()
+                for k, v in state.items()}
+    back = convert_controlnet_checkpoint(original, dict(net.config))
+    # diffusers names the hint encoder's last conv `input_hint_block.14`, fixed: right for every
+    # published file (widths 16, 32, 96, 256: 8 convs), while this tiny one has 4 convs (the tiny VAE
+    # halves once), its last at 6, which the converter takes for one more block. kiln takes the last
+    # conv as conv_out; everything else must convert back exactly.
+    out = {"controlnet_cond_embedding.conv_out.weight", "controlnet_cond_embedding.conv_out.bias"}
+    extra = {f"controlnet_cond_embedding.blocks.{n_hint}.{p}" for p in ("weight", "bias")}
+    assert set(back) - extra == set(state) - out, set(back) ^ set(state)
+    for k, v in state.items():
+        if k not in out:
+            assert torch.equal(back[k].float(), v), k
+    save_file(original, os.path.join(OUT, f"{name}.safetensors"))
+
+
 def control_image():
     y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     r = np.sqrt((x - 13) ** 2 + (y - 15) ** 2)
@@ -211,6 +272,7 @@ def pipeline(case, nets):
 def main():
     os.makedirs(OUT, exist_ok=True)
     nets = make_controlnets()
+    write_single_file(nets["sd1-a"], "sd1-a")
     control_image()
     residuals(nets["sd1-a"])
     golden = {}

@@ -111,6 +111,79 @@ fn residuals_match_diffusers_on_gpu() {
     with_gpu(check_residuals);
 }
 
+/// lllyasviel's layout of sd1-a (config from the base UNet and the file's shapes) gives the
+/// folder's residuals exactly: the same weights under other names.
+#[test]
+fn single_file_controlnet_matches_its_folder() {
+    let device = Device::Cpu;
+    let base = StableDiffusion::load(&fixtures().join("tiny-sd1"), &device, DType::F32).unwrap();
+    let file = ControlNetModel::open(
+        &dir().join("sd1-a.safetensors"),
+        base.unet.config(),
+        &device,
+        DType::F32,
+        None,
+        false,
+    )
+    .unwrap();
+    let folder = controlnet(&device, "sd1-a");
+    let input = |name: &str| {
+        let (shape, values) = tensor("residuals.safetensors", name);
+        Tensor::from_f32(&device, &shape, DType::F32, &values).unwrap()
+    };
+    let (sample, timesteps, context, cond) = (
+        input("sample"),
+        input("timesteps"),
+        input("encoder_hidden_states"),
+        input("controlnet_cond"),
+    );
+    let inputs = ControlInputs {
+        sample: &sample,
+        timesteps: &timesteps,
+        context: &context,
+        added: None,
+        cond: &cond,
+        scale: 0.7,
+        guess_mode: false,
+    };
+    let (a, b) = (file.forward(&inputs).unwrap(), folder.forward(&inputs).unwrap());
+    for (x, y) in a.down.iter().chain([&a.mid]).zip(b.down.iter().chain([&b.mid])) {
+        assert_eq!(x.to_vec_f32().unwrap(), y.to_vec_f32().unwrap());
+    }
+    // On the SDXL base it is refused before loading, naming both widths.
+    let xl = StableDiffusion::load(&fixtures().join("tiny-sdxl"), &device, DType::F32).unwrap();
+    let err = ControlNetModel::open(
+        &dir().join("sd1-a.safetensors"),
+        xl.unet.config(),
+        &device,
+        DType::F32,
+        None,
+        false,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("sd1-a.safetensors")
+            && err.contains("cross_attention_dim 32, no added conditioning")
+            && err.contains("cross_attention_dim 80, SDXL added conditioning"),
+        "{err}"
+    );
+    // A file that is not a ControlNet says so.
+    let err = ControlNetModel::open(
+        &fixtures().join("tiny-sd1/unet/diffusion_pytorch_model.safetensors"),
+        base.unet.config(),
+        &device,
+        DType::F32,
+        None,
+        false,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("not a ControlNet file"), "{err}");
+}
+
 fn cases() -> Vec<Value> {
     let text = std::fs::read_to_string(dir().join("cases.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();

@@ -6,7 +6,8 @@ use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Error, QuantFormat, Result};
 
 use super::{ControlNetConfig, ControlNetModel};
-use crate::unet::Resolved;
+use crate::single_file::load_controlnet_file;
+use crate::unet::{Resolved, UnetConfig};
 use kiln_nn::weights::Weights;
 
 /// Weight file names of a diffusers ControlNet folder, in order of preference.
@@ -16,6 +17,27 @@ const WEIGHT_FILES: [&str; 2] = [
 ];
 
 impl ControlNetModel {
+    /// A diffusers folder ([`ControlNetModel::load`]) or an original single file
+    /// (`control_v11p_sd15_canny.safetensors`, see `single_file::load_controlnet_file`), for a
+    /// base model whose UNet config is `base`.
+    pub fn open(
+        path: &Path,
+        base: &UnetConfig,
+        device: &Device,
+        dtype: DType,
+        quantization: Option<QuantFormat>,
+        streamed: bool,
+    ) -> Result<ControlNetModel> {
+        if !path.exists() {
+            return Err(Error::load(path, "no such ControlNet file or folder"));
+        }
+        if path.is_dir() {
+            ControlNetModel::load(path, device, dtype, quantization, streamed)
+        } else {
+            load_controlnet_file(path, base, device, dtype, quantization, streamed)
+        }
+    }
+
     /// Loads a diffusers ControlNet folder (config.json + diffusion_pytorch_model[.fp16].safetensors)
     /// onto `device` in `dtype`, packing its Linear / conv weights into `quantization` when given
     /// (`--weight-type`), streaming its blocks from host memory when `streamed`.

@@ -4,7 +4,8 @@
 //! hands one zero-conv'd residual per skip connection plus one for the mid block to the UNet
 //! (`unet::ControlResiduals`), scaled by the conditioning scale.
 //!
-//! Files: a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`, `load.rs`).
+//! Files: a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`, `load.rs`) or
+//! lllyasviel's original single file (`single_file/controlnet_file.rs`).
 
 mod config;
 mod embedding;

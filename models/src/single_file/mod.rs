@@ -19,6 +19,7 @@
 //! Pickled checkpoints (`.ckpt`) are refused with instructions to convert them.
 
 mod clip_names;
+mod controlnet_file;
 mod format;
 mod infer_clip;
 mod infer_unet;
@@ -54,6 +55,7 @@ use renamed::{RenamedSource, UsedNames};
 use unet_names::{UnetNames, UNET_PREFIX};
 use vae_names::{VaeNames, VAE_PREFIX};
 
+pub use controlnet_file::load_controlnet_file;
 pub use format::refuse_pickles;
 pub use infer_clip::TextEncoderKind;
 pub use kind::ModelKind;
