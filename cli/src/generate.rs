@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use crate::control::{load_controls, read_controls};
 use kiln_models::embeddings::EmbeddingDb;
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
@@ -177,6 +178,29 @@ pub struct GenerateArgs {
     /// NAME.safetensors in; the tags are removed from the text.
     #[arg(long = "lora-dir", value_name = "DIR")]
     lora_dir: Option<PathBuf>,
+
+    /// A ControlNet (diffusers folder or original single file), its control image and weight
+    /// (default 1); repeatable, the units' residuals are summed.
+    #[arg(long = "control", value_name = "MODEL:IMAGE[:WEIGHT]")]
+    control: Vec<String>,
+
+    /// The preprocessor making each --control's image into a control image (one per --control,
+    /// in order; default none: the image already is one).
+    #[arg(long = "control-pre", value_name = "NAME")]
+    control_pre: Vec<String>,
+
+    /// The fraction of the steps where the ControlNets start acting.
+    #[arg(long = "control-start", default_value_t = 0.0)]
+    control_start: f32,
+
+    /// The fraction of the steps after which the ControlNets stop acting.
+    #[arg(long = "control-end", default_value_t = 1.0)]
+    control_end: f32,
+
+    /// ControlNet guess mode (A1111's "ControlNet is more important"): residuals only for the
+    /// prompt's half of classifier-free guidance, scaled from 0.1 to 1 along the down path.
+    #[arg(long)]
+    guess_mode: bool,
 }
 
 /// Images with more pixels than this get a tiled VAE unless --no-vae-tiling: an SD VAE decode of
@@ -212,6 +236,16 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     let init = read_init(args)?;
     let embeddings = read_embeddings(args.embeddings_dir.as_deref())?;
     let loras = read_loras(args)?;
+    let controls = read_controls(&args.control, &args.control_pre)?;
+    let window = (args.control_start, args.control_end);
+    if !(0.0..=1.0).contains(&window.0) || !(0.0..=1.0).contains(&window.1) || window.0 > window.1
+    {
+        bail!(
+            "--control-start {} and --control-end {} must satisfy 0 <= start <= end <= 1",
+            window.0,
+            window.1
+        );
+    }
     check_output_folder(&args.output)?;
 
     let model_path = match &args.model {
@@ -260,6 +294,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     let weight_bytes = device.memory_stats().live;
     let mut params = params_for(&model)?;
     prepared.apply(&mut params);
+    params.controls = load_controls(&controls, &model, weight_type, window, args.guess_mode)?;
     let (width, height) = (params.width, params.height);
     if let Some(note) = single_tile_note(params.vae_tiling, width, height, model.vae_scale_factor())
     {

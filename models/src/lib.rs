@@ -7,6 +7,7 @@ pub mod embeddings;
 pub mod image;
 pub mod lora;
 pub mod pipeline;
+pub mod preprocess;
 pub mod prompt;
 pub mod rng;
 pub mod schedulers;

@@ -14,8 +14,11 @@ use std::sync::Arc;
 
 use kiln_kernels::testing::{assert_close, with_gpu};
 use kiln_models::controlnet::{ControlInputs, ControlNetModel};
+use kiln_models::image::infotext::InfoText;
 use kiln_models::image::read_image;
-use kiln_models::pipeline::{generate, ControlUnit, GenerationParams, InitImage, StableDiffusion};
+use kiln_models::pipeline::{
+    generate, infotext, ControlUnit, GenerationParams, InitImage, StableDiffusion,
+};
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
 use kiln_runtime::{DType, Device, Tensor};
@@ -229,6 +232,8 @@ fn params_for(device: &Device, case: &Value) -> GenerationParams {
             ControlUnit {
                 model: controlnet(device, name),
                 name: name.into(),
+                hash: None,
+                module: "none".into(),
                 image: image.clone(),
                 scale: f(&u["scale"]),
                 guidance_start: f(&u["start"]),
@@ -289,6 +294,8 @@ fn a_controlnet_for_another_base_is_refused_naming_both() {
     p.controls = vec![ControlUnit {
         model: controlnet(&device, "sdxl"),
         name: "sdxl".into(),
+        hash: None,
+        module: "none".into(),
         image: read_image(&dir().join("control.png")).unwrap(),
         scale: 1.0,
         guidance_start: 0.0,
@@ -308,4 +315,38 @@ fn a_controlnet_for_another_base_is_refused_naming_both() {
     (q.controls[0].guidance_start, q.controls[0].guidance_end) = (0.8, 0.2);
     let err = generate(&sd1, &q, &mut |_| {}).err().unwrap().to_string();
     assert!(err.contains("guidance start 0.8"), "{err}");
+}
+
+/// The ControlNet extension's infotext fields, after the others, one per unit.
+#[test]
+fn infotext_has_a1111_controlnet_fields() {
+    let mut p = GenerationParams::new("x");
+    let unit = |name: &str, scale: f32, guess_mode: bool| ControlUnit {
+        model: controlnet(&Device::Cpu, "sd1-a"),
+        name: name.into(),
+        hash: Some("d14c016b".into()),
+        module: "canny".into(),
+        image: read_image(&dir().join("control.png")).unwrap(),
+        scale,
+        guidance_start: 0.0,
+        guidance_end: 0.75,
+        guess_mode,
+    };
+    p.controls = vec![
+        unit("control_v11p_sd15_canny", 1.0, false),
+        unit("b", 0.5, true),
+    ];
+    let info = infotext(&p, 1, "m", None);
+    let text = info.format();
+    assert!(
+        text.ends_with(
+            "ControlNet 0: \"Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 1.0, \
+             Resize Mode: Just Resize, Guidance Start: 0.0, Guidance End: 0.75, Control Mode: \
+             Balanced\", ControlNet 1: \"Module: canny, Model: b [d14c016b], Weight: 0.5, Resize \
+             Mode: Just Resize, Guidance Start: 0.0, Guidance End: 0.75, Control Mode: ControlNet \
+             is more important\""
+        ),
+        "{text}"
+    );
+    assert_eq!(InfoText::parse(&text), info);
 }

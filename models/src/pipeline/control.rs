@@ -35,6 +35,10 @@ pub struct ControlUnit {
     pub model: Arc<dyn SharedControlNet>,
     /// How the user named the model (for messages and the infotext).
     pub name: String,
+    /// The model file's short hash (A1111's ControlNet extension: 8 hex digits of its SHA-256).
+    pub hash: Option<String>,
+    /// The preprocessor that made `image` (A1111's "Module"), for the infotext.
+    pub module: String,
     /// The control image, already preprocessed (canny edges, ...); resized to the output size.
     pub image: RgbImage,
     /// `controlnet_conditioning_scale`.
@@ -61,6 +65,35 @@ impl fmt::Debug for ControlUnit {
 }
 
 impl ControlUnit {
+    /// A1111's ControlNet extension infotext value for this unit (`ControlNet N: "..."`).
+    pub fn infotext(&self) -> String {
+        // Python's float repr for whole numbers ("1.0"), as the extension writes them.
+        let num = |v: f32| {
+            if v.fract() == 0.0 {
+                format!("{v:.1}")
+            } else {
+                v.to_string()
+            }
+        };
+        let model = match &self.hash {
+            Some(h) => format!("{} [{h}]", self.name),
+            None => self.name.clone(),
+        };
+        format!(
+            "Module: {}, Model: {model}, Weight: {}, Resize Mode: Just Resize, Guidance Start: {}, \
+             Guidance End: {}, Control Mode: {}",
+            self.module,
+            num(self.scale),
+            num(self.guidance_start),
+            num(self.guidance_end),
+            if self.guess() {
+                "ControlNet is more important"
+            } else {
+                "Balanced"
+            }
+        )
+    }
+
     fn guess(&self) -> bool {
         self.guess_mode || self.model.model().forces_guess_mode()
     }
