@@ -55,7 +55,10 @@ pub fn read_controls(controls: &[String], pre: &[String]) -> Result<Vec<ControlS
     for (i, arg) in controls.iter().enumerate() {
         let (model, image, weight) = parse_control(arg)?;
         if !model.exists() {
-            bail!("--control {arg}: no ControlNet file or folder {}", model.display());
+            bail!(
+                "--control {arg}: no ControlNet file or folder {}",
+                model.display()
+            );
         }
         let module = pre.get(i).map_or("none", String::as_str);
         let preprocessor =
@@ -143,7 +146,10 @@ mod tests {
     #[test]
     fn control_args_parse() {
         let (m, i, w) = parse_control("cn:edges.png:0.5").unwrap();
-        assert_eq!((m.to_str(), i.to_str(), w), (Some("cn"), Some("edges.png"), 0.5));
+        assert_eq!(
+            (m.to_str(), i.to_str(), w),
+            (Some("cn"), Some("edges.png"), 0.5)
+        );
         let (_, i, w) = parse_control("cn:edges.png").unwrap();
         assert_eq!((i.to_str(), w), (Some("edges.png"), 1.0));
         assert!(parse_control("cn").is_err());

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::control::{load_controls, read_controls};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
-use crate::control::{load_controls, read_controls};
 use kiln_models::embeddings::EmbeddingDb;
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
@@ -238,8 +238,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     let loras = read_loras(args)?;
     let controls = read_controls(&args.control, &args.control_pre)?;
     let window = (args.control_start, args.control_end);
-    if !(0.0..=1.0).contains(&window.0) || !(0.0..=1.0).contains(&window.1) || window.0 > window.1
-    {
+    if !(0.0..=1.0).contains(&window.0) || !(0.0..=1.0).contains(&window.1) || window.0 > window.1 {
         bail!(
             "--control-start {} and --control-end {} must satisfy 0 <= start <= end <= 1",
             window.0,

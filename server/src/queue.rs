@@ -64,6 +64,8 @@ impl JobControl {
 pub struct JobRequest {
     pub params: GenerationParams,
     pub model: ModelEntry,
+    /// ControlNet units, loaded by the worker into `params.controls`.
+    pub controls: Vec<crate::controlnets::ControlRequest>,
 }
 
 /// One finished image.
@@ -233,6 +235,7 @@ mod tests {
         Work::Image {
             request: Box::new(JobRequest {
                 params: GenerationParams::new("p"),
+                controls: Vec::new(),
                 model: ModelEntry {
                     name: "m".into(),
                     model_name: "m".into(),

@@ -149,8 +149,16 @@ fn single_file_controlnet_matches_its_folder() {
         scale: 0.7,
         guess_mode: false,
     };
-    let (a, b) = (file.forward(&inputs).unwrap(), folder.forward(&inputs).unwrap());
-    for (x, y) in a.down.iter().chain([&a.mid]).zip(b.down.iter().chain([&b.mid])) {
+    let (a, b) = (
+        file.forward(&inputs).unwrap(),
+        folder.forward(&inputs).unwrap(),
+    );
+    for (x, y) in a
+        .down
+        .iter()
+        .chain([&a.mid])
+        .zip(b.down.iter().chain([&b.mid]))
+    {
         assert_eq!(x.to_vec_f32().unwrap(), y.to_vec_f32().unwrap());
     }
     // On the SDXL base it is refused before loading, naming both widths.
@@ -250,7 +258,11 @@ fn check_all(device: &Device) {
     let sdxl = StableDiffusion::load(&fixtures().join("tiny-sdxl"), device, DType::F32).unwrap();
     for case in cases() {
         let name = case["name"].as_str().unwrap();
-        let model = if case["family"] == "sdxl" { &sdxl } else { &sd1 };
+        let model = if case["family"] == "sdxl" {
+            &sdxl
+        } else {
+            &sd1
+        };
         let params = params_for(device, &case);
         let images = generate(model, &params, &mut |_| {}).unwrap();
         let (shape, want) = tensor("golden.safetensors", &format!("{name}/image"));
@@ -258,7 +270,11 @@ fn check_all(device: &Device) {
         let got: Vec<f32> = images.iter().flat_map(|i| i.pixels.clone()).collect();
         let err = max_err(&got, &want);
         eprintln!("{} {name}: max |err| {err:e}", device.name());
-        assert!(err <= TOL, "{} {name}: max |err| {err} > {TOL}", device.name());
+        assert!(
+            err <= TOL,
+            "{} {name}: max |err| {err} > {TOL}",
+            device.name()
+        );
         // The ControlNet must matter: without it the image is far from the golden.
         let mut plain = params.clone();
         plain.controls.clear();

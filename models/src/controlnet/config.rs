@@ -146,9 +146,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_channel_order() {
-        let err = ControlNetConfig::from_json(r#"{"controlnet_conditioning_channel_order": "xyz"}"#)
-            .unwrap_err()
-            .to_string();
+        let err =
+            ControlNetConfig::from_json(r#"{"controlnet_conditioning_channel_order": "xyz"}"#)
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("channel_order"), "{err}");
     }
 }

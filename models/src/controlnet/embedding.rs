@@ -24,7 +24,14 @@ impl CondEmbedding {
         let mut blocks = Vec::with_capacity(2 * widths.len());
         for (i, pair) in widths.windows(2).enumerate() {
             let (a, b) = (pair[0], pair[1]);
-            blocks.push(Conv2d::new(&w.pp(format!("blocks.{}", 2 * i)), a, a, 3, 1, 1)?);
+            blocks.push(Conv2d::new(
+                &w.pp(format!("blocks.{}", 2 * i)),
+                a,
+                a,
+                3,
+                1,
+                1,
+            )?);
             blocks.push(Conv2d::new(
                 &w.pp(format!("blocks.{}", 2 * i + 1)),
                 a,

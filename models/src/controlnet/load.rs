@@ -111,7 +111,12 @@ pub fn check_base(name: &str, controlnet: &ControlNetModel, unet: &Resolved) -> 
         ));
     }
     let (cl, ul) = (controlnet.resolved().levels.len(), unet.levels.len());
-    let cw: Vec<_> = controlnet.resolved().levels.iter().map(|l| (l.channels, l.layers)).collect();
+    let cw: Vec<_> = controlnet
+        .resolved()
+        .levels
+        .iter()
+        .map(|l| (l.channels, l.layers))
+        .collect();
     let uw: Vec<_> = unet.levels.iter().map(|l| (l.channels, l.layers)).collect();
     if cw != uw {
         return Err(Error::shape(

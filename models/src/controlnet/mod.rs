@@ -15,9 +15,7 @@ use kiln_kernels::elementwise::{add, cast, scale};
 use kiln_kernels::layout::{concat, narrow};
 use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
-use crate::unet::{
-    skip_count, AddedCond, AddedSpec, Common, ControlResiduals, Encoder, Resolved,
-};
+use crate::unet::{skip_count, AddedCond, AddedSpec, Common, ControlResiduals, Encoder, Resolved};
 use embedding::CondEmbedding;
 use kiln_nn::weights::Weights;
 use kiln_nn::Conv2d;
@@ -190,7 +188,12 @@ impl ControlNetModel {
             ));
         }
         let f = 1 << self.cond_embedding.downsamples();
-        let want = [s.dim(0), self.config.conditioning_channels, s.dim(2) * f, s.dim(3) * f];
+        let want = [
+            s.dim(0),
+            self.config.conditioning_channels,
+            s.dim(2) * f,
+            s.dim(3) * f,
+        ];
         if x.cond.shape() != want {
             return fail(format!(
                 "the control image must be {want:?} (batch, conditioning_channels, latents x {f}) \

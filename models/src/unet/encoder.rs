@@ -92,23 +92,22 @@ impl Encoder {
         added: Option<AddedCond>,
         b: usize,
     ) -> Result<Tensor> {
-        let aug = match (&self.added, added) {
-            (Some(embedding), Some(cond)) => Some(embedding.forward(&cond, b)?),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(Error::shape(
-                    op,
-                    "this model has addition_embed_type \"text_time\" (SDXL): it needs \
+        let aug =
+            match (&self.added, added) {
+                (Some(embedding), Some(cond)) => Some(embedding.forward(&cond, b)?),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(Error::shape(
+                        op,
+                        "this model has addition_embed_type \"text_time\" (SDXL): it needs \
                      `text_embeds` and `time_ids`",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(Error::shape(
+                    ))
+                }
+                (None, Some(_)) => return Err(Error::shape(
                     op,
                     "`text_embeds` / `time_ids` given, but the config has no addition_embed_type",
-                ))
-            }
-        };
+                )),
+            };
         let temb = self.time_embedding.forward(timesteps)?;
         // diffusers adds the augmented embedding before any activation (`emb = emb + aug_emb`);
         // a [1, T] time embedding broadcasts over the batch.

@@ -32,9 +32,9 @@ use kiln_nn::{Conv2d, GroupNorm};
 
 pub use added::{AddedCond, AddedSpec};
 pub use blocks::Common;
+pub use config::{Level, PerBlock, Resolved, UnetConfig};
 pub use control::{ControlResiduals, UnetInputs};
 pub use encoder::{skip_count, Encoder};
-pub use config::{Level, PerBlock, Resolved, UnetConfig};
 
 const OP: &str = "unet";
 
@@ -227,7 +227,10 @@ impl Unet {
         } = *inputs;
         self.check_inputs(sample, timesteps, context)?;
         if let Some(cond) = &added {
-            for (name, t) in [("text_embeds", cond.text_embeds), ("time_ids", cond.time_ids)] {
+            for (name, t) in [
+                ("text_embeds", cond.text_embeds),
+                ("time_ids", cond.time_ids),
+            ] {
                 self.check_device(name, t)?;
             }
         }

@@ -89,12 +89,17 @@ pub async fn run(
     state: &AppState,
     params: GenerationParams,
     model: ModelEntry,
+    controls: Vec<crate::controlnets::ControlRequest>,
 ) -> ApiResult<JobOutput> {
     let (reply, result) = oneshot::channel();
     let id = state
         .queue
         .submit(Work::Image {
-            request: Box::new(JobRequest { params, model }),
+            request: Box::new(JobRequest {
+                params,
+                model,
+                controls,
+            }),
             reply,
         })
         .map_err(|e| queue_full(state, e))?;

@@ -42,7 +42,7 @@ async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResul
     let mut checked = checked;
     checked.params.loras = loras::resolve(&state, &checked.params).await?;
     let params = checked.params.clone();
-    let out = run(&state, checked.params, model).await?;
+    let out = run(&state, checked.params, model, checked.controls).await?;
     // A1111 leaves the (large) input images out of the echo unless asked to include them.
     if img2img && !req.include_init_images.unwrap_or(false) {
         req.init_images = None;

@@ -4,6 +4,7 @@
 mod browser;
 mod common;
 mod control;
+mod controlnet;
 mod loras;
 mod routes;
 mod scale_out;
