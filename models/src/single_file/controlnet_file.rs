@@ -87,7 +87,9 @@ pub fn load_controlnet_file(
         .into_iter()
         .filter(|i| inv.has(&format!("{prefix}input_hint_block.{i}.weight")))
         .collect();
-    if hint.len() < 2 || hint.len() % 2 != 0 || !inv.has(&format!("{prefix}zero_convs.0.0.weight"))
+    if hint.len() < 2
+        || !hint.len().is_multiple_of(2)
+        || !inv.has(&format!("{prefix}zero_convs.0.0.weight"))
     {
         return Err(bad(format!(
             "not a ControlNet file: expected `input_hint_block.N` convs and `zero_convs.N.0` \
