@@ -163,6 +163,21 @@ def unet(p, dt, dev):
     return lambda: model(sample, t, context, added_cond_kwargs=added).sample
 
 
+def controlnet(p, dt, dev):
+    """ControlNetModel alone: what a ControlNet adds to each guided step (its residual additions
+    inside the UNet are a handful of elementwise adds)."""
+    from diffusers import ControlNetModel
+
+    config = {k: v for k, v in p["config"].items() if k != "up_block_types"}
+    model = ControlNetModel.from_config(config).to(dev, dt).eval()
+    b, lat = p["batch"], p["latent"]
+    sample = randn((b, model.config.in_channels, lat, lat), dt, dev)
+    context = randn((b, p["context_tokens"], model.config.cross_attention_dim), dt, dev)
+    cond = torch.rand((b, 3, lat * 8, lat * 8), dtype=dt, device=dev)
+    t = torch.full((b,), p["timestep"], device=dev)
+    return lambda: model(sample, t, context, controlnet_cond=cond, return_dict=False)[1]
+
+
 def vae_decode(p, dt, dev):
     from diffusers import AutoencoderKL
 
@@ -189,6 +204,7 @@ OPS = {
     "rope": rope,
     "timestep_embedding": timestep_embedding,
     "unet": unet,
+    "controlnet": controlnet,
     "vae_decode": vae_decode,
 }
 

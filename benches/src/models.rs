@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use kiln_kernels::testing::Rng;
+use kiln_models::controlnet::{ControlInputs, ControlNetConfig, ControlNetModel};
 use kiln_models::unet::{AddedCond, Unet, UnetConfig};
 use kiln_models::vae::{AutoencoderKL, VaeConfig};
 use kiln_nn::weights::{RandomSource, Weights};
@@ -133,6 +134,55 @@ fn sdxl_unet_case(dtype: DType, pixels: usize, batch: usize) -> Case {
     )
 }
 
+/// A ControlNet evaluation on the UNet's config (SD 1.5's encoder, the 16/32/96/256 hint encoder):
+/// the extra work per guided step with one ControlNet, beside the UNet case of the same size.
+fn controlnet_case(size: Size, dtype: DType, pixels: usize, batch: usize) -> Case {
+    let config = unet_config(size);
+    let latent = pixels / 8;
+    let context_dim = config["cross_attention_dim"].as_u64().unwrap_or(768) as usize;
+    let name = if size == Size::Quick { "tiny" } else { "sd15" };
+    let params = json!({
+        "config": config,
+        "batch": batch,
+        "latent": latent,
+        "context_tokens": CONTEXT_TOKENS,
+        "timestep": 999.0,
+    });
+    case(
+        &format!("controlnet {name} {pixels}px b{batch}"),
+        "controlnet",
+        dtype,
+        (
+            format!(
+                "[{batch},4,{latent},{latent}] hint [{batch},3,{pixels},{pixels}] ctx [{batch},{CONTEXT_TOKENS},{context_dim}]"
+            ),
+            params,
+        ),
+        Work::Model,
+        move |device| -> Result<Runner> {
+            let cfg = ControlNetConfig::from_json(&config.to_string())?;
+            let source = Arc::new(RandomSource::new("random ControlNet weights", 8));
+            let net = ControlNetModel::new(&cfg, &Weights::from_source(source, device, dtype))?;
+            let sample = random_input(device, &[batch, 4, latent, latent], dtype, 2)?;
+            let context = random_input(device, &[batch, CONTEXT_TOKENS, context_dim], dtype, 3)?;
+            let cond = random_input(device, &[batch, 3, pixels, pixels], dtype, 9)?;
+            let t = Tensor::from_f32(device, &[batch], dtype, &vec![999.0; batch])?;
+            Ok(Box::new(move || {
+                let r = net.forward(&ControlInputs {
+                    sample: &sample,
+                    timesteps: &t,
+                    context: &context,
+                    added: None,
+                    cond: &cond,
+                    scale: 1.0,
+                    guess_mode: false,
+                })?;
+                Ok(r.mid)
+            }))
+        },
+    )
+}
+
 fn vae_decode_case(size: Size, dtype: DType, pixels: usize) -> Case {
     let config = vae_config(size);
     let latent = pixels / 8;
@@ -157,19 +207,21 @@ fn vae_decode_case(size: Size, dtype: DType, pixels: usize) -> Case {
     )
 }
 
-/// UNet (batch 2, as one classifier-free-guidance step) and VAE decode at 256 and 512 pixels and
+/// UNet (batch 2, as one classifier-free-guidance step), a ControlNet beside it at 512, and VAE decode at 256 and 512 pixels and
 /// the SDXL UNet at 1024, or tiny versions of the first two at 64 pixels.
 pub fn model_cases(size: Size, dtype: DType) -> Vec<Case> {
     match size {
         Size::Standard => vec![
             unet_case(size, dtype, 256, 2),
             unet_case(size, dtype, 512, 2),
+            controlnet_case(size, dtype, 512, 2),
             vae_decode_case(size, dtype, 256),
             vae_decode_case(size, dtype, 512),
             sdxl_unet_case(dtype, 1024, 2),
         ],
         Size::Quick => vec![
             unet_case(size, dtype, 64, 2),
+            controlnet_case(size, dtype, 64, 2),
             vae_decode_case(size, dtype, 64),
         ],
     }

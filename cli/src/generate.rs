@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::control::{load_controls, read_controls};
 use crate::hires::HiresArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -208,6 +209,28 @@ pub struct GenerateArgs {
     /// "Switch at"), between 0 and 1.
     #[arg(long = "refiner-switch", value_name = "FRACTION")]
     refiner_switch: Option<f64>,
+    /// A ControlNet (diffusers folder or original single file), its control image and weight
+    /// (default 1); repeatable, the units' residuals are summed.
+    #[arg(long = "control", value_name = "MODEL:IMAGE[:WEIGHT]")]
+    control: Vec<String>,
+
+    /// The preprocessor making each --control's image into a control image (one per --control,
+    /// in order; default none: the image already is one).
+    #[arg(long = "control-pre", value_name = "NAME")]
+    control_pre: Vec<String>,
+
+    /// The fraction of the steps where the ControlNets start acting.
+    #[arg(long = "control-start", default_value_t = 0.0)]
+    control_start: f32,
+
+    /// The fraction of the steps after which the ControlNets stop acting.
+    #[arg(long = "control-end", default_value_t = 1.0)]
+    control_end: f32,
+
+    /// ControlNet guess mode (A1111's "ControlNet is more important"): residuals only for the
+    /// prompt's half of classifier-free guidance, scaled from 0.1 to 1 along the down path.
+    #[arg(long)]
+    guess_mode: bool,
 }
 
 /// A1111's default "Switch at".
@@ -269,6 +292,15 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
                 bail!("--refiner with --max-vram is not supported yet: the budget covers the main model only");
             }
         }
+    }
+    let controls = read_controls(&args.control, &args.control_pre)?;
+    let window = (args.control_start, args.control_end);
+    if !(0.0..=1.0).contains(&window.0) || !(0.0..=1.0).contains(&window.1) || window.0 > window.1 {
+        bail!(
+            "--control-start {} and --control-end {} must satisfy 0 <= start <= end <= 1",
+            window.0,
+            window.1
+        );
     }
     check_output_folder(&args.output)?;
 
@@ -346,6 +378,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         }
         None => None,
     };
+    params.controls = load_controls(&controls, &model, weight_type, window, args.guess_mode)?;
     let (width, height) = (params.width, params.height);
     if let Some(note) = single_tile_note(params.vae_tiling, width, height, model.vae_scale_factor())
     {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod chat;
+mod control;
 mod devices;
 mod generate;
 mod generate_xyz;

@@ -124,6 +124,11 @@ pub struct ServeArgs {
     /// `<lora:NAME:WEIGHT>` pick from; GET /sdapi/v1/loras lists it.
     #[arg(long = "lora-dir", value_name = "DIR")]
     lora_dir: Option<PathBuf>,
+
+    /// The folder of ControlNets (diffusers folders, `.safetensors` files) that requests'
+    /// `alwayson_scripts.controlnet` units name; GET /controlnet/model_list lists it.
+    #[arg(long = "controlnet-dir", value_name = "DIR")]
+    controlnet_dir: Option<PathBuf>,
 }
 
 /// `--mmproj`, checked against the one GGUF model before the server starts, so a projector
@@ -189,6 +194,12 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
         }
     }
     config.lora_dir = args.lora_dir.clone();
+    if let Some(dir) = &args.controlnet_dir {
+        if !dir.is_dir() {
+            bail!("--controlnet-dir {}: not a folder", dir.display());
+        }
+    }
+    config.controlnet_dir = args.controlnet_dir.clone();
     let server = Server::start(config)?;
     eprintln!(
         "kiln serve: {} on {} (web page at {}/, API docs at {}/docs)",

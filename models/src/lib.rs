@@ -2,6 +2,7 @@
 //! weights through `kiln-nn`'s layers.
 
 pub mod clip;
+pub mod controlnet;
 pub mod embeddings;
 pub mod image;
 pub mod lora;

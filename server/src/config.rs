@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// The folder `<lora:NAME:WEIGHT>` prompt tags find NAME.safetensors in (`--lora-dir`);
     /// GET /sdapi/v1/loras lists it.
     pub lora_dir: Option<PathBuf>,
+    /// The ControlNets requests may name (`--controlnet-dir`): diffusers folders and
+    /// `.safetensors` files directly in it; GET /controlnet/model_list lists them.
+    pub controlnet_dir: Option<PathBuf>,
 }
 
 /// Images in chat requests (OpenAI's `image_url` content parts).
@@ -115,6 +118,7 @@ impl ServerConfig {
             chat_images: ChatImageSettings::default(),
             embeddings: None,
             lora_dir: None,
+            controlnet_dir: None,
         }
     }
 }

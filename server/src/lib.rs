@@ -18,6 +18,7 @@ mod api;
 mod catalog;
 mod chat_job;
 pub mod config;
+mod controlnets;
 mod error;
 mod llm_models;
 mod metrics;

@@ -66,6 +66,8 @@ pub struct JobRequest {
     pub model: ModelEntry,
     /// A1111's refiner: the listed model that samples the steps after the switch, and the switch.
     pub refiner: Option<(ModelEntry, f64)>,
+    /// ControlNet units, loaded by the worker into `params.controls`.
+    pub controls: Vec<crate::controlnets::ControlRequest>,
 }
 
 /// One finished image.
@@ -235,6 +237,7 @@ mod tests {
         Work::Image {
             request: Box::new(JobRequest {
                 params: GenerationParams::new("p"),
+                controls: Vec::new(),
                 model: ModelEntry {
                     name: "m".into(),
                     model_name: "m".into(),

@@ -6,11 +6,12 @@
 
 use kiln_runtime::{DType, Tensor};
 
+use super::control::{Controls, StepInputs};
 use super::error::{PipelineError, Result};
 use super::load::StableDiffusion;
 use super::sdxl::time_ids;
 use super::text::Conditioning;
-use crate::unet::AddedCond;
+use crate::unet::{AddedCond, UnetInputs};
 
 /// The inpainting UNet's extra input channels.
 pub struct InpaintInputs {
@@ -30,6 +31,8 @@ pub struct Denoiser<'a> {
     /// `[B, C, h, w]` of the latents.
     shape: [usize; 4],
     inpaint: Option<InpaintInputs>,
+    /// ControlNet units (`with_controls`).
+    controls: Option<Controls>,
 }
 
 impl<'a> Denoiser<'a> {
@@ -100,11 +103,19 @@ impl<'a> Denoiser<'a> {
             guidance: uncond.map(|(_, g)| g),
             shape,
             inpaint,
+            controls: None,
         })
     }
 
-    /// The guided model output for `x` (already through `scale_model_input`) at timestep `t`.
-    pub fn predict(&self, x: &[f32], t: f32) -> Result<Vec<f32>> {
+    /// Runs these ControlNets before each UNet evaluation.
+    pub fn with_controls(mut self, controls: Controls) -> Denoiser<'a> {
+        self.controls = Some(controls);
+        self
+    }
+
+    /// The guided model output for `x` (already through `scale_model_input`) at timestep `t`,
+    /// step `index` of the `count` this run denoises (which decides which ControlNet units act).
+    pub fn predict(&self, x: &[f32], t: f32, index: usize, count: usize) -> Result<Vec<f32>> {
         let [b, c, h, w] = self.shape;
         let copies = if self.guidance.is_some() { 2 } else { 1 };
         let n = copies * b;
@@ -130,20 +141,32 @@ impl<'a> Denoiser<'a> {
         let device = self.model.device();
         let sample = Tensor::from_f32(device, &[n, in_channels, h, w], DType::F32, &input)?;
         let timestep = Tensor::from_f32(device, &[1], DType::F32, &[t])?;
+        let added = self.added.as_ref().map(|(t, i)| (t, i));
+        let control = match &self.controls {
+            Some(controls) => controls.residuals(&StepInputs {
+                x,
+                shape: self.shape,
+                timestep: &timestep,
+                context: &self.context,
+                added,
+                index,
+                count,
+            })?,
+            None => None,
+        };
         let out = self
             .model
             .unet
-            .forward_with(
-                &sample,
-                &timestep,
-                &self.context,
-                self.added
-                    .as_ref()
-                    .map(|(text_embeds, time_ids)| AddedCond {
-                        text_embeds,
-                        time_ids,
-                    }),
-            )?
+            .run(&UnetInputs {
+                sample: &sample,
+                timesteps: &timestep,
+                context: &self.context,
+                added: added.map(|(text_embeds, time_ids)| AddedCond {
+                    text_embeds,
+                    time_ids,
+                }),
+                control: control.as_ref(),
+            })?
             .to_vec_f32()?;
         Ok(match self.guidance {
             None => out,

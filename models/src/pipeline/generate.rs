@@ -9,6 +9,7 @@
 
 use kiln_runtime::{trace, DType, Tensor};
 
+use super::control::{check_units, Controls};
 use super::denoise::{Denoiser, InpaintInputs};
 use super::error::{PipelineError, Result};
 use super::inpaint::{binarize, fit_mask, masked_image, nearest};
@@ -165,10 +166,23 @@ pub(crate) fn sample<'m>(
             (params.height, params.width),
             init.inpaint,
         )?;
+        let denoiser = if params.controls.is_empty() {
+            denoiser
+        } else {
+            denoiser.with_controls(Controls::prepare(
+                &params.controls,
+                model.unet.device(),
+                params.width,
+                params.height,
+                shape[0],
+                guidance,
+            )?)
+        };
         let mut latents = init.latents;
         let mut run = Run {
             control: &mut *control,
             noise: &mut noise,
+            schedule: (stages.main.0, scheduler.timesteps().len()),
             shape,
             batch_done: k * per_batch,
             done: 0,
@@ -261,6 +275,9 @@ impl Stages {
 struct Run<'a> {
     control: &'a mut dyn FnMut(&Step) -> StepControl,
     noise: &'a mut BatchNoise,
+    /// The schedule entries the run covers, `[first, n)`: a ControlNet's guidance start / end are
+    /// fractions of it (diffusers' `controlnet_keep`).
+    schedule: (usize, usize),
     shape: [usize; 4],
     /// Steps of the batches before this one.
     batch_done: usize,
@@ -283,7 +300,8 @@ impl Run<'_> {
         for i in from..to {
             let t = scheduler.timesteps()[i];
             let x = scheduler.scale_model_input(latents, i)?;
-            let eps = denoiser.predict(&x, t)?;
+            let (first, n) = self.schedule;
+            let eps = denoiser.predict(&x, t, i.saturating_sub(first), n - first)?;
             *latents = scheduler.step(&eps, i, latents, &mut *self.noise)?;
             if let Some(blend) = blend {
                 *latents = blend.apply(scheduler, latents, i)?;
@@ -339,6 +357,10 @@ fn check(model: &StableDiffusion, p: &GenerationParams) -> Result<()> {
             p.clip_skip,
             if model.sdxl.is_some() { "s" } else { "" }
         )));
+    }
+    check_units(&p.controls)?;
+    for u in &p.controls {
+        crate::controlnet::check_base(&u.name, u.model.model(), model.unet.resolved())?;
     }
     let has_mask = p.init.as_ref().is_some_and(|i| i.mask.is_some());
     if model.is_refiner() && p.init.is_none() {

@@ -10,7 +10,8 @@ use crate::rng::RngKind;
 /// The parameters of the image seeded `seed`, in A1111's field order: Steps, Sampler, Schedule
 /// type, CFG scale, Seed, Size, Model hash, Model, Denoising strength (img2img), Clip skip (when
 /// not 1), RNG (A1111's name for the noise source: "CPU" for torch's CPU generator, "NV" for
-/// Philox), then A1111's `TI hashes` of the textual-inversion embeddings the prompts name.
+/// Philox), then A1111's `TI hashes` of the textual-inversion embeddings the prompts name, then
+/// the ControlNet extension's `ControlNet N` units.
 pub fn infotext(
     params: &GenerationParams,
     seed: u64,
@@ -70,6 +71,13 @@ pub fn infotext(
         params: fields
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
+            .chain(
+                params
+                    .controls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, unit)| (format!("ControlNet {i}"), unit.infotext())),
+            )
             .collect(),
     }
 }

@@ -10,6 +10,7 @@
 //! ```
 
 mod budget;
+mod control;
 mod denoise;
 mod error;
 mod generate;
@@ -30,6 +31,7 @@ mod sdxl;
 mod text;
 
 pub use budget::{fit_budget, fit_budget_from, BudgetFit};
+pub use control::{ControlUnit, SharedControlNet};
 pub use error::PipelineError;
 pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::control::ControlUnit;
 use super::hires::HiresFix;
 use super::load::StableDiffusion;
 use crate::embeddings::EmbeddingDb;
@@ -56,6 +57,8 @@ pub struct GenerationParams {
     pub hires: Option<HiresFix>,
     /// A second model that finishes the sampling (A1111's "Refiner"; see `refiner.rs`).
     pub refiner: Option<Refiner>,
+    /// ControlNet units, their residuals summed (diffusers' MultiControlNet).
+    pub controls: Vec<ControlUnit>,
 }
 
 /// A1111's "Refiner" / "Switch at": the main model samples the start of the schedule, then
@@ -100,6 +103,7 @@ impl GenerationParams {
             loras: Vec::new(),
             hires: None,
             refiner: None,
+            controls: Vec::new(),
         }
     }
 

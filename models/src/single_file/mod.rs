@@ -19,6 +19,7 @@
 //! Pickled checkpoints (`.ckpt`) are refused with instructions to convert them.
 
 mod clip_names;
+mod controlnet_file;
 mod format;
 mod infer_clip;
 mod infer_unet;
@@ -55,6 +56,7 @@ use unet_names::UNET_PREFIX;
 pub(crate) use unet_names::{compvis_module, UnetNames};
 use vae_names::{VaeNames, VAE_PREFIX};
 
+pub use controlnet_file::load_controlnet_file;
 pub use format::refuse_pickles;
 pub use infer_clip::TextEncoderKind;
 pub use kind::ModelKind;

@@ -30,6 +30,15 @@ pub struct Common {
 }
 
 impl Common {
+    pub fn new(config: &super::config::UnetConfig, resolved: &super::config::Resolved) -> Common {
+        Common {
+            temb: resolved.time_embed_dim,
+            groups: resolved.groups,
+            eps: config.norm_eps,
+            linear_projection: config.use_linear_projection,
+        }
+    }
+
     fn resnet(&self, cin: usize, cout: usize) -> ResnetSpec {
         ResnetSpec {
             cin,

@@ -11,6 +11,8 @@ mod added;
 mod attention;
 mod blocks;
 mod config;
+mod control;
+mod encoder;
 mod resnet;
 mod slot;
 mod time;
@@ -19,19 +21,20 @@ mod transformer;
 use std::path::Path;
 use std::sync::Arc;
 
-use kiln_kernels::elementwise::{add, cast, silu, unary, Unary};
+use kiln_kernels::elementwise::{cast, unary, Unary};
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
-use added::AddedEmbedding;
-use blocks::{Common, DownBlock, MidBlock, UpBlock, UpChannels};
+use blocks::{UpBlock, UpChannels};
 use kiln_nn::lora::LoraRegistry;
 use kiln_nn::weights::Weights;
 use kiln_nn::{Conv2d, GroupNorm};
-use time::TimeEmbedding;
 
 pub use added::{AddedCond, AddedSpec};
+pub use blocks::Common;
 pub use config::{Level, PerBlock, Resolved, UnetConfig};
+pub use control::{ControlResiduals, UnetInputs};
+pub use encoder::{skip_count, Encoder};
 
 const OP: &str = "unet";
 
@@ -44,12 +47,8 @@ const WEIGHT_FILES: [&str; 2] = [
 pub struct Unet {
     config: UnetConfig,
     resolved: Resolved,
-    conv_in: Conv2d,
-    time_embedding: TimeEmbedding,
-    /// SDXL's `add_embedding` (with `add_time_proj`), when the config asks for it.
-    added: Option<AddedEmbedding>,
-    down_blocks: Vec<DownBlock>,
-    mid_block: Option<MidBlock>,
+    /// conv_in, time embedding, down and mid blocks: the part a ControlNet shares.
+    encoder: Encoder,
     up_blocks: Vec<UpBlock>,
     /// Whether the blocks' layers stream their weights (`Weights::streamed`).
     streamed: bool,
@@ -79,55 +78,8 @@ impl Unet {
         let levels = &resolved.levels;
         let n = levels.len();
         let c0 = levels[0].channels;
-        let common = Common {
-            temb: resolved.time_embed_dim,
-            groups: resolved.groups,
-            eps: config.norm_eps,
-            linear_projection: config.use_linear_projection,
-        };
-
-        let (kin, kout) = (config.conv_in_kernel, config.conv_out_kernel);
-        let conv_in = Conv2d::new(&w.pp("conv_in"), config.in_channels, c0, kin, 1, kin / 2)?;
-        let time_embedding = TimeEmbedding::new(
-            &w.pp("time_embedding"),
-            resolved.time_proj_dim,
-            resolved.time_embed_dim,
-            config.flip_sin_to_cos,
-            config.freq_shift,
-        )?;
-        let added = match resolved.added {
-            Some(spec) => Some(AddedEmbedding::new(
-                w,
-                spec,
-                resolved.time_embed_dim,
-                config.flip_sin_to_cos,
-                config.freq_shift,
-            )?),
-            None => None,
-        };
-
-        let mut down_blocks = Vec::with_capacity(n);
-        for (i, level) in levels.iter().enumerate() {
-            let cin = if i == 0 { c0 } else { levels[i - 1].channels };
-            let (common, level) = (common.clone(), level.clone());
-            let attention = resolved.down_attention[i];
-            down_blocks.push(DownBlock::new(
-                &w.pp(format!("down_blocks.{i}")),
-                &common,
-                &level,
-                cin,
-                attention,
-                i + 1 < n,
-            )?);
-        }
-
-        let mid_block = if resolved.mid_block {
-            let (common, level) = (common.clone(), levels[n - 1].clone());
-            let scale = config.mid_block_scale_factor;
-            Some(MidBlock::new(&w.pp("mid_block"), &common, &level, scale)?)
-        } else {
-            None
-        };
+        let common = Common::new(config, &resolved);
+        let encoder = Encoder::new(config, &resolved, &common, w)?;
 
         // Up block i works at level n-1-i; diffusers' `reversed_*` lists.
         let mut up_blocks = Vec::with_capacity(n);
@@ -163,17 +115,13 @@ impl Unet {
                 &w.pp("conv_out"),
                 c0,
                 config.out_channels,
-                kout,
+                config.conv_out_kernel,
                 1,
-                kout / 2,
+                config.conv_out_kernel / 2,
             )?,
             config: config.clone(),
             resolved,
-            conv_in,
-            time_embedding,
-            added,
-            down_blocks,
-            mid_block,
+            encoder,
             up_blocks,
             streamed: w.is_streamed(),
             dtype: w.dtype(),
@@ -203,6 +151,11 @@ impl Unet {
 
     pub fn config(&self) -> &UnetConfig {
         &self.config
+    }
+
+    /// The config resolved into levels (what a ControlNet must match).
+    pub fn resolved(&self) -> &Resolved {
+        &self.resolved
     }
 
     /// Whether the blocks stream their weights from host memory (`Weights::streamed`).
@@ -252,30 +205,38 @@ impl Unet {
         encoder_hidden_states: &Tensor,
         added: Option<AddedCond>,
     ) -> Result<Tensor> {
-        self.check_inputs(sample, timesteps, encoder_hidden_states)?;
-        let aug = match (&self.added, added) {
-            (Some(embedding), Some(cond)) => {
-                for (name, t) in [("text_embeds", cond.text_embeds), ("time_ids", cond.time_ids)] {
-                    self.check_device(name, t)?;
-                }
-                Some(embedding.forward(&cond, sample.dim(0))?)
+        self.run(&UnetInputs {
+            sample,
+            timesteps,
+            context: encoder_hidden_states,
+            added,
+            control: None,
+        })
+    }
+
+    /// The full forward pass: [`Unet::forward_with`]'s inputs plus ControlNet residuals, added to
+    /// the skip connections and the mid block's output as diffusers' `down_block_additional_residuals`
+    /// and `mid_block_additional_residual`.
+    pub fn run(&self, inputs: &UnetInputs) -> Result<Tensor> {
+        let UnetInputs {
+            sample,
+            timesteps,
+            context,
+            added,
+            control,
+        } = *inputs;
+        self.check_inputs(sample, timesteps, context)?;
+        if let Some(cond) = &added {
+            for (name, t) in [
+                ("text_embeds", cond.text_embeds),
+                ("time_ids", cond.time_ids),
+            ] {
+                self.check_device(name, t)?;
             }
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(Error::shape(
-                    OP,
-                    "this UNet has addition_embed_type \"text_time\" (SDXL): it needs                      `text_embeds` and `time_ids`",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(Error::shape(
-                    OP,
-                    "`text_embeds` / `time_ids` given, but the UNet config has no addition_embed_type",
-                ))
-            }
-        };
+        }
+        let temb = self.encoder.embed(OP, timesteps, added, sample.dim(0))?;
         let mut sample = cast(sample, self.dtype)?;
-        let context = cast(encoder_hidden_states, self.dtype)?;
+        let context = cast(context, self.dtype)?;
         if self.config.center_input_sample {
             sample = unary(
                 &sample,
@@ -286,23 +247,11 @@ impl Unet {
             )?;
         }
 
-        // Every resnet applies SiLU to the same embedding before its projection: do it once.
-        let temb = self.time_embedding.forward(timesteps)?;
-        // diffusers adds the augmented embedding before any activation (`emb = emb + aug_emb`);
-        // a [1, T] time embedding broadcasts over the batch.
-        let temb = match aug {
-            Some(aug) => silu(&add(&temb, &aug)?)?,
-            None => silu(&temb)?,
-        };
-
-        let mut h = self.conv_in.forward(&sample)?;
+        let h = self.encoder.conv_in(&sample)?;
         drop(sample);
-        let mut skips = vec![h.clone()];
-        for block in &self.down_blocks {
-            h = block.forward(h, &temb, &context, &mut skips)?;
-        }
-        if let Some(mid) = &self.mid_block {
-            h = mid.forward(&h, &temb, &context)?;
+        let (mut h, mut skips) = self.encoder.encode(h, &temb, &context)?;
+        if let Some(control) = control {
+            (h, skips) = control.apply(h, skips)?;
         }
         for block in &self.up_blocks {
             h = block.forward(h, &temb, &context, &mut skips)?;

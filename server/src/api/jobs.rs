@@ -90,6 +90,7 @@ pub async fn run(
     params: GenerationParams,
     model: ModelEntry,
     refiner: Option<(ModelEntry, f64)>,
+    controls: Vec<crate::controlnets::ControlRequest>,
 ) -> ApiResult<JobOutput> {
     let (reply, result) = oneshot::channel();
     let id = state
@@ -99,6 +100,7 @@ pub async fn run(
                 params,
                 model,
                 refiner,
+                controls,
             }),
             reply,
         })

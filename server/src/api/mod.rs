@@ -6,7 +6,7 @@ mod body;
 mod chat;
 mod events;
 mod hires;
-mod images;
+pub(crate) mod images;
 mod info;
 mod jobs;
 mod loras;
@@ -119,6 +119,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sdapi/v1/refresh-checkpoints", post(options::refresh))
         .route("/sdapi/v1/samplers", get(options::samplers))
         .route("/sdapi/v1/loras", get(loras::list))
+        .route("/controlnet/model_list", get(options::controlnet_models))
+        .route("/controlnet/module_list", get(options::controlnet_modules))
         .route("/sdapi/v1/refresh-loras", post(options::refresh))
         .route("/sdapi/v1/schedulers", get(options::schedulers))
         .route("/sdapi/v1/embeddings", get(options::embeddings))

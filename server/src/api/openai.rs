@@ -115,7 +115,7 @@ pub async fn generations(State(state): State<Arc<AppState>>, body: Body) -> ApiR
         Some(m) if !m.is_empty() => resolve_model(&state, m, "model")?,
         _ => resolve_model(&state, &settings.checkpoint, "model")?,
     };
-    let out = run(&state, params, model, None).await?;
+    let out = run(&state, params, model, None, Vec::new()).await?;
     let data: Vec<Value> = out
         .images
         .iter()

@@ -180,3 +180,19 @@ pub async fn set_options(State(state): State<Arc<AppState>>, body: Body) -> ApiR
     }
     Ok(Json(Value::Null))
 }
+
+/// GET /controlnet/model_list: the ControlNet extension's `{"model_list": ["name [hash]", ...]}`
+/// for `--controlnet-dir` (hashing new files runs off the async threads, then is cached).
+pub async fn controlnet_models(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let dir = state.config.controlnet_dir.clone();
+    let list = tokio::task::spawn_blocking(move || crate::controlnets::model_list(dir.as_deref()))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "model_list": list })))
+}
+
+/// GET /controlnet/module_list: the preprocessors (the extension's `{"module_list": [...]}`).
+pub async fn controlnet_modules() -> Json<Value> {
+    let names = kiln_models::preprocess::Preprocessor::names();
+    Json(json!({ "module_list": names }))
+}

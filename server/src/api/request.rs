@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::images::decode_base64_image;
 use crate::config::ServerConfig;
+use crate::controlnets::{check_units, ControlRequest};
 use crate::error::{ApiError, ApiResult};
 
 /// Fields kiln reads are typed (a wrong type is a 422 naming the field); the rest of A1111's many
@@ -94,6 +95,8 @@ pub struct Checked {
     /// switch, checked in (0, 1).
     pub refiner: Option<(String, f64)>,
     pub send_images: bool,
+    /// `alwayson_scripts.controlnet` units.
+    pub controls: Vec<ControlRequest>,
 }
 
 impl GenerationRequest {
@@ -192,6 +195,14 @@ impl GenerationRequest {
         if img2img {
             params.init = Some(self.init_image()?);
         }
+        let controls = match self
+            .alwayson_scripts
+            .as_ref()
+            .and_then(|s| s.get("controlnet"))
+        {
+            Some(script) => check_units(script, config.controlnet_dir.as_deref())?,
+            None => Vec::new(),
+        };
         let (w, h) = self.size(config, params.init.as_ref())?;
         params.width = w;
         params.height = h;
@@ -201,6 +212,7 @@ impl GenerationRequest {
             model: settings.checkpoint,
             refiner: self.refiner()?,
             send_images: self.send_images.unwrap_or(true),
+            controls,
         })
     }
 
@@ -243,14 +255,14 @@ impl GenerationRequest {
                 ));
             }
         }
-        if self
+        if let Some(other) = self
             .alwayson_scripts
             .as_ref()
-            .is_some_and(|s| !s.is_empty())
+            .and_then(|s| s.keys().find(|k| k.as_str() != "controlnet"))
         {
             return Err(ApiError::invalid(
                 "alwayson_scripts",
-                "scripts (ControlNet and friends) are not supported by kiln",
+                format!("script {other:?} is not supported by kiln (only \"controlnet\")"),
             ));
         }
         Ok(())

@@ -54,11 +54,17 @@ async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResul
                 "a refiner with the X/Y/Z plot is not supported yet",
             ));
         }
+        if !checked.controls.is_empty() {
+            return Err(ApiError::invalid(
+                "alwayson_scripts.controlnet",
+                "ControlNet with the X/Y/Z plot is not supported yet",
+            ));
+        }
         let args = req.script_args.clone().unwrap_or_default();
         let plot = xyz::parse_script_args(&args, img2img, &mut random_seed)?;
         xyz::run_xyz(&state, plot, checked.params, model).await?
     } else {
-        run(&state, checked.params, model, refiner).await?
+        run(&state, checked.params, model, refiner, checked.controls).await?
     };
     // A1111 leaves the (large) input images out of the echo unless asked to include them.
     if img2img && !req.include_init_images.unwrap_or(false) {

@@ -219,7 +219,7 @@ pub async fn run_xyz(
     let mut first: Option<JobOutput> = None;
     let mut stopped = false;
     for (cell, params, model) in jobs {
-        let out = run(state, params, model, None).await?;
+        let out = run(state, params, model, None, Vec::new()).await?;
         let image = out.images.first().ok_or_else(|| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,

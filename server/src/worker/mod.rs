@@ -6,6 +6,7 @@
 
 mod chat;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -26,12 +27,15 @@ use kiln_nn::weights::WeightType;
 use kiln_runtime::{Device, DeviceChoice};
 
 use crate::catalog::{Catalog, ModelEntry};
+use crate::controlnets::ControlRequest;
 use crate::error::{ApiError, ApiResult};
 use crate::llm_models::LlmSettings;
 use crate::metrics::Metrics;
 use crate::preview::preview_png;
 use crate::progress::{timestamp_now, ProgressHub};
 use crate::queue::{Job, JobOutput, JobRequest, OutputImage, Queue, Work};
+use kiln_models::controlnet::{check_base, ControlNetModel};
+use kiln_models::pipeline::ControlUnit;
 
 pub struct Worker {
     device: Device,
@@ -73,6 +77,8 @@ struct Loaded {
     path: PathBuf,
     options: LoadOptions,
     model: StableDiffusion,
+    /// ControlNets loaded for this model (its device, dtype and weight type), by path.
+    controlnets: HashMap<PathBuf, Arc<ControlNetModel>>,
 }
 
 /// Opens the device on a new thread and runs jobs there until the queue closes. Fails (without
@@ -232,6 +238,7 @@ impl Worker {
                 path: path.to_path_buf(),
                 options: prepared.options.clone(),
                 model,
+                controlnets: HashMap::new(),
             });
             self.metrics
                 .set_loaded(crate::catalog::ModelKind::Image, Some(path));
@@ -276,6 +283,50 @@ impl Worker {
         Ok(Some((model, *switch_at)))
     }
 
+    /// The loaded model's ControlNet units for `requests`, loading each ControlNet once per model;
+    /// one that does not fit the model is the client's to fix (400 naming the unit's model).
+    fn controls(&mut self, requests: &[ControlRequest]) -> ApiResult<Vec<ControlUnit>> {
+        let Some(loaded) = self.loaded.as_mut() else {
+            return Err(ApiError::internal("model not loaded"));
+        };
+        let unet = &loaded.model.unet;
+        let mut units = Vec::with_capacity(requests.len());
+        for r in requests {
+            let field = format!("{}.model", r.field);
+            let net = match loaded.controlnets.get(&r.path) {
+                Some(net) => net.clone(),
+                None => {
+                    let net = ControlNetModel::open(
+                        &r.path,
+                        unet.config(),
+                        unet.device(),
+                        unet.dtype(),
+                        loaded.options.quantization,
+                        unet.is_streamed(),
+                    )
+                    .map_err(|e| ApiError::invalid(&field, e.to_string()))?;
+                    let net = Arc::new(net);
+                    loaded.controlnets.insert(r.path.clone(), net.clone());
+                    net
+                }
+            };
+            check_base(&r.name, &net, unet.resolved())
+                .map_err(|e| ApiError::invalid(&field, e.to_string()))?;
+            units.push(ControlUnit {
+                model: net,
+                name: r.name.clone(),
+                hash: crate::controlnets::short_hash(&r.path),
+                module: r.module.clone(),
+                image: r.image.clone(),
+                scale: r.weight,
+                guidance_start: r.guidance_start,
+                guidance_end: r.guidance_end,
+                guess_mode: r.guess_mode,
+            });
+        }
+        Ok(units)
+    }
+
     fn generate(
         &mut self,
         id: u64,
@@ -300,6 +351,8 @@ impl Worker {
                 switch_at: *switch_at,
             });
         }
+        self.model(&entry.path, &prepared)?;
+        params.controls = self.controls(&request.controls)?;
         let params = &params;
         let model = self.model(&entry.path, &prepared)?;
         let scale = model.vae_scale_factor();

@@ -8,6 +8,7 @@
 mod browser;
 mod common;
 mod control;
+mod controlnet;
 mod hires;
 mod loras;
 mod routes;

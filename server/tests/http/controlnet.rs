@@ -1,0 +1,98 @@
+//! `kiln serve --controlnet-dir`: the ControlNet extension's /controlnet/model_list and
+//! /controlnet/module_list, a txt2img with an `alwayson_scripts.controlnet` unit (the tiny SD1
+//! pipeline and tests/fixtures/controlnet; tests/tests/controlnet.rs compares the pixels with
+//! diffusers), and 400s naming the unit's field.
+
+use std::path::PathBuf;
+
+use kiln_models::image::png::decode_png;
+use kiln_runtime::DeviceChoice;
+use kiln_server::{ModelSet, ServerConfig};
+use serde_json::{json, Value};
+
+use crate::common::{b64decode, b64encode, get_json, post_json, start};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn config() -> ServerConfig {
+    let mut c = ServerConfig::new(ModelSet::Single(fixtures().join("tiny-sd1")));
+    c.device = DeviceChoice::Cpu;
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.controlnet_dir = Some(fixtures().join("controlnet"));
+    c
+}
+
+fn request(unit: Value) -> Value {
+    json!({"prompt": "a red circle", "width": 32, "height": 32, "steps": 2, "seed": 42,
+           "alwayson_scripts": {"controlnet": {"args": [unit]}}})
+}
+
+fn control_png() -> String {
+    b64encode(&std::fs::read(fixtures().join("controlnet/control.png")).unwrap())
+}
+
+#[test]
+fn controlnet_units_run_and_bad_ones_are_refused() {
+    let server = start(config());
+    let (status, list) = get_json(&server, "/controlnet/model_list");
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list["model_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for want in ["sd1-a [", "sd1-b [", "sdxl ["] {
+        assert!(names.iter().any(|n| n.starts_with(want)), "{names:?}");
+    }
+    let (status, modules) = get_json(&server, "/controlnet/module_list");
+    assert_eq!(status, 200);
+    assert!(modules["module_list"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("none")));
+
+    let sd1a = names.iter().find(|n| n.starts_with("sd1-a [")).unwrap();
+    let unit = json!({"enabled": true, "image": {"image": control_png(), "mask": null},
+                      "module": "none", "model": sd1a, "weight": 0.8, "guidance_start": 0.0,
+                      "guidance_end": 1.0, "control_mode": "Balanced"});
+    let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &request(unit.clone()));
+    assert_eq!(status, 200, "{body}");
+    let png = decode_png(&b64decode(body["images"][0].as_str().unwrap())).unwrap();
+    let text = png.text("parameters").unwrap();
+    assert!(
+        text.contains(&format!(
+            "ControlNet 0: \"Module: none, Model: {sd1a}, Weight: 0.8"
+        )),
+        "{text}"
+    );
+
+    let refused = |unit: Value, field: &str, needle: &str| {
+        let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &request(unit));
+        assert_eq!(status, 400, "{body}");
+        let text = body.to_string();
+        assert!(text.contains(field) && text.contains(needle), "{text}");
+    };
+    let mut u = unit.clone();
+    u["model"] = json!("sdxl");
+    refused(
+        u,
+        "alwayson_scripts.controlnet.args[0].model",
+        "another base model",
+    );
+    let mut u = unit.clone();
+    u["model"] = json!("nothing [1234]");
+    refused(
+        u,
+        "alwayson_scripts.controlnet.args[0].model",
+        "unknown ControlNet",
+    );
+    let mut u = unit.clone();
+    u["image"] = json!("bm90IGFuIGltYWdl");
+    refused(u, "alwayson_scripts.controlnet.args[0].image", "");
+    let mut u = unit;
+    u["module"] = json!("nope");
+    refused(u, "alwayson_scripts.controlnet.args[0].module", "nope");
+}

@@ -1,0 +1,368 @@
+//! ControlNet against diffusers (fixtures from tools/make_controlnet_fixtures.py in
+//! tests/fixtures/controlnet: tiny random ControlNets for tests/fixtures/tiny-sd1 and tiny-sdxl).
+//!
+//! - `ControlNetModel`'s residuals vs diffusers' `ControlNetModel` on random inputs (plain and guess
+//!   mode): max |error| <= 1e-4 + 1e-4 |want|.
+//! - Complete generations vs StableDiffusionControlNetPipeline / ...Img2ImgPipeline /
+//!   StableDiffusionXLControlNetPipeline (scale, guidance start / end, guess mode, two ControlNets,
+//!   a batch, img2img, SDXL): max |error| <= 1e-3 on the [0, 1] image, tests/tests/pipeline.rs's
+//!   bound, on the CPU backend and the GPU under test.
+//! - A ControlNet for another base is refused naming both.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_kernels::testing::{assert_close, with_gpu};
+use kiln_models::controlnet::{ControlInputs, ControlNetModel};
+use kiln_models::image::infotext::InfoText;
+use kiln_models::image::read_image;
+use kiln_models::pipeline::{
+    generate, infotext, ControlUnit, GenerationParams, InitImage, StableDiffusion,
+};
+use kiln_models::rng::RngKind;
+use kiln_models::schedulers::SamplerSpec;
+use kiln_runtime::{DType, Device, Tensor};
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+const TOL: f32 = 1e-3;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn dir() -> PathBuf {
+    fixtures().join("controlnet")
+}
+
+fn tensors(file: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(dir().join(file)).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let values = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (name, t.shape().to_vec(), values)
+        })
+        .collect()
+}
+
+fn tensor(file: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let (_, shape, values) = tensors(file)
+        .into_iter()
+        .find(|(n, _, _)| n == name)
+        .unwrap_or_else(|| panic!("{file} has no {name}"));
+    (shape, values)
+}
+
+fn controlnet(device: &Device, name: &str) -> Arc<ControlNetModel> {
+    Arc::new(ControlNetModel::load(&dir().join(name), device, DType::F32, None, false).unwrap())
+}
+
+fn check_residuals(device: &Device) {
+    let net = controlnet(device, "sd1-a");
+    let input = |name: &str| {
+        let (shape, values) = tensor("residuals.safetensors", name);
+        Tensor::from_f32(device, &shape, DType::F32, &values).unwrap()
+    };
+    let (sample, timesteps, context, cond) = (
+        input("sample"),
+        input("timesteps"),
+        input("encoder_hidden_states"),
+        input("controlnet_cond"),
+    );
+    for (tag, guess_mode) in [("plain", false), ("guess", true)] {
+        let r = net
+            .forward(&ControlInputs {
+                sample: &sample,
+                timesteps: &timesteps,
+                context: &context,
+                added: None,
+                cond: &cond,
+                scale: 0.7,
+                guess_mode,
+            })
+            .unwrap();
+        assert_eq!(r.down.len(), 4, "skip connections of the tiny SD1 UNet");
+        let mut worst = 0f32;
+        for (i, d) in r.down.iter().enumerate() {
+            let (shape, want) = tensor("residuals.safetensors", &format!("{tag}/down.{i}"));
+            assert_eq!(d.shape(), shape, "{tag} down.{i}");
+            let got = d.to_vec_f32().unwrap();
+            assert_close(&format!("{tag}/down.{i}"), &got, &want, 1e-4, 1e-4);
+            worst = worst.max(max_err(&got, &want));
+        }
+        let (_, want) = tensor("residuals.safetensors", &format!("{tag}/mid"));
+        let got = r.mid.to_vec_f32().unwrap();
+        assert_close(&format!("{tag}/mid"), &got, &want, 1e-4, 1e-4);
+        worst = worst.max(max_err(&got, &want));
+        eprintln!("{} residuals {tag}: max |err| {worst:e}", device.name());
+    }
+}
+
+#[test]
+fn residuals_match_diffusers_on_cpu() {
+    check_residuals(&Device::Cpu);
+}
+
+#[test]
+fn residuals_match_diffusers_on_gpu() {
+    with_gpu(check_residuals);
+}
+
+/// lllyasviel's layout of sd1-a (config from the base UNet and the file's shapes) gives the
+/// folder's residuals exactly: the same weights under other names.
+#[test]
+fn single_file_controlnet_matches_its_folder() {
+    let device = Device::Cpu;
+    let base = StableDiffusion::load(&fixtures().join("tiny-sd1"), &device, DType::F32).unwrap();
+    let file = ControlNetModel::open(
+        &dir().join("sd1-a.safetensors"),
+        base.unet.config(),
+        &device,
+        DType::F32,
+        None,
+        false,
+    )
+    .unwrap();
+    let folder = controlnet(&device, "sd1-a");
+    let input = |name: &str| {
+        let (shape, values) = tensor("residuals.safetensors", name);
+        Tensor::from_f32(&device, &shape, DType::F32, &values).unwrap()
+    };
+    let (sample, timesteps, context, cond) = (
+        input("sample"),
+        input("timesteps"),
+        input("encoder_hidden_states"),
+        input("controlnet_cond"),
+    );
+    let inputs = ControlInputs {
+        sample: &sample,
+        timesteps: &timesteps,
+        context: &context,
+        added: None,
+        cond: &cond,
+        scale: 0.7,
+        guess_mode: false,
+    };
+    let (a, b) = (
+        file.forward(&inputs).unwrap(),
+        folder.forward(&inputs).unwrap(),
+    );
+    for (x, y) in a
+        .down
+        .iter()
+        .chain([&a.mid])
+        .zip(b.down.iter().chain([&b.mid]))
+    {
+        assert_eq!(x.to_vec_f32().unwrap(), y.to_vec_f32().unwrap());
+    }
+    // On the SDXL base it is refused before loading, naming both widths.
+    let xl = StableDiffusion::load(&fixtures().join("tiny-sdxl"), &device, DType::F32).unwrap();
+    let err = ControlNetModel::open(
+        &dir().join("sd1-a.safetensors"),
+        xl.unet.config(),
+        &device,
+        DType::F32,
+        None,
+        false,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("sd1-a.safetensors")
+            && err.contains("cross_attention_dim 32, no added conditioning")
+            && err.contains("cross_attention_dim 80, SDXL added conditioning"),
+        "{err}"
+    );
+    // A file that is not a ControlNet says so.
+    let err = ControlNetModel::open(
+        &fixtures().join("tiny-sd1/unet/diffusion_pytorch_model.safetensors"),
+        base.unet.config(),
+        &device,
+        DType::F32,
+        None,
+        false,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("not a ControlNet file"), "{err}");
+}
+
+fn cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(dir().join("cases.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["cases"].as_array().unwrap().clone()
+}
+
+fn max_err(got: &[f32], want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+}
+
+fn params_for(device: &Device, case: &Value) -> GenerationParams {
+    let s = |k: &str| case[k].as_str().unwrap().to_string();
+    let n = |k: &str| case[k].as_u64().unwrap() as usize;
+    let f = |v: &Value| v.as_f64().unwrap() as f32;
+    let mut p = GenerationParams::new(s("prompt"));
+    p.negative_prompt = s("negative");
+    p.steps = n("steps");
+    p.cfg_scale = f(&case["cfg"]);
+    p.width = n("width");
+    p.height = n("height");
+    p.seed = case["seed"].as_u64().unwrap();
+    p.sampler = SamplerSpec::parse(&s("sampler")).unwrap();
+    p.batch_size = n("batch");
+    p.rng = RngKind::TorchCpu;
+    if s("mode") == "img2img" {
+        p.init = Some(InitImage {
+            image: read_image(&fixtures().join("tiny-sd1/init.png")).unwrap(),
+            mask: None,
+            strength: case["strength"].as_f64().unwrap(),
+        });
+    }
+    let image = read_image(&dir().join("control.png")).unwrap();
+    let guess_mode = case["guess_mode"].as_bool().unwrap();
+    p.controls = case["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            let name = u["model"].as_str().unwrap();
+            ControlUnit {
+                model: controlnet(device, name),
+                name: name.into(),
+                hash: None,
+                module: "none".into(),
+                image: image.clone(),
+                scale: f(&u["scale"]),
+                guidance_start: f(&u["start"]),
+                guidance_end: f(&u["end"]),
+                guess_mode,
+            }
+        })
+        .collect();
+    p
+}
+
+fn check_all(device: &Device) {
+    let sd1 = StableDiffusion::load(&fixtures().join("tiny-sd1"), device, DType::F32).unwrap();
+    let sdxl = StableDiffusion::load(&fixtures().join("tiny-sdxl"), device, DType::F32).unwrap();
+    for case in cases() {
+        let name = case["name"].as_str().unwrap();
+        let model = if case["family"] == "sdxl" {
+            &sdxl
+        } else {
+            &sd1
+        };
+        let params = params_for(device, &case);
+        let images = generate(model, &params, &mut |_| {}).unwrap();
+        let (shape, want) = tensor("golden.safetensors", &format!("{name}/image"));
+        assert_eq!(images.len(), shape[0], "{name}: image count");
+        let got: Vec<f32> = images.iter().flat_map(|i| i.pixels.clone()).collect();
+        let err = max_err(&got, &want);
+        eprintln!("{} {name}: max |err| {err:e}", device.name());
+        assert!(
+            err <= TOL,
+            "{} {name}: max |err| {err} > {TOL}",
+            device.name()
+        );
+        // The ControlNet must matter: without it the image is far from the golden.
+        let mut plain = params.clone();
+        plain.controls.clear();
+        let without: Vec<f32> = generate(model, &plain, &mut |_| {})
+            .unwrap()
+            .iter()
+            .flat_map(|i| i.pixels.clone())
+            .collect();
+        let moved = max_err(&without, &want);
+        assert!(
+            moved > 20.0 * TOL,
+            "{name}: the ControlNet moves the image by only {moved}"
+        );
+    }
+}
+
+#[test]
+fn controlnet_generations_match_diffusers_on_cpu() {
+    check_all(&Device::Cpu);
+}
+
+#[test]
+fn controlnet_generations_match_diffusers_on_gpu() {
+    with_gpu(check_all);
+}
+
+#[test]
+fn a_controlnet_for_another_base_is_refused_naming_both() {
+    let device = Device::Cpu;
+    let sd1 = StableDiffusion::load(&fixtures().join("tiny-sd1"), &device, DType::F32).unwrap();
+    let mut p = GenerationParams::new("x");
+    (p.width, p.height, p.steps) = (32, 32, 1);
+    p.controls = vec![ControlUnit {
+        model: controlnet(&device, "sdxl"),
+        name: "sdxl".into(),
+        hash: None,
+        module: "none".into(),
+        image: read_image(&dir().join("control.png")).unwrap(),
+        scale: 1.0,
+        guidance_start: 0.0,
+        guidance_end: 1.0,
+        guess_mode: false,
+    }];
+    let err = generate(&sd1, &p, &mut |_| {}).err().unwrap().to_string();
+    assert!(
+        err.contains("sdxl")
+            && err.contains("cross_attention_dim 80")
+            && err.contains("cross_attention_dim 32"),
+        "{err}"
+    );
+    // Guidance start after end is refused before anything runs.
+    let mut q = p.clone();
+    q.controls[0].model = controlnet(&device, "sd1-a");
+    (q.controls[0].guidance_start, q.controls[0].guidance_end) = (0.8, 0.2);
+    let err = generate(&sd1, &q, &mut |_| {}).err().unwrap().to_string();
+    assert!(err.contains("guidance start 0.8"), "{err}");
+}
+
+/// The ControlNet extension's infotext fields, after the others, one per unit.
+#[test]
+fn infotext_has_a1111_controlnet_fields() {
+    let mut p = GenerationParams::new("x");
+    let unit = |name: &str, scale: f32, guess_mode: bool| ControlUnit {
+        model: controlnet(&Device::Cpu, "sd1-a"),
+        name: name.into(),
+        hash: Some("d14c016b".into()),
+        module: "canny".into(),
+        image: read_image(&dir().join("control.png")).unwrap(),
+        scale,
+        guidance_start: 0.0,
+        guidance_end: 0.75,
+        guess_mode,
+    };
+    p.controls = vec![
+        unit("control_v11p_sd15_canny", 1.0, false),
+        unit("b", 0.5, true),
+    ];
+    let info = infotext(&p, 1, "m", None);
+    let text = info.format();
+    assert!(
+        text.ends_with(
+            "ControlNet 0: \"Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 1.0, \
+             Resize Mode: Just Resize, Guidance Start: 0.0, Guidance End: 0.75, Control Mode: \
+             Balanced\", ControlNet 1: \"Module: canny, Model: b [d14c016b], Weight: 0.5, Resize \
+             Mode: Just Resize, Guidance Start: 0.0, Guidance End: 0.75, Control Mode: ControlNet \
+             is more important\""
+        ),
+        "{text}"
+    );
+    assert_eq!(InfoText::parse(&text), info);
+}
