@@ -12,4 +12,5 @@ pub mod schedulers;
 pub mod single_file;
 pub mod tally;
 pub mod unet;
+pub mod upscale;
 pub mod vae;
