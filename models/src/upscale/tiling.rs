@@ -145,23 +145,31 @@ impl Planes {
     }
 }
 
-/// Blend weight of position `p` of a tile `len` long whose neighbours (before, after) share a
-/// ramp `ramp` long with it: linear from 0 at the tile edge to 1 `ramp` pixels in.
-pub fn ramp_weight(p: usize, len: usize, ramp: usize, before: bool, after: bool) -> f32 {
+/// Blend weight of position `p` of a tile `len` long whose neighbours (before, after) share
+/// `overlap` pixels with it: 0 over the outer quarter of the overlap (pixels whose convolutions
+/// reached past the tile edge into zero padding, discarded), then linear up to 1 at its far end.
+/// Two neighbours' weights then add up to 1 across an overlap of exactly `overlap`.
+pub fn ramp_weight(p: usize, len: usize, overlap: usize, before: bool, after: bool) -> f32 {
+    if overlap == 0 {
+        return 1.0;
+    }
+    let margin = (overlap / 4) as f32;
+    let ramp = |d: f32| ((d - margin) / (overlap as f32 - 2.0 * margin)).clamp(0.0, 1.0);
     let mut w = 1.0f32;
-    if ramp > 0 {
-        if before {
-            w = w.min((p as f32 + 0.5) / ramp as f32);
-        }
-        if after {
-            w = w.min(((len - p) as f32 - 0.5) / ramp as f32);
-        }
+    if before {
+        w = w.min(ramp(p as f32 + 0.5));
+    }
+    if after {
+        w = w.min(ramp((len - p) as f32 - 0.5));
     }
     w
 }
 
-/// Runs `run` on each tile of `input` (padded to multiples of `multiple`), each output `scale`
-/// times the tile, and blends the outputs into one `scale` times the input.
+/// Runs `run` on each tile of `input`, each output `scale` times the tile, and blends the outputs
+/// into one `scale` times the input. A model that `pixel_unshuffle`s by `multiple` sees the image
+/// reflect-padded at the bottom and right to a multiple of it (Real-ESRGAN's pre-padding, cropped
+/// off the output), and tiles that start at multiples of it, so each tile groups the pixels into
+/// the same blocks the whole image would.
 pub fn run_tiled(
     input: &Planes,
     tiles: TileOptions,
@@ -169,62 +177,76 @@ pub fn run_tiled(
     scale: usize,
     mut run: impl FnMut(&Planes) -> Result<Planes>,
 ) -> Result<Planes> {
-    let (oh, ow) = (input.height * scale, input.width * scale);
-    let mut acc = vec![0.0f32; input.channels * oh * ow];
+    let m = multiple.max(1);
+    let padded = input.crop_padded(0, 0, input.height, input.width, m);
+    // Tiles and overlap in blocks of m pixels.
+    let blocks = if tiles.tile == 0 {
+        TileOptions::WHOLE
+    } else {
+        let tile = (tiles.tile / m).max(1);
+        let overlap = tiles.overlap.div_ceil(m).min(tile.saturating_sub(1) / 2);
+        TileOptions { tile, overlap }
+    };
+    let spans = |len: usize| -> Vec<(usize, usize)> {
+        blocks
+            .spans(len / m)
+            .into_iter()
+            .map(|(s, l)| (s * m, l * m))
+            .collect()
+    };
+    let (rows, cols) = (spans(padded.height), spans(padded.width));
+    let (oh, ow) = (padded.height * scale, padded.width * scale);
+    let channels = input.channels;
+    let mut acc = vec![0.0f32; channels * oh * ow];
     let mut weight = vec![0.0f32; oh * ow];
-    let (rows, cols) = (tiles.spans(input.height), tiles.spans(input.width));
-    let ramp = tiles.overlap * scale;
+    let ramp = blocks.overlap * m * scale;
     for (ri, &(y, th)) in rows.iter().enumerate() {
         for (ci, &(x, tw)) in cols.iter().enumerate() {
-            let tile = input.crop_padded(y, x, th, tw, multiple);
+            let tile = padded.crop_padded(y, x, th, tw, 1);
             let out = run(&tile)?;
-            if out.channels != input.channels
-                || out.height != tile.height * scale
-                || out.width != tile.width * scale
-            {
+            let (h, w) = (th * scale, tw * scale);
+            if out.channels != channels || out.height != h || out.width != w {
                 return Err(Error::shape(
                     OP,
                     format!(
-                        "a {}x{} tile gave a {}x{}x{} output, expected {}x{}x{}",
-                        tile.width,
-                        tile.height,
-                        out.channels,
-                        out.width,
-                        out.height,
-                        input.channels,
-                        tile.width * scale,
-                        tile.height * scale
+                        "a {tw}x{th} tile gave a {}x{} output with {} channels, expected {w}x{h} \
+                         with {channels}",
+                        out.width, out.height, out.channels
                     ),
                 ));
             }
-            let (h, w) = (th * scale, tw * scale);
             let wy: Vec<f32> = (0..h)
                 .map(|p| ramp_weight(p, h, ramp, ri > 0, ri + 1 < rows.len()))
                 .collect();
             let wx: Vec<f32> = (0..w)
                 .map(|p| ramp_weight(p, w, ramp, ci > 0, ci + 1 < cols.len()))
                 .collect();
-            for r in 0..h {
+            for (r, &wyr) in wy.iter().enumerate() {
                 let o = (y * scale + r) * ow + x * scale;
                 for (q, &wxq) in wx.iter().enumerate() {
-                    weight[o + q] += wy[r] * wxq;
+                    weight[o + q] += wyr * wxq;
                 }
-                for c in 0..input.channels {
-                    let src = &out.data[(c * out.height + r) * out.width..][..w];
+                for c in 0..channels {
+                    let src = &out.data[(c * h + r) * w..][..w];
                     let dst = &mut acc[c * oh * ow + o..][..w];
-                    for q in 0..w {
-                        dst[q] += wy[r] * wx[q] * src[q];
+                    for ((d, &v), &wxq) in dst.iter_mut().zip(src).zip(&wx) {
+                        *d += wyr * wxq * v;
                     }
                 }
             }
         }
     }
-    for c in 0..input.channels {
-        for (v, &wt) in acc[c * oh * ow..][..oh * ow].iter_mut().zip(&weight) {
-            *v /= wt;
+    // Back to the input's own size times the scale.
+    let (fh, fw) = (input.height * scale, input.width * scale);
+    let mut data = Vec::with_capacity(channels * fh * fw);
+    for c in 0..channels {
+        for r in 0..fh {
+            let row = &acc[c * oh * ow + r * ow..][..fw];
+            let wrow = &weight[r * ow..][..fw];
+            data.extend(row.iter().zip(wrow).map(|(v, w)| v / w));
         }
     }
-    Planes::new(input.channels, oh, ow, acc)
+    Planes::new(channels, fh, fw, data)
 }
 
 #[cfg(test)]
@@ -287,6 +309,27 @@ mod tests {
                 assert!((a - b).abs() < 1e-6, "tile {tile} overlap {overlap}: {a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn tiles_start_at_multiples_of_the_unshuffle_factor() {
+        let input = Planes::new(1, 19, 21, (0..399).map(|v| v as f32).collect()).unwrap();
+        let mut seen = Vec::new();
+        let tiles = TileOptions::new(12, 2).unwrap();
+        let out = run_tiled(&input, tiles, 4, 1, |t| {
+            seen.push((t.height, t.width, t.data[0]));
+            Ok(t.clone())
+        })
+        .unwrap();
+        // Padded to 20x24 (5x6 blocks of 4); tiles of 3 blocks with 1 block of overlap: rows at
+        // blocks 0 and 2, columns at 0, 1 and 3.
+        for &(h, w, first) in &seen {
+            assert_eq!((h, w), (12, 12));
+            let (y, x) = (first as usize / 21, first as usize % 21);
+            assert_eq!((y % 4, x % 4), (0, 0), "tile at ({y}, {x})");
+        }
+        assert_eq!(seen.len(), 3 * 2);
+        assert_eq!(out, input);
     }
 
     #[test]
