@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// The folder `<lora:NAME:WEIGHT>` prompt tags find NAME.safetensors in (`--lora-dir`);
     /// GET /sdapi/v1/loras lists it.
     pub lora_dir: Option<PathBuf>,
+    /// ESRGAN / Real-ESRGAN `.safetensors` upscalers (`--upscaler-dir`), listed by GET
+    /// /sdapi/v1/upscalers under their file stems and run by POST /sdapi/v1/extra-single-image.
+    pub upscaler_dir: Option<PathBuf>,
 }
 
 /// Images in chat requests (OpenAI's `image_url` content parts).
@@ -115,6 +118,7 @@ impl ServerConfig {
             chat_images: ChatImageSettings::default(),
             embeddings: None,
             lora_dir: None,
+            upscaler_dir: None,
         }
     }
 }

@@ -15,6 +15,7 @@ mod options;
 mod request;
 mod sdapi;
 mod status;
+mod upscalers;
 mod web;
 
 pub use chat::install_tls_provider;
@@ -125,6 +126,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(options::get_options).post(options::set_options),
         )
         .route("/sdapi/v1/png-info", post(sdapi::png_info))
+        .route("/sdapi/v1/upscalers", get(upscalers::list))
+        .route(
+            "/sdapi/v1/extra-single-image",
+            post(upscalers::extra_single_image),
+        )
         .route("/v1/images/generations", post(openai::generations))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(chat::chat_completions))

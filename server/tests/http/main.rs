@@ -7,4 +7,5 @@ mod control;
 mod loras;
 mod routes;
 mod scale_out;
+mod upscalers;
 mod validation;
