@@ -556,7 +556,7 @@ fn output_paths(output: &Path, count: usize) -> Vec<PathBuf> {
 
 /// Writes every file to a temporary name beside it, then renames them all into place; on any
 /// failure removes whatever it created.
-fn write_all_or_nothing(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+pub(crate) fn write_all_or_nothing(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
     let temps: Vec<PathBuf> = files
         .iter()
         .map(|(path, _)| {

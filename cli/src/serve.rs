@@ -124,6 +124,11 @@ pub struct ServeArgs {
     /// `<lora:NAME:WEIGHT>` pick from; GET /sdapi/v1/loras lists it.
     #[arg(long = "lora-dir", value_name = "DIR")]
     lora_dir: Option<PathBuf>,
+
+    /// The folder of ESRGAN / Real-ESRGAN upscalers (`NAME.safetensors`) that GET
+    /// /sdapi/v1/upscalers lists and POST /sdapi/v1/extra-single-image runs by NAME.
+    #[arg(long = "upscaler-dir", value_name = "DIR")]
+    upscaler_dir: Option<PathBuf>,
 }
 
 /// `--mmproj`, checked against the one GGUF model before the server starts, so a projector
@@ -189,6 +194,12 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
         }
     }
     config.lora_dir = args.lora_dir.clone();
+    if let Some(dir) = &args.upscaler_dir {
+        if !dir.is_dir() {
+            bail!("--upscaler-dir {}: not a folder", dir.display());
+        }
+    }
+    config.upscaler_dir = args.upscaler_dir.clone();
     let server = Server::start(config)?;
     eprintln!(
         "kiln serve: {} on {} (web page at {}/, API docs at {}/docs)",
