@@ -181,7 +181,10 @@ fn upscaler_case(size: Size, dtype: DType, pixels: usize) -> Case {
         &format!("upscale rrdbnet-x4 b{num_block} {pixels}px"),
         "upscale_rrdbnet",
         dtype,
-        (format!("[1,3,{pixels},{pixels}] -> [1,3,{out},{out}]"), params),
+        (
+            format!("[1,3,{pixels},{pixels}] -> [1,3,{out},{out}]"),
+            params,
+        ),
         Work::Pixels((out * out) as f64),
         move |device| -> Result<Runner> {
             let source = Arc::new(RandomSource::new("random RRDBNet weights", 8));
@@ -189,7 +192,11 @@ fn upscaler_case(size: Size, dtype: DType, pixels: usize) -> Case {
             let model = UpscalerModel::with_architecture(&weights, Architecture::Rrdb(config))?;
             // An image in [0, 1], as the model sees one.
             let n = 3 * pixels * pixels;
-            let values: Vec<f32> = Rng::new(9).normals(n).iter().map(|v| v.abs().min(1.0)).collect();
+            let values: Vec<f32> = Rng::new(9)
+                .normals(n)
+                .iter()
+                .map(|v| v.abs().min(1.0))
+                .collect();
             let x = Tensor::from_f32(device, &[1, 3, pixels, pixels], dtype, &values)?;
             Ok(Box::new(move || model.forward(&x)))
         },

@@ -49,9 +49,11 @@ pub struct UpscaleArgs {
 }
 
 pub fn run(args: &UpscaleArgs, device: &Device) -> Result<()> {
-    let overlap = args
-        .tile_overlap
-        .unwrap_or(TileOptions::default().overlap.min(args.tile.saturating_sub(1) / 2));
+    let overlap = args.tile_overlap.unwrap_or(
+        TileOptions::default()
+            .overlap
+            .min(args.tile.saturating_sub(1) / 2),
+    );
     let tiles = TileOptions::new(args.tile, overlap)?;
     let dtype = match args.dtype.as_deref() {
         None if matches!(device, Device::Cpu) => DType::F32,
@@ -78,7 +80,11 @@ pub fn run(args: &UpscaleArgs, device: &Device) -> Result<()> {
     let size = |n: usize| (n as f64 * scale).round() as usize;
     let (w, h) = (size(img.width), size(img.height));
     if w == 0 || h == 0 {
-        bail!("--scale {scale} of a {}x{} image leaves nothing", img.width, img.height);
+        bail!(
+            "--scale {scale} of a {}x{} image leaves nothing",
+            img.width,
+            img.height
+        );
     }
     let start = Instant::now();
     let out = upscaler.upscale_to(&img, w, h, tiles)?;

@@ -63,7 +63,10 @@ fn a_model_upscales_by_its_factor_and_any_other() {
     for (flags, tiles) in [
         (&["--tile", "0"][..], TileOptions::WHOLE),
         (&[][..], TileOptions::default()),
-        (&["--tile", "8", "--tile-overlap", "3"][..], TileOptions::new(8, 3).unwrap()),
+        (
+            &["--tile", "8", "--tile-overlap", "3"][..],
+            TileOptions::new(8, 3).unwrap(),
+        ),
     ] {
         let mut args = vec!["--model", model.to_str().unwrap()];
         args.extend_from_slice(flags);
@@ -77,11 +80,17 @@ fn a_model_upscales_by_its_factor_and_any_other() {
     let out = upscale(&dir, &["--model", model.to_str().unwrap(), "--tile", "8"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let out = upscale(&dir, &["--model", model.to_str().unwrap(), "--scale", "1.5"]);
+    let out = upscale(
+        &dir,
+        &["--model", model.to_str().unwrap(), "--scale", "1.5"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let got = read(&dir.join("out.png"));
     assert_eq!((got.width, got.height), (20, 15));
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -110,7 +119,10 @@ fn fails(dir: &Path, out: Output, expect: &str) {
     assert!(!out.status.success(), "should fail: {expect}");
     let err = stderr(&out);
     assert!(err.contains(expect), "expected {expect:?} in: {err}");
-    let names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, ["in.png"], "no output or temporary file");
 }
 
@@ -127,7 +139,17 @@ fn bad_input_is_a_clear_error_with_no_output() {
     let out = upscale(&dir, &["--model", vae.to_str().unwrap()]);
     fails(&dir, out, "not an upscaler");
     let model = fixture("srvgg_x4.safetensors");
-    let out = upscale(&dir, &["--model", model.to_str().unwrap(), "--tile", "8", "--tile-overlap", "4"]);
+    let out = upscale(
+        &dir,
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--tile",
+            "8",
+            "--tile-overlap",
+            "4",
+        ],
+    );
     fails(&dir, out, "twice the overlap");
     let out = upscale(&dir, &["--model", model.to_str().unwrap(), "--scale=0"]);
     fails(&dir, out, "--scale");

@@ -133,7 +133,11 @@ fn sizes_are_read_from_the_shapes() {
             .scale()
     };
     assert_eq!(
-        [scale("rrdb_x4.safetensors"), scale("rrdb_x2.safetensors"), scale("rrdb_x1.safetensors")],
+        [
+            scale("rrdb_x4.safetensors"),
+            scale("rrdb_x2.safetensors"),
+            scale("rrdb_x1.safetensors")
+        ],
         [4, 2, 1]
     );
 }
@@ -176,7 +180,10 @@ fn tiled_matches_untiled() {
         };
         let (wide, narrow) = (err(40, 16), err(24, 8));
         assert!(wide < bound, "{file}: {wide} over {bound}");
-        assert!(wide < narrow / 4.0, "{file}: overlap 16 {wide}, overlap 8 {narrow}");
+        assert!(
+            wide < narrow / 4.0,
+            "{file}: overlap 16 {wide}, overlap 8 {narrow}"
+        );
     }
 }
 
@@ -233,7 +240,10 @@ fn pickles_are_refused_with_the_conversion_command() {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("python -c") && err.contains("params_ema"), "{err}");
+        assert!(
+            err.contains("python -c") && err.contains("params_ema"),
+            "{err}"
+        );
         assert!(err.contains(name), "{err}");
     }
     // A torch zip archive renamed to .safetensors is caught by its content.
@@ -273,7 +283,11 @@ fn files_that_do_not_fit_are_refused_by_name() {
     std::fs::create_dir_all(&dir).unwrap();
     // A tensor the architecture has no place for.
     let path = dir.join("extra.safetensors");
-    with_extra("rrdb_x4.safetensors", &path, &[("body.0.rdb1.conv6.weight", vec![4])]);
+    with_extra(
+        "rrdb_x4.safetensors",
+        &path,
+        &[("body.0.rdb1.conv6.weight", vec![4])],
+    );
     let err = UpscalerModel::load(&path, &Device::Cpu, DType::F32)
         .err()
         .unwrap()

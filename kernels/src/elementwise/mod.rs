@@ -38,7 +38,9 @@ pub enum Unary {
     /// `x * sigmoid(1.702 x)`, as OpenAI's CLIP uses.
     QuickGelu,
     /// `x` where `x >= 0`, else `slope * x` (ESRGAN's `LeakyReLU(0.2)`; slope 0 is ReLU).
-    LeakyRelu { slope: f32 },
+    LeakyRelu {
+        slope: f32,
+    },
 }
 
 impl Unary {

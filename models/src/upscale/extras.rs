@@ -214,10 +214,16 @@ mod tests {
         let p = paste_centred(&img(2, 2, 9), 4, 3);
         // x0 = 2 - 1 = 1, y0 = 1 - 1 = 0: rows 0-1, columns 1-2.
         let at = |x: usize, y: usize| p.data[(y * 4 + x) * 3];
-        assert_eq!([at(0, 0), at(1, 0), at(2, 1), at(3, 1), at(1, 2)], [0, 9, 9, 0, 0]);
+        assert_eq!(
+            [at(0, 0), at(1, 0), at(2, 1), at(3, 1), at(1, 2)],
+            [0, 9, 9, 0, 0]
+        );
         let big = paste_centred(&img(6, 6, 5), 2, 2);
         assert_eq!(big.data, vec![5; 12]);
-        assert_eq!(blend(&img(1, 1, 10), &img(1, 1, 15), 0.5).data, [12, 12, 12]);
+        assert_eq!(
+            blend(&img(1, 1, 10), &img(1, 1, 15), 0.5).data,
+            [12, 12, 12]
+        );
         assert_eq!(python_float(2.0), "2.0");
         assert_eq!(python_float(1.5), "1.5");
     }

@@ -86,7 +86,11 @@ impl UpscalerModel {
         refuse_pickles(path)?;
         let file = WeightFile::open(path)?;
         let names = CanonicalNames::new(Box::new(FileSource::new(vec![file])))?;
-        Architecture::of(&Weights::from_source(Arc::new(names), &Device::Cpu, DType::F32))
+        Architecture::of(&Weights::from_source(
+            Arc::new(names),
+            &Device::Cpu,
+            DType::F32,
+        ))
     }
 
     /// From any tensor source holding one of the supported layouts (a file, random weights).
@@ -184,6 +188,7 @@ impl UpscalerModel {
 
     /// `img` upscaled by `scale()`, in tiles of `tiles` (`TileOptions::default()` is A1111's).
     pub fn upscale(&self, img: &RgbImage, tiles: TileOptions) -> Result<RgbImage> {
-        self.upscale_planes(&Planes::from_rgb(img)?, tiles)?.to_rgb()
+        self.upscale_planes(&Planes::from_rgb(img)?, tiles)?
+            .to_rgb()
     }
 }

@@ -35,7 +35,11 @@ impl CanonicalNames {
             .map(|n| (&n[prefix.len()..], n.clone()))
             .collect();
         let old = bare.iter().any(|(n, _)| n.starts_with("model.0."));
-        let tail_convs = if old { old_tail_convs(&bare) } else { Vec::new() };
+        let tail_convs = if old {
+            old_tail_convs(&bare)
+        } else {
+            Vec::new()
+        };
         let mut map = BTreeMap::new();
         for (name, full) in &bare {
             let canonical = if old {
@@ -240,8 +244,14 @@ mod tests {
         let tail = [3, 6, 8, 10];
         let cases = [
             ("model.0.weight", "conv_first.weight"),
-            ("model.1.sub.0.RDB1.conv1.0.weight", "body.0.rdb1.conv1.weight"),
-            ("model.1.sub.22.RDB3.conv5.0.bias", "body.22.rdb3.conv5.bias"),
+            (
+                "model.1.sub.0.RDB1.conv1.0.weight",
+                "body.0.rdb1.conv1.weight",
+            ),
+            (
+                "model.1.sub.22.RDB3.conv5.0.bias",
+                "body.22.rdb3.conv5.bias",
+            ),
             ("model.1.sub.23.weight", "conv_body.weight"),
             ("model.3.bias", "conv_up1.bias"),
             ("model.6.weight", "conv_up2.weight"),
@@ -252,8 +262,14 @@ mod tests {
             assert_eq!(old_name(old, &tail).as_deref(), Some(new), "{old}");
         }
         // x2: one upsampler, so model.5 is conv_hr and model.7 conv_last.
-        assert_eq!(old_name("model.5.weight", &[3, 5, 7]).unwrap(), "conv_hr.weight");
-        assert_eq!(old_name("model.7.weight", &[3, 5, 7]).unwrap(), "conv_last.weight");
+        assert_eq!(
+            old_name("model.5.weight", &[3, 5, 7]).unwrap(),
+            "conv_hr.weight"
+        );
+        assert_eq!(
+            old_name("model.7.weight", &[3, 5, 7]).unwrap(),
+            "conv_last.weight"
+        );
         assert_eq!(old_name("model.2.weight", &[3, 6, 8, 10]), None);
     }
 

@@ -23,7 +23,10 @@ pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
     if r == 0 || !c.is_multiple_of(r * r) {
         return Err(Error::shape(
             "pixel_shuffle",
-            format!("{c} channels are not a multiple of {r}^2 (input {:?})", x.shape()),
+            format!(
+                "{c} channels are not a multiple of {r}^2 (input {:?})",
+                x.shape()
+            ),
         ));
     }
     let c = c / (r * r);
@@ -37,7 +40,10 @@ pub fn pixel_unshuffle(x: &Tensor, r: usize) -> Result<Tensor> {
     if r == 0 || !hh.is_multiple_of(r) || !ww.is_multiple_of(r) {
         return Err(Error::shape(
             "pixel_unshuffle",
-            format!("height and width of {:?} are not multiples of {r}", x.shape()),
+            format!(
+                "height and width of {:?} are not multiples of {r}",
+                x.shape()
+            ),
         ));
     }
     let (h, w) = (hh / r, ww / r);
@@ -84,6 +90,9 @@ mod tests {
     fn prelu_scales_negatives_per_channel() {
         let x = t(&[1, 2, 1, 2], &[-1., 2., -3., 4.]);
         let s = t(&[1, 2, 1, 1], &[0.5, 0.25]);
-        assert_eq!(prelu(&x, &s).unwrap().to_vec_f32().unwrap(), [-0.5, 2., -0.75, 4.]);
+        assert_eq!(
+            prelu(&x, &s).unwrap().to_vec_f32().unwrap(),
+            [-0.5, 2., -0.75, 4.]
+        );
     }
 }

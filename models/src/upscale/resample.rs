@@ -34,7 +34,10 @@ mod tests {
     fn nearest_repeats_pixels_and_picks_centres_when_shrinking() {
         let img = RgbImage::new(2, 1, vec![10, 20, 30, 40, 50, 60]).unwrap();
         let up = resize_nearest(&img, 4, 2).unwrap();
-        assert_eq!(&up.data[..12], [10, 20, 30, 10, 20, 30, 40, 50, 60, 40, 50, 60]);
+        assert_eq!(
+            &up.data[..12],
+            [10, 20, 30, 10, 20, 30, 40, 50, 60, 40, 50, 60]
+        );
         assert_eq!(up.data[..12], up.data[12..]);
         // 3 -> 2: centres 0.75 and 2.25 -> pixels 0 and 2 (PIL gives the same).
         let img = RgbImage::new(3, 1, (1..=9).collect()).unwrap();

@@ -89,9 +89,17 @@ struct DenseBlock {
 
 impl DenseBlock {
     fn new(w: &Weights, nf: usize, gc: usize) -> Result<DenseBlock> {
-        let conv = |i: usize, cout| Conv2d::new(&w.pp(format!("conv{}", i + 1)), nf + i * gc, cout, 3, 1, 1);
+        let conv = |i: usize, cout| {
+            Conv2d::new(&w.pp(format!("conv{}", i + 1)), nf + i * gc, cout, 3, 1, 1)
+        };
         Ok(DenseBlock {
-            convs: [conv(0, gc)?, conv(1, gc)?, conv(2, gc)?, conv(3, gc)?, conv(4, nf)?],
+            convs: [
+                conv(0, gc)?,
+                conv(1, gc)?,
+                conv(2, gc)?,
+                conv(3, gc)?,
+                conv(4, nf)?,
+            ],
         })
     }
 
@@ -167,7 +175,11 @@ impl RrdbNet {
     /// [1, C, H, W] with H and W multiples of the unshuffle factor -> [1, C, H * s, W * s].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let f = self.config.unshuffle;
-        let feat = if f > 1 { pixel_unshuffle(x, f)? } else { x.clone() };
+        let feat = if f > 1 {
+            pixel_unshuffle(x, f)?
+        } else {
+            x.clone()
+        };
         let feat = self.conv_first.forward(&feat)?;
         let mut h = feat.clone();
         for block in &self.body {

@@ -25,7 +25,9 @@ impl SrvggConfig {
         let err = |msg: String| Error::load(w.origin(), format!("SRVGGNetCompact: {msg}"));
         let first = w.shape_of("body.0.weight").unwrap_or_default();
         let &[num_feat, in_ch, 3, 3] = &first[..] else {
-            return Err(err(format!("body.0.weight has shape {first:?}, expected [F, C, 3, 3]")));
+            return Err(err(format!(
+                "body.0.weight has shape {first:?}, expected [F, C, 3, 3]"
+            )));
         };
         if w.shape_of("body.1.weight").as_deref() != Some(&[num_feat]) {
             return Err(err(

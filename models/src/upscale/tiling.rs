@@ -75,7 +75,10 @@ impl Planes {
         if data.len() != channels * height * width || height == 0 || width == 0 {
             return Err(Error::shape(
                 "planes",
-                format!("{} values for a {channels}x{height}x{width} image", data.len()),
+                format!(
+                    "{} values for a {channels}x{height}x{width} image",
+                    data.len()
+                ),
             ));
         }
         Ok(Planes {
@@ -306,7 +309,10 @@ mod tests {
             let tiles = TileOptions::new(tile, overlap).unwrap();
             let tiled = run_tiled(&input, tiles, 1, 2, nearest).unwrap();
             for (a, b) in tiled.data.iter().zip(&whole.data) {
-                assert!((a - b).abs() < 1e-6, "tile {tile} overlap {overlap}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < 1e-6,
+                    "tile {tile} overlap {overlap}: {a} vs {b}"
+                );
             }
         }
     }

@@ -119,10 +119,11 @@ fn resolve(state: &AppState, name: &str, field: &str) -> ApiResult<Option<Upscal
         return Ok(Some(UpscalerChoice::Builtin(builtin)));
     }
     let files = upscaler_files(state.config.upscaler_dir.as_deref());
-    let found = files
-        .iter()
-        .find(|(stem, _)| stem == name)
-        .or_else(|| files.iter().find(|(stem, _)| stem.eq_ignore_ascii_case(name)));
+    let found = files.iter().find(|(stem, _)| stem == name).or_else(|| {
+        files
+            .iter()
+            .find(|(stem, _)| stem.eq_ignore_ascii_case(name))
+    });
     if let Some((stem, path)) = found {
         return Ok(Some(UpscalerChoice::File {
             name: stem.clone(),
@@ -175,9 +176,15 @@ fn check(state: &AppState, req: &ExtrasRequest) -> ApiResult<UpscaleJob> {
                 req.upscaling_resize_w.unwrap_or(512),
                 req.upscaling_resize_h.unwrap_or(512),
             );
-            for (field, v) in [("upscaling_resize_w", width), ("upscaling_resize_h", height)] {
+            for (field, v) in [
+                ("upscaling_resize_w", width),
+                ("upscaling_resize_h", height),
+            ] {
                 if v == 0 {
-                    return Err(ApiError::invalid(field, format!("{field} must be at least 1")));
+                    return Err(ApiError::invalid(
+                        field,
+                        format!("{field} must be at least 1"),
+                    ));
                 }
             }
             ExtrasResize::To {
@@ -200,8 +207,16 @@ fn check(state: &AppState, req: &ExtrasRequest) -> ApiResult<UpscaleJob> {
             format!("extras_upscaler_2_visibility must be between 0 and 1, got {visibility}"),
         ));
     }
-    let first = resolve(state, req.upscaler_1.as_deref().unwrap_or("None"), "upscaler_1")?;
-    let second = resolve(state, req.upscaler_2.as_deref().unwrap_or("None"), "upscaler_2")?;
+    let first = resolve(
+        state,
+        req.upscaler_1.as_deref().unwrap_or("None"),
+        "upscaler_1",
+    )?;
+    let second = resolve(
+        state,
+        req.upscaler_2.as_deref().unwrap_or("None"),
+        "upscaler_2",
+    )?;
     let image = req
         .image
         .as_deref()

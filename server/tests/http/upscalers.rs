@@ -14,15 +14,25 @@ use serde_json::{json, Value};
 use crate::common::{b64decode, b64encode, config, get_json, post_json, start};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upscalers").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/upscalers")
+        .join(name)
 }
 
 /// A folder with two of the fixture models under A1111-style names.
 fn upscaler_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-serve-upscalers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(fixture("srvgg_x4.safetensors"), dir.join("4x-compact.safetensors")).unwrap();
-    std::fs::copy(fixture("rrdb_x2.safetensors"), dir.join("RealESRGAN_x2.safetensors")).unwrap();
+    std::fs::copy(
+        fixture("srvgg_x4.safetensors"),
+        dir.join("4x-compact.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("rrdb_x2.safetensors"),
+        dir.join("RealESRGAN_x2.safetensors"),
+    )
+    .unwrap();
     std::fs::write(dir.join("notes.txt"), "not a model").unwrap();
     dir
 }
@@ -47,11 +57,17 @@ fn upscalers_are_listed_and_run_like_a1111_extras() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["None", "Lanczos", "Nearest", "4x-compact", "RealESRGAN_x2"]);
+    assert_eq!(
+        names,
+        ["None", "Lanczos", "Nearest", "4x-compact", "RealESRGAN_x2"]
+    );
     assert_eq!(list[3]["scale"], 4);
     assert_eq!(list[4]["scale"], 2);
     assert_eq!(list[4]["model_name"], "ESRGAN");
-    assert!(list[3]["model_path"].as_str().unwrap().ends_with("4x-compact.safetensors"));
+    assert!(list[3]["model_path"]
+        .as_str()
+        .unwrap()
+        .ends_with("4x-compact.safetensors"));
     assert_eq!(list[0]["model_path"], Value::Null);
 
     // Scale by 2 with the model: the library's A1111 Extras result, pixel for pixel.
@@ -102,14 +118,30 @@ fn upscalers_are_listed_and_run_like_a1111_extras() {
         assert_eq!((s, e["field"].as_str()), (status, Some(field)), "{e}");
         e["detail"].as_str().unwrap().to_string()
     };
-    let detail = bad(json!({"image": b64, "upscaler_1": "4x-nope"}), 404, "upscaler_1");
+    let detail = bad(
+        json!({"image": b64, "upscaler_1": "4x-nope"}),
+        404,
+        "upscaler_1",
+    );
     assert!(detail.contains("4x-compact"), "{detail}");
     bad(json!({"image": b64, "upscaler_2": "x"}), 404, "upscaler_2");
-    bad(json!({"image": "bm90IGFuIGltYWdl", "upscaler_1": "Lanczos"}), 400, "image");
+    bad(
+        json!({"image": "bm90IGFuIGltYWdl", "upscaler_1": "Lanczos"}),
+        400,
+        "image",
+    );
     bad(json!({"upscaler_1": "Lanczos"}), 422, "image");
     bad(json!({"image": b64, "resize_mode": 2}), 400, "resize_mode");
-    bad(json!({"image": b64, "upscaling_resize": 9}), 400, "upscaling_resize");
-    bad(json!({"image": b64, "gfpgan_visibility": 0.5}), 400, "gfpgan_visibility");
+    bad(
+        json!({"image": b64, "upscaling_resize": 9}),
+        400,
+        "upscaling_resize",
+    );
+    bad(
+        json!({"image": b64, "gfpgan_visibility": 0.5}),
+        400,
+        "gfpgan_visibility",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -134,5 +166,8 @@ fn without_a_folder_only_the_resizers_are_listed() {
         &json!({"image": img, "upscaler_1": "4x-compact"}),
     );
     assert_eq!(s, 404);
-    assert!(e["detail"].as_str().unwrap().contains("--upscaler-dir"), "{e}");
+    assert!(
+        e["detail"].as_str().unwrap().contains("--upscaler-dir"),
+        "{e}"
+    );
 }
