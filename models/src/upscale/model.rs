@@ -58,7 +58,8 @@ impl Architecture {
 }
 
 enum Net {
-    Rrdb(RrdbNet),
+    // Boxed: RRDBNet's fixed layers are ten times the compact model's list.
+    Rrdb(Box<RrdbNet>),
     Compact(SrvggNet),
 }
 
@@ -111,7 +112,7 @@ impl UpscalerModel {
     /// weights of a real model's shapes, for benchmarks).
     pub fn with_architecture(w: &Weights, architecture: Architecture) -> Result<UpscalerModel> {
         let net = match architecture {
-            Architecture::Rrdb(c) => Net::Rrdb(RrdbNet::new(w, c)?),
+            Architecture::Rrdb(c) => Net::Rrdb(Box::new(RrdbNet::new(w, c)?)),
             Architecture::Compact(c) => Net::Compact(SrvggNet::new(w, c)?),
         };
         Ok(UpscalerModel {
