@@ -31,6 +31,8 @@ pub enum Work {
     Bytes(f64),
     /// A whole model evaluation: reported as time only.
     Model,
+    /// A whole image model making this many output pixels: reported as time per megapixel.
+    Pixels(f64),
 }
 
 pub type Runner = Box<dyn Fn() -> Result<Tensor>>;

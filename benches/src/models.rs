@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kiln_kernels::testing::Rng;
 use kiln_models::controlnet::{ControlInputs, ControlNetConfig, ControlNetModel};
 use kiln_models::unet::{AddedCond, Unet, UnetConfig};
+use kiln_models::upscale::{Architecture, RrdbConfig, UpscalerModel};
 use kiln_models::vae::{AutoencoderKL, VaeConfig};
 use kiln_nn::weights::{RandomSource, Weights};
 use kiln_runtime::{DType, Device, Result, Tensor};
@@ -207,8 +208,54 @@ fn vae_decode_case(size: Size, dtype: DType, pixels: usize) -> Case {
     )
 }
 
-/// UNet (batch 2, as one classifier-free-guidance step), a ControlNet beside it at 512, and VAE decode at 256 and 512 pixels and
-/// the SDXL UNet at 1024, or tiny versions of the first two at 64 pixels.
+/// ESRGAN / Real-ESRGAN x4plus's RRDBNet (64 features, 23 blocks, growth 32, x4) on a `pixels`
+/// square input; quick runs keep 2 blocks. Reported per output megapixel.
+fn upscaler_case(size: Size, dtype: DType, pixels: usize) -> Case {
+    let num_block = if size == Size::Quick { 2 } else { 23 };
+    let config = RrdbConfig {
+        in_ch: 3,
+        out_ch: 3,
+        num_feat: 64,
+        num_block,
+        num_grow_ch: 32,
+        num_up: 2,
+        unshuffle: 1,
+    };
+    let out = pixels * 4;
+    let params = json!({
+        "config": {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 64,
+                   "num_block": num_block, "num_grow_ch": 32},
+        "pixels": pixels,
+    });
+    case(
+        &format!("upscale rrdbnet-x4 b{num_block} {pixels}px"),
+        "upscale_rrdbnet",
+        dtype,
+        (
+            format!("[1,3,{pixels},{pixels}] -> [1,3,{out},{out}]"),
+            params,
+        ),
+        Work::Pixels((out * out) as f64),
+        move |device| -> Result<Runner> {
+            let source = Arc::new(RandomSource::new("random RRDBNet weights", 8));
+            let weights = Weights::from_source(source, device, dtype);
+            let model = UpscalerModel::with_architecture(&weights, Architecture::Rrdb(config))?;
+            // An image in [0, 1], as the model sees one.
+            let n = 3 * pixels * pixels;
+            let values: Vec<f32> = Rng::new(9)
+                .normals(n)
+                .iter()
+                .map(|v| v.abs().min(1.0))
+                .collect();
+            let x = Tensor::from_f32(device, &[1, 3, pixels, pixels], dtype, &values)?;
+            Ok(Box::new(move || model.forward(&x)))
+        },
+    )
+}
+
+/// UNet (batch 2, as one classifier-free-guidance step), a ControlNet beside it at 512, VAE decode
+/// at 256 and 512 pixels, the SDXL UNet at 1024 and the ESRGAN x4 upscaler on 64 pixels, or tiny
+/// versions at 64 / 16.
 pub fn model_cases(size: Size, dtype: DType) -> Vec<Case> {
     match size {
         Size::Standard => vec![
@@ -218,11 +265,13 @@ pub fn model_cases(size: Size, dtype: DType) -> Vec<Case> {
             vae_decode_case(size, dtype, 256),
             vae_decode_case(size, dtype, 512),
             sdxl_unet_case(dtype, 1024, 2),
+            upscaler_case(size, dtype, 64),
         ],
         Size::Quick => vec![
             unet_case(size, dtype, 64, 2),
             controlnet_case(size, dtype, 64, 2),
             vae_decode_case(size, dtype, 64),
+            upscaler_case(size, dtype, 16),
         ],
     }
 }

@@ -30,6 +30,9 @@ pub struct Measurement {
     pub mean_ms: f64,
     pub gflops: Option<f64>,
     pub gbps: Option<f64>,
+    /// Seconds per output megapixel, for image models (upscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s_per_mpix: Option<f64>,
     pub timing: Timing,
 }
 
@@ -66,7 +69,11 @@ pub fn measure(case: &Case, device: &Device, warmup: usize, iters: usize) -> Res
     let (gflops, gbps) = match case.work {
         Work::Flops(f) => (Some(f / seconds * 1e-9), None),
         Work::Bytes(b) => (None, Some(b / seconds * 1e-9)),
-        Work::Model => (None, None),
+        Work::Model | Work::Pixels(_) => (None, None),
+    };
+    let s_per_mpix = match case.work {
+        Work::Pixels(p) => Some(seconds / (p * 1e-6)),
+        _ => None,
     };
     Ok(Measurement {
         name: case.name.clone(),
@@ -78,6 +85,7 @@ pub fn measure(case: &Case, device: &Device, warmup: usize, iters: usize) -> Res
         mean_ms: seconds * 1e3,
         gflops,
         gbps,
+        s_per_mpix,
         timing,
     })
 }

@@ -9,6 +9,7 @@ mod generate_xyz;
 mod hires;
 mod quantize;
 mod serve;
+mod upscale;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -48,6 +49,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Serve the A1111 / OpenAI images HTTP API and a web page.
     Serve(Box<serve::ServeArgs>),
+    /// Upscale an image with an ESRGAN / Real-ESRGAN model or a plain resizer.
+    Upscale(Box<upscale::UpscaleArgs>),
     /// Chat with an LLM: one reply to -p, or an interactive conversation.
     Chat(Box<chat::ChatArgs>),
     /// Time kernels or models.
@@ -75,6 +78,11 @@ fn run(cli: Cli) -> Result<()> {
             generate::run(args, &device, cli.report_memory)?;
             // generate prints its own report (weights and activations apart).
             None
+        }
+        Command::Upscale(args) => {
+            let device = Device::open(choice)?;
+            upscale::run(args, &device)?;
+            Some(device)
         }
         Command::Chat(args) => {
             let device = Device::open(choice)?;

@@ -129,6 +129,11 @@ pub struct ServeArgs {
     /// `alwayson_scripts.controlnet` units name; GET /controlnet/model_list lists it.
     #[arg(long = "controlnet-dir", value_name = "DIR")]
     controlnet_dir: Option<PathBuf>,
+
+    /// The folder of ESRGAN / Real-ESRGAN upscalers (`NAME.safetensors`) that GET
+    /// /sdapi/v1/upscalers lists and POST /sdapi/v1/extra-single-image runs by NAME.
+    #[arg(long = "upscaler-dir", value_name = "DIR")]
+    upscaler_dir: Option<PathBuf>,
 }
 
 /// `--mmproj`, checked against the one GGUF model before the server starts, so a projector
@@ -200,6 +205,12 @@ pub fn run(args: &ServeArgs, device: DeviceChoice) -> Result<()> {
         }
     }
     config.controlnet_dir = args.controlnet_dir.clone();
+    if let Some(dir) = &args.upscaler_dir {
+        if !dir.is_dir() {
+            bail!("--upscaler-dir {}: not a folder", dir.display());
+        }
+    }
+    config.upscaler_dir = args.upscaler_dir.clone();
     let server = Server::start(config)?;
     eprintln!(
         "kiln serve: {} on {} (web page at {}/, API docs at {}/docs)",

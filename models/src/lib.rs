@@ -14,5 +14,6 @@ pub mod schedulers;
 pub mod single_file;
 pub mod tally;
 pub mod unet;
+pub mod upscale;
 pub mod vae;
 pub mod xyz;

@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// The ControlNets requests may name (`--controlnet-dir`): diffusers folders and
     /// `.safetensors` files directly in it; GET /controlnet/model_list lists them.
     pub controlnet_dir: Option<PathBuf>,
+    /// ESRGAN / Real-ESRGAN `.safetensors` upscalers (`--upscaler-dir`), listed by GET
+    /// /sdapi/v1/upscalers under their file stems and run by POST /sdapi/v1/extra-single-image.
+    pub upscaler_dir: Option<PathBuf>,
 }
 
 /// Images in chat requests (OpenAI's `image_url` content parts).
@@ -119,6 +122,7 @@ impl ServerConfig {
             embeddings: None,
             lora_dir: None,
             controlnet_dir: None,
+            upscaler_dir: None,
         }
     }
 }

@@ -7,7 +7,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use std::path::PathBuf;
+
+use kiln_models::image::RgbImage;
 use kiln_models::pipeline::{GenerationParams, StepControl};
+use kiln_models::upscale::extras::ExtrasResize;
 use tokio::sync::oneshot;
 
 use crate::catalog::ModelEntry;
@@ -90,8 +94,40 @@ pub struct JobOutput {
 
 pub type Reply = oneshot::Sender<ApiResult<JobOutput>>;
 
-/// What a job is: an image generation answered once, or a chat completion answered as a stream
-/// of events.
+/// An upscaler a request names: built in (by its A1111 name: the queue holds no model types, so
+/// its `Send` stays shallow), or a file of `--upscaler-dir` the worker loads.
+#[derive(Clone, Debug)]
+pub enum UpscalerChoice {
+    Builtin(&'static str),
+    File { name: String, path: PathBuf },
+}
+
+impl UpscalerChoice {
+    pub fn name(&self) -> &str {
+        match self {
+            UpscalerChoice::Builtin(name) => name,
+            UpscalerChoice::File { name, .. } => name,
+        }
+    }
+}
+
+/// One Extras upscale (POST /sdapi/v1/extra-single-image), checked and decoded.
+pub struct UpscaleJob {
+    pub image: RgbImage,
+    pub resize: ExtrasResize,
+    /// `None` for A1111's "None": the image comes back as it was.
+    pub first: Option<UpscalerChoice>,
+    pub second: Option<(UpscalerChoice, f32)>,
+}
+
+pub struct UpscaleOutput {
+    pub png: Vec<u8>,
+    /// A1111's `Postprocess ...` infotext.
+    pub infotext: String,
+}
+
+/// What a job is: an image generation answered once, an Extras upscale answered once, or a chat
+/// completion answered as a stream of events.
 pub enum Work {
     /// Boxed: a request (its generation parameters) is several times a chat job's size.
     Image {
@@ -99,6 +135,10 @@ pub enum Work {
         reply: Reply,
     },
     Chat(ChatJob),
+    Upscale {
+        job: Box<UpscaleJob>,
+        reply: oneshot::Sender<ApiResult<UpscaleOutput>>,
+    },
 }
 
 pub struct Job {

@@ -164,6 +164,7 @@ mod tests {
             mean_ms: ms,
             gflops,
             gbps,
+            s_per_mpix: None,
             timing: Timing::WallClock,
         }
     }

@@ -18,7 +18,8 @@ use kiln_runtime::Device;
 pub enum BenchCommand {
     /// Time each kernel at standard shapes.
     Kernels(table::TableArgs),
-    /// Time an SD 1.5-architecture UNet evaluation and VAE decode (random weights).
+    /// Time an SD 1.5-architecture UNet evaluation, VAE decode and an ESRGAN x4 upscaler (random
+    /// weights).
     Models(table::TableArgs),
     /// Time one txt2img run stage by stage: text encoding, each UNet step, VAE decode.
     Sd(sd::SdBenchArgs),

@@ -1,5 +1,6 @@
 //! `kiln bench models`: a whole SD 1.5-architecture UNet evaluation (batch 2, 256 and 512 pixels) and
-//! VAE decode, random weights of the real shapes; the same JSON as `kiln bench kernels`.
+//! VAE decode and an ESRGAN x4 RRDBNet (seconds per output megapixel), random weights of the real
+//! shapes; the same JSON as `kiln bench kernels`.
 
 use anyhow::Result;
 use kiln_benches::model_cases;

@@ -109,9 +109,10 @@ pub fn run(
 }
 
 fn print_row(m: &Measurement) {
-    let rate = match (m.gflops, m.gbps) {
-        (Some(g), _) => format!("{g:.1} GFLOP/s"),
-        (_, Some(b)) => format!("{b:.1} GB/s"),
+    let rate = match (m.gflops, m.gbps, m.s_per_mpix) {
+        (Some(g), _, _) => format!("{g:.1} GFLOP/s"),
+        (_, Some(b), _) => format!("{b:.1} GB/s"),
+        (_, _, Some(s)) => format!("{s:.2} s/MP"),
         _ => String::new(),
     };
     let timing = match m.timing {

@@ -40,6 +40,7 @@ pub fn unary(x: &Tensor, op: Unary) -> Result<Tensor> {
         Unary::GeluErf => map(&v, gelu_erf),
         Unary::GeluTanh => map(&v, gelu_tanh),
         Unary::QuickGelu => map(&v, |x| x * sigmoid(1.702 * x)),
+        Unary::LeakyRelu { slope } => map(&v, move |x| if x >= 0.0 { x } else { slope * x }),
     };
     cpu_output(x.shape(), x.dtype(), out)
 }

@@ -5,7 +5,7 @@
 struct Params {
     n: u32,       // output elements
     op: u32,      // which unary or binary op
-    alpha: f32,   // scale: y = alpha * x + beta
+    alpha: f32,   // scale: y = alpha * x + beta; leaky relu: the negative slope
     beta: f32,
     rank: u32,    // binary: dimensions in use
     half_width: u32, // geglu: output features (half the input's last dimension)
@@ -55,6 +55,7 @@ fn apply_unary(x: f32) -> f32 {
         case 2u: { return gelu_erf(x); }
         case 3u: { return gelu_tanh(x); }
         case 4u: { return x * sigmoid(1.702 * x); }
+        case 5u: { return select(p.alpha * x, x, x >= 0.0); }
         default: { return x; }
     }
 }

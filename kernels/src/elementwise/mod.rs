@@ -37,6 +37,10 @@ pub enum Unary {
     GeluTanh,
     /// `x * sigmoid(1.702 x)`, as OpenAI's CLIP uses.
     QuickGelu,
+    /// `x` where `x >= 0`, else `slope * x` (ESRGAN's `LeakyReLU(0.2)`; slope 0 is ReLU).
+    LeakyRelu {
+        slope: f32,
+    },
 }
 
 impl Unary {
@@ -47,6 +51,7 @@ impl Unary {
             Unary::GeluErf => (2, 1.0, 0.0),
             Unary::GeluTanh => (3, 1.0, 0.0),
             Unary::QuickGelu => (4, 1.0, 0.0),
+            Unary::LeakyRelu { slope } => (5, slope, 0.0),
         }
     }
 }
@@ -94,6 +99,10 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     unary(x, Unary::GeluErf)
+}
+
+pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
+    unary(x, Unary::LeakyRelu { slope })
 }
 
 pub fn scale(x: &Tensor, mul: f32) -> Result<Tensor> {

@@ -19,6 +19,8 @@ fn cpu_activations_match_closed_forms() {
     // GELU(1.5) = 1.5 * Phi(1.5) = 1.5 * 0.9331928 = 1.3997892
     let g = gelu(&x).unwrap().to_vec_f32().unwrap();
     assert_close("gelu(1.5)", &g[3..], &[1.399_789_2], 1e-6, 0.0);
+    let l = leaky_relu(&x, 0.2).unwrap().to_vec_f32().unwrap();
+    assert_eq!(l, [-0.4, -0.1, 0.0, 1.5]);
 }
 
 #[test]
@@ -58,6 +60,7 @@ fn gpu_unary_matches_cpu() {
             Unary::GeluErf,
             Unary::GeluTanh,
             Unary::QuickGelu,
+            Unary::LeakyRelu { slope: 0.2 },
         ];
         for dtype in DTYPES {
             // 1, a non-multiple of the workgroup, and more than one workgroup.

@@ -16,6 +16,7 @@ mod options;
 mod request;
 mod sdapi;
 mod status;
+mod upscalers;
 mod web;
 mod xyz;
 
@@ -130,6 +131,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/sdapi/v1/png-info", post(sdapi::png_info))
         .route("/sdapi/v1/scripts", get(sdapi::scripts))
+        .route("/sdapi/v1/upscalers", get(upscalers::list))
+        .route(
+            "/sdapi/v1/extra-single-image",
+            post(upscalers::extra_single_image),
+        )
         .route("/v1/images/generations", post(openai::generations))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(chat::chat_completions))

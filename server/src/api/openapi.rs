@@ -167,6 +167,18 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     r(
         "get",
+        "/sdapi/v1/upscalers",
+        "Upscalers: None, Lanczos, Nearest and each model of --upscaler-dir (A1111)",
+        None,
+    ),
+    r(
+        "post",
+        "/sdapi/v1/extra-single-image",
+        "Upscale one image, as A1111's Extras tab (A1111)",
+        Some("ExtrasSingleImageRequest"),
+    ),
+    r(
+        "get",
         "/metrics",
         "Prometheus metrics: requests, tokens, time to first token, queue",
         None,
@@ -190,6 +202,14 @@ fn schemas() -> Value {
         "Options": {"type": "object", "properties": {
             "sd_model_checkpoint": s("string"), "CLIP_stop_at_last_layers": s("integer"),
             "randn_source": {"enum": ["CPU", "GPU", "NV"]}}},
+        "ExtrasSingleImageRequest": {"type": "object", "required": ["image"], "properties": {
+            "image": s("string"), "resize_mode": n("integer"), "show_extras_results": n("boolean"),
+            "upscaling_resize": n("number"), "upscaling_resize_w": n("integer"),
+            "upscaling_resize_h": n("integer"), "upscaling_crop": n("boolean"),
+            "upscaler_1": n("string"), "upscaler_2": n("string"),
+            "extras_upscaler_2_visibility": n("number"), "gfpgan_visibility": n("number"),
+            "codeformer_visibility": n("number"), "codeformer_weight": n("number"),
+            "upscale_first": n("boolean")}},
         "PngInfoRequest": {"type": "object", "required": ["image"],
             "properties": {"image": s("string")}},
         "ChatCompletionRequest": {"type": "object", "required": ["messages"], "properties": {

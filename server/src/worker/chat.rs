@@ -53,7 +53,7 @@ impl Worker {
         let free = llm.engine.free_slots();
         self.queue.pop_front_if(|j| match &j.work {
             Work::Chat(c) => c.model.path == llm.path && c.choices.len() <= free,
-            Work::Image { .. } => false,
+            Work::Image { .. } | Work::Upscale { .. } => false,
         })
     }
 

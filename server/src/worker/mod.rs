@@ -5,6 +5,7 @@
 //! cancel, and answers the waiting request. Chat jobs run in the LLM engine's slots (`chat.rs`).
 
 mod chat;
+mod upscale;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,7 @@ pub struct Worker {
     last_fit: Option<(PlanKey, Prepared)>,
     llm_settings: LlmSettings,
     llm: Option<chat::LoadedLlm>,
+    upscaler: Option<upscale::LoadedUpscaler>,
     metrics: Arc<Metrics>,
 }
 
@@ -128,12 +130,14 @@ pub fn spawn(
                 last_fit: None,
                 llm_settings,
                 llm: None,
+                upscaler: None,
                 metrics,
             };
             while let Some(job) = worker.queue.pop() {
                 match job.work {
                     Work::Image { .. } => worker.run(job),
                     Work::Chat(_) => worker.run_chat(job),
+                    Work::Upscale { .. } => worker.run_upscale(job),
                 }
             }
         })

@@ -13,5 +13,6 @@ mod hires;
 mod loras;
 mod routes;
 mod scale_out;
+mod upscalers;
 mod validation;
 mod xyz;
