@@ -1,8 +1,11 @@
 //! `kiln generate`'s hires-fix flags (A1111's txt2img `enable_hr` fields).
 
-use anyhow::{anyhow, bail, Result};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
 use kiln_models::pipeline::{hires_size, HiresFix, HiresSize, HiresUpscaler};
 use kiln_models::schedulers::SamplerSpec;
+use kiln_models::upscale::FileUpscaler;
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct HiresArgs {
@@ -21,7 +24,7 @@ pub struct HiresArgs {
     hr_resize: Option<String>,
     /// The upscaler between the passes: Latent, "Latent (antialiased)", "Latent (bicubic)",
     /// "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)", Lanczos,
-    /// Nearest or None (Lanczos, as in A1111).
+    /// Nearest, None (Lanczos, as in A1111), or an ESRGAN / Real-ESRGAN .safetensors file.
     #[arg(long, default_value = "Latent", help_heading = "Hires fix")]
     hr_upscaler: String,
     /// Second-pass steps (0: as many as --steps).
@@ -94,12 +97,18 @@ impl HiresArgs {
     }
 }
 
-/// A1111's upscaler names for `hr_upscaler`.
+/// A1111's upscaler names for `hr_upscaler`, or an ESRGAN / Real-ESRGAN `.safetensors` file.
 pub fn upscaler(name: &str) -> Result<HiresUpscaler> {
-    HiresUpscaler::builtin(name).ok_or_else(|| {
-        anyhow!(
-            "--hr-upscaler {name:?} is not one of: {}",
-            HiresUpscaler::builtin_names().join(", ")
-        )
-    })
+    if let Some(builtin) = HiresUpscaler::builtin(name) {
+        return Ok(builtin);
+    }
+    let path = std::path::Path::new(name);
+    if path.is_file() {
+        let file = FileUpscaler::new(path.to_path_buf()).context("--hr-upscaler")?;
+        return Ok(HiresUpscaler::Image(Arc::new(file)));
+    }
+    bail!(
+        "--hr-upscaler {name:?} is neither an upscaler file nor one of: {}",
+        HiresUpscaler::builtin_names().join(", ")
+    )
 }

@@ -206,7 +206,7 @@ fn sd_benchmark_reports_every_stage_and_peak_memory() {
 }
 
 #[test]
-fn quick_model_benchmark_runs_a_unet_a_vae_decode_and_an_upscaler_on_cpu_and_gpu() {
+fn quick_model_benchmark_runs_a_unet_a_controlnet_a_vae_decode_and_an_upscaler_on_cpu_and_gpu() {
     for device in devices_under_test() {
         let path = std::env::temp_dir().join(format!(
             "kiln-bench-models-{}-{device}.json",
@@ -227,11 +227,15 @@ fn quick_model_benchmark_runs_a_unet_a_vae_decode_and_an_upscaler_on_cpu_and_gpu
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let results = report["results"].as_array().unwrap();
         let ops: Vec<&str> = results.iter().map(|r| r["op"].as_str().unwrap()).collect();
-        assert_eq!(ops, ["unet", "vae_decode", "upscale_rrdbnet"], "{device}");
-        let upscaler = &results[2];
+        assert_eq!(
+            ops,
+            ["unet", "controlnet", "vae_decode", "upscale_rrdbnet"],
+            "{device}"
+        );
+        let upscaler = &results[3];
         assert!(upscaler["s_per_mpix"].as_f64().unwrap() > 0.0, "{upscaler}");
         assert_eq!(upscaler["params"]["config"]["num_feat"], 64, "{upscaler}");
-        for r in &results[..2] {
+        for r in &results[..3] {
             assert!(r["mean_ms"].as_f64().unwrap() > 0.0, "{device}: {r}");
             // The config travels with the case, so the PyTorch side builds the same model.
             let blocks = &r["params"]["config"]["block_out_channels"];

@@ -81,6 +81,47 @@ fn hires_fix_writes_the_larger_image_with_a1111s_fields() {
 }
 
 #[test]
+fn an_upscaler_model_file_works_between_the_passes() {
+    let dir = temp_dir("model");
+    let model = tiny().join("../upscalers/srvgg_x4.safetensors");
+    let out = generate(
+        &dir,
+        &[
+            "--hr-scale",
+            "2",
+            "--hr-steps",
+            "1",
+            "--hr-upscaler",
+            model.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (w, h, info) = info_of(&dir.join("out.png"));
+    assert_eq!((w, h), (64, 64));
+    assert_eq!(info.get("Hires upscaler"), Some("srvgg_x4"));
+    // A file that is not an upscaler is refused before generating.
+    let not_one = tiny().join("unet/diffusion_pytorch_model.safetensors");
+    let _ = std::fs::remove_file(dir.join("out.png"));
+    let out = generate(
+        &dir,
+        &[
+            "--hr-scale",
+            "2",
+            "--hr-upscaler",
+            not_one.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hr-upscaler"));
+    assert!(!dir.join("out.png").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_hires_flags_are_clear_errors_with_no_output() {
     let dir = temp_dir("bad");
     let init = tiny().join("init.png");

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use kiln_runtime::Device;
+
 use super::error::{PipelineError, Result};
 use super::generate::{sample, SecondPass, SecondPassInput};
 use super::latent_upscale::LatentUpscale;
@@ -21,8 +23,15 @@ use crate::schedulers::SamplerSpec;
 pub trait ImageUpscaler: Send + Sync {
     /// The name A1111 lists it under (`hr_upscaler`).
     fn name(&self) -> &str;
-    /// `image` resized to exactly `width` x `height`.
-    fn upscale_to(&self, image: &RgbImage, width: usize, height: usize) -> Result<RgbImage>;
+    /// `image` resized to exactly `width` x `height`; a model upscaler runs on `device` (the
+    /// UNet's).
+    fn upscale_to(
+        &self,
+        image: &RgbImage,
+        width: usize,
+        height: usize,
+        device: &Device,
+    ) -> Result<RgbImage>;
 }
 
 /// A1111's "Lanczos" (and "None", which A1111 also resizes with Lanczos).
@@ -32,7 +41,13 @@ impl ImageUpscaler for LanczosUpscaler {
     fn name(&self) -> &str {
         "Lanczos"
     }
-    fn upscale_to(&self, image: &RgbImage, width: usize, height: usize) -> Result<RgbImage> {
+    fn upscale_to(
+        &self,
+        image: &RgbImage,
+        width: usize,
+        height: usize,
+        _: &Device,
+    ) -> Result<RgbImage> {
         Ok(resize(image, width, height)?)
     }
 }
@@ -44,7 +59,13 @@ impl ImageUpscaler for NearestUpscaler {
     fn name(&self) -> &str {
         "Nearest"
     }
-    fn upscale_to(&self, image: &RgbImage, width: usize, height: usize) -> Result<RgbImage> {
+    fn upscale_to(
+        &self,
+        image: &RgbImage,
+        width: usize,
+        height: usize,
+        _: &Device,
+    ) -> Result<RgbImage> {
         let src = |o: usize, out: usize, input: usize| {
             (((o as f64 + 0.5) * input as f64 / out as f64) as usize).min(input - 1)
         };
@@ -308,7 +329,14 @@ fn upscale(
             let images = batch.decode(params.vae_tiling.as_ref())?;
             let upscaled = images
                 .iter()
-                .map(|img| upscaler.upscale_to(&img.to_rgb8(), hires.width, hires.height))
+                .map(|img| {
+                    upscaler.upscale_to(
+                        &img.to_rgb8(),
+                        hires.width,
+                        hires.height,
+                        model.unet.device(),
+                    )
+                })
                 .collect::<Result<_>>()?;
             Ok(SecondPassInput::Images(upscaled))
         }

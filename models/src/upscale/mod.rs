@@ -6,6 +6,7 @@
 
 pub mod extras;
 mod format;
+mod hires;
 mod model;
 mod names;
 mod ops;
@@ -17,6 +18,7 @@ mod tiling;
 use std::sync::Arc;
 
 pub use format::refuse_pickles;
+pub use hires::FileUpscaler;
 pub use model::{Architecture, UpscalerModel};
 pub use ops::{pixel_shuffle, pixel_unshuffle, prelu};
 pub use resample::resize_nearest;

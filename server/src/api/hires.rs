@@ -4,8 +4,11 @@
 
 use kiln_models::pipeline::{hires_size, GenerationParams, HiresFix, HiresSize, HiresUpscaler};
 use kiln_models::schedulers::SamplerSpec;
+use kiln_models::upscale::FileUpscaler;
+use std::sync::Arc;
 
 use super::request::GenerationRequest;
+use super::upscalers::upscaler_files;
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ApiResult};
 
@@ -58,15 +61,27 @@ pub fn hires(
         ));
     }
     let name = r.hr_upscaler.as_deref().unwrap_or("Latent");
-    let upscaler = HiresUpscaler::builtin(name).ok_or_else(|| {
-        ApiError::invalid(
-            "hr_upscaler",
-            format!(
-                "unknown hr_upscaler {name:?} (known: {})",
-                HiresUpscaler::builtin_names().join(", ")
-            ),
-        )
-    })?;
+    let upscaler = match HiresUpscaler::builtin(name) {
+        Some(builtin) => builtin,
+        None => {
+            // A model of --upscaler-dir, by file stem as /sdapi/v1/upscalers lists it.
+            let files = upscaler_files(config.upscaler_dir.as_deref());
+            let Some((_, path)) = files
+                .iter()
+                .find(|(stem, _)| stem.eq_ignore_ascii_case(name))
+            else {
+                let mut known = HiresUpscaler::builtin_names();
+                known.extend(files.iter().map(|(n, _)| n.as_str()));
+                return Err(ApiError::invalid(
+                    "hr_upscaler",
+                    format!("unknown hr_upscaler {name:?} (known: {})", known.join(", ")),
+                ));
+            };
+            let file = FileUpscaler::new(path.clone())
+                .map_err(|e| ApiError::invalid("hr_upscaler", e.to_string()))?;
+            HiresUpscaler::Image(Arc::new(file))
+        }
+    };
     let steps = r.hr_second_pass_steps.unwrap_or(0);
     if !(0..=1000).contains(&steps) {
         return Err(ApiError::invalid(

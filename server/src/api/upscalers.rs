@@ -25,7 +25,7 @@ use crate::queue::{UpscaleJob, UpscalerChoice, Work};
 const OUTPUT_PIXELS_FACTOR: usize = 16;
 
 /// The `.safetensors` files of the folder by stem, sorted by name.
-fn upscaler_files(dir: Option<&Path>) -> Vec<(String, PathBuf)> {
+pub(crate) fn upscaler_files(dir: Option<&Path>) -> Vec<(String, PathBuf)> {
     let Some(dir) = dir else {
         return Vec::new();
     };

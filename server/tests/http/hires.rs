@@ -56,6 +56,24 @@ fn hires_fix_requests_give_diffusers_two_pass_image() {
         "{text}"
     );
 
+    // An upscaler of --upscaler-dir between the passes, by its listed name.
+    let mut c = ServerConfig::new(ModelSet::Single(tiny()));
+    c.device = DeviceChoice::Cpu;
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.upscaler_dir = Some(tiny().join("../upscalers"));
+    let with_models = start(c);
+    let mut model = request();
+    model["hr_upscaler"] = json!("rrdb_x2");
+    let (status, body) = post_json(&with_models, "/sdapi/v1/txt2img", &model);
+    assert_eq!(status, 200, "{body}");
+    let png = decode_png(&b64decode(body["images"][0].as_str().unwrap())).unwrap();
+    assert_eq!((png.image.width, png.image.height), (64, 64));
+    let info: Value = serde_json::from_str(body["info"].as_str().unwrap()).unwrap();
+    assert!(info["infotexts"][0]
+        .as_str()
+        .unwrap()
+        .contains("Hires upscaler: rrdb_x2"));
+
     let mut bad = request();
     bad["hr_upscaler"] = json!("4x-Magic");
     let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &bad);
