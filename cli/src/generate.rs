@@ -18,11 +18,12 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use kiln_models::embeddings::EmbeddingDb;
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
-use kiln_models::image::read_image;
+use kiln_models::image::{read_image, RgbImage};
 use kiln_models::lora::{parse_cli_lora, prompt_tags, ActiveLora, LoraFile, LoraLibrary};
 use kiln_models::pipeline::{
     add_refiner, add_vae, check_refiner_switch, generate, infotext, plan_with, prepare_with,
-    short_hash, GenerationParams, InitImage, LoadOptions, Offload, Refiner, StableDiffusion,
+    short_hash, GenerationParams, InitImage, LoadOptions, Offload, Outpaint, Refiner,
+    StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
@@ -185,6 +186,15 @@ pub struct GenerateArgs {
     #[command(flatten)]
     hires: HiresArgs,
 
+    /// Outpainting: extend the init image (-i) by LEFT,TOP,RIGHT,BOTTOM pixels; the new border
+    /// (and a --outpaint-blur band inside the old edge) is inpainted and the seam blended.
+    #[arg(long, value_name = "L,T,R,B")]
+    outpaint: Option<String>,
+
+    /// Width in pixels of the band inside the old edge that outpainting redraws and blends.
+    #[arg(long, default_value_t = 8)]
+    outpaint_blur: usize,
+
     /// An X/Y/Z plot axis, A1111's script: TYPE=VALUES, the first X, the second Y, the third
     /// Z. TYPE: seed, steps, cfg, sampler, prompt (Prompt S/R: the first value is searched for
     /// and each value replaces it), denoising, checkpoint (a model path per value), clip-skip,
@@ -273,7 +283,13 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     }
     let tiling = VaeTiling::new(args.vae_tile_size, args.vae_tile_overlap)
         .map_err(|e| anyhow!("--vae-tile-size / --vae-tile-overlap: {e}"))?;
-    let init = read_init(args)?;
+    let (init, outpaint) = match &args.outpaint {
+        None => (read_init(args)?, None),
+        Some(sides) => {
+            let (init, canvas) = read_outpaint(args, sides)?;
+            (Some(init), Some(canvas))
+        }
+    };
     let embeddings = read_embeddings(args.embeddings_dir.as_deref())?;
     let loras = read_loras(args)?;
     let refiner_switch = args.refiner_switch.unwrap_or(DEFAULT_REFINER_SWITCH);
@@ -417,7 +433,11 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
             add_refiner(&mut info, &r.model.source.name, hash, r.switch_at);
         }
         let info = info.format();
-        let png = encode_png(&image.to_rgb8(), &[(PNG_KEYWORD, &info)])?;
+        let mut rgb = image.to_rgb8();
+        if let Some((o, original, x, y)) = &outpaint {
+            rgb = o.blend_seam(&rgb, original, *x, *y);
+        }
+        let png = encode_png(&rgb, &[(PNG_KEYWORD, &info)])?;
         files.push((path.clone(), png));
     }
     write_all_or_nothing(&files)?;
@@ -608,6 +628,36 @@ fn read_init(args: &GenerateArgs) -> Result<Option<InitImage>> {
         mask,
         strength,
     }))
+}
+
+/// `--outpaint`: the init image on its larger canvas with the border masked, and what the seam
+/// blend needs afterwards (the sides, the original, its place on the canvas).
+fn read_outpaint(
+    args: &GenerateArgs,
+    sides: &str,
+) -> Result<(InitImage, (Outpaint, RgbImage, usize, usize))> {
+    let Some(path) = &args.init else {
+        bail!("--outpaint extends an image: give it with -i");
+    };
+    if args.mask.is_some() {
+        bail!("--outpaint makes its own mask: leave out --mask");
+    }
+    if args.width.is_some() || args.height.is_some() {
+        bail!("--outpaint sets the size (the image plus its borders): leave out -W / -H");
+    }
+    let o = Outpaint::parse(sides, args.outpaint_blur).context("--outpaint")?;
+    let original = read_image(path)?;
+    let canvas = o.canvas(&original, 8)?;
+    let strength = args.strength.unwrap_or(1.0);
+    if !(strength > 0.0 && strength <= 1.0) {
+        bail!("--strength {strength} must be in (0, 1]");
+    }
+    let init = InitImage {
+        image: canvas.image,
+        mask: Some(canvas.mask),
+        strength,
+    };
+    Ok((init, (o, original, canvas.x, canvas.y)))
 }
 
 /// -W/-H, else the init image's size rounded down to the model's multiple, else the model's

@@ -22,6 +22,7 @@ mod latent_upscale;
 mod latents;
 mod load;
 mod noise;
+mod outpaint;
 mod params;
 mod plan;
 mod prepare;
@@ -46,6 +47,7 @@ pub use load::{
     StableDiffusion, SUPPORTED_PIPELINES,
 };
 pub use noise::BatchNoise;
+pub use outpaint::{Outpaint, OutpaintCanvas};
 pub use params::{
     GeneratedImage, GenerationParams, InitImage, Progress, Refiner, Step, StepControl,
 };

@@ -13,6 +13,7 @@ mod loras;
 mod openai;
 mod openapi;
 mod options;
+mod outpaint;
 mod request;
 mod sdapi;
 mod status;

@@ -248,10 +248,13 @@ impl GenerationRequest {
             ));
         }
         if let Some(name) = self.script_name.as_deref().filter(|s| !s.is_empty()) {
-            if !super::xyz::is_xyz(name) {
+            if !super::xyz::is_xyz(name) && !super::outpaint::is_mk2(name) {
                 return Err(ApiError::invalid(
                     "script_name",
-                    format!("script {name:?} is not supported by kiln (it has \"x/y/z plot\")"),
+                    format!(
+                        "script {name:?} is not supported by kiln (it has \"x/y/z plot\" and \
+                         \"outpainting mk2\")"
+                    ),
                 ));
             }
         }

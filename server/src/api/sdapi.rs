@@ -14,7 +14,7 @@ use super::images::decode_base64;
 use super::info::a1111_response;
 use super::jobs::{resolve_model, run};
 use super::request::GenerationRequest;
-use super::{loras, random_seed, xyz, AppState};
+use super::{loras, outpaint, random_seed, xyz, AppState};
 use crate::error::{ApiError, ApiResult};
 
 pub async fn txt2img(State(state): State<Arc<AppState>>, body: Body) -> ApiResult<Json<Value>> {
@@ -44,6 +44,23 @@ async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResul
         None => None,
     };
     let mut checked = checked;
+    let outpainting = match req.script_name.as_deref() {
+        Some(name) if outpaint::is_mk2(name) => {
+            if !img2img {
+                return Err(ApiError::invalid(
+                    "script_name",
+                    "outpainting mk2 is an img2img script",
+                ));
+            }
+            let args = req.script_args.clone().unwrap_or_default();
+            Some(outpaint::prepare(
+                &mut checked.params,
+                &args,
+                &state.config,
+            )?)
+        }
+        _ => None,
+    };
     checked.params.loras = loras::resolve(&state, &checked.params).await?;
     let params = checked.params.clone();
     let plot = req.script_name.as_deref().is_some_and(xyz::is_xyz);
@@ -64,7 +81,11 @@ async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResul
         let plot = xyz::parse_script_args(&args, img2img, &mut random_seed)?;
         xyz::run_xyz(&state, plot, checked.params, model).await?
     } else {
-        run(&state, checked.params, model, refiner, checked.controls).await?
+        let mut out = run(&state, checked.params, model, refiner, checked.controls).await?;
+        if let Some(o) = &outpainting {
+            o.blend(&mut out)?;
+        }
+        out
     };
     // A1111 leaves the (large) input images out of the echo unless asked to include them.
     if img2img && !req.include_init_images.unwrap_or(false) {

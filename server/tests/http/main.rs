@@ -11,6 +11,7 @@ mod control;
 mod controlnet;
 mod hires;
 mod loras;
+mod outpaint;
 mod routes;
 mod scale_out;
 mod upscalers;
