@@ -166,9 +166,14 @@ fn every_validation_case() {
     rejects(
         &server,
         t2i,
-        &with(base.clone(), "enable_hr", json!(true)),
+        // The hires fix's second pass must fit --max-pixels too (4 x 64 px = 256 > 128).
+        &with(
+            with(base.clone(), "enable_hr", json!(true)),
+            "hr_scale",
+            json!(4),
+        ),
         400,
-        "enable_hr",
+        "hr_scale",
     );
     rejects(
         &server,
