@@ -122,6 +122,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sdapi/v1/samplers", get(options::samplers))
         .route("/sdapi/v1/loras", get(loras::list))
         .route("/controlnet/model_list", get(options::controlnet_models))
+        .route(
+            "/sdapi/v1/latent-upscale-modes",
+            get(options::latent_upscale_modes),
+        )
         .route("/controlnet/module_list", get(options::controlnet_modules))
         .route("/sdapi/v1/refresh-loras", post(options::refresh))
         .route("/sdapi/v1/schedulers", get(options::schedulers))

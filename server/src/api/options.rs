@@ -196,3 +196,11 @@ pub async fn controlnet_modules() -> Json<Value> {
     let names = kiln_models::preprocess::Preprocessor::names();
     Json(json!({ "module_list": names }))
 }
+
+/// GET /sdapi/v1/latent-upscale-modes: A1111's hires-fix latent upscalers, `[{"name": ...}]`.
+pub async fn latent_upscale_modes() -> Json<Value> {
+    let names: Vec<Value> = kiln_models::pipeline::LatentUpscale::names()
+        .map(|name| json!({ "name": name }))
+        .collect();
+    Json(Value::Array(names))
+}

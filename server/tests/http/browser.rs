@@ -225,6 +225,94 @@ fn web_page_generates_into_the_gallery_and_reads_dropped_pngs() {
     assert_eq!(d.js("return document.querySelector('#seed').value"), "7");
 
     xyz_plot_into_gallery(&d);
+    hires_fix_into_gallery(&d);
+}
+
+/// The hires-fix section: 64 px at x1.5 with one second-pass step gives a 96-pixel image whose
+/// infotext carries A1111's hires fields.
+fn hires_fix_into_gallery(d: &Driver) {
+    // Back to a plain generation: every plot axis to Nothing.
+    d.js(
+        "for (const a of ['x', 'y', 'z']) document.querySelector(`#xyz-${a}-type`).value = '0';
+          return true;",
+    );
+    d.click("#hires summary");
+    d.click("#hr-enable");
+    d.type_into("#hr-scale", "1.5");
+    d.type_into("#hr-steps", "1");
+    let upscalers =
+        d.js("return [...document.querySelector('#hr-upscaler').options].map(o => o.value)");
+    assert!(
+        upscalers.to_string().contains("Latent (bicubic)")
+            && upscalers.to_string().contains("Lanczos"),
+        "{upscalers}"
+    );
+    let before = d.js("return document.querySelectorAll('#gallery figure').length");
+    d.click("#generate");
+    let newer = format!(
+        "return document.querySelectorAll('#gallery figure').length > {before}
+           && document.querySelector('#gallery img').naturalWidth"
+    );
+    let width = d.wait_js(60, "the hires image in the gallery", &newer);
+    assert_eq!(width, 96, "hires width");
+    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
+    let caption = caption.as_str().unwrap();
+    assert!(
+        caption.contains("Size: 64x64")
+            && caption.contains("Hires upscale: 1.5, Hires steps: 1, Hires upscaler: Latent"),
+        "{caption}"
+    );
+    d.click("#hr-enable");
+}
+
+/// The ControlNet section: a control image picked through the file input and a model from
+/// /controlnet/model_list go out as an `alwayson_scripts.controlnet` unit (the tiny SD1 pipeline
+/// and its ControlNet fixtures), and the image's infotext names the unit.
+#[test]
+fn web_page_runs_a_controlnet_unit() {
+    let Some((driver, browser)) = browser() else {
+        return;
+    };
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let mut c =
+        kiln_server::ServerConfig::new(kiln_server::ModelSet::Single(fixtures.join("tiny-sd1")));
+    c.device = kiln_runtime::DeviceChoice::Cpu;
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.controlnet_dir = Some(fixtures.join("controlnet"));
+    let server = start(c);
+    let d = Driver::start(driver, browser);
+    d.call("POST", "/url", json!({"url": format!("{}/", server.url())}));
+    d.wait_js(
+        30,
+        "the ControlNet model list",
+        "return document.querySelector('#cn-model').options.length > 1",
+    );
+    d.click("#controlnet summary");
+    d.js("const s = document.querySelector('#cn-model');
+          s.value = [...s.options].find(o => o.value.startsWith('sd1-a [')).value; return true;");
+    let input = d.element("#cn-image");
+    let png = fixtures.join("controlnet/control.png").canonicalize().unwrap();
+    d.call(
+        "POST",
+        &format!("/element/{input}/value"),
+        json!({"text": png.to_str().unwrap()}),
+    );
+    d.wait_js(10, "the control image read", "return controlImage !== null");
+    d.type_into("#width", "32");
+    d.type_into("#height", "32");
+    d.type_into("#steps", "2");
+    d.click("#generate");
+    d.wait_js(
+        60,
+        "an image in the gallery",
+        "return document.querySelectorAll('#gallery figure img').length",
+    );
+    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
+    let caption = caption.as_str().unwrap();
+    assert!(
+        caption.contains("ControlNet 0: ") && caption.contains("sd1-a"),
+        "{caption}"
+    );
 }
 
 /// The X/Y/Z plot section: Steps 1,2 on X and CFG Scale 3,5 on Y give one labelled grid of 2x2
