@@ -291,7 +291,10 @@ fn web_page_runs_a_controlnet_unit() {
     d.js("const s = document.querySelector('#cn-model');
           s.value = [...s.options].find(o => o.value.startsWith('sd1-a [')).value; return true;");
     let input = d.element("#cn-image");
-    let png = fixtures.join("controlnet/control.png").canonicalize().unwrap();
+    let png = fixtures
+        .join("controlnet/control.png")
+        .canonicalize()
+        .unwrap();
     d.call(
         "POST",
         &format!("/element/{input}/value"),
