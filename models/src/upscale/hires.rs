@@ -3,6 +3,7 @@
 //! resized to the exact second-pass size.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use kiln_runtime::{DType, Device};
 
@@ -15,6 +16,9 @@ pub struct FileUpscaler {
     pub name: String,
     pub path: PathBuf,
     pub tiles: TileOptions,
+    /// The weights once loaded, for the device they were loaded on: a batch's images (and the
+    /// next batches) reuse them instead of reading the file per image.
+    loaded: Mutex<Option<(String, Arc<UpscalerModel>)>>,
 }
 
 impl FileUpscaler {
@@ -31,6 +35,7 @@ impl FileUpscaler {
             name,
             path,
             tiles: TileOptions::default(),
+            loaded: Mutex::new(None),
         })
     }
 }
@@ -47,8 +52,17 @@ impl ImageUpscaler for FileUpscaler {
         height: usize,
         device: &Device,
     ) -> Result<RgbImage, PipelineError> {
-        let model = UpscalerModel::load(&self.path, device, DType::F32)?;
-        let upscaler = Upscaler::Model(std::sync::Arc::new(model));
-        Ok(upscaler.upscale_to(image, width, height, self.tiles)?)
+        let model = {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            match loaded.as_ref().filter(|(on, _)| *on == device.name()) {
+                Some((_, model)) => model.clone(),
+                None => {
+                    let model = Arc::new(UpscalerModel::load(&self.path, device, DType::F32)?);
+                    *loaded = Some((device.name(), model.clone()));
+                    model
+                }
+            }
+        };
+        Ok(Upscaler::Model(model).upscale_to(image, width, height, self.tiles)?)
     }
 }
