@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use kiln_models::controlnet::ControlNetModel;
 use kiln_models::image::{read_image, RgbImage};
-use kiln_models::pipeline::{sha256_file, ControlUnit, StableDiffusion};
+use kiln_models::pipeline::{open_controlnet, sha256_file, ControlUnit, StableDiffusion};
 use kiln_models::preprocess::Preprocessor;
 use kiln_nn::weights::WeightType;
 
@@ -99,8 +98,8 @@ pub fn name_and_hash(path: &Path) -> Result<(String, String)> {
     Ok((name, hash[..8].to_string()))
 }
 
-/// Loads each unit's ControlNet for `model` on its UNet's device, dtype, weight type and
-/// streaming, checking that it fits the base.
+/// Loads each unit's ControlNet for `model` as its UNet loaded (device, dtype, `weight_type`,
+/// streaming; zeros for the plan's zero-weight model), checking that it fits the base.
 pub fn load_controls(
     specs: &[ControlSpec],
     model: &StableDiffusion,
@@ -108,21 +107,11 @@ pub fn load_controls(
     (start, end): (f32, f32),
     guess_mode: bool,
 ) -> Result<Vec<ControlUnit>> {
-    let unet = &model.unet;
     specs
         .iter()
         .map(|s| {
-            let net = ControlNetModel::open(
-                &s.model,
-                unet.config(),
-                unet.device(),
-                unet.dtype(),
-                weight_type.quantization(),
-                unet.is_streamed(),
-            )
-            .with_context(|| format!("--control {}", s.arg))?;
             let (name, hash) = name_and_hash(&s.model)?;
-            kiln_models::controlnet::check_base(&name, &net, unet.resolved())
+            let net = open_controlnet(&s.model, &name, model, weight_type.quantization())
                 .with_context(|| format!("--control {}", s.arg))?;
             Ok(ControlUnit {
                 model: Arc::new(net),

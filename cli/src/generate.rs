@@ -341,6 +341,11 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     };
     // The run's parameters for a model (the plan's zero-weight one or the real one): the size
     // defaults come from its configs.
+    // ControlNets load for each such model too: zeros tallied for the plan, so the plan and
+    // the --max-vram fit count them; the real ones on the model's device as its UNet loaded.
+    let controls_for = |model: &StableDiffusion| {
+        load_controls(&controls, model, weight_type, window, args.guess_mode)
+    };
     let params_for = |model: &StableDiffusion| -> Result<GenerationParams> {
         let size = size(args, init.as_ref(), model)?;
         let mut params = params(args, sampler, rng, seed, init.clone(), size, tiling);
@@ -351,6 +356,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
             // Tiling is decided by the largest image the VAE sees: the second pass's.
             params.vae_tiling = vae_tiling(args, tiling, h.width, h.height);
         }
+        params.controls = controls_for(model)?;
         Ok(params)
     };
     let refiner_options = options.clone();
@@ -370,6 +376,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         options: options.clone(),
         budget,
         may_tile,
+        controls: &controls_for,
     };
     let prepared = prepare_with(&model_path, device, options, budget, may_tile, params_for)?;
     if let Some(line) = prepared.describe() {
@@ -394,7 +401,6 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         }
         None => None,
     };
-    params.controls = load_controls(&controls, &model, weight_type, window, args.guess_mode)?;
     let (width, height) = (params.width, params.height);
     if let Some(note) = single_tile_note(params.vae_tiling, width, height, model.vae_scale_factor())
     {

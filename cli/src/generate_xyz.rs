@@ -9,8 +9,8 @@ use anyhow::{anyhow, bail, Result};
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::pipeline::{
-    add_vae, generate, infotext, prepare_with, short_hash, GenerationParams, LoadOptions,
-    StableDiffusion,
+    add_vae, generate, infotext, prepare_with, short_hash, ControlUnit, GenerationParams,
+    LoadOptions, Prepared, StableDiffusion,
 };
 use kiln_models::xyz::{run_plot, Axis, AxisKind, CellOutput, CellRunner, CellSettings, XyzPlot};
 use kiln_runtime::Device;
@@ -53,6 +53,8 @@ pub struct Loader<'a> {
     pub options: LoadOptions,
     pub budget: Option<u64>,
     pub may_tile: bool,
+    /// The `--control` units for a model (the plan's zero-weight one or a loaded checkpoint).
+    pub controls: &'a dyn Fn(&StableDiffusion) -> Result<Vec<ControlUnit>>,
 }
 
 /// A loaded model and its infotext names.
@@ -76,11 +78,17 @@ impl Loaded {
 struct Runner<'a> {
     loader: Loader<'a>,
     base: Loaded,
-    /// The last other checkpoint loaded (the Checkpoint name axis runs outermost, so each
-    /// loads once).
-    other: Option<(String, Loaded)>,
+    /// The last other checkpoint loaded, with the VAE tiling its budget fit chose and its
+    /// ControlNet units (the Checkpoint name axis runs outermost, so each loads once).
+    other: Option<(String, Loaded, Other)>,
     done: usize,
     total: usize,
+}
+
+/// What a cell on another checkpoint runs with in place of the base's.
+struct Other {
+    prepared: Prepared,
+    controls: Vec<ControlUnit>,
 }
 
 impl Runner<'_> {
@@ -92,27 +100,35 @@ impl Runner<'_> {
         let Some(name) = checkpoint else {
             return Ok(&self.base);
         };
-        if self.other.as_ref().map(|(n, _)| n.as_str()) != Some(name) {
+        if self.other.as_ref().map(|(n, _, _)| n.as_str()) != Some(name) {
             self.other = None;
             let path = PathBuf::from(name);
-            let cell = params.clone();
             let l = &self.loader;
+            let mut cell = params.clone();
+            cell.controls.clear();
             let prepared = prepare_with(
                 &path,
                 l.device,
                 l.options.clone(),
                 l.budget,
                 l.may_tile,
-                |_| Ok::<_, anyhow::Error>(cell),
+                |zero| {
+                    cell.controls = (l.controls)(zero)?;
+                    Ok::<_, anyhow::Error>(cell)
+                },
             )?;
             let model = prepared.load(&path, l.device)?;
-            prepared.apply(params);
-            self.other = Some((name.to_string(), Loaded::new(model)?));
+            let controls = (l.controls)(&model)?;
+            let other = Other { prepared, controls };
+            self.other = Some((name.to_string(), Loaded::new(model)?, other));
         }
-        self.other
+        let (_, loaded, other) = self
+            .other
             .as_ref()
-            .map(|(_, l)| l)
-            .ok_or_else(|| anyhow!("checkpoint {name} not loaded"))
+            .ok_or_else(|| anyhow!("checkpoint {name} not loaded"))?;
+        other.prepared.apply(params);
+        params.controls = other.controls.clone();
+        Ok(loaded)
     }
 
     fn run_cell(&mut self, settings: &CellSettings) -> Result<CellOutput> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_kernels::testing::{assert_close, with_gpu};
-use kiln_models::controlnet::{ControlInputs, ControlNetModel};
+use kiln_models::controlnet::{ControlInputs, ControlNetLoad, ControlNetModel};
 use kiln_models::image::infotext::InfoText;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
@@ -60,7 +60,14 @@ fn tensor(file: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn controlnet(device: &Device, name: &str) -> Arc<ControlNetModel> {
-    Arc::new(ControlNetModel::load(&dir().join(name), device, DType::F32, None, false).unwrap())
+    Arc::new(
+        ControlNetModel::load(
+            &dir().join(name),
+            device,
+            &ControlNetLoad::dtype(DType::F32),
+        )
+        .unwrap(),
+    )
 }
 
 fn check_residuals(device: &Device) {
@@ -124,9 +131,7 @@ fn single_file_controlnet_matches_its_folder() {
         &dir().join("sd1-a.safetensors"),
         base.unet.config(),
         &device,
-        DType::F32,
-        None,
-        false,
+        &ControlNetLoad::dtype(DType::F32),
     )
     .unwrap();
     let folder = controlnet(&device, "sd1-a");
@@ -167,9 +172,7 @@ fn single_file_controlnet_matches_its_folder() {
         &dir().join("sd1-a.safetensors"),
         xl.unet.config(),
         &device,
-        DType::F32,
-        None,
-        false,
+        &ControlNetLoad::dtype(DType::F32),
     )
     .err()
     .unwrap()
@@ -185,9 +188,7 @@ fn single_file_controlnet_matches_its_folder() {
         &fixtures().join("tiny-sd1/unet/diffusion_pytorch_model.safetensors"),
         base.unet.config(),
         &device,
-        DType::F32,
-        None,
-        false,
+        &ControlNetLoad::dtype(DType::F32),
     )
     .err()
     .unwrap()

@@ -1,6 +1,7 @@
 //! Loading a ControlNet from a diffusers folder, and checking that it fits the base model.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Error, QuantFormat, Result};
@@ -8,7 +9,60 @@ use kiln_runtime::{DType, Device, Error, QuantFormat, Result};
 use super::{ControlNetConfig, ControlNetModel};
 use crate::single_file::load_controlnet_file;
 use crate::unet::{Resolved, UnetConfig};
-use kiln_nn::weights::Weights;
+use kiln_nn::weights::{FileSource, Tally, TensorSource, Weights, ZeroSource};
+
+/// How a ControlNet loads: as its base model's UNet did (see `pipeline::open_controlnet`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlNetLoad {
+    /// The compute dtype (f32 where the device lacks it).
+    pub dtype: DType,
+    /// Packs Linear / convolution weights into this format as they load (`--weight-type`).
+    pub quantization: Option<QuantFormat>,
+    /// Keeps the down / mid blocks in host memory, uploading each just before it runs.
+    pub streamed: bool,
+    /// The file's names and shapes with zeros for data, each weight's bytes tallied (see
+    /// [`ControlNetModel::planned_weights`]): the ControlNet of `--plan`'s zero-weight model.
+    pub zero_weights: bool,
+}
+
+impl ControlNetLoad {
+    /// Weights as stored, in `dtype`, resident.
+    pub fn dtype(dtype: DType) -> ControlNetLoad {
+        ControlNetLoad {
+            dtype,
+            quantization: None,
+            streamed: false,
+            zero_weights: false,
+        }
+    }
+
+    /// The file's tensors as this load reads them (zeros for the plan).
+    pub(crate) fn source(&self, file: WeightFile) -> Arc<dyn TensorSource> {
+        let source: Arc<dyn TensorSource> = Arc::new(FileSource::new(vec![file]));
+        if self.zero_weights {
+            Arc::new(ZeroSource::new(source))
+        } else {
+            source
+        }
+    }
+
+    /// The weights view over `source` as this load wants it, and the tally it records into (a zero
+    /// load's).
+    pub(crate) fn weights(
+        &self,
+        source: Arc<dyn TensorSource>,
+        device: &Device,
+    ) -> (Weights, Option<Arc<Tally>>) {
+        let tally = self.zero_weights.then(|| Arc::new(Tally::default()));
+        let mut weights = Weights::from_source(source, device, self.dtype)
+            .quantized(self.quantization)
+            .tallied(tally.clone());
+        if self.streamed {
+            weights = weights.streamed();
+        }
+        (weights, tally)
+    }
+}
 
 /// Weight file names of a diffusers ControlNet folder, in order of preference.
 const WEIGHT_FILES: [&str; 2] = [
@@ -24,30 +78,21 @@ impl ControlNetModel {
         path: &Path,
         base: &UnetConfig,
         device: &Device,
-        dtype: DType,
-        quantization: Option<QuantFormat>,
-        streamed: bool,
+        load: &ControlNetLoad,
     ) -> Result<ControlNetModel> {
         if !path.exists() {
             return Err(Error::load(path, "no such ControlNet file or folder"));
         }
         if path.is_dir() {
-            ControlNetModel::load(path, device, dtype, quantization, streamed)
+            ControlNetModel::load(path, device, load)
         } else {
-            load_controlnet_file(path, base, device, dtype, quantization, streamed)
+            load_controlnet_file(path, base, device, load)
         }
     }
 
     /// Loads a diffusers ControlNet folder (config.json + diffusion_pytorch_model[.fp16].safetensors)
-    /// onto `device` in `dtype`, packing its Linear / conv weights into `quantization` when given
-    /// (`--weight-type`), streaming its blocks from host memory when `streamed`.
-    pub fn load(
-        path: &Path,
-        device: &Device,
-        dtype: DType,
-        quantization: Option<QuantFormat>,
-        streamed: bool,
-    ) -> Result<ControlNetModel> {
+    /// onto `device` as `load` says (dtype, packing, streaming, zeros for the plan).
+    pub fn load(path: &Path, device: &Device, load: &ControlNetLoad) -> Result<ControlNetModel> {
         if !path.is_dir() {
             return Err(Error::load(
                 path,
@@ -66,12 +111,10 @@ impl ControlNetModel {
                 format!("no ControlNet weights: expected one of {WEIGHT_FILES:?}"),
             ));
         };
-        let mut weights =
-            Weights::new(vec![WeightFile::open(&file)?], device, dtype).quantized(quantization);
-        if streamed {
-            weights = weights.streamed();
-        }
-        ControlNetModel::new(&config, &weights).map_err(|e| Error::load(&file, e.to_string()))
+        let (weights, tally) = load.weights(load.source(WeightFile::open(&file)?), device);
+        let model = ControlNetModel::new(&config, &weights)
+            .map_err(|e| Error::load(&file, e.to_string()))?;
+        Ok(model.with_tally(tally))
     }
 }
 

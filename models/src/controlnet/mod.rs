@@ -17,11 +17,12 @@ use kiln_runtime::{DType, Device, Error, Result, Tensor};
 
 use crate::unet::{skip_count, AddedCond, AddedSpec, Common, ControlResiduals, Encoder, Resolved};
 use embedding::CondEmbedding;
-use kiln_nn::weights::Weights;
+use kiln_nn::weights::{Tally, Weights};
 use kiln_nn::Conv2d;
+use std::sync::Arc;
 
 pub use config::ControlNetConfig;
-pub use load::check_base;
+pub use load::{check_base, ControlNetLoad};
 
 const OP: &str = "controlnet";
 
@@ -36,6 +37,10 @@ pub struct ControlNetModel {
     mid_conv: Conv2d,
     dtype: DType,
     device: Device,
+    /// Each weight's device bytes, for a zero-weight ControlNet loaded for `--plan`.
+    tally: Option<Arc<Tally>>,
+    /// Whether the encoder's blocks stream their weights from host memory.
+    streamed: bool,
 }
 
 /// One ControlNet evaluation's inputs.
@@ -95,7 +100,24 @@ impl ControlNetModel {
             mid_conv,
             dtype: w.dtype(),
             device: w.device().clone(),
+            tally: None,
+            streamed: w.is_streamed(),
         })
+    }
+
+    /// Whether the down / mid blocks stream their weights from host memory, as a streamed UNet's.
+    pub fn is_streamed(&self) -> bool {
+        self.streamed
+    }
+
+    pub(crate) fn with_tally(self, tally: Option<Arc<Tally>>) -> ControlNetModel {
+        ControlNetModel { tally, ..self }
+    }
+
+    /// What a zero-weight ControlNet ([`ControlNetLoad::zero_weights`]) loaded, by weight name,
+    /// for the memory plan; `None` for a real one.
+    pub fn planned_weights(&self) -> Option<&Tally> {
+        self.tally.as_deref()
     }
 
     pub fn config(&self) -> &ControlNetConfig {

@@ -5,13 +5,15 @@
 //! zeros), and their residuals summed (`MultiControlNetModel`) for the UNet.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use kiln_kernels::layout::{concat, narrow};
 use kiln_runtime::{DType, Tensor};
 
 use super::error::{PipelineError, Result};
-use crate::controlnet::{ControlInputs, ControlNetModel};
+use super::load::StableDiffusion;
+use crate::controlnet::{check_base, ControlInputs, ControlNetLoad, ControlNetModel};
 use crate::image::{resize, RgbImage};
 use crate::unet::{AddedCond, ControlResiduals};
 
@@ -103,6 +105,29 @@ impl ControlUnit {
         let (i, n) = (i as f64, n as f64);
         !(i / n < f64::from(self.guidance_start) || (i + 1.0) / n > f64::from(self.guidance_end))
     }
+}
+
+/// Opens the ControlNet at `path` (a diffusers folder or a single file) for `model`, as its UNet
+/// loaded: on its device, in its dtype, streamed when it streams, packed as `quantization` (the
+/// model's `--weight-type`); zeros with their bytes tallied when `model` is `--plan`'s zero-weight
+/// stand-in, so the plan and the `--max-vram` fit count the ControlNet. One made for another base
+/// model is refused naming both; `name` is how the user named it.
+pub fn open_controlnet(
+    path: &Path,
+    name: &str,
+    model: &StableDiffusion,
+    quantization: Option<kiln_runtime::QuantFormat>,
+) -> kiln_runtime::Result<ControlNetModel> {
+    let unet = &model.unet;
+    let load = ControlNetLoad {
+        dtype: unet.dtype(),
+        quantization,
+        streamed: unet.is_streamed(),
+        zero_weights: model.zero_weights,
+    };
+    let net = ControlNetModel::open(path, unet.config(), unet.device(), &load)?;
+    check_base(name, &net, unet.resolved())?;
+    Ok(net)
 }
 
 /// Checks each unit's numbers before anything runs.

@@ -166,6 +166,9 @@ pub struct StableDiffusion {
     /// factor, which sets the default image size as in diffusers.
     pub sample_size: Option<usize>,
     pub source: ModelSource,
+    /// `--plan`'s stand-in (`LoadOptions::zero_weights`): ControlNets opened for it
+    /// (`open_controlnet`) get zeros too, their weights tallied for the plan.
+    pub zero_weights: bool,
 }
 
 impl StableDiffusion {
@@ -271,6 +274,7 @@ impl StableDiffusion {
             scheduler_config,
             sample_size,
             source,
+            zero_weights: false,
         };
         model.check()?;
         Ok(model)
@@ -719,6 +723,7 @@ fn load_diffusers(
             hash_file: unet_file,
             vae: options.vae.clone(),
         },
+        zero_weights: options.zero_weights,
     };
     model.check()?;
     Ok(model)
@@ -875,6 +880,7 @@ fn load_single_file(
             hash_file: path.to_path_buf(),
             vae: options.vae.clone(),
         },
+        zero_weights: options.zero_weights,
     };
     model.checked()
 }

@@ -32,7 +32,7 @@ mod sdxl;
 mod text;
 
 pub use budget::{fit_budget, fit_budget_from, BudgetFit};
-pub use control::{ControlUnit, SharedControlNet};
+pub use control::{open_controlnet, ControlUnit, SharedControlNet};
 pub use error::PipelineError;
 pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};

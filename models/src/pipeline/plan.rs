@@ -43,7 +43,7 @@ const BLOCK_PREFIXES: [&str; 3] = ["down_blocks.", "mid_block.", "up_blocks."];
 /// One component's weights on the device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ComponentWeights {
-    pub name: &'static str,
+    pub name: String,
     pub bytes: u64,
     /// Bytes that stay resident when the blocks stream (the UNet; the whole for the others).
     pub streamed_resident: u64,
@@ -296,7 +296,7 @@ impl Planner {
                 }
             })
             .collect();
-        let part = |name, tally: &Tally, streams, on_cpu| {
+        let part = |name: &'static str, tally: &Tally, streams, on_cpu| {
             component(name, tally, accounting, streams, !gpu, on_cpu)
         };
         let mut weights = vec![
@@ -315,6 +315,21 @@ impl Planner {
             ));
         }
         weights.push(part("vae", &tally.vae, false, vae_on_cpu));
+        // ControlNets opened for the zero-weight model tallied their own weights; they stream
+        // block by block with the UNet.
+        let nets: Vec<&Tally> = params
+            .controls
+            .iter()
+            .filter_map(|u| u.model.model().planned_weights())
+            .collect();
+        for (i, net) in nets.iter().enumerate() {
+            let name = if nets.len() == 1 {
+                "controlnet".to_string()
+            } else {
+                format!("controlnet {}", i + 1)
+            };
+            weights.push(component(name, net, accounting, true, !gpu, false));
+        }
         Ok(MemoryPlan {
             device: device.name(),
             accounting,
@@ -335,13 +350,14 @@ fn device_bytes(bytes: u64, accounting: Accounting) -> u64 {
 /// One component's device bytes. `host_is_device`: the target is the CPU backend, where weights
 /// kept in host memory (token embeddings) are device memory too.
 fn component(
-    name: &'static str,
+    name: impl Into<String>,
     tally: &Tally,
     accounting: Accounting,
     streams: bool,
     host_is_device: bool,
     on_cpu: bool,
 ) -> ComponentWeights {
+    let name = name.into();
     if on_cpu {
         return ComponentWeights {
             name,
@@ -395,14 +411,14 @@ mod tests {
             accounting: Accounting::Exact,
             weights: vec![
                 ComponentWeights {
-                    name: "unet",
+                    name: "unet".into(),
                     bytes: 1000,
                     streamed_resident: 100,
                     largest_block: 300,
                     on_cpu: false,
                 },
                 ComponentWeights {
-                    name: "vae",
+                    name: "vae".into(),
                     bytes: 200,
                     streamed_resident: 200,
                     largest_block: 0,

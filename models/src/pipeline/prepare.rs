@@ -157,7 +157,7 @@ mod tests {
             device: "cpu".into(),
             accounting: Accounting::Exact,
             weights: vec![ComponentWeights {
-                name: "unet",
+                name: "unet".into(),
                 bytes: 1000,
                 streamed_resident: 100,
                 largest_block: 300,

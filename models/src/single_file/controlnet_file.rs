@@ -13,16 +13,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use kiln_runtime::loader::WeightFile;
-use kiln_runtime::{DType, Device, Error, QuantFormat, Result};
+use kiln_runtime::{Device, Error, Result};
 
 use super::inventory::Inventory;
 use super::renamed::{RenamedSource, UsedNames};
 use super::stored::Stored;
 use super::unet_names::{UnetNames, UNET_PREFIX};
 use super::{check_all_used, refuse_pickles, NameMap};
-use crate::controlnet::{ControlNetConfig, ControlNetModel};
+use crate::controlnet::{ControlNetConfig, ControlNetLoad, ControlNetModel};
 use crate::unet::UnetConfig;
-use kiln_nn::weights::{FileSource, TensorSource, Weights};
 
 const PREFIX: &str = "control_model.";
 
@@ -73,12 +72,10 @@ pub fn load_controlnet_file(
     path: &Path,
     base: &UnetConfig,
     device: &Device,
-    dtype: DType,
-    quantization: Option<QuantFormat>,
-    streamed: bool,
+    load: &ControlNetLoad,
 ) -> Result<ControlNetModel> {
     refuse_pickles(path)?;
-    let source: Arc<dyn TensorSource> = Arc::new(FileSource::new(vec![WeightFile::open(path)?]));
+    let source = load.source(WeightFile::open(path)?);
     let inv = Inventory::of(source.as_ref());
     let prefix = if inv.any_under(PREFIX) { PREFIX } else { "" };
     let bad = |msg: String| Error::load(path, msg);
@@ -159,11 +156,8 @@ pub fn load_controlnet_file(
     };
     let used: UsedNames = Arc::new(Mutex::new(BTreeSet::new()));
     let renamed = Arc::new(RenamedSource::new(source, Box::new(names), used.clone()));
-    let mut weights = Weights::from_source(renamed, device, dtype).quantized(quantization);
-    if streamed {
-        weights = weights.streamed();
-    }
+    let (weights, tally) = load.weights(renamed, device);
     let model = ControlNetModel::new(&config, &weights)?;
     check_all_used(&inv, prefix, &used, |_| false, "ControlNet")?;
-    Ok(model)
+    Ok(model.with_tally(tally))
 }

@@ -5,6 +5,7 @@
 //! cancel, and answers the waiting request. Chat jobs run in the LLM engine's slots (`chat.rs`).
 
 mod chat;
+mod controls;
 mod upscale;
 
 use std::collections::HashMap;
@@ -35,8 +36,7 @@ use crate::metrics::Metrics;
 use crate::preview::preview_png;
 use crate::progress::{timestamp_now, ProgressHub};
 use crate::queue::{Job, JobOutput, JobRequest, OutputImage, Queue, Work};
-use kiln_models::controlnet::{check_base, ControlNetModel};
-use kiln_models::pipeline::ControlUnit;
+use controls::{control_units, HeldControlNets};
 
 pub struct Worker {
     device: Device,
@@ -79,8 +79,8 @@ struct Loaded {
     path: PathBuf,
     options: LoadOptions,
     model: StableDiffusion,
-    /// ControlNets loaded for this model (its device, dtype and weight type), by path.
-    controlnets: HashMap<PathBuf, Arc<ControlNetModel>>,
+    /// ControlNets loaded for this model, kept between jobs.
+    controlnets: HeldControlNets,
 }
 
 /// Opens the device on a new thread and runs jobs there until the queue closes. Fails (without
@@ -183,7 +183,12 @@ impl Worker {
 
     /// How to load the model at `path` and run `params`: as `--weight-type` says, fitted to the
     /// budget when there is one. A job too big for the budget is refused here, before any load.
-    fn prepare(&mut self, path: &Path, params: &GenerationParams) -> ApiResult<Prepared> {
+    fn prepare(
+        &mut self,
+        path: &Path,
+        params: &GenerationParams,
+        controls: &[ControlRequest],
+    ) -> ApiResult<Prepared> {
         let options = LoadOptions {
             vae: self.settings.vae.as_ref().map(|v| v.path.clone()),
             ..LoadOptions::weight_type(self.settings.weight_type)
@@ -191,16 +196,20 @@ impl Worker {
         let Some(budget) = self.settings.max_vram else {
             return Ok(Prepared::unbudgeted(options));
         };
-        let key = PlanKey::new(path, params);
+        let key = PlanKey::new(path, params, controls);
         if let Some((_, prepared)) = self.last_fit.as_ref().filter(|(k, _)| *k == key) {
             return Ok(prepared.clone());
         }
         // The plan runs a zero-weight copy of the model on the CPU backend: outside the budget
         // (which, on the CPU backend, is that backend's).
         self.device.set_memory_budget(None);
+        let quantization = options.quantization;
         let prepared = prepare_with(path, &self.device, options, Some(budget), true, |model| {
             check_size(model, params)?;
-            Ok::<_, ApiError>(params.clone())
+            let mut params = params.clone();
+            // Zero-weight ControlNets: the plan counts their weights and activations.
+            params.controls = control_units(model, quantization, controls, None)?;
+            Ok::<_, ApiError>(params)
         });
         let prepared = match prepared {
             Ok(p) => p,
@@ -287,50 +296,6 @@ impl Worker {
         Ok(Some((model, *switch_at)))
     }
 
-    /// The loaded model's ControlNet units for `requests`, loading each ControlNet once per model;
-    /// one that does not fit the model is the client's to fix (400 naming the unit's model).
-    fn controls(&mut self, requests: &[ControlRequest]) -> ApiResult<Vec<ControlUnit>> {
-        let Some(loaded) = self.loaded.as_mut() else {
-            return Err(ApiError::internal("model not loaded"));
-        };
-        let unet = &loaded.model.unet;
-        let mut units = Vec::with_capacity(requests.len());
-        for r in requests {
-            let field = format!("{}.model", r.field);
-            let net = match loaded.controlnets.get(&r.path) {
-                Some(net) => net.clone(),
-                None => {
-                    let net = ControlNetModel::open(
-                        &r.path,
-                        unet.config(),
-                        unet.device(),
-                        unet.dtype(),
-                        loaded.options.quantization,
-                        unet.is_streamed(),
-                    )
-                    .map_err(|e| ApiError::invalid(&field, e.to_string()))?;
-                    let net = Arc::new(net);
-                    loaded.controlnets.insert(r.path.clone(), net.clone());
-                    net
-                }
-            };
-            check_base(&r.name, &net, unet.resolved())
-                .map_err(|e| ApiError::invalid(&field, e.to_string()))?;
-            units.push(ControlUnit {
-                model: net,
-                name: r.name.clone(),
-                hash: crate::controlnets::short_hash(&r.path),
-                module: r.module.clone(),
-                image: r.image.clone(),
-                scale: r.weight,
-                guidance_start: r.guidance_start,
-                guidance_end: r.guidance_end,
-                guess_mode: r.guess_mode,
-            });
-        }
-        Ok(units)
-    }
-
     fn generate(
         &mut self,
         id: u64,
@@ -345,7 +310,7 @@ impl Worker {
         });
         let (progress, every) = (self.progress.clone(), self.preview_every);
         let control = control.clone();
-        let prepared = self.prepare(&entry.path, &request.params)?;
+        let prepared = self.prepare(&entry.path, &request.params, &request.controls)?;
         let mut params = request.params.clone();
         prepared.apply(&mut params);
         let refiner = self.refiner(request.refiner.as_ref(), &prepared)?;
@@ -356,7 +321,16 @@ impl Worker {
             });
         }
         self.model(&entry.path, &prepared)?;
-        params.controls = self.controls(&request.controls)?;
+        let loaded = self
+            .loaded
+            .as_mut()
+            .ok_or_else(|| ApiError::internal("model not loaded"))?;
+        params.controls = control_units(
+            &loaded.model,
+            loaded.options.quantization,
+            &request.controls,
+            Some(&mut loaded.controlnets),
+        )?;
         let params = &params;
         let model = self.model(&entry.path, &prepared)?;
         let scale = model.vae_scale_factor();
@@ -454,10 +428,14 @@ struct PlanKey {
     vae_tiling: Option<VaeTiling>,
     /// The init image's size and whether it has a mask.
     init: Option<(usize, usize, bool)>,
+    /// The hires fix's second-pass size.
+    hires: Option<(usize, usize)>,
+    /// The ControlNets' paths.
+    controls: Vec<PathBuf>,
 }
 
 impl PlanKey {
-    fn new(path: &Path, p: &GenerationParams) -> PlanKey {
+    fn new(path: &Path, p: &GenerationParams, controls: &[ControlRequest]) -> PlanKey {
         PlanKey {
             path: path.to_path_buf(),
             prompt: p.prompt.clone(),
@@ -474,6 +452,8 @@ impl PlanKey {
                 .init
                 .as_ref()
                 .map(|i| (i.image.width, i.image.height, i.mask.is_some())),
+            hires: p.hires.as_ref().map(|h| (h.width, h.height)),
+            controls: controls.iter().map(|c| c.path.clone()).collect(),
         }
     }
 }
@@ -511,15 +491,32 @@ mod tests {
     fn jobs_of_one_shape_share_a_plan() {
         let path = Path::new("model");
         let mut a = GenerationParams::new("a red circle");
-        let key = PlanKey::new(path, &a);
+        let key = PlanKey::new(path, &a, &[]);
         (a.seed, a.steps, a.batch_count, a.cfg_scale) = (9, 40, 3, 4.0);
-        assert_eq!(PlanKey::new(path, &a), key);
+        assert_eq!(PlanKey::new(path, &a, &[]), key);
         a.width = 256;
-        assert_ne!(PlanKey::new(path, &a), key);
+        assert_ne!(PlanKey::new(path, &a, &[]), key);
         let mut b = GenerationParams::new("a red circle");
         b.cfg_scale = 1.0;
-        assert_ne!(PlanKey::new(path, &b), key);
-        assert_ne!(PlanKey::new(Path::new("other"), &b), PlanKey::new(path, &b));
+        assert_ne!(PlanKey::new(path, &b, &[]), key);
+        assert_ne!(
+            PlanKey::new(Path::new("other"), &b, &[]),
+            PlanKey::new(path, &b, &[])
+        );
+        // A ControlNet changes the plan: its weights and activations count.
+        let unit = ControlRequest {
+            field: "args[0]".into(),
+            name: "canny".into(),
+            path: PathBuf::from("canny.safetensors"),
+            module: "canny".into(),
+            image: kiln_models::image::RgbImage::new(8, 8, vec![0; 192]).unwrap(),
+            weight: 1.0,
+            guidance_start: 0.0,
+            guidance_end: 1.0,
+            guess_mode: false,
+        };
+        let a = GenerationParams::new("a red circle");
+        assert_ne!(PlanKey::new(path, &a, &[unit]), key);
     }
 
     #[test]
