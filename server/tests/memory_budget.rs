@@ -1,6 +1,7 @@
 //! `kiln serve --max-vram`: a budget below the weight size is met by streaming the UNet (the run
 //! stays under it and gives the unbudgeted image), and a job no way of loading fits is refused
-//! with the smallest budget. The bundled tiny model on the CPU backend, over real HTTP.
+//! with the smallest budget; the fit counts a job's ControlNet units. The bundled tiny model (tiny-sd1
+//! with tests/fixtures/controlnet for ControlNets) on the CPU backend, over real HTTP.
 //!
 //! A test binary of its own: the CPU backend's memory counter and budget are process-wide, so a
 //! budget set here would fail the other HTTP tests' runs, and their memory would blur the peak
@@ -10,12 +11,17 @@
 #[path = "http/common.rs"]
 mod common;
 
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use kiln_models::pipeline::{plan, GenerationParams, LoadOptions, MemoryPlan};
+use kiln_models::image::read_image;
+use kiln_models::pipeline::{
+    open_controlnet, plan, plan_with, ControlUnit, GenerationParams, LoadOptions, MemoryPlan,
+    PipelineError, StableDiffusion,
+};
 use kiln_runtime::memory::format_bytes;
 use kiln_runtime::Device;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use common::*;
 
@@ -85,4 +91,91 @@ fn a_job_no_budget_fits_is_refused_with_the_minimum() {
     );
     drop(server);
     Device::Cpu.set_memory_budget(None);
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// The job the requests below make (the worker's defaults for the fields they leave out).
+fn params(model: &StableDiffusion, control: bool) -> Result<GenerationParams, PipelineError> {
+    let mut p = GenerationParams::new("a red circle");
+    (p.width, p.height, p.steps, p.seed) = (32, 32, 2, 42);
+    if control {
+        let dir = fixtures().join("controlnet");
+        p.controls = vec![ControlUnit {
+            model: Arc::new(open_controlnet(&dir.join("sd1-a"), "sd1-a", model, None)?),
+            name: "sd1-a".into(),
+            hash: None,
+            module: "none".into(),
+            image: read_image(&dir.join("control.png")).unwrap(),
+            scale: 1.0,
+            guidance_start: 0.0,
+            guidance_end: 1.0,
+            guess_mode: false,
+        }];
+    }
+    Ok(p)
+}
+
+fn planned_with(model: &Path, control: bool) -> MemoryPlan {
+    plan_with(model, &Device::Cpu, &LoadOptions::default(), |m| {
+        params(m, control)
+    })
+    .unwrap()
+}
+
+/// The budget fit counts a unit's ControlNet (its weights and activations): a budget a plain job
+/// fits but the same job with a ControlNet does not is refused with a 400, and the plan's own
+/// figure for the controlled job runs.
+#[test]
+fn the_budget_fit_counts_a_controlnet_unit() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let model = fixtures().join("tiny-sd1");
+    let (plain, controlled) = (planned_with(&model, false), planned_with(&model, true));
+    assert!(controlled.streamed_peak() > plain.streamed_peak());
+    let between = (plain.streamed_peak() + controlled.streamed_peak()) / 2;
+
+    let server = |budget: u64| {
+        let mut c = kiln_server::ServerConfig::new(kiln_server::ModelSet::Single(model.clone()));
+        c.device = kiln_runtime::DeviceChoice::Cpu;
+        c.listen = "127.0.0.1:0".parse().unwrap();
+        c.controlnet_dir = Some(fixtures().join("controlnet"));
+        c.max_vram = Some(budget);
+        start(c)
+    };
+    let request = |server: &kiln_server::Server, unit: Option<Value>| {
+        let mut body = json!({"prompt": "a red circle", "width": 32, "height": 32, "steps": 2,
+                              "seed": 42});
+        if let Some(u) = unit {
+            body["alwayson_scripts"] = json!({"controlnet": {"args": [u]}});
+        }
+        post_json(server, "/sdapi/v1/txt2img", &body)
+    };
+    let image = b64encode(&std::fs::read(fixtures().join("controlnet/control.png")).unwrap());
+    let unit = |server: &kiln_server::Server| {
+        let (_, list) = get_json(server, "/controlnet/model_list");
+        let name = list["model_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|n| n.starts_with("sd1-a ["))
+            .unwrap()
+            .to_string();
+        json!({"image": image, "module": "none", "model": name, "weight": 1.0})
+    };
+
+    let tight = server(between);
+    let (status, body) = request(&tight, None);
+    assert_eq!(status, 200, "the plain job fits: {body}");
+    let (status, body) = request(&tight, Some(unit(&tight)));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("over_memory_budget"), "{body}");
+    // Its model's memory is the process's: gone before the next server loads.
+    drop(tight);
+
+    let enough = server(controlled.streamed_peak());
+    let (status, body) = request(&enough, Some(unit(&enough)));
+    assert_eq!(status, 200, "{body}");
 }
