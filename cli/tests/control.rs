@@ -1,11 +1,14 @@
 //! `kiln generate --control MODEL:IMAGE[:WEIGHT] --control-pre ...` from the command line, on
 //! tests/fixtures/tiny-sd1 with the tiny random ControlNets of tests/fixtures/controlnet: a run
 //! writes the image with the A1111 ControlNet infotext; `--plan` lists the ControlNet's weights;
-//! a budget below the resident peak streams it; a ControlNet for another base and an unreadable
-//! control image fail naming them, with nothing written.
+//! a budget below the resident peak streams it; an X/Y/Z Checkpoint name cell is the single
+//! controlled generation on its checkpoint; a ControlNet for another base and an unreadable control image fail naming
+//! them, with nothing written.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use kiln_models::image::png::decode_png;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -20,10 +23,14 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// `kiln --device cpu generate` on tiny-sd1 (32x32, 2 steps) with one `--control` and `extra`.
 fn generate(dir: &Path, control: &str, extra: &[&str]) -> Output {
+    generate_with(&fixtures().join("tiny-sd1"), dir, control, extra)
+}
+
+fn generate_with(model: &Path, dir: &Path, control: &str, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .env_remove("KILN_DEVICE")
         .args(["--device", "cpu", "generate", "-m"])
-        .arg(fixtures().join("tiny-sd1"))
+        .arg(model)
         .args(["-p", "a red circle", "-W", "32", "-H", "32", "--steps", "2"])
         .args(["-s", "3", "-o"])
         .arg(dir.join("out.png"))
@@ -125,4 +132,45 @@ fn a_controlnet_for_another_base_or_a_bad_image_is_named_and_nothing_is_written(
         "{stderr}"
     );
     assert!(!dir.join("out.png").exists());
+}
+
+/// A Checkpoint name cell with a ControlNet is the single controlled generation on that
+/// checkpoint (a copy of tiny-sd1 as the other checkpoint; the ControlNet is opened for it).
+#[test]
+fn an_xyz_checkpoint_cell_runs_its_own_controlnet() {
+    let dir = temp_dir("xyz");
+    let file = dir.join("copy-of-tiny-sd1");
+    copy_dir(&fixtures().join("tiny-sd1"), &file);
+    let axis = format!("checkpoint={}", file.display());
+    let cn = control("sd1-a", "1");
+    std::fs::create_dir_all(dir.join("grid")).unwrap();
+    let out = generate(&dir.join("grid"), &cn, &["--xyz", &axis]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let single = dir.join("single");
+    std::fs::create_dir_all(&single).unwrap();
+    let out = generate_with(&file, &single, &cn, &[]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let pixels = |path: PathBuf| {
+        decode_png(&std::fs::read(path).unwrap())
+            .unwrap()
+            .image
+            .data
+    };
+    assert_eq!(
+        pixels(dir.join("grid/out-0001.png")),
+        pixels(single.join("out.png"))
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }
