@@ -65,21 +65,14 @@ async fn generation(state: Arc<AppState>, body: Body, img2img: bool) -> ApiResul
     let params = checked.params.clone();
     let plot = req.script_name.as_deref().is_some_and(xyz::is_xyz);
     let out = if plot {
-        if refiner.is_some() {
-            return Err(ApiError::invalid(
-                "refiner_checkpoint",
-                "a refiner with the X/Y/Z plot is not supported yet",
-            ));
-        }
-        if !checked.controls.is_empty() {
-            return Err(ApiError::invalid(
-                "alwayson_scripts.controlnet",
-                "ControlNet with the X/Y/Z plot is not supported yet",
-            ));
-        }
         let args = req.script_args.clone().unwrap_or_default();
         let plot = xyz::parse_script_args(&args, img2img, &mut random_seed)?;
-        xyz::run_xyz(&state, plot, checked.params, model).await?
+        let job = xyz::CellJob {
+            model,
+            refiner,
+            controls: checked.controls,
+        };
+        xyz::run_xyz(&state, plot, checked.params, job).await?
     } else {
         let mut out = run(&state, checked.params, model, refiner, checked.controls).await?;
         if let Some(o) = &outpainting {

@@ -17,3 +17,4 @@ mod scale_out;
 mod upscalers;
 mod validation;
 mod xyz;
+mod xyz_units;
