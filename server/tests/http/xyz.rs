@@ -1,7 +1,7 @@
 //! A1111's X/Y/Z plot over the API: `script_name: "x/y/z plot"` with the script's positional
 //! `script_args` (axis types as indices into A1111's txt2img list), the grid first and then
-//! each cell, each cell equal to the plain txt2img with its settings; bad axes and grids over
-//! `--max-pixels` are 400s naming `script_args`.
+//! each z value's grid and each cell as asked, each cell equal to the plain txt2img with its
+//! settings; bad axes and grids over `--max-pixels` are 400s naming `script_args`.
 
 use kiln_models::image::grid::Annotations;
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
@@ -224,4 +224,113 @@ fn an_interrupt_stops_the_plot_and_the_cells_not_run_are_black() {
     assert_eq!(png(&images[0]).image.width, 3 * 64);
     assert!(png(&images[1]).image.data.iter().any(|&v| v != 0));
     assert!(png(&images[3]).image.data.iter().all(|&v| v == 0));
+}
+
+/// A1111's answer with a Z axis: the grid of the z grids side by side under the z labels, then
+/// (`include_sub_grids`, script_args[11]) one grid per z value with `margin_size`
+/// (script_args[13]) between its cells, then (`include_lone_images`, [10]) every cell.
+#[test]
+fn a_z_axis_returns_one_sub_grid_per_z_value() {
+    let server = start(config());
+    let mut body = small("a red circle", 1);
+    body["script_name"] = json!("x/y/z plot");
+    // Steps "1,2" on X, CFG Scale "3,5" on Y, Seed "1,2,3" on Z, 4 px margins.
+    body["script_args"] = json!([
+        4,
+        "1,2",
+        [],
+        6,
+        "3,5",
+        [],
+        1,
+        "1,2,3",
+        [],
+        true,
+        true,
+        true,
+        false,
+        4,
+        false,
+        false
+    ]);
+    let (s, answer) = post_json(&server, "/sdapi/v1/txt2img", &body);
+    assert_eq!(s, 200, "{answer}");
+    let images = answer["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1 + 3 + 12);
+    let info: Value = serde_json::from_str(answer["info"].as_str().unwrap()).unwrap();
+    assert_eq!(info["infotexts"].as_array().unwrap().len(), 16);
+
+    let texts = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let sub = Annotations::layout(
+        64,
+        64,
+        &texts(&["Steps: 1", "Steps: 2"]),
+        &texts(&["CFG Scale: 3.0", "CFG Scale: 5.0"]),
+        4,
+    )
+    .unwrap();
+    assert_eq!(
+        (sub.width, sub.height),
+        (48 + 2 * 64 + 4, sub.pad_top + 2 * 64 + 4)
+    );
+    let main = Annotations::layout(
+        sub.width,
+        sub.height,
+        &texts(&["Seed: 1", "Seed: 2", "Seed: 3"]),
+        &[String::new()],
+        0,
+    )
+    .unwrap();
+    let grid = png(&images[0]);
+    assert_eq!(
+        (grid.image.width, grid.image.height),
+        (3 * sub.width, main.pad_top + sub.height)
+    );
+    let grid_info = InfoText::parse(grid.text(PNG_KEYWORD).unwrap());
+    assert_eq!(grid_info.get("Z Type"), Some("Seed"));
+    for iz in 0..3 {
+        let z = png(&images[1 + iz]);
+        assert_eq!((z.image.width, z.image.height), (sub.width, sub.height));
+        let part = crop(
+            &grid.image,
+            iz * sub.width,
+            main.pad_top,
+            sub.width,
+            sub.height,
+        );
+        assert_eq!(part, z.image.data, "z grid {iz}");
+        let z_info = InfoText::parse(z.text(PNG_KEYWORD).unwrap());
+        assert_eq!(z_info.get("Y Type"), Some("CFG Scale"));
+        assert_eq!(z_info.get("Z Type"), None);
+        assert_eq!(z_info.get("Seed"), Some(["1", "2", "3"][iz]));
+        // Its cells (x fastest) with the margin between them.
+        for (ix, iy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            let cell = png(&images[4 + iz * 4 + iy * 2 + ix]);
+            let (x, y) = (sub.pad_left + ix * 68, sub.pad_top + iy * 68);
+            assert_eq!(crop(&z.image, x, y, 64, 64), cell.image.data);
+        }
+    }
+
+    // Sub grids without the cells; neither; and without a Z axis, the one sub grid A1111 gives.
+    for (lone, subs, z, count) in [
+        (false, true, "1,2,3", 1 + 3),
+        (false, false, "1,2,3", 1),
+        (false, true, "", 1 + 1),
+    ] {
+        let mut b = body.clone();
+        b["script_args"][6] = json!(if z.is_empty() { 0 } else { 1 });
+        b["script_args"][7] = json!(z);
+        b["script_args"][10] = json!(lone);
+        b["script_args"][11] = json!(subs);
+        let (s, answer) = post_json(&server, "/sdapi/v1/txt2img", &b);
+        assert_eq!(s, 200, "{answer}");
+        let got = answer["images"].as_array().unwrap();
+        assert_eq!(got.len(), count, "lone {lone} subs {subs} z {z:?}");
+        if z.is_empty() {
+            // With one z value the sub grid is the grid.
+            assert_eq!(png(&got[1]).image, png(&got[0]).image);
+        } else {
+            assert_eq!(png(&got[0]).image, grid.image);
+        }
+    }
 }
