@@ -1,7 +1,9 @@
 //! `kiln generate --xyz "steps=10,20" --xyz "cfg=5,7"`: A1111's X/Y/Z plot from the command
-//! line. The first `--xyz` is X, the second Y, the third Z. The labelled grid goes to `-o` and
-//! each cell beside it as OUT-0001.png, OUT-0002.png, ... (x fastest, then y, then z), each with
-//! its own infotext; the grid carries A1111's grid infotext (`Script: X/Y/Z plot, X Type, ...`).
+//! line. The first `--xyz` is X, the second Y, the third Z. The labelled grid goes to `-o`; with
+//! two or more Z values each z value's grid beside it as OUT-z1.png, OUT-z2.png, ... (what A1111
+//! saves with "Include Sub Grids"; with one Z value that grid is the main one); and each cell as
+//! OUT-0001.png, OUT-0002.png, ... (x fastest, then y, then z), each with its own infotext; the
+//! grids carry A1111's grid infotext (`Script: X/Y/Z plot, X Type, ...`).
 
 use std::path::{Path, PathBuf};
 
@@ -196,19 +198,21 @@ pub fn run(
         total: plot.cell_count(),
     };
     let out = run_plot(plot, params, &mut runner, max_pixels, "--max-pixels")?;
-    let mut files = vec![(
-        output.to_path_buf(),
-        encode_png(&out.grid, &[(PNG_KEYWORD, &out.grid_info.format())])?,
-    )];
-    for (path, cell) in cell_paths(output, out.cells.len())
-        .into_iter()
-        .zip(&out.cells)
-    {
-        files.push((
-            path,
-            encode_png(&cell.image, &[(PNG_KEYWORD, &cell.info.format())])?,
-        ));
+    let mut images = vec![(output.to_path_buf(), &out.grid, &out.grid_info)];
+    if out.sub_grids.len() > 1 {
+        let names = (1..=out.sub_grids.len()).map(|z| format!("z{z}"));
+        for (name, (grid, info)) in names.zip(&out.sub_grids) {
+            images.push((beside(output, &name), grid, info));
+        }
     }
+    let names = (1..=out.cells.len()).map(|i| format!("{i:04}"));
+    for (name, cell) in names.zip(&out.cells) {
+        images.push((beside(output, &name), &cell.image, &cell.info));
+    }
+    let files = images
+        .into_iter()
+        .map(|(path, image, info)| Ok((path, encode_png(image, &[(PNG_KEYWORD, &info.format())])?)))
+        .collect::<Result<Vec<_>>>()?;
     write_all_or_nothing(&files)?;
     for (path, _) in &files {
         println!("{}", path.display());
@@ -216,8 +220,8 @@ pub fn run(
     Ok(())
 }
 
-/// OUT-0001.png, OUT-0002.png, ... beside the grid's OUT.png.
-fn cell_paths(output: &Path, count: usize) -> Vec<PathBuf> {
+/// OUT-SUFFIX.png beside the grid's OUT.png (OUT-0001.png for a cell, OUT-z1.png for a z grid).
+fn beside(output: &Path, suffix: &str) -> PathBuf {
     let stem = output
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -226,9 +230,7 @@ fn cell_paths(output: &Path, count: usize) -> Vec<PathBuf> {
         .extension()
         .map(|e| e.to_string_lossy().into_owned())
         .unwrap_or_else(|| "png".into());
-    (1..=count)
-        .map(|i| output.with_file_name(format!("{stem}-{i:04}.{ext}")))
-        .collect()
+    output.with_file_name(format!("{stem}-{suffix}.{ext}"))
 }
 
 #[cfg(test)]
@@ -256,13 +258,9 @@ mod tests {
     }
 
     #[test]
-    fn cells_are_numbered_beside_the_grid() {
-        assert_eq!(
-            cell_paths(Path::new("d/grid.png"), 2),
-            [
-                PathBuf::from("d/grid-0001.png"),
-                PathBuf::from("d/grid-0002.png")
-            ]
-        );
+    fn cells_and_z_grids_are_named_beside_the_grid() {
+        let grid = Path::new("d/grid.png");
+        assert_eq!(beside(grid, "0002"), PathBuf::from("d/grid-0002.png"));
+        assert_eq!(beside(grid, "z1"), PathBuf::from("d/grid-z1.png"));
     }
 }

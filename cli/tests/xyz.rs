@@ -1,7 +1,7 @@
 //! `kiln generate --xyz`: A1111's X/Y/Z plot on the tiny fixture model. The grid's size is the
-//! cells plus A1111's label row and column, every cell in the grid is the cell's own PNG, and
-//! each cell equals `kiln generate` run alone with that cell's settings. Bad axes and a grid
-//! over `--max-pixels` are clear errors that write nothing.
+//! cells plus A1111's label row and column, every cell in the grid is the cell's own PNG, each z
+//! value's grid is written beside it, and each cell equals `kiln generate` run alone with that
+//! cell's settings. Bad axes and a grid over `--max-pixels` are clear errors that write nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -154,7 +154,8 @@ fn a_z_axis_puts_grids_side_by_side_under_its_labels() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(files_in(&dir).len(), 1 + 2 * 2 * 3);
+    // The grid, one grid per z value (g-z1.png ..), every cell.
+    assert_eq!(files_in(&dir).len(), 1 + 3 + 2 * 2 * 3);
     let sub = Annotations::layout(
         32,
         32,
@@ -188,6 +189,24 @@ fn a_z_axis_puts_grids_side_by_side_under_its_labels() {
     let x = 2 * sub.width + sub.pad_left + 32;
     let y = main.pad_top + sub.pad_top + 32;
     assert_eq!(crop(&grid.image, x, y, 32, 32), cell.image.data);
+    // Each z value's grid is its part of the main grid under the z labels, with the x and y
+    // fields of A1111's sub grid infotext and that z's seed.
+    for iz in 0..3 {
+        let z = read(&dir.join(format!("g-z{}.png", iz + 1)));
+        assert_eq!((z.image.width, z.image.height), (sub.width, sub.height));
+        let part = crop(
+            &grid.image,
+            iz * sub.width,
+            main.pad_top,
+            sub.width,
+            sub.height,
+        );
+        assert_eq!(part, z.image.data, "z grid {}", iz + 1);
+        let info = InfoText::parse(z.text(PNG_KEYWORD).unwrap());
+        assert_eq!(info.get("X Type"), Some("Prompt S/R"));
+        assert_eq!(info.get("Z Type"), None);
+        assert_eq!(info.get("Seed"), Some((iz + 1).to_string().as_str()));
+    }
     let single = dir.join("single.png");
     let out = generate(
         &single,
