@@ -11,8 +11,8 @@ use anyhow::{anyhow, bail, Result};
 use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::pipeline::{
-    add_vae, generate, infotext, prepare_with, short_hash, ControlUnit, GenerationParams,
-    LoadOptions, Prepared, StableDiffusion,
+    add_refiner, add_vae, generate, infotext, prepare_with, short_hash, ControlUnit,
+    GenerationParams, LoadOptions, Prepared, StableDiffusion,
 };
 use kiln_models::xyz::{run_plot, Axis, AxisKind, CellOutput, CellRunner, CellSettings, XyzPlot};
 use kiln_runtime::Device;
@@ -83,6 +83,8 @@ struct Runner<'a> {
     /// The last other checkpoint loaded, with the VAE tiling its budget fit chose and its
     /// ControlNet units (the Checkpoint name axis runs outermost, so each loads once).
     other: Option<(String, Loaded, Other)>,
+    /// The `--refiner`'s short hash for the cells' infotext (every cell runs the refiner).
+    refiner_hash: Option<String>,
     done: usize,
     total: usize,
 }
@@ -136,6 +138,7 @@ impl Runner<'_> {
     fn run_cell(&mut self, settings: &CellSettings) -> Result<CellOutput> {
         let mut params = settings.params.clone();
         let (done, total) = (self.done, self.total);
+        let refiner_hash = self.refiner_hash.clone();
         let loaded = self.model_for(settings.checkpoint.as_deref(), &mut params)?;
         let bar = progress_bar();
         bar.set_message(format!("cell {}/{total}", done + 1));
@@ -156,6 +159,9 @@ impl Runner<'_> {
         );
         if let Some((name, hash)) = &loaded.vae {
             add_vae(&mut info, name, Some(hash));
+        }
+        if let (Some(r), Some(hash)) = (&params.refiner, &refiner_hash) {
+            add_refiner(&mut info, &r.model.source.name, hash, r.switch_at);
         }
         self.done += 1;
         Ok(CellOutput {
@@ -194,6 +200,11 @@ pub fn run(
         loader,
         base: Loaded::new(model)?,
         other: None,
+        refiner_hash: params
+            .refiner
+            .as_ref()
+            .map(|r| short_hash(&r.model.source.hash_file))
+            .transpose()?,
         done: 0,
         total: plot.cell_count(),
     };

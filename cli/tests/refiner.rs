@@ -143,3 +143,29 @@ fn bad_refiner_input_is_a_clear_error_with_no_output() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--xyz` with `--refiner`: every cell runs the refiner and names it, as the single generation.
+#[test]
+fn xyz_cells_run_the_refiner() {
+    let dir = temp_dir("refiner-xyz");
+    let refiner = fixture("tiny-sdxl-refiner");
+    let with_refiner = [
+        "--refiner",
+        refiner.to_str().unwrap(),
+        "--refiner-switch",
+        "0.5",
+    ];
+    let single = [&with_refiner[..], &["-s", "5", "--cfg-scale", "7"]].concat();
+    let out = generate(&dir, "tiny-sdxl", &single);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let alone = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
+    let plot = [&with_refiner[..], &["-s", "5", "--xyz", "cfg=3,7"]].concat();
+    let out = generate(&dir, "tiny-sdxl", &plot);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cell = decode_png(&std::fs::read(dir.join("out-0002.png")).unwrap()).unwrap();
+    assert_eq!(cell.image, alone.image);
+    assert_eq!(cell.text(PNG_KEYWORD), alone.text(PNG_KEYWORD));
+    let info = InfoText::parse(cell.text(PNG_KEYWORD).unwrap());
+    assert_eq!(info.get("Refiner switch at"), Some("0.5"));
+    std::fs::remove_dir_all(&dir).ok();
+}
