@@ -194,13 +194,8 @@ fn a_z_axis_puts_grids_side_by_side_under_its_labels() {
     for iz in 0..3 {
         let z = read(&dir.join(format!("g-z{}.png", iz + 1)));
         assert_eq!((z.image.width, z.image.height), (sub.width, sub.height));
-        let part = crop(
-            &grid.image,
-            iz * sub.width,
-            main.pad_top,
-            sub.width,
-            sub.height,
-        );
+        let (w, h) = (sub.width, sub.height);
+        let part = crop(&grid.image, iz * w, main.pad_top, w, h);
         assert_eq!(part, z.image.data, "z grid {}", iz + 1);
         let info = InfoText::parse(z.text(PNG_KEYWORD).unwrap());
         assert_eq!(info.get("X Type"), Some("Prompt S/R"));

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use kiln_models::image::RgbImage;
 use kiln_runtime::DeviceChoice;
 use kiln_server::{ModelSet, Server, ServerConfig};
 use reqwest::blocking::{Client, Response};
@@ -107,4 +108,31 @@ pub fn step(server: &Server) -> u64 {
 
 pub fn health(server: &Server) -> Value {
     get_json(server, "/health").1
+}
+
+/// The `w` x `h` pixels of `im` at (`x`, `y`), row after row.
+pub fn crop(im: &RgbImage, x: usize, y: usize, w: usize, h: usize) -> Vec<u8> {
+    (y..y + h)
+        .flat_map(|row| {
+            let s = (row * im.width + x) * 3;
+            im.data[s..s + w * 3].to_vec()
+        })
+        .collect()
+}
+
+/// A1111's X/Y/Z `script_args`: each axis as (type index, values text, dropdown list), then
+/// draw_legend (on), include_lone_images, include_sub_grids, no_fixed_seeds (off), margin_size.
+pub fn xyz_args(axes: [(u32, &str, Value); 3], lone: bool, subs: bool, margin: u32) -> Value {
+    let mut args: Vec<Value> = axes
+        .into_iter()
+        .flat_map(|(kind, values, dropdown)| [json!(kind), json!(values), dropdown])
+        .collect();
+    args.extend([
+        json!(true),
+        json!(lone),
+        json!(subs),
+        json!(false),
+        json!(margin),
+    ]);
+    Value::Array(args)
 }

@@ -12,44 +12,23 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 use super::common::{
-    b64decode, b64encode, config, get_json, post_json, small, start, step, wait_for,
+    b64decode, b64encode, config, crop, get_json, post_json, small, start, step, wait_for, xyz_args,
 };
 
 fn png(v: &Value) -> DecodedPng {
     decode_png(&b64decode(v.as_str().unwrap())).unwrap()
 }
 
-fn crop(im: &RgbImage, x: usize, y: usize, w: usize, h: usize) -> Vec<u8> {
-    (y..y + h)
-        .flat_map(|row| {
-            let s = (row * im.width + x) * 3;
-            im.data[s..s + w * 3].to_vec()
-        })
-        .collect()
-}
-
 /// Steps (index 4) "1,2" on X, CFG Scale (index 6) "3,5,7" on Y, include_lone_images.
 fn plot_body() -> Value {
     let mut body = small("a red circle", 1);
     body["script_name"] = json!("X/Y/Z plot");
-    body["script_args"] = json!([
-        4,
-        "1,2",
-        [],
-        6,
-        "3,5,7",
-        [],
-        0,
-        "",
-        [],
-        true,
-        true,
-        false,
-        false,
-        0,
-        false,
-        false
-    ]);
+    let axes = [
+        (4, "1,2", json!([])),
+        (6, "3,5,7", json!([])),
+        (0, "", json!([])),
+    ];
+    body["script_args"] = xyz_args(axes, true, false, 0);
     body
 }
 
@@ -235,24 +214,12 @@ fn a_z_axis_returns_one_sub_grid_per_z_value() {
     let mut body = small("a red circle", 1);
     body["script_name"] = json!("x/y/z plot");
     // Steps "1,2" on X, CFG Scale "3,5" on Y, Seed "1,2,3" on Z, 4 px margins.
-    body["script_args"] = json!([
-        4,
-        "1,2",
-        [],
-        6,
-        "3,5",
-        [],
-        1,
-        "1,2,3",
-        [],
-        true,
-        true,
-        true,
-        false,
-        4,
-        false,
-        false
-    ]);
+    let axes = [
+        (4, "1,2", json!([])),
+        (6, "3,5", json!([])),
+        (1, "1,2,3", json!([])),
+    ];
+    body["script_args"] = xyz_args(axes, true, true, 4);
     let (s, answer) = post_json(&server, "/sdapi/v1/txt2img", &body);
     assert_eq!(s, 200, "{answer}");
     let images = answer["images"].as_array().unwrap();
@@ -291,13 +258,8 @@ fn a_z_axis_returns_one_sub_grid_per_z_value() {
     for iz in 0..3 {
         let z = png(&images[1 + iz]);
         assert_eq!((z.image.width, z.image.height), (sub.width, sub.height));
-        let part = crop(
-            &grid.image,
-            iz * sub.width,
-            main.pad_top,
-            sub.width,
-            sub.height,
-        );
+        let (w, h) = (sub.width, sub.height);
+        let part = crop(&grid.image, iz * w, main.pad_top, w, h);
         assert_eq!(part, z.image.data, "z grid {iz}");
         let z_info = InfoText::parse(z.text(PNG_KEYWORD).unwrap());
         assert_eq!(z_info.get("Y Type"), Some("CFG Scale"));

@@ -15,7 +15,7 @@ use kiln_runtime::DeviceChoice;
 use kiln_server::{ModelSet, ServerConfig};
 use serde_json::{json, Value};
 
-use crate::common::{b64decode, b64encode, post_json, start};
+use crate::common::{b64decode, b64encode, crop, post_json, start, xyz_args};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -40,33 +40,7 @@ fn infotext(v: &Value) -> String {
 
 /// `script_args` with X and Y axes (type index, values, dropdown) and include_lone_images.
 fn plot_args(x: (u32, &str, Value), y: (u32, &str, Value)) -> Value {
-    json!([
-        x.0,
-        x.1,
-        x.2,
-        y.0,
-        y.1,
-        y.2,
-        0,
-        "",
-        [],
-        true,
-        true,
-        false,
-        false,
-        0,
-        false,
-        false
-    ])
-}
-
-fn crop(im: &RgbImage, x: usize, y: usize, w: usize, h: usize) -> Vec<u8> {
-    (y..y + h)
-        .flat_map(|row| {
-            let s = (row * im.width + x) * 3;
-            im.data[s..s + w * 3].to_vec()
-        })
-        .collect()
+    xyz_args([x, y, (0, "", json!([]))], true, false, 0)
 }
 
 /// Runs the plot on `base` (32 px cells, axes labelled `x` and `y`), then checks each cell (x
