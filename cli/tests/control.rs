@@ -51,14 +51,18 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// A run that must succeed, and its PNG's bytes as text (the infotext chunk among them).
+fn png_text(dir: &Path, control: &str, extra: &[&str]) -> String {
+    let out = generate(dir, control, extra);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8_lossy(&std::fs::read(dir.join("out.png")).unwrap()).into_owned()
+}
+
 #[test]
 fn a_controlled_run_writes_the_image_with_its_infotext() {
     let dir = temp_dir("run");
-    let out = generate(&dir, &control("sd1-a", "0.5"), &["--control-pre", "canny"]);
-    let (_, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let png = std::fs::read(dir.join("out.png")).unwrap();
-    let info = String::from_utf8_lossy(&png);
+    let info = png_text(&dir, &control("sd1-a", "0.5"), &["--control-pre", "canny"]);
     assert!(
         info.contains("ControlNet 0: \"Module: canny, Model: sd1-a [")
             && info.contains("Weight: 0.5"),
@@ -80,11 +84,7 @@ fn control_mode_resize_and_resolution_flags() {
         "--control-res",
         "64",
     ];
-    let out = generate(&dir, &control("sd1-a", "1"), &flags);
-    let (_, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let png = std::fs::read(dir.join("out.png")).unwrap();
-    let info = String::from_utf8_lossy(&png);
+    let info = png_text(&dir, &control("sd1-a", "1"), &flags);
     assert!(
         info.contains("Resize Mode: Resize and Fill")
             && info.contains("Control Mode: My prompt is more important"),
