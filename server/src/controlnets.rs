@@ -169,17 +169,22 @@ pub fn check_units(script: &Value, dir: Option<&Path>) -> ApiResult<Vec<ControlR
         };
         let res = processor_res(res)
             .map_err(|e| ApiError::invalid(&f("processor_res"), e.to_string()))?;
-        let image = pre
-            .apply_at(&image, res)
-            .map_err(|e| ApiError::invalid(&f("module"), e.to_string()))?;
-        let mode = a1111_choice(unit, "control_mode", &f, ControlMode::names(), |s| {
-            ControlMode::from_a1111(s)
-        })?
+        let mode = a1111_choice(
+            unit,
+            "control_mode",
+            &f,
+            ControlMode::names(),
+            ControlMode::from_a1111,
+        )?
         .unwrap_or_default();
         // Absent, the extension's default: "Crop and Resize".
-        let resize = a1111_choice(unit, "resize_mode", &f, ResizeMode::names(), |s| {
-            ResizeMode::from_a1111(s)
-        })?
+        let resize = a1111_choice(
+            unit,
+            "resize_mode",
+            &f,
+            ResizeMode::names(),
+            ResizeMode::from_a1111,
+        )?
         .unwrap_or_default();
         let (start, end) = (num("guidance_start", 0.0)?, num("guidance_end", 1.0)?);
         if !(0.0..=1.0).contains(&start) || !(0.0..=1.0).contains(&end) || start > end {
@@ -188,13 +193,18 @@ pub fn check_units(script: &Value, dir: Option<&Path>) -> ApiResult<Vec<ControlR
                 format!("guidance_start {start} and guidance_end {end} must satisfy 0 <= start <= end <= 1"),
             ));
         }
+        let weight = num("weight", 1.0)?;
+        // The preprocessor last, after every cheap check.
+        let image = pre
+            .apply_at(&image, res)
+            .map_err(|e| ApiError::invalid(&f("module"), e.to_string()))?;
         out.push(ControlRequest {
             field: field.clone(),
             name,
             path,
             module,
             image,
-            weight: num("weight", 1.0)?,
+            weight,
             guidance_start: start,
             guidance_end: end,
             mode,
