@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use kiln_kernels::testing::Rng;
-use kiln_models::controlnet::{ControlInputs, ControlNetConfig, ControlNetModel};
+use kiln_models::controlnet::{ControlInputs, ControlNetConfig, ControlNetModel, ResidualCurve};
 use kiln_models::unet::{AddedCond, Unet, UnetConfig};
 use kiln_models::upscale::{Architecture, RrdbConfig, UpscalerModel};
 use kiln_models::vae::{AutoencoderKL, VaeConfig};
@@ -176,7 +176,7 @@ fn controlnet_case(size: Size, dtype: DType, pixels: usize, batch: usize) -> Cas
                     added: None,
                     cond: &cond,
                     scale: 1.0,
-                    guess_mode: false,
+                    curve: ResidualCurve::Flat,
                 })?;
                 Ok(r.mid)
             }))

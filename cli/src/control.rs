@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use kiln_models::image::{read_image, RgbImage};
-use kiln_models::pipeline::{open_controlnet, sha256_file, ControlUnit, StableDiffusion};
-use kiln_models::preprocess::Preprocessor;
+use kiln_models::pipeline::{
+    open_controlnet, sha256_file, ControlMode, ControlUnit, StableDiffusion,
+};
+use kiln_models::preprocess::{processor_res, Preprocessor, ResizeMode};
 use kiln_nn::weights::WeightType;
 
 /// One `--control` before its model is loaded.
@@ -41,8 +43,52 @@ pub fn parse_control(arg: &str) -> Result<(PathBuf, PathBuf, f32)> {
     Ok((model, image, weight))
 }
 
-/// Every `--control` with its `--control-pre` (one per --control, or none for all: "none").
-pub fn read_controls(controls: &[String], pre: &[String]) -> Result<Vec<ControlSpec>> {
+/// What `--control-start/end`, `--control-mode` and `--control-resize` set for every unit.
+#[derive(Clone, Copy, Debug)]
+pub struct UnitSettings {
+    pub window: (f32, f32),
+    pub mode: ControlMode,
+    pub resize: ResizeMode,
+}
+
+/// `--control-mode`: the A1111 extension's control modes by a short name (or its own name).
+pub fn parse_control_mode(value: &str) -> Result<ControlMode> {
+    Ok(match value {
+        "balanced" => ControlMode::Balanced,
+        "prompt" => ControlMode::Prompt,
+        "controlnet" => ControlMode::ControlNet,
+        other => ControlMode::from_a1111(other).with_context(|| {
+            format!(
+                "--control-mode {other}: expected balanced, prompt (\"My prompt is more \
+                 important\") or controlnet (\"ControlNet is more important\")"
+            )
+        })?,
+    })
+}
+
+/// `--control-resize`: the A1111 extension's resize modes by a short name (or its own name).
+pub fn parse_control_resize(value: &str) -> Result<ResizeMode> {
+    Ok(match value {
+        "just" => ResizeMode::JustResize,
+        "crop" => ResizeMode::CropAndResize,
+        "fill" => ResizeMode::ResizeAndFill,
+        other => ResizeMode::from_a1111(other).with_context(|| {
+            format!(
+                "--control-resize {other}: expected just (\"Just Resize\"), crop (\"Crop and \
+                 Resize\") or fill (\"Resize and Fill\")"
+            )
+        })?,
+    })
+}
+
+/// Every `--control` with its `--control-pre` (one per --control, or none for all: "none"), the
+/// preprocessors run at `--control-res` (`None`: their default).
+pub fn read_controls(
+    controls: &[String],
+    pre: &[String],
+    res: Option<u32>,
+) -> Result<Vec<ControlSpec>> {
+    let res = processor_res(res.map(f64::from)).context("--control-res")?;
     if !pre.is_empty() && pre.len() != controls.len() {
         bail!(
             "--control-pre was given {} times for {} --control: give one per --control, in order",
@@ -65,7 +111,7 @@ pub fn read_controls(controls: &[String], pre: &[String]) -> Result<Vec<ControlS
         let image = read_image(&image)
             .with_context(|| format!("--control {arg}: the control image {}", image.display()))?;
         let image = preprocessor
-            .apply(&image)
+            .apply_at(&image, res)
             .with_context(|| format!("--control-pre {module}"))?;
         out.push(ControlSpec {
             arg: arg.clone(),
@@ -104,9 +150,9 @@ pub fn load_controls(
     specs: &[ControlSpec],
     model: &StableDiffusion,
     weight_type: WeightType,
-    (start, end): (f32, f32),
-    guess_mode: bool,
+    settings: UnitSettings,
 ) -> Result<Vec<ControlUnit>> {
+    let (start, end) = settings.window;
     specs
         .iter()
         .map(|s| {
@@ -119,10 +165,11 @@ pub fn load_controls(
                 hash: Some(hash),
                 module: s.module.clone(),
                 image: s.image.clone(),
+                resize: settings.resize,
                 scale: s.weight,
                 guidance_start: start,
                 guidance_end: end,
-                guess_mode,
+                mode: settings.mode,
             })
         })
         .collect()
@@ -143,5 +190,25 @@ mod tests {
         assert_eq!((i.to_str(), w), (Some("edges.png"), 1.0));
         assert!(parse_control("cn").is_err());
         assert!(parse_control("cn::1").is_err());
+    }
+
+    #[test]
+    fn modes_parse_by_short_and_a1111_names() {
+        assert_eq!(parse_control_mode("prompt").unwrap(), ControlMode::Prompt);
+        assert_eq!(
+            parse_control_mode("ControlNet is more important").unwrap(),
+            ControlMode::ControlNet
+        );
+        let e = format!("{:#}", parse_control_mode("loud").unwrap_err());
+        assert!(e.contains("--control-mode loud"), "{e}");
+        assert_eq!(
+            parse_control_resize("fill").unwrap(),
+            ResizeMode::ResizeAndFill
+        );
+        assert_eq!(
+            parse_control_resize("Just Resize").unwrap(),
+            ResizeMode::JustResize
+        );
+        assert!(parse_control_resize("stretch").is_err());
     }
 }

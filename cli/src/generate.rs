@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::{load_controls, read_controls};
+use crate::control::{
+    load_controls, parse_control_mode, parse_control_resize, read_controls, UnitSettings,
+};
 use crate::hires::HiresArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -22,7 +24,7 @@ use kiln_models::image::{read_image, RgbImage};
 use kiln_models::lora::{parse_cli_lora, prompt_tags, ActiveLora, LoraFile, LoraLibrary};
 use kiln_models::pipeline::{
     add_refiner, add_vae, check_refiner_switch, generate, infotext, plan_with, prepare_with,
-    short_hash, GenerationParams, InitImage, LoadOptions, Offload, Outpaint, Refiner,
+    short_hash, ControlMode, GenerationParams, InitImage, LoadOptions, Offload, Outpaint, Refiner,
     StableDiffusion,
 };
 use kiln_models::rng::RngKind;
@@ -237,9 +239,25 @@ pub struct GenerateArgs {
     #[arg(long = "control-end", default_value_t = 1.0)]
     control_end: f32,
 
-    /// ControlNet guess mode (A1111's "ControlNet is more important"): residuals only for the
-    /// prompt's half of classifier-free guidance, scaled from 0.1 to 1 along the down path.
-    #[arg(long)]
+    /// The A1111 ControlNet extension's control mode for every --control: balanced, prompt ("My
+    /// prompt is more important": residuals weakened towards the fine skips) or controlnet
+    /// ("ControlNet is more important": that, and only for the prompt's half of guidance).
+    #[arg(long = "control-mode", value_name = "MODE", default_value = "balanced")]
+    control_mode: String,
+
+    /// How each control image is fitted to the output size (the extension's resize mode): just
+    /// (stretch), crop (cover and crop the centre) or fill (fit inside, border colour around).
+    #[arg(long = "control-resize", value_name = "MODE", default_value = "crop")]
+    control_resize: String,
+
+    /// The preprocessors' resolution (the extension's processor_res): the image's short side
+    /// before canny, threshold or scribble_xdog runs (64 to 2048; default 512).
+    #[arg(long = "control-res", value_name = "N")]
+    control_res: Option<u32>,
+
+    /// diffusers' ControlNet guess mode: residuals only for the prompt's half of
+    /// classifier-free guidance, scaled from 0.1 to 1 along the down path.
+    #[arg(long, conflicts_with = "control_mode")]
     guess_mode: bool,
 }
 
@@ -309,7 +327,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
             }
         }
     }
-    let controls = read_controls(&args.control, &args.control_pre)?;
+    let controls = read_controls(&args.control, &args.control_pre, args.control_res)?;
     let window = (args.control_start, args.control_end);
     if !(0.0..=1.0).contains(&window.0) || !(0.0..=1.0).contains(&window.1) || window.0 > window.1 {
         bail!(
@@ -318,6 +336,15 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
             window.1
         );
     }
+    let unit_settings = UnitSettings {
+        window,
+        mode: if args.guess_mode {
+            ControlMode::DiffusersGuess
+        } else {
+            parse_control_mode(&args.control_mode)?
+        },
+        resize: parse_control_resize(&args.control_resize)?,
+    };
     check_output_folder(&args.output)?;
 
     let model_path = match &args.model {
@@ -343,9 +370,8 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     // defaults come from its configs.
     // ControlNets load for each such model too: zeros tallied for the plan, so the plan and
     // the --max-vram fit count them; the real ones on the model's device as its UNet loaded.
-    let controls_for = |model: &StableDiffusion| {
-        load_controls(&controls, model, weight_type, window, args.guess_mode)
-    };
+    let controls_for =
+        |model: &StableDiffusion| load_controls(&controls, model, weight_type, unit_settings);
     let params_for = |model: &StableDiffusion| -> Result<GenerationParams> {
         let size = size(args, init.as_ref(), model)?;
         let mut params = params(args, sampler, rng, seed, init.clone(), size, tiling);

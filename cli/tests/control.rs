@@ -1,9 +1,10 @@
 //! `kiln generate --control MODEL:IMAGE[:WEIGHT] --control-pre ...` from the command line, on
 //! tests/fixtures/tiny-sd1 with the tiny random ControlNets of tests/fixtures/controlnet: a run
 //! writes the image with the A1111 ControlNet infotext; `--plan` lists the ControlNet's weights;
-//! a budget below the resident peak streams it; an X/Y/Z Checkpoint name cell is the single
-//! controlled generation on its checkpoint; a ControlNet for another base and an unreadable control image fail naming
-//! them, with nothing written.
+//! a budget below the resident peak streams it; the control mode, resize mode and processor
+//! resolution flags reach the infotext; an X/Y/Z Checkpoint name cell is the single controlled
+//! generation on its checkpoint; a ControlNet for another base, an unreadable control image and a
+//! bad flag fail naming them, with nothing written.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -57,19 +58,57 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// A run that must succeed, and its PNG's bytes as text (the infotext chunk among them).
+fn png_text(dir: &Path, control: &str, extra: &[&str]) -> String {
+    let out = generate(dir, control, extra);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8_lossy(&std::fs::read(dir.join("out.png")).unwrap()).into_owned()
+}
+
 #[test]
 fn a_controlled_run_writes_the_image_with_its_infotext() {
     let dir = temp_dir("run");
-    let out = generate(&dir, &control("sd1-a", "0.5"), &["--control-pre", "canny"]);
-    let (_, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let png = std::fs::read(dir.join("out.png")).unwrap();
-    let info = String::from_utf8_lossy(&png);
+    let info = png_text(&dir, &control("sd1-a", "0.5"), &["--control-pre", "canny"]);
     assert!(
         info.contains("ControlNet 0: \"Module: canny, Model: sd1-a [")
             && info.contains("Weight: 0.5"),
         "no ControlNet infotext in the PNG"
     );
+}
+
+/// The extension's unit settings from the command line reach the infotext; a bad one is named.
+#[test]
+fn control_mode_resize_and_resolution_flags() {
+    let dir = temp_dir("modes");
+    let flags = [
+        "--control-pre",
+        "canny",
+        "--control-mode",
+        "prompt",
+        "--control-resize",
+        "fill",
+        "--control-res",
+        "64",
+    ];
+    let info = png_text(&dir, &control("sd1-a", "1"), &flags);
+    assert!(
+        info.contains("Resize Mode: Resize and Fill")
+            && info.contains("Control Mode: My prompt is more important"),
+        "no unit settings in the PNG's infotext"
+    );
+    std::fs::remove_file(dir.join("out.png")).unwrap();
+    for (flag, value) in [
+        ("--control-mode", "loud"),
+        ("--control-resize", "stretch"),
+        ("--control-res", "10"),
+    ] {
+        let out = generate(&dir, &control("sd1-a", "1"), &[flag, value]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success());
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(!dir.join("out.png").exists());
+    }
 }
 
 #[test]

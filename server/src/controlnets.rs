@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use kiln_models::image::RgbImage;
-use kiln_models::pipeline::sha256_file;
-use kiln_models::preprocess::Preprocessor;
+use kiln_models::pipeline::{sha256_file, ControlMode};
+use kiln_models::preprocess::{processor_res, Preprocessor, ResizeMode};
 use serde_json::Value;
 
 use crate::api::images::decode_base64_image;
@@ -27,10 +27,8 @@ pub struct ControlRequest {
     pub weight: f32,
     pub guidance_start: f32,
     pub guidance_end: f32,
-    /// "ControlNet is more important": approximated by diffusers' guess mode (the extension
-    /// instead scales the conditional half's residuals by `0.825 ** (12 - i)` and drops them from
-    /// the unconditional half: the same idea with a slightly different curve).
-    pub guess_mode: bool,
+    pub mode: ControlMode,
+    pub resize: ResizeMode,
 }
 
 /// Every ControlNet in `dir` by name (file stem or folder name), sorted.
@@ -163,32 +161,31 @@ pub fn check_units(script: &Value, dir: Option<&Path>) -> ApiResult<Vec<ControlR
         let pre =
             Preprocessor::with_thresholds(&module, slider("threshold_a"), slider("threshold_b"))
                 .map_err(|e| ApiError::invalid(&f("module"), e.to_string()))?;
-        let image = pre
-            .apply(&image)
-            .map_err(|e| ApiError::invalid(&f("module"), e.to_string()))?;
-        let control_mode = match unit.get("control_mode") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(0) => "Balanced".into(),
-                Some(1) => "My prompt is more important".into(),
-                Some(2) => "ControlNet is more important".into(),
-                _ => n.to_string(),
-            },
-            _ => "Balanced".into(),
+        let res = match unit.get("processor_res") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_f64().ok_or_else(|| {
+                ApiError::invalid(&f("processor_res"), "processor_res must be a number")
+            })?),
         };
-        let guess_mode = match control_mode.as_str() {
-            "Balanced" => false,
-            "ControlNet is more important" => true,
-            other => {
-                return Err(ApiError::invalid(
-                    &f("control_mode"),
-                    format!(
-                        "control_mode {other:?} is not supported by kiln (\"Balanced\" or \
-                         \"ControlNet is more important\")"
-                    ),
-                ))
-            }
-        };
+        let res = processor_res(res)
+            .map_err(|e| ApiError::invalid(&f("processor_res"), e.to_string()))?;
+        let mode = a1111_choice(
+            unit,
+            "control_mode",
+            &f,
+            ControlMode::names(),
+            ControlMode::from_a1111,
+        )?
+        .unwrap_or_default();
+        // Absent, the extension's default: "Crop and Resize".
+        let resize = a1111_choice(
+            unit,
+            "resize_mode",
+            &f,
+            ResizeMode::names(),
+            ResizeMode::from_a1111,
+        )?
+        .unwrap_or_default();
         let (start, end) = (num("guidance_start", 0.0)?, num("guidance_end", 1.0)?);
         if !(0.0..=1.0).contains(&start) || !(0.0..=1.0).contains(&end) || start > end {
             return Err(ApiError::invalid(
@@ -196,17 +193,53 @@ pub fn check_units(script: &Value, dir: Option<&Path>) -> ApiResult<Vec<ControlR
                 format!("guidance_start {start} and guidance_end {end} must satisfy 0 <= start <= end <= 1"),
             ));
         }
+        let weight = num("weight", 1.0)?;
+        // The preprocessor last, after every cheap check.
+        let image = pre
+            .apply_at(&image, res)
+            .map_err(|e| ApiError::invalid(&f("module"), e.to_string()))?;
         out.push(ControlRequest {
             field: field.clone(),
             name,
             path,
             module,
             image,
-            weight: num("weight", 1.0)?,
+            weight,
             guidance_start: start,
             guidance_end: end,
-            guess_mode,
+            mode,
+            resize,
         });
     }
     Ok(out)
+}
+
+/// One of the extension's enum fields, by name or index; None when absent.
+fn a1111_choice<T>(
+    unit: &Value,
+    key: &str,
+    field: &dyn Fn(&str) -> String,
+    names: &[&str],
+    parse: impl Fn(&str) -> Option<T>,
+) -> ApiResult<Option<T>> {
+    let given = match unit.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    match parse(&given) {
+        Some(v) => Ok(Some(v)),
+        None => Err(ApiError::invalid(
+            &field(key),
+            format!(
+                "{key} {given:?} is not one of {} (or their index, 0 to {})",
+                names
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                names.len() - 1
+            ),
+        )),
+    }
 }

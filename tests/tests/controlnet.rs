@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_kernels::testing::{assert_close, with_gpu};
-use kiln_models::controlnet::{ControlInputs, ControlNetLoad, ControlNetModel};
+use kiln_models::controlnet::{ControlInputs, ControlNetLoad, ControlNetModel, ResidualCurve};
 use kiln_models::image::infotext::InfoText;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    generate, infotext, ControlUnit, GenerationParams, InitImage, StableDiffusion,
+    generate, infotext, ControlMode, ControlUnit, GenerationParams, InitImage, StableDiffusion,
 };
+use kiln_models::preprocess::ResizeMode;
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
 use kiln_runtime::{DType, Device, Tensor};
@@ -82,7 +83,10 @@ fn check_residuals(device: &Device) {
         input("encoder_hidden_states"),
         input("controlnet_cond"),
     );
-    for (tag, guess_mode) in [("plain", false), ("guess", true)] {
+    for (tag, curve) in [
+        ("plain", ResidualCurve::Flat),
+        ("guess", ResidualCurve::Guess),
+    ] {
         let r = net
             .forward(&ControlInputs {
                 sample: &sample,
@@ -91,7 +95,7 @@ fn check_residuals(device: &Device) {
                 added: None,
                 cond: &cond,
                 scale: 0.7,
-                guess_mode,
+                curve,
             })
             .unwrap();
         assert_eq!(r.down.len(), 4, "skip connections of the tiny SD1 UNet");
@@ -152,7 +156,7 @@ fn single_file_controlnet_matches_its_folder() {
         added: None,
         cond: &cond,
         scale: 0.7,
-        guess_mode: false,
+        curve: ResidualCurve::Flat,
     };
     let (a, b) = (
         file.forward(&inputs).unwrap(),
@@ -244,10 +248,15 @@ fn params_for(device: &Device, case: &Value) -> GenerationParams {
                 hash: None,
                 module: "none".into(),
                 image: image.clone(),
+                resize: ResizeMode::JustResize,
                 scale: f(&u["scale"]),
                 guidance_start: f(&u["start"]),
                 guidance_end: f(&u["end"]),
-                guess_mode,
+                mode: if guess_mode {
+                    ControlMode::DiffusersGuess
+                } else {
+                    ControlMode::Balanced
+                },
             }
         })
         .collect();
@@ -314,10 +323,11 @@ fn a_controlnet_for_another_base_is_refused_naming_both() {
         hash: None,
         module: "none".into(),
         image: read_image(&dir().join("control.png")).unwrap(),
+        resize: ResizeMode::JustResize,
         scale: 1.0,
         guidance_start: 0.0,
         guidance_end: 1.0,
-        guess_mode: false,
+        mode: ControlMode::Balanced,
     }];
     let err = generate(&sd1, &p, &mut |_| {}).err().unwrap().to_string();
     assert!(
@@ -338,32 +348,71 @@ fn a_controlnet_for_another_base_is_refused_naming_both() {
 #[test]
 fn infotext_has_a1111_controlnet_fields() {
     let mut p = GenerationParams::new("x");
-    let unit = |name: &str, scale: f32, guess_mode: bool| ControlUnit {
+    let unit = |name: &str, scale: f32, resize: ResizeMode, mode: ControlMode| ControlUnit {
         model: controlnet(&Device::Cpu, "sd1-a"),
         name: name.into(),
         hash: Some("d14c016b".into()),
         module: "canny".into(),
         image: read_image(&dir().join("control.png")).unwrap(),
+        resize,
         scale,
         guidance_start: 0.0,
         guidance_end: 0.75,
-        guess_mode,
+        mode,
     };
     p.controls = vec![
-        unit("control_v11p_sd15_canny", 1.0, false),
-        unit("b", 0.5, true),
+        unit(
+            "control_v11p_sd15_canny",
+            1.0,
+            ResizeMode::CropAndResize,
+            ControlMode::Balanced,
+        ),
+        unit("b", 0.5, ResizeMode::ResizeAndFill, ControlMode::ControlNet),
+        unit("c", 0.5, ResizeMode::JustResize, ControlMode::Prompt),
     ];
     let info = infotext(&p, 1, "m", None);
     let text = info.format();
     assert!(
         text.ends_with(
             "ControlNet 0: \"Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 1.0, \
-             Resize Mode: Just Resize, Guidance Start: 0.0, Guidance End: 0.75, Control Mode: \
+             Resize Mode: Crop and Resize, Guidance Start: 0.0, Guidance End: 0.75, Control Mode: \
              Balanced\", ControlNet 1: \"Module: canny, Model: b [d14c016b], Weight: 0.5, Resize \
-             Mode: Just Resize, Guidance Start: 0.0, Guidance End: 0.75, Control Mode: ControlNet \
-             is more important\""
+             Mode: Resize and Fill, Guidance Start: 0.0, Guidance End: 0.75, Control Mode: \
+             ControlNet is more important\", ControlNet 2: \"Module: canny, Model: c [d14c016b], \
+             Weight: 0.5, Resize Mode: Just Resize, Guidance Start: 0.0, Guidance End: 0.75, \
+             Control Mode: My prompt is more important\""
         ),
         "{text}"
     );
     assert_eq!(InfoText::parse(&text), info);
+}
+
+/// The A1111 extension's control modes on the tiny SD1 pipeline: "My prompt is more important"
+/// (soft injection) and "ControlNet is more important" (soft + conditional half only) each give
+/// another image than "Balanced", and the balanced one is the diffusers golden's.
+#[test]
+fn control_modes_change_the_image() {
+    let device = Device::Cpu;
+    let sd1 = StableDiffusion::load(&fixtures().join("tiny-sd1"), &device, DType::F32).unwrap();
+    let case = cases().into_iter().find(|c| c["name"] == "scale1").unwrap();
+    let run = |mode: ControlMode| -> Vec<f32> {
+        let mut p = params_for(&device, &case);
+        p.controls[0].mode = mode;
+        generate(&sd1, &p, &mut |_| {})
+            .unwrap()
+            .iter()
+            .flat_map(|i| i.pixels.clone())
+            .collect()
+    };
+    let balanced = run(ControlMode::Balanced);
+    let (_, golden) = tensor("golden.safetensors", "scale1/image");
+    assert!(max_err(&balanced, &golden) <= TOL);
+    let prompt = run(ControlMode::Prompt);
+    let control = run(ControlMode::ControlNet);
+    for (name, img) in [("prompt", &prompt), ("controlnet", &control)] {
+        let moved = max_err(img, &balanced);
+        eprintln!("{name} vs balanced: max |diff| {moved}");
+        assert!(moved > 20.0 * TOL, "{name} moves the image by only {moved}");
+    }
+    assert!(max_err(&prompt, &control) > 20.0 * TOL);
 }

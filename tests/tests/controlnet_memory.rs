@@ -18,9 +18,10 @@ use std::sync::{Arc, Mutex};
 use kiln_kernels::testing::gpu;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    generate, open_controlnet, plan_with, prepare_with, ControlUnit, GenerationParams, LoadOptions,
-    PipelineError, Residency, StableDiffusion,
+    generate, open_controlnet, plan_with, prepare_with, ControlMode, ControlUnit, GenerationParams,
+    LoadOptions, PipelineError, Residency, StableDiffusion,
 };
+use kiln_models::preprocess::ResizeMode;
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
 use kiln_nn::weights::WeightType;
@@ -76,10 +77,11 @@ fn params_for(
         hash: None,
         module: "none".into(),
         image: read_image(&fixtures().join("controlnet/control.png")).unwrap(),
+        resize: ResizeMode::JustResize,
         scale: 1.0,
         guidance_start: 0.0,
         guidance_end: 1.0,
-        guess_mode: false,
+        mode: ControlMode::Balanced,
     }];
     Ok(p)
 }

@@ -10,6 +10,7 @@
 mod config;
 mod embedding;
 mod load;
+mod scales;
 
 use kiln_kernels::elementwise::{add, cast, scale};
 use kiln_kernels::layout::{concat, narrow};
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 pub use config::ControlNetConfig;
 pub use load::{check_base, ControlNetLoad};
+pub use scales::{guess_scales, residual_scales, soft_scales, ResidualCurve};
 
 const OP: &str = "controlnet";
 
@@ -57,8 +59,8 @@ pub struct ControlInputs<'a> {
     pub cond: &'a Tensor,
     /// `controlnet_conditioning_scale` (times `controlnet_keep`).
     pub scale: f32,
-    /// Scales the residuals from 0.1 (first skip) to 1.0 (mid block), geometrically.
-    pub guess_mode: bool,
+    /// The per-residual factors applied on top of `scale`.
+    pub curve: ResidualCurve,
 }
 
 impl ControlNetModel {
@@ -171,11 +173,7 @@ impl ControlNetModel {
         let h = add(&h, &self.cond_embedding.forward(&cond)?)?;
         let (h, skips) = self.encoder.encode(h, &temb, &context)?;
         let n = skips.len();
-        let scales: Vec<f32> = if x.guess_mode && !self.config.global_pool_conditions {
-            guess_scales(n + 1).iter().map(|s| s * x.scale).collect()
-        } else {
-            vec![x.scale; n + 1]
-        };
+        let scales = residual_scales(x.curve, n + 1, x.scale, self.config.global_pool_conditions);
         let mut down = Vec::with_capacity(n);
         for (i, (conv, s)) in self.down_convs.iter().zip(&skips).enumerate() {
             down.push(self.finish(scale(&conv.forward(s)?, scales[i])?)?);
@@ -247,38 +245,5 @@ impl ControlNetModel {
             }
         }
         Ok(())
-    }
-}
-
-/// `torch.logspace(-1, 0, n)` in float32, as ATen computes it: the first half counted up from
-/// the start, the second half down from the end.
-pub fn guess_scales(n: usize) -> Vec<f32> {
-    if n == 1 {
-        return vec![0.1];
-    }
-    let (start, end) = (-1.0f32, 0.0f32);
-    let step = (end - start) / (n - 1) as f32;
-    let half = n / 2;
-    (0..n)
-        .map(|i| {
-            let e = if i < half {
-                start + step * i as f32
-            } else {
-                end - step * (n - i - 1) as f32
-            };
-            10f32.powf(e)
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn guess_scales_run_from_a_tenth_to_one() {
-        let s = super::guess_scales(13);
-        assert_eq!(s.len(), 13);
-        assert!((s[0] - 0.1).abs() < 1e-7 && s[12] == 1.0);
-        assert!(s.windows(2).all(|w| w[0] < w[1]));
-        assert!((s[6] - 10f32.powf(-0.5)).abs() < 1e-6);
     }
 }

@@ -1,8 +1,9 @@
 //! ControlNets in the denoising loop, as diffusers' StableDiffusion(XL)ControlNet(Img2Img)Pipeline
-//! runs them: each unit's control image prepared once (resized to the output size, [0, 1], one row
-//! per UNet row), each step the units whose [guidance_start, guidance_end] covers the step run on
-//! the UNet's batch (guess mode: on the conditional half only, the unconditional half getting
-//! zeros), and their residuals summed (`MultiControlNetModel`) for the UNet.
+//! runs them: each unit's control image prepared once (fitted to the output size in its resize
+//! mode, [0, 1], one row per UNet row), each step the units whose [guidance_start, guidance_end]
+//! covers the step run on the UNet's batch (on the conditional half only when the control mode
+//! says so, the unconditional half getting zeros), and their residuals summed
+//! (`MultiControlNetModel`) for the UNet.
 
 use std::fmt;
 use std::path::Path;
@@ -11,10 +12,12 @@ use std::sync::Arc;
 use kiln_kernels::layout::{concat, narrow};
 use kiln_runtime::{DType, Tensor};
 
+use super::control_mode::ControlMode;
 use super::error::{PipelineError, Result};
 use super::load::StableDiffusion;
 use crate::controlnet::{check_base, ControlInputs, ControlNetLoad, ControlNetModel};
-use crate::image::{resize, RgbImage};
+use crate::image::RgbImage;
+use crate::preprocess::{fit, ResizeMode};
 use crate::unet::{AddedCond, ControlResiduals};
 
 /// A loaded ControlNet as generation parameters hold it. A trait object: its `Send + Sync` bound
@@ -41,16 +44,17 @@ pub struct ControlUnit {
     pub hash: Option<String>,
     /// The preprocessor that made `image` (A1111's "Module"), for the infotext.
     pub module: String,
-    /// The control image, already preprocessed (canny edges, ...); resized to the output size.
+    /// The control image, already preprocessed (canny edges, ...); fitted to the output size.
     pub image: RgbImage,
+    /// How `image` is fitted to the output size.
+    pub resize: ResizeMode,
     /// `controlnet_conditioning_scale`.
     pub scale: f32,
     /// The fraction of the steps where the unit starts and stops acting.
     pub guidance_start: f32,
     pub guidance_end: f32,
-    /// Only the conditional half gets the residuals, scaled from 0.1 to 1.0 along the down path
-    /// (diffusers' `guess_mode`; forced for `global_pool_conditions` models).
-    pub guess_mode: bool,
+    /// How the residuals are weighted and which half of guidance gets them.
+    pub mode: ControlMode,
 }
 
 impl fmt::Debug for ControlUnit {
@@ -61,7 +65,8 @@ impl fmt::Debug for ControlUnit {
             .field("scale", &self.scale)
             .field("guidance_start", &self.guidance_start)
             .field("guidance_end", &self.guidance_end)
-            .field("guess_mode", &self.guess_mode)
+            .field("resize", &self.resize)
+            .field("mode", &self.mode)
             .finish()
     }
 }
@@ -82,22 +87,26 @@ impl ControlUnit {
             None => self.name.clone(),
         };
         format!(
-            "Module: {}, Model: {model}, Weight: {}, Resize Mode: Just Resize, Guidance Start: {}, \
+            "Module: {}, Model: {model}, Weight: {}, Resize Mode: {}, Guidance Start: {}, \
              Guidance End: {}, Control Mode: {}",
             self.module,
             num(self.scale),
+            self.resize,
             num(self.guidance_start),
             num(self.guidance_end),
-            if self.guess() {
-                "ControlNet is more important"
-            } else {
-                "Balanced"
-            }
+            self.mode
         )
     }
 
-    fn guess(&self) -> bool {
-        self.guess_mode || self.model.model().forces_guess_mode()
+    /// Whether the unconditional half goes without residuals: the mode's cfg injection, or a
+    /// `global_pool_conditions` model (diffusers forces guess mode, the extension cond-masks).
+    fn conditional_only(&self) -> bool {
+        self.mode.conditional_only() || self.model.model().forces_guess_mode()
+    }
+
+    /// The extension forces soft injection for canny and mlsd maps in a hires-fix pass.
+    fn soft_in_hires(&self) -> bool {
+        self.module.contains("canny") || self.module.contains("mlsd")
     }
 
     /// diffusers' `controlnet_keep[i]` for step `i` of `n` (the steps this run denoises).
@@ -158,6 +167,8 @@ pub struct Controls {
     /// Images in the batch.
     batch: usize,
     guidance: bool,
+    /// The second pass of a hires fix.
+    hires_pass: bool,
 }
 
 /// What the Denoiser hands over for one step.
@@ -176,18 +187,18 @@ pub struct StepInputs<'a> {
 
 impl Controls {
     /// Each unit's image at `width` x `height` in [0, 1], `[rows, 3, H, W]` on `device`, rows as
-    /// the ControlNet will see them.
+    /// the ControlNet will see them; `hires_pass` for a hires fix's second pass.
     pub fn prepare(
         units: &[ControlUnit],
         device: &kiln_runtime::Device,
-        width: usize,
-        height: usize,
+        (width, height): (usize, usize),
         batch: usize,
         guidance: bool,
+        hires_pass: bool,
     ) -> Result<Controls> {
         let mut out = Vec::with_capacity(units.len());
         for u in units {
-            let img = resize(&u.image, width, height)?;
+            let img = fit(&u.image, width, height, u.resize)?;
             let plane = width * height;
             let mut chw = vec![0f32; 3 * plane];
             for (p, px) in img.data.chunks_exact(3).enumerate() {
@@ -195,7 +206,7 @@ impl Controls {
                     chw[c * plane + p] = f32::from(px[c]) / 255.0;
                 }
             }
-            let rows = if guidance && !u.guess() {
+            let rows = if guidance && !u.conditional_only() {
                 2 * batch
             } else {
                 batch
@@ -211,6 +222,7 @@ impl Controls {
             units: out,
             batch,
             guidance,
+            hires_pass,
         })
     }
 
@@ -223,7 +235,7 @@ impl Controls {
             if !unit.keeps(s.index, s.count) {
                 continue;
             }
-            let half = self.guidance && unit.guess();
+            let half = self.guidance && unit.conditional_only();
             let copies = if self.guidance && !half { 2 } else { 1 };
             let mut values = Vec::with_capacity(copies * s.x.len());
             for _ in 0..copies {
@@ -249,7 +261,7 @@ impl Controls {
                 }),
                 cond: image,
                 scale: unit.scale,
-                guess_mode: unit.guess(),
+                curve: unit.mode.curve(self.hires_pass && unit.soft_in_hires()),
             })?;
             if half {
                 let pad = |t: &Tensor| -> Result<Tensor> {
@@ -269,3 +281,7 @@ impl Controls {
         Ok(total)
     }
 }
+
+#[cfg(test)]
+#[path = "control_tests.rs"]
+mod tests;

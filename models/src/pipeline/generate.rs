@@ -116,6 +116,7 @@ pub(crate) fn sample<'m>(
         }
         None => None,
     };
+    let hires_pass = second.is_some();
     let (inputs, start) = match second {
         Some(SecondPass { from, start }) => (Inputs::second_pass(model, from)?, start),
         None => {
@@ -172,10 +173,10 @@ pub(crate) fn sample<'m>(
             denoiser.with_controls(Controls::prepare(
                 &params.controls,
                 model.unet.device(),
-                params.width,
-                params.height,
+                (params.width, params.height),
                 shape[0],
                 guidance,
+                hires_pass,
             )?)
         };
         let mut latents = init.latents;

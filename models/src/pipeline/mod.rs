@@ -11,6 +11,7 @@
 
 mod budget;
 mod control;
+mod control_mode;
 mod denoise;
 mod error;
 mod generate;
@@ -33,6 +34,7 @@ mod text;
 
 pub use budget::{fit_budget, fit_budget_from, BudgetFit};
 pub use control::{open_controlnet, ControlUnit, SharedControlNet};
+pub use control_mode::ControlMode;
 pub use error::PipelineError;
 pub use generate::{generate, generate_controlled};
 pub use hash::{sha256_file, short_hash};

@@ -2,17 +2,21 @@
 //! computes them: `none`, `invert`, `canny`, `threshold` and `scribble_xdog`. Each takes an RGB
 //! image and returns an RGB one (single-channel maps replicated, as the extension's `HWC3` does).
 //!
-//! The extension first resizes the input to its "processor resolution" (short side 512); kiln runs
-//! the preprocessor on the image as given and the pipeline resizes the result to the generation
-//! size, so thin edges survive at any size.
+//! `apply_at` first scales the input to the extension's "processor resolution" (`resolution.rs`);
+//! `apply` runs on the image as given. The pipeline then fits the map to the generation size in
+//! the unit's resize mode (`fit.rs`).
 
 mod canny;
+mod fit;
 mod gaussian;
+mod resolution;
 mod xdog;
 
 use crate::image::{GrayImage, RgbImage};
 
 pub use canny::canny;
+pub use fit::{fit, ResizeMode};
+pub use resolution::{processor_res, DEFAULT_RESOLUTION};
 pub use xdog::scribble_xdog;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +129,23 @@ impl Preprocessor {
         }
     }
 
+    /// Whether the preprocessor scales its input to a processor resolution first (the
+    /// extension's none and invert do not).
+    pub fn uses_resolution(&self) -> bool {
+        !matches!(self, Preprocessor::None | Preprocessor::Invert)
+    }
+
+    /// The preprocessor as the extension runs it: on `img` scaled to short side `res` and
+    /// padded to multiples of 64, the padding cropped off again.
+    pub fn apply_at(&self, img: &RgbImage, res: usize) -> Result<RgbImage, PreprocessError> {
+        if !self.uses_resolution() {
+            return self.apply(img);
+        }
+        let (padded, w, h) = resolution::scale_and_pad(img, res)?;
+        Ok(resolution::unpad(&self.apply(&padded)?, w, h))
+    }
+
+    /// The preprocessor on `img` at its own size.
     pub fn apply(&self, img: &RgbImage) -> Result<RgbImage, PreprocessError> {
         self.check()?;
         Ok(match *self {
@@ -227,5 +248,44 @@ mod tests {
         // Only pixels whose darkest channel exceeds 99: x >= 1 and y = 1.
         let white: Vec<bool> = t.data.chunks(3).map(|p| p[0] == 255).collect();
         assert_eq!(white, [false, false, false, false, true, true]);
+    }
+
+    /// Columns holding an edge in any row of a canny map.
+    fn edge_columns(map: &RgbImage) -> Vec<usize> {
+        (0..map.width)
+            .filter(|&x| (0..map.height).any(|y| map.data[(y * map.width + x) * 3] == 255))
+            .collect()
+    }
+
+    #[test]
+    fn canny_runs_at_the_processor_resolution() {
+        // 32x16, black left of x = 16, white from it: one vertical step.
+        let img = image(32, 16, |x, _| if x < 16 { [0; 3] } else { [255; 3] });
+        let canny = Preprocessor::from_name("canny").unwrap();
+        let native = canny.apply(&img).unwrap();
+        assert_eq!((native.width, native.height), (32, 16));
+        let cols = edge_columns(&native);
+        assert!(
+            !cols.is_empty() && cols.iter().all(|x| (15..=16).contains(x)),
+            "{cols:?}"
+        );
+        // Short side 16 -> 64: four times the size, the step at x = 64.
+        let scaled = canny.apply_at(&img, 64).unwrap();
+        assert_eq!((scaled.width, scaled.height), (128, 64));
+        let cols = edge_columns(&scaled);
+        assert!(
+            !cols.is_empty() && cols.iter().all(|x| (62..=65).contains(x)),
+            "{cols:?}"
+        );
+        // Every row has the edge: the map was made at 64 rows, not stretched from 16.
+        for y in 0..64 {
+            assert!(
+                (62..=65).any(|x| scaled.data[(y * 128 + x) * 3] == 255),
+                "row {y}"
+            );
+        }
+        // none and invert ignore the resolution.
+        let inv = Preprocessor::Invert.apply_at(&img, 64).unwrap();
+        assert_eq!((inv.width, inv.height), (32, 16));
     }
 }

@@ -45,10 +45,11 @@ pub fn control_units(
             hash: short_hash(&r.path),
             module: r.module.clone(),
             image: r.image.clone(),
+            resize: r.resize,
             scale: r.weight,
             guidance_start: r.guidance_start,
             guidance_end: r.guidance_end,
-            guess_mode: r.guess_mode,
+            mode: r.mode,
         });
     }
     Ok(units)

@@ -430,8 +430,9 @@ struct PlanKey {
     init: Option<(usize, usize, bool)>,
     /// The hires fix's second-pass size.
     hires: Option<(usize, usize)>,
-    /// The ControlNets' paths.
-    controls: Vec<PathBuf>,
+    /// The ControlNets' paths, and whether each runs on the conditional half only (a smaller
+    /// ControlNet batch than a balanced unit's).
+    controls: Vec<(PathBuf, bool)>,
 }
 
 impl PlanKey {
@@ -453,7 +454,10 @@ impl PlanKey {
                 .as_ref()
                 .map(|i| (i.image.width, i.image.height, i.mask.is_some())),
             hires: p.hires.as_ref().map(|h| (h.width, h.height)),
-            controls: controls.iter().map(|c| c.path.clone()).collect(),
+            controls: controls
+                .iter()
+                .map(|c| (c.path.clone(), c.mode.conditional_only()))
+                .collect(),
         }
     }
 }
@@ -513,10 +517,18 @@ mod tests {
             weight: 1.0,
             guidance_start: 0.0,
             guidance_end: 1.0,
-            guess_mode: false,
+            mode: Default::default(),
+            resize: Default::default(),
         };
         let a = GenerationParams::new("a red circle");
-        assert_ne!(PlanKey::new(path, &a, &[unit]), key);
+        let with_unit = PlanKey::new(path, &a, std::slice::from_ref(&unit));
+        assert_ne!(with_unit, key);
+        // So does a unit on the conditional half only: half the ControlNet's batch.
+        let cond_only = ControlRequest {
+            mode: kiln_models::pipeline::ControlMode::ControlNet,
+            ..unit
+        };
+        assert_ne!(PlanKey::new(path, &a, &[cond_only]), with_unit);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `kiln serve --controlnet-dir`: the ControlNet extension's /controlnet/model_list and
 //! /controlnet/module_list, a txt2img with an `alwayson_scripts.controlnet` unit (the tiny SD1
 //! pipeline and tests/fixtures/controlnet; tests/tests/controlnet.rs compares the pixels with
-//! diffusers), and 400s naming the unit's field.
+//! diffusers), every control mode and resize mode named in the infotext, and 400s naming the
+//! unit's field.
 
 use std::path::PathBuf;
 
@@ -62,12 +63,48 @@ fn controlnet_units_run_and_bad_ones_are_refused() {
     assert_eq!(status, 200, "{body}");
     let png = decode_png(&b64decode(body["images"][0].as_str().unwrap())).unwrap();
     let text = png.text("parameters").unwrap();
+    // No resize_mode: the extension's default, "Crop and Resize".
     assert!(
         text.contains(&format!(
-            "ControlNet 0: \"Module: none, Model: {sd1a}, Weight: 0.8"
+            "ControlNet 0: \"Module: none, Model: {sd1a}, Weight: 0.8, Resize Mode: Crop and Resize"
         )),
         "{text}"
     );
+
+    // Every control mode and resize mode, by name or index, reaches the infotext.
+    for (control_mode, resize_mode, names) in [
+        (
+            json!(1),
+            json!("Just Resize"),
+            ("My prompt is more important", "Just Resize"),
+        ),
+        (
+            json!("ControlNet is more important"),
+            json!(2),
+            ("ControlNet is more important", "Resize and Fill"),
+        ),
+        (
+            json!(0),
+            json!("Crop and Resize"),
+            ("Balanced", "Crop and Resize"),
+        ),
+    ] {
+        let mut u = unit.clone();
+        u["control_mode"] = control_mode;
+        u["resize_mode"] = resize_mode;
+        u["module"] = json!("canny");
+        u["processor_res"] = json!(64);
+        let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &request(u));
+        assert_eq!(status, 200, "{body}");
+        let png = decode_png(&b64decode(body["images"][0].as_str().unwrap())).unwrap();
+        let text = png.text("parameters").unwrap();
+        let (mode, resize) = names;
+        assert!(
+            text.contains(&format!("Resize Mode: {resize},"))
+                && text.contains(&format!("Control Mode: {mode}\"")),
+            "{text}"
+        );
+    }
 
     let refused = |unit: Value, field: &str, needle: &str| {
         let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &request(unit));
@@ -92,7 +129,22 @@ fn controlnet_units_run_and_bad_ones_are_refused() {
     let mut u = unit.clone();
     u["image"] = json!("bm90IGFuIGltYWdl");
     refused(u, "alwayson_scripts.controlnet.args[0].image", "");
-    let mut u = unit;
+    let mut u = unit.clone();
     u["module"] = json!("nope");
     refused(u, "alwayson_scripts.controlnet.args[0].module", "nope");
+    for (key, value, needle) in [
+        ("control_mode", json!("Loud"), "Loud"),
+        ("control_mode", json!(3), "3"),
+        ("resize_mode", json!("Stretch"), "Crop and Resize"),
+        ("processor_res", json!(10), "64"),
+        ("processor_res", json!("big"), "number"),
+    ] {
+        let mut u = unit.clone();
+        u[key] = value;
+        refused(
+            u,
+            &format!("alwayson_scripts.controlnet.args[0].{key}"),
+            needle,
+        );
+    }
 }
