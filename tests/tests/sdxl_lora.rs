@@ -232,7 +232,7 @@ fn an_sdxl_single_file_takes_the_same_lora() {
             hash_file: path.clone(),
             vae: None,
         },
-        zero_weights: false,
+        planned: None,
     }
     .checked()
     .unwrap();

@@ -352,7 +352,7 @@ fn an_sdxl_single_file_generates_the_folders_image() {
             hash_file: path.clone(),
             vae: None,
         },
-        zero_weights: false,
+        planned: None,
     }
     .checked()
     .unwrap();

@@ -294,7 +294,7 @@ fn a_refiner_single_file_gives_the_folders_result() {
                     hash_file: path.clone(),
                     vae: None,
                 },
-                zero_weights: false,
+                planned: None,
             }
             .checked()
             .unwrap(),

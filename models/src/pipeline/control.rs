@@ -132,7 +132,7 @@ pub fn open_controlnet(
         dtype: unet.dtype(),
         quantization,
         streamed: unet.is_streamed(),
-        zero_weights: model.zero_weights,
+        zero_weights: model.planned.is_some(),
     };
     let net = ControlNetModel::open(path, unet.config(), unet.device(), &load)?;
     check_base(name, &net, unet.resolved())?;

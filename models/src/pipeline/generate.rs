@@ -17,7 +17,7 @@ use super::latents::{encode_each, encode_sampled, image_to_tensor, unscale};
 use super::load::StableDiffusion;
 use super::noise::BatchNoise;
 use super::params::{GeneratedImage, GenerationParams, Progress, Step, StepControl};
-use super::plan::{PHASE_TEXT, PHASE_UNET, PHASE_VAE_DECODE, PHASE_VAE_ENCODE};
+use super::plan::{PHASE_REFINER, PHASE_TEXT, PHASE_UNET, PHASE_VAE_DECODE, PHASE_VAE_ENCODE};
 use super::refiner;
 use super::text::encode_pair;
 use crate::image::{resize, RgbImage};
@@ -202,6 +202,7 @@ pub(crate) fn sample<'m>(
             (&refiner, stages.refiner, stop)
         {
             decoder = &r.model;
+            enter_phase(&r.model, PHASE_REFINER);
             // The refiner's sampler, a fresh one over the same schedule, as diffusers' second
             // pipeline builds it.
             let mut scheduler = build_scheduler(&r.model.scheduler_config, &params.sampler, steps)?;
@@ -270,6 +271,12 @@ impl Stages {
         let len = |(a, b): (usize, usize)| (b - a).div_ceil(self.order);
         len(self.main) + self.refiner.map_or(0, len)
     }
+}
+
+/// Whether a txt2img run of `p` steps both the main model and its refiner at least once.
+pub(super) fn steps_both_models(model: &StableDiffusion, p: &GenerationParams) -> Result<bool> {
+    let stages = Stages::new(model, p, 0)?;
+    Ok(stages.main.0 < stages.main.1 && stages.refiner.is_some())
 }
 
 /// One batch's sampling state shared by its stages.

@@ -166,9 +166,10 @@ pub struct StableDiffusion {
     /// factor, which sets the default image size as in diffusers.
     pub sample_size: Option<usize>,
     pub source: ModelSource,
-    /// `--plan`'s stand-in (`LoadOptions::zero_weights`): ControlNets opened for it
-    /// (`open_controlnet`) get zeros too, their weights tallied for the plan.
-    pub zero_weights: bool,
+    /// `--plan`'s stand-in (`LoadOptions::zero_weights`): the options it loaded with, whose tally
+    /// holds its weights. ControlNets (`open_controlnet`) and refiners (`open_refiner`) opened
+    /// for it load zeros too, their weights tallied for the plan.
+    pub planned: Option<LoadOptions>,
 }
 
 impl StableDiffusion {
@@ -274,19 +275,25 @@ impl StableDiffusion {
             scheduler_config,
             sample_size,
             source,
-            zero_weights: false,
+            planned: None,
         };
         model.check()?;
         Ok(model)
     }
 
-    /// Adds SDXL's second text encoder to a model from `from_parts`, checking that it fits.
     /// A model assembled field by field (an SDXL one from parts), checked as `from_parts` checks.
     pub fn checked(self) -> Result<StableDiffusion> {
         self.check()?;
         Ok(self)
     }
 
+    /// What a zero-weight model (`--plan`'s) loaded, by component and weight name; `None` for a
+    /// real one.
+    pub fn planned_weights(&self) -> Option<&ModelTally> {
+        self.planned.as_ref()?.tally.as_deref()
+    }
+
+    /// Adds SDXL's second text encoder to a model from `from_parts`, checking that it fits.
     pub fn with_sdxl(mut self, sdxl: Sdxl) -> Result<StableDiffusion> {
         self.sdxl = Some(sdxl);
         self.check()?;
@@ -723,7 +730,7 @@ fn load_diffusers(
             hash_file: unet_file,
             vae: options.vae.clone(),
         },
-        zero_weights: options.zero_weights,
+        planned: options.zero_weights.then(|| options.clone()),
     };
     model.check()?;
     Ok(model)
@@ -880,7 +887,7 @@ fn load_single_file(
             hash_file: path.to_path_buf(),
             vae: options.vae.clone(),
         },
-        zero_weights: options.zero_weights,
+        planned: options.zero_weights.then(|| options.clone()),
     };
     model.checked()
 }

@@ -56,6 +56,6 @@ pub use params::{
 pub use plan::{plan, ComponentWeights, MemoryPlan, PhaseNeed, Planner, Residency};
 pub use prepare::{plan_with, prepare, prepare_with, Prepared};
 pub use quantize::{quantize_model, QuantizeReport};
-pub use refiner::check_switch as check_refiner_switch;
+pub use refiner::{check_switch as check_refiner_switch, open_refiner};
 pub use sdxl::{time_ids, AESTHETIC_SCORE, NEGATIVE_AESTHETIC_SCORE};
 pub use text::{encode_pair, encode_prompt, encode_prompt_with, Conditioning};

@@ -25,7 +25,7 @@ use kiln_runtime::trace::{self, Accounting};
 use kiln_runtime::Device;
 
 use super::error::{PipelineError, Result};
-use super::generate::generate;
+use super::generate::{generate, steps_both_models};
 use super::load::{LoadOptions, Offload, StableDiffusion};
 use super::params::GenerationParams;
 use crate::tally::ModelTally;
@@ -35,7 +35,11 @@ use kiln_nn::weights::Tally;
 pub const PHASE_TEXT: &str = "text encoding";
 pub const PHASE_VAE_ENCODE: &str = "vae encode";
 pub const PHASE_UNET: &str = "unet step";
+pub const PHASE_REFINER: &str = "refiner step";
 pub const PHASE_VAE_DECODE: &str = "vae decode";
+
+/// The most steps tried for a plan's run to step both the main model and its refiner.
+const MAX_PLAN_STEPS: usize = 8;
 
 /// UNet weight names under these prefixes belong to a streamed layer (see `block_of`).
 const BLOCK_PREFIXES: [&str; 3] = ["down_blocks.", "mid_block.", "up_blocks."];
@@ -109,7 +113,7 @@ impl MemoryPlan {
     }
 
     fn phase_streamed(&self, phase: &PhaseNeed) -> u64 {
-        let block = if phase.name == PHASE_UNET {
+        let block = if phase.name == PHASE_UNET || phase.name == PHASE_REFINER {
             self.largest_block()
         } else {
             0
@@ -118,7 +122,8 @@ impl MemoryPlan {
     }
 
     /// Peak bytes held by tensors with the UNet streamed layer by layer: an upper bound, as if the
-    /// largest layer were on the device at the step's activation peak.
+    /// largest layer (of either UNet, with a refiner) were on the device at the step's activation
+    /// peak.
     pub fn streamed_peak(&self) -> u64 {
         let peak = self
             .phases
@@ -159,8 +164,16 @@ impl MemoryPlan {
         };
         let _ = writeln!(s, "memory plan for {} ({how})", self.device);
         let _ = writeln!(s, "weights:");
+        // The refiner's rows have longer names than the 14 columns the others need.
+        let width = self
+            .weights
+            .iter()
+            .map(|w| w.name.len() + 2)
+            .max()
+            .unwrap_or(0)
+            .max(14);
         for w in &self.weights {
-            let _ = write!(s, "  {:<14}{:>12}", w.name, format_bytes(w.bytes));
+            let _ = write!(s, "  {:<width$}{:>12}", w.name, format_bytes(w.bytes));
             if w.on_cpu {
                 let _ = write!(s, "   on the CPU backend (offloaded)");
             }
@@ -176,7 +189,7 @@ impl MemoryPlan {
         }
         let _ = writeln!(
             s,
-            "  {:<14}{:>12}",
+            "  {:<width$}{:>12}",
             "total",
             format_bytes(self.weights_total())
         );
@@ -264,6 +277,16 @@ impl Planner {
             // Strength 1 runs the one step img2img would otherwise skip.
             init.strength = 1.0;
         }
+        if let Some(refiner) = &mut once.refiner {
+            // A step of each model, whatever the real switch: the figures are per step.
+            refiner.switch_at = 0.5;
+            for steps in 2..=MAX_PLAN_STEPS {
+                once.steps = steps;
+                if steps_both_models(&model, &once)? {
+                    break;
+                }
+            }
+        }
         trace::start();
         let run = generate(&model, &once, &mut |_| {});
         let events = trace::finish();
@@ -296,25 +319,21 @@ impl Planner {
                 }
             })
             .collect();
-        let part = |name: &'static str, tally: &Tally, streams, on_cpu| {
-            component(name, tally, accounting, streams, !gpu, on_cpu)
+        let parts = Parts {
+            accounting,
+            host_is_device: !gpu,
+            text_on_cpu,
+            vae_on_cpu,
         };
-        let mut weights = vec![
-            part("unet", &tally.unet, true, false),
-            part("text encoder", &tally.text_encoder, false, text_on_cpu),
-        ];
-        // SDXL's second text encoder lives where the first does.
-        if !tally.text_encoder_2.entries().is_empty()
-            || !tally.text_encoder_2.host_entries().is_empty()
+        let mut weights = parts.of_model("", &tally);
+        // Both models stay loaded through the run: the refiner's weights count beside the base's.
+        if let Some(t) = params
+            .refiner
+            .as_ref()
+            .and_then(|r| r.model.planned_weights())
         {
-            weights.push(part(
-                "text encoder 2",
-                &tally.text_encoder_2,
-                false,
-                text_on_cpu,
-            ));
+            weights.extend(parts.of_model("refiner ", t));
         }
-        weights.push(part("vae", &tally.vae, false, vae_on_cpu));
         // ControlNets opened for the zero-weight model tallied their own weights; they stream
         // block by block with the UNet.
         let nets: Vec<&Tally> = params
@@ -336,6 +355,44 @@ impl Planner {
             weights,
             phases,
         })
+    }
+}
+
+/// How a plan counts a model's components on its target device.
+struct Parts {
+    accounting: Accounting,
+    host_is_device: bool,
+    text_on_cpu: bool,
+    vae_on_cpu: bool,
+}
+
+impl Parts {
+    /// A model's rows, named after `prefix`: the UNet (streamed by blocks), each text encoder it
+    /// has (SDXL's second lives where the first does; the refiner has the second alone), the VAE.
+    fn of_model(&self, prefix: &str, tally: &ModelTally) -> Vec<ComponentWeights> {
+        let part = |name: &str, tally: &Tally, streams, on_cpu| {
+            let name = format!("{prefix}{name}");
+            component(
+                name,
+                tally,
+                self.accounting,
+                streams,
+                self.host_is_device,
+                on_cpu,
+            )
+        };
+        let has = |t: &Tally| !t.entries().is_empty() || !t.host_entries().is_empty();
+        let mut rows = vec![part("unet", &tally.unet, true, false)];
+        for (name, t) in [
+            ("text encoder", &tally.text_encoder),
+            ("text encoder 2", &tally.text_encoder_2),
+        ] {
+            if has(t) {
+                rows.push(part(name, t, false, self.text_on_cpu));
+            }
+        }
+        rows.push(part("vae", &tally.vae, false, self.vae_on_cpu));
+        rows
     }
 }
 

@@ -15,10 +15,41 @@
 //! "leading" schedule are 951, 901, .., 1, the cut at 0.8 is 200, and the base runs 16 steps,
 //! A1111's 20 x 0.8.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_runtime::Device;
+
 use super::error::{PipelineError, Result};
-use super::load::StableDiffusion;
+use super::load::{LoadOptions, StableDiffusion};
 use super::params::Refiner;
 use crate::schedulers::Scheduler;
+use crate::tally::ModelTally;
+
+/// Opens the refiner at `path` for `base`. For a real base: on `device` as `options` say, the UNet
+/// streamed when the base's streams (both models stay loaded through a run, so a budget that
+/// needs one streamed needs both). For `--plan`'s zero-weight base: zeros on the CPU backend,
+/// loaded as the base was but with a tally of its own that the refiner keeps, so the plan (and a
+/// re-plan with the same parameters) counts the refiner's weights.
+pub fn open_refiner(
+    path: &Path,
+    base: &StableDiffusion,
+    device: &Device,
+    options: &LoadOptions,
+) -> Result<StableDiffusion> {
+    if let Some(zero) = &base.planned {
+        let zero = LoadOptions {
+            tally: Some(Arc::new(ModelTally::default())),
+            ..zero.clone()
+        };
+        return StableDiffusion::load_with(path, &Device::Cpu, &zero);
+    }
+    let options = LoadOptions {
+        stream_unet: base.unet.is_streamed(),
+        ..options.clone()
+    };
+    StableDiffusion::load_with(path, device, &options)
+}
 
 /// The switch must leave both models something to do.
 pub fn check_switch(switch_at: f64) -> Result<()> {
