@@ -23,9 +23,9 @@ use kiln_models::image::png::encode_png;
 use kiln_models::image::{read_image, RgbImage};
 use kiln_models::lora::{parse_cli_lora, prompt_tags, ActiveLora, LoraFile, LoraLibrary};
 use kiln_models::pipeline::{
-    add_refiner, add_vae, check_refiner_switch, generate, infotext, plan_with, prepare_with,
-    short_hash, ControlMode, GenerationParams, InitImage, LoadOptions, Offload, Outpaint, Refiner,
-    StableDiffusion,
+    add_refiner, add_vae, check_refiner_switch, generate, infotext, open_refiner, plan_with,
+    prepare_with, short_hash, ControlMode, GenerationParams, InitImage, LoadOptions, Offload,
+    Outpaint, Refiner, StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{parse_schedule, SamplerSpec};
@@ -321,10 +321,6 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
                 bail!("--refiner {}: no such file or folder", path.display());
             }
             check_refiner_switch(refiner_switch).map_err(|e| anyhow!("--refiner-switch: {e}"))?;
-            if args.max_vram.is_some() {
-                // The fit plans one model; the refiner's UNet would come on top of it.
-                bail!("--refiner with --max-vram is not supported yet: the budget covers the main model only");
-            }
         }
     }
     let controls = read_controls(&args.control, &args.control_pre, args.control_res)?;
@@ -368,10 +364,24 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     };
     // The run's parameters for a model (the plan's zero-weight one or the real one): the size
     // defaults come from its configs.
-    // ControlNets load for each such model too: zeros tallied for the plan, so the plan and
-    // the --max-vram fit count them; the real ones on the model's device as its UNet loaded.
-    let controls_for =
-        |model: &StableDiffusion| load_controls(&controls, model, weight_type, unit_settings);
+    // ControlNets and the refiner load for each such model too: zeros tallied for the plan, so
+    // the plan and the --max-vram fit count them; the real ones on the model's device as its
+    // UNet loaded (streamed when it streams).
+    let refiner_options = options.clone();
+    let for_model = |model: &StableDiffusion, params: &mut GenerationParams| -> Result<()> {
+        params.controls = load_controls(&controls, model, weight_type, unit_settings)?;
+        params.refiner = match &args.refiner {
+            Some(path) => Some(Refiner {
+                model: Arc::new(
+                    open_refiner(path, model, device, &refiner_options)
+                        .with_context(|| format!("--refiner {}", path.display()))?,
+                ),
+                switch_at: refiner_switch,
+            }),
+            None => None,
+        };
+        Ok(())
+    };
     let params_for = |model: &StableDiffusion| -> Result<GenerationParams> {
         let size = size(args, init.as_ref(), model)?;
         let mut params = params(args, sampler, rng, seed, init.clone(), size, tiling);
@@ -382,14 +392,10 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
             // Tiling is decided by the largest image the VAE sees: the second pass's.
             params.vae_tiling = vae_tiling(args, tiling, h.width, h.height);
         }
-        params.controls = controls_for(model)?;
+        for_model(model, &mut params)?;
         Ok(params)
     };
-    let refiner_options = options.clone();
     if args.plan {
-        if args.refiner.is_some() {
-            eprintln!("note: the plan covers the main model only, not the refiner");
-        }
         print!(
             "{}",
             plan_with(&model_path, device, &options, params_for)?.report()
@@ -402,7 +408,7 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
         options: options.clone(),
         budget,
         may_tile,
-        controls: &controls_for,
+        for_model: &for_model,
     };
     let prepared = prepare_with(&model_path, device, options, budget, may_tile, params_for)?;
     if let Some(line) = prepared.describe() {
@@ -414,17 +420,8 @@ pub fn run(args: &GenerateArgs, device: &Device, report_memory: bool) -> Result<
     let weight_bytes = device.memory_stats().live;
     let mut params = params_for(&model)?;
     prepared.apply(&mut params);
-    let refiner = match &args.refiner {
-        Some(path) => {
-            let model = StableDiffusion::load_with(path, device, &refiner_options)
-                .with_context(|| format!("--refiner {}", path.display()))?;
-            let hash = short_hash(&model.source.hash_file)?;
-            params.refiner = Some(Refiner {
-                model: Arc::new(model),
-                switch_at: refiner_switch,
-            });
-            Some(hash)
-        }
+    let refiner = match &params.refiner {
+        Some(r) => Some(short_hash(&r.model.source.hash_file)?),
         None => None,
     };
     let (width, height) = (params.width, params.height);

@@ -12,7 +12,7 @@ use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::pipeline::{
     add_refiner, add_vae, generate, infotext, prepare_with, short_hash, ControlUnit,
-    GenerationParams, LoadOptions, Prepared, StableDiffusion,
+    GenerationParams, LoadOptions, Prepared, Refiner, StableDiffusion,
 };
 use kiln_models::xyz::{run_plot, Axis, AxisKind, CellOutput, CellRunner, CellSettings, XyzPlot};
 use kiln_runtime::Device;
@@ -55,8 +55,9 @@ pub struct Loader<'a> {
     pub options: LoadOptions,
     pub budget: Option<u64>,
     pub may_tile: bool,
-    /// The `--control` units for a model (the plan's zero-weight one or a loaded checkpoint).
-    pub controls: &'a dyn Fn(&StableDiffusion) -> Result<Vec<ControlUnit>>,
+    /// Sets the `--control` units and the `--refiner` for a model (the plan's zero-weight one or
+    /// a loaded checkpoint).
+    pub for_model: &'a dyn Fn(&StableDiffusion, &mut GenerationParams) -> Result<()>,
 }
 
 /// A loaded model and its infotext names.
@@ -80,8 +81,8 @@ impl Loaded {
 struct Runner<'a> {
     loader: Loader<'a>,
     base: Loaded,
-    /// The last other checkpoint loaded, with the VAE tiling its budget fit chose and its
-    /// ControlNet units (the Checkpoint name axis runs outermost, so each loads once).
+    /// The last other checkpoint loaded, with the VAE tiling its budget fit chose, its
+    /// ControlNet units and refiner (the Checkpoint name axis runs outermost, so each loads once).
     other: Option<(String, Loaded, Other)>,
     /// The `--refiner`'s short hash for the cells' infotext (every cell runs the refiner).
     refiner_hash: Option<String>,
@@ -93,6 +94,7 @@ struct Runner<'a> {
 struct Other {
     prepared: Prepared,
     controls: Vec<ControlUnit>,
+    refiner: Option<Refiner>,
 }
 
 impl Runner<'_> {
@@ -109,7 +111,6 @@ impl Runner<'_> {
             let path = PathBuf::from(name);
             let l = &self.loader;
             let mut cell = params.clone();
-            cell.controls.clear();
             let prepared = prepare_with(
                 &path,
                 l.device,
@@ -117,13 +118,18 @@ impl Runner<'_> {
                 l.budget,
                 l.may_tile,
                 |zero| {
-                    cell.controls = (l.controls)(zero)?;
+                    (l.for_model)(zero, &mut cell)?;
                     Ok::<_, anyhow::Error>(cell)
                 },
             )?;
             let model = prepared.load(&path, l.device)?;
-            let controls = (l.controls)(&model)?;
-            let other = Other { prepared, controls };
+            let mut own = params.clone();
+            (l.for_model)(&model, &mut own)?;
+            let other = Other {
+                prepared,
+                controls: own.controls,
+                refiner: own.refiner,
+            };
             self.other = Some((name.to_string(), Loaded::new(model)?, other));
         }
         let (_, loaded, other) = self
@@ -132,6 +138,7 @@ impl Runner<'_> {
             .ok_or_else(|| anyhow!("checkpoint {name} not loaded"))?;
         other.prepared.apply(params);
         params.controls = other.controls.clone();
+        params.refiner = other.refiner.clone();
         Ok(loaded)
     }
 

@@ -1,5 +1,6 @@
 //! `kiln generate --refiner MODEL --refiner-switch F` on the tiny SDXL base and refiner folders:
-//! A1111's infotext fields, and bad input (clear error, non-zero exit, no output file).
+//! A1111's infotext fields, `--plan` and `--max-vram` counting the refiner, and bad input (clear
+//! error, non-zero exit, no output file).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -92,6 +93,66 @@ fn the_refiner_is_named_in_the_infotext() {
 }
 
 #[test]
+fn the_plan_counts_the_refiner_and_a_small_budget_streams_both_unets() {
+    let dir = temp_dir("refiner-plan");
+    let refiner = fixture("tiny-sdxl-refiner");
+    let with_refiner = |extra: &[&str]| {
+        let mut args = vec!["--refiner", refiner.to_str().unwrap(), "--seed", "42"];
+        args.extend(extra);
+        generate(&dir, "tiny-sdxl", &args)
+    };
+    let out = with_refiner(&["--plan"]);
+    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("main model only"), "{err}");
+    for name in ["refiner unet", "refiner text encoder 2", "refiner vae"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(name)),
+            "no {name} row in\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("refiner step"), "{stdout}");
+    assert!(files_in(&dir).is_empty());
+
+    // The plan's streamed peak is a budget that fits only with both UNets streamed: the refiner's
+    // weights are on the device too, so an uncounted or resident refiner would fail under it.
+    let peak = stdout
+        .lines()
+        .find(|l| l.starts_with("peak device memory"))
+        .unwrap();
+    let streamed = peak
+        .rsplit_once(", ")
+        .map(|(_, s)| s.trim_end_matches(" with the UNet streamed"))
+        .unwrap();
+    // Printed to two decimals: a hundredth more is at least the peak, and below the resident one.
+    let (value, unit) = streamed.split_once(' ').unwrap();
+    let budget = format!("{:.2}{unit}", value.parse::<f64>().unwrap() + 0.01);
+    let out = with_refiner(&["--max-vram", &budget]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("UNet weights streamed from host memory"),
+        "{err}"
+    );
+    let streamed_png = std::fs::read(dir.join("out.png")).unwrap();
+    std::fs::remove_file(dir.join("out.png")).unwrap();
+
+    // A budget the resident run fits, and no budget: the same image each way.
+    let out = with_refiner(&["--max-vram", "1G"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("every weight resident"), "{err}");
+    let resident_png = std::fs::read(dir.join("out.png")).unwrap();
+    std::fs::remove_file(dir.join("out.png")).unwrap();
+    let out = with_refiner(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unbudgeted = std::fs::read(dir.join("out.png")).unwrap();
+    assert_eq!(resident_png, unbudgeted);
+    assert_eq!(streamed_png, unbudgeted);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn bad_refiner_input_is_a_clear_error_with_no_output() {
     let dir = temp_dir("refiner-bad");
     let refiner = fixture("tiny-sdxl-refiner");
@@ -122,11 +183,6 @@ fn bad_refiner_input_is_a_clear_error_with_no_output() {
             "tiny-sdxl",
             vec!["--refiner", "/no/such/refiner"],
             "--refiner /no/such/refiner: no such file or folder",
-        ),
-        (
-            "tiny-sdxl",
-            vec!["--refiner", refiner, "--max-vram", "4G"],
-            "--refiner with --max-vram is not supported yet",
         ),
         // The refiner on its own draws nothing from noise (diffusers runs it only as img2img).
         ("tiny-sdxl-refiner", vec![], "is an SDXL refiner"),
