@@ -6,6 +6,7 @@
 
 mod chat;
 mod controls;
+mod refiner;
 mod upscale;
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use kiln_models::image::infotext::PNG_KEYWORD;
 use kiln_models::image::png::encode_png;
 use kiln_models::pipeline::{
     add_refiner, add_vae, generate_controlled, infotext, prepare_with, GenerationParams,
-    LoadOptions, PipelineError, Prepared, Refiner, StableDiffusion, StepControl,
+    LoadOptions, PipelineError, Prepared, StableDiffusion, StepControl,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
@@ -28,7 +29,7 @@ use kiln_models::vae::VaeTiling;
 use kiln_nn::weights::WeightType;
 use kiln_runtime::{Device, DeviceChoice};
 
-use crate::catalog::{Catalog, ModelEntry};
+use crate::catalog::Catalog;
 use crate::controlnets::ControlRequest;
 use crate::error::{ApiError, ApiResult};
 use crate::llm_models::LlmSettings;
@@ -37,6 +38,7 @@ use crate::preview::preview_png;
 use crate::progress::{timestamp_now, ProgressHub};
 use crate::queue::{Job, JobOutput, JobRequest, OutputImage, Queue, Work};
 use controls::{control_units, HeldControlNets};
+use refiner::HeldRefiner;
 
 pub struct Worker {
     device: Device,
@@ -47,7 +49,7 @@ pub struct Worker {
     settings: LoadSettings,
     loaded: Option<Loaded>,
     /// The refiner the last job asked for (`refiner_checkpoint`), kept while jobs ask for it.
-    refiner: Option<(PathBuf, Arc<StableDiffusion>)>,
+    refiner: Option<HeldRefiner>,
     /// The last budget fit and the job shape it was made for: a job of the same shape reuses it
     /// (a plan runs the model once on the CPU backend).
     last_fit: Option<(PlanKey, Prepared)>,
@@ -188,6 +190,7 @@ impl Worker {
         path: &Path,
         params: &GenerationParams,
         controls: &[ControlRequest],
+        wanted: Option<&refiner::Wanted>,
     ) -> ApiResult<Prepared> {
         let options = LoadOptions {
             vae: self.settings.vae.as_ref().map(|v| v.path.clone()),
@@ -196,7 +199,7 @@ impl Worker {
         let Some(budget) = self.settings.max_vram else {
             return Ok(Prepared::unbudgeted(options));
         };
-        let key = PlanKey::new(path, params, controls);
+        let key = PlanKey::new(path, params, controls).with_refiner(wanted);
         if let Some((_, prepared)) = self.last_fit.as_ref().filter(|(k, _)| *k == key) {
             return Ok(prepared.clone());
         }
@@ -204,11 +207,13 @@ impl Worker {
         // (which, on the CPU backend, is that backend's).
         self.device.set_memory_budget(None);
         let quantization = options.quantization;
-        let prepared = prepare_with(path, &self.device, options, Some(budget), true, |model| {
+        let (device, base_options) = (&self.device, options.clone());
+        let prepared = prepare_with(path, device, options, Some(budget), true, |model| {
             check_size(model, params)?;
             let mut params = params.clone();
-            // Zero-weight ControlNets: the plan counts their weights and activations.
+            // Zero-weight ControlNets and refiner: the plan counts their weights and activations.
             params.controls = control_units(model, quantization, controls, None)?;
+            params.refiner = refiner::open(wanted, model, device, &base_options)?;
             Ok::<_, ApiError>(params)
         });
         let prepared = match prepared {
@@ -262,40 +267,6 @@ impl Worker {
         }
     }
 
-    /// The job's refiner, loaded with the main model's load options (the one in memory when it is
-    /// the same model); none frees the one held. Under --max-vram the plan would have to cover
-    /// two models, so a refiner is refused there for now.
-    fn refiner(
-        &mut self,
-        wanted: Option<&(ModelEntry, f64)>,
-        prepared: &Prepared,
-    ) -> ApiResult<Option<(Arc<StableDiffusion>, f64)>> {
-        let Some((entry, switch_at)) = wanted else {
-            self.refiner = None;
-            return Ok(None);
-        };
-        if self.settings.max_vram.is_some() {
-            return Err(ApiError::invalid(
-                "refiner_checkpoint",
-                "a refiner is not supported with --max-vram yet",
-            ));
-        }
-        let held = self.refiner.as_ref().filter(|(p, _)| *p == entry.path);
-        let model = match held {
-            Some((_, m)) => m.clone(),
-            None => {
-                self.refiner = None;
-                let model =
-                    StableDiffusion::load_with(&entry.path, &self.device, &prepared.options)
-                        .map_err(|e| ApiError::internal(format!("cannot load the refiner: {e}")))?;
-                let model = Arc::new(model);
-                self.refiner = Some((entry.path.clone(), model.clone()));
-                model
-            }
-        };
-        Ok(Some((model, *switch_at)))
-    }
-
     fn generate(
         &mut self,
         id: u64,
@@ -310,21 +281,24 @@ impl Worker {
         });
         let (progress, every) = (self.progress.clone(), self.preview_every);
         let control = control.clone();
-        let prepared = self.prepare(&entry.path, &request.params, &request.controls)?;
+        let wanted = request.refiner.as_ref();
+        let prepared = self.prepare(&entry.path, &request.params, &request.controls, wanted)?;
         let mut params = request.params.clone();
         prepared.apply(&mut params);
-        let refiner = self.refiner(request.refiner.as_ref(), &prepared)?;
-        if let Some((r, switch_at)) = &refiner {
-            params.refiner = Some(Refiner {
-                model: r.clone(),
-                switch_at: *switch_at,
-            });
-        }
+        refiner::release_unless(&mut self.refiner, wanted, &prepared.options);
         self.model(&entry.path, &prepared)?;
         let loaded = self
             .loaded
             .as_mut()
             .ok_or_else(|| ApiError::internal("model not loaded"))?;
+        // Loaded as the main model was: streamed when it streams, within the budget set for it.
+        params.refiner = refiner::for_job(
+            &mut self.refiner,
+            wanted,
+            &loaded.model,
+            &self.device,
+            &prepared.options,
+        )?;
         params.controls = control_units(
             &loaded.model,
             loaded.options.quantization,
@@ -433,6 +407,8 @@ struct PlanKey {
     /// The ControlNets' paths, and whether each runs on the conditional half only (a smaller
     /// ControlNet batch than a balanced unit's).
     controls: Vec<(PathBuf, bool)>,
+    /// The refiner's path.
+    refiner: Option<PathBuf>,
 }
 
 impl PlanKey {
@@ -458,6 +434,16 @@ impl PlanKey {
                 .iter()
                 .map(|c| (c.path.clone(), c.mode.conditional_only()))
                 .collect(),
+            refiner: None,
+        }
+    }
+
+    /// The key of a job with a refiner: its weights and steps count (not the switch, which moves
+    /// steps between the two models).
+    fn with_refiner(self, wanted: Option<&refiner::Wanted>) -> PlanKey {
+        PlanKey {
+            refiner: wanted.map(|(entry, _)| entry.path.clone()),
+            ..self
         }
     }
 }
