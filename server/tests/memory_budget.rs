@@ -1,7 +1,8 @@
 //! `kiln serve --max-vram`: a budget below the weight size is met by streaming the UNet (the run
 //! stays under it and gives the unbudgeted image), and a job no way of loading fits is refused
-//! with the smallest budget; the fit counts a job's ControlNet units. The bundled tiny model (tiny-sd1
-//! with tests/fixtures/controlnet for ControlNets) on the CPU backend, over real HTTP.
+//! with the smallest budget; the fit counts a job's ControlNet units and its refiner (both UNets
+//! streamed). The bundled tiny model (tiny-sd1 with tests/fixtures/controlnet for ControlNets,
+//! tiny-sdxl with tests/fixtures/tiny-sdxl-refiner) on the CPU backend, over real HTTP.
 //!
 //! A test binary of its own: the CPU backend's memory counter and budget are process-wide, so a
 //! budget set here would fail the other HTTP tests' runs, and their memory would blur the peak
@@ -16,8 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    open_controlnet, plan, plan_with, ControlUnit, GenerationParams, LoadOptions, MemoryPlan,
-    PipelineError, StableDiffusion,
+    open_controlnet, open_refiner, plan, plan_with, ControlUnit, GenerationParams, LoadOptions,
+    MemoryPlan, PipelineError, Refiner, StableDiffusion,
 };
 use kiln_runtime::memory::format_bytes;
 use kiln_runtime::Device;
@@ -178,4 +179,85 @@ fn the_budget_fit_counts_a_controlnet_unit() {
     let enough = server(controlled.streamed_peak());
     let (status, body) = request(&enough, Some(unit(&enough)));
     assert_eq!(status, 200, "{body}");
+}
+
+/// A server of tiny-sdxl and its refiner under `budget`.
+fn sdxl_config(budget: Option<u64>) -> kiln_server::ServerConfig {
+    let mut config = config();
+    config.models = kiln_server::ModelSet::List(vec![
+        fixtures().join("tiny-sdxl"),
+        fixtures().join("tiny-sdxl-refiner"),
+    ]);
+    config.max_vram = budget;
+    config
+}
+
+/// A 32x32 tiny-sdxl job refined from half way.
+fn refined(server: &kiln_server::Server) -> (u16, Value) {
+    let body = json!({"prompt": "a red circle", "width": 32, "height": 32, "steps": 4,
+        "seed": 42, "cfg_scale": 5, "refiner_checkpoint": "tiny-sdxl-refiner",
+        "refiner_switch_at": 0.5});
+    post_json(server, "/sdapi/v1/txt2img", &body)
+}
+
+/// The plan of `refined` as the server runs it.
+fn planned_refined() -> MemoryPlan {
+    let mut p = GenerationParams::new("a red circle");
+    (p.width, p.height, p.steps, p.seed, p.cfg_scale) = (32, 32, 4, 42, 5.0);
+    let options = LoadOptions::default();
+    plan_with(
+        &fixtures().join("tiny-sdxl"),
+        &Device::Cpu,
+        &options,
+        |zero| {
+            let r = open_refiner(
+                &fixtures().join("tiny-sdxl-refiner"),
+                zero,
+                &Device::Cpu,
+                &options,
+            )?;
+            p.refiner = Some(Refiner {
+                model: Arc::new(r),
+                switch_at: 0.5,
+            });
+            Ok::<_, PipelineError>(p)
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_refiner_job_streams_both_unets_under_a_budget_or_is_refused_with_the_minimum() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let plan = planned_refined();
+    // Between what streaming needs and what the resident run needs: only streaming both UNets
+    // (the refiner's weights counted) keeps the run under it.
+    let budget = (plan.streamed_peak() + plan.peak()) / 2;
+    assert!(budget < plan.peak(), "{}", plan.report());
+    let server = start(sdxl_config(Some(budget)));
+    Device::Cpu.reset_peak_memory();
+    let (status, body) = refined(&server);
+    let peak = Device::Cpu.memory_stats().peak_live;
+    assert_eq!(status, 200, "{body}");
+    assert!(peak <= budget, "peak {peak}, budget {budget}");
+    drop(server);
+    Device::Cpu.set_memory_budget(None);
+
+    // Streaming moves weights, not arithmetic: the image of a server with no budget.
+    let server = start(sdxl_config(None));
+    let (status, reference) = refined(&server);
+    assert_eq!(status, 200, "{reference}");
+    assert_eq!(body["images"][0], reference["images"][0]);
+    drop(server);
+
+    // Too small even streamed: refused naming the minimum, which counts the refiner.
+    let server = start(sdxl_config(Some(plan.streamed_peak() / 2)));
+    let (status, body) = refined(&server);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "over_memory_budget", "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    let minimum = format_bytes(plan.streamed_peak());
+    assert!(detail.contains(&format!("at least {minimum}")), "{detail}");
+    drop(server);
+    Device::Cpu.set_memory_budget(None);
 }

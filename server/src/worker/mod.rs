@@ -515,6 +515,19 @@ mod tests {
             ..unit
         };
         assert_ne!(PlanKey::new(path, &a, &[cond_only]), with_unit);
+        // So does a refiner (both models' weights count), but not its switch.
+        let refiner = |switch: f64| {
+            let entry = crate::catalog::ModelEntry {
+                name: "refiner".into(),
+                model_name: "refiner".into(),
+                path: PathBuf::from("refiner"),
+                kind: crate::catalog::ModelKind::Image,
+            };
+            PlanKey::new(path, &a, &[]).with_refiner(Some(&(entry, switch)))
+        };
+        assert_ne!(refiner(0.8), key);
+        assert_eq!(refiner(0.8), refiner(0.5));
+        assert_eq!(PlanKey::new(path, &a, &[]).with_refiner(None), key);
     }
 
     #[test]
