@@ -6,10 +6,13 @@
 //! generation on its checkpoint; a ControlNet for another base, an unreadable control image and a
 //! bad flag fail naming them, with nothing written.
 
+mod plan_output;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kiln_models::image::png::decode_png;
+use plan_output::streamed_budget;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -125,17 +128,7 @@ fn the_plan_counts_the_controlnet_and_a_small_budget_streams_it() {
     assert!(!dir.join("out.png").exists());
 
     // The plan's streamed peak is a budget that fits only with the blocks streamed.
-    let peak = stdout
-        .lines()
-        .find(|l| l.starts_with("peak device memory"))
-        .unwrap();
-    let streamed = peak
-        .rsplit_once(", ")
-        .map(|(_, s)| s.trim_end_matches(" with the UNet streamed"))
-        .unwrap();
-    // Printed to two decimals: a hundredth more is at least the peak, and below the resident one.
-    let (value, unit) = streamed.split_once(' ').unwrap();
-    let budget = format!("{:.2}{unit}", value.parse::<f64>().unwrap() + 0.01);
+    let budget = streamed_budget(&stdout);
     let out = generate(&dir, &control("sd1-a", "1"), &["--max-vram", &budget]);
     let (_, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");

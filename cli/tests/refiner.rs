@@ -2,12 +2,15 @@
 //! A1111's infotext fields, `--plan` and `--max-vram` counting the refiner, and bad input (clear
 //! error, non-zero exit, no output file).
 
+mod plan_output;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::decode_png;
 use kiln_models::pipeline::short_hash;
+use plan_output::streamed_budget;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -116,17 +119,7 @@ fn the_plan_counts_the_refiner_and_a_small_budget_streams_both_unets() {
 
     // The plan's streamed peak is a budget that fits only with both UNets streamed: the refiner's
     // weights are on the device too, so an uncounted or resident refiner would fail under it.
-    let peak = stdout
-        .lines()
-        .find(|l| l.starts_with("peak device memory"))
-        .unwrap();
-    let streamed = peak
-        .rsplit_once(", ")
-        .map(|(_, s)| s.trim_end_matches(" with the UNet streamed"))
-        .unwrap();
-    // Printed to two decimals: a hundredth more is at least the peak, and below the resident one.
-    let (value, unit) = streamed.split_once(' ').unwrap();
-    let budget = format!("{:.2}{unit}", value.parse::<f64>().unwrap() + 0.01);
+    let budget = streamed_budget(&stdout);
     let out = with_refiner(&["--max-vram", &budget]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");

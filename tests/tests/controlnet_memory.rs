@@ -2,7 +2,7 @@
 //! tiny random ControlNet of tests/fixtures/controlnet, its "scale1" case):
 //!
 //! - The plan of a run with a ControlNet lists its weights and matches the measured peak of the
-//!   real run (within memory_budget.rs's 2 %), f32 and q8_0, on the CPU backend and the GPU under
+//!   real run (within memory_budget.rs's 2 %, `peak::MARGIN`), f32 and q8_0, on the CPU backend and the GPU under
 //!   test: the ControlNet's weights and activations are counted, as `--max-vram` needs.
 //! - A budget below the resident peak streams the ControlNet's blocks with the UNet's, stays under
 //!   the budget, and gives the resident image exactly.
@@ -12,7 +12,9 @@
 //!
 //! The CPU backend's counter and budget are process-wide: the tests of this file take turns.
 
-use std::path::{Path, PathBuf};
+mod peak;
+
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kiln_kernels::testing::gpu;
@@ -22,20 +24,12 @@ use kiln_models::pipeline::{
     LoadOptions, PipelineError, Residency, StableDiffusion,
 };
 use kiln_models::preprocess::ResizeMode;
-use kiln_models::rng::RngKind;
-use kiln_models::schedulers::SamplerSpec;
 use kiln_nn::weights::WeightType;
 use kiln_runtime::Device;
+use peak::{fixtures, measured, small_case, within};
 use safetensors::SafeTensors;
 
 static TURN: Mutex<()> = Mutex::new(());
-
-/// memory_budget.rs's bound: the resident plan matched to the byte when written.
-const MARGIN: f64 = 0.02;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
 
 fn tiny() -> PathBuf {
     fixtures().join("tiny-sd1")
@@ -47,16 +41,7 @@ fn controlnet_dir() -> PathBuf {
 
 /// The "scale1" case of tests/fixtures/controlnet/cases.json without its ControlNet.
 fn base_params() -> GenerationParams {
-    let mut p = GenerationParams::new("a red circle on a blue background");
-    p.negative_prompt = "blurry, dark".into();
-    p.steps = 4;
-    p.cfg_scale = 7.5;
-    p.width = 32;
-    p.height = 32;
-    p.seed = 42;
-    p.sampler = SamplerSpec::parse("Euler").unwrap();
-    p.rng = RngKind::TorchCpu;
-    p
+    small_case(4, 7.5)
 }
 
 /// The case's parameters with its ControlNet opened for `model` (zeros for a plan's model).
@@ -86,38 +71,20 @@ fn params_for(
     Ok(p)
 }
 
-fn fresh(device: &Device) {
-    if let Device::Gpu(ctx) = device {
-        ctx.trim_pool();
-    }
-    device.reset_peak_memory();
-}
-
 /// Loads the model and its ControlNet as `options` say and generates: the image, and the peaks
 /// (live, reserved) over load and run less what was live before.
 fn run(device: &Device, options: &LoadOptions, weight_type: WeightType) -> (Vec<f32>, u64, u64) {
-    fresh(device);
-    let before = device.memory_stats().live;
-    let model = StableDiffusion::load_with(&tiny(), device, options).unwrap();
-    let params = params_for(&model, weight_type).unwrap();
-    let net = params.controls[0].model.model();
-    assert_eq!(net.is_streamed(), options.stream_unet);
-    assert!(net.planned_weights().is_none(), "a real ControlNet");
-    let image = generate(&model, &params, &mut |_| {}).unwrap().remove(0);
-    let stats = device.memory_stats();
-    (
-        image.pixels,
-        stats.peak_live - before,
-        stats.peak_reserved - before,
-    )
-}
-
-fn within(planned: u64, measured: u64, what: &str) {
-    let diff = (planned as f64 - measured as f64).abs();
-    assert!(
-        diff <= MARGIN * measured as f64,
-        "{what}: planned {planned}, measured {measured}"
-    );
+    measured(device, || {
+        let model = StableDiffusion::load_with(&tiny(), device, options).unwrap();
+        let params = params_for(&model, weight_type).unwrap();
+        let net = params.controls[0].model.model();
+        assert_eq!(net.is_streamed(), options.stream_unet);
+        assert!(net.planned_weights().is_none(), "a real ControlNet");
+        generate(&model, &params, &mut |_| {})
+            .unwrap()
+            .remove(0)
+            .pixels
+    })
 }
 
 #[test]

@@ -3,33 +3,27 @@
 //!
 //! - The plan of a run with a refiner lists the refiner's weights (UNet, its bigG text encoder,
 //!   its VAE, which decodes) beside the base's, and its peak matches the measured peak of the real
-//!   run (within memory_budget.rs's 2 %), on the CPU backend and the GPU under test: both models
+//!   run (within memory_budget.rs's 2 %, `peak::MARGIN`), on the CPU backend and the GPU under test: both models
 //!   are resident through the run, as `--max-vram` needs.
 //! - A budget below the resident peak but at the streamed one streams both UNets, stays under
 //!   the budget, and gives the resident image exactly.
 //!
 //! The CPU backend's counter and budget are process-wide: the tests of this file take turns.
 
-use std::path::{Path, PathBuf};
+mod peak;
+
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use kiln_kernels::testing::gpu;
 use kiln_models::pipeline::{
-    generate, open_refiner, plan_with, prepare_with, GenerationParams, LoadOptions, PipelineError,
-    Refiner, Residency, StableDiffusion,
+    generate, open_refiner, plan_with, prepare_with, GenerationParams, LoadOptions, MemoryPlan,
+    PipelineError, Refiner, Residency, StableDiffusion,
 };
-use kiln_models::rng::RngKind;
-use kiln_models::schedulers::SamplerSpec;
 use kiln_runtime::Device;
+use peak::{fixtures, measured, small_case, within};
 
 static TURN: Mutex<()> = Mutex::new(());
-
-/// memory_budget.rs's bound: the resident plan matched to the byte when written.
-const MARGIN: f64 = 0.02;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
 
 fn base() -> PathBuf {
     fixtures().join("tiny-sdxl")
@@ -38,16 +32,7 @@ fn base() -> PathBuf {
 /// The "two_stage_euler" case of tests/fixtures/tiny-sdxl-refiner/refiner_cases.json without
 /// its refiner.
 fn base_params() -> GenerationParams {
-    let mut p = GenerationParams::new("a red circle on a blue background");
-    p.negative_prompt = "blurry, dark".into();
-    p.steps = 10;
-    p.cfg_scale = 5.0;
-    p.width = 32;
-    p.height = 32;
-    p.seed = 42;
-    p.sampler = SamplerSpec::parse("Euler").unwrap();
-    p.rng = RngKind::TorchCpu;
-    p
+    small_case(10, 5.0)
 }
 
 /// The case's parameters with its refiner opened for `model` (zeros for a plan's model), loaded
@@ -71,38 +56,25 @@ fn params_for(
     Ok(p)
 }
 
-fn fresh(device: &Device) {
-    if let Device::Gpu(ctx) = device {
-        ctx.trim_pool();
-    }
-    device.reset_peak_memory();
-}
-
 /// Loads the base and its refiner as `options` say and generates: the image, and the peaks
 /// (live, reserved) over load and run less what was live before.
 fn run(device: &Device, options: &LoadOptions) -> (Vec<f32>, u64, u64) {
-    fresh(device);
-    let before = device.memory_stats().live;
-    let model = StableDiffusion::load_with(&base(), device, options).unwrap();
-    let params = params_for(&model, device, options).unwrap();
-    let refiner = &params.refiner.as_ref().unwrap().model;
-    assert_eq!(refiner.unet.is_streamed(), options.stream_unet);
-    assert!(refiner.planned_weights().is_none(), "a real refiner");
-    let image = generate(&model, &params, &mut |_| {}).unwrap().remove(0);
-    let stats = device.memory_stats();
-    (
-        image.pixels,
-        stats.peak_live - before,
-        stats.peak_reserved - before,
-    )
+    measured(device, || {
+        let model = StableDiffusion::load_with(&base(), device, options).unwrap();
+        let params = params_for(&model, device, options).unwrap();
+        let refiner = &params.refiner.as_ref().unwrap().model;
+        assert_eq!(refiner.unet.is_streamed(), options.stream_unet);
+        assert!(refiner.planned_weights().is_none(), "a real refiner");
+        generate(&model, &params, &mut |_| {})
+            .unwrap()
+            .remove(0)
+            .pixels
+    })
 }
 
-fn within(planned: u64, measured: u64, what: &str) {
-    let diff = (planned as f64 - measured as f64).abs();
-    assert!(
-        diff <= MARGIN * measured as f64,
-        "{what}: planned {planned}, measured {measured}"
-    );
+/// The plan of the case with its refiner, loaded as `options` say, on `device`.
+fn planned(device: &Device, options: &LoadOptions) -> MemoryPlan {
+    plan_with(&base(), device, options, |m| params_for(m, device, options)).unwrap()
 }
 
 #[test]
@@ -110,10 +82,7 @@ fn plan_with_a_refiner_matches_the_measured_peak() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         let options = LoadOptions::default();
-        let planned = plan_with(&base(), &device, &options, |m| {
-            params_for(m, &device, &options)
-        })
-        .unwrap();
+        let planned = planned(&device, &options);
         let without = plan_with(&base(), &device, &options, |_| {
             Ok::<_, PipelineError>(base_params())
         })
@@ -169,10 +138,7 @@ fn a_budget_below_the_resident_peak_streams_both_unets() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         let options = LoadOptions::default();
-        let planned = plan_with(&base(), &device, &options, |m| {
-            params_for(m, &device, &options)
-        })
-        .unwrap();
+        let planned = planned(&device, &options);
         let budget = planned.streamed_peak();
         assert!(budget < planned.peak(), "{}", planned.report());
         let prepared = prepare_with(
