@@ -17,9 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    open_controlnet, open_refiner, plan, plan_with, ControlUnit, GenerationParams, LoadOptions,
-    MemoryPlan, PipelineError, Refiner, StableDiffusion,
+    open_controlnet, open_refiner, plan, plan_with, ControlMode, ControlUnit, GenerationParams,
+    LoadOptions, MemoryPlan, PipelineError, Refiner, StableDiffusion,
 };
+use kiln_models::preprocess::ResizeMode;
 use kiln_runtime::memory::format_bytes;
 use kiln_runtime::Device;
 use serde_json::{json, Value};
@@ -110,10 +111,11 @@ fn params(model: &StableDiffusion, control: bool) -> Result<GenerationParams, Pi
             hash: None,
             module: "none".into(),
             image: read_image(&dir.join("control.png")).unwrap(),
+            resize: ResizeMode::default(),
             scale: 1.0,
             guidance_start: 0.0,
             guidance_end: 1.0,
-            guess_mode: false,
+            mode: ControlMode::Balanced,
         }];
     }
     Ok(p)
