@@ -80,3 +80,32 @@ fn hires_fix_requests_give_diffusers_two_pass_image() {
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("hr_upscaler"), "{body}");
 }
+
+/// Hires fix with a ControlNet unit (as the A1111 extension runs it, the map fitted again to the
+/// second pass's size): both fields reach the infotext and the unit changes the image.
+#[test]
+fn hires_fix_runs_with_a_controlnet_unit() {
+    let fixtures = tiny().join("..");
+    let mut c = ServerConfig::new(ModelSet::Single(tiny()));
+    c.device = DeviceChoice::Cpu;
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.controlnet_dir = Some(fixtures.join("controlnet"));
+    let server = start(c);
+    let control = std::fs::read(fixtures.join("controlnet/control.png")).unwrap();
+    let mut with_unit = request();
+    with_unit["alwayson_scripts"] = json!({"controlnet": {"args": [
+        {"image": crate::common::b64encode(&control), "module": "canny", "model": "sd1-a",
+         "weight": 1.0}]}});
+    let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &with_unit);
+    assert_eq!(status, 200, "{body}");
+    let (status, plain) = post_json(&server, "/sdapi/v1/txt2img", &request());
+    assert_eq!(status, 200, "{plain}");
+    let png = decode_png(&b64decode(body["images"][0].as_str().unwrap())).unwrap();
+    assert_eq!((png.image.width, png.image.height), (64, 64));
+    let text = png.text("parameters").unwrap();
+    assert!(
+        text.contains("Hires upscale: 2") && text.contains("ControlNet 0: \"Module: canny"),
+        "{text}"
+    );
+    assert_ne!(body["images"][0], plain["images"][0]);
+}
