@@ -6,6 +6,11 @@
 //! `int(steps / min(denoising, 0.999))` steps of which the last `steps` run (diffusers' img2img
 //! with that many inference steps and the same strength cuts the schedule at the same place).
 //! Each batch runs both passes before the next batch starts, as in A1111.
+//!
+//! With an SDXL refiner, the refiner acts in the second pass only, A1111's default
+//! (`hires_fix_refiner_pass` "second pass"): the first pass is the main model's alone, and the
+//! second pass hands over to the refiner where its schedule reaches the switch (the timestep cut
+//! of `refiner.rs`; a second pass that starts below the cut is the refiner's throughout).
 
 use std::sync::Arc;
 
@@ -198,11 +203,6 @@ pub(crate) fn generate(
             "hires fix is for txt2img: it cannot be combined with an init image",
         ));
     }
-    if params.refiner.is_some() {
-        return Err(PipelineError::invalid(
-            "hires fix with a refiner is not supported yet: use one or the other",
-        ));
-    }
     let d = hires.denoising_strength;
     if !(d > 0.0 && d <= 1.0) {
         return Err(PipelineError::invalid(format!(
@@ -235,6 +235,7 @@ pub(crate) fn generate(
         first.batch_count = 1;
         first.seed = params.seed.wrapping_add((k * params.batch_size) as u64);
         let mut second = first.clone();
+        first.refiner = None;
         second.steps = total2;
         second.width = hires.width;
         second.height = hires.height;
