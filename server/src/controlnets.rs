@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 
 use kiln_models::image::RgbImage;
 use kiln_models::pipeline::{sha256_file, ControlMode};
-use kiln_models::preprocess::{processor_res, Preprocessor, ResizeMode};
+use kiln_models::preprocess::{pixel_perfect_resolution, processor_res, Preprocessor, ResizeMode};
 use serde_json::Value;
 
 use crate::api::images::decode_base64_image;
@@ -87,9 +87,14 @@ pub fn model_list(dir: Option<&Path>) -> Vec<String> {
         .collect()
 }
 
-/// The units of `alwayson_scripts.controlnet` (`{"args": [unit, ...]}`); disabled units are
-/// skipped. Runs on a blocking thread (images are decoded here).
-pub fn check_units(script: &Value, dir: Option<&Path>) -> ApiResult<Vec<ControlRequest>> {
+/// The units of `alwayson_scripts.controlnet` (`{"args": [unit, ...]}`) for a generation of
+/// `target` (width, height; a hires fix's first pass); disabled units are skipped. Runs on a
+/// blocking thread (images are decoded here).
+pub fn check_units(
+    script: &Value,
+    dir: Option<&Path>,
+    target: (usize, usize),
+) -> ApiResult<Vec<ControlRequest>> {
     const ROOT: &str = "alwayson_scripts.controlnet";
     let args = script
         .get("args")
@@ -194,6 +199,20 @@ pub fn check_units(script: &Value, dir: Option<&Path>) -> ApiResult<Vec<ControlR
             ));
         }
         let weight = num("weight", 1.0)?;
+        // "Pixel Perfect": the resolution the output's own pixel density gives, in place of
+        // processor_res (which the extension still checks, as here).
+        let res = match unit.get("pixel_perfect") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => res,
+            Some(Value::Bool(true)) => {
+                pixel_perfect_resolution((image.width, image.height), target, resize)
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    &f("pixel_perfect"),
+                    "pixel_perfect must be true or false",
+                ))
+            }
+        };
         // The preprocessor last, after every cheap check.
         let image = pre
             .apply_at(&image, res)

@@ -74,7 +74,11 @@ fn the_refiner_takes_over_in_the_second_pass_only() {
         .count();
     // The whole first pass and the second pass's first step (timestep above the cut at 500)
     // are the main model's; the last two steps are the refiner's.
-    assert_eq!(same, FIRST_STEPS + 1, "steps equal to the run without a refiner");
+    assert_eq!(
+        same,
+        FIRST_STEPS + 1,
+        "steps equal to the run without a refiner"
+    );
     assert!(steps[same..]
         .iter()
         .zip(&plain_steps[same..])

@@ -16,7 +16,7 @@ use crate::image::{GrayImage, RgbImage};
 
 pub use canny::canny;
 pub use fit::{fit, ResizeMode};
-pub use resolution::{processor_res, DEFAULT_RESOLUTION};
+pub use resolution::{pixel_perfect_resolution, processor_res, DEFAULT_RESOLUTION};
 pub use xdog::scribble_xdog;
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 
 use crate::image::{resize, RgbImage};
 
-use super::PreprocessError;
+use super::{PreprocessError, ResizeMode};
 
 /// The extension's default and slider range for canny, threshold and scribble_xdog.
 pub const DEFAULT_RESOLUTION: usize = 512;
@@ -31,6 +31,27 @@ pub fn processor_res(value: Option<f64>) -> Result<usize, PreprocessError> {
             ),
         }),
     }
+}
+
+/// The extension's "Pixel Perfect" processor resolution (`pixel_perfect_resolution` in its
+/// `internal_controlnet/external_code.py`): the control image's short side scaled as `resize`
+/// will scale the image to the generation's `target` (width, height) — to fit inside for Resize
+/// and Fill, to cover otherwise — so the preprocessor works at the output's own pixel density.
+pub fn pixel_perfect_resolution(
+    (width, height): (usize, usize),
+    (target_w, target_h): (usize, usize),
+    resize: ResizeMode,
+) -> usize {
+    let (kh, kw) = (
+        target_h as f64 / height.max(1) as f64,
+        target_w as f64 / width.max(1) as f64,
+    );
+    let k = match resize {
+        ResizeMode::ResizeAndFill => kh.min(kw),
+        ResizeMode::JustResize | ResizeMode::CropAndResize => kh.max(kw),
+    };
+    // numpy's round: half to even.
+    ((k * width.min(height) as f64).round_ties_even() as usize).max(1)
 }
 
 /// `img` with its short side scaled to `res` and padded to multiples of 64, and the scaled size
@@ -84,6 +105,44 @@ pub(super) fn unpad(img: &RgbImage, w: usize, h: usize) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pixel_perfect_scales_the_short_side_as_the_resize_mode_does() {
+        // A 300x200 photo for a 768x512 output: both factors 2.56 -> 200 * 2.56 = 512.
+        for mode in [
+            ResizeMode::JustResize,
+            ResizeMode::CropAndResize,
+            ResizeMode::ResizeAndFill,
+        ] {
+            assert_eq!(pixel_perfect_resolution((300, 200), (768, 512), mode), 512);
+        }
+        // A square 100x100 map for 512 wide x 256 high: covering takes the larger factor (5.12),
+        // fitting inside the smaller (2.56).
+        let cover = pixel_perfect_resolution((100, 100), (512, 256), ResizeMode::CropAndResize);
+        let fit = pixel_perfect_resolution((100, 100), (512, 256), ResizeMode::ResizeAndFill);
+        assert_eq!((cover, fit), (512, 256));
+        // numpy rounds half to even: 3 x 2.5 = 7.5 -> 8, 5 x 2.5 = 12.5 -> 12.
+        assert_eq!(
+            pixel_perfect_resolution((3, 3), (5, 5), ResizeMode::JustResize),
+            5
+        );
+        assert_eq!(
+            pixel_perfect_resolution((4, 6), (10, 15), ResizeMode::JustResize),
+            10
+        );
+        assert_eq!(
+            pixel_perfect_resolution((2, 2), (5, 5), ResizeMode::JustResize),
+            5
+        );
+        assert_eq!(
+            pixel_perfect_resolution((6, 4), (15, 10), ResizeMode::ResizeAndFill),
+            10
+        );
+        assert_eq!(
+            pixel_perfect_resolution((5, 8), (12, 20), ResizeMode::CropAndResize),
+            12
+        );
+    }
 
     #[test]
     fn unset_values_take_the_default_and_bad_ones_are_refused() {

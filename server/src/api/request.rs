@@ -195,15 +195,15 @@ impl GenerationRequest {
         if img2img {
             params.init = Some(self.init_image()?);
         }
+        let (w, h) = self.size(config, params.init.as_ref())?;
         let controls = match self
             .alwayson_scripts
             .as_ref()
             .and_then(|s| s.get("controlnet"))
         {
-            Some(script) => check_units(script, config.controlnet_dir.as_deref())?,
+            Some(script) => check_units(script, config.controlnet_dir.as_deref(), (w, h))?,
             None => Vec::new(),
         };
-        let (w, h) = self.size(config, params.init.as_ref())?;
         params.width = w;
         params.height = h;
         params.hires = super::hires::hires(self, &params, config)?;

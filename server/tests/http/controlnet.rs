@@ -148,3 +148,32 @@ fn controlnet_units_run_and_bad_ones_are_refused() {
         );
     }
 }
+
+/// `pixel_perfect`: the preprocessor runs at the resolution the output's pixel density gives
+/// (the 32 px control image covering a 64x96 output: short side x3 = 96), as `processor_res` 96
+/// would, not at the default 512.
+#[test]
+fn pixel_perfect_runs_the_preprocessor_at_the_outputs_density() {
+    let server = start(config());
+    let run = |extra: Value| {
+        let mut unit = json!({"image": control_png(), "module": "canny", "model": "sd1-a"});
+        for (k, v) in extra.as_object().unwrap() {
+            unit[k] = v.clone();
+        }
+        let mut body = request(unit);
+        (body["width"], body["height"]) = (json!(64), json!(96));
+        let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &body);
+        assert_eq!(status, 200, "{body}");
+        body["images"][0].clone()
+    };
+    let perfect = run(json!({"pixel_perfect": true}));
+    assert_eq!(perfect, run(json!({"processor_res": 96})));
+    assert_ne!(perfect, run(json!({})));
+    let (status, body) = post_json(
+        &server,
+        "/sdapi/v1/txt2img",
+        &request(json!({"image": control_png(), "model": "sd1-a", "pixel_perfect": "yes"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("pixel_perfect"), "{body}");
+}
