@@ -10,7 +10,7 @@ use kiln_models::image::{read_image, RgbImage};
 use kiln_models::pipeline::{
     open_controlnet, sha256_file, ControlMode, ControlUnit, StableDiffusion,
 };
-use kiln_models::preprocess::{processor_res, Preprocessor, ResizeMode};
+use kiln_models::preprocess::{processor_res, PreprocessorSettings, ResizeMode};
 use kiln_nn::weights::WeightType;
 
 /// One `--control` before its model is loaded.
@@ -19,6 +19,7 @@ pub struct ControlSpec {
     model: PathBuf,
     image: RgbImage,
     module: String,
+    settings: PreprocessorSettings,
     weight: f32,
 }
 
@@ -88,7 +89,8 @@ pub fn read_controls(
     pre: &[String],
     res: Option<u32>,
 ) -> Result<Vec<ControlSpec>> {
-    let res = processor_res(res.map(f64::from)).context("--control-res")?;
+    let raw_res = res.map(f64::from);
+    let res = processor_res(raw_res).context("--control-res")?;
     if !pre.is_empty() && pre.len() != controls.len() {
         bail!(
             "--control-pre was given {} times for {} --control: give one per --control, in order",
@@ -106,8 +108,11 @@ pub fn read_controls(
             );
         }
         let module = pre.get(i).map_or("none", String::as_str);
-        let preprocessor =
-            Preprocessor::from_name(module).with_context(|| format!("--control-pre {module}"))?;
+        let settings = PreprocessorSettings::settle(module, raw_res, None, None, false)
+            .with_context(|| format!("--control-pre {module}"))?;
+        let preprocessor = settings
+            .preprocessor(module)
+            .with_context(|| format!("--control-pre {module}"))?;
         let image = read_image(&image)
             .with_context(|| format!("--control {arg}: the control image {}", image.display()))?;
         let image = preprocessor
@@ -118,6 +123,7 @@ pub fn read_controls(
             model,
             image,
             module: module.to_string(),
+            settings,
             weight,
         });
     }
@@ -164,6 +170,7 @@ pub fn load_controls(
                 name,
                 hash: Some(hash),
                 module: s.module.clone(),
+                settings: s.settings.clone(),
                 image: s.image.clone(),
                 resize: settings.resize,
                 scale: s.weight,

@@ -9,7 +9,9 @@ use std::sync::{Mutex, OnceLock};
 
 use kiln_models::image::RgbImage;
 use kiln_models::pipeline::{sha256_file, ControlMode};
-use kiln_models::preprocess::{pixel_perfect_resolution, processor_res, Preprocessor, ResizeMode};
+use kiln_models::preprocess::{
+    pixel_perfect_resolution, processor_res, PreprocessorSettings, ResizeMode,
+};
 use serde_json::Value;
 
 use crate::api::images::decode_base64_image;
@@ -23,6 +25,7 @@ pub struct ControlRequest {
     pub name: String,
     pub path: PathBuf,
     pub module: String,
+    pub settings: PreprocessorSettings,
     pub image: RgbImage,
     pub weight: f32,
     pub guidance_start: f32,
@@ -160,20 +163,38 @@ pub fn check_units(
             }
         };
         let module = text("module").unwrap_or("none").to_string();
-        // The extension's sliders: canny's low / high thresholds, threshold's and scribble_xdog's
-        // threshold; -1 (or absent) keeps the module's default.
-        let slider = |k: &str| unit.get(k).and_then(Value::as_f64).map(|v| v as f32);
-        let pre =
-            Preprocessor::with_thresholds(&module, slider("threshold_a"), slider("threshold_b"))
-                .map_err(|e| ApiError::invalid(&f("module"), e.to_string()))?;
-        let res = match unit.get("processor_res") {
+        let raw_res = match unit.get("processor_res") {
             None | Some(Value::Null) => None,
             Some(v) => Some(v.as_f64().ok_or_else(|| {
                 ApiError::invalid(&f("processor_res"), "processor_res must be a number")
             })?),
         };
-        let res = processor_res(res)
+        let res = processor_res(raw_res)
             .map_err(|e| ApiError::invalid(&f("processor_res"), e.to_string()))?;
+        let pixel_perfect = match unit.get("pixel_perfect") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    &f("pixel_perfect"),
+                    "pixel_perfect must be true or false",
+                ))
+            }
+        };
+        // The extension's sliders (canny's low / high thresholds, threshold's and
+        // scribble_xdog's threshold): outside the module's range, -1 among them, the default.
+        let slider = |k: &str| unit.get(k).and_then(Value::as_f64);
+        let settings = PreprocessorSettings::settle(
+            &module,
+            raw_res,
+            slider("threshold_a"),
+            slider("threshold_b"),
+            pixel_perfect,
+        )
+        .map_err(|e| ApiError::invalid(&f("module"), e.to_string()))?;
+        let pre = settings
+            .preprocessor(&module)
+            .map_err(|e| ApiError::invalid(&f("module"), e.to_string()))?;
         let mode = a1111_choice(
             unit,
             "control_mode",
@@ -200,18 +221,11 @@ pub fn check_units(
         }
         let weight = num("weight", 1.0)?;
         // "Pixel Perfect": the resolution the output's own pixel density gives, in place of
-        // processor_res (which the extension still checks, as here).
-        let res = match unit.get("pixel_perfect") {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => res,
-            Some(Value::Bool(true)) => {
-                pixel_perfect_resolution((image.width, image.height), target, resize)
-            }
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    &f("pixel_perfect"),
-                    "pixel_perfect must be true or false",
-                ))
-            }
+        // processor_res (which the extension still checks and records, as here).
+        let res = if pixel_perfect {
+            pixel_perfect_resolution((image.width, image.height), target, resize)
+        } else {
+            res
         };
         // The preprocessor last, after every cheap check.
         let image = pre
@@ -222,6 +236,7 @@ pub fn check_units(
             name,
             path,
             module,
+            settings,
             image,
             weight,
             guidance_start: start,

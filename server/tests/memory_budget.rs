@@ -110,6 +110,7 @@ fn params(model: &StableDiffusion, control: bool) -> Result<GenerationParams, Pi
             name: "sd1-a".into(),
             hash: None,
             module: "none".into(),
+            settings: kiln_models::preprocess::PreprocessorSettings::defaults("none").unwrap(),
             image: read_image(&dir.join("control.png")).unwrap(),
             resize: ResizeMode::default(),
             scale: 1.0,

@@ -19,7 +19,7 @@ use kiln_models::image::read_image;
 use kiln_models::pipeline::{
     generate, infotext, ControlMode, ControlUnit, GenerationParams, InitImage, StableDiffusion,
 };
-use kiln_models::preprocess::ResizeMode;
+use kiln_models::preprocess::{PreprocessorSettings, ResizeMode};
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
 use kiln_runtime::{DType, Device, Tensor};
@@ -247,6 +247,7 @@ fn params_for(device: &Device, case: &Value) -> GenerationParams {
                 name: name.into(),
                 hash: None,
                 module: "none".into(),
+                settings: PreprocessorSettings::defaults("none").unwrap(),
                 image: image.clone(),
                 resize: ResizeMode::JustResize,
                 scale: f(&u["scale"]),
@@ -322,6 +323,7 @@ fn a_controlnet_for_another_base_is_refused_naming_both() {
         name: "sdxl".into(),
         hash: None,
         module: "none".into(),
+        settings: PreprocessorSettings::defaults("none").unwrap(),
         image: read_image(&dir().join("control.png")).unwrap(),
         resize: ResizeMode::JustResize,
         scale: 1.0,
@@ -353,6 +355,7 @@ fn infotext_has_a1111_controlnet_fields() {
         name: name.into(),
         hash: Some("d14c016b".into()),
         module: "canny".into(),
+        settings: PreprocessorSettings::defaults("canny").unwrap(),
         image: read_image(&dir().join("control.png")).unwrap(),
         resize,
         scale,
@@ -370,17 +373,23 @@ fn infotext_has_a1111_controlnet_fields() {
         unit("b", 0.5, ResizeMode::ResizeAndFill, ControlMode::ControlNet),
         unit("c", 0.5, ResizeMode::JustResize, ControlMode::Prompt),
     ];
+    // A client's own resolution, thresholds and Pixel Perfect, written as the extension does.
+    p.controls[1].settings =
+        PreprocessorSettings::settle("canny", Some(768.0), Some(50.0), Some(150.5), true).unwrap();
     let info = infotext(&p, 1, "m", None);
     let text = info.format();
     assert!(
         text.ends_with(
             "ControlNet 0: \"Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 1.0, \
-             Resize Mode: Crop and Resize, Guidance Start: 0.0, Guidance End: 0.75, Control Mode: \
+             Resize Mode: Crop and Resize, Processor Res: 512, Threshold A: 100, Threshold B: 200, \
+             Guidance Start: 0.0, Guidance End: 0.75, Pixel Perfect: False, Control Mode: \
              Balanced\", ControlNet 1: \"Module: canny, Model: b [d14c016b], Weight: 0.5, Resize \
-             Mode: Resize and Fill, Guidance Start: 0.0, Guidance End: 0.75, Control Mode: \
+             Mode: Resize and Fill, Processor Res: 768, Threshold A: 50.0, Threshold B: 150.5, \
+             Guidance Start: 0.0, Guidance End: 0.75, Pixel Perfect: True, Control Mode: \
              ControlNet is more important\", ControlNet 2: \"Module: canny, Model: c [d14c016b], \
-             Weight: 0.5, Resize Mode: Just Resize, Guidance Start: 0.0, Guidance End: 0.75, \
-             Control Mode: My prompt is more important\""
+             Weight: 0.5, Resize Mode: Just Resize, Processor Res: 512, Threshold A: 100, Threshold \
+             B: 200, Guidance Start: 0.0, Guidance End: 0.75, Pixel Perfect: False, Control Mode: \
+             My prompt is more important\""
         ),
         "{text}"
     );

@@ -61,6 +61,7 @@ fn params_for(
         name: "sd1-a".into(),
         hash: None,
         module: "none".into(),
+        settings: kiln_models::preprocess::PreprocessorSettings::defaults("none").unwrap(),
         image: read_image(&fixtures().join("controlnet/control.png")).unwrap(),
         resize: ResizeMode::JustResize,
         scale: 1.0,

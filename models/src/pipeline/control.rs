@@ -17,7 +17,7 @@ use super::error::{PipelineError, Result};
 use super::load::StableDiffusion;
 use crate::controlnet::{check_base, ControlInputs, ControlNetLoad, ControlNetModel};
 use crate::image::RgbImage;
-use crate::preprocess::{fit, ResizeMode};
+use crate::preprocess::{fit, PreprocessorSettings, ResizeMode};
 use crate::unet::{AddedCond, ControlResiduals};
 
 /// A loaded ControlNet as generation parameters hold it. A trait object: its `Send + Sync` bound
@@ -44,6 +44,8 @@ pub struct ControlUnit {
     pub hash: Option<String>,
     /// The preprocessor that made `image` (A1111's "Module"), for the infotext.
     pub module: String,
+    /// Its resolution and thresholds as the extension settles and records them.
+    pub settings: PreprocessorSettings,
     /// The control image, already preprocessed (canny edges, ...); fitted to the output size.
     pub image: RgbImage,
     /// How `image` is fitted to the output size.
@@ -87,13 +89,15 @@ impl ControlUnit {
             None => self.name.clone(),
         };
         format!(
-            "Module: {}, Model: {model}, Weight: {}, Resize Mode: {}, Guidance Start: {}, \
-             Guidance End: {}, Control Mode: {}",
+            "Module: {}, Model: {model}, Weight: {}, Resize Mode: {}, {}, Guidance Start: {}, \
+             Guidance End: {}, Pixel Perfect: {}, Control Mode: {}",
             self.module,
             num(self.scale),
             self.resize,
+            self.settings.sliders_infotext(),
             num(self.guidance_start),
             num(self.guidance_end),
+            self.settings.pixel_perfect_infotext(),
             self.mode
         )
     }

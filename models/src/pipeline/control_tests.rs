@@ -49,6 +49,7 @@ fn residuals(net: &Arc<ControlNetModel>, mode: ControlMode, hires: bool) -> Cont
         name: "sd1-a".into(),
         hash: None,
         module: "canny".into(),
+        settings: crate::preprocess::PreprocessorSettings::defaults("canny").unwrap(),
         image,
         resize: ResizeMode::JustResize,
         scale: 0.9,

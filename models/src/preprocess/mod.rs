@@ -10,6 +10,7 @@ mod canny;
 mod fit;
 mod gaussian;
 mod resolution;
+mod settings;
 mod xdog;
 
 use crate::image::{GrayImage, RgbImage};
@@ -17,6 +18,7 @@ use crate::image::{GrayImage, RgbImage};
 pub use canny::canny;
 pub use fit::{fit, ResizeMode};
 pub use resolution::{pixel_perfect_resolution, processor_res, DEFAULT_RESOLUTION};
+pub use settings::{PreprocessorSettings, Setting};
 pub use xdog::scribble_xdog;
 
 #[derive(Debug, thiserror::Error)]

@@ -44,6 +44,7 @@ pub fn control_units(
             name: r.name.clone(),
             hash: short_hash(&r.path),
             module: r.module.clone(),
+            settings: r.settings.clone(),
             image: r.image.clone(),
             resize: r.resize,
             scale: r.weight,

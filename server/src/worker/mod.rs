@@ -499,6 +499,7 @@ mod tests {
             name: "canny".into(),
             path: PathBuf::from("canny.safetensors"),
             module: "canny".into(),
+            settings: kiln_models::preprocess::PreprocessorSettings::defaults("canny").unwrap(),
             image: kiln_models::image::RgbImage::new(8, 8, vec![0; 192]).unwrap(),
             weight: 1.0,
             guidance_start: 0.0,

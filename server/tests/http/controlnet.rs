@@ -164,9 +164,29 @@ fn pixel_perfect_runs_the_preprocessor_at_the_outputs_density() {
         (body["width"], body["height"]) = (json!(64), json!(96));
         let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &body);
         assert_eq!(status, 200, "{body}");
-        body["images"][0].clone()
+        // The pixels: the infotexts differ (Processor Res, Pixel Perfect).
+        decode_png(&b64decode(body["images"][0].as_str().unwrap()))
+            .unwrap()
+            .image
+            .data
     };
     let perfect = run(json!({"pixel_perfect": true}));
+    // Recorded as the extension records it: the sent processor_res (here its default), the
+    // thresholds with one out of canny's 1..255 range back at its default.
+    let unit = json!({"image": control_png(), "module": "canny", "model": "sd1-a",
+                      "pixel_perfect": true, "threshold_a": 50, "threshold_b": 300});
+    let (status, body) = post_json(&server, "/sdapi/v1/txt2img", &request(unit));
+    assert_eq!(status, 200, "{body}");
+    let png = decode_png(&b64decode(body["images"][0].as_str().unwrap())).unwrap();
+    let text = png.text("parameters").unwrap();
+    assert!(
+        text.contains(
+            "Resize Mode: Crop and Resize, Processor Res: 512, Threshold A: 50.0, Threshold B: \
+             200, Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: True, Control Mode: \
+             Balanced\""
+        ),
+        "{text}"
+    );
     assert_eq!(perfect, run(json!({"processor_res": 96})));
     assert_ne!(perfect, run(json!({})));
     let (status, body) = post_json(
