@@ -35,6 +35,7 @@ use kiln_models::vae::{AutoencoderKL, VaeConfig};
 use kiln_nn::weights::{ShapeSource, Weights};
 use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device, Tensor};
+use kiln_tests::{fixtures, temp};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
@@ -42,10 +43,6 @@ use serde_json::Value;
 const SAME_WEIGHTS_TOL: f32 = 1e-5;
 
 type Shapes = BTreeMap<String, Vec<usize>>;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
 
 fn single_file(name: &str) -> PathBuf {
     fixtures()
@@ -494,9 +491,7 @@ fn inferred_configs_of_the_tiny_files_match_the_fixtures_where_weights_tell() {
 // ---- bad input ----
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-single-file-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::dir(&format!("single-file-{name}"))
 }
 
 /// A copy of a tiny single file with `edit` applied to its (name, dtype, shape, bytes) list.

@@ -28,10 +28,7 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-tokenizer-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    kiln_tests::temp::empty_dir(&format!("tokenizer-{name}"))
 }
 
 /// Every fixture prompt: unpadded ids, and 77-token ids padded with EOS (SD1) and, from the

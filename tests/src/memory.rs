@@ -1,0 +1,35 @@
+//! Peak-memory measurements against `--plan`: a clean window per run, the allowed gap, and turns
+//! for tests that share the process-wide CPU counter.
+
+use std::sync::{Mutex, MutexGuard};
+
+use kiln_runtime::Device;
+
+/// The plan may differ from the measured peak by this fraction. It is an upper bound by design
+/// for the streamed figure; for the resident run it matched to the byte on the CPU backend and on
+/// llvmpipe when written.
+pub const MARGIN: f64 = 0.02;
+
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Holds this test binary's turn: the CPU backend's counter and budget are process-wide.
+pub fn take_turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fresh peak window: cached GPU buffers from earlier runs given back, peaks at current use.
+pub fn fresh(device: &Device) {
+    if let Device::Gpu(ctx) = device {
+        ctx.trim_pool();
+    }
+    device.reset_peak_memory();
+}
+
+/// Asserts a planned figure is within `MARGIN` of the measured one.
+pub fn within(planned: u64, measured: u64, what: &str) {
+    let diff = (planned as f64 - measured as f64).abs();
+    assert!(
+        diff <= MARGIN * measured as f64,
+        "{what}: planned {planned}, measured {measured}"
+    );
+}
