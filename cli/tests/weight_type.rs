@@ -2,27 +2,16 @@
 //! the f32 one, a quantised model folder generates, and unknown types are clear errors with no
 //! output.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use kiln_models::image::png::decode_png;
 
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{assert_ok, generate_on_cpu, temp_dir, tiny};
 
 fn generate(out: &Path, weight_type: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .env_remove("KILN_DEVICE")
-        .args(["--device", "cpu", "generate", "-m"])
-        .arg(tiny())
+    generate_on_cpu(&tiny())
         .args([
             "-p",
             "a red circle",
@@ -126,11 +115,7 @@ fn kiln_quantize_writes_a_model_that_generates() {
         .arg(&png)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(png.is_file());
 }
 
