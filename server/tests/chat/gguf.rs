@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 
-use futures_util::StreamExt;
 use kiln_runtime::gguf::GgufFile;
 use kiln_runtime::DeviceChoice;
 use kiln_server::{LlmSettings, ModelSet, Server, ServerConfig};
@@ -89,15 +88,7 @@ fn gguf_files_are_served_with_llama_cpps_replies_and_ids() {
                 chat["ids"].as_array().unwrap().len(),
                 "{model}"
             );
-            let mut streamed = request.clone();
-            streamed.stream = Some(true);
-            let mut stream = client.chat().create_stream(streamed).await.unwrap();
-            let mut text = String::new();
-            while let Some(chunk) = stream.next().await {
-                for c in chunk.unwrap().choices {
-                    text.push_str(c.delta.content.as_deref().unwrap_or(""));
-                }
-            }
+            let text = streamed_text(&client, request.clone()).await;
             assert_eq!(text, want, "{model} streamed");
         });
         // Plain text through /tokenize: llama.cpp's ids.

@@ -15,7 +15,6 @@ use async_openai::types::chat::{
     CreateChatCompletionRequestArgs, ImageUrlArgs,
 };
 use base64::Engine;
-use futures_util::StreamExt;
 use kiln_runtime::DeviceChoice;
 use kiln_server::{LlmSettings, ModelSet, Server, ServerConfig};
 use serde_json::Value;
@@ -152,15 +151,7 @@ fn image_replies_are_the_transformers_greedy_tokens_whole_and_streamed() {
                 "{case}: the prompt counts every image token"
             );
 
-            let mut streamed = request(case);
-            streamed.stream = Some(true);
-            let mut stream = client.chat().create_stream(streamed).await.unwrap();
-            let mut text = String::new();
-            while let Some(chunk) = stream.next().await {
-                for c in chunk.unwrap().choices {
-                    text.push_str(c.delta.content.as_deref().unwrap_or(""));
-                }
-            }
+            let text = streamed_text(&client, request(case)).await;
             assert_eq!(text, want, "{case} streamed");
         }
     });
