@@ -37,11 +37,29 @@ pub fn read_all_f32(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
+/// A fixture's JSON file; a missing one panics naming it and the script that writes it.
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run the tools/make_*.py script that writes it",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
 /// The `cases` array of a fixture's JSON file.
 pub fn cases(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["cases"].as_array().unwrap().clone()
+    read_json(path)["cases"].as_array().unwrap().clone()
+}
+
+/// A JSON array of numbers as f32 values.
+pub fn json_f32s(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 /// The largest |got - want| over the pairs (a length mismatch is the caller's to check).

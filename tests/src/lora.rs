@@ -2,10 +2,14 @@
 //! tools/make_sdxl_lora_fixtures.py): the LoRA files, the cases and diffusers' images.
 
 use kiln_models::lora::LoraLibrary;
+use kiln_models::pipeline::StableDiffusion;
+use kiln_runtime::Device;
 use serde_json::Value;
 
 use crate::fixtures;
-use crate::golden::read_f32;
+use crate::golden::{assert_within, checked_max_err, read_f32, read_json};
+use crate::model::run;
+use crate::params::case_params;
 
 /// The LoRA fixtures of the model folder tests/fixtures/NAME.
 pub struct LoraFixture(pub &'static str);
@@ -18,13 +22,35 @@ impl LoraFixture {
 
     /// lora_cases.json: the cases, their prompts and the files' hashes.
     pub fn json(&self) -> Value {
-        let path = fixtures().join(self.0).join("lora_cases.json");
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        read_json(&fixtures().join(self.0).join("lora_cases.json"))
     }
 
     /// Diffusers' image for case `name`.
     pub fn golden(&self, name: &str) -> Vec<f32> {
         let path = fixtures().join(self.0).join("lora_golden.safetensors");
         read_f32(&path, &format!("{name}/image")).1
+    }
+    /// Generates `case` with the LoRAs its prompts name from `library` and asserts diffusers'
+    /// image within `tol`, and that the adapters move that image from `none` (diffusers' image
+    /// without them) by over 100 `tol`, so a LoRA applied wrongly or not at all fails.
+    pub fn check_case(
+        &self,
+        device: &Device,
+        model: &StableDiffusion,
+        library: &LoraLibrary,
+        case: &Value,
+        none: &[f32],
+        tol: f32,
+    ) {
+        let name = case["name"].as_str().unwrap();
+        let mut p = case_params(case);
+        p.loras = library.resolve(&p.prompt, &p.negative_prompt).unwrap();
+        let got = run(model, &p);
+        let want = self.golden(name);
+        assert_within(device, name, checked_max_err(&got, &want), tol);
+        assert!(
+            checked_max_err(&want, none) > 100.0 * tol,
+            "{name}: the adapters change the image"
+        );
     }
 }

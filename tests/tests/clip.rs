@@ -183,14 +183,18 @@ fn with_reshaped(src: &Path, dst: &Path, name: &str, shape: &[usize]) {
 
 #[test]
 fn wrong_shaped_weight_is_named_with_both_shapes() {
-    let dir = fixture("tiny-sd2");
-    let bad = temp_dir().join("wrong_fc1.safetensors");
+    // The load error of `variant`'s text encoder with tensor `name` stored as `shape`.
+    let reshaped = |variant: &str, file: &str, name: &str, shape: &[usize]| {
+        let dir = fixture(variant);
+        let bad = temp_dir().join(file);
+        with_reshaped(&dir.join("model.safetensors"), &bad, name, shape);
+        load(&dir, &bad, &Device::Cpu, DType::F32)
+            .err()
+            .unwrap()
+            .to_string()
+    };
     let name = "encoder.layers.1.mlp.fc1.weight";
-    with_reshaped(&dir.join("model.safetensors"), &bad, name, &[32, 37]);
-    let err = load(&dir, &bad, &Device::Cpu, DType::F32)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = reshaped("tiny-sd2", "wrong_fc1.safetensors", name, &[32, 37]);
     assert!(err.contains(name), "{err}");
     assert!(
         err.contains("[32, 37]") && err.contains("expected [37, 32]"),
@@ -198,14 +202,8 @@ fn wrong_shaped_weight_is_named_with_both_shapes() {
     );
 
     // The same in the prefixed (hub) layout names the full tensor.
-    let dir = fixture("tiny-sd1");
-    let bad = temp_dir().join("wrong_pos.safetensors");
     let name = "text_model.embeddings.position_embedding.weight";
-    with_reshaped(&dir.join("model.safetensors"), &bad, name, &[76, 32]);
-    let err = load(&dir, &bad, &Device::Cpu, DType::F32)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = reshaped("tiny-sd1", "wrong_pos.safetensors", name, &[76, 32]);
     assert!(err.contains(name), "{err}");
     assert!(
         err.contains("[76, 32]") && err.contains("expected [77, 32]"),

@@ -608,14 +608,24 @@ fn an_unused_tensor_is_named() {
 
 #[test]
 fn a_wrong_shape_names_the_stored_and_the_diffusers_tensor() {
+    // A copy of `source` with f32 tensor `victim`, stored as `was`, stored as `shape` instead.
+    let reshaped = |source: &str, name: &str, victim: &str, was: &[usize], shape: &[usize]| {
+        edited(source, name, |t| {
+            let entry = t.iter_mut().find(|(n, ..)| n == victim).unwrap();
+            assert_eq!(entry.2, was);
+            entry.2 = shape.to_vec();
+            entry.3.resize(shape.iter().product::<usize>() * 4, 0);
+        })
+    };
     // The VAE's mid-block q: a [32, 32, 1, 1] conv stored as [32, 32, 3, 3].
     let victim = "first_stage_model.decoder.mid.attn_1.q.weight";
-    let path = edited("tiny-sd1", "shape-vae", |t| {
-        let entry = t.iter_mut().find(|(n, ..)| n == victim).unwrap();
-        assert_eq!(entry.2, [32, 32, 1, 1]);
-        entry.2 = vec![32, 32, 3, 3];
-        entry.3 = vec![0; 32 * 32 * 9 * 4];
-    });
+    let path = reshaped(
+        "tiny-sd1",
+        "shape-vae",
+        victim,
+        &[32, 32, 1, 1],
+        &[32, 32, 3, 3],
+    );
     let vae = VaeConfig::from_file(fixtures().join("tiny-sd1/vae/config.json")).unwrap();
     let e = SingleFile::open(&path)
         .unwrap()
@@ -634,12 +644,7 @@ fn a_wrong_shape_names_the_stored_and_the_diffusers_tensor() {
 
     // OpenCLIP's fused projection with 93 rows instead of 96: each third is [31, 32], not [32, 32].
     let victim = "cond_stage_model.model.transformer.resblocks.1.attn.in_proj_weight";
-    let path = edited("tiny-sd2", "shape-clip", |t| {
-        let entry = t.iter_mut().find(|(n, ..)| n == victim).unwrap();
-        assert_eq!(entry.2, [96, 32]);
-        entry.2 = vec![93, 32];
-        entry.3.truncate(93 * 32 * 4);
-    });
+    let path = reshaped("tiny-sd2", "shape-clip", victim, &[96, 32], &[93, 32]);
     let cfg =
         ClipTextConfig::from_file(fixtures().join("tiny-sd2/text_encoder/config.json")).unwrap();
     let e = SingleFile::open(&path)

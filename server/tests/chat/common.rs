@@ -24,7 +24,15 @@ pub fn bundled_image() -> PathBuf {
 
 /// Both bundled models on the CPU backend at a free port, `parallel` slots.
 pub fn config(parallel: usize) -> ServerConfig {
-    let mut c = ServerConfig::new(ModelSet::List(vec![bundled_image(), bundled_chat()]));
+    cpu_config(
+        ModelSet::List(vec![bundled_image(), bundled_chat()]),
+        parallel,
+    )
+}
+
+/// `models` on the CPU backend at a free port, `parallel` chat slots of 256 tokens each.
+pub fn cpu_config(models: ModelSet, parallel: usize) -> ServerConfig {
+    let mut c = ServerConfig::new(models);
     c.device = DeviceChoice::Cpu;
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.llm = LlmSettings {

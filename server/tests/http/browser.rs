@@ -133,6 +133,23 @@ impl Driver {
         )
     }
 
+    /// The caption of the newest image in the gallery.
+    fn first_caption(&self) -> String {
+        let caption = self.js("return document.querySelector('#gallery figcaption').textContent");
+        caption.as_str().unwrap().to_string()
+    }
+
+    /// Clicks Generate and waits for an image in the (empty) gallery: its caption.
+    fn generate_first(&self) -> String {
+        self.click("#generate");
+        self.wait_js(
+            60,
+            "an image in the gallery",
+            "return document.querySelectorAll('#gallery figure img').length",
+        );
+        self.first_caption()
+    }
+
     fn wait_js(&self, secs: u64, what: &str, script: &str) -> Value {
         let end = Instant::now() + Duration::from_secs(secs);
         loop {
@@ -164,14 +181,7 @@ fn generate_into_gallery(d: &Driver) {
     d.type_into("#prompt", "a blue square on a yellow background");
     d.type_into("#steps", "3");
     d.type_into("#seed", "7");
-    d.click("#generate");
-    d.wait_js(
-        60,
-        "an image in the gallery",
-        "return document.querySelectorAll('#gallery figure img').length",
-    );
-    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
-    let caption = caption.as_str().unwrap();
+    let caption = d.generate_first();
     assert!(
         caption.starts_with("a blue square on a yellow background\nSteps: 3,"),
         "{caption}"
@@ -255,8 +265,7 @@ fn hires_fix_into_gallery(d: &Driver) {
     );
     let width = d.wait_js(60, "the hires image in the gallery", &newer);
     assert_eq!(width, 96, "hires width");
-    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
-    let caption = caption.as_str().unwrap();
+    let caption = d.first_caption();
     assert!(
         caption.contains("Size: 64x64")
             && caption.contains("Hires upscale: 1.5, Hires steps: 1, Hires upscaler: Latent"),
@@ -304,14 +313,7 @@ fn web_page_runs_a_controlnet_unit() {
     d.type_into("#width", "32");
     d.type_into("#height", "32");
     d.type_into("#steps", "2");
-    d.click("#generate");
-    d.wait_js(
-        60,
-        "an image in the gallery",
-        "return document.querySelectorAll('#gallery figure img').length",
-    );
-    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
-    let caption = caption.as_str().unwrap();
+    let caption = d.generate_first();
     assert!(
         caption.contains("ControlNet 0: ") && caption.contains("sd1-a"),
         "{caption}"
@@ -340,8 +342,7 @@ fn xyz_plot_into_gallery(d: &Driver) {
         height > 2 * 64 && height < 2 * 64 + 40,
         "grid height {height}"
     );
-    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
-    let caption = caption.as_str().unwrap();
+    let caption = d.first_caption();
     assert!(
         caption.contains("Script: X/Y/Z plot, X Type: Steps, X Values: \"1,2\"")
             && caption.contains("Y Type: CFG Scale"),
