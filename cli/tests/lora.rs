@@ -13,14 +13,14 @@ use kiln_runtime::{DType, Device};
 mod common;
 use common::{generate_on_cpu, stderr, temp_dir, tiny};
 
-/// The fixture's case settings: Euler, 4 steps, CFG 7.5, seed 42, 32x32.
-fn generate(dir: &Path, extra: &[&str]) -> Output {
-    generate_on_cpu(&tiny())
+/// The fixtures' case settings on `model`: Euler, 4 steps, CFG `cfg`, seed 42, 32x32.
+fn generate_case(model: &Path, cfg: &str, out: &Path, extra: &[&str]) -> Output {
+    generate_on_cpu(model)
         .args([
             "--steps",
             "4",
             "--cfg-scale",
-            "7.5",
+            cfg,
             "-s",
             "42",
             "-W",
@@ -29,10 +29,15 @@ fn generate(dir: &Path, extra: &[&str]) -> Output {
             "32",
         ])
         .arg("-o")
-        .arg(dir.join("out.png"))
+        .arg(out)
         .args(extra)
         .output()
         .unwrap()
+}
+
+/// The tiny SD 1.x fixture's case settings (CFG 7.5).
+fn generate(dir: &Path, extra: &[&str]) -> Output {
+    generate_case(&tiny(), "7.5", &dir.join("out.png"), extra)
 }
 
 /// `name/image` of `model`'s lora_golden.safetensors rounded to 8 bits as diffusers'
@@ -139,24 +144,8 @@ fn sdxl_loras_from_the_command_line() {
     let sdxl = tiny().parent().unwrap().join("tiny-sdxl");
     let dir = temp_dir("sdxl");
     let run = |extra: &[&str]| {
-        generate_on_cpu(&sdxl)
-            .args([
-                "--steps",
-                "4",
-                "--cfg-scale",
-                "5",
-                "-s",
-                "42",
-                "-W",
-                "32",
-                "-H",
-                "32",
-            ])
-            .args(["-n", "blurry, dark", "-o"])
-            .arg(dir.join("out.png"))
-            .args(extra)
-            .output()
-            .unwrap()
+        let args = [&["-n", "blurry, dark"], extra].concat();
+        generate_case(&sdxl, "5", &dir.join("out.png"), &args)
     };
     let out = run(&[
         "-p",

@@ -83,17 +83,22 @@ fn unknown_weight_type_is_a_clear_error_without_output() {
     );
 }
 
+/// `kiln quantize --type TY` of the tiny model into `out`.
+fn quantize(ty: &str, out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["quantize", "--type", ty, "-m"])
+        .arg(tiny())
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn kiln_quantize_writes_a_model_that_generates() {
     let dir = temp_dir("quantize");
     let model = dir.join("tiny-q8");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["quantize", "--type", "q8_0", "-m"])
-        .arg(tiny())
-        .arg("-o")
-        .arg(&model)
-        .output()
-        .unwrap();
+    let out = quantize("q8_0", &model);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("packed as q8_0"), "{err}");
@@ -122,25 +127,13 @@ fn kiln_quantize_writes_a_model_that_generates() {
 #[test]
 fn kiln_quantize_rejects_an_unknown_type_without_output() {
     let dir = temp_dir("quantize-bad");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["quantize", "--type", "q9_k", "-m"])
-        .arg(tiny())
-        .arg("-o")
-        .arg(dir.join("model"))
-        .output()
-        .unwrap();
+    let out = quantize("q9_k", &dir.join("model"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown format `q9_k`"), "{err}");
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
     // A read-only ggml type: refused, naming what kiln packs.
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["quantize", "--type", "q3_k", "-m"])
-        .arg(tiny())
-        .arg("-o")
-        .arg(dir.join("model"))
-        .output()
-        .unwrap();
+    let out = quantize("q3_k", &dir.join("model"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("packs only q8_0, q4_0 and nf4"), "{err}");

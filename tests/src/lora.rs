@@ -30,27 +30,32 @@ impl LoraFixture {
         let path = fixtures().join(self.0).join("lora_golden.safetensors");
         read_f32(&path, &format!("{name}/image")).1
     }
-    /// Generates `case` with the LoRAs its prompts name from `library` and asserts diffusers'
-    /// image within `tol`, and that the adapters move that image from `none` (diffusers' image
-    /// without them) by over 100 `tol`, so a LoRA applied wrongly or not at all fails.
-    pub fn check_case(
+    /// Every case on one loaded `model`, adapters changing per generation with no reload: each
+    /// generated with the LoRAs its prompts name gives diffusers' image within `tol`, the adapters
+    /// move that image from diffusers' image without them (`none`, returned) by over 100 `tol`
+    /// (so a LoRA applied wrongly or not at all fails), then `after(name, none)` runs.
+    pub fn check_cases(
         &self,
         device: &Device,
         model: &StableDiffusion,
-        library: &LoraLibrary,
-        case: &Value,
-        none: &[f32],
         tol: f32,
-    ) {
-        let name = case["name"].as_str().unwrap();
-        let mut p = case_params(case);
-        p.loras = library.resolve(&p.prompt, &p.negative_prompt).unwrap();
-        let got = run(model, &p);
-        let want = self.golden(name);
-        assert_within(device, name, checked_max_err(&got, &want), tol);
-        assert!(
-            checked_max_err(&want, none) > 100.0 * tol,
-            "{name}: the adapters change the image"
-        );
+        mut after: impl FnMut(&str, &[f32]),
+    ) -> Vec<f32> {
+        let library = self.library();
+        let none = self.golden("none");
+        for case in self.json()["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let mut p = case_params(case);
+            p.loras = library.resolve(&p.prompt, &p.negative_prompt).unwrap();
+            let got = run(model, &p);
+            let want = self.golden(name);
+            assert_within(device, name, checked_max_err(&got, &want), tol);
+            assert!(
+                checked_max_err(&want, &none) > 100.0 * tol,
+                "{name}: the adapters change the image"
+            );
+            after(name, &none);
+        }
+        none
     }
 }

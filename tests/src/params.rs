@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_models::embeddings::EmbeddingDb;
-use kiln_models::pipeline::GenerationParams;
+use kiln_models::image::read_image;
+use kiln_models::pipeline::{GenerationParams, InitImage};
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
 use serde_json::Value;
@@ -40,6 +41,21 @@ pub fn pipeline_case_params(case: &Value, dir: &Path) -> GenerationParams {
         ));
     }
     p
+}
+
+/// The init image of an img2img or inpainting case: `init{suffix}.png` in `dir`, with
+/// `mask{suffix}.png` when inpainting, at the case's strength; None for txt2img.
+pub fn case_init(case: &Value, dir: &Path, suffix: &str) -> Option<InitImage> {
+    let mode = case["mode"].as_str().unwrap();
+    (mode != "txt2img").then(|| InitImage {
+        image: read_image(&dir.join(format!("init{suffix}.png"))).unwrap(),
+        mask: (mode == "inpaint").then(|| {
+            read_image(&dir.join(format!("mask{suffix}.png")))
+                .unwrap()
+                .to_gray()
+        }),
+        strength: case["strength"].as_f64().unwrap(),
+    })
 }
 
 /// tiny-sd1's "txt2img_euler" case (also the ControlNet fixture's "scale1" case without its

@@ -37,11 +37,7 @@ const LORAS: LoraFixture = LoraFixture("tiny-sd1");
 /// same model without adapters gives diffusers' plain image (they were all cleared).
 fn check_all(device: &Device) {
     let model = StableDiffusion::load(&tiny(), device, DType::F32).unwrap();
-    let library = LORAS.library();
-    let none = LORAS.golden("none");
-    for case in LORAS.json()["cases"].as_array().unwrap() {
-        LORAS.check_case(device, &model, &library, case, &none, TOL);
-        let name = case["name"].as_str().unwrap();
+    let none = LORAS.check_cases(device, &model, TOL, |name, _| {
         assert_eq!(
             model.unet.lora().active_layers(),
             0,
@@ -51,7 +47,7 @@ fn check_all(device: &Device) {
             model.text_encoder.as_ref().unwrap().lora().active_layers(),
             0
         );
-    }
+    });
     let plain = case_params(&LORAS.json()["cases"][0]);
     let plain = GenerationParams {
         prompt: "a red circle on a blue background".into(),

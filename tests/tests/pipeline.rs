@@ -19,10 +19,10 @@ use kiln_models::clip::{ClipTextConfig, ClipTextModel};
 use kiln_models::embeddings::EmbeddingDb;
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::{decode_png, encode_png};
-use kiln_models::image::{read_image, RgbImage};
+use kiln_models::image::RgbImage;
 use kiln_models::pipeline::{
-    encode_prompt, generate, infotext, single_file_scheduler, GenerationParams, InitImage,
-    ModelSource, PipelineError, StableDiffusion,
+    encode_prompt, generate, infotext, single_file_scheduler, GenerationParams, ModelSource,
+    PipelineError, StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{PredictionType, SamplerSpec, SchedulerConfig};
@@ -35,7 +35,7 @@ use kiln_runtime::{DType, Device};
 use kiln_tests::fixtures;
 use kiln_tests::golden::{self, assert_images_match, max_err, read_f32};
 use kiln_tests::model::load_err;
-use kiln_tests::params::pipeline_case_params;
+use kiln_tests::params::{case_init, pipeline_case_params};
 use kiln_tests::temp::{self, copy_dir};
 use regex::Regex;
 use safetensors::SafeTensors;
@@ -94,22 +94,9 @@ fn cases() -> Vec<Value> {
 }
 
 fn params_for(case: &Value) -> GenerationParams {
-    let s = |k: &str| case[k].as_str().unwrap().to_string();
     let mut p = pipeline_case_params(case, &tiny());
-    let mode = s("mode");
-    if mode != "txt2img" {
-        // Cases at another size have their own init image and mask at that size ("_WxH").
-        let suffix = s("images");
-        p.init = Some(InitImage {
-            image: read_image(&tiny().join(format!("init{suffix}.png"))).unwrap(),
-            mask: (mode == "inpaint").then(|| {
-                read_image(&tiny().join(format!("mask{suffix}.png")))
-                    .unwrap()
-                    .to_gray()
-            }),
-            strength: case["strength"].as_f64().unwrap(),
-        });
-    }
+    // Cases at another size have their own init image and mask at that size ("_WxH").
+    p.init = case_init(case, &tiny(), case["images"].as_str().unwrap());
     p
 }
 

@@ -56,19 +56,15 @@ fn active_layers(model: &StableDiffusion) -> usize {
 /// the same model without adapters gives diffusers' plain image (they were all cleared).
 fn check_all(device: &Device) {
     let model = StableDiffusion::load(&tiny(), device, DType::F32).unwrap();
-    let library = LORAS.library();
-    let none = LORAS.golden("none");
-    for case in LORAS.json()["cases"].as_array().unwrap() {
-        LORAS.check_case(device, &model, &library, case, &none, TOL);
-        let name = case["name"].as_str().unwrap();
+    LORAS.check_cases(device, &model, TOL, |name, none| {
         assert_eq!(active_layers(&model), 0, "{name}: cleared after");
-        let err = checked_max_err(&run(&model, &plain_params()), &none);
+        let err = checked_max_err(&run(&model, &plain_params()), none);
         assert!(
             err <= TOL,
             "{} after {name}, without adapters: {err}",
             device.name()
         );
-    }
+    });
 }
 
 #[test]

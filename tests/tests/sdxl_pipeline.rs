@@ -9,15 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use kiln_kernels::testing::{assert_close, with_gpu};
-use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    encode_pair, encode_prompt, generate, GenerationParams, InitImage, StableDiffusion,
+    encode_pair, encode_prompt, generate, GenerationParams, StableDiffusion,
 };
 use kiln_models::single_file::{ModelKind, SingleFile};
 use kiln_runtime::{DType, Device};
 use kiln_tests::golden::{self, assert_images_match, max_err, read_f32};
 use kiln_tests::model::load_err;
-use kiln_tests::params::pipeline_case_params;
+use kiln_tests::params::{case_init, pipeline_case_params};
 use kiln_tests::temp::{self, copy_dir};
 use kiln_tests::{fixtures, sdxl};
 use safetensors::SafeTensors;
@@ -42,20 +41,8 @@ fn cases() -> Vec<Value> {
 }
 
 fn params_for(case: &Value) -> GenerationParams {
-    let s = |k: &str| case[k].as_str().unwrap().to_string();
     let mut p = pipeline_case_params(case, &tiny());
-    let mode = s("mode");
-    if mode != "txt2img" {
-        p.init = Some(InitImage {
-            image: read_image(&fixtures().join("tiny-sd1/init.png")).unwrap(),
-            mask: (mode == "inpaint").then(|| {
-                read_image(&fixtures().join("tiny-sd1/mask.png"))
-                    .unwrap()
-                    .to_gray()
-            }),
-            strength: case["strength"].as_f64().unwrap(),
-        });
-    }
+    p.init = case_init(case, &fixtures().join("tiny-sd1"), "");
     p
 }
 
