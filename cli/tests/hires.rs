@@ -9,7 +9,7 @@ use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::decode_png;
 
 mod common;
-use common::{assert_ok, generate_on_cpu, temp_dir, tiny};
+use common::{assert_ok, assert_refused, generate_on_cpu, temp_dir, tiny};
 
 fn generate(dir: &Path, extra: &[&str]) -> Output {
     generate_on_cpu(&tiny())
@@ -118,14 +118,7 @@ fn bad_hires_flags_are_clear_errors_with_no_output() {
         (vec!["--hr-scale", "2", "-i", init], "txt2img"),
     ] {
         let out = generate(&dir, &extra);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra:?} succeeded");
-        assert!(
-            err.contains(expect),
-            "{extra:?}: expected {expect:?} in {err}"
-        );
-        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-        assert!(left.is_empty(), "{extra:?} left files");
+        assert_refused(&out, &format!("{extra:?}"), expect, &dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

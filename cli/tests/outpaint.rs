@@ -9,7 +9,7 @@ use kiln_models::image::png::decode_png;
 use kiln_models::image::read_image;
 
 mod common;
-use common::{assert_ok, generate_on_cpu, temp_dir, tiny};
+use common::{assert_ok, assert_refused, generate_on_cpu, temp_dir, tiny};
 
 fn generate(dir: &Path, extra: &[&str]) -> Output {
     generate_on_cpu(&tiny())
@@ -91,16 +91,7 @@ fn bad_outpaint_flags_are_clear_errors_with_no_output() {
         (vec!["-i", init, "--outpaint", "8,0,8,0", "-W", "64"], "-W"),
     ] {
         let out = generate(&dir, &extra);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra:?} succeeded");
-        assert!(
-            err.contains(expect),
-            "{extra:?}: expected {expect:?} in {err}"
-        );
-        assert!(
-            std::fs::read_dir(&dir).unwrap().next().is_none(),
-            "{extra:?} left files"
-        );
+        assert_refused(&out, &format!("{extra:?}"), expect, &dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,7 +13,7 @@ use kiln_models::pipeline::short_hash;
 use plan_output::streamed_budget;
 
 mod common;
-use common::{files_in, fixtures, generate_on_cpu, stderr, temp_dir};
+use common::{assert_refused, files_in, fixtures, generate_on_cpu, stderr, temp_dir};
 
 fn fixture(name: &str) -> PathBuf {
     fixtures().join(name)
@@ -162,13 +162,7 @@ fn bad_refiner_input_is_a_clear_error_with_no_output() {
     ];
     for (model, extra, expect) in cases {
         let out = generate(&dir, model, &extra);
-        let err = stderr(&out);
-        assert!(!out.status.success(), "{extra:?} succeeded");
-        assert!(
-            err.contains(expect),
-            "{extra:?}: expected {expect:?} in: {err}"
-        );
-        assert!(files_in(&dir).is_empty(), "{extra:?} left files");
+        assert_refused(&out, &format!("{extra:?}"), expect, &dir);
     }
     std::fs::remove_dir_all(&dir).ok();
 }

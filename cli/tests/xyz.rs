@@ -12,7 +12,7 @@ use kiln_models::image::png::{decode_png, DecodedPng};
 use kiln_models::image::RgbImage;
 
 mod common;
-use common::{assert_ok, files_in, generate_on_cpu, temp_dir, tiny};
+use common::{assert_ok, assert_refused, files_in, generate_on_cpu, temp_dir, tiny};
 
 /// `kiln --device cpu generate -m tiny -W 32 -H 32 --steps 2 -s 42 -p "a red circle" -o OUT` +
 /// `extra` (without the --steps, -s and -p defaults when `extra` gives them).
@@ -220,14 +220,7 @@ fn bad_axes_and_oversized_grids_write_nothing() {
         ),
     ] {
         let out = generate(&out_png, &args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(expect), "{args:?}: {err}");
-        assert!(
-            files_in(&dir).is_empty(),
-            "{args:?} wrote {:?}",
-            files_in(&dir)
-        );
+        assert_refused(&out, &format!("{args:?}"), expect, &dir);
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

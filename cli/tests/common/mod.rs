@@ -58,6 +58,18 @@ pub fn assert_ok(out: &Output) {
     );
 }
 
+/// Asserts the run `what` failed naming `expect` and left nothing in `dir`.
+#[track_caller]
+pub fn assert_refused(out: &Output, what: &str, expect: &str, dir: &Path) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{what} succeeded");
+    assert!(err.contains(expect), "{what}: expected {expect:?} in {err}");
+    assert!(
+        std::fs::read_dir(dir).unwrap().next().is_none(),
+        "{what} left files"
+    );
+}
+
 /// A run's stderr as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
