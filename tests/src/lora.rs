@@ -30,10 +30,8 @@ impl LoraFixture {
         let path = fixtures().join(self.0).join("lora_golden.safetensors");
         read_f32(&path, &format!("{name}/image")).1
     }
-    /// Every case on one loaded `model`, adapters changing per generation with no reload: each
-    /// generated with the LoRAs its prompts name gives diffusers' image within `tol`, the adapters
-    /// move that image from diffusers' image without them (`none`, returned) by over 100 `tol`
-    /// (so a LoRA applied wrongly or not at all fails), then `after(name, none)` runs.
+
+    /// Every case on `model`, LoRAs changing per run, against diffusers; `none` is returned.
     pub fn check_cases(
         &self,
         device: &Device,
@@ -50,6 +48,7 @@ impl LoraFixture {
             let got = run(model, &p);
             let want = self.golden(name);
             assert_within(device, name, checked_max_err(&got, &want), tol);
+            // The adapters must move the image, so a LoRA applied wrongly or not at all fails.
             assert!(
                 checked_max_err(&want, &none) > 100.0 * tol,
                 "{name}: the adapters change the image"

@@ -5,9 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use kiln_runtime::Device;
 
-/// The plan may differ from the measured peak by this fraction. It is an upper bound by design
-/// for the streamed figure; for the resident run it matched to the byte on the CPU backend and on
-/// llvmpipe when written.
+/// How far a plan may be from the measured peak (it matched to the byte when resident).
 pub const MARGIN: f64 = 0.02;
 
 static TURN: Mutex<()> = Mutex::new(());

@@ -10,8 +10,7 @@ use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
 use serde_json::Value;
 
-/// The settings every case of the fixtures' JSON carries (prompt, negative prompt, steps, CFG
-/// scale, size, seed, sampler), with torch's CPU noise as the generators used.
+/// The settings every fixture case carries (prompts, steps, CFG, size, seed, sampler).
 pub fn case_params(case: &Value) -> GenerationParams {
     let s = |k: &str| case[k].as_str().unwrap().to_string();
     let n = |k: &str| case[k].as_u64().unwrap() as usize;
@@ -27,15 +26,14 @@ pub fn case_params(case: &Value) -> GenerationParams {
     p
 }
 
-/// A pipeline_cases.json case of the model folder `dir`: `case_params` with the batch, the CLIP
-/// skip and, where the case uses embeddings, the folder's embeddings/ (the whole folder, as
-/// --embeddings-dir loads it; the prompt picks which ones are used). Init images are the caller's.
+/// A pipeline_cases.json case of model folder `dir`, with its batch, CLIP skip and embeddings.
 pub fn pipeline_case_params(case: &Value, dir: &Path) -> GenerationParams {
     let n = |k: &str| case[k].as_u64().unwrap() as usize;
     let mut p = case_params(case);
     p.batch_size = n("batch");
     p.clip_skip = n("clip_skip");
     if !case["embeddings"].as_array().unwrap().is_empty() {
+        // The whole folder, as --embeddings-dir loads it; the prompt picks which ones are used.
         p.embeddings = Some(Arc::new(
             EmbeddingDb::load_dir(&dir.join("embeddings")).unwrap(),
         ));
@@ -43,8 +41,7 @@ pub fn pipeline_case_params(case: &Value, dir: &Path) -> GenerationParams {
     p
 }
 
-/// The init image of an img2img or inpainting case: `init{suffix}.png` in `dir`, with
-/// `mask{suffix}.png` when inpainting, at the case's strength; None for txt2img.
+/// A case's `init{suffix}.png` (and `mask{suffix}.png` to inpaint) in `dir`; None for txt2img.
 pub fn case_init(case: &Value, dir: &Path, suffix: &str) -> Option<InitImage> {
     let mode = case["mode"].as_str().unwrap();
     (mode != "txt2img").then(|| InitImage {
@@ -58,8 +55,7 @@ pub fn case_init(case: &Value, dir: &Path, suffix: &str) -> Option<InitImage> {
     })
 }
 
-/// tiny-sd1's "txt2img_euler" case (also the ControlNet fixture's "scale1" case without its
-/// ControlNet): 4 Euler steps at 32x32, CFG 7.5, seed 42.
+/// tiny-sd1's "txt2img_euler" case (the ControlNet fixture's "scale1" without its ControlNet).
 pub fn tiny_sd1_euler() -> GenerationParams {
     let mut p = GenerationParams::new("a red circle on a blue background");
     p.negative_prompt = "blurry, dark".into();

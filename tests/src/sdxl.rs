@@ -7,9 +7,7 @@ use kiln_models::pipeline::{ModelSource, Sdxl, StableDiffusion};
 use kiln_models::single_file::{Component, ModelKind, SingleFile};
 use kiln_runtime::{DType, Device};
 
-/// The SDXL model of single file `file` (at `path`, hashed as `name`), with the configs, tokenizers
-/// and scheduler of the loaded `folder`: the tiny weights do not fit the configs inferred for a
-/// real checkpoint. A CLIP-L is loaded only where the folder has one (a refiner has none).
+/// The SDXL model in single file `file` (at `path`, named `name`), configs from `folder`.
 pub fn from_single_file(
     file: &SingleFile,
     path: &Path,
@@ -17,6 +15,8 @@ pub fn from_single_file(
     folder: &StableDiffusion,
     dev: &Device,
 ) -> StableDiffusion {
+    // The tiny weights do not fit the configs inferred for a real checkpoint; a refiner's folder
+    // has no CLIP-L, so neither has the model.
     let x = folder.sdxl.as_ref().unwrap();
     let te2_config = x.text_encoder_2.config().clone();
     let text_encoder_2 = file

@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// `kiln-{name}-{pid}` under the system temp folder, created if missing (the tests of one binary
-/// that pass the same name share it).
+/// `kiln-{name}-{pid}` in the temp folder, made if missing (tests passing one name share it).
 pub fn dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
