@@ -23,6 +23,15 @@ pub fn fresh(device: &Device) {
     device.reset_peak_memory();
 }
 
+/// Runs `run` in a fresh peak window: its result and the peaks (live, reserved) over what was live.
+pub fn measured<T>(device: &Device, run: impl FnOnce() -> T) -> (T, u64, u64) {
+    fresh(device);
+    let before = device.memory_stats().live;
+    let out = run();
+    let stats = device.memory_stats();
+    (out, stats.peak_live - before, stats.peak_reserved - before)
+}
+
 /// Asserts a planned figure is within `MARGIN` of the measured one.
 pub fn within(planned: u64, measured: u64, what: &str) {
     let diff = (planned as f64 - measured as f64).abs();

@@ -55,15 +55,11 @@ pub fn case_init(case: &Value, dir: &Path, suffix: &str) -> Option<InitImage> {
     })
 }
 
-/// tiny-sd1's "txt2img_euler" case (the ControlNet fixture's "scale1" without its ControlNet).
-pub fn tiny_sd1_euler() -> GenerationParams {
+/// The 32x32 Euler case of the pipeline, ControlNet and refiner goldens, at `steps` and `cfg`.
+pub fn small_case(steps: usize, cfg: f32) -> GenerationParams {
     let mut p = GenerationParams::new("a red circle on a blue background");
     p.negative_prompt = "blurry, dark".into();
-    p.steps = 4;
-    p.cfg_scale = 7.5;
-    p.width = 32;
-    p.height = 32;
-    p.seed = 42;
+    (p.steps, p.cfg_scale, p.width, p.height, p.seed) = (steps, cfg, 32, 32, 42);
     p.sampler = SamplerSpec::parse("Euler").unwrap();
     p.rng = RngKind::TorchCpu;
     p

@@ -23,7 +23,7 @@ use kiln_nn::weights::Weights;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, QuantFormat, Tensor};
 use kiln_tests::golden::{psnr, read_f32};
-use kiln_tests::params::tiny_sd1_euler;
+use kiln_tests::params::small_case;
 use kiln_tests::{root, temp};
 
 fn image(model: &StableDiffusion, params: &GenerationParams) -> Vec<f32> {
@@ -61,7 +61,10 @@ fn check(
 /// The first case of tests/fixtures/tiny-sd1/pipeline_cases.json and diffusers' f32 image for it.
 fn tiny_case() -> (GenerationParams, Vec<f32>) {
     let golden = root().join("tests/fixtures/tiny-sd1/pipeline_golden.safetensors");
-    (tiny_sd1_euler(), read_f32(&golden, "txt2img_euler/image").1)
+    (
+        small_case(4, 7.5),
+        read_f32(&golden, "txt2img_euler/image").1,
+    )
 }
 
 /// Measured (CPU and llvmpipe alike) with Linear, 1x1 and 3x3 convolution weights packed: q8_0
