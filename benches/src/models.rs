@@ -43,39 +43,96 @@ fn vae_config(size: Size) -> Value {
     cfg
 }
 
+/// The name of SD 1.5's topology at `size` in case names.
+fn sd15_name(size: Size) -> &'static str {
+    if size == Size::Quick {
+        "tiny"
+    } else {
+        "sd15"
+    }
+}
+
 fn random_input(device: &Device, shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
     let n = shape.iter().product();
     Tensor::from_f32(device, shape, dtype, &Rng::new(seed).normals(n))
 }
 
+/// Random weights of whatever shapes a model asks for, `what` naming them in errors.
+fn random_weights(what: &str, seed: u64, device: &Device, dtype: DType) -> Weights {
+    Weights::from_source(Arc::new(RandomSource::new(what, seed)), device, dtype)
+}
+
+/// The inputs of one denoising evaluation that the UNet-family cases share: a batch of latents,
+/// CLIP's 77-token context and timestep 999.
+#[derive(Clone, Copy)]
+struct Denoise {
+    batch: usize,
+    latent: usize,
+    context_dim: usize,
+}
+
+impl Denoise {
+    /// For `config` at `pixels`, the context width defaulting to `default_context`.
+    fn new(config: &Value, pixels: usize, batch: usize, default_context: u64) -> Self {
+        let context_dim = config["cross_attention_dim"]
+            .as_u64()
+            .unwrap_or(default_context) as usize;
+        Denoise {
+            batch,
+            latent: pixels / 8,
+            context_dim,
+        }
+    }
+
+    /// The arguments tools/torch_bench.py reads, `config` among them.
+    fn params(&self, config: &Value) -> Value {
+        json!({
+            "config": config,
+            "batch": self.batch,
+            "latent": self.latent,
+            "context_tokens": CONTEXT_TOKENS,
+            "timestep": 999.0,
+        })
+    }
+
+    /// The latents' shape, as the case's shape label writes it.
+    fn sample_label(&self) -> String {
+        let (b, l) = (self.batch, self.latent);
+        format!("[{b},4,{l},{l}]")
+    }
+
+    /// The context's shape, as the case's shape label writes it.
+    fn context_label(&self) -> String {
+        format!("ctx [{},{CONTEXT_TOKENS},{}]", self.batch, self.context_dim)
+    }
+
+    /// Random latents (seed 2) and context (seed 3), and the timesteps, on `device`.
+    fn inputs(&self, device: &Device, dtype: DType) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, l) = (self.batch, self.latent);
+        let sample = random_input(device, &[b, 4, l, l], dtype, 2)?;
+        let context = random_input(device, &[b, CONTEXT_TOKENS, self.context_dim], dtype, 3)?;
+        let t = Tensor::from_f32(device, &[b], dtype, &vec![999.0; b])?;
+        Ok((sample, context, t))
+    }
+}
+
 fn unet_case(size: Size, dtype: DType, pixels: usize, batch: usize) -> Case {
     let config = unet_config(size);
-    let latent = pixels / 8;
-    let context_dim = config["cross_attention_dim"].as_u64().unwrap_or(768) as usize;
-    let name = if size == Size::Quick { "tiny" } else { "sd15" };
-    let params = json!({
-        "config": config,
-        "batch": batch,
-        "latent": latent,
-        "context_tokens": CONTEXT_TOKENS,
-        "timestep": 999.0,
-    });
+    let d = Denoise::new(&config, pixels, batch, 768);
     case(
-        &format!("unet {name} {pixels}px b{batch}"),
+        &format!("unet {} {pixels}px b{batch}", sd15_name(size)),
         "unet",
         dtype,
         (
-            format!("[{batch},4,{latent},{latent}] ctx [{batch},{CONTEXT_TOKENS},{context_dim}]"),
-            params,
+            format!("{} {}", d.sample_label(), d.context_label()),
+            d.params(&config),
         ),
         Work::Model,
         move |device| -> Result<Runner> {
             let cfg = UnetConfig::from_json(&config.to_string())?;
-            let source = Arc::new(RandomSource::new("random UNet weights", 1));
-            let unet = Unet::new(&cfg, &Weights::from_source(source, device, dtype))?;
-            let sample = random_input(device, &[batch, 4, latent, latent], dtype, 2)?;
-            let context = random_input(device, &[batch, CONTEXT_TOKENS, context_dim], dtype, 3)?;
-            let t = Tensor::from_f32(device, &[batch], dtype, &vec![999.0; batch])?;
+            let weights = random_weights("random UNet weights", 1, device, dtype);
+            let unet = Unet::new(&cfg, &weights)?;
+            let (sample, context, t) = d.inputs(device, dtype)?;
             Ok(Box::new(move || unet.forward(&sample, &t, &context)))
         },
     )
@@ -85,8 +142,7 @@ fn unet_case(size: Size, dtype: DType, pixels: usize, batch: usize) -> Case {
 /// 1280 values and the six size numbers of a `pixels` x `pixels` image.
 fn sdxl_unet_case(dtype: DType, pixels: usize, batch: usize) -> Case {
     let config: Value = serde_json::from_str(SDXL_UNET).expect("bundled SDXL config is JSON");
-    let latent = pixels / 8;
-    let context_dim = config["cross_attention_dim"].as_u64().unwrap_or(2048) as usize;
+    let d = Denoise::new(&config, pixels, batch, 2048);
     let time_dim = config["addition_time_embed_dim"].as_u64().unwrap_or(256) as usize;
     let projection = config["projection_class_embeddings_input_dim"]
         .as_u64()
@@ -94,36 +150,26 @@ fn sdxl_unet_case(dtype: DType, pixels: usize, batch: usize) -> Case {
     let pooled = projection - 6 * time_dim;
     let size = pixels as f32;
     let time_ids = [size, size, 0.0, 0.0, size, size];
-    let params = json!({
-        "config": config,
-        "batch": batch,
-        "latent": latent,
-        "context_tokens": CONTEXT_TOKENS,
-        "timestep": 999.0,
-        "pooled": pooled,
-        "time_ids": time_ids,
-    });
+    let mut params = d.params(&config);
+    params["pooled"] = json!(pooled);
+    params["time_ids"] = json!(time_ids);
     case(
         &format!("unet sdxl {pixels}px b{batch}"),
         "unet",
         dtype,
         (
-            format!(
-                "[{batch},4,{latent},{latent}] ctx [{batch},{CONTEXT_TOKENS},{context_dim}] pooled {pooled}"
-            ),
+            format!("{} {} pooled {pooled}", d.sample_label(), d.context_label()),
             params,
         ),
         Work::Model,
         move |device| -> Result<Runner> {
             let cfg = UnetConfig::from_json(&config.to_string())?;
-            let source = Arc::new(RandomSource::new("random SDXL UNet weights", 6));
-            let unet = Unet::new(&cfg, &Weights::from_source(source, device, dtype))?;
-            let sample = random_input(device, &[batch, 4, latent, latent], dtype, 2)?;
-            let context = random_input(device, &[batch, CONTEXT_TOKENS, context_dim], dtype, 3)?;
+            let weights = random_weights("random SDXL UNet weights", 6, device, dtype);
+            let unet = Unet::new(&cfg, &weights)?;
+            let (sample, context, t) = d.inputs(device, dtype)?;
             let text_embeds = random_input(device, &[batch, pooled], dtype, 7)?;
             let ids: Vec<f32> = (0..batch).flat_map(|_| time_ids).collect();
             let time_ids = Tensor::from_f32(device, &[batch, 6], dtype, &ids)?;
-            let t = Tensor::from_f32(device, &[batch], dtype, &vec![999.0; batch])?;
             Ok(Box::new(move || {
                 let added = AddedCond {
                     text_embeds: &text_embeds,
@@ -139,35 +185,26 @@ fn sdxl_unet_case(dtype: DType, pixels: usize, batch: usize) -> Case {
 /// the extra work per guided step with one ControlNet, beside the UNet case of the same size.
 fn controlnet_case(size: Size, dtype: DType, pixels: usize, batch: usize) -> Case {
     let config = unet_config(size);
-    let latent = pixels / 8;
-    let context_dim = config["cross_attention_dim"].as_u64().unwrap_or(768) as usize;
-    let name = if size == Size::Quick { "tiny" } else { "sd15" };
-    let params = json!({
-        "config": config,
-        "batch": batch,
-        "latent": latent,
-        "context_tokens": CONTEXT_TOKENS,
-        "timestep": 999.0,
-    });
+    let d = Denoise::new(&config, pixels, batch, 768);
     case(
-        &format!("controlnet {name} {pixels}px b{batch}"),
+        &format!("controlnet {} {pixels}px b{batch}", sd15_name(size)),
         "controlnet",
         dtype,
         (
             format!(
-                "[{batch},4,{latent},{latent}] hint [{batch},3,{pixels},{pixels}] ctx [{batch},{CONTEXT_TOKENS},{context_dim}]"
+                "{} hint [{batch},3,{pixels},{pixels}] {}",
+                d.sample_label(),
+                d.context_label()
             ),
-            params,
+            d.params(&config),
         ),
         Work::Model,
         move |device| -> Result<Runner> {
             let cfg = ControlNetConfig::from_json(&config.to_string())?;
-            let source = Arc::new(RandomSource::new("random ControlNet weights", 8));
-            let net = ControlNetModel::new(&cfg, &Weights::from_source(source, device, dtype))?;
-            let sample = random_input(device, &[batch, 4, latent, latent], dtype, 2)?;
-            let context = random_input(device, &[batch, CONTEXT_TOKENS, context_dim], dtype, 3)?;
+            let weights = random_weights("random ControlNet weights", 8, device, dtype);
+            let net = ControlNetModel::new(&cfg, &weights)?;
+            let (sample, context, t) = d.inputs(device, dtype)?;
             let cond = random_input(device, &[batch, 3, pixels, pixels], dtype, 9)?;
-            let t = Tensor::from_f32(device, &[batch], dtype, &vec![999.0; batch])?;
             Ok(Box::new(move || {
                 let r = net.forward(&ControlInputs {
                     sample: &sample,
@@ -187,10 +224,9 @@ fn controlnet_case(size: Size, dtype: DType, pixels: usize, batch: usize) -> Cas
 fn vae_decode_case(size: Size, dtype: DType, pixels: usize) -> Case {
     let config = vae_config(size);
     let latent = pixels / 8;
-    let name = if size == Size::Quick { "tiny" } else { "sd15" };
     let params = json!({"config": config, "batch": 1, "latent": latent});
     case(
-        &format!("vae-decode {name} {pixels}px"),
+        &format!("vae-decode {} {pixels}px", sd15_name(size)),
         "vae_decode",
         dtype,
         (
@@ -200,8 +236,8 @@ fn vae_decode_case(size: Size, dtype: DType, pixels: usize) -> Case {
         Work::Model,
         move |device| -> Result<Runner> {
             let cfg = VaeConfig::from_json(&config.to_string(), "random VAE config")?;
-            let source = Arc::new(RandomSource::new("random VAE weights", 4));
-            let vae = AutoencoderKL::new(&cfg, &Weights::from_source(source, device, dtype))?;
+            let weights = random_weights("random VAE weights", 4, device, dtype);
+            let vae = AutoencoderKL::new(&cfg, &weights)?;
             let z = random_input(device, &[1, 4, latent, latent], dtype, 5)?;
             Ok(Box::new(move || vae.decode(&z)))
         },
@@ -237,8 +273,7 @@ fn upscaler_case(size: Size, dtype: DType, pixels: usize) -> Case {
         ),
         Work::Pixels((out * out) as f64),
         move |device| -> Result<Runner> {
-            let source = Arc::new(RandomSource::new("random RRDBNet weights", 8));
-            let weights = Weights::from_source(source, device, dtype);
+            let weights = random_weights("random RRDBNet weights", 8, device, dtype);
             let model = UpscalerModel::with_architecture(&weights, Architecture::Rrdb(config))?;
             // An image in [0, 1], as the model sees one.
             let n = 3 * pixels * pixels;

@@ -278,10 +278,8 @@ fn chat_with_an_image_gives_the_transformers_greedy_reply() {
     let want = tokenizer.decode(&greedy, true).unwrap();
     let model = dir.to_str().unwrap();
     let image = dir.join("image_70x130.png");
-    let (ok, stdout, stderr) = run(&[
-        "chat",
-        "-m",
-        model,
+    // The question about the picture, answered greedily in 16 tokens.
+    let ask = [
         "--image",
         image.to_str().unwrap(),
         "-p",
@@ -290,9 +288,9 @@ fn chat_with_an_image_gives_the_transformers_greedy_reply() {
         "0",
         "-n",
         "16",
-        "--weight-type",
-        "f32",
-    ]);
+    ];
+    let (ok, stdout, stderr) =
+        run(&[&["chat", "-m", model][..], &ask, &["--weight-type", "f32"]].concat());
     assert!(ok, "{stderr}");
     assert_eq!(stdout.strip_suffix('\n').unwrap(), want);
     assert!(stderr.contains("reply: 16 tokens"), "{stderr}");
@@ -300,33 +298,17 @@ fn chat_with_an_image_gives_the_transformers_greedy_reply() {
     // The same model as llama.cpp's GGUF text file plus its mmproj file.
     let text_gguf = dir.join("text-f32.gguf");
     let mmproj = dir.join("mmproj-f32.gguf");
-    let (ok, stdout, stderr) = run(&[
+    let gguf = [
         "chat",
         "-m",
         text_gguf.to_str().unwrap(),
         "--mmproj",
         mmproj.to_str().unwrap(),
-        "--image",
-        image.to_str().unwrap(),
-        "-p",
-        "What is in this picture?",
-        "--temp",
-        "0",
-        "-n",
-        "16",
-    ]);
+    ];
+    let (ok, stdout, stderr) = run(&[&gguf[..], &ask].concat());
     assert!(ok, "{stderr}");
     assert_eq!(stdout.strip_suffix('\n').unwrap(), want, "--mmproj");
-    let (ok, stdout, _) = run(&[
-        "chat",
-        "-m",
-        text_gguf.to_str().unwrap(),
-        "--mmproj",
-        mmproj.to_str().unwrap(),
-        "--plan",
-        "-c",
-        "256",
-    ]);
+    let (ok, stdout, _) = run(&[&gguf[..], &["--plan", "-c", "256"]].concat());
     assert!(ok && stdout.contains("vision encoder"), "{stdout}");
 
     // Bad images: named, non-zero, nothing printed.

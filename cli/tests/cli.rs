@@ -1,24 +1,17 @@
 //! The `kiln` binary end to end: device listing, device choice errors and the kernel benchmark.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use kiln_kernels::testing::gpu;
 use kiln_runtime::Device;
 
-fn kiln() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env_remove("KILN_DEVICE");
-    cmd
-}
+mod common;
+use common::{assert_ok, kiln};
 
 #[test]
 fn devices_json_lists_adapters_and_the_cpu_backend() {
     let out = kiln().args(["devices", "--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let list = list.as_array().unwrap();
     let cpu = list
@@ -86,13 +79,30 @@ fn devices_under_test() -> Vec<String> {
     devices
 }
 
+/// Runs `kiln ARGS --json PATH` on `device` (benchmark `what`) and asserts it succeeds: the
+/// output and the JSON report.
+fn bench_json(device: &str, what: &str, args: &[&str]) -> (Output, serde_json::Value) {
+    let path = std::env::temp_dir().join(format!(
+        "kiln-bench-{what}-{}-{device}.json",
+        std::process::id()
+    ));
+    let out = kiln().args(args).arg("--json").arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{device}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    (out, report)
+}
+
 #[test]
 fn quick_kernel_benchmark_writes_json_on_cpu_and_gpu() {
     for device in devices_under_test() {
-        let path =
-            std::env::temp_dir().join(format!("kiln-bench-{}-{device}.json", std::process::id()));
-        let out = kiln()
-            .args([
+        let (out, report) = bench_json(
+            &device,
+            "kernels",
+            &[
                 "--device",
                 &device,
                 "--report-memory",
@@ -101,19 +111,13 @@ fn quick_kernel_benchmark_writes_json_on_cpu_and_gpu() {
                 "--quick",
                 "--iters",
                 "1",
-            ])
-            .args(["--warmup", "0", "--dtype", "f32", "--json"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{device}: {}",
-            String::from_utf8_lossy(&out.stderr)
+                "--warmup",
+                "0",
+                "--dtype",
+                "f32",
+            ],
         );
         assert!(String::from_utf8_lossy(&out.stderr).contains("peak memory"));
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let results = report["results"].as_array().unwrap();
         let ops: Vec<&str> = results.iter().map(|r| r["op"].as_str().unwrap()).collect();
         for op in [
@@ -142,19 +146,10 @@ fn quick_kernel_benchmark_writes_json_on_cpu_and_gpu() {
 #[test]
 fn sd_benchmark_reports_every_stage_and_peak_memory() {
     for device in devices_under_test() {
-        let path = std::env::temp_dir().join(format!(
-            "kiln-bench-sd-{}-{device}.json",
-            std::process::id()
-        ));
-        let out = kiln()
-            .args(["--device", &device, "bench", "sd", "--steps", "3", "--json"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{device}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (out, r) = bench_json(
+            &device,
+            "sd",
+            &["--device", &device, "bench", "sd", "--steps", "3"],
         );
         let text = String::from_utf8_lossy(&out.stdout);
         for stage in [
@@ -166,8 +161,6 @@ fn sd_benchmark_reports_every_stage_and_peak_memory() {
         ] {
             assert!(text.contains(stage), "{device}: no `{stage}` in\n{text}");
         }
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(r["step_ms"].as_array().unwrap().len(), 3);
         for key in ["text_encoding_ms", "vae_decode_ms", "its_per_second"] {
             assert!(r[key].as_f64().unwrap() > 0.0, "{device}: {key} in {r}");
@@ -208,23 +201,14 @@ fn sd_benchmark_reports_every_stage_and_peak_memory() {
 #[test]
 fn quick_model_benchmark_runs_a_unet_a_controlnet_a_vae_decode_and_an_upscaler_on_cpu_and_gpu() {
     for device in devices_under_test() {
-        let path = std::env::temp_dir().join(format!(
-            "kiln-bench-models-{}-{device}.json",
-            std::process::id()
-        ));
-        let out = kiln()
-            .args(["--device", &device, "bench", "models", "--quick"])
-            .args(["--iters", "1", "--warmup", "0", "--dtype", "f32", "--json"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{device}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (_, report) = bench_json(
+            &device,
+            "models",
+            &[
+                "--device", &device, "bench", "models", "--quick", "--iters", "1", "--warmup", "0",
+                "--dtype", "f32",
+            ],
         );
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let results = report["results"].as_array().unwrap();
         let ops: Vec<&str> = results.iter().map(|r| r["op"].as_str().unwrap()).collect();
         assert_eq!(

@@ -9,32 +9,21 @@
 mod plan_output;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use kiln_models::image::png::decode_png;
 use plan_output::streamed_budget;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-control-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{fixtures, generate_on_cpu, temp_dir, text, tiny};
 
 /// `kiln --device cpu generate` on tiny-sd1 (32x32, 2 steps) with one `--control` and `extra`.
 fn generate(dir: &Path, control: &str, extra: &[&str]) -> Output {
-    generate_with(&fixtures().join("tiny-sd1"), dir, control, extra)
+    generate_with(&tiny(), dir, control, extra)
 }
 
 fn generate_with(model: &Path, dir: &Path, control: &str, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .env_remove("KILN_DEVICE")
-        .args(["--device", "cpu", "generate", "-m"])
-        .arg(model)
+    generate_on_cpu(model)
         .args(["-p", "a red circle", "-W", "32", "-H", "32", "--steps", "2"])
         .args(["-s", "3", "-o"])
         .arg(dir.join("out.png"))
@@ -51,13 +40,6 @@ fn control(model: &str, weight: &str) -> String {
         "{}:{}:{weight}",
         dir.join(model).display(),
         dir.join("control.png").display()
-    )
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 

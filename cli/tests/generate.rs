@@ -1,56 +1,26 @@
 //! `kiln generate` end to end on the tiny fixture model: PNG output with A1111's infotext, batch
 //! numbering, repeatability, and bad input (clear error, non-zero exit, no output file).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::decode_png;
 
-fn kiln() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env_remove("KILN_DEVICE");
-    cmd
-}
-
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{files_in, generate_on_cpu, kiln, stderr, temp_dir, tiny};
 
 /// `kiln --device cpu generate -m tiny -W 32 -H 32 --steps 2 -s 42 -o DIR/out.png` + `extra`
 /// (without the -W/-H/-s defaults when `extra` gives them).
 fn generate(dir: &Path, extra: &[&str]) -> Output {
-    let mut cmd = kiln();
-    cmd.args(["--device", "cpu", "generate", "-m"])
-        .arg(tiny())
-        .args(["--steps", "2", "-o"])
-        .arg(dir.join("out.png"));
+    let mut cmd = generate_on_cpu(&tiny());
+    cmd.args(["--steps", "2", "-o"]).arg(dir.join("out.png"));
     for (flag, value) in [("-W", "32"), ("-H", "32"), ("-s", "42")] {
         if !extra.contains(&flag) {
             cmd.args([flag, value]);
         }
     }
     cmd.args(extra).output().unwrap()
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -164,31 +134,18 @@ fn fails(dir: &Path, out: Output, expect: &str) {
 fn bad_input_is_a_clear_error_with_no_output() {
     let dir = temp_dir("bad");
     let scratch = temp_dir("bad-scratch");
-    fails(
-        &dir,
-        generate(&dir, &["-p", "x", "-W", "30"]),
-        "multiple of 8",
-    );
-    fails(
-        &dir,
-        generate(&dir, &["-p", "x", "-H", "0"]),
-        "multiple of 8",
-    );
-    fails(
-        &dir,
-        generate(&dir, &["-p", "x", "--sampler", "heunpp9"]),
-        "unknown sampler",
-    );
-    fails(
-        &dir,
-        generate(&dir, &["-p", "x", "--schedule", "exponentialish"]),
-        "unknown schedule",
-    );
-    fails(
-        &dir,
-        generate(&dir, &["-p", "x", "--rng", "dice"]),
-        "random number source",
-    );
+    for (args, expect) in [
+        (["-p", "x", "-W", "30"], "multiple of 8"),
+        (["-p", "x", "-H", "0"], "multiple of 8"),
+        (["-p", "x", "--sampler", "heunpp9"], "unknown sampler"),
+        (
+            ["-p", "x", "--schedule", "exponentialish"],
+            "unknown schedule",
+        ),
+        (["-p", "x", "--rng", "dice"], "random number source"),
+    ] {
+        fails(&dir, generate(&dir, &args), expect);
+    }
     fails(&dir, generate(&dir, &["-p", "x", "-s", "-7"]), "seed");
     let missing = scratch.join("missing.png");
     fails(

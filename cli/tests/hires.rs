@@ -2,28 +2,17 @@
 //! (output size, A1111's infotext fields), and its bad flags (clear error, no output file). The
 //! images themselves are checked against diffusers in tests/tests/hires.rs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::decode_png;
 
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-hires-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{assert_ok, assert_refused, generate_on_cpu, temp_dir, tiny};
 
 fn generate(dir: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .env_remove("KILN_DEVICE")
-        .args(["--device", "cpu", "generate", "-m"])
-        .arg(tiny())
+    generate_on_cpu(&tiny())
         .args(["-p", "a red circle", "-W", "32", "-H", "32", "-s", "5"])
         .args(["--steps", "2", "-o"])
         .arg(dir.join("out.png"))
@@ -42,11 +31,7 @@ fn info_of(path: &Path) -> (usize, usize, InfoText) {
 fn hires_fix_writes_the_larger_image_with_a1111s_fields() {
     let dir = temp_dir("ok");
     let out = generate(&dir, &["--hr-scale", "1.5", "--hr-steps", "1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let (w, h, info) = info_of(&dir.join("out.png"));
     assert_eq!((w, h), (48, 48));
     // A1111 keeps the first pass's size in `Size`.
@@ -67,11 +52,7 @@ fn hires_fix_writes_the_larger_image_with_a1111s_fields() {
             "0.5",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let (w, h, info) = info_of(&dir.join("out.png"));
     assert_eq!((w, h), (64, 64));
     assert_eq!(info.get("Hires resize"), Some("64x0"));
@@ -95,11 +76,7 @@ fn an_upscaler_model_file_works_between_the_passes() {
             model.to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let (w, h, info) = info_of(&dir.join("out.png"));
     assert_eq!((w, h), (64, 64));
     assert_eq!(info.get("Hires upscaler"), Some("srvgg_x4"));
@@ -141,14 +118,7 @@ fn bad_hires_flags_are_clear_errors_with_no_output() {
         (vec!["--hr-scale", "2", "-i", init], "txt2img"),
     ] {
         let out = generate(&dir, &extra);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra:?} succeeded");
-        assert!(
-            err.contains(expect),
-            "{extra:?}: expected {expect:?} in {err}"
-        );
-        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-        assert!(left.is_empty(), "{extra:?} left files");
+        assert_refused(&out, &format!("{extra:?}"), expect, &dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,36 +2,25 @@
 //! and its LoRA fixtures (tools/make_lora_fixtures.py): the diffusers image at 8-bit, the
 //! infotext's `Lora hashes`, and bad input (clear error, non-zero exit, no output file).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::decode_png;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device};
 
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
-}
+mod common;
+use common::{generate_on_cpu, stderr, temp_dir, tiny};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-lora-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The fixture's case settings: Euler, 4 steps, CFG 7.5, seed 42, 32x32.
-fn generate(dir: &Path, extra: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env_remove("KILN_DEVICE")
-        .args(["--device", "cpu", "generate", "-m"])
-        .arg(tiny())
+/// The fixtures' case settings on `model`: Euler, 4 steps, CFG `cfg`, seed 42, 32x32.
+fn generate_case(model: &Path, cfg: &str, out: &Path, extra: &[&str]) -> Output {
+    generate_on_cpu(model)
         .args([
             "--steps",
             "4",
             "--cfg-scale",
-            "7.5",
+            cfg,
             "-s",
             "42",
             "-W",
@@ -40,22 +29,33 @@ fn generate(dir: &Path, extra: &[&str]) -> Output {
             "32",
         ])
         .arg("-o")
-        .arg(dir.join("out.png"))
+        .arg(out)
         .args(extra)
         .output()
         .unwrap()
 }
 
-/// `name/image` of lora_golden.safetensors rounded to 8 bits as diffusers' `numpy_to_pil` does.
-fn golden_rgb8(name: &str) -> Vec<u8> {
-    let file = WeightFile::open(tiny().join("lora_golden.safetensors")).unwrap();
+/// The tiny SD 1.x fixture's case settings (CFG 7.5).
+fn generate(dir: &Path, extra: &[&str]) -> Output {
+    generate_case(&tiny(), "7.5", &dir.join("out.png"), extra)
+}
+
+/// `name/image` of `model`'s lora_golden.safetensors rounded to 8 bits as diffusers'
+/// `numpy_to_pil` does.
+fn golden_rgb8(model: &Path, name: &str) -> Vec<u8> {
+    let file = WeightFile::open(model.join("lora_golden.safetensors")).unwrap();
     let t = file.load(&format!("{name}/image"), &Device::Cpu, Some(DType::F32));
     let values = t.unwrap().to_vec_f32().unwrap();
     values.iter().map(|v| (v * 255.0).round() as u8).collect()
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// The largest difference of two 8-bit images.
+fn worst_diff(got: &[u8], want: &[u8]) -> u8 {
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| g.abs_diff(w))
+        .max()
+        .unwrap()
 }
 
 /// `--lora FILE:0.5` and `<lora:kohya:1>` in the negative prompt via `--lora-dir` together
@@ -79,15 +79,7 @@ fn lora_flags_and_tags_give_diffusers_image() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
-    let want = golden_rgb8("peft_kohya");
-    let worst = png
-        .image
-        .data
-        .iter()
-        .zip(&want)
-        .map(|(&g, &w)| g.abs_diff(w))
-        .max()
-        .unwrap();
+    let worst = worst_diff(&png.image.data, &golden_rgb8(&tiny(), "peft_kohya"));
     assert!(worst <= 1, "8-bit pixels differ by {worst}");
     let info = InfoText::parse(png.text(PNG_KEYWORD).unwrap());
     assert_eq!(info.negative_prompt, "blurry <lora:kohya:1>");
@@ -152,27 +144,8 @@ fn sdxl_loras_from_the_command_line() {
     let sdxl = tiny().parent().unwrap().join("tiny-sdxl");
     let dir = temp_dir("sdxl");
     let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .env_remove("KILN_DEVICE")
-            .args(["--device", "cpu", "generate", "-m"])
-            .arg(&sdxl)
-            .args([
-                "--steps",
-                "4",
-                "--cfg-scale",
-                "5",
-                "-s",
-                "42",
-                "-W",
-                "32",
-                "-H",
-                "32",
-            ])
-            .args(["-n", "blurry, dark", "-o"])
-            .arg(dir.join("out.png"))
-            .args(extra)
-            .output()
-            .unwrap()
+        let args = [&["-n", "blurry, dark"], extra].concat();
+        generate_case(&sdxl, "5", &dir.join("out.png"), &args)
     };
     let out = run(&[
         "-p",
@@ -182,23 +155,7 @@ fn sdxl_loras_from_the_command_line() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
-    let file = WeightFile::open(sdxl.join("lora_golden.safetensors")).unwrap();
-    let t = file.load("kohya_w1/image", &Device::Cpu, Some(DType::F32));
-    let want: Vec<u8> = t
-        .unwrap()
-        .to_vec_f32()
-        .unwrap()
-        .iter()
-        .map(|v| (v * 255.0).round() as u8)
-        .collect();
-    let worst = png
-        .image
-        .data
-        .iter()
-        .zip(&want)
-        .map(|(&g, &w)| g.abs_diff(w))
-        .max()
-        .unwrap();
+    let worst = worst_diff(&png.image.data, &golden_rgb8(&sdxl, "kohya_w1"));
     assert!(worst <= 1, "8-bit pixels differ by {worst}");
     std::fs::remove_file(dir.join("out.png")).unwrap();
 

@@ -2,20 +2,15 @@
 //! is written; a budget too small fails before starting with the minimum and no output file; a bad
 //! size is named; a workable budget below the weight size streams and stays under it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-mem-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{kiln, temp_dir, text};
 
 /// `kiln --device cpu --report-memory generate` (bundled model, 2 steps) + `extra`.
 fn generate(dir: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .env_remove("KILN_DEVICE")
+    kiln()
         .args([
             "--device",
             "cpu",
@@ -29,13 +24,6 @@ fn generate(dir: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// "12.34 MiB" after `label` in `s`, in bytes.

@@ -2,27 +2,18 @@
 //! on the tiny fixture model (VAE factor 2: a 64x64 image is 32x32 latents, cut into 3x3 tiles of
 //! 16 with --vae-tile-size 16 --vae-tile-overlap 4).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use kiln_models::image::png::decode_png;
 
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-mem-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{kiln, stderr, temp_dir, tiny};
 
 /// `kiln [global] generate -m tiny -p "a red circle" -W 64 -H 64 --steps 2 -s 7 -o OUT` + `extra`.
 fn generate(global: &[&str], out: &Path, extra: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env_remove("KILN_DEVICE")
-        .args(["--device", "cpu"])
+    let mut cmd = kiln();
+    cmd.args(["--device", "cpu"])
         .args(global)
         .args(["generate", "-m"])
         .arg(tiny())
@@ -31,10 +22,6 @@ fn generate(global: &[&str], out: &Path, extra: &[&str]) -> Output {
         .arg(out)
         .args(extra);
     cmd.output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn pixels(path: &Path) -> Vec<u8> {
@@ -150,8 +137,7 @@ fn bench_sd_reports_offloaded_memory_apart() {
         return;
     };
     let json = std::env::temp_dir().join(format!("kiln-bench-offload-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .env_remove("KILN_DEVICE")
+    let out = kiln()
         .args([
             "--device",
             &format!("gpu:{}", ctx.index()),

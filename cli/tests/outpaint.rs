@@ -2,28 +2,17 @@
 //! multiple of 8), the border is generated, the original's pixels deeper than the blend band are
 //! kept exactly, and bad flags are clear errors with no output file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use kiln_models::image::png::decode_png;
 use kiln_models::image::read_image;
 
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-outpaint-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{assert_ok, assert_refused, generate_on_cpu, temp_dir, tiny};
 
 fn generate(dir: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .env_remove("KILN_DEVICE")
-        .args(["--device", "cpu", "generate", "-m"])
-        .arg(tiny())
+    generate_on_cpu(&tiny())
         .args(["-p", "a red circle", "-s", "3", "--steps", "2", "-o"])
         .arg(dir.join("out.png"))
         .args(extra)
@@ -48,11 +37,7 @@ fn outpainting_extends_the_canvas_and_keeps_the_original() {
             "4",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let png = decode_png(&std::fs::read(dir.join("out.png")).unwrap()).unwrap();
     let img = png.image;
     assert_eq!((img.width, img.height), (56, 32));
@@ -106,16 +91,7 @@ fn bad_outpaint_flags_are_clear_errors_with_no_output() {
         (vec!["-i", init, "--outpaint", "8,0,8,0", "-W", "64"], "-W"),
     ] {
         let out = generate(&dir, &extra);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra:?} succeeded");
-        assert!(
-            err.contains(expect),
-            "{extra:?}: expected {expect:?} in {err}"
-        );
-        assert!(
-            std::fs::read_dir(&dir).unwrap().next().is_none(),
-            "{extra:?} left files"
-        );
+        assert_refused(&out, &format!("{extra:?}"), expect, &dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

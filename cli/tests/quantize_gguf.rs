@@ -2,19 +2,11 @@
 //! loads back in `kiln chat`; bad types, non-LLM inputs and existing outputs are clear errors
 //! that leave no file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-gguf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{files_in, fixtures, kiln, temp_dir};
 
 fn quantize(model: &Path, out: &Path, ty: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -24,15 +16,6 @@ fn quantize(model: &Path, out: &Path, ty: &str) -> Output {
         .arg(out)
         .output()
         .unwrap()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]
@@ -47,9 +30,8 @@ fn q4_k_m_writes_a_gguf_that_loads() {
         err.contains("GGUF q4_k_m, 21 tensors") && err.contains("Q5_0") && err.contains("5 F32"),
         "{err}"
     );
-    assert_eq!(entries(&dir), ["tekken-q4_k_m.gguf"]);
-    let gen = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .env_remove("KILN_DEVICE")
+    assert_eq!(files_in(&dir), ["tekken-q4_k_m.gguf"]);
+    let gen = kiln()
         .args(["--device", "cpu", "chat", "-m"])
         .arg(&out)
         .args(["-p", "hello", "-n", "4", "--temp", "0"])
@@ -76,7 +58,7 @@ fn bad_types_inputs_and_existing_outputs_leave_no_file() {
         !run.status.success() && err.contains("needs an LLM folder"),
         "{err}"
     );
-    assert!(entries(&dir).is_empty());
+    assert!(files_in(&dir).is_empty());
     std::fs::write(dir.join("m.gguf"), b"keep").unwrap();
     let run = quantize(&tekken, &dir.join("m.gguf"), "q6_k");
     let err = String::from_utf8_lossy(&run.stderr);
@@ -84,6 +66,6 @@ fn bad_types_inputs_and_existing_outputs_leave_no_file() {
         !run.status.success() && err.contains("already exists"),
         "{err}"
     );
-    assert_eq!(entries(&dir), ["m.gguf"]);
+    assert_eq!(files_in(&dir), ["m.gguf"]);
     assert_eq!(std::fs::read(dir.join("m.gguf")).unwrap(), b"keep");
 }

@@ -5,33 +5,24 @@
 mod plan_output;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::decode_png;
 use kiln_models::pipeline::short_hash;
 use plan_output::streamed_budget;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
+mod common;
+use common::{assert_refused, files_in, fixtures, generate_on_cpu, stderr, temp_dir};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
 }
 
 /// `kiln --device cpu generate -m MODEL -p "a red circle" -W 32 -H 32 --steps 4 -o DIR/out.png`
 /// + `extra`.
 fn generate(dir: &Path, model: &str, extra: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env_remove("KILN_DEVICE")
-        .args(["--device", "cpu", "generate", "-m"])
-        .arg(fixture(model))
+    generate_on_cpu(&fixture(model))
         .args([
             "-p",
             "a red circle",
@@ -47,17 +38,6 @@ fn generate(dir: &Path, model: &str, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -182,13 +162,7 @@ fn bad_refiner_input_is_a_clear_error_with_no_output() {
     ];
     for (model, extra, expect) in cases {
         let out = generate(&dir, model, &extra);
-        let err = stderr(&out);
-        assert!(!out.status.success(), "{extra:?} succeeded");
-        assert!(
-            err.contains(expect),
-            "{extra:?}: expected {expect:?} in: {err}"
-        );
-        assert!(files_in(&dir).is_empty(), "{extra:?} left files");
+        assert_refused(&out, &format!("{extra:?}"), expect, &dir);
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -26,21 +26,7 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[test]
 fn serves_the_bundled_model_on_the_printed_address() {
-    let mut child = kiln()
-        .args(["--device", "cpu", "serve", "--port", "0", "--api-key", "k"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let (mut child, addr) = serve(&["--api-key", "k"]);
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     let health = http_get(&addr, "/health");
     let models = http_get(&addr, "/sdapi/v1/sd-models");

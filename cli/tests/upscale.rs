@@ -3,30 +3,18 @@
 //! file, no temporary left behind).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use kiln_models::image::png::{decode_png, encode_png};
 use kiln_models::image::RgbImage;
 use kiln_models::upscale::{TileOptions, UpscalerModel};
 use kiln_runtime::{DType, Device};
 
-fn kiln() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env_remove("KILN_DEVICE");
-    cmd
-}
+mod common;
+use common::{fixtures, kiln, stderr, temp_dir};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/upscalers")
-        .join(name)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-upscale-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    fixtures().join("upscalers").join(name)
 }
 
 fn image() -> RgbImage {
@@ -49,10 +37,6 @@ fn upscale(dir: &Path, extra: &[&str]) -> Output {
 
 fn read(path: &Path) -> RgbImage {
     decode_png(&std::fs::read(path).unwrap()).unwrap().image
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

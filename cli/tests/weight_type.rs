@@ -2,27 +2,16 @@
 //! the f32 one, a quantised model folder generates, and unknown types are clear errors with no
 //! output.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use kiln_models::image::png::decode_png;
 
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{assert_ok, generate_on_cpu, temp_dir, tiny};
 
 fn generate(out: &Path, weight_type: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .env_remove("KILN_DEVICE")
-        .args(["--device", "cpu", "generate", "-m"])
-        .arg(tiny())
+    generate_on_cpu(&tiny())
         .args([
             "-p",
             "a red circle",
@@ -94,17 +83,22 @@ fn unknown_weight_type_is_a_clear_error_without_output() {
     );
 }
 
+/// `kiln quantize --type TY` of the tiny model into `out`.
+fn quantize(ty: &str, out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["quantize", "--type", ty, "-m"])
+        .arg(tiny())
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn kiln_quantize_writes_a_model_that_generates() {
     let dir = temp_dir("quantize");
     let model = dir.join("tiny-q8");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["quantize", "--type", "q8_0", "-m"])
-        .arg(tiny())
-        .arg("-o")
-        .arg(&model)
-        .output()
-        .unwrap();
+    let out = quantize("q8_0", &model);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("packed as q8_0"), "{err}");
@@ -126,36 +120,20 @@ fn kiln_quantize_writes_a_model_that_generates() {
         .arg(&png)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(png.is_file());
 }
 
 #[test]
 fn kiln_quantize_rejects_an_unknown_type_without_output() {
     let dir = temp_dir("quantize-bad");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["quantize", "--type", "q9_k", "-m"])
-        .arg(tiny())
-        .arg("-o")
-        .arg(dir.join("model"))
-        .output()
-        .unwrap();
+    let out = quantize("q9_k", &dir.join("model"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown format `q9_k`"), "{err}");
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
     // A read-only ggml type: refused, naming what kiln packs.
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["quantize", "--type", "q3_k", "-m"])
-        .arg(tiny())
-        .arg("-o")
-        .arg(dir.join("model"))
-        .output()
-        .unwrap();
+    let out = quantize("q3_k", &dir.join("model"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("packs only q8_0, q4_0 and nf4"), "{err}");

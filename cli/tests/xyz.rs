@@ -3,33 +3,22 @@
 //! value's grid is written beside it, and each cell equals `kiln generate` run alone with that
 //! cell's settings. Bad axes and a grid over `--max-pixels` are clear errors that write nothing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use kiln_models::image::grid::Annotations;
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::{decode_png, DecodedPng};
 use kiln_models::image::RgbImage;
 
-fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cli-xyz-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{assert_ok, assert_refused, files_in, generate_on_cpu, temp_dir, tiny};
 
 /// `kiln --device cpu generate -m tiny -W 32 -H 32 --steps 2 -s 42 -p "a red circle" -o OUT` +
 /// `extra` (without the --steps, -s and -p defaults when `extra` gives them).
 fn generate(out: &Path, extra: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env_remove("KILN_DEVICE")
-        .args(["--device", "cpu", "generate", "-m"])
-        .arg(tiny())
-        .args(["-W", "32", "-H", "32", "-n", "blurry", "-o"])
+    let mut cmd = generate_on_cpu(&tiny());
+    cmd.args(["-W", "32", "-H", "32", "-n", "blurry", "-o"])
         .arg(out);
     for (flag, value) in [("--steps", "2"), ("-s", "42"), ("-p", "a red circle")] {
         if !extra.contains(&flag) {
@@ -52,15 +41,6 @@ fn crop(im: &RgbImage, x: usize, y: usize, w: usize, h: usize) -> Vec<u8> {
         .collect()
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 fn labels(texts: &[&str]) -> Vec<String> {
     texts.iter().map(|t| t.to_string()).collect()
 }
@@ -72,11 +52,7 @@ fn a_3x2_grid_holds_each_single_generation() {
         &dir.join("grid.png"),
         &["--xyz", "steps=2,3,4", "--xyz", "CFG Scale=5, 7"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let mut expected: Vec<String> = (1..=6).map(|i| format!("grid-{i:04}.png")).collect();
     expected.push("grid.png".to_string());
     assert_eq!(files_in(&dir), expected);
@@ -124,11 +100,7 @@ fn a_3x2_grid_holds_each_single_generation() {
     for (i, steps, cfg) in [(1, "2", "5"), (6, "4", "7")] {
         let single = dir.join(format!("single-{i}.png"));
         let out = generate(&single, &["--steps", steps, "--cfg-scale", cfg]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let cell = read(&dir.join(format!("grid-{i:04}.png")));
         assert_eq!(read(&single).image, cell.image, "cell {i}");
     }
@@ -149,11 +121,7 @@ fn a_z_axis_puts_grids_side_by_side_under_its_labels() {
             "seed=1-3",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     // The grid, one grid per z value (g-z1.png ..), every cell.
     assert_eq!(files_in(&dir).len(), 1 + 3 + 2 * 2 * 3);
     let sub = Annotations::layout(
@@ -207,11 +175,7 @@ fn a_z_axis_puts_grids_side_by_side_under_its_labels() {
         &single,
         &["-p", "a blue circle", "--sampler", "Euler a", "-s", "3"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(read(&single).image, cell.image);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -256,14 +220,7 @@ fn bad_axes_and_oversized_grids_write_nothing() {
         ),
     ] {
         let out = generate(&out_png, &args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(expect), "{args:?}: {err}");
-        assert!(
-            files_in(&dir).is_empty(),
-            "{args:?} wrote {:?}",
-            files_in(&dir)
-        );
+        assert_refused(&out, &format!("{args:?}"), expect, &dir);
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -280,11 +237,7 @@ fn hires_axes_vary_the_second_pass() {
         "denoising=0.4,0.6",
     ]);
     let out = generate(&dir.join("grid.png"), &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     // Cells at the second pass's size: 48x48.
     let cell = read(&dir.join("grid-0004.png"));
     assert_eq!((cell.image.width, cell.image.height), (48, 48));
@@ -296,11 +249,7 @@ fn hires_axes_vary_the_second_pass() {
     let mut args = hr.to_vec();
     args.extend(["--hr-upscaler", "Nearest", "--hr-denoising", "0.6"]);
     let out = generate(&single, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(read(&single).image, cell.image);
     std::fs::remove_dir_all(&dir).unwrap();
 }

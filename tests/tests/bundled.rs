@@ -2,15 +2,10 @@
 //! tests/fixtures/bundled_expectations.json (ranges verified with diffusers), and different prompts give
 //! clearly different pictures.
 
-use std::path::PathBuf;
-
 use kiln_kernels::testing::with_gpu;
 use kiln_models::pipeline::{generate, GenerationParams, StableDiffusion};
 use kiln_runtime::{DType, Device};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use kiln_tests::root;
 
 fn expectations() -> serde_json::Value {
     let text =

@@ -15,16 +15,15 @@ use kiln_models::clip::{ClipTextConfig, ClipTextModel};
 use kiln_nn::weights::Weights;
 use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device, Tensor};
+use kiln_tests::golden::{f32s, max_err};
+use kiln_tests::{fixtures, temp, with_f16_gpu};
 use safetensors::{Dtype, SafeTensors};
 
 const F32_TOL: (f32, f32) = (1e-4, 1e-4);
 const F16_TOL: (f32, f32) = (2e-2, 1e-2);
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-        .join("text_encoder")
+    fixtures().join(name).join("text_encoder")
 }
 
 struct Golden {
@@ -41,7 +40,7 @@ fn golden(dir: &Path) -> Golden {
     let f32s = |name: &str| -> Vec<f32> {
         let t = st.tensor(name).unwrap();
         assert_eq!(t.dtype(), Dtype::F32, "{name}");
-        bytemuck_f32(t.data())
+        f32s(t.data())
     };
     let ids = st.tensor("input_ids").unwrap();
     assert_eq!(ids.dtype(), Dtype::I64);
@@ -60,13 +59,6 @@ fn golden(dir: &Path) -> Golden {
     }
 }
 
-fn bytemuck_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
 fn load(
     dir: &Path,
     weights_file: &Path,
@@ -76,13 +68,6 @@ fn load(
     let cfg = ClipTextConfig::from_file(dir.join("config.json"))?;
     let weights = Weights::new(vec![WeightFile::open(weights_file)?], device, dtype);
     ClipTextModel::new(&cfg, &weights)
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Runs clip skip 1 and 2 and the pooled output on `device` and compares all three with the golden.
@@ -144,11 +129,7 @@ fn matches_transformers_on_gpu_f32() {
 
 #[test]
 fn matches_transformers_on_gpu_f16() {
-    with_gpu(|gpu| {
-        if !gpu.supports(DType::F16) {
-            eprintln!("{} has no f16: skipped", gpu.name());
-            return;
-        }
+    with_f16_gpu(|gpu| {
         check("tiny-sd1", gpu, DType::F16, F16_TOL);
         check("tiny-sd2", gpu, DType::F16, F16_TOL);
     });
@@ -174,9 +155,7 @@ fn ids_on_the_gpu_give_the_same_result() {
 }
 
 fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-clip-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::dir("clip")
 }
 
 /// A copy of `src` with tensor `name` replaced by zeros of `shape`.
@@ -204,14 +183,18 @@ fn with_reshaped(src: &Path, dst: &Path, name: &str, shape: &[usize]) {
 
 #[test]
 fn wrong_shaped_weight_is_named_with_both_shapes() {
-    let dir = fixture("tiny-sd2");
-    let bad = temp_dir().join("wrong_fc1.safetensors");
+    // The load error of `variant`'s text encoder with tensor `name` stored as `shape`.
+    let reshaped = |variant: &str, file: &str, name: &str, shape: &[usize]| {
+        let dir = fixture(variant);
+        let bad = temp_dir().join(file);
+        with_reshaped(&dir.join("model.safetensors"), &bad, name, shape);
+        load(&dir, &bad, &Device::Cpu, DType::F32)
+            .err()
+            .unwrap()
+            .to_string()
+    };
     let name = "encoder.layers.1.mlp.fc1.weight";
-    with_reshaped(&dir.join("model.safetensors"), &bad, name, &[32, 37]);
-    let err = load(&dir, &bad, &Device::Cpu, DType::F32)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = reshaped("tiny-sd2", "wrong_fc1.safetensors", name, &[32, 37]);
     assert!(err.contains(name), "{err}");
     assert!(
         err.contains("[32, 37]") && err.contains("expected [37, 32]"),
@@ -219,14 +202,8 @@ fn wrong_shaped_weight_is_named_with_both_shapes() {
     );
 
     // The same in the prefixed (hub) layout names the full tensor.
-    let dir = fixture("tiny-sd1");
-    let bad = temp_dir().join("wrong_pos.safetensors");
     let name = "text_model.embeddings.position_embedding.weight";
-    with_reshaped(&dir.join("model.safetensors"), &bad, name, &[76, 32]);
-    let err = load(&dir, &bad, &Device::Cpu, DType::F32)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = reshaped("tiny-sd1", "wrong_pos.safetensors", name, &[76, 32]);
     assert!(err.contains(name), "{err}");
     assert!(
         err.contains("[76, 32]") && err.contains("expected [77, 32]"),

@@ -9,7 +9,7 @@
 //!   bound, on the CPU backend and the GPU under test.
 //! - A ControlNet for another base is refused naming both.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_kernels::testing::{assert_close, with_gpu};
@@ -20,36 +20,21 @@ use kiln_models::pipeline::{
     generate, infotext, ControlMode, ControlUnit, GenerationParams, InitImage, StableDiffusion,
 };
 use kiln_models::preprocess::{PreprocessorSettings, ResizeMode};
-use kiln_models::rng::RngKind;
-use kiln_models::schedulers::SamplerSpec;
 use kiln_runtime::{DType, Device, Tensor};
-use safetensors::SafeTensors;
+use kiln_tests::fixtures;
+use kiln_tests::golden::{self, assert_within, max_err, pixels, read_all_f32};
+use kiln_tests::model::run;
+use kiln_tests::params::case_params;
 use serde_json::Value;
 
 const TOL: f32 = 1e-3;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
 
 fn dir() -> PathBuf {
     fixtures().join("controlnet")
 }
 
 fn tensors(file: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(dir().join(file)).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(name, t)| {
-            let values = t
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            (name, t.shape().to_vec(), values)
-        })
-        .collect()
+    read_all_f32(&dir().join(file))
 }
 
 fn tensor(file: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
@@ -201,33 +186,14 @@ fn single_file_controlnet_matches_its_folder() {
 }
 
 fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(dir().join("cases.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["cases"].as_array().unwrap().clone()
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
+    golden::cases(&dir().join("cases.json"))
 }
 
 fn params_for(device: &Device, case: &Value) -> GenerationParams {
-    let s = |k: &str| case[k].as_str().unwrap().to_string();
-    let n = |k: &str| case[k].as_u64().unwrap() as usize;
     let f = |v: &Value| v.as_f64().unwrap() as f32;
-    let mut p = GenerationParams::new(s("prompt"));
-    p.negative_prompt = s("negative");
-    p.steps = n("steps");
-    p.cfg_scale = f(&case["cfg"]);
-    p.width = n("width");
-    p.height = n("height");
-    p.seed = case["seed"].as_u64().unwrap();
-    p.sampler = SamplerSpec::parse(&s("sampler")).unwrap();
-    p.batch_size = n("batch");
-    p.rng = RngKind::TorchCpu;
-    if s("mode") == "img2img" {
+    let mut p = case_params(case);
+    p.batch_size = case["batch"].as_u64().unwrap() as usize;
+    if case["mode"] == "img2img" {
         p.init = Some(InitImage {
             image: read_image(&fixtures().join("tiny-sd1/init.png")).unwrap(),
             mask: None,
@@ -278,23 +244,11 @@ fn check_all(device: &Device) {
         let images = generate(model, &params, &mut |_| {}).unwrap();
         let (shape, want) = tensor("golden.safetensors", &format!("{name}/image"));
         assert_eq!(images.len(), shape[0], "{name}: image count");
-        let got: Vec<f32> = images.iter().flat_map(|i| i.pixels.clone()).collect();
-        let err = max_err(&got, &want);
-        eprintln!("{} {name}: max |err| {err:e}", device.name());
-        assert!(
-            err <= TOL,
-            "{} {name}: max |err| {err} > {TOL}",
-            device.name()
-        );
+        assert_within(device, name, max_err(&pixels(&images), &want), TOL);
         // The ControlNet must matter: without it the image is far from the golden.
         let mut plain = params.clone();
         plain.controls.clear();
-        let without: Vec<f32> = generate(model, &plain, &mut |_| {})
-            .unwrap()
-            .iter()
-            .flat_map(|i| i.pixels.clone())
-            .collect();
-        let moved = max_err(&without, &want);
+        let moved = max_err(&run(model, &plain), &want);
         assert!(
             moved > 20.0 * TOL,
             "{name}: the ControlNet moves the image by only {moved}"

@@ -2,7 +2,7 @@
 //! tiny random ControlNet of tests/fixtures/controlnet, its "scale1" case):
 //!
 //! - The plan of a run with a ControlNet lists its weights and matches the measured peak of the
-//!   real run (within memory_budget.rs's 2 %, `peak::MARGIN`), f32 and q8_0, on the CPU backend and the GPU under
+//!   real run (within memory_budget.rs's 2 %, `memory::MARGIN`), f32 and q8_0, on the CPU backend and the GPU under
 //!   test: the ControlNet's weights and activations are counted, as `--max-vram` needs.
 //! - A budget below the resident peak streams the ControlNet's blocks with the UNet's, stays under
 //!   the budget, and gives the resident image exactly.
@@ -12,10 +12,8 @@
 //!
 //! The CPU backend's counter and budget are process-wide: the tests of this file take turns.
 
-mod peak;
-
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kiln_kernels::testing::gpu;
 use kiln_models::image::read_image;
@@ -26,10 +24,10 @@ use kiln_models::pipeline::{
 use kiln_models::preprocess::ResizeMode;
 use kiln_nn::weights::WeightType;
 use kiln_runtime::Device;
-use peak::{fixtures, measured, small_case, within};
-use safetensors::SafeTensors;
-
-static TURN: Mutex<()> = Mutex::new(());
+use kiln_tests::fixtures;
+use kiln_tests::golden::{psnr, read_f32};
+use kiln_tests::memory::{measured, take_turn, within};
+use kiln_tests::params::small_case;
 
 fn tiny() -> PathBuf {
     fixtures().join("tiny-sd1")
@@ -90,7 +88,7 @@ fn run(device: &Device, options: &LoadOptions, weight_type: WeightType) -> (Vec<
 
 #[test]
 fn plan_with_a_controlnet_matches_the_measured_peak() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         for weight_type in [WeightType::F32, "q8_0".parse().unwrap()] {
             let options = LoadOptions::weight_type(weight_type);
@@ -124,7 +122,7 @@ fn plan_with_a_controlnet_matches_the_measured_peak() {
 
 #[test]
 fn a_budget_below_the_resident_peak_streams_the_controlnet_too() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     let weight_type = WeightType::F32;
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         let options = LoadOptions::weight_type(weight_type);
@@ -157,33 +155,19 @@ fn a_budget_below_the_resident_peak_streams_the_controlnet_too() {
     }
 }
 
-fn psnr(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let mse = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (f64::from(*g) - f64::from(*w)).powi(2))
-        .sum::<f64>()
-        / got.len() as f64;
-    10.0 * (1.0 / mse).log10()
-}
-
 fn golden() -> Vec<f32> {
-    let bytes = std::fs::read(fixtures().join("controlnet/golden.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensor("scale1/image")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
+    read_f32(
+        &fixtures().join("controlnet/golden.safetensors"),
+        "scale1/image",
+    )
+    .1
 }
 
 /// Measured PSNR against diffusers' f32 image, UNet and ControlNet packed: q8_0 50.6 dB on the CPU
 /// backend, 53.3 dB on llvmpipe; q4_0 27.7 dB on both.
 #[test]
 fn quantised_controlnets_stay_near_the_f32_image() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     let want = golden();
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         for (name, bound) in [("q8_0", 45.0), ("q4_0", 22.0)] {

@@ -16,18 +16,12 @@ use kiln_nn::weights::GgufSource;
 use kiln_runtime::gguf::write_gguf;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, QuantFormat, Tensor};
+use kiln_tests::{fixtures, temp};
 use safetensors::SafeTensors;
 use std::sync::Arc;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-gguf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::empty_dir(&format!("gguf-{name}"))
 }
 
 /// Converts a single-file safetensors checkpoint to GGUF the way stable-diffusion.cpp's q8_0 / q4_0

@@ -5,7 +5,7 @@
 //! Tolerance: max |error| <= 1e-3 on the [0, 1] image, as tests/tests/pipeline.rs, f32 on the CPU
 //! backend and the GPU under test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_kernels::testing::with_gpu;
@@ -13,47 +13,32 @@ use kiln_models::pipeline::{
     generate, generate_controlled, hires_fields, infotext, GenerationParams, HiresFix, HiresSize,
     HiresUpscaler, LatentUpscale, NearestUpscaler, StableDiffusion, StepControl,
 };
-use kiln_models::rng::RngKind;
 use kiln_models::schedulers::SamplerSpec;
 use kiln_runtime::{DType, Device};
-use safetensors::SafeTensors;
+use kiln_tests::fixtures;
+use kiln_tests::golden::{self, max_err, pixels, read_f32};
+use kiln_tests::params::case_params;
 use serde_json::Value;
 
 const TOL: f32 = 1e-3;
 
 fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-sd1")
+    fixtures().join("tiny-sd1")
 }
 
 fn golden(name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(tiny().join("hires_golden.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(name).unwrap();
-    t.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
+    read_f32(&tiny().join("hires_golden.safetensors"), name).1
 }
 
 fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(tiny().join("hires_cases.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["cases"].as_array().unwrap().clone()
+    golden::cases(&tiny().join("hires_cases.json"))
 }
 
 fn params_for(case: &Value) -> GenerationParams {
     let s = |k: &str| case[k].as_str().unwrap().to_string();
     let n = |k: &str| case[k].as_u64().unwrap() as usize;
-    let mut p = GenerationParams::new(s("prompt"));
-    p.negative_prompt = s("negative");
-    p.steps = n("steps");
-    p.cfg_scale = case["cfg"].as_f64().unwrap() as f32;
-    p.width = n("width");
-    p.height = n("height");
-    p.seed = case["seed"].as_u64().unwrap();
-    p.sampler = SamplerSpec::parse(&s("sampler")).unwrap();
+    let mut p = case_params(case);
     p.batch_size = n("batch");
-    p.rng = RngKind::TorchCpu;
     let upscaler = s("upscaler");
     p.hires = Some(HiresFix {
         upscaler: match LatentUpscale::from_name(&upscaler) {
@@ -85,17 +70,13 @@ fn check_all(device: &Device) {
         let mut steps = Vec::new();
         let images = generate(&model, &params, &mut |p| steps.push((p.step, p.total))).unwrap();
         let want = golden(&format!("{name}/image"));
-        let got: Vec<f32> = images.iter().flat_map(|i| i.pixels.clone()).collect();
+        let got = pixels(&images);
         let hires = params.hires.as_ref().unwrap();
         assert!(images
             .iter()
             .all(|i| (i.width, i.height) == (hires.width, hires.height)));
         assert_eq!(got.len(), want.len(), "{name}");
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(g, w)| (g - w).abs())
-            .fold(0.0, f32::max);
+        let err = max_err(&got, &want);
         println!("{name} on {}: max error {err:.2e}", device.name());
         assert!(err <= TOL, "{name}: max error {err} > {TOL}");
         // Progress counts both passes, ending at the total.

@@ -4,7 +4,6 @@
 //! the second pass hands over at the switch (its steps above the cut equal too, the ones below it
 //! differ, and so does the image). Each step's latents come from the step callback.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_models::pipeline::{
@@ -13,10 +12,7 @@ use kiln_models::pipeline::{
 };
 use kiln_models::schedulers::SamplerSpec;
 use kiln_runtime::{DType, Device};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
+use kiln_tests::fixtures;
 
 const FIRST_STEPS: usize = 4;
 

@@ -9,9 +9,7 @@ use kiln_runtime::{DType, Device};
 use safetensors::Dtype;
 
 fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-loader-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    kiln_tests::temp::dir("loader").join(name)
 }
 
 fn bytes_of<T: Copy>(values: &[T], to_le: impl Fn(T) -> Vec<u8>) -> Vec<u8> {

@@ -8,96 +8,36 @@
 //! add a few products per layer to the same float32 arithmetic). The adapters change the image
 //! by 0.18 to 0.92 (max) from the one without them, so a LoRA applied wrongly or not at all fails.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kiln_kernels::testing::with_gpu;
 use kiln_models::image::infotext::InfoText;
 use kiln_models::lora::{LoraFile, LoraLibrary};
 use kiln_models::pipeline::{generate, infotext, GenerationParams, StableDiffusion};
-use kiln_models::rng::RngKind;
-use kiln_models::schedulers::SamplerSpec;
 use kiln_runtime::loader::write_safetensors;
 use kiln_runtime::{DType, Device};
+use kiln_tests::fixtures;
+use kiln_tests::golden::checked_max_err;
+use kiln_tests::lora::LoraFixture;
+use kiln_tests::model::run;
+use kiln_tests::params::case_params;
+use kiln_tests::temp;
 use regex::Regex;
-use safetensors::{Dtype, SafeTensors};
-use serde_json::Value;
+use safetensors::Dtype;
 
 const TOL: f32 = 1e-3;
 
 fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-sd1")
+    fixtures().join("tiny-sd1")
 }
 
-fn loras() -> LoraLibrary {
-    LoraLibrary::new(&tiny().join("loras")).unwrap()
-}
-
-fn fixture() -> Value {
-    let text = std::fs::read_to_string(tiny().join("lora_cases.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn golden(name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(tiny().join("lora_golden.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(&format!("{name}/image")).unwrap();
-    t.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-fn params(case: &Value) -> GenerationParams {
-    let s = |k: &str| case[k].as_str().unwrap().to_string();
-    let n = |k: &str| case[k].as_u64().unwrap() as usize;
-    let mut p = GenerationParams::new(s("prompt"));
-    p.negative_prompt = s("negative");
-    p.steps = n("steps");
-    p.cfg_scale = case["cfg"].as_f64().unwrap() as f32;
-    p.width = n("width");
-    p.height = n("height");
-    p.seed = case["seed"].as_u64().unwrap();
-    p.sampler = SamplerSpec::parse(&s("sampler")).unwrap();
-    p.rng = RngKind::TorchCpu;
-    p
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
-}
-
-fn run(model: &StableDiffusion, params: &GenerationParams) -> Vec<f32> {
-    let images = generate(model, params, &mut |_| {}).unwrap();
-    images.into_iter().flat_map(|i| i.pixels).collect()
-}
+const LORAS: LoraFixture = LoraFixture("tiny-sd1");
 
 /// Every case on one loaded model, adapters changing per generation with no reload; then the
 /// same model without adapters gives diffusers' plain image (they were all cleared).
 fn check_all(device: &Device) {
     let model = StableDiffusion::load(&tiny(), device, DType::F32).unwrap();
-    let library = loras();
-    let none = golden("none");
-    for case in fixture()["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let mut p = params(case);
-        p.loras = library.resolve(&p.prompt, &p.negative_prompt).unwrap();
-        let got = run(&model, &p);
-        let want = golden(name);
-        let err = max_err(&got, &want);
-        eprintln!("{} {name}: max |err| {err:e}", device.name());
-        assert!(
-            err <= TOL,
-            "{} {name}: max |err| {err} > {TOL}",
-            device.name()
-        );
-        assert!(
-            max_err(&want, &none) > 100.0 * TOL,
-            "{name}: the adapters change the image"
-        );
+    let none = LORAS.check_cases(device, &model, TOL, |name, _| {
         assert_eq!(
             model.unet.lora().active_layers(),
             0,
@@ -107,13 +47,13 @@ fn check_all(device: &Device) {
             model.text_encoder.as_ref().unwrap().lora().active_layers(),
             0
         );
-    }
-    let plain = params(&fixture()["cases"][0]);
+    });
+    let plain = case_params(&LORAS.json()["cases"][0]);
     let plain = GenerationParams {
         prompt: "a red circle on a blue background".into(),
         ..plain
     };
-    let err = max_err(&run(&model, &plain), &none);
+    let err = checked_max_err(&run(&model, &plain), &none);
     assert!(err <= TOL, "{}: without adapters: {err}", device.name());
 }
 
@@ -131,8 +71,8 @@ fn generations_with_loras_match_diffusers_on_gpu() {
 /// `Lora hashes` field exactly as A1111's infotext reader reads it back.
 #[test]
 fn hashes_and_infotext() {
-    let library = loras();
-    for (name, want) in fixture()["hashes"].as_object().unwrap() {
+    let library = LORAS.library();
+    for (name, want) in LORAS.json()["hashes"].as_object().unwrap() {
         assert_eq!(&library.get(name).unwrap().hash, want.as_str().unwrap());
     }
     let mut p = GenerationParams::new("x <lora:peft:0.5>");
@@ -140,7 +80,7 @@ fn hashes_and_infotext() {
     p.loras = library.resolve(&p.prompt, &p.negative_prompt).unwrap();
     assert_eq!(p.loras.len(), 3);
     let text = infotext(&p, 1, "m", None).format();
-    let hashes = fixture()["hashes"].clone();
+    let hashes = LORAS.json()["hashes"].clone();
     let short = |n: &str| hashes[n].as_str().unwrap()[..12].to_string();
     let want = format!("peft: {}, kohya: {}", short("peft"), short("kohya"));
     assert!(text.contains(&format!("Lora hashes: \"{want}\"")), "{text}");
@@ -164,9 +104,7 @@ fn hashes_and_infotext() {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-lora-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::dir(&format!("lora-{tag}"))
 }
 
 fn f32_bytes(n: usize) -> Vec<u8> {
@@ -181,7 +119,7 @@ fn f32_bytes(n: usize) -> Vec<u8> {
 #[test]
 fn bad_loras_are_refused_by_name() {
     let model = StableDiffusion::load(&tiny(), &Device::Cpu, DType::F32).unwrap();
-    let library = loras();
+    let library = LORAS.library();
     let err = library
         .resolve("a <lora:nope:1>", "")
         .unwrap_err()
@@ -199,7 +137,7 @@ fn bad_loras_are_refused_by_name() {
         "{err}"
     );
 
-    let mut p = params(&fixture()["cases"][0]);
+    let mut p = case_params(&LORAS.json()["cases"][0]);
     let err = generate(&model, &p, &mut |_| {}).unwrap_err().to_string();
     assert!(
         err.contains("LoRA `peft`") && err.contains("not loaded"),

@@ -7,7 +7,6 @@
 //! binary) take turns.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use kiln_kernels::testing::gpu;
 use kiln_models::pipeline::{
@@ -17,17 +16,9 @@ use kiln_models::pipeline::{
 use kiln_nn::weights::WeightType;
 use kiln_runtime::memory::MemoryStats;
 use kiln_runtime::Device;
-
-static TURN: Mutex<()> = Mutex::new(());
-
-/// The plan may differ from the measured peak by this fraction. It is an upper bound by design
-/// for the streamed figure; for the resident run it matched to the byte on the CPU backend and on
-/// llvmpipe when written.
-const MARGIN: f64 = 0.02;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use kiln_tests::memory::{fresh, take_turn, within};
+use kiln_tests::params::red_circle;
+use kiln_tests::root;
 
 fn bundled() -> PathBuf {
     root().join("models/bundled")
@@ -38,21 +29,9 @@ fn tiny() -> PathBuf {
 }
 
 fn params(size: usize) -> GenerationParams {
-    let mut p = GenerationParams::new("a red circle on a blue background");
+    let mut p = red_circle(size, 2, 7);
     p.negative_prompt = "green".into();
-    p.steps = 2;
-    p.width = size;
-    p.height = size;
-    p.seed = 7;
     p
-}
-
-/// A fresh peak window: cached GPU buffers from earlier runs given back, peaks at current use.
-fn fresh(device: &Device) {
-    if let Device::Gpu(ctx) = device {
-        ctx.trim_pool();
-    }
-    device.reset_peak_memory();
 }
 
 /// Loads as `options` and generates, returning the pixels and the peak over load and run (less
@@ -70,14 +49,6 @@ fn run(
     let images = generate(&sd, p, &mut |_| {}).unwrap();
     let stats = device.memory_stats();
     (images[0].pixels.clone(), stats, before)
-}
-
-fn within(planned: u64, measured: u64, what: &str) {
-    let diff = (planned as f64 - measured as f64).abs();
-    assert!(
-        diff <= MARGIN * measured as f64,
-        "{what}: planned {planned}, measured {measured}"
-    );
 }
 
 fn check_plan(model: &Path, device: &Device, weight_type: WeightType, size: usize) -> MemoryPlan {
@@ -109,7 +80,7 @@ fn check_plan_with(
 
 #[test]
 fn plan_matches_the_measured_peak() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         let p = check_plan(&tiny(), &device, WeightType::F32, 32);
         assert!(p.phases.iter().any(|ph| ph.name == "vae decode"), "{p:?}");
@@ -125,7 +96,7 @@ fn plan_matches_the_measured_peak() {
 /// they leave the measured one.
 #[test]
 fn plan_of_an_offloaded_run_matches_the_measured_peak() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     let Some(device) = gpu() else { return };
     let resident = check_plan(&bundled(), &device, WeightType::F32, 64);
     for offload in [
@@ -157,7 +128,7 @@ fn plan_of_an_offloaded_run_matches_the_measured_peak() {
 
 #[test]
 fn a_budget_below_the_weight_size_is_met_by_streaming_the_unet() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         let options = LoadOptions::default();
         let p = params(64);
@@ -191,7 +162,7 @@ fn a_budget_below_the_weight_size_is_met_by_streaming_the_unet() {
 
 #[test]
 fn a_budget_that_needs_no_streaming_gives_the_same_image() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         let options = LoadOptions::default();
         let p = params(32);
@@ -211,7 +182,7 @@ fn a_budget_that_needs_no_streaming_gives_the_same_image() {
 
 #[test]
 fn an_impossible_budget_is_refused_with_the_minimum() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     let planned = plan(
         &bundled(),
         &Device::Cpu,
@@ -243,7 +214,7 @@ fn an_impossible_budget_is_refused_with_the_minimum() {
 /// peak.
 #[test]
 fn a_budget_the_vae_exceeds_is_met_by_tiling_it() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         let options = LoadOptions::default();
         let mut p = params(256);

@@ -5,17 +5,19 @@
 //! the images differ by f32 rounding only: max |difference| 1e-3 on pixels in [0, 1] (measured
 //! ~1e-6 on llvmpipe). The GPU holds less after loading (no VAE / text encoder weights there).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kiln_kernels::testing::with_gpu;
-use kiln_models::pipeline::{generate, GenerationParams, Offload, StableDiffusion};
+use kiln_models::pipeline::{generate, Offload, StableDiffusion};
 use kiln_nn::weights::WeightType;
 use kiln_runtime::Device;
+use kiln_tests::fixtures;
+use kiln_tests::params::red_circle;
 
 const MAX_PIXEL_DIFF: f32 = 1e-3;
 
 fn tiny() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-sd1")
+    fixtures().join("tiny-sd1")
 }
 
 /// The image and the GPU's live bytes right after loading.
@@ -42,11 +44,7 @@ fn run(device: &Device, offload: Offload) -> (Vec<f32>, u64) {
         model.text_encoder.as_ref().unwrap().device().name(),
         on_cpu(offload.text_encoder_on_cpu)
     );
-    let mut params = GenerationParams::new("a red circle on a blue background");
-    params.width = 32;
-    params.height = 32;
-    params.steps = 3;
-    params.seed = 11;
+    let params = red_circle(32, 3, 11);
     let images = generate(&model, &params, &mut |_| {}).unwrap();
     (images[0].pixels.clone(), loaded)
 }

@@ -10,7 +10,7 @@
 //! 1e-5 here.) Also: the PNG `parameters` chunk round trip with A1111's regular expression,
 //! bit-identical repeats, batch/seed consistency, and loader errors.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_kernels::testing::with_gpu;
@@ -19,10 +19,10 @@ use kiln_models::clip::{ClipTextConfig, ClipTextModel};
 use kiln_models::embeddings::EmbeddingDb;
 use kiln_models::image::infotext::{InfoText, PNG_KEYWORD};
 use kiln_models::image::png::{decode_png, encode_png};
-use kiln_models::image::{read_image, RgbImage};
+use kiln_models::image::RgbImage;
 use kiln_models::pipeline::{
-    encode_prompt, generate, infotext, single_file_scheduler, GenerationParams, InitImage,
-    ModelSource, PipelineError, StableDiffusion,
+    encode_prompt, generate, infotext, single_file_scheduler, GenerationParams, ModelSource,
+    PipelineError, StableDiffusion,
 };
 use kiln_models::rng::RngKind;
 use kiln_models::schedulers::{PredictionType, SamplerSpec, SchedulerConfig};
@@ -32,15 +32,16 @@ use kiln_models::vae::{AutoencoderKL, VaeConfig};
 use kiln_nn::weights::Weights;
 use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device};
+use kiln_tests::fixtures;
+use kiln_tests::golden::{self, assert_images_match, max_err, read_f32};
+use kiln_tests::model::load_err;
+use kiln_tests::params::{case_init, pipeline_case_params};
+use kiln_tests::temp::{self, copy_dir};
 use regex::Regex;
 use safetensors::SafeTensors;
 use serde_json::Value;
 
 const TOL: f32 = 1e-3;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
 
 fn tiny() -> PathBuf {
     fixtures().join("tiny-sd1")
@@ -85,65 +86,18 @@ fn load(device: &Device, family: &str, unet: &str) -> StableDiffusion {
 }
 
 fn golden(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(tiny().join("pipeline_golden.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(name).unwrap();
-    let values = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (t.shape().to_vec(), values)
+    read_f32(&tiny().join("pipeline_golden.safetensors"), name)
 }
 
 fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(tiny().join("pipeline_cases.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["cases"].as_array().unwrap().clone()
+    golden::cases(&tiny().join("pipeline_cases.json"))
 }
 
 fn params_for(case: &Value) -> GenerationParams {
-    let s = |k: &str| case[k].as_str().unwrap().to_string();
-    let n = |k: &str| case[k].as_u64().unwrap() as usize;
-    let mut p = GenerationParams::new(s("prompt"));
-    p.negative_prompt = s("negative");
-    p.steps = n("steps");
-    p.cfg_scale = case["cfg"].as_f64().unwrap() as f32;
-    p.width = n("width");
-    p.height = n("height");
-    p.seed = case["seed"].as_u64().unwrap();
-    p.sampler = SamplerSpec::parse(&s("sampler")).unwrap();
-    p.batch_size = n("batch");
-    p.clip_skip = n("clip_skip");
-    p.rng = RngKind::TorchCpu;
-    if !case["embeddings"].as_array().unwrap().is_empty() {
-        // The whole folder, as --embeddings-dir loads it; the prompt picks which ones are used.
-        p.embeddings = Some(Arc::new(
-            EmbeddingDb::load_dir(&tiny().join("embeddings")).unwrap(),
-        ));
-    }
-    let mode = s("mode");
-    if mode != "txt2img" {
-        // Cases at another size have their own init image and mask at that size ("_WxH").
-        let suffix = s("images");
-        p.init = Some(InitImage {
-            image: read_image(&tiny().join(format!("init{suffix}.png"))).unwrap(),
-            mask: (mode == "inpaint").then(|| {
-                read_image(&tiny().join(format!("mask{suffix}.png")))
-                    .unwrap()
-                    .to_gray()
-            }),
-            strength: case["strength"].as_f64().unwrap(),
-        });
-    }
+    let mut p = pipeline_case_params(case, &tiny());
+    // Cases at another size have their own init image and mask at that size ("_WxH").
+    p.init = case_init(case, &tiny(), case["images"].as_str().unwrap());
     p
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
 }
 
 fn check_all(device: &Device) {
@@ -157,17 +111,7 @@ fn check_all(device: &Device) {
         let params = params_for(&case);
         let mut reported = Vec::new();
         let images = generate(&model, &params, &mut |p| reported.push(p)).unwrap();
-        let (shape, want) = golden(&format!("{name}/image"));
-        assert_eq!(images.len(), shape[0], "{name}: image count");
-        let got: Vec<f32> = images.iter().flat_map(|i| i.pixels.clone()).collect();
-        assert_eq!(got.len(), want.len(), "{name}: pixel count");
-        let err = max_err(&got, &want);
-        eprintln!("{} {name}: max |err| {err:e}", device.name());
-        assert!(
-            err <= TOL,
-            "{} {name}: max |err| {err} > {TOL}",
-            device.name()
-        );
+        assert_images_match(device, name, &images, golden(&format!("{name}/image")), TOL);
         // One report per whole step (Heun's two evaluations count once), ending at the total.
         let p = reported.last().expect("progress was reported");
         let steps: Vec<usize> = reported.iter().map(|p| p.step).collect();
@@ -359,30 +303,7 @@ fn long_prompts_and_neutral_emphasis() {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-pipeline-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn load_err(path: &Path) -> String {
-    match StableDiffusion::load(path, &Device::Cpu, DType::F32) {
-        Ok(_) => panic!("{} loaded", path.display()),
-        Err(e) => e.to_string(),
-    }
+    temp::empty_dir(&format!("pipeline-{name}"))
 }
 
 #[test]

@@ -18,28 +18,13 @@ use std::path::{Path, PathBuf};
 use kiln_kernels::testing::with_gpu;
 use kiln_models::clip::{ClipTextConfig, ClipTextModel};
 use kiln_models::pipeline::{generate, quantize_model, GenerationParams, StableDiffusion};
-use kiln_models::rng::RngKind;
-use kiln_models::schedulers::SamplerSpec;
 use kiln_models::single_file::SingleFile;
 use kiln_nn::weights::Weights;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, QuantFormat, Tensor};
-use safetensors::SafeTensors;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn psnr(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let mse = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (f64::from(*g) - f64::from(*w)).powi(2))
-        .sum::<f64>()
-        / got.len() as f64;
-    10.0 * (1.0 / mse).log10()
-}
+use kiln_tests::golden::{psnr, read_f32};
+use kiln_tests::params::small_case;
+use kiln_tests::{root, temp};
 
 fn image(model: &StableDiffusion, params: &GenerationParams) -> Vec<f32> {
     generate(model, params, &mut |_| {})
@@ -75,26 +60,11 @@ fn check(
 
 /// The first case of tests/fixtures/tiny-sd1/pipeline_cases.json and diffusers' f32 image for it.
 fn tiny_case() -> (GenerationParams, Vec<f32>) {
-    let dir = root().join("tests/fixtures/tiny-sd1");
-    let mut p = GenerationParams::new("a red circle on a blue background");
-    p.negative_prompt = "blurry, dark".into();
-    p.steps = 4;
-    p.cfg_scale = 7.5;
-    p.width = 32;
-    p.height = 32;
-    p.seed = 42;
-    p.sampler = SamplerSpec::parse("Euler").unwrap();
-    p.rng = RngKind::TorchCpu;
-    let bytes = std::fs::read(dir.join("pipeline_golden.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let want = st
-        .tensor("txt2img_euler/image")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (p, want)
+    let golden = root().join("tests/fixtures/tiny-sd1/pipeline_golden.safetensors");
+    (
+        small_case(4, 7.5),
+        read_f32(&golden, "txt2img_euler/image").1,
+    )
 }
 
 /// Measured (CPU and llvmpipe alike) with Linear, 1x1 and 3x3 convolution weights packed: q8_0
@@ -198,10 +168,7 @@ fn single_file_text_encoders_pack_like_their_folders() {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-quantized-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::empty_dir(&format!("quantized-{name}"))
 }
 
 /// `kiln quantize` output loads back with no quantising and gives exactly the image that packing at

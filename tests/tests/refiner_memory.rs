@@ -3,17 +3,15 @@
 //!
 //! - The plan of a run with a refiner lists the refiner's weights (UNet, its bigG text encoder,
 //!   its VAE, which decodes) beside the base's, and its peak matches the measured peak of the real
-//!   run (within memory_budget.rs's 2 %, `peak::MARGIN`), on the CPU backend and the GPU under test: both models
+//!   run (within memory_budget.rs's 2 %, `memory::MARGIN`), on the CPU backend and the GPU under test: both models
 //!   are resident through the run, as `--max-vram` needs.
 //! - A budget below the resident peak but at the streamed one streams both UNets, stays under
 //!   the budget, and gives the resident image exactly.
 //!
 //! The CPU backend's counter and budget are process-wide: the tests of this file take turns.
 
-mod peak;
-
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kiln_kernels::testing::gpu;
 use kiln_models::pipeline::{
@@ -21,9 +19,9 @@ use kiln_models::pipeline::{
     PipelineError, Refiner, Residency, StableDiffusion,
 };
 use kiln_runtime::Device;
-use peak::{fixtures, measured, small_case, within};
-
-static TURN: Mutex<()> = Mutex::new(());
+use kiln_tests::fixtures;
+use kiln_tests::memory::{measured, take_turn, within};
+use kiln_tests::params::small_case;
 
 fn base() -> PathBuf {
     fixtures().join("tiny-sdxl")
@@ -79,7 +77,7 @@ fn planned(device: &Device, options: &LoadOptions) -> MemoryPlan {
 
 #[test]
 fn plan_with_a_refiner_matches_the_measured_peak() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         let options = LoadOptions::default();
         let planned = planned(&device, &options);
@@ -135,7 +133,7 @@ fn plan_with_a_refiner_matches_the_measured_peak() {
 
 #[test]
 fn a_budget_below_the_resident_peak_streams_both_unets() {
-    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = take_turn();
     for device in std::iter::once(Device::Cpu).chain(gpu()) {
         let options = LoadOptions::default();
         let planned = planned(&device, &options);

@@ -8,21 +8,12 @@
 //!   log/sin and the C library's may round differently before the final float32 rounding.
 
 use kiln_models::rng::{NoiseSource, PhiloxRng, RngKind, TorchCpuFlavor, TorchCpuRng};
+use kiln_tests::fixtures;
+use kiln_tests::golden::{json_f32s, read_json};
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/schedulers/rng.json");
-    let text = std::fs::read_to_string(path)
-        .expect("rng fixture missing: run tools/make_scheduler_fixtures.py");
-    serde_json::from_str(&text).unwrap()
-}
-
-fn f32s(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    read_json(&fixtures().join("schedulers/rng.json"))
 }
 
 /// The fixture's hash: sum of (i + 1) * bits(v_i), wrapping at 2^64.
@@ -39,12 +30,12 @@ fn ulps(a: f32, b: f32) -> u32 {
 /// Recorded values (full, or a strided sample) with their positions.
 fn recorded(call: &Value) -> Vec<(usize, f32)> {
     if let Some(values) = call.get("values") {
-        f32s(values).into_iter().enumerate().collect()
+        json_f32s(values).into_iter().enumerate().collect()
     } else {
         let idx = call["sample_index"].as_array().unwrap();
         idx.iter()
             .map(|i| i.as_u64().unwrap() as usize)
-            .zip(f32s(&call["sample_values"]))
+            .zip(json_f32s(&call["sample_values"]))
             .collect()
     }
 }

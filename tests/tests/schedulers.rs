@@ -17,21 +17,12 @@ use kiln_models::schedulers::{
     build_scheduler, img2img_start, parse_schedule, SamplerKind, SamplerSpec, Scheduler,
     SchedulerConfig, SchedulerError, SigmaSchedule, TimestepSpacing,
 };
+use kiln_tests::fixtures;
+use kiln_tests::golden::{json_f32s, read_json};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/fixtures/schedulers/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}; run tools/make_scheduler_fixtures.py"));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn f32s(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    read_json(&fixtures().join("schedulers").join(name))
 }
 
 /// The fixture's stand-in for a UNet: 0.1 * x + cos(t / 100), the cosine in double.
@@ -75,7 +66,7 @@ fn assert_close(label: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
 }
 
 fn check_schedule(label: &str, s: &dyn Scheduler, case: &Value) {
-    let want_ts = f32s(&case["timesteps"]);
+    let want_ts = json_f32s(&case["timesteps"]);
     // Fractional timesteps come from numpy's float32 log of the sigma table (see the header).
     let ts_tol = if want_ts.iter().all(|t| t.fract() == 0.0) {
         0.0
@@ -91,7 +82,7 @@ fn check_schedule(label: &str, s: &dyn Scheduler, case: &Value) {
     );
     match (s.sigmas(), case.get("sigmas")) {
         (Some(got), Some(want)) => {
-            assert_close(&format!("{label} sigmas"), got, &f32s(want), 0.0, 1e-6)
+            assert_close(&format!("{label} sigmas"), got, &json_f32s(want), 0.0, 1e-6)
         }
         (None, None) => {}
         (got, want) => panic!(
@@ -140,7 +131,7 @@ fn txt2img_loops_match_diffusers() {
         assert_close(
             &format!("{label} latents"),
             &out,
-            &f32s(&run["final"]),
+            &json_f32s(&run["final"]),
             1e-5,
             0.0,
         );
@@ -159,7 +150,13 @@ fn ddim_with_eta_matches_diffusers() {
     let mut rng = TorchCpuRng::new(fx["seed"].as_u64().unwrap());
     let latents = rng.randn(256);
     let out = denoise(s.as_mut(), latents, 0, &mut rng);
-    assert_close("DDIM eta latents", &out, &f32s(&run["final"]), 1e-5, 0.0);
+    assert_close(
+        "DDIM eta latents",
+        &out,
+        &json_f32s(&run["final"]),
+        1e-5,
+        0.0,
+    );
 }
 
 #[test]
@@ -195,7 +192,7 @@ fn img2img_matches_diffusers() {
         assert_close(
             &format!("{sampler} noised"),
             &noised,
-            &f32s(&run["noised"]),
+            &json_f32s(&run["noised"]),
             1e-6,
             1e-6,
         );
@@ -203,7 +200,7 @@ fn img2img_matches_diffusers() {
         assert_close(
             &format!("{sampler} img2img latents"),
             &out,
-            &f32s(&run["final"]),
+            &json_f32s(&run["final"]),
             1e-5,
             0.0,
         );

@@ -13,85 +13,36 @@
 use std::path::{Path, PathBuf};
 
 use kiln_kernels::testing::with_gpu;
-use kiln_models::clip::ClipTextModelWithProjection;
 use kiln_models::image::infotext::InfoText;
 use kiln_models::lora::{apply, ActiveLora, LoraLibrary, Part};
-use kiln_models::pipeline::{
-    generate, infotext, GenerationParams, ModelSource, Sdxl, StableDiffusion,
-};
-use kiln_models::rng::RngKind;
-use kiln_models::schedulers::SamplerSpec;
-use kiln_models::single_file::{Component, SingleFile};
+use kiln_models::pipeline::{generate, infotext, GenerationParams, StableDiffusion};
+use kiln_models::single_file::SingleFile;
 use kiln_runtime::loader::write_safetensors;
 use kiln_runtime::{DType, Device};
-use safetensors::{Dtype, SafeTensors};
-use serde_json::Value;
+use kiln_tests::golden::checked_max_err;
+use kiln_tests::lora::LoraFixture;
+use kiln_tests::model::run;
+use kiln_tests::params::case_params;
+use kiln_tests::temp;
+use kiln_tests::{fixtures, sdxl};
+use safetensors::Dtype;
 
 const TOL: f32 = 1e-3;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
 
 fn tiny() -> PathBuf {
     fixtures().join("tiny-sdxl")
 }
 
-fn loras() -> LoraLibrary {
-    LoraLibrary::new(&tiny().join("loras")).unwrap()
-}
-
-fn fixture() -> Value {
-    let text = std::fs::read_to_string(tiny().join("lora_cases.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn golden(name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(tiny().join("lora_golden.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(&format!("{name}/image")).unwrap();
-    t.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-fn params(case: &Value) -> GenerationParams {
-    let s = |k: &str| case[k].as_str().unwrap().to_string();
-    let n = |k: &str| case[k].as_u64().unwrap() as usize;
-    let mut p = GenerationParams::new(s("prompt"));
-    p.negative_prompt = s("negative");
-    p.steps = n("steps");
-    p.cfg_scale = case["cfg"].as_f64().unwrap() as f32;
-    p.width = n("width");
-    p.height = n("height");
-    p.seed = case["seed"].as_u64().unwrap();
-    p.sampler = SamplerSpec::parse(&s("sampler")).unwrap();
-    p.rng = RngKind::TorchCpu;
-    p
-}
+const LORAS: LoraFixture = LoraFixture("tiny-sdxl");
 
 /// The first case's settings with the plain prompts: diffusers' `none` image.
 fn plain_params() -> GenerationParams {
-    let f = fixture();
+    let f = LORAS.json();
     GenerationParams {
         prompt: f["prompt"].as_str().unwrap().into(),
         negative_prompt: f["negative"].as_str().unwrap().into(),
-        ..params(&f["cases"][0])
+        ..case_params(&f["cases"][0])
     }
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
-}
-
-fn run(model: &StableDiffusion, params: &GenerationParams) -> Vec<f32> {
-    let images = generate(model, params, &mut |_| {}).unwrap();
-    images.into_iter().flat_map(|i| i.pixels).collect()
 }
 
 fn active_layers(model: &StableDiffusion) -> usize {
@@ -105,33 +56,15 @@ fn active_layers(model: &StableDiffusion) -> usize {
 /// the same model without adapters gives diffusers' plain image (they were all cleared).
 fn check_all(device: &Device) {
     let model = StableDiffusion::load(&tiny(), device, DType::F32).unwrap();
-    let library = loras();
-    let none = golden("none");
-    for case in fixture()["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let mut p = params(case);
-        p.loras = library.resolve(&p.prompt, &p.negative_prompt).unwrap();
-        let got = run(&model, &p);
-        let want = golden(name);
-        let err = max_err(&got, &want);
-        eprintln!("{} {name}: max |err| {err:e}", device.name());
-        assert!(
-            err <= TOL,
-            "{} {name}: max |err| {err} > {TOL}",
-            device.name()
-        );
-        assert!(
-            max_err(&want, &none) > 100.0 * TOL,
-            "{name}: the adapters change the image"
-        );
+    LORAS.check_cases(device, &model, TOL, |name, none| {
         assert_eq!(active_layers(&model), 0, "{name}: cleared after");
-        let err = max_err(&run(&model, &plain_params()), &none);
+        let err = checked_max_err(&run(&model, &plain_params()), none);
         assert!(
             err <= TOL,
             "{} after {name}, without adapters: {err}",
             device.name()
         );
-    }
+    });
 }
 
 #[test]
@@ -149,15 +82,15 @@ fn sdxl_generations_with_loras_match_diffusers_on_gpu() {
 /// each part lands on that part's layers (CLIP-L's, bigG's, the UNet's).
 #[test]
 fn both_text_encoders_take_the_adapters() {
-    let (w1, te02) = (golden("kohya_w1"), golden("kohya_te02_unet1"));
-    assert!(max_err(&w1, &te02) > 10.0 * TOL);
+    let (w1, te02) = (LORAS.golden("kohya_w1"), LORAS.golden("kohya_te02_unet1"));
+    assert!(checked_max_err(&w1, &te02) > 10.0 * TOL);
     let model = StableDiffusion::load(&tiny(), &Device::Cpu, DType::F32).unwrap();
-    let library = loras();
+    let library = LORAS.library();
     let mut p = plain_params();
     p.prompt = format!("{} <lora:kohya:1:0>", p.prompt);
     p.loras = library.resolve(&p.prompt, "").unwrap();
     let te_only = run(&model, &p);
-    assert!(max_err(&te_only, &golden("none")) > 10.0 * TOL);
+    assert!(checked_max_err(&te_only, &LORAS.golden("none")) > 10.0 * TOL);
 
     let te2 = model.sdxl.as_ref().unwrap().text_encoder_2.text_model();
     for stem in ["kohya", "peft"] {
@@ -197,57 +130,20 @@ fn an_sdxl_single_file_takes_the_same_lora() {
     let file = SingleFile::open(&path).unwrap();
     let dev = Device::Cpu;
     let folder = StableDiffusion::load(&tiny(), &dev, DType::F32).unwrap();
-    let x = folder.sdxl.as_ref().unwrap();
-    let te2_config = x.text_encoder_2.config().clone();
     // As tests/tests/sdxl_pipeline.rs: the tiny file's configs come from the folder.
-    let model = StableDiffusion {
-        unet: file
-            .load_unet(Some(folder.unet.config()), &dev, DType::F32)
-            .unwrap(),
-        vae: file
-            .load_vae(Some(folder.vae.config()), &dev, DType::F32)
-            .unwrap(),
-        text_encoder: Some(
-            file.load_text_encoder(
-                folder.text_encoder.as_ref().map(|t| t.config()),
-                &dev,
-                DType::F32,
-            )
-            .unwrap(),
-        ),
-        tokenizer: folder.tokenizer.clone(),
-        sdxl: Some(Sdxl {
-            text_encoder_2: file
-                .load_component(Component::TextEncoder2, &dev, DType::F32, |w| {
-                    ClipTextModelWithProjection::new(&te2_config, w)
-                })
-                .unwrap(),
-            tokenizer_2: x.tokenizer_2.clone(),
-            requires_aesthetics_score: false,
-        }),
-        scheduler_config: folder.scheduler_config.clone(),
-        sample_size: folder.sample_size,
-        source: ModelSource {
-            name: "tiny-sdxl".into(),
-            hash_file: path.clone(),
-            vae: None,
-        },
-        planned: None,
-    }
-    .checked()
-    .unwrap();
-    let library = loras();
+    let model = sdxl::from_single_file(&file, &path, "tiny-sdxl", &folder, &dev);
+    let library = LORAS.library();
     for name in ["kohya_w1", "peft_w1", "locon_w1"] {
-        let case = fixture()["cases"]
+        let case = LORAS.json()["cases"]
             .as_array()
             .unwrap()
             .iter()
             .find(|c| c["name"] == name)
             .unwrap()
             .clone();
-        let mut p = params(&case);
+        let mut p = case_params(&case);
         p.loras = library.resolve(&p.prompt, &p.negative_prompt).unwrap();
-        let err = max_err(&run(&model, &p), &golden(name));
+        let err = checked_max_err(&run(&model, &p), &LORAS.golden(name));
         eprintln!("single file {name}: max |err| {err:e}");
         assert!(err <= TOL, "single file {name}: max |err| {err}");
     }
@@ -256,8 +152,8 @@ fn an_sdxl_single_file_takes_the_same_lora() {
 /// A1111's hash and `Lora hashes` field on an SDXL generation.
 #[test]
 fn sdxl_lora_hashes_and_infotext() {
-    let library = loras();
-    for (name, want) in fixture()["hashes"].as_object().unwrap() {
+    let library = LORAS.library();
+    for (name, want) in LORAS.json()["hashes"].as_object().unwrap() {
         assert_eq!(&library.get(name).unwrap().hash, want.as_str().unwrap());
     }
     let model = StableDiffusion::load(&tiny(), &Device::Cpu, DType::F32).unwrap();
@@ -267,7 +163,7 @@ fn sdxl_lora_hashes_and_infotext() {
     p.loras = library.resolve(&p.prompt, &p.negative_prompt).unwrap();
     generate(&model, &p, &mut |_| {}).unwrap();
     let text = infotext(&p, 1, &model.source.name, None).format();
-    let hashes = fixture()["hashes"].clone();
+    let hashes = LORAS.json()["hashes"].clone();
     let short = |n: &str| hashes[n].as_str().unwrap()[..12].to_string();
     let want = format!("kohya: {}, locon: {}", short("kohya"), short("locon"));
     assert_eq!(
@@ -278,9 +174,7 @@ fn sdxl_lora_hashes_and_infotext() {
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-sdxl-lora-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::dir(&format!("sdxl-lora-{tag}"))
 }
 
 fn lora_error(model: &StableDiffusion, dir: &Path, stem: &str) -> String {

@@ -9,7 +9,7 @@
 //! - Text encoders (hidden states without the final LayerNorm, goldens in float64):
 //!   |err| <= 1e-4 + 1e-4 |want| in f32 on the CPU and the GPU (tests/tests/clip.rs's bound).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kiln_kernels::testing::{assert_close, with_gpu};
 use kiln_models::clip::{ClipTextConfig, ClipTextModel, ClipTextModelWithProjection};
@@ -17,6 +17,8 @@ use kiln_models::unet::{AddedCond, Unet};
 use kiln_nn::weights::Weights;
 use kiln_runtime::loader::WeightFile;
 use kiln_runtime::{DType, Device, Tensor};
+use kiln_tests::fixtures;
+use kiln_tests::golden::{self, max_err};
 use safetensors::{Dtype, SafeTensors};
 
 const UNET_F32: f32 = 2e-5;
@@ -24,27 +26,13 @@ const UNET_F16: f32 = 1e-2;
 const CLIP_F32: (f32, f32) = (1e-4, 1e-4);
 
 fn fixture(part: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/tiny-sdxl")
-        .join(part)
+    fixtures().join("tiny-sdxl").join(part)
 }
 
 fn f32s(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
     let t = st.tensor(name).unwrap();
     assert_eq!(t.dtype(), Dtype::F32, "{name}");
-    let values = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (t.shape().to_vec(), values)
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
+    (t.shape().to_vec(), golden::f32s(t.data()))
 }
 
 fn check_unet(device: &Device, dtype: DType, tolerance: f32) {

@@ -7,28 +7,22 @@
 //! bound), CPU backend and GPU under test in f32; prompt embeddings <= 1e-4 + 1e-4 |want|.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use kiln_kernels::testing::{assert_close, with_gpu};
-use kiln_models::clip::ClipTextModelWithProjection;
-use kiln_models::embeddings::EmbeddingDb;
-use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    encode_pair, encode_prompt, generate, GenerationParams, InitImage, ModelSource, Sdxl,
-    StableDiffusion,
+    encode_pair, encode_prompt, generate, GenerationParams, StableDiffusion,
 };
-use kiln_models::rng::RngKind;
-use kiln_models::schedulers::SamplerSpec;
-use kiln_models::single_file::{Component, ModelKind, SingleFile};
+use kiln_models::single_file::{ModelKind, SingleFile};
 use kiln_runtime::{DType, Device};
+use kiln_tests::golden::{self, assert_images_match, max_err, read_f32};
+use kiln_tests::model::load_err;
+use kiln_tests::params::{case_init, pipeline_case_params};
+use kiln_tests::temp::{self, copy_dir};
+use kiln_tests::{fixtures, sdxl};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
 const TOL: f32 = 1e-3;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
 
 fn tiny() -> PathBuf {
     fixtures().join("tiny-sdxl")
@@ -39,62 +33,17 @@ fn load(device: &Device) -> StableDiffusion {
 }
 
 fn tensor(file: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(tiny().join(file)).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(name).unwrap();
-    let values = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (t.shape().to_vec(), values)
+    read_f32(&tiny().join(file), name)
 }
 
 fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(tiny().join("pipeline_cases.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["cases"].as_array().unwrap().clone()
+    golden::cases(&tiny().join("pipeline_cases.json"))
 }
 
 fn params_for(case: &Value) -> GenerationParams {
-    let s = |k: &str| case[k].as_str().unwrap().to_string();
-    let n = |k: &str| case[k].as_u64().unwrap() as usize;
-    let mut p = GenerationParams::new(s("prompt"));
-    p.negative_prompt = s("negative");
-    p.steps = n("steps");
-    p.cfg_scale = case["cfg"].as_f64().unwrap() as f32;
-    p.width = n("width");
-    p.height = n("height");
-    p.seed = case["seed"].as_u64().unwrap();
-    p.sampler = SamplerSpec::parse(&s("sampler")).unwrap();
-    p.batch_size = n("batch");
-    p.clip_skip = n("clip_skip");
-    p.rng = RngKind::TorchCpu;
-    if !case["embeddings"].as_array().unwrap().is_empty() {
-        p.embeddings = Some(Arc::new(
-            EmbeddingDb::load_dir(&tiny().join("embeddings")).unwrap(),
-        ));
-    }
-    let mode = s("mode");
-    if mode != "txt2img" {
-        p.init = Some(InitImage {
-            image: read_image(&fixtures().join("tiny-sd1/init.png")).unwrap(),
-            mask: (mode == "inpaint").then(|| {
-                read_image(&fixtures().join("tiny-sd1/mask.png"))
-                    .unwrap()
-                    .to_gray()
-            }),
-            strength: case["strength"].as_f64().unwrap(),
-        });
-    }
+    let mut p = pipeline_case_params(case, &tiny());
+    p.init = case_init(case, &fixtures().join("tiny-sd1"), "");
     p
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
 }
 
 fn check_all(device: &Device) {
@@ -103,17 +52,8 @@ fn check_all(device: &Device) {
         let name = case["name"].as_str().unwrap();
         let params = params_for(&case);
         let images = generate(&model, &params, &mut |_| {}).unwrap();
-        let (shape, want) = tensor("pipeline_golden.safetensors", &format!("{name}/image"));
-        assert_eq!(images.len(), shape[0], "{name}: image count");
-        let got: Vec<f32> = images.iter().flat_map(|i| i.pixels.clone()).collect();
-        assert_eq!(got.len(), want.len(), "{name}: pixel count");
-        let err = max_err(&got, &want);
-        eprintln!("{} {name}: max |err| {err:e}", device.name());
-        assert!(
-            err <= TOL,
-            "{} {name}: max |err| {err} > {TOL}",
-            device.name()
-        );
+        let want = tensor("pipeline_golden.safetensors", &format!("{name}/image"));
+        assert_images_match(device, name, &images, want, TOL);
     }
 }
 
@@ -192,36 +132,15 @@ fn sizes_and_dtypes_follow_the_configs() {
 }
 
 fn temp_copy(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-sdxl-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp::empty_dir(&format!("sdxl-{name}"));
     copy_dir(&tiny(), &dir);
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn edit_json(path: &Path, key: &str, value: Value) {
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     v[key] = value;
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-}
-
-fn load_err(path: &Path) -> String {
-    match StableDiffusion::load(path, &Device::Cpu, DType::F32) {
-        Ok(_) => panic!("{} loaded", path.display()),
-        Err(e) => e.to_string(),
-    }
 }
 
 #[test]
@@ -316,46 +235,7 @@ fn an_sdxl_single_file_generates_the_folders_image() {
     let file = SingleFile::open(&path).unwrap();
     assert_eq!(file.kind(), ModelKind::SdxlBase);
     let dev = Device::Cpu;
-    let folder = load(&dev);
-    let x = folder.sdxl.as_ref().unwrap();
-    let te2_config = x.text_encoder_2.config().clone();
-    let text_encoder_2 = file
-        .load_component(Component::TextEncoder2, &dev, DType::F32, |w| {
-            ClipTextModelWithProjection::new(&te2_config, w)
-        })
-        .unwrap();
-    let model = StableDiffusion {
-        unet: file
-            .load_unet(Some(folder.unet.config()), &dev, DType::F32)
-            .unwrap(),
-        vae: file
-            .load_vae(Some(folder.vae.config()), &dev, DType::F32)
-            .unwrap(),
-        text_encoder: Some(
-            file.load_text_encoder(
-                folder.text_encoder.as_ref().map(|t| t.config()),
-                &dev,
-                DType::F32,
-            )
-            .unwrap(),
-        ),
-        tokenizer: folder.tokenizer.clone(),
-        sdxl: Some(Sdxl {
-            text_encoder_2,
-            tokenizer_2: x.tokenizer_2.clone(),
-            requires_aesthetics_score: false,
-        }),
-        scheduler_config: folder.scheduler_config.clone(),
-        sample_size: folder.sample_size,
-        source: ModelSource {
-            name: "tiny-sdxl".into(),
-            hash_file: path.clone(),
-            vae: None,
-        },
-        planned: None,
-    }
-    .checked()
-    .unwrap();
+    let model = sdxl::from_single_file(&file, &path, "tiny-sdxl", &load(&dev), &dev);
     let case = cases()
         .into_iter()
         .find(|c| c["name"] == "txt2img_euler")

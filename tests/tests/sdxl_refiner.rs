@@ -8,28 +8,22 @@
 //! Tolerance: images max |error| <= 1e-3 on [0, 1] before 8-bit quantisation
 //! (tests/tests/sdxl_pipeline.rs's bound), CPU backend and GPU under test in f32.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_kernels::testing::with_gpu;
-use kiln_models::clip::ClipTextModelWithProjection;
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
-    generate, GenerationParams, InitImage, ModelSource, PipelineError, Refiner, Sdxl,
-    StableDiffusion,
+    generate, GenerationParams, InitImage, PipelineError, Refiner, StableDiffusion,
 };
-use kiln_models::rng::RngKind;
-use kiln_models::schedulers::SamplerSpec;
 use kiln_models::single_file::{Component, ModelKind, SingleFile};
 use kiln_runtime::{DType, Device};
-use safetensors::SafeTensors;
+use kiln_tests::golden::{self, assert_images_match, max_err, pixels, read_f32};
+use kiln_tests::params::case_params;
+use kiln_tests::{fixtures, sdxl};
 use serde_json::Value;
 
 const TOL: f32 = 1e-3;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
 
 fn refiner_dir() -> PathBuf {
     fixtures().join("tiny-sdxl-refiner")
@@ -40,21 +34,14 @@ fn load(device: &Device, name: &str) -> Arc<StableDiffusion> {
 }
 
 fn golden(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(refiner_dir().join("refiner_golden.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(&format!("{name}/image")).unwrap();
-    let values = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (t.shape().to_vec(), values)
+    read_f32(
+        &refiner_dir().join("refiner_golden.safetensors"),
+        &format!("{name}/image"),
+    )
 }
 
 fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(refiner_dir().join("refiner_cases.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["cases"].as_array().unwrap().clone()
+    golden::cases(&refiner_dir().join("refiner_cases.json"))
 }
 
 fn init(strength: f64) -> InitImage {
@@ -66,19 +53,9 @@ fn init(strength: f64) -> InitImage {
 }
 
 fn params_for(case: &Value, refiner: &Arc<StableDiffusion>) -> GenerationParams {
-    let s = |k: &str| case[k].as_str().unwrap().to_string();
-    let n = |k: &str| case[k].as_u64().unwrap() as usize;
-    let mut p = GenerationParams::new(s("prompt"));
-    p.negative_prompt = s("negative");
-    p.steps = n("steps");
-    p.cfg_scale = case["cfg"].as_f64().unwrap() as f32;
-    p.width = n("width");
-    p.height = n("height");
-    p.seed = case["seed"].as_u64().unwrap();
-    p.sampler = SamplerSpec::parse(&s("sampler")).unwrap();
-    p.batch_size = n("batch");
-    p.rng = RngKind::TorchCpu;
-    let mode = s("mode");
+    let mut p = case_params(case);
+    p.batch_size = case["batch"].as_u64().unwrap() as usize;
+    let mode = case["mode"].as_str().unwrap();
     if mode != "two_stage" {
         p.init = Some(init(case["strength"].as_f64().unwrap()));
     }
@@ -89,17 +66,6 @@ fn params_for(case: &Value, refiner: &Arc<StableDiffusion>) -> GenerationParams 
         });
     }
     p
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
-}
-
-fn pixels(images: &[kiln_models::pipeline::GeneratedImage]) -> Vec<f32> {
-    images.iter().flat_map(|i| i.pixels.clone()).collect()
 }
 
 fn check_all(device: &Device) {
@@ -115,17 +81,7 @@ fn check_all(device: &Device) {
             &base
         };
         let images = generate(main, &params, &mut |_| {}).unwrap();
-        let (shape, want) = golden(name);
-        assert_eq!(images.len(), shape[0], "{name}: image count");
-        let got = pixels(&images);
-        assert_eq!(got.len(), want.len(), "{name}: pixel count");
-        let err = max_err(&got, &want);
-        eprintln!("{} {name}: max |err| {err:e}", device.name());
-        assert!(
-            err <= TOL,
-            "{} {name}: max |err| {err} > {TOL}",
-            device.name()
-        );
+        assert_images_match(device, name, &images, golden(name), TOL);
     }
 }
 
@@ -265,40 +221,13 @@ fn a_refiner_single_file_gives_the_folders_result() {
     let run = |dev: &Device| {
         let base = load(dev, "tiny-sdxl");
         let folder = load(dev, "tiny-sdxl-refiner");
-        let x = folder.sdxl.as_ref().unwrap();
-        let te2_config = x.text_encoder_2.config().clone();
-        let text_encoder_2 = file
-            .load_component(Component::TextEncoder2, dev, DType::F32, |w| {
-                ClipTextModelWithProjection::new(&te2_config, w)
-            })
-            .unwrap();
-        let from_file = Arc::new(
-            StableDiffusion {
-                unet: file
-                    .load_unet(Some(folder.unet.config()), dev, DType::F32)
-                    .unwrap(),
-                vae: file
-                    .load_vae(Some(folder.vae.config()), dev, DType::F32)
-                    .unwrap(),
-                text_encoder: None,
-                tokenizer: None,
-                sdxl: Some(Sdxl {
-                    text_encoder_2,
-                    tokenizer_2: x.tokenizer_2.clone(),
-                    requires_aesthetics_score: file.kind() == ModelKind::SdxlRefiner,
-                }),
-                scheduler_config: folder.scheduler_config.clone(),
-                sample_size: folder.sample_size,
-                source: ModelSource {
-                    name: "tiny-sdxl-refiner".into(),
-                    hash_file: path.clone(),
-                    vae: None,
-                },
-                planned: None,
-            }
-            .checked()
-            .unwrap(),
-        );
+        let from_file = Arc::new(sdxl::from_single_file(
+            &file,
+            &path,
+            "tiny-sdxl-refiner",
+            &folder,
+            dev,
+        ));
         assert!(from_file.is_refiner());
         for name in ["two_stage_euler", "img2img_refiner_only"] {
             let case = cases().into_iter().find(|c| c["name"] == name).unwrap();

@@ -35,6 +35,7 @@ use kiln_models::vae::{AutoencoderKL, VaeConfig};
 use kiln_nn::weights::{ShapeSource, Weights};
 use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device, Tensor};
+use kiln_tests::{fixtures, temp};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
@@ -42,10 +43,6 @@ use serde_json::Value;
 const SAME_WEIGHTS_TOL: f32 = 1e-5;
 
 type Shapes = BTreeMap<String, Vec<usize>>;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
 
 fn single_file(name: &str) -> PathBuf {
     fixtures()
@@ -143,61 +140,68 @@ fn builders_expect_exactly_the_diffusers_manifests() {
     }
 }
 
+/// `model`'s original-layout manifest as a shape-only single file: told apart as `kind`, then
+/// `check(file, the published diffusers components)`; afterwards exactly the manifest's tensors
+/// less its non-weight buffers and unused parts were asked for.
+fn check_original_manifest(model: &str, kind: ModelKind, check: impl FnOnce(&SingleFile, &Value)) {
+    let original = manifest(&format!("{model}-original"));
+    let published = manifest(&format!("{model}-diffusers"));
+    let source = Arc::new(ShapeSource::new(
+        format!("{model}-original"),
+        shapes(&original["tensors"]),
+    ));
+    let file = SingleFile::from_source(source.clone()).unwrap();
+    assert_eq!(file.kind(), kind, "{model}");
+    check(&file, &published["components"]);
+    let mut want = shapes(&original["tensors"]);
+    for extra in original["not_weights"].as_array().unwrap() {
+        assert!(want.remove(extra.as_str().unwrap()).is_some(), "{extra}");
+    }
+    compare(&format!("{model} original layout"), &source.loaded(), &want);
+}
+
 #[test]
 fn original_layout_maps_onto_exactly_the_original_manifests() {
     for (model, kind) in MODELS {
-        let original = manifest(&format!("{model}-original"));
-        let published = manifest(&format!("{model}-diffusers"));
-        let c = &published["components"];
-        let source = Arc::new(ShapeSource::new(
-            format!("{model}-original"),
-            shapes(&original["tensors"]),
-        ));
-        let file = SingleFile::from_source(source.clone()).unwrap();
-        assert_eq!(file.kind(), kind, "{model}");
+        check_original_manifest(model, kind, |file, c| {
+            // Inferred configs = the published ones, in everything the builders use.
+            let unet = file.unet_config().unwrap();
+            let want = UnetConfig::from_json(&c["unet"]["config"].to_string()).unwrap();
+            assert_eq!(
+                unet.resolve().unwrap(),
+                want.resolve().unwrap(),
+                "{model} unet"
+            );
+            assert_eq!(
+                (
+                    unet.in_channels,
+                    unet.out_channels,
+                    unet.use_linear_projection
+                ),
+                (
+                    want.in_channels,
+                    want.out_channels,
+                    want.use_linear_projection
+                ),
+                "{model} unet"
+            );
+            let vae = file.vae_config().unwrap();
+            let want = VaeConfig::from_json(&c["vae"]["config"].to_string(), model).unwrap();
+            assert_eq!(vae, want, "{model} vae");
+            let clip = file.text_encoder_config().unwrap();
+            let want =
+                ClipTextConfig::from_json(&c["text_encoder"]["config"].to_string(), model).unwrap();
+            assert_eq!(clip, want, "{model} text encoder");
 
-        // Inferred configs = the published ones, in everything the builders use.
-        let unet = file.unet_config().unwrap();
-        let want = UnetConfig::from_json(&c["unet"]["config"].to_string()).unwrap();
-        assert_eq!(
-            unet.resolve().unwrap(),
-            want.resolve().unwrap(),
-            "{model} unet"
-        );
-        assert_eq!(
-            (
-                unet.in_channels,
-                unet.out_channels,
-                unet.use_linear_projection
-            ),
-            (
-                want.in_channels,
-                want.out_channels,
-                want.use_linear_projection
-            ),
-            "{model} unet"
-        );
-        let vae = file.vae_config().unwrap();
-        let want = VaeConfig::from_json(&c["vae"]["config"].to_string(), model).unwrap();
-        assert_eq!(vae, want, "{model} vae");
-        let clip = file.text_encoder_config().unwrap();
-        let want =
-            ClipTextConfig::from_json(&c["text_encoder"]["config"].to_string(), model).unwrap();
-        assert_eq!(clip, want, "{model} text encoder");
-
-        // Building every component uses every weight (a tensor left over would be an error) ...
-        drop(file.load_unet(None, &Device::Cpu, DType::F32).unwrap());
-        drop(file.load_vae(None, &Device::Cpu, DType::F32).unwrap());
-        drop(
-            file.load_text_encoder(None, &Device::Cpu, DType::F32)
-                .unwrap(),
-        );
-        // ... and nothing else: exactly the manifest less its non-weight buffers and unused parts.
-        let mut want = shapes(&original["tensors"]);
-        for extra in original["not_weights"].as_array().unwrap() {
-            assert!(want.remove(extra.as_str().unwrap()).is_some(), "{extra}");
-        }
-        compare(&format!("{model} original layout"), &source.loaded(), &want);
+            // Building every component uses every weight (a tensor left over would be an error) ...
+            drop(file.load_unet(None, &Device::Cpu, DType::F32).unwrap());
+            drop(file.load_vae(None, &Device::Cpu, DType::F32).unwrap());
+            drop(
+                file.load_text_encoder(None, &Device::Cpu, DType::F32)
+                    .unwrap(),
+            );
+            // ... and nothing else, which check_original_manifest checks after.
+        });
     }
 }
 
@@ -494,9 +498,7 @@ fn inferred_configs_of_the_tiny_files_match_the_fixtures_where_weights_tell() {
 // ---- bad input ----
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-single-file-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::dir(&format!("single-file-{name}"))
 }
 
 /// A copy of a tiny single file with `edit` applied to its (name, dtype, shape, bytes) list.
@@ -615,19 +617,13 @@ fn an_unused_tensor_is_named() {
 fn a_wrong_shape_names_the_stored_and_the_diffusers_tensor() {
     // The VAE's mid-block q: a [32, 32, 1, 1] conv stored as [32, 32, 3, 3].
     let victim = "first_stage_model.decoder.mid.attn_1.q.weight";
-    let path = edited("tiny-sd1", "shape-vae", |t| {
-        let entry = t.iter_mut().find(|(n, ..)| n == victim).unwrap();
-        assert_eq!(entry.2, [32, 32, 1, 1]);
-        entry.2 = vec![32, 32, 3, 3];
-        entry.3 = vec![0; 32 * 32 * 9 * 4];
-    });
     let vae = VaeConfig::from_file(fixtures().join("tiny-sd1/vae/config.json")).unwrap();
-    let e = SingleFile::open(&path)
-        .unwrap()
-        .load_vae(Some(&vae), &Device::Cpu, DType::F32)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = reshaped_err(
+        "tiny-sd1",
+        "shape-vae",
+        (victim, &[32, 32, 1, 1], &[32, 32, 3, 3]),
+        |file| file.load_vae(Some(&vae), &Device::Cpu, DType::F32),
+    );
     assert!(
         e.contains("decoder.mid_block.attentions.0.to_q.weight")
             && e.contains(victim)
@@ -635,24 +631,17 @@ fn a_wrong_shape_names_the_stored_and_the_diffusers_tensor() {
             && e.contains("expected [32, 32]"),
         "{e}"
     );
-    std::fs::remove_dir_all(path.parent().unwrap()).ok();
 
     // OpenCLIP's fused projection with 93 rows instead of 96: each third is [31, 32], not [32, 32].
     let victim = "cond_stage_model.model.transformer.resblocks.1.attn.in_proj_weight";
-    let path = edited("tiny-sd2", "shape-clip", |t| {
-        let entry = t.iter_mut().find(|(n, ..)| n == victim).unwrap();
-        assert_eq!(entry.2, [96, 32]);
-        entry.2 = vec![93, 32];
-        entry.3.truncate(93 * 32 * 4);
-    });
     let cfg =
         ClipTextConfig::from_file(fixtures().join("tiny-sd2/text_encoder/config.json")).unwrap();
-    let e = SingleFile::open(&path)
-        .unwrap()
-        .load_text_encoder(Some(&cfg), &Device::Cpu, DType::F32)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = reshaped_err(
+        "tiny-sd2",
+        "shape-clip",
+        (victim, &[96, 32], &[93, 32]),
+        |file| file.load_text_encoder(Some(&cfg), &Device::Cpu, DType::F32),
+    );
     assert!(
         e.contains("encoder.layers.1.self_attn.q_proj.weight")
             && e.contains(victim)
@@ -660,7 +649,25 @@ fn a_wrong_shape_names_the_stored_and_the_diffusers_tensor() {
             && e.contains("expected [32, 32]"),
         "{e}"
     );
+}
+
+/// The error `load` gives on a copy of single file `source` whose f32 tensor `victim`, stored as
+/// `was`, is stored as `shape` instead.
+fn reshaped_err<T, E: std::fmt::Display>(
+    source: &str,
+    name: &str,
+    (victim, was, shape): (&str, &[usize], &[usize]),
+    load: impl FnOnce(&SingleFile) -> Result<T, E>,
+) -> String {
+    let path = edited(source, name, |t| {
+        let entry = t.iter_mut().find(|(n, ..)| n == victim).unwrap();
+        assert_eq!(entry.2, was);
+        entry.2 = shape.to_vec();
+        entry.3.resize(shape.iter().product::<usize>() * 4, 0);
+    });
+    let e = load(&SingleFile::open(&path).unwrap()).err().unwrap();
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    e.to_string()
 }
 
 #[test]
@@ -815,66 +822,54 @@ fn same_fields(what: &str, got: &Value, want: &Value) {
 #[test]
 fn sdxl_manifests_infer_the_published_configs_and_use_every_weight() {
     for (model, kind) in SDXL_MODELS {
-        let original = manifest(&format!("{model}-original"));
-        let published = manifest(&format!("{model}-diffusers"));
-        let c = &published["components"];
-        let source = Arc::new(ShapeSource::new(
-            format!("{model}-original"),
-            shapes(&original["tensors"]),
-        ));
-        let file = SingleFile::from_source(source.clone()).unwrap();
-        assert_eq!(file.kind(), kind, "{model}");
-        assert_eq!(
-            (file.kind().prediction_type(), file.kind().image_size()),
-            ("epsilon", 1024)
-        );
-
-        same_fields(
-            &format!("{model} unet"),
-            &file.unet_config_json().unwrap(),
-            &c["unet"]["config"],
-        );
-        let vae = file.vae_config().unwrap();
-        let want = VaeConfig::from_json(&c["vae"]["config"].to_string(), model).unwrap();
-        assert_eq!(vae, want, "{model} vae");
-        assert_eq!(vae.scaling_factor, 0.13025);
-        for (component, name) in SDXL_COMPONENTS {
-            let Some(text) = c.get(name).filter(|_| name.starts_with("text")) else {
-                continue;
-            };
-            let want = ClipTextConfig::from_json(&text["config"].to_string(), model).unwrap();
-            let got = match component {
-                Component::TextEncoder => file.text_encoder_config_json(),
-                _ => file.text_encoder_2_config_json(),
-            }
-            .unwrap();
-            let parsed = ClipTextConfig::from_json(&got.to_string(), model).unwrap();
-            assert_eq!(parsed, want, "{model} {name}");
+        check_original_manifest(model, kind, |file, c| {
             assert_eq!(
-                got["projection_dim"], text["config"]["projection_dim"],
-                "{model} {name}"
+                (file.kind().prediction_type(), file.kind().image_size()),
+                ("epsilon", 1024)
             );
-            assert_eq!(got["architectures"], text["config"]["architectures"]);
-        }
-        if kind == ModelKind::SdxlRefiner {
-            assert!(!file.has(Component::TextEncoder));
-        }
 
-        // Every diffusers tensor of every component has its place at its shape, and nothing of the
-        // file is left over but its non-weight buffers.
-        for (component, name) in SDXL_COMPONENTS {
-            let Some(part) = c.get(name) else { continue };
-            let want = shapes(&part["tensors"]);
-            file.load_component(component, &Device::Cpu, DType::F32, |w| {
-                ask_for_all(w, &want)
-            })
-            .unwrap_or_else(|e| panic!("{model} {name}: {e}"));
-        }
-        let mut want = shapes(&original["tensors"]);
-        for extra in original["not_weights"].as_array().unwrap() {
-            assert!(want.remove(extra.as_str().unwrap()).is_some(), "{extra}");
-        }
-        compare(&format!("{model} original layout"), &source.loaded(), &want);
+            same_fields(
+                &format!("{model} unet"),
+                &file.unet_config_json().unwrap(),
+                &c["unet"]["config"],
+            );
+            let vae = file.vae_config().unwrap();
+            let want = VaeConfig::from_json(&c["vae"]["config"].to_string(), model).unwrap();
+            assert_eq!(vae, want, "{model} vae");
+            assert_eq!(vae.scaling_factor, 0.13025);
+            for (component, name) in SDXL_COMPONENTS {
+                let Some(text) = c.get(name).filter(|_| name.starts_with("text")) else {
+                    continue;
+                };
+                let want = ClipTextConfig::from_json(&text["config"].to_string(), model).unwrap();
+                let got = match component {
+                    Component::TextEncoder => file.text_encoder_config_json(),
+                    _ => file.text_encoder_2_config_json(),
+                }
+                .unwrap();
+                let parsed = ClipTextConfig::from_json(&got.to_string(), model).unwrap();
+                assert_eq!(parsed, want, "{model} {name}");
+                assert_eq!(
+                    got["projection_dim"], text["config"]["projection_dim"],
+                    "{model} {name}"
+                );
+                assert_eq!(got["architectures"], text["config"]["architectures"]);
+            }
+            if kind == ModelKind::SdxlRefiner {
+                assert!(!file.has(Component::TextEncoder));
+            }
+
+            // Every diffusers tensor of every component has its place at its shape, and nothing of the
+            // file is left over but its non-weight buffers.
+            for (component, name) in SDXL_COMPONENTS {
+                let Some(part) = c.get(name) else { continue };
+                let want = shapes(&part["tensors"]);
+                file.load_component(component, &Device::Cpu, DType::F32, |w| {
+                    ask_for_all(w, &want)
+                })
+                .unwrap_or_else(|e| panic!("{model} {name}: {e}"));
+            }
+        });
     }
 }
 

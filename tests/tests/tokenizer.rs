@@ -1,18 +1,16 @@
 //! CLIP tokenizer and A1111 prompt handling against fixtures from tools/make_tokenizer_fixtures.py
 //! (transformers' CLIPTokenizer on OpenAI's vocabulary; ports of A1111's parser and chunker).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kiln_models::clip::tokenizer::{ClipTokenizer, Padding, TokenizerError, CLIP_MAX_LEN};
 use kiln_models::prompt::{parse_emphasis, ChunkOptions, PromptChunks};
+use kiln_tests::fixtures;
+use kiln_tests::golden::read_json;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/tokenizer")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    read_json(&fixtures().join("tokenizer").join(name))
 }
 
 fn cases(name: &str) -> Vec<Value> {
@@ -28,10 +26,7 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-tokenizer-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    kiln_tests::temp::empty_dir(&format!("tokenizer-{name}"))
 }
 
 /// Every fixture prompt: unpadded ids, and 77-token ids padded with EOS (SD1) and, from the

@@ -9,22 +9,20 @@
 //! - f16 (GPU only, weights and activations in f16): max |error| <= 1e-2 x scale (measured about
 //!   2e-3 on llvmpipe): every kernel rounds its output to 11 significant bits.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kiln_kernels::testing::with_gpu;
 use kiln_models::unet::{Unet, UnetConfig};
 use kiln_nn::weights::Weights;
 use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device, Tensor};
+use kiln_tests::{fixtures, temp, with_f16_gpu};
 
 const F32_TOLERANCE: f32 = 2e-5;
 const F16_TOLERANCE: f32 = 1e-2;
 
 fn fixture(variant: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(variant)
-        .join("unet")
+    fixtures().join(variant).join("unet")
 }
 
 struct Golden {
@@ -127,11 +125,7 @@ fn all_variants_match_diffusers_on_the_gpu_in_f32() {
 
 #[test]
 fn all_variants_match_diffusers_on_the_gpu_in_f16() {
-    with_gpu(|gpu| {
-        if !gpu.supports(DType::F16) {
-            eprintln!("{} has no f16 shaders: f16 UNet test skipped", gpu.name());
-            return;
-        }
+    with_f16_gpu(|gpu| {
         for variant in ["tiny-sd1", "tiny-sd2", "tiny-sd1-inpaint"] {
             check(variant, gpu, DType::F16, F16_TOLERANCE);
         }
@@ -159,9 +153,7 @@ fn one_timestep_is_shared_by_the_batch() {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-unet-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::dir(&format!("unet-{name}"))
 }
 
 #[test]

@@ -18,13 +18,15 @@ use kiln_models::upscale::{
 };
 use kiln_runtime::loader::write_safetensors;
 use kiln_runtime::{DType, Device};
+use kiln_tests::golden::{f32s, max_err};
+use kiln_tests::{temp, with_f16_gpu};
 use safetensors::{Dtype, SafeTensors};
 
 const F32_TOL: (f32, f32) = (2e-5, 1e-5);
 const F16_TOL: (f32, f32) = (1e-2, 1e-2);
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/upscalers")
+    kiln_tests::fixtures().join("upscalers")
 }
 
 /// A golden tensor as planes (batch 1).
@@ -36,19 +38,7 @@ fn golden(name: &str) -> Planes {
     let &[1, c, h, w] = t.shape() else {
         panic!("{name}: shape {:?}", t.shape())
     };
-    let data = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    Planes::new(c, h, w, data).unwrap()
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
+    Planes::new(c, h, w, f32s(t.data())).unwrap()
 }
 
 /// Every fixture file against its golden output: (file, golden name).
@@ -86,13 +76,7 @@ fn matches_pytorch_on_gpu_f32() {
 
 #[test]
 fn matches_pytorch_on_gpu_f16() {
-    with_gpu(|gpu| {
-        if gpu.float_dtype(DType::F16) == DType::F16 {
-            check(gpu, DType::F16, F16_TOL);
-        } else {
-            eprintln!("{} has no f16: skipped", gpu.name());
-        }
-    });
+    with_f16_gpu(|gpu| check(gpu, DType::F16, F16_TOL));
 }
 
 #[test]
@@ -225,9 +209,7 @@ fn upscale_sizes_follow_a1111() {
 }
 
 fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-upscale-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::dir(&format!("upscale-{test}"))
 }
 
 #[test]

@@ -17,6 +17,8 @@ use kiln_models::vae::{latents_from, AutoencoderKL, VaeConfig};
 use kiln_nn::weights::Weights;
 use kiln_runtime::loader::{write_safetensors, WeightFile};
 use kiln_runtime::{DType, Device, Tensor};
+use kiln_tests::golden::{f32s, max_err};
+use kiln_tests::{fixtures, temp, with_f16_gpu};
 use safetensors::{Dtype, SafeTensors};
 
 const F32_TOL: (f32, f32) = (1e-4, 1e-4);
@@ -24,7 +26,7 @@ const F16_TOL: (f32, f32) = (5e-2, 2e-2);
 const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-sd1/vae")
+    fixtures().join("tiny-sd1/vae")
 }
 
 /// The golden tensors by name: (shape, values).
@@ -39,11 +41,7 @@ impl Golden {
                 .into_iter()
                 .map(|(name, t)| {
                     assert_eq!(t.dtype(), Dtype::F32, "{name}");
-                    let values = t
-                        .data()
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                        .collect();
+                    let values = f32s(t.data());
                     (name, t.shape().to_vec(), values)
                 })
                 .collect(),
@@ -66,13 +64,6 @@ fn load(weights_file: &Path, device: &Device, dtype: DType) -> kiln_runtime::Res
     let cfg = VaeConfig::from_file(fixture().join("config.json"))?;
     let weights = Weights::new(vec![WeightFile::open(weights_file)?], device, dtype);
     AutoencoderKL::new(&cfg, &weights)
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Encodes both golden images, samples with the golden noise, decodes both golden latents, and
@@ -120,13 +111,7 @@ fn matches_diffusers_on_gpu_f32() {
 
 #[test]
 fn matches_diffusers_on_gpu_f16() {
-    with_gpu(|gpu| {
-        if gpu.float_dtype(DType::F16) == DType::F16 {
-            check(gpu, DType::F16, F16_TOL);
-        } else {
-            eprintln!("{} has no f16: skipped", gpu.name());
-        }
-    });
+    with_f16_gpu(|gpu| check(gpu, DType::F16, F16_TOL));
 }
 
 #[test]
@@ -171,9 +156,7 @@ fn f32_inputs_are_cast_to_an_f16_model() {
 }
 
 fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-vae-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::dir("vae")
 }
 
 /// A copy of the fixture's weights with each tensor passed through `edit(name, shape, bytes)`, which

@@ -10,20 +10,17 @@
 use std::path::{Path, PathBuf};
 
 use kiln_models::pipeline::{
-    add_vae, generate, infotext, GenerationParams, LoadOptions, PipelineError, StableDiffusion,
+    add_vae, infotext, GenerationParams, LoadOptions, PipelineError, StableDiffusion,
 };
 use kiln_runtime::loader::write_safetensors;
 use kiln_runtime::Device;
+use kiln_tests::model::run;
+use kiln_tests::params::red_circle;
+use kiln_tests::{fixtures, temp};
 use safetensors::SafeTensors;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-vae-override-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    temp::dir(&format!("vae-override-{name}"))
 }
 
 /// tiny-sd1's VAE from its single file, names rewritten by `rename` (None drops a tensor), with
@@ -55,12 +52,7 @@ fn vae_file(
 }
 
 fn params() -> GenerationParams {
-    let mut p = GenerationParams::new("a red circle on a blue background");
-    p.width = 32;
-    p.height = 32;
-    p.steps = 2;
-    p.seed = 7;
-    p
+    red_circle(32, 2, 7)
 }
 
 fn load(vae: Option<&Path>) -> Result<StableDiffusion, PipelineError> {
@@ -72,8 +64,7 @@ fn load(vae: Option<&Path>) -> Result<StableDiffusion, PipelineError> {
 }
 
 fn pixels(model: &StableDiffusion) -> Vec<f32> {
-    let images = generate(model, &params(), &mut |_| {}).unwrap();
-    images.into_iter().flat_map(|i| i.pixels).collect()
+    run(model, &params())
 }
 
 #[test]

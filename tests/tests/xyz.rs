@@ -3,18 +3,14 @@
 //! axis switches models through the caller's `CellRunner` (the bundled model and the tiny
 //! fixture). On the CPU backend and, where one exists, a GPU adapter.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
 use kiln_kernels::testing::with_gpu;
 use kiln_models::image::grid::Annotations;
 use kiln_models::pipeline::{generate, infotext, GenerationParams, StableDiffusion};
 use kiln_models::xyz::{run_plot, Axis, AxisKind, CellOutput, CellRunner, CellSettings, XyzPlot};
 use kiln_runtime::{DType, Device};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use kiln_tests::params::red_circle;
+use kiln_tests::root;
+use std::collections::HashMap;
 
 /// Loads models by path on first use; `None` is the bundled model.
 struct Runner<'a> {
@@ -56,12 +52,7 @@ impl CellRunner for Runner<'_> {
 }
 
 fn base() -> GenerationParams {
-    let mut p = GenerationParams::new("a red circle on a blue background");
-    p.width = 64;
-    p.height = 64;
-    p.steps = 2;
-    p.seed = 11;
-    p
+    red_circle(64, 2, 11)
 }
 
 fn axis(kind: AxisKind, values: &str) -> Axis {

@@ -9,6 +9,7 @@ use async_openai::types::chat::{
     CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
 };
 use async_openai::Client;
+use futures_util::StreamExt;
 use kiln_runtime::DeviceChoice;
 use kiln_server::{LlmSettings, ModelSet, Server, ServerConfig};
 use serde_json::Value;
@@ -23,7 +24,15 @@ pub fn bundled_image() -> PathBuf {
 
 /// Both bundled models on the CPU backend at a free port, `parallel` slots.
 pub fn config(parallel: usize) -> ServerConfig {
-    let mut c = ServerConfig::new(ModelSet::List(vec![bundled_image(), bundled_chat()]));
+    cpu_config(
+        ModelSet::List(vec![bundled_image(), bundled_chat()]),
+        parallel,
+    )
+}
+
+/// `models` on the CPU backend at a free port, `parallel` chat slots of 256 tokens each.
+pub fn cpu_config(models: ModelSet, parallel: usize) -> ServerConfig {
+    let mut c = ServerConfig::new(models);
     c.device = DeviceChoice::Cpu;
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.llm = LlmSettings {
@@ -115,4 +124,20 @@ pub fn expectations() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/llm/bundled_chat_expectations.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Asks for `request`'s reply as a stream and joins the text of its deltas.
+pub async fn streamed_text(
+    client: &Client<OpenAIConfig>,
+    mut request: CreateChatCompletionRequest,
+) -> String {
+    request.stream = Some(true);
+    let mut stream = client.chat().create_stream(request).await.unwrap();
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        for c in chunk.unwrap().choices {
+            text.push_str(c.delta.content.as_deref().unwrap_or(""));
+        }
+    }
+    text
 }

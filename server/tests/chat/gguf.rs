@@ -5,10 +5,8 @@
 
 use std::path::PathBuf;
 
-use futures_util::StreamExt;
 use kiln_runtime::gguf::GgufFile;
-use kiln_runtime::DeviceChoice;
-use kiln_server::{LlmSettings, ModelSet, Server, ServerConfig};
+use kiln_server::{ModelSet, Server};
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -38,15 +36,7 @@ fn gguf_server() -> (Server, PathBuf) {
     for f in ["tekken-f32.gguf", "spm-f32.gguf"] {
         std::fs::copy(fixtures().join(f), dir.join(f)).unwrap();
     }
-    let mut c = ServerConfig::new(ModelSet::Dir(dir.clone()));
-    c.device = DeviceChoice::Cpu;
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.llm = LlmSettings {
-        parallel: 1,
-        ctx_size: Some(256),
-        ..LlmSettings::default()
-    };
-    (start(c), dir)
+    (start(cpu_config(ModelSet::Dir(dir.clone()), 1)), dir)
 }
 
 #[test]
@@ -89,15 +79,7 @@ fn gguf_files_are_served_with_llama_cpps_replies_and_ids() {
                 chat["ids"].as_array().unwrap().len(),
                 "{model}"
             );
-            let mut streamed = request.clone();
-            streamed.stream = Some(true);
-            let mut stream = client.chat().create_stream(streamed).await.unwrap();
-            let mut text = String::new();
-            while let Some(chunk) = stream.next().await {
-                for c in chunk.unwrap().choices {
-                    text.push_str(c.delta.content.as_deref().unwrap_or(""));
-                }
-            }
+            let text = streamed_text(&client, request.clone()).await;
             assert_eq!(text, want, "{model} streamed");
         });
         // Plain text through /tokenize: llama.cpp's ids.
@@ -131,14 +113,7 @@ fn a_llama_cpp_q4_k_m_file_is_served_with_llama_cpps_reply() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("llama_cpp.json")).unwrap())
             .unwrap();
     let file = dir.join("q4_k_m.gguf");
-    let mut c = ServerConfig::new(ModelSet::Single(file.clone()));
-    c.device = DeviceChoice::Cpu;
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.llm = LlmSettings {
-        ctx_size: Some(256),
-        ..LlmSettings::default()
-    };
-    let server = start(c);
+    let server = start(cpu_config(ModelSet::Single(file.clone()), 1));
     let tokenizer = kiln_llm::Tokenizer::from_gguf(&GgufFile::open(&file).unwrap()).unwrap();
     let greedy: Vec<u32> = ids(&record["files"]["q4_k_m.gguf"]["ids"])
         .into_iter()

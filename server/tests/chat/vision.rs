@@ -15,9 +15,8 @@ use async_openai::types::chat::{
     CreateChatCompletionRequestArgs, ImageUrlArgs,
 };
 use base64::Engine;
-use futures_util::StreamExt;
 use kiln_runtime::DeviceChoice;
-use kiln_server::{LlmSettings, ModelSet, Server, ServerConfig};
+use kiln_server::{ModelSet, Server, ServerConfig};
 use serde_json::Value;
 
 use crate::common::*;
@@ -29,15 +28,7 @@ fn fixture() -> PathBuf {
 const MODEL: &str = "mistral3-vision";
 
 fn vision_server(parallel: usize) -> Server {
-    let mut c = ServerConfig::new(ModelSet::List(vec![fixture()]));
-    c.device = DeviceChoice::Cpu;
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.llm = LlmSettings {
-        parallel,
-        ctx_size: Some(256 * parallel),
-        ..LlmSettings::default()
-    };
-    start(c)
+    start(cpu_config(ModelSet::List(vec![fixture()]), parallel))
 }
 
 fn manifest() -> Value {
@@ -152,15 +143,7 @@ fn image_replies_are_the_transformers_greedy_tokens_whole_and_streamed() {
                 "{case}: the prompt counts every image token"
             );
 
-            let mut streamed = request(case);
-            streamed.stream = Some(true);
-            let mut stream = client.chat().create_stream(streamed).await.unwrap();
-            let mut text = String::new();
-            while let Some(chunk) = stream.next().await {
-                for c in chunk.unwrap().choices {
-                    text.push_str(c.delta.content.as_deref().unwrap_or(""));
-                }
-            }
+            let text = streamed_text(&client, request(case)).await;
             assert_eq!(text, want, "{case} streamed");
         }
     });
@@ -183,15 +166,8 @@ fn parallel_requests_with_different_images_get_their_own_replies() {
 
 #[test]
 fn a_gguf_text_model_with_mmproj_reads_images_as_the_folder_does() {
-    let mut c = ServerConfig::new(ModelSet::Single(fixture().join("text-f32.gguf")));
-    c.device = DeviceChoice::Cpu;
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.llm = LlmSettings {
-        parallel: 1,
-        ctx_size: Some(256),
-        mmproj: Some(fixture().join("mmproj-f32.gguf")),
-        ..LlmSettings::default()
-    };
+    let mut c = cpu_config(ModelSet::Single(fixture().join("text-f32.gguf")), 1);
+    c.llm.mmproj = Some(fixture().join("mmproj-f32.gguf"));
     let server = start(c);
     let client = openai(&server);
     runtime().block_on(async {

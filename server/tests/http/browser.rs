@@ -133,6 +133,23 @@ impl Driver {
         )
     }
 
+    /// The caption of the newest image in the gallery.
+    fn first_caption(&self) -> String {
+        let caption = self.js("return document.querySelector('#gallery figcaption').textContent");
+        caption.as_str().unwrap().to_string()
+    }
+
+    /// Clicks Generate and waits for an image in the (empty) gallery: its caption.
+    fn generate_first(&self) -> String {
+        self.click("#generate");
+        self.wait_js(
+            60,
+            "an image in the gallery",
+            "return document.querySelectorAll('#gallery figure img').length",
+        );
+        self.first_caption()
+    }
+
     fn wait_js(&self, secs: u64, what: &str, script: &str) -> Value {
         let end = Instant::now() + Duration::from_secs(secs);
         loop {
@@ -159,19 +176,27 @@ fn browser() -> Option<(PathBuf, PathBuf)> {
     Some((driver, browser))
 }
 
+/// The page of a server started with `config` in a browser, once `ready` (a script) holds; None
+/// (the test skipped) where there is no browser.
+fn open_page(
+    config: kiln_server::ServerConfig,
+    what: &str,
+    ready: &str,
+) -> Option<(kiln_server::Server, Driver)> {
+    let (driver, browser) = browser()?;
+    let server = start(config);
+    let d = Driver::start(driver, browser);
+    d.call("POST", "/url", json!({"url": format!("{}/", server.url())}));
+    d.wait_js(30, what, ready);
+    Some((server, d))
+}
+
 /// Fills the image form, generates, and checks the image and its caption in the gallery.
 fn generate_into_gallery(d: &Driver) {
     d.type_into("#prompt", "a blue square on a yellow background");
     d.type_into("#steps", "3");
     d.type_into("#seed", "7");
-    d.click("#generate");
-    d.wait_js(
-        60,
-        "an image in the gallery",
-        "return document.querySelectorAll('#gallery figure img').length",
-    );
-    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
-    let caption = caption.as_str().unwrap();
+    let caption = d.generate_first();
     assert!(
         caption.starts_with("a blue square on a yellow background\nSteps: 3,"),
         "{caption}"
@@ -192,17 +217,13 @@ fn generate_into_gallery(d: &Driver) {
 
 #[test]
 fn web_page_generates_into_the_gallery_and_reads_dropped_pngs() {
-    let Some((driver, browser)) = browser() else {
-        return;
-    };
-    let server = start(config());
-    let d = Driver::start(driver, browser);
-    d.call("POST", "/url", json!({"url": format!("{}/", server.url())}));
-    d.wait_js(
-        30,
+    let Some((_server, d)) = open_page(
+        config(),
         "the model list",
         "return document.querySelector('#model').options.length",
-    );
+    ) else {
+        return;
+    };
     generate_into_gallery(&d);
 
     // Drop the generated PNG onto the page: its parameters come back into the form.
@@ -255,8 +276,7 @@ fn hires_fix_into_gallery(d: &Driver) {
     );
     let width = d.wait_js(60, "the hires image in the gallery", &newer);
     assert_eq!(width, 96, "hires width");
-    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
-    let caption = caption.as_str().unwrap();
+    let caption = d.first_caption();
     assert!(
         caption.contains("Size: 64x64")
             && caption.contains("Hires upscale: 1.5, Hires steps: 1, Hires upscaler: Latent"),
@@ -270,23 +290,19 @@ fn hires_fix_into_gallery(d: &Driver) {
 /// and its ControlNet fixtures), and the image's infotext names the unit.
 #[test]
 fn web_page_runs_a_controlnet_unit() {
-    let Some((driver, browser)) = browser() else {
-        return;
-    };
     let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
     let mut c =
         kiln_server::ServerConfig::new(kiln_server::ModelSet::Single(fixtures.join("tiny-sd1")));
     c.device = kiln_runtime::DeviceChoice::Cpu;
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.controlnet_dir = Some(fixtures.join("controlnet"));
-    let server = start(c);
-    let d = Driver::start(driver, browser);
-    d.call("POST", "/url", json!({"url": format!("{}/", server.url())}));
-    d.wait_js(
-        30,
+    let Some((_server, d)) = open_page(
+        c,
         "the ControlNet model list",
         "return document.querySelector('#cn-model').options.length > 1",
-    );
+    ) else {
+        return;
+    };
     d.click("#controlnet summary");
     d.js("const s = document.querySelector('#cn-model');
           s.value = [...s.options].find(o => o.value.startsWith('sd1-a [')).value; return true;");
@@ -304,14 +320,7 @@ fn web_page_runs_a_controlnet_unit() {
     d.type_into("#width", "32");
     d.type_into("#height", "32");
     d.type_into("#steps", "2");
-    d.click("#generate");
-    d.wait_js(
-        60,
-        "an image in the gallery",
-        "return document.querySelectorAll('#gallery figure img').length",
-    );
-    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
-    let caption = caption.as_str().unwrap();
+    let caption = d.generate_first();
     assert!(
         caption.contains("ControlNet 0: ") && caption.contains("sd1-a"),
         "{caption}"
@@ -340,8 +349,7 @@ fn xyz_plot_into_gallery(d: &Driver) {
         height > 2 * 64 && height < 2 * 64 + 40,
         "grid height {height}"
     );
-    let caption = d.js("return document.querySelector('#gallery figcaption').textContent");
-    let caption = caption.as_str().unwrap();
+    let caption = d.first_caption();
     assert!(
         caption.contains("Script: X/Y/Z plot, X Type: Steps, X Values: \"1,2\"")
             && caption.contains("Y Type: CFG Scale"),
@@ -418,17 +426,13 @@ fn chat_turn(d: &Driver, text: &str, n: usize) -> String {
 
 #[test]
 fn web_page_chats_with_streamed_replies_and_keeps_the_conversation() {
-    let Some((driver, browser)) = browser() else {
-        return;
-    };
-    let server = start(both_config());
-    let d = Driver::start(driver, browser);
-    d.call("POST", "/url", json!({"url": format!("{}/", server.url())}));
-    d.wait_js(
-        30,
+    let Some((_server, d)) = open_page(
+        both_config(),
         "the chat model list",
         "return document.querySelector('#chat-model').options.length",
-    );
+    ) else {
+        return;
+    };
     // Each picker lists its own kind of model.
     let names =
         "(id) => [...document.querySelector(id).options].map((o) => o.value.split(' [')[0])";
@@ -593,17 +597,13 @@ fn web_page_chats_with_streamed_replies_and_keeps_the_conversation() {
 /// shows. The attachments are cleared on sending, and a text turn afterwards is sent clean.
 #[test]
 fn web_page_sends_attached_images_as_image_url_parts() {
-    let Some((driver, browser)) = browser() else {
-        return;
-    };
-    let server = start(both_config());
-    let d = Driver::start(driver, browser);
-    d.call("POST", "/url", json!({"url": format!("{}/", server.url())}));
-    d.wait_js(
-        30,
+    let Some((_server, d)) = open_page(
+        both_config(),
         "the chat model list",
         "return document.querySelector('#chat-model').options.length",
-    );
+    ) else {
+        return;
+    };
     d.click("#tab-chat");
     d.js(INSTRUMENT);
     d.type_into("#chat-temperature", "0");

@@ -136,3 +136,12 @@ pub fn xyz_args(axes: [(u32, &str, Value); 3], lone: bool, subs: bool, margin: u
     ]);
     Value::Array(args)
 }
+
+/// The `name` of each entry of a listing such as /sdapi/v1/loras.
+pub fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect()
+}

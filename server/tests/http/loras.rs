@@ -11,7 +11,7 @@ use kiln_runtime::{DType, Device, DeviceChoice};
 use kiln_server::{ModelSet, ServerConfig};
 use serde_json::{json, Value};
 
-use crate::common::{b64decode, get_json, post_json, start};
+use crate::common::{b64decode, get_json, names, post_json, start};
 
 fn tiny() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd1")
@@ -42,12 +42,7 @@ fn loras_are_listed_and_applied_from_the_prompt() {
     let server = start(config(true));
     let (status, list) = get_json(&server, "/sdapi/v1/loras");
     assert_eq!(status, 200);
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names = names(&list);
     assert_eq!(names, ["kohya", "locon", "peft"]);
     let peft = &list[2];
     assert_eq!(peft["alias"], "peft");

@@ -11,7 +11,7 @@ use kiln_models::upscale::{TileOptions, Upscaler, UpscalerModel};
 use kiln_runtime::{DType, Device};
 use serde_json::{json, Value};
 
-use crate::common::{b64decode, b64encode, config, get_json, post_json, start};
+use crate::common::{b64decode, b64encode, config, get_json, names, post_json, start};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -51,12 +51,7 @@ fn upscalers_are_listed_and_run_like_a1111_extras() {
 
     let (status, list) = get_json(&server, "/sdapi/v1/upscalers");
     assert_eq!(status, 200);
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names = names(&list);
     assert_eq!(
         names,
         ["None", "Lanczos", "Nearest", "4x-compact", "RealESRGAN_x2"]
