@@ -14,6 +14,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kiln_models::image::read_image;
 use kiln_models::pipeline::{
@@ -29,6 +30,18 @@ use common::*;
 
 static TURN: Mutex<()> = Mutex::new(());
 
+/// Stops `server` and waits (a minute at most) until its worker thread has freed its models, so
+/// the next server's budget sees none of them: the worker is not joined on drop, and the CPU
+/// backend's counter and budget are the process's. `baseline`: the bytes live before it started.
+fn stop(server: kiln_server::Server, baseline: u64) {
+    drop(server);
+    let since = Instant::now();
+    while Device::Cpu.memory_stats().live > baseline && since.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Device::Cpu.set_memory_budget(None);
+}
+
 /// The plan of `small("a red circle", 2)` as the server runs it.
 fn planned() -> MemoryPlan {
     let mut p = GenerationParams::new("a red circle");
@@ -43,6 +56,7 @@ fn txt2img(server: &kiln_server::Server) -> (u16, Value) {
 #[test]
 fn a_budget_below_the_weights_streams_the_unet_and_stays_under_it() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let baseline = Device::Cpu.memory_stats().live;
     let plan = planned();
     // Halfway between what streaming needs and the weights alone.
     let budget = (plan.streamed_peak() + plan.weights_total()) / 2;
@@ -65,19 +79,20 @@ fn a_budget_below_the_weights_streams_the_unet_and_stays_under_it() {
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["images"][0], body["images"][0]);
     assert!(Device::Cpu.memory_stats().peak_live <= budget);
-    drop(server);
-    Device::Cpu.set_memory_budget(None);
+    stop(server, baseline);
 
     // Streaming moves weights, not arithmetic: the image of a server with no budget.
     let server = start(common::config());
     let (status, reference) = txt2img(&server);
     assert_eq!(status, 200, "{reference}");
     assert_eq!(body["images"][0], reference["images"][0]);
+    stop(server, baseline);
 }
 
 #[test]
 fn a_job_no_budget_fits_is_refused_with_the_minimum() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let baseline = Device::Cpu.memory_stats().live;
     let minimum = format_bytes(planned().streamed_peak());
     let mut config = config();
     config.max_vram = Some(2 << 20);
@@ -91,8 +106,7 @@ fn a_job_no_budget_fits_is_refused_with_the_minimum() {
             && detail.contains(&format!("at least {minimum}")),
         "{detail}"
     );
-    drop(server);
-    Device::Cpu.set_memory_budget(None);
+    stop(server, baseline);
 }
 
 fn fixtures() -> PathBuf {
@@ -135,6 +149,7 @@ fn planned_with(model: &Path, control: bool) -> MemoryPlan {
 #[test]
 fn the_budget_fit_counts_a_controlnet_unit() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let baseline = Device::Cpu.memory_stats().live;
     let model = fixtures().join("tiny-sd1");
     let (plain, controlled) = (planned_with(&model, false), planned_with(&model, true));
     assert!(controlled.streamed_peak() > plain.streamed_peak());
@@ -177,11 +192,12 @@ fn the_budget_fit_counts_a_controlnet_unit() {
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("over_memory_budget"), "{body}");
     // Its model's memory is the process's: gone before the next server loads.
-    drop(tight);
+    stop(tight, baseline);
 
     let enough = server(controlled.streamed_peak());
     let (status, body) = request(&enough, Some(unit(&enough)));
     assert_eq!(status, 200, "{body}");
+    stop(enough, baseline);
 }
 
 /// A server of tiny-sdxl and its refiner under `budget`.
@@ -232,6 +248,7 @@ fn planned_refined() -> MemoryPlan {
 #[test]
 fn a_refiner_job_streams_both_unets_under_a_budget_or_is_refused_with_the_minimum() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let baseline = Device::Cpu.memory_stats().live;
     let plan = planned_refined();
     // Between what streaming needs and what the resident run needs: only streaming both UNets
     // (the refiner's weights counted) keeps the run under it.
@@ -243,15 +260,14 @@ fn a_refiner_job_streams_both_unets_under_a_budget_or_is_refused_with_the_minimu
     let peak = Device::Cpu.memory_stats().peak_live;
     assert_eq!(status, 200, "{body}");
     assert!(peak <= budget, "peak {peak}, budget {budget}");
-    drop(server);
-    Device::Cpu.set_memory_budget(None);
+    stop(server, baseline);
 
     // Streaming moves weights, not arithmetic: the image of a server with no budget.
     let server = start(sdxl_config(None));
     let (status, reference) = refined(&server);
     assert_eq!(status, 200, "{reference}");
     assert_eq!(body["images"][0], reference["images"][0]);
-    drop(server);
+    stop(server, baseline);
 
     // Too small even streamed: refused naming the minimum, which counts the refiner.
     let server = start(sdxl_config(Some(plan.streamed_peak() / 2)));
@@ -261,6 +277,5 @@ fn a_refiner_job_streams_both_unets_under_a_budget_or_is_refused_with_the_minimu
     let detail = body["detail"].as_str().unwrap();
     let minimum = format_bytes(plan.streamed_peak());
     assert!(detail.contains(&format!("at least {minimum}")), "{detail}");
-    drop(server);
-    Device::Cpu.set_memory_budget(None);
+    stop(server, baseline);
 }
