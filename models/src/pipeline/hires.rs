@@ -23,6 +23,7 @@ use super::load::StableDiffusion;
 use super::params::{GeneratedImage, GenerationParams, Progress, Step, StepControl};
 use crate::image::{resize, RgbImage};
 use crate::schedulers::SamplerSpec;
+use crate::upscale::resize_nearest;
 
 /// An image upscaler a hires fix can use (a resampling filter, or an upscaler model).
 pub trait ImageUpscaler: Send + Sync {
@@ -57,7 +58,7 @@ impl ImageUpscaler for LanczosUpscaler {
     }
 }
 
-/// A1111's "Nearest": PIL's nearest-neighbour resize (source pixel `floor((x + 0.5) * in / out)`).
+/// A1111's "Nearest": PIL's nearest-neighbour resize (`upscale::resize_nearest`).
 pub struct NearestUpscaler;
 
 impl ImageUpscaler for NearestUpscaler {
@@ -71,18 +72,7 @@ impl ImageUpscaler for NearestUpscaler {
         height: usize,
         _: &Device,
     ) -> Result<RgbImage> {
-        let src = |o: usize, out: usize, input: usize| {
-            (((o as f64 + 0.5) * input as f64 / out as f64) as usize).min(input - 1)
-        };
-        let mut data = Vec::with_capacity(width * height * 3);
-        for y in 0..height {
-            let sy = src(y, height, image.height);
-            for x in 0..width {
-                let i = (sy * image.width + src(x, width, image.width)) * 3;
-                data.extend_from_slice(&image.data[i..i + 3]);
-            }
-        }
-        Ok(RgbImage::new(width, height, data)?)
+        Ok(resize_nearest(image, width, height)?)
     }
 }
 
